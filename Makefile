@@ -1,0 +1,34 @@
+# The front door. `make run` and `make test` are the contract (README).
+BUILD ?= build
+.PHONY: all build run test test-unit bench deps format clean asan
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
+	@cmake --build $(BUILD) -j$$(nproc)
+
+run: build
+	@scripts/run.sh
+
+test:
+	@BUILD=$(BUILD) scripts/test.sh
+
+test-unit:
+	@BUILD=$(BUILD) scripts/test.sh -L unit
+
+# Whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan:
+	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh
+
+bench: build
+	@scripts/bench.sh
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-asan

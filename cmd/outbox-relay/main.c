@@ -1,0 +1,141 @@
+/* outbox-relay: the relay as a daemon, for any application in any language
+ * that writes the outbox table itself. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "outbox/outbox.h"
+#include "store/pg.h"
+
+static outbox_relay_t *g_relay;
+static volatile sig_atomic_t g_signals;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (++g_signals > 1)
+        _exit(1); /* second signal: leave now; open transactions roll back */
+    outbox_relay_stop(g_relay);
+}
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: outbox-relay [OPTIONS]\n"
+            "\n"
+            "Publishes committed events from the PostgreSQL outbox table to a broker,\n"
+            "with N workers claiming batches (FOR UPDATE SKIP LOCKED), per-key order,\n"
+            "retries with backoff, and dead letters. Applies pending migrations at start\n"
+            "unless --no-migrate is given. Every option can also be set by the environment\n"
+            "variable shown; flags win over the environment.\n"
+            "\n"
+            "  --no-migrate               do not apply schema migrations at start\n"
+            "  --version                  print the version and exit\n");
+    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_LOG);
+    fprintf(fp,
+            "\nSignals: SIGTERM/SIGINT stop claiming, finish or roll back the batch in flight\n"
+            "(up to --shutdown-timeout) and exit 0; a second signal exits at once.\n"
+            "\nExample:\n"
+            "  DATABASE_URL=postgres://app@127.0.0.1/app OUTBOX_SINK=redis://127.0.0.1:6379 outbox-relay\n");
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    int migrate = 1;
+    /* Strip our own flags before the table-driven parser sees argv. */
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-migrate")) {
+            migrate = 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("outbox-relay %s\n", OUTBOX_VERSION_STR);
+            return 0;
+        } else {
+            argv[n++] = argv[i];
+        }
+    }
+    argc = n;
+
+    outbox_conf_t *conf = outbox_conf_new();
+    int argi, help;
+    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
+        outbox__conf_parse_args(conf, argc, argv, &argi, &help, err, sizeof(err))) {
+        fprintf(stderr, "outbox-relay: %s\n", conf ? err : "out of memory");
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+    if (help) {
+        usage(stdout);
+        outbox_conf_destroy(conf);
+        return 0;
+    }
+    if (argi < argc) {
+        fprintf(stderr, "outbox-relay: unexpected argument \"%s\" (see --help)\n", argv[argi]);
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
+    outbox__conf_log(conf, "relay", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
+
+    if (migrate) {
+        PGconn *c = NULL;
+        /* The database may still be starting: retry for a while. */
+        for (int attempt = 0; attempt < 30 && !c; attempt++) {
+            c = outbox__pg_connect(outbox__conf_database_url(conf), "outbox-relay migrate", err, sizeof(err));
+            if (!c) {
+                outbox__log(OUTBOX_LOG_WARN, "relay", "db_wait", err, NULL);
+                sleep(1);
+            }
+        }
+        int applied = 0;
+        if (!c || outbox_migrate(c, &applied, err, sizeof(err))) {
+            outbox__log(OUTBOX_LOG_ERROR, "relay", "migrate_failed", err, NULL);
+            PQfinish(c);
+            outbox_conf_destroy(conf);
+            return 1;
+        }
+        PQfinish(c);
+        char a[16];
+        snprintf(a, sizeof(a), "%d", applied);
+        outbox__log(OUTBOX_LOG_INFO, "relay", "migrated", "schema up to date", "applied", a, NULL);
+    }
+
+    int64_t shutdown_ms = outbox__conf_ms(conf, "shutdown_timeout");
+    g_relay = outbox_relay_new(conf, err, sizeof(err));
+    if (!g_relay) {
+        outbox__log(OUTBOX_LOG_ERROR, "relay", "config_error", err, NULL);
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (outbox_relay_start(g_relay, err, sizeof(err))) {
+        outbox__log(OUTBOX_LOG_ERROR, "relay", "start_failed", err, NULL);
+        outbox_relay_destroy(g_relay);
+        return 1;
+    }
+    /* Sleep until a signal asks us to stop (or every worker exits). */
+    while (!g_signals && outbox_relay_wait(g_relay, 200) == OUTBOX_ERR_TIMEOUT)
+        ;
+    outbox__log(OUTBOX_LOG_INFO, "relay", "shutting_down", "stop requested; finishing batches in flight", NULL);
+    if (outbox_relay_wait(g_relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {
+        outbox__log(OUTBOX_LOG_WARN, "relay", "shutdown_timeout",
+                    "batches still in flight after shutdown_timeout: exiting; their transactions roll back "
+                    "and the events are published again later", NULL);
+        _exit(0);
+    }
+    outbox_relay_destroy(g_relay);
+    outbox__log(OUTBOX_LOG_INFO, "relay", "stopped", "relay stopped cleanly", NULL);
+    return 0;
+}

@@ -1,0 +1,490 @@
+/* The configuration table and everything it drives. See conf.h. */
+#include "core/conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define MS_S 1000LL
+#define MS_H (3600LL * MS_S)
+#define MS_D (24LL * MS_H)
+
+/* secret: 1 = never shown; 2 = a URL/conninfo whose password is redacted. */
+static const outbox_conf_prop_t props[] = {
+    /* ---- database ---- */
+    {"database_url", OUTBOX_CT_STR, "", "DATABASE_URL", 0, 0, 2, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL conninfo or URI; when empty it is built from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME"},
+    {"db_host", OUTBOX_CT_STR, "localhost", "DB_HOST", 0, 0, 0, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL host (used when database_url is empty)"},
+    {"db_port", OUTBOX_CT_INT, "5432", "DB_PORT", 1, 65535, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL port"},
+    {"db_user", OUTBOX_CT_STR, "postgres", "DB_USER", 0, 0, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL user"},
+    {"db_password", OUTBOX_CT_STR, "postgres", "DB_PASSWORD", 0, 0, 1, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL password"},
+    {"db_name", OUTBOX_CT_STR, "outbox_db", "DB_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL database"},
+
+    /* ---- relay engine ---- */
+    {"workers", OUTBOX_CT_INT, "5", "OUTBOX_WORKERS", 1, 256, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "relay worker threads, each with its own database session and broker connection"},
+    {"batch_size", OUTBOX_CT_INT, "100", "OUTBOX_BATCH_SIZE", 1, 10000, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "events claimed per batch"},
+    {"poll_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_POLL_INTERVAL", 1, MS_H, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "longest idle wait between claims (a wake-up hint usually ends it sooner); alias OUTBOX_WORKER_INTERVAL"},
+    {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},
+    {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,
+     OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK,
+     "longest wait for broker confirmation of a batch; also bounds each relay transaction"},
+    {"max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_MAX_ATTEMPTS", 1, 100000, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "publish attempts before an event moves to the dead-letter table"},
+    {"backoff_base", OUTBOX_CT_DURATION, "500ms", "OUTBOX_BACKOFF_BASE", 1, MS_H, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "first retry delay; doubles per attempt, with full jitter"},
+    {"backoff_max", OUTBOX_CT_DURATION, "60s", "OUTBOX_BACKOFF_MAX", 1, MS_D, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "longest retry delay (also caps broker-down probing)"},
+    {"dlq_mode", OUTBOX_CT_ENUM, "hold", "OUTBOX_DLQ_MODE", 0, 0, 0, "hold|park", OUTBOX_SCOPE_RELAY,
+     "after a dead letter, later events of its key wait (hold) or are dead-lettered too (park)"},
+    {"dlq_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_DLQ_RETENTION", 0, 3650 * MS_D, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "dead letters older than this are purged (0 = keep)"},
+    {"inbox_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_INBOX_RETENTION", 0, 3650 * MS_D, 0, NULL,
+     OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SERVICE,
+     "inbox records older than this are purged (0 = keep); must exceed the longest redelivery window"},
+    {"rebalance_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_REBALANCE_INTERVAL", 10, 10 * 60 * MS_S,
+     0, NULL, OUTBOX_SCOPE_RELAY, "how often workers re-divide lanes (takeover time after a relay dies)"},
+    {"shutdown_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_SHUTDOWN_TIMEOUT", 0, MS_H, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "on SIGTERM/SIGINT, longest wait for batches in flight"},
+    {"metrics_addr", OUTBOX_CT_STR, "127.0.0.1:9464", "OUTBOX_METRICS_ADDR", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "host:port for /metrics, /healthz, /readyz (empty or \"off\" disables)"},
+    {"relay_name", OUTBOX_CT_STR, "", "OUTBOX_RELAY_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "name shown in outboxctl status (default host:pid)"},
+    {"fault_publish_fail_rate", OUTBOX_CT_STR, "0", "OUTBOX_FAULT_PUBLISH_FAIL_RATE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "testing only: fraction (0..1) of publishes failed on purpose before sending"},
+    {"fault_poison_type", OUTBOX_CT_STR, "", "OUTBOX_FAULT_POISON_TYPE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "testing only: events of this type always fail to publish (poison)"},
+
+    /* ---- sinks ---- */
+    {"sink", OUTBOX_CT_STR, "", "OUTBOX_SINK", 0, 0, 2, NULL, OUTBOX_SCOPE_SINK,
+     "broker URL: redis://, redis+pubsub://, kafka://, amqp://, nats://, http(s)://, opensearch+http(s)://, stdout:, file:PATH (default redis://REDIS_ADDR)"},
+    {"redis_addr", OUTBOX_CT_STR, "localhost:6379", "REDIS_ADDR", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "Redis host:port (default sink and consumers)"},
+    {"redis_password", OUTBOX_CT_STR, "", "REDIS_PASSWORD", 0, 0, 1, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "Redis password (AUTH)"},
+    {"redis_stream_maxlen", OUTBOX_CT_INT, "0", "OUTBOX_REDIS_MAXLEN", 0, INT64_MAX, 0, NULL,
+     OUTBOX_SCOPE_SINK, "approximate MAXLEN trim per stream on XADD (0 = never trim)"},
+    {"content_mode", OUTBOX_CT_ENUM, "structured", "OUTBOX_CONTENT_MODE", 0, 0, 0,
+     "structured|binary", OUTBOX_SCOPE_SINK,
+     "CloudEvents mode where the broker has headers: whole document as body (structured) or attributes as headers (binary)"},
+    {"webhook_secret", OUTBOX_CT_STR, "", "OUTBOX_WEBHOOK_SECRET", 0, 0, 1, NULL, OUTBOX_SCOPE_SINK,
+     "HTTP sink: HMAC-SHA256 key for the signature header (empty = unsigned)"},
+    /* Sink-specific rows (kafka_*, amqp_*, nats_*, webhook_*, opensearch_*) go here. */
+
+    /* ---- logging ---- */
+    {"log_level", OUTBOX_CT_ENUM, "info", "OUTBOX_LOG_LEVEL", 0, 0, 0, "debug|info|warn|error",
+     OUTBOX_SCOPE_LOG, "lowest level logged"},
+    {"log_format", OUTBOX_CT_ENUM, "json", "OUTBOX_LOG_FORMAT", 0, 0, 0, "json|text", OUTBOX_SCOPE_LOG,
+     "one JSON object per line, or plain text"},
+};
+
+#define NPROPS ((int)(sizeof(props) / sizeof(props[0])))
+
+struct outbox_conf_s {
+    char *vals[NPROPS];
+    char *dburl; /* cache for outbox__conf_database_url */
+};
+
+const outbox_conf_prop_t *outbox__conf_props(int *n)
+{
+    *n = NPROPS;
+    return props;
+}
+
+static int prop_index(const char *name)
+{
+    char norm[64];
+    size_t i;
+    for (i = 0; name[i] && i < sizeof(norm) - 1; i++)
+        norm[i] = name[i] == '-' ? '_' : (char)tolower((unsigned char)name[i]);
+    norm[i] = '\0';
+    for (int k = 0; k < NPROPS; k++)
+        if (!strcmp(props[k].name, norm))
+            return k;
+    return -1;
+}
+
+outbox_conf_t *outbox_conf_new(void)
+{
+    outbox_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    for (int k = 0; k < NPROPS; k++) {
+        if (!(c->vals[k] = strdup(props[k].def))) {
+            outbox_conf_destroy(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+outbox_conf_t *outbox_conf_dup(const outbox_conf_t *conf)
+{
+    outbox_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    for (int k = 0; k < NPROPS; k++) {
+        if (!(c->vals[k] = strdup(conf->vals[k]))) {
+            outbox_conf_destroy(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void outbox_conf_destroy(outbox_conf_t *conf)
+{
+    if (!conf)
+        return;
+    for (int k = 0; k < NPROPS; k++)
+        free(conf->vals[k]);
+    free(conf->dburl);
+    free(conf);
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *t[] = {"1", "true", "yes", "on"}, *f[] = {"0", "false", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(v, t[i])) {
+            *out = 1;
+            return 0;
+        }
+        if (!strcasecmp(v, f[i])) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_int(const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static int enum_has(const char *vals, const char *v)
+{
+    size_t n = strlen(v);
+    const char *p = vals;
+    while (p && *p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && !strncmp(p, v, n))
+            return 1;
+        p = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+static outbox_err_t validate(const outbox_conf_prop_t *p, const char *value, const char *origin,
+                             char *errstr, size_t errstr_size)
+{
+    int64_t x;
+    int b;
+    switch (p->type) {
+    case OUTBOX_CT_STR:
+        return OUTBOX_OK;
+    case OUTBOX_CT_BOOL:
+        if (parse_bool(value, &b))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: \"%s\" is not a boolean (use true/false, 1/0, yes/no, on/off)",
+                               origin, value);
+        return OUTBOX_OK;
+    case OUTBOX_CT_INT:
+        if (parse_int(value, &x))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: \"%s\" is not an integer", origin, value);
+        if (x < p->min || x > p->max)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: %lld is out of range [%lld, %lld]", origin, (long long)x,
+                               (long long)p->min, (long long)p->max);
+        return OUTBOX_OK;
+    case OUTBOX_CT_DURATION:
+        if (outbox__parse_duration_ms(value, &x))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: \"%s\" is not a duration (e.g. 250ms, 1s, 5m, 24h, 7d)",
+                               origin, value);
+        if (x < p->min || x > p->max)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: %s is out of range [%lldms, %lldms]", origin, value,
+                               (long long)p->min, (long long)p->max);
+        return OUTBOX_OK;
+    case OUTBOX_CT_ENUM:
+        if (!enum_has(p->enum_vals, value))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "%s: \"%s\" is not one of %s", origin, value, p->enum_vals);
+        return OUTBOX_OK;
+    }
+    return OUTBOX_OK;
+}
+
+static outbox_err_t set_idx(outbox_conf_t *conf, int k, const char *value, const char *origin,
+                            char *errstr, size_t errstr_size)
+{
+    outbox_err_t err = validate(&props[k], value, origin, errstr, errstr_size);
+    if (err)
+        return err;
+    char *v = strdup(value);
+    if (!v)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    free(conf->vals[k]);
+    conf->vals[k] = v;
+    free(conf->dburl);
+    conf->dburl = NULL;
+    return OUTBOX_OK;
+}
+
+outbox_err_t outbox_conf_set(outbox_conf_t *conf, const char *name, const char *value,
+                             char *errstr, size_t errstr_size)
+{
+    if (!conf || !name || !value)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "conf, name and value are required");
+    int k = prop_index(name);
+    if (k < 0)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "unknown configuration property \"%s\"", name);
+    return set_idx(conf, k, value, props[k].name, errstr, errstr_size);
+}
+
+outbox_err_t outbox_conf_from_env(outbox_conf_t *conf, char *errstr, size_t errstr_size)
+{
+    for (int k = 0; k < NPROPS; k++) {
+        const char *v = props[k].env ? getenv(props[k].env) : NULL;
+        if (!v && !strcmp(props[k].name, "poll_interval"))
+            v = getenv("OUTBOX_WORKER_INTERVAL"); /* seed-style alias */
+        if (!v)
+            continue;
+        outbox_err_t err = set_idx(conf, k, v, props[k].env, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    return OUTBOX_OK;
+}
+
+const char *outbox_conf_get(const outbox_conf_t *conf, const char *name)
+{
+    int k = prop_index(name);
+    return k < 0 ? NULL : conf->vals[k];
+}
+
+static int must_index(const char *name, outbox_conf_type_t type)
+{
+    int k = prop_index(name);
+    if (k < 0 || props[k].type != type) {
+        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n", name);
+        abort();
+    }
+    return k;
+}
+
+const char *outbox__conf_str(const outbox_conf_t *conf, const char *name)
+{
+    int k = prop_index(name);
+    if (k < 0 || (props[k].type != OUTBOX_CT_STR && props[k].type != OUTBOX_CT_ENUM)) {
+        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n", name);
+        abort();
+    }
+    return conf->vals[k];
+}
+
+int64_t outbox__conf_int(const outbox_conf_t *conf, const char *name)
+{
+    int64_t x = 0;
+    parse_int(conf->vals[must_index(name, OUTBOX_CT_INT)], &x);
+    return x;
+}
+
+int outbox__conf_bool(const outbox_conf_t *conf, const char *name)
+{
+    int b = 0;
+    parse_bool(conf->vals[must_index(name, OUTBOX_CT_BOOL)], &b);
+    return b;
+}
+
+int64_t outbox__conf_ms(const outbox_conf_t *conf, const char *name)
+{
+    int64_t x = 0;
+    outbox__parse_duration_ms(conf->vals[must_index(name, OUTBOX_CT_DURATION)], &x);
+    return x;
+}
+
+/* Appends key='value' to a conninfo string, quoting per libpq rules. */
+static void conninfo_add(char *buf, size_t size, const char *key, const char *val)
+{
+    size_t n = strlen(buf);
+    if (n + 1 >= size)
+        return;
+    int w = snprintf(buf + n, size - n, "%s%s='", n ? " " : "", key);
+    if (w < 0 || (size_t)w >= size - n)
+        return;
+    n += (size_t)w;
+    for (const char *p = val; *p && n + 3 < size; p++) {
+        if (*p == '\'' || *p == '\\')
+            buf[n++] = '\\';
+        buf[n++] = *p;
+    }
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
+const char *outbox__conf_database_url(const outbox_conf_t *conf)
+{
+    outbox_conf_t *c = (outbox_conf_t *)conf; /* cache only */
+    if (c->dburl)
+        return c->dburl;
+    const char *url = outbox__conf_str(conf, "database_url");
+    if (url[0]) {
+        c->dburl = strdup(url);
+        return c->dburl ? c->dburl : "";
+    }
+    char buf[2048] = "";
+    conninfo_add(buf, sizeof(buf), "host", outbox__conf_str(conf, "db_host"));
+    conninfo_add(buf, sizeof(buf), "port", conf->vals[prop_index("db_port")]);
+    conninfo_add(buf, sizeof(buf), "user", outbox__conf_str(conf, "db_user"));
+    conninfo_add(buf, sizeof(buf), "password", outbox__conf_str(conf, "db_password"));
+    conninfo_add(buf, sizeof(buf), "dbname", outbox__conf_str(conf, "db_name"));
+    c->dburl = strdup(buf);
+    return c->dburl ? c->dburl : "";
+}
+
+outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv, int *argi,
+                                     int *help, char *errstr, size_t errstr_size)
+{
+    int i = 1;
+    *help = 0;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *help = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0)
+            break;
+        char name[128];
+        const char *eq = strchr(a + 2, '=');
+        size_t nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nlen >= sizeof(name))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "unknown option %s", a);
+        memcpy(name, a + 2, nlen);
+        name[nlen] = '\0';
+        int k = prop_index(name);
+        if (k < 0 && !eq && !strncmp(name, "no-", 3)) {
+            int kb = prop_index(name + 3);
+            if (kb >= 0 && props[kb].type == OUTBOX_CT_BOOL) {
+                outbox_err_t err = set_idx(conf, kb, "false", a, errstr, errstr_size);
+                if (err)
+                    return err;
+                continue;
+            }
+        }
+        if (k < 0)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "unknown option %s (see --help)", a);
+        const char *val;
+        if (eq)
+            val = eq + 1;
+        else if (props[k].type == OUTBOX_CT_BOOL)
+            val = "true";
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "option %s needs a value", a);
+        outbox_err_t err = set_idx(conf, k, val, a, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    *argi = i;
+    return OUTBOX_OK;
+}
+
+static const char *type_name(const outbox_conf_prop_t *p)
+{
+    switch (p->type) {
+    case OUTBOX_CT_STR: return "string";
+    case OUTBOX_CT_INT: return "integer";
+    case OUTBOX_CT_BOOL: return "boolean";
+    case OUTBOX_CT_DURATION: return "duration";
+    case OUTBOX_CT_ENUM: return p->enum_vals;
+    }
+    return "?";
+}
+
+void outbox__conf_print_help(FILE *fp, unsigned scopes)
+{
+    for (int k = 0; k < NPROPS; k++) {
+        const outbox_conf_prop_t *p = &props[k];
+        if (!(p->scope & scopes))
+            continue;
+        char flag[80];
+        snprintf(flag, sizeof(flag), "--%s", p->name);
+        for (char *c = flag + 2; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        fprintf(fp, "  %-26s %s\n", flag, p->doc);
+        fprintf(fp, "  %-26s [%s; env %s; default %s%s%s]\n", "", type_name(p),
+                p->env ? p->env : "-", p->secret == 1 ? "(secret)" : (p->def[0] ? "\"" : "none"),
+                p->secret == 1 ? "" : p->def, p->secret == 1 || !p->def[0] ? "" : "\"");
+    }
+}
+
+void outbox__conf_print_markdown(FILE *fp)
+{
+    fprintf(fp, "| property / flag | environment | type | default | description |\n");
+    fprintf(fp, "|---|---|---|---|---|\n");
+    for (int k = 0; k < NPROPS; k++) {
+        const outbox_conf_prop_t *p = &props[k];
+        char flag[80];
+        snprintf(flag, sizeof(flag), "--%s", p->name);
+        for (char *c = flag + 2; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        fprintf(fp, "| `%s` | `%s` | %s | %s%s%s | %s%s |\n", flag, p->env ? p->env : "-",
+                type_name(p), p->def[0] ? "`" : "", p->def[0] ? p->def : "(empty)",
+                p->def[0] ? "`" : "", p->doc, p->secret == 1 ? " (secret: never logged)" : "");
+    }
+}
+
+void outbox__conf_log(const outbox_conf_t *conf, const char *component, unsigned scopes)
+{
+    char line[4096] = "";
+    size_t n = 0;
+    for (int k = 0; k < NPROPS && n < sizeof(line) - 1; k++) {
+        const outbox_conf_prop_t *p = &props[k];
+        if (!(p->scope & scopes))
+            continue;
+        char shown[512];
+        if (p->secret == 1)
+            snprintf(shown, sizeof(shown), "%s", conf->vals[k][0] ? "****" : "");
+        else if (p->secret == 2)
+            outbox__redact_url(conf->vals[k], shown, sizeof(shown));
+        else
+            snprintf(shown, sizeof(shown), "%s", conf->vals[k]);
+        int w = snprintf(line + n, sizeof(line) - n, "%s%s=%s", n ? " " : "", p->name, shown);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    outbox__log(OUTBOX_LOG_INFO, component, "config", line, NULL);
+}

@@ -1,0 +1,37 @@
+/* Small helpers shared across liboutbox: error strings, time, durations. */
+#ifndef OUTBOX_CORE_UTIL_H
+#define OUTBOX_CORE_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "outbox/outbox.h"
+
+/** Formats into errstr (if not NULL) and returns err: `return outbox__err(...)`. */
+outbox_err_t outbox__err(outbox_err_t err, char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/** Monotonic clock in milliseconds. */
+int64_t outbox__now_ms(void);
+/** Wall clock in microseconds since the epoch. */
+int64_t outbox__wall_us(void);
+/** Sleeps ms milliseconds (restarts on EINTR unless *stop becomes non-zero). */
+void outbox__sleep_ms(int64_t ms, volatile int *stop);
+
+/** Parses "250ms", "1s", "5m", "24h", "7d" or a bare number of milliseconds.
+ *  Returns 0 and sets *ms, or -1 on bad input. */
+int outbox__parse_duration_ms(const char *s, int64_t *ms);
+
+/** Exponential backoff with full jitter: a random value in
+ *  [base*2^(attempt-1)/2, min(max, base*2^(attempt-1))]. attempt >= 1. */
+int64_t outbox__backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
+
+/** strdup that returns NULL for NULL. */
+char *outbox__strdup0(const char *s);
+
+/** Process-wide fault injection for tests (OUTBOX_FAULT_* variables): a
+ *  deterministic-per-process pseudo random in [0,1). */
+double outbox__rand01(void);
+
+#endif

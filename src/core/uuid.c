@@ -1,0 +1,82 @@
+/* UUID version 7 (RFC 9562 §5.7): 48-bit Unix milliseconds, then random
+ * bits. Within one process ids are strictly increasing: the 12-bit rand_a
+ * field is a counter seeded randomly each millisecond (method 1 of §6.2). */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/util.h"
+#include "outbox/outbox.h"
+
+static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t last_ms;
+static uint32_t counter; /* 12 bits used */
+
+static void fill_random(unsigned char *b, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(b + got, n - got, 0);
+        if (r <= 0) { /* fall back to the process PRNG; never fails */
+            for (; got < n; got++)
+                b[got] = (unsigned char)(outbox__rand01() * 256.0);
+            return;
+        }
+        got += (size_t)r;
+    }
+}
+
+void outbox_uuid_v7(char out[OUTBOX_UUID_STRLEN + 1])
+{
+    unsigned char b[16];
+    fill_random(b, sizeof(b));
+    uint64_t ms = (uint64_t)(outbox__wall_us() / 1000);
+
+    pthread_mutex_lock(&uuid_lock);
+    if (ms > last_ms) {
+        last_ms = ms;
+        counter = ((uint32_t)b[6] << 8 | b[7]) & 0x7ff; /* leave headroom */
+    } else {
+        ms = last_ms; /* clock went back or same ms: keep monotonic */
+        if (++counter > 0xfff) {
+            last_ms = ++ms;
+            counter = 0;
+        }
+    }
+    uint32_t c = counter;
+    pthread_mutex_unlock(&uuid_lock);
+
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | ((c >> 8) & 0x0f));
+    b[7] = (unsigned char)(c & 0xff);
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f)); /* variant 10 */
+
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
+}
+
+int outbox_uuid_valid(const char *s)
+{
+    if (!s)
+        return 0;
+    for (int i = 0; i < OUTBOX_UUID_STRLEN; i++) {
+        char ch = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (ch != '-')
+                return 0;
+        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                     (ch >= 'A' && ch <= 'F'))) {
+            return 0;
+        }
+    }
+    return s[OUTBOX_UUID_STRLEN] == '\0';
+}

@@ -1,0 +1,240 @@
+/* Redis sink (hiredis): Streams by default, Pub/Sub with redis+pubsub://.
+ *
+ * redis://[:password@]host[:port][/db]          XADD <topic> * id <uuid> type <type>
+ *                                               key <key> event <CloudEvents JSON>
+ * redis+pubsub://[:password@]host[:port][/db]   PUBLISH <topic> <CloudEvents JSON>
+ *
+ * A batch is pipelined: every command is written, then every reply read.
+ * XADD's reply is Redis's confirmation (the entry is in the stream; with
+ * appendonly it is as durable as the server is configured to make it).
+ * The connection is opened lazily, so a relay starts while Redis is down. */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sink/sink.h"
+
+typedef struct redis_sink_s {
+    char host[256];
+    int port;
+    int db;
+    char password[256];
+    int pubsub;
+    long long maxlen;
+    redisContext *ctx;
+} redis_sink_t;
+
+static outbox_err_t parse_url(redis_sink_t *r, const char *url, char *errstr, size_t errstr_size)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "redis sink URL must look like redis://host:port");
+    r->pubsub = !strncasecmp(url, "redis+pubsub:", 13);
+    p += 3;
+    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    if (at && (!slash || at < slash)) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
+        p = at + 1;
+    }
+    const char *end = slash ? slash : p + strlen(p);
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    r->port = 6379;
+    if (colon) {
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(colon - p), p);
+        r->port = atoi(colon + 1);
+    } else {
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(end - p), p);
+    }
+    if (!r->host[0])
+        snprintf(r->host, sizeof(r->host), "127.0.0.1");
+    if (r->port <= 0 || r->port > 65535)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "redis sink URL has a bad port");
+    if (slash && slash[1])
+        r->db = atoi(slash + 1);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t redis_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    redis_sink_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = parse_url(r, sink->url, errstr, errstr_size);
+    if (err) {
+        free(r);
+        return err;
+    }
+    if (!r->password[0])
+        snprintf(r->password, sizeof(r->password), "%s", outbox__conf_str(sink->conf, "redis_password"));
+    r->maxlen = outbox__conf_int(sink->conf, "redis_stream_maxlen");
+    sink->state = r;
+    return OUTBOX_OK;
+}
+
+static void drop(redis_sink_t *r)
+{
+    if (r->ctx)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+}
+
+static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    redis_sink_t *r = sink->state;
+    if (r->ctx && !r->ctx->err)
+        return OUTBOX_OK;
+    drop(r);
+    struct timeval tv = {sink->timeout_ms / 1000, (sink->timeout_ms % 1000) * 1000};
+    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    if (!r->ctx || r->ctx->err) {
+        outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to Redis at %s:%d: %s",
+                    r->host, r->port, r->ctx ? r->ctx->errstr : "out of memory");
+        drop(r);
+        return OUTBOX_ERR_BROKER;
+    }
+    redisSetTimeout(r->ctx, tv);
+    redisReply *rep;
+    if (r->password[0]) {
+        rep = redisCommand(r->ctx, "AUTH %s", r->password);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis AUTH failed: %s",
+                        rep ? rep->str : r->ctx->errstr);
+            if (rep)
+                freeReplyObject(rep);
+            drop(r);
+            return OUTBOX_ERR_BROKER;
+        }
+        freeReplyObject(rep);
+    }
+    if (r->db) {
+        rep = redisCommand(r->ctx, "SELECT %d", r->db);
+        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
+        if (rep)
+            freeReplyObject(rep);
+        if (bad) {
+            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed", r->db);
+            drop(r);
+            return OUTBOX_ERR_BROKER;
+        }
+    }
+    return OUTBOX_OK;
+}
+
+static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                  outbox_pub_result_t *res)
+{
+    redis_sink_t *r = sink->state;
+    char errbuf[256];
+    if (ensure(sink, errbuf, sizeof(errbuf)) != OUTBOX_OK) {
+        for (size_t i = 0; i < n; i++) {
+            res[i].err = OUTBOX_ERR_BROKER;
+            snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", errbuf);
+        }
+        return OUTBOX_ERR_BROKER;
+    }
+    char maxlen[24];
+    snprintf(maxlen, sizeof(maxlen), "%lld", r->maxlen);
+    for (size_t i = 0; i < n; i++) {
+        outbox_msg_t *m = &msgs[i];
+        const char *argv[14];
+        size_t lens[14];
+        int argc = 0;
+#define ARG(s, l) (argv[argc] = (s), lens[argc] = (l), argc++)
+        if (r->pubsub) {
+            ARG("PUBLISH", 7);
+            ARG(m->topic, strlen(m->topic));
+            ARG(m->envelope, m->envelope_len);
+        } else {
+            ARG("XADD", 4);
+            ARG(m->topic, strlen(m->topic));
+            if (r->maxlen > 0) {
+                ARG("MAXLEN", 6);
+                ARG("~", 1);
+                ARG(maxlen, strlen(maxlen));
+            }
+            ARG("*", 1);
+            ARG("id", 2);
+            ARG(m->id, strlen(m->id));
+            ARG("type", 4);
+            ARG(m->type, strlen(m->type));
+            ARG("key", 3);
+            ARG(m->key, strlen(m->key));
+            ARG("event", 5);
+            ARG(m->envelope, m->envelope_len);
+        }
+#undef ARG
+        if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK)
+            goto broken;
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rep = NULL;
+        if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
+            goto broken;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            res[i].err = OUTBOX_ERR_BROKER;
+            snprintf(res[i].errstr, sizeof(res[i].errstr), "Redis: %s", rep->str);
+        } else {
+            res[i].err = OUTBOX_OK;
+        }
+        freeReplyObject(rep);
+    }
+    return OUTBOX_OK;
+
+broken:
+    snprintf(errbuf, sizeof(errbuf), "Redis connection to %s:%d lost: %s", r->host, r->port,
+             r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
+    for (size_t i = 0; i < n; i++) {
+        res[i].err = OUTBOX_ERR_BROKER;
+        snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", errbuf);
+    }
+    drop(r);
+    return OUTBOX_ERR_BROKER;
+}
+
+static outbox_err_t redis_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    redis_sink_t *r = sink->state;
+    outbox_err_t err = ensure(sink, errstr, errstr_size);
+    if (err)
+        return err;
+    redisReply *rep = redisCommand(r->ctx, "PING");
+    int ok = rep && rep->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis PING failed: %s",
+                    rep ? rep->str : r->ctx->errstr);
+    if (rep)
+        freeReplyObject(rep);
+    if (!ok)
+        drop(r);
+    return ok ? OUTBOX_OK : OUTBOX_ERR_BROKER;
+}
+
+static void redis_close(outbox_sink_t *sink)
+{
+    redis_sink_t *r = sink->state;
+    if (!r)
+        return;
+    drop(r);
+    free(r);
+    sink->state = NULL;
+}
+
+static const char *const redis_schemes[] = {"redis", "redis+pubsub", NULL};
+
+const outbox_sink_ops_t outbox__sink_redis_ops = {
+    .name = "redis",
+    .schemes = redis_schemes,
+    .open = redis_open,
+    .publish = redis_publish,
+    .ping = redis_ping,
+    .close = redis_close,
+};

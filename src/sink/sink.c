@@ -1,0 +1,87 @@
+/* Sink registry: picks the ops table by URL scheme. The table itself is
+ * generated at configure time from the files present in src/sink/. */
+#include "sink/sink.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/util.h"
+
+/* Generated from the files in src/sink/ (see CMakeLists.txt), NULL-terminated. */
+extern const outbox_sink_ops_t *const outbox__sink_registry[];
+
+static const outbox_sink_ops_t *const *registry(void)
+{
+    return outbox__sink_registry;
+}
+
+static const outbox_sink_ops_t *find(const char *url)
+{
+    const char *colon = url ? strchr(url, ':') : NULL;
+    if (!colon)
+        return NULL;
+    size_t n = (size_t)(colon - url);
+    for (const outbox_sink_ops_t *const *o = registry(); *o; o++)
+        for (const char *const *s = (*o)->schemes; *s; s++)
+            if (strlen(*s) == n && !strncasecmp(*s, url, n))
+                return *o;
+    return NULL;
+}
+
+int outbox__sink_supported(const char *url)
+{
+    return find(url) != NULL;
+}
+
+const char *outbox__sink_schemes(void)
+{
+    static char buf[256];
+    if (!buf[0]) {
+        size_t n = 0;
+        for (const outbox_sink_ops_t *const *o = registry(); *o; o++)
+            for (const char *const *s = (*o)->schemes; *s; s++)
+                n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s:", n ? ", " : "", *s);
+    }
+    return buf;
+}
+
+outbox_sink_t *outbox__sink_new(const char *url, const outbox_conf_t *conf, const char *owner,
+                                char *errstr, size_t errstr_size)
+{
+    const outbox_sink_ops_t *ops = find(url);
+    if (!ops) {
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                    "unsupported sink URL scheme in \"%.*s\" (supported: %s)",
+                    url && strchr(url, ':') ? (int)(strchr(url, ':') - url) : 16, url ? url : "",
+                    outbox__sink_schemes());
+        return NULL;
+    }
+    outbox_sink_t *s = calloc(1, sizeof(*s));
+    if (!s || !(s->url = strdup(url))) {
+        free(s);
+        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    s->ops = ops;
+    s->conf = conf;
+    s->timeout_ms = outbox__conf_ms(conf, "publish_timeout");
+    snprintf(s->name, sizeof(s->name), "%s", owner ? owner : "sink");
+    if (ops->open(s, errstr, errstr_size) != OUTBOX_OK) {
+        free(s->url);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void outbox__sink_destroy(outbox_sink_t *sink)
+{
+    if (!sink)
+        return;
+    if (sink->ops && sink->ops->close)
+        sink->ops->close(sink);
+    free(sink->url);
+    free(sink);
+}

@@ -1,0 +1,70 @@
+/*
+ * Sinks: one file per broker, each a small ops table chosen by URL scheme.
+ *
+ * A sink instance belongs to one relay worker (one thread); ops need not be
+ * thread-safe. To add a sink: write src/sink/<name>.c defining
+ *   const outbox_sink_ops_t outbox__sink_<name>_ops = {...};
+ * The build generates the registry from the file names (CMakeLists.txt), so
+ * the file name and the ops symbol must match.
+ */
+#ifndef OUTBOX_SINK_SINK_H
+#define OUTBOX_SINK_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/message.h"
+#include "outbox/outbox.h"
+
+typedef struct outbox_sink_s outbox_sink_t;
+
+/** Outcome of one message in a publish call. */
+typedef struct outbox_pub_result_s {
+    outbox_err_t err;        /**< OUTBOX_OK: broker confirmed; OUTBOX_ERR_BROKER/TIMEOUT:
+                                  retry with backoff; OUTBOX_ERR_REJECTED: dead-letter now */
+    int64_t retry_after_ms;  /**< >0: the broker asked to wait at least this long */
+    char errstr[256];
+} outbox_pub_result_t;
+
+typedef struct outbox_sink_ops_s {
+    const char *name;              /**< "redis", "kafka", ... (metrics label) */
+    const char *const *schemes;    /**< URL schemes handled, NULL-terminated, e.g. {"redis", NULL} */
+    /** Parses sink->url, connects. Sets sink->state. */
+    outbox_err_t (*open)(outbox_sink_t *sink, char *errstr, size_t errstr_size);
+    /**
+     * Publishes msgs[0..n) in this order and waits for the broker's
+     * confirmation of each (or the timeout sink->timeout_ms). Fills res[i].
+     * Per key, a message must not be sent after an earlier one of the same
+     * key failed in this call (mark it failed without sending).
+     * Returns OUTBOX_OK when the broker answered (res[] says per message), or
+     * OUTBOX_ERR_BROKER/TIMEOUT when it is unreachable: then nothing in the
+     * call counts as confirmed, and the relay probes with ping() before
+     * trying again.
+     */
+    outbox_err_t (*publish)(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                            outbox_pub_result_t *res);
+    /** Cheap reachability check (reconnects if needed). */
+    outbox_err_t (*ping)(outbox_sink_t *sink, char *errstr, size_t errstr_size);
+    /** Frees sink->state. */
+    void (*close)(outbox_sink_t *sink);
+} outbox_sink_ops_t;
+
+struct outbox_sink_s {
+    const outbox_sink_ops_t *ops;
+    char *url;                   /**< owned; may hold a password: never log it raw */
+    const outbox_conf_t *conf;   /**< borrowed; read sink options with outbox__conf_* */
+    int64_t timeout_ms;          /**< publish timeout */
+    void *state;                 /**< the sink's own */
+    char name[32];               /**< owning worker, for log lines ("worker-3") */
+};
+
+/** Creates and opens the sink for url (scheme picks the ops). */
+outbox_sink_t *outbox__sink_new(const char *url, const outbox_conf_t *conf, const char *owner,
+                                char *errstr, size_t errstr_size);
+void outbox__sink_destroy(outbox_sink_t *sink);
+/** 1 if some compiled-in sink handles url's scheme. */
+int outbox__sink_supported(const char *url);
+/** Comma-separated list of supported schemes (static). */
+const char *outbox__sink_schemes(void);
+
+#endif
