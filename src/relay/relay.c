@@ -199,33 +199,43 @@ static int rebalance(outbox_worker_t *w)
             return -1;
         }
     }
-    if (w->nlanes < fair) { /* take free lanes, starting at a per-worker offset */
-        char held[OUTBOX_LANES * 4 + 4];
-        size_t n = 0;
-        held[n++] = '{';
-        for (int i = 0; i < w->nlanes; i++)
-            n += (size_t)snprintf(held + n, sizeof(held) - n, "%s%d", i ? "," : "", w->lanes[i]);
-        held[n++] = '}';
-        held[n] = '\0';
-        char need[16], off[16];
-        snprintf(need, sizeof(need), "%d", fair - w->nlanes);
-        snprintf(off, sizeof(off), "%d", (int)(hash_str(w->name) + (uint64_t)getpid() * 7) % OUTBOX_LANES);
-        const char *params[3] = {held, off, need};
+    if (w->nlanes < fair) {
+        /* Free lanes (held by no session), in a per-worker order so workers
+         * starting together do not all race for the same ones; then lock
+         * them one at a time: a lane taken meanwhile by another worker just
+         * fails pg_try_advisory_lock. */
+        char off[16];
+        snprintf(off, sizeof(off), "%d", (int)((hash_str(w->name) + (uint64_t)getpid() * 7) % OUTBOX_LANES));
+        const char *params[1] = {off};
         snprintf(sql, sizeof(sql),
-                 "SELECT l FROM (SELECT l FROM generate_series(0, %d) AS l"
-                 "                WHERE NOT (l = ANY($1::int[]))"
-                 "                ORDER BY (l + $2::int) %% %d) AS c"
-                 " WHERE pg_try_advisory_lock(%d, l) LIMIT $3::int",
-                 OUTBOX_LANES - 1, OUTBOX_LANES, OUTBOX_LOCK_NS_LANE);
-        res = PQexecParams(w->conn, sql, 3, NULL, params, NULL, NULL, 0);
+                 "SELECT l FROM generate_series(0, %d) AS l"
+                 " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
+                 "                  AND classid = %d AND objsubid = 2 AND granted AND database ="
+                 "                  (SELECT oid FROM pg_database WHERE datname = current_database()))"
+                 " ORDER BY (l + $1::int) %% %d",
+                 OUTBOX_LANES - 1, OUTBOX_LOCK_NS_LANE, OUTBOX_LANES);
+        res = PQexecParams(w->conn, sql, 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            snprintf(err, sizeof(err), "taking lanes: %s", PQerrorMessage(w->conn));
+            snprintf(err, sizeof(err), "listing free lanes: %s", PQerrorMessage(w->conn));
             PQclear(res);
             drop_conn(w, err);
             return -1;
         }
-        for (int i = 0; i < PQntuples(res) && w->nlanes < OUTBOX_LANES; i++)
-            w->lanes[w->nlanes++] = atoi(PQgetvalue(res, i, 0));
+        for (int i = 0; i < PQntuples(res) && w->nlanes < fair; i++) {
+            int lane = atoi(PQgetvalue(res, i, 0));
+            snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %d)", OUTBOX_LOCK_NS_LANE, lane);
+            PGresult *t = PQexec(w->conn, sql);
+            if (PQresultStatus(t) != PGRES_TUPLES_OK) {
+                snprintf(err, sizeof(err), "taking lane %d: %s", lane, PQerrorMessage(w->conn));
+                PQclear(t);
+                PQclear(res);
+                drop_conn(w, err);
+                return -1;
+            }
+            if (PQgetvalue(t, 0, 0)[0] == 't')
+                w->lanes[w->nlanes++] = lane;
+            PQclear(t);
+        }
         PQclear(res);
     }
     atomic_store(&w->lanes_held, w->nlanes);

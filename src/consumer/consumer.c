@@ -1,0 +1,135 @@
+/* Consumer registry and the shared dispatch step. */
+#include "consumer/consumer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+/* Generated from the files in src/consumer/ (see CMakeLists.txt), NULL-terminated. */
+extern const outbox_consumer_ops_t *const outbox__consumer_registry[];
+
+static const outbox_consumer_ops_t *find(const char *url)
+{
+    const char *colon = url ? strchr(url, ':') : NULL;
+    if (!colon)
+        return NULL;
+    size_t n = (size_t)(colon - url);
+    for (const outbox_consumer_ops_t *const *o = outbox__consumer_registry; *o; o++)
+        for (const char *const *s = (*o)->schemes; *s; s++)
+            if (strlen(*s) == n && !strncasecmp(*s, url, n))
+                return *o;
+    return NULL;
+}
+
+outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const char *name,
+                                       const char *const *topics, int ntopics,
+                                       const outbox_conf_t *conf, char *errstr, size_t errstr_size)
+{
+    const outbox_consumer_ops_t *ops = find(url);
+    if (!ops) {
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "no consumer for the URL scheme of \"%.*s\"",
+                    url && strchr(url, ':') ? (int)(strchr(url, ':') - url) : 16, url ? url : "");
+        return NULL;
+    }
+    if (!group || !*group || !name || !*name || ntopics <= 0 || !topics) {
+        outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "consumer needs a group, a name and a topic");
+        return NULL;
+    }
+    outbox_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        goto nomem;
+    c->ops = ops;
+    c->url = strdup(url);
+    c->group = strdup(group);
+    c->name = strdup(name);
+    c->topics = calloc((size_t)ntopics, sizeof(char *));
+    c->conf = conf ? outbox_conf_dup(conf) : outbox_conf_new();
+    if (!c->url || !c->group || !c->name || !c->topics || !c->conf)
+        goto nomem;
+    for (int i = 0; i < ntopics; i++)
+        if (!(c->topics[c->ntopics++] = strdup(topics[i])))
+            goto nomem;
+    if (ops->open(c, errstr, errstr_size) != OUTBOX_OK) {
+        c->ops = NULL; /* nothing to close */
+        outbox_consumer_destroy(c);
+        return NULL;
+    }
+    return c;
+nomem:
+    if (c)
+        c->ops = NULL;
+    outbox_consumer_destroy(c);
+    outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    return NULL;
+}
+
+outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn handler,
+                                  void *opaque)
+{
+    if (!c || !handler)
+        return OUTBOX_ERR_INVALID_ARG;
+    return c->ops->poll(c, timeout_ms, handler, opaque);
+}
+
+const char *outbox_consumer_errstr(const outbox_consumer_t *c)
+{
+    return c ? c->errstr : "";
+}
+
+void outbox_consumer_destroy(outbox_consumer_t *c)
+{
+    if (!c)
+        return;
+    if (c->ops && c->ops->close)
+        c->ops->close(c);
+    for (int i = 0; i < c->ntopics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    free(c->url);
+    free(c->group);
+    free(c->name);
+    outbox_conf_destroy(c->conf);
+    free(c);
+}
+
+outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, const char *body,
+                                       size_t len, const char *const *attrs, int redelivered,
+                                       outbox_consumer_handler_fn fn, void *opaque)
+{
+    outbox_delivery_t d;
+    memset(&d, 0, sizeof(d));
+    d.topic = topic;
+    d.body = body;
+    d.body_len = len;
+    d.redelivered = redelivered;
+    char err[256];
+    outbox_err_t perr;
+    if (attrs) {
+        /* Binary mode: rebuild a structured document from ce_* attributes. */
+        json_t *o = json_object();
+        for (int i = 0; attrs[i] && attrs[i + 1]; i += 2)
+            if (!strncmp(attrs[i], "ce_", 3) || !strncmp(attrs[i], "ce-", 3))
+                json_object_set_new(o, attrs[i] + 3, json_string(attrs[i + 1]));
+        json_error_t jerr;
+        json_t *data = json_loadb(body ? body : "null", body ? len : 4, JSON_DECODE_ANY, &jerr);
+        json_object_set_new(o, "data", data ? data : json_stringn(body ? body : "", body ? len : 0));
+        char *doc = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        perr = doc ? outbox_envelope_parse(doc, strlen(doc), &d.env, err, sizeof(err)) : OUTBOX_ERR_NOMEM;
+        free(doc);
+    } else {
+        perr = outbox_envelope_parse(body, len, &d.env, err, sizeof(err));
+    }
+    if (perr != OUTBOX_OK) {
+        outbox__log(OUTBOX_LOG_ERROR, "consumer", "bad_message", err, "consumer", c->name, "topic", topic,
+                    NULL);
+        return OUTBOX_OK; /* can never succeed: acknowledge and move on */
+    }
+    outbox_err_t rc = fn(&d, opaque);
+    outbox_envelope_term(&d.env);
+    return rc;
+}
