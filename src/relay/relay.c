@@ -359,6 +359,9 @@ static int process_batch(outbox_worker_t *w)
     }
 
     /* Acknowledge, retry, dead-letter. */
+    int64_t ack_delay = outbox__conf_ms(r->conf, "fault_ack_delay");
+    if (ack_delay > 0)
+        outbox__sleep_ms(ack_delay, NULL); /* testing: published, not yet acknowledged */
     int nacked = 0;
     int64_t base = outbox__conf_ms(r->conf, "backoff_base"), max = outbox__conf_ms(r->conf, "backoff_max");
     int max_attempts = (int)outbox__conf_int(r->conf, "max_attempts");
@@ -567,6 +570,7 @@ outbox_relay_t *outbox_relay_new(outbox_conf_t *conf, char *errstr, size_t errst
         snprintf(r->workers[i].name, sizeof(r->workers[i].name), "worker-%d", i + 1);
     }
     r->conf = conf; /* owned from here on */
+    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
     r->fault_poison_type = outbox__conf_str(conf, "fault_poison_type");
     return r;
 }

@@ -1,0 +1,181 @@
+/* Helpers shared by the relay tests (header-only, static). */
+#ifndef OUTBOX_TEST_RELAY_COMMON_H
+#define OUTBOX_TEST_RELAY_COMMON_H
+
+#include <string.h>
+
+#include "outbox/envelope.h"
+#include "outbox/outbox.h"
+#include "testutil.h"
+
+/* Fresh DB with the schema applied; returns conninfo. */
+static __attribute__((unused)) const char *setup_db(const char *name, PGconn **out)
+{
+    const char *ci = tu_fresh_db(name);
+    PGconn *c = tu_connect(ci);
+    char err[512];
+    int applied = 0;
+    CHECK(outbox_migrate(c, &applied, err, sizeof(err)) == OUTBOX_OK, "migrate: %s", err);
+    CHECK(applied >= 1, "no migration applied on a fresh database");
+    *out = c;
+    return ci;
+}
+
+/* Enqueues n events on topic in transactions of per_tx events; event i has
+ * key "k<i % nkeys>" and payload {"seq":i,"key":...}. ids[i] gets the id. */
+static __attribute__((unused)) void enqueue_many(PGconn *c, const char *topic, int n, int nkeys, int per_tx,
+                         char (*ids)[OUTBOX_UUID_STRLEN + 1])
+{
+    char err[512], key[32], payload[128];
+    for (int i = 0; i < n; i++) {
+        if (i % per_tx == 0)
+            PQclear(tu_exec(c, "BEGIN"));
+        snprintf(key, sizeof(key), "k%d", i % nkeys);
+        snprintf(payload, sizeof(payload), "{\"seq\":%d,\"key\":\"%s\"}", i, key);
+        outbox_event_t ev = {.topic = topic, .type = "TestEvent", .key = key, .payload = payload};
+        CHECK(outbox_enqueue(c, &ev, ids ? ids[i] : NULL, err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
+        if (i % per_tx == per_tx - 1 || i == n - 1)
+            PQclear(tu_exec(c, "COMMIT"));
+    }
+}
+
+/* A relay config pointing at this test's DB and Redis. */
+static __attribute__((unused)) outbox_conf_t *relay_conf(const char *conninfo, const char *redis_host, int redis_port)
+{
+    char err[512], sink[256];
+    outbox_conf_t *conf = outbox_conf_new();
+    snprintf(sink, sizeof(sink), "redis://%s:%d", redis_host, redis_port);
+    CHECK(outbox_conf_set(conf, "database_url", conninfo, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox_conf_set(conf, "sink", sink, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox_conf_set(conf, "metrics_addr", "off", err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox_conf_set(conf, "log_level", "warn", err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    return conf;
+}
+
+static __attribute__((unused)) void conf_set(outbox_conf_t *conf, const char *k, const char *v)
+{
+    char err[512];
+    CHECK(outbox_conf_set(conf, k, v, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", k, v, err);
+}
+
+/* Waits until the outbox table is empty; fails the test after timeout_ms. */
+static __attribute__((unused)) void wait_drained(PGconn *c, int timeout_ms)
+{
+    long long end = tu_now_ms() + timeout_ms, left = -1;
+    while (tu_now_ms() < end) {
+        left = tu_query_ll(c, "SELECT count(*) FROM outbox");
+        if (left == 0)
+            return;
+        tu_sleep_ms(50);
+    }
+    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+}
+
+/* One stream entry as the Redis sink writes it. */
+typedef struct entry_s {
+    char id[OUTBOX_UUID_STRLEN + 1];
+    char key[64];
+    int seq; /* payload "seq" */
+} entry_t;
+
+/* Reads the whole stream (in order) into a malloc'd array; validates every
+ * entry's CloudEvents document against its id/key fields. */
+static __attribute__((unused)) entry_t *read_stream(redisContext *r, const char *stream, long *count)
+{
+    long cap = 1024, n = 0;
+    entry_t *out = malloc((size_t)cap * sizeof(*out));
+    char start[64] = "-";
+    for (;;) {
+        redisReply *rep = redisCommand(r, "XRANGE %s %s + COUNT 1000", stream, start);
+        CHECK(rep && rep->type == REDIS_REPLY_ARRAY, "XRANGE failed");
+        if (rep->elements == 0) {
+            freeReplyObject(rep);
+            break;
+        }
+        for (size_t i = 0; i < rep->elements; i++) {
+            redisReply *e = rep->element[i];
+            redisReply *f = e->element[1];
+            const char *id = NULL, *key = NULL, *event = NULL;
+            size_t event_len = 0;
+            for (size_t j = 0; j + 1 < f->elements; j += 2) {
+                if (!strcmp(f->element[j]->str, "id"))
+                    id = f->element[j + 1]->str;
+                else if (!strcmp(f->element[j]->str, "key"))
+                    key = f->element[j + 1]->str;
+                else if (!strcmp(f->element[j]->str, "event")) {
+                    event = f->element[j + 1]->str;
+                    event_len = f->element[j + 1]->len;
+                }
+            }
+            CHECK(id && key && event, "stream entry without id/key/event fields");
+            outbox_envelope_t env;
+            char err[256];
+            CHECK(outbox_envelope_parse(event, event_len, &env, err, sizeof(err)) == OUTBOX_OK,
+                  "entry %s is not a valid CloudEvents document: %s", id, err);
+            CHECK(!strcmp(env.id, id) && env.subject && !strcmp(env.subject, key),
+                  "envelope id/subject differ from the entry fields");
+            if (n == cap) {
+                cap *= 2;
+                out = realloc(out, (size_t)cap * sizeof(*out));
+            }
+            snprintf(out[n].id, sizeof(out[n].id), "%s", id);
+            snprintf(out[n].key, sizeof(out[n].key), "%s", key);
+            const char *s = strstr(env.data, "\"seq\":");
+            out[n].seq = s ? atoi(s + 6) : -1;
+            outbox_envelope_term(&env);
+            n++;
+            if (i == rep->elements - 1)
+                snprintf(start, sizeof(start), "(%s", e->element[0]->str);
+        }
+        freeReplyObject(rep);
+    }
+    *count = n;
+    return out;
+}
+
+static __attribute__((unused)) int cmp_id(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* Checks every id of want[0..n) appears in got; returns number of distinct
+ * ids in got and sets *dups to entries beyond the first of each id. */
+static __attribute__((unused)) long check_all_present(char (*want)[OUTBOX_UUID_STRLEN + 1], int n, entry_t *got, long ngot, long *dups)
+{
+    char(*ids)[OUTBOX_UUID_STRLEN + 1] = malloc((size_t)(ngot ? ngot : 1) * sizeof(*ids));
+    for (long i = 0; i < ngot; i++)
+        memcpy(ids[i], got[i].id, sizeof(ids[i]));
+    qsort(ids, (size_t)ngot, sizeof(ids[0]), cmp_id);
+    long distinct = 0;
+    for (long i = 0; i < ngot; i++)
+        if (i == 0 || strcmp(ids[i], ids[i - 1]))
+            distinct++;
+    *dups = ngot - distinct;
+    for (int i = 0; i < n; i++)
+        CHECK(bsearch(want[i], ids, (size_t)ngot, sizeof(ids[0]), cmp_id), "event %s never published", want[i]);
+    free(ids);
+    return distinct;
+}
+
+/* Per-key order from the consumer's side: positions of one key must be
+ * increasing, except that a duplicate may repeat an already-seen position. */
+static __attribute__((unused)) void check_key_order(entry_t *got, long n, int nkeys)
+{
+    int *maxseen = malloc((size_t)nkeys * sizeof(int));
+    for (int k = 0; k < nkeys; k++)
+        maxseen[k] = -1;
+    for (long i = 0; i < n; i++) {
+        int k = atoi(got[i].key + 1);
+        CHECK(k >= 0 && k < nkeys, "unexpected key %s", got[i].key);
+        int s = got[i].seq;
+        if (s > maxseen[k]) {
+            /* a new position must be the next one of this key */
+            CHECK(s == (maxseen[k] < 0 ? k : maxseen[k] + nkeys), "key %s: position %d after %d (gap or reorder)",
+                  got[i].key, s, maxseen[k]);
+            maxseen[k] = s;
+        }
+    }
+    free(maxseen);
+}
+
+#endif
