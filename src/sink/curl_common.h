@@ -1,0 +1,240 @@
+/*
+ * Helpers shared by the libcurl sinks (http.c, opensearch.c) and the other
+ * sinks that keep per-key state: a capped growable buffer, a set of keys and
+ * the libcurl settings every request needs.
+ *
+ * Header-only (static inline): the build registers every src/sink/NAME.c as
+ * a sink, so shared code cannot live in a .c file here.
+ */
+#ifndef OUTBOX_SINK_CURL_COMMON_H
+#define OUTBOX_SINK_CURL_COMMON_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+/* ------------------------------------------------------------------------ */
+/* Growable buffer with a hard cap. Goes "broken" on ENOMEM or past the cap;
+ * callers append freely and check ->broken once at the end.               */
+
+typedef struct outbox__buf_s {
+    char *p;      /* NUL-terminated while not broken */
+    size_t len, cap;
+    size_t max;   /* hard cap in bytes (0 = 1 GiB) */
+    int broken;
+} outbox__buf_t;
+
+static inline void outbox__buf_add(outbox__buf_t *b, const void *data, size_t n)
+{
+    if (b->broken)
+        return;
+    size_t max = b->max ? b->max : ((size_t)1 << 30);
+    if (b->len + n + 1 > max) {
+        b->broken = 1;
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->broken = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static inline void outbox__buf_adds(outbox__buf_t *b, const char *s)
+{
+    outbox__buf_add(b, s, strlen(s));
+}
+
+/** Empties b (keeps the memory and the cap). */
+static inline void outbox__buf_reset(outbox__buf_t *b)
+{
+    b->len = 0;
+    b->broken = 0;
+    if (b->p)
+        b->p[0] = '\0';
+}
+
+static inline void outbox__buf_free(outbox__buf_t *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+    b->broken = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A set of borrowed key strings (open addressing), for "a message must not
+ * be sent after an earlier one of the same key failed in this call".      */
+
+typedef struct outbox__keyset_s {
+    const char **slots;
+    size_t cap; /* power of two, > 2 * entries */
+} outbox__keyset_t;
+
+static inline uint64_t outbox__keyset_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/** Sizes the set for up to n keys. -1 on ENOMEM. */
+static inline int outbox__keyset_init(outbox__keyset_t *ks, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    ks->slots = calloc(cap, sizeof(*ks->slots));
+    ks->cap = ks->slots ? cap : 0;
+    return ks->slots ? 0 : -1;
+}
+
+static inline int outbox__keyset_has(const outbox__keyset_t *ks, const char *key)
+{
+    if (!ks->cap || !key)
+        return 0;
+    for (size_t i = outbox__keyset_hash(key) & (ks->cap - 1);; i = (i + 1) & (ks->cap - 1)) {
+        if (!ks->slots[i])
+            return 0;
+        if (!strcmp(ks->slots[i], key))
+            return 1;
+    }
+}
+
+/** Adds key (borrowed: it must outlive the set). At most n keys (see init). */
+static inline void outbox__keyset_add(outbox__keyset_t *ks, const char *key)
+{
+    if (!ks->cap || !key || outbox__keyset_has(ks, key))
+        return;
+    size_t i = outbox__keyset_hash(key) & (ks->cap - 1);
+    while (ks->slots[i])
+        i = (i + 1) & (ks->cap - 1);
+    ks->slots[i] = key;
+}
+
+static inline void outbox__keyset_term(outbox__keyset_t *ks)
+{
+    free(ks->slots);
+    ks->slots = NULL;
+    ks->cap = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libcurl                                                                   */
+
+static inline void outbox__curl_global_init_once_fn(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/** curl_global_init exactly once per process (before the first handle). */
+static inline void outbox__curl_global_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, outbox__curl_global_init_once_fn);
+}
+
+/** CURLOPT_WRITEFUNCTION appending to an outbox__buf_t (in userdata); past
+ *  the buffer's cap the rest of the body is dropped and ->broken is set. */
+static inline size_t outbox__curl_write_buf(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    outbox__buf_t *b = userdata;
+    size_t n = size * nmemb, max = b->max ? b->max : ((size_t)1 << 30);
+    size_t room = b->len + 1 < max ? max - b->len - 1 : 0;
+    outbox__buf_add(b, data, n < room ? n : room); /* keep the prefix that fits */
+    if (n > room)
+        b->broken = 1;
+    return n;
+}
+
+/**
+ * The transport failed before any HTTP exchange: the endpoint is unreachable
+ * (name resolution, TCP connect, TLS handshake or certificate check, or a
+ * timeout while still connecting). h is the handle of the failed transfer.
+ */
+static inline int outbox__curl_unreachable(CURL *h, CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_ISSUER_ERROR:
+        return 1;
+    case CURLE_OPERATION_TIMEDOUT: {
+        curl_off_t connect_us = 0;
+        curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
+        return connect_us == 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/**
+ * Applies the options every sink request needs: no signals (threads), no
+ * redirects, http/https only, keep-alive, TLS verification unless insecure
+ * (which the caller has logged loudly), an optional CA file.
+ */
+static inline void outbox__curl_common_opts(CURL *h, const char *ca_file, int insecure)
+{
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION_STR);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, insecure ? 0L : 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, insecure ? 0L : 2L);
+    if (ca_file && *ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
+}
+
+/** Copies at most out_size-1 bytes of s into out, replacing control
+ *  characters by spaces (for error messages quoting a response body). */
+static inline void outbox__printable(const char *s, size_t n, char *out, size_t out_size)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < n && s[i] && j + 1 < out_size; i++)
+        out[j++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
+    if (out_size)
+        out[j] = '\0';
+}
+
+/** Seconds of a Retry-After the server sent (CURLINFO_RETRY_AFTER handles
+ *  both delta-seconds and HTTP-date) as milliseconds, capped at max_ms; 0 if none. */
+static inline int64_t outbox__curl_retry_after_ms(CURL *h, int64_t max_ms)
+{
+    curl_off_t secs = 0;
+    if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &secs) != CURLE_OK || secs <= 0)
+        return 0;
+    int64_t ms = (int64_t)secs * 1000;
+    return max_ms > 0 && ms > max_ms ? max_ms : ms;
+}
+
+#endif
