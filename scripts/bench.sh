@@ -2,9 +2,10 @@
 # make bench: runs bench/ programs against throwaway servers. See docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 BUILD=${BUILD:-build}
 eval "$(scripts/servers.sh start)"
-trap 'scripts/servers.sh stop "$SERVERS_DIR"' EXIT INT TERM
+trap '"$ROOT/scripts/servers.sh" stop "$SERVERS_DIR"' EXIT INT TERM
 for b in "$BUILD"/bin/bench_*; do
   [ -x "$b" ] || continue
   echo "== $(basename "$b")"
