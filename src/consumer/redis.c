@@ -1,0 +1,471 @@
+/* Redis consumer (hiredis): Streams with a consumer group, or Pub/Sub.
+ *
+ * redis://[:password@]host[:port][/db]
+ *   XGROUP CREATE <topic> <group> 0 MKSTREAM (once; a new group reads the
+ *   whole stream), then XREADGROUP GROUP <group> <name> ... STREAMS <topics> >.
+ *   An entry is acknowledged (XACK) only after the handler returned
+ *   OUTBOX_OK, i.e. after the handler's transaction committed. When the
+ *   handler fails, the rest of that read is left pending and the consumer
+ *   re-reads its own pending entries (id 0) in order before anything new.
+ *   Every claim_idle/2 it takes over entries that another consumer of the
+ *   group left pending for longer than consumer_claim_idle (XAUTOCLAIM,
+ *   Redis >= 6.2): a crashed instance's messages are processed by the
+ *   survivors. Entries deleted from the stream while pending are acked.
+ *
+ * redis+pubsub://[:password@]host[:port][/db]
+ *   SUBSCRIBE <topics>. Pub/Sub keeps nothing: messages published while no
+ *   consumer is subscribed are lost, and there is nothing to acknowledge.
+ *   Use Streams when every event matters.
+ *
+ * The connection is opened lazily and re-opened after errors. */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include "consumer/consumer.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+
+typedef struct redis_consumer_s {
+    char host[256];
+    int port;
+    int db;
+    char password[256];
+    int pubsub;
+    redisContext *ctx;
+    int ready;              /* groups created / subscribed on this connection */
+    int *backlog;           /* per topic: 1 = read own pending entries (id 0) first */
+    int64_t claim_idle_ms;
+    int64_t next_claim_ms;
+    char **claim_cursor;    /* per topic XAUTOCLAIM cursor */
+    int batch;
+    int down;               /* for log-once-per-change */
+} redis_consumer_t;
+
+static outbox_err_t parse_url(redis_consumer_t *r, const char *url, char *errstr, size_t errstr_size)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "redis consumer URL must look like redis://host:port");
+    r->pubsub = !strncasecmp(url, "redis+pubsub:", 13);
+    p += 3;
+    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    if (at && (!slash || at < slash)) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
+        p = at + 1;
+        slash = strchr(p, '/');
+    }
+    const char *end = slash ? slash : p + strlen(p);
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    r->port = 6379;
+    if (colon) {
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(colon - p), p);
+        r->port = atoi(colon + 1);
+    } else {
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(end - p), p);
+    }
+    if (!r->host[0])
+        snprintf(r->host, sizeof(r->host), "127.0.0.1");
+    if (r->port <= 0 || r->port > 65535)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "redis consumer URL has a bad port");
+    if (slash && slash[1])
+        r->db = atoi(slash + 1);
+    return OUTBOX_OK;
+}
+
+static void rc_close(outbox_consumer_t *c);
+
+static outbox_err_t rc_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
+{
+    redis_consumer_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    c->state = r;
+    outbox_err_t err = parse_url(r, c->url, errstr, errstr_size);
+    if (err) {
+        rc_close(c);
+        return err;
+    }
+    if (!r->password[0])
+        snprintf(r->password, sizeof(r->password), "%s", outbox__conf_str(c->conf, "redis_password"));
+    r->claim_idle_ms = outbox__conf_ms(c->conf, "consumer_claim_idle");
+    r->batch = (int)outbox__conf_int(c->conf, "consumer_batch");
+    r->backlog = calloc((size_t)c->ntopics, sizeof(int));
+    r->claim_cursor = calloc((size_t)c->ntopics, sizeof(char *));
+    if (!r->backlog || !r->claim_cursor) {
+        rc_close(c);
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    }
+    for (int i = 0; i < c->ntopics; i++) {
+        r->backlog[i] = 1; /* entries delivered to this name before a restart */
+        if (!(r->claim_cursor[i] = strdup("0-0"))) {
+            rc_close(c);
+            return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        }
+    }
+    return OUTBOX_OK;
+}
+
+static void drop(redis_consumer_t *r)
+{
+    if (r->ctx)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+    r->ready = 0;
+}
+
+/* Records "<what> at host:port: detail", logs it once per outage, drops the
+ * connection (re-opened by the next poll). */
+static outbox_err_t fail(outbox_consumer_t *c, const char *what, const char *detail)
+{
+    redis_consumer_t *r = c->state;
+    snprintf(c->errstr, sizeof(c->errstr), "%s at %s:%d%s%s", what, r->host, r->port, detail && *detail ? ": " : "",
+             detail ? detail : "");
+    if (!r->down)
+        outbox__log(OUTBOX_LOG_ERROR, "consumer", "broker_down", c->errstr, "consumer", c->name, NULL);
+    r->down = 1;
+    drop(r);
+    return OUTBOX_ERR_BROKER;
+}
+
+static redisReply *cmd_argv(redis_consumer_t *r, int argc, const char **argv)
+{
+    return redisCommandArgv(r->ctx, argc, argv, NULL);
+}
+
+static outbox_err_t ensure(outbox_consumer_t *c)
+{
+    redis_consumer_t *r = c->state;
+    if (r->ctx && !r->ctx->err && r->ready)
+        return OUTBOX_OK;
+    drop(r);
+    struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, 0};
+    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    if (!r->ctx || r->ctx->err)
+        return fail(c, "cannot connect to Redis", r->ctx ? r->ctx->errstr : "out of memory");
+    redisSetTimeout(r->ctx, tv);
+    redisReply *rep;
+    if (r->password[0]) {
+        const char *av[2] = {"AUTH", r->password};
+        rep = cmd_argv(r, 2, av);
+        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
+        if (rep)
+            freeReplyObject(rep);
+        if (bad)
+            return fail(c, "Redis AUTH failed", "");
+    }
+    if (r->db) {
+        rep = redisCommand(r->ctx, "SELECT %d", r->db);
+        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
+        if (rep)
+            freeReplyObject(rep);
+        if (bad)
+            return fail(c, "Redis SELECT failed", "");
+    }
+    if (r->pubsub) {
+        for (int i = 0; i < c->ntopics; i++) {
+            const char *av[2] = {"SUBSCRIBE", c->topics[i]};
+            if (redisAppendCommandArgv(r->ctx, 2, av, NULL) != REDIS_OK)
+                return fail(c, "Redis SUBSCRIBE failed", r->ctx->errstr);
+        }
+        for (int i = 0; i < c->ntopics; i++) {
+            rep = NULL;
+            if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
+                return fail(c, "Redis SUBSCRIBE failed", r->ctx->errstr);
+            freeReplyObject(rep);
+        }
+    } else {
+        for (int i = 0; i < c->ntopics; i++) {
+            const char *av[6] = {"XGROUP", "CREATE", c->topics[i], c->group, "0", "MKSTREAM"};
+            rep = cmd_argv(r, 6, av);
+            if (!rep)
+                return fail(c, "Redis XGROUP CREATE failed", r->ctx->errstr);
+            int bad = rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "BUSYGROUP", 9) != 0;
+            if (bad) {
+                char why[256];
+                snprintf(why, sizeof(why), "%s", rep->str);
+                freeReplyObject(rep);
+                return fail(c, "Redis XGROUP CREATE failed", why);
+            }
+            freeReplyObject(rep);
+            r->backlog[i] = 1;
+        }
+    }
+    r->ready = 1;
+    if (r->down)
+        outbox__log(OUTBOX_LOG_INFO, "consumer", "broker_up", "Redis reachable again", "consumer", c->name, NULL);
+    r->down = 0;
+    return OUTBOX_OK;
+}
+
+static const char *field(const redisReply *fields, const char *name, size_t *len)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && !strcmp(k->str, name)) {
+            *len = v->len;
+            return v->str;
+        }
+    }
+    return NULL;
+}
+
+static int xack(redis_consumer_t *r, const char *topic, const char *group, const char *id)
+{
+    const char *av[4] = {"XACK", topic, group, id};
+    redisReply *rep = cmd_argv(r, 4, av);
+    int ok = rep && rep->type == REDIS_REPLY_INTEGER;
+    if (rep)
+        freeReplyObject(rep);
+    return ok ? 0 : -1;
+}
+
+/* XAUTOCLAIM ... JUSTID for every topic: claimed entries join this
+ * consumer's pending list and are processed through the backlog read. */
+static outbox_err_t autoclaim(outbox_consumer_t *c)
+{
+    redis_consumer_t *r = c->state;
+    char idle[24], count[16];
+    snprintf(idle, sizeof(idle), "%lld", (long long)r->claim_idle_ms);
+    snprintf(count, sizeof(count), "%d", r->batch);
+    for (int i = 0; i < c->ntopics; i++) {
+        const char *av[9] = {"XAUTOCLAIM", c->topics[i], c->group, c->name, idle, r->claim_cursor[i],
+                             "COUNT", count, "JUSTID"};
+        redisReply *rep = cmd_argv(r, 9, av);
+        if (!rep)
+            return fail(c, "Redis XAUTOCLAIM failed", r->ctx->errstr);
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2) {
+            const redisReply *cur = rep->element[0], *ids = rep->element[1];
+            if (cur->type == REDIS_REPLY_STRING) {
+                char *nc = strdup(cur->str);
+                if (nc) {
+                    free(r->claim_cursor[i]);
+                    r->claim_cursor[i] = nc;
+                }
+            }
+            if (ids->type == REDIS_REPLY_ARRAY && ids->elements > 0) {
+                char n[16];
+                snprintf(n, sizeof(n), "%zu", ids->elements);
+                outbox__log(OUTBOX_LOG_INFO, "consumer", "claimed",
+                            "took over messages left pending by another consumer", "consumer", c->name, "topic",
+                            c->topics[i], "count", n, NULL);
+                r->backlog[i] = 1;
+            }
+        }
+        freeReplyObject(rep);
+    }
+    return OUTBOX_OK;
+}
+
+/* Handles the entries of one stream reply; stops at the first handler
+ * failure (the rest stays pending, backlog set). */
+static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisReply *entries, int redelivered,
+                                   outbox_consumer_handler_fn fn, void *opaque, int *handled)
+{
+    redis_consumer_t *r = c->state;
+    for (size_t e = 0; e < entries->elements; e++) {
+        const redisReply *entry = entries->element[e];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 || entry->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const char *sid = entry->element[0]->str;
+        size_t blen = 0;
+        const char *body = field(entry->element[1], "event", &blen);
+        outbox_err_t rc = OUTBOX_OK;
+        if (!body) {
+            /* Deleted (trimmed) while pending, or not written by an outbox sink. */
+            outbox__log(OUTBOX_LOG_WARN, "consumer", "bad_message", "stream entry without an event field: dropped",
+                        "consumer", c->name, "topic", c->topics[ti], "entry", sid, NULL);
+        } else {
+            rc = outbox__consumer_dispatch(c, c->topics[ti], body, blen, NULL, redelivered, fn, opaque);
+        }
+        if (rc != OUTBOX_OK) {
+            r->backlog[ti] = 1;
+            snprintf(c->errstr, sizeof(c->errstr), "handler failed (%s) on %s entry %s: left pending for redelivery",
+                     outbox_err_str(rc), c->topics[ti], sid);
+            return rc;
+        }
+        if (xack(r, c->topics[ti], c->group, sid) != 0)
+            return fail(c, "Redis XACK failed", r->ctx ? r->ctx->errstr : "");
+        (*handled)++;
+    }
+    return OUTBOX_OK;
+}
+
+static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+{
+    redis_consumer_t *r = c->state;
+    int64_t now = outbox__now_ms();
+    if (now >= r->next_claim_ms) {
+        outbox_err_t e = autoclaim(c);
+        if (e)
+            return e;
+        r->next_claim_ms = now + (r->claim_idle_ms / 2 > 0 ? r->claim_idle_ms / 2 : 1);
+    }
+    int any_backlog = 0;
+    for (int i = 0; i < c->ntopics; i++)
+        any_backlog |= r->backlog[i];
+    /* argv: XREADGROUP GROUP g name COUNT n [BLOCK ms] STREAMS t... id... */
+    int max = 10 + 2 * c->ntopics;
+    const char **av = calloc((size_t)max, sizeof(char *));
+    int *tix = calloc((size_t)c->ntopics, sizeof(int));
+    if (!av || !tix) {
+        free(av);
+        free(tix);
+        snprintf(c->errstr, sizeof(c->errstr), "out of memory");
+        return OUTBOX_ERR_NOMEM;
+    }
+    char count[16], block[24];
+    snprintf(count, sizeof(count), "%d", r->batch);
+    snprintf(block, sizeof(block), "%d", timeout_ms > 0 ? timeout_ms : 1);
+    int ac = 0, nt = 0;
+    av[ac++] = "XREADGROUP";
+    av[ac++] = "GROUP";
+    av[ac++] = c->group;
+    av[ac++] = c->name;
+    av[ac++] = "COUNT";
+    av[ac++] = count;
+    if (!any_backlog) {
+        av[ac++] = "BLOCK";
+        av[ac++] = block;
+    }
+    av[ac++] = "STREAMS";
+    for (int i = 0; i < c->ntopics; i++)
+        if (!any_backlog || r->backlog[i]) {
+            tix[nt++] = i;
+            av[ac++] = c->topics[i];
+        }
+    for (int k = 0; k < nt; k++)
+        av[ac++] = any_backlog ? "0" : ">";
+    struct timeval tv = {(timeout_ms + CONNECT_TIMEOUT_MS) / 1000, ((timeout_ms + CONNECT_TIMEOUT_MS) % 1000) * 1000};
+    redisSetTimeout(r->ctx, tv);
+    redisReply *rep = cmd_argv(r, ac, av);
+    free(av);
+    if (!rep) {
+        free(tix);
+        return fail(c, "Redis XREADGROUP failed", r->ctx->errstr);
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", rep->str);
+        freeReplyObject(rep);
+        free(tix);
+        return fail(c, "Redis XREADGROUP failed", why); /* e.g. NOGROUP: stream deleted */
+    }
+    outbox_err_t result = OUTBOX_OK;
+    int handled = 0;
+    if (rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t s = 0; s < rep->elements && result == OUTBOX_OK; s++) {
+            const redisReply *st = rep->element[s];
+            if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 || st->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            int ti = -1;
+            for (int k = 0; k < nt; k++)
+                if (!strcmp(c->topics[tix[k]], st->element[0]->str))
+                    ti = tix[k];
+            if (ti < 0)
+                continue;
+            const redisReply *entries = st->element[1];
+            if (any_backlog && entries->type == REDIS_REPLY_ARRAY && entries->elements == 0)
+                r->backlog[ti] = 0; /* own pending list drained */
+            if (entries->type == REDIS_REPLY_ARRAY)
+                result = handle_entries(c, ti, entries, any_backlog, fn, opaque, &handled);
+        }
+    } else if (any_backlog) {
+        for (int k = 0; k < nt; k++)
+            r->backlog[tix[k]] = 0;
+    }
+    freeReplyObject(rep);
+    free(tix);
+    if (result != OUTBOX_OK && result != OUTBOX_ERR_BROKER) {
+        /* Give the failing dependency a moment before the redelivery. */
+        outbox__sleep_ms(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000, NULL);
+        return OUTBOX_OK;
+    }
+    return result;
+}
+
+static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+{
+    redis_consumer_t *r = c->state;
+    int64_t deadline = outbox__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        void *reply = NULL;
+        if (redisGetReplyFromReader(r->ctx, &reply) != REDIS_OK)
+            return fail(c, "Redis protocol error", r->ctx->errstr);
+        if (!reply) {
+            int64_t left = deadline - outbox__now_ms();
+            if (left <= 0)
+                return OUTBOX_OK;
+            struct pollfd pfd = {.fd = r->ctx->fd, .events = POLLIN};
+            int pr = poll(&pfd, 1, (int)left);
+            if (pr < 0 && errno != EINTR)
+                return fail(c, "poll on the Redis connection failed", strerror(errno));
+            if (pr <= 0)
+                return OUTBOX_OK;
+            if (redisBufferRead(r->ctx) != REDIS_OK)
+                return fail(c, "Redis connection lost", r->ctx->errstr);
+            continue;
+        }
+        redisReply *rep = reply;
+        /* ["message", channel, payload] */
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
+            !strcmp(rep->element[0]->str, "message") && rep->element[2]->type == REDIS_REPLY_STRING) {
+            outbox_err_t rc = outbox__consumer_dispatch(c, rep->element[1]->str, rep->element[2]->str,
+                                                        rep->element[2]->len, NULL, 0, fn, opaque);
+            if (rc != OUTBOX_OK)
+                outbox__log(OUTBOX_LOG_WARN, "consumer", "pubsub_lost",
+                            "handler failed on a Pub/Sub message: Pub/Sub cannot redeliver it", "consumer", c->name,
+                            NULL);
+        }
+        freeReplyObject(rep);
+    }
+}
+
+static outbox_err_t rc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+{
+    redis_consumer_t *r = c->state;
+    outbox_err_t err = ensure(c);
+    if (err) {
+        outbox__sleep_ms(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000, NULL);
+        return err;
+    }
+    return r->pubsub ? poll_pubsub(c, timeout_ms, fn, opaque) : poll_streams(c, timeout_ms, fn, opaque);
+}
+
+static void rc_close(outbox_consumer_t *c)
+{
+    redis_consumer_t *r = c->state;
+    if (!r)
+        return;
+    drop(r);
+    for (int i = 0; r->claim_cursor && i < c->ntopics; i++)
+        free(r->claim_cursor[i]);
+    free(r->claim_cursor);
+    free(r->backlog);
+    free(r);
+    c->state = NULL;
+}
+
+static const char *const redis_schemes[] = {"redis", "redis+pubsub", NULL};
+
+const outbox_consumer_ops_t outbox__consumer_redis_ops = {
+    .name = "redis",
+    .schemes = redis_schemes,
+    .open = rc_open,
+    .poll = rc_poll,
+    .close = rc_close,
+};
