@@ -34,7 +34,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "sink/curl_common.h"
+#include "sink/sink_common.h"
 #include "sink/sink.h"
 
 #define RESP_KEEP 1024 /* bytes of a response body kept for error messages */

@@ -6,8 +6,8 @@
  * Header-only (static inline): the build registers every src/sink/NAME.c as
  * a sink, so shared code cannot live in a .c file here.
  */
-#ifndef OUTBOX_SINK_CURL_COMMON_H
-#define OUTBOX_SINK_CURL_COMMON_H
+#ifndef OUTBOX_SINK_SINK_COMMON_H
+#define OUTBOX_SINK_SINK_COMMON_H
 
 #include <curl/curl.h>
 #include <pthread.h>
