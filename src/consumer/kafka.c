@@ -1,0 +1,256 @@
+/* Kafka consumer (librdkafka high-level consumer).
+ *
+ * kafka://[user:password@]host:port[,host:port...]   group.id = group,
+ * client.id = name. Offsets are committed by hand: after the handler
+ * returned OUTBOX_OK for a message, its offset is stored, and the stored
+ * offsets are committed synchronously at the end of each poll call. When
+ * the handler fails, the partition is rewound to that message (seek) and the
+ * rest of the partition's messages fetched in this call are left alone, so
+ * the message comes again on a later poll and nothing after it is committed
+ * past it. A crash redelivers from the last commit: pair with
+ * outbox_inbox_record() for effects exactly once.
+ *
+ * Content mode per message (CloudEvents Kafka binding): content-type
+ * "application/cloudevents..." -> structured (the value is the document);
+ * otherwise a ce_specversion header -> binary (ce_* headers are the
+ * attributes, the value is data); otherwise structured.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consumer/consumer.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sink/kafka.h"
+
+#define COMPONENT "kafka"
+#define MAX_PER_POLL 500 /* messages handled per poll call */
+#define MAX_ATTRS 32     /* ce_* headers kept per message */
+
+typedef struct kafka_consumer_s {
+    outbox_consumer_t *c;
+    rd_kafka_t *rk;
+    int all_down;
+} kafka_consumer_t;
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_consumer_t *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (!k->all_down)
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "consumer", k->c->name, NULL);
+        k->all_down = 1;
+        return;
+    }
+    outbox__log(err == RD_KAFKA_RESP_ERR__FATAL ? OUTBOX_LOG_ERROR : OUTBOX_LOG_INFO, COMPONENT,
+                "client_error", reason, "consumer", k->c->name, "error",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
+}
+
+static outbox_err_t kc_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
+{
+    kafka_consumer_t *k = calloc(1, sizeof(*k));
+    if (!k)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    k->c = c;
+    rd_kafka_conf_t *kc;
+    outbox_err_t err = outbox__kafka_conf_new(c->url, c->name, &kc, errstr, errstr_size);
+    if (err) {
+        free(k);
+        return err;
+    }
+    const char *const fixed[][2] = {
+        {"group.id", c->group},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "false"},
+        {"auto.offset.reset", outbox__conf_str(c->conf, "kafka_offset_reset")},
+    };
+    for (size_t i = 0; !err && i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        err = outbox__kafka_conf_set(kc, fixed[i][0], fixed[i][1], errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_apply_extra(kc, c->conf, errstr, errstr_size);
+    if (err) {
+        rd_kafka_conf_destroy(kc);
+        free(k);
+        return err;
+    }
+    rd_kafka_conf_set_opaque(kc, k);
+    rd_kafka_conf_set_error_cb(kc, error_cb);
+    char kerr[512];
+    k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr));
+    if (!k->rk) {
+        rd_kafka_conf_destroy(kc);
+        free(k);
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Kafka consumer: %s", kerr);
+    }
+    rd_kafka_poll_set_consumer(k->rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(c->ntopics);
+    for (int i = 0; i < c->ntopics; i++)
+        rd_kafka_topic_partition_list_add(topics, c->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(k->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        rd_kafka_destroy(k->rk);
+        free(k);
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Kafka subscribe: %s", rd_kafka_err2str(e));
+    }
+    c->state = k;
+    return OUTBOX_OK;
+}
+
+/* Dispatches one message; the ce_* headers decide structured or binary. */
+static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m, outbox_consumer_handler_fn fn,
+                           void *opaque)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rd_kafka_headers_t *hdrs = NULL;
+    const char *attrs[2 * MAX_ATTRS + 3];
+    char *copies[MAX_ATTRS + 1];
+    int na = 0, ncopies = 0, has_specversion = 0, structured_ct = 0;
+    const char *ct = NULL;
+    size_t ct_len = 0;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *val;
+        size_t size;
+        for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++) {
+            if (!strcasecmp(name, "content-type") && val) {
+                ct = val;
+                ct_len = size;
+                structured_ct = size >= 23 && !strncasecmp(val, "application/cloudevents", 23);
+                continue;
+            }
+            if (strncasecmp(name, "ce_", 3) || !val || ncopies >= MAX_ATTRS)
+                continue;
+            if (!strcasecmp(name, "ce_specversion"))
+                has_specversion = 1;
+            char *v = strndup(val, size); /* header values are not NUL-terminated */
+            if (!v)
+                continue;
+            copies[ncopies++] = v;
+            attrs[na++] = name;
+            attrs[na++] = v;
+        }
+    }
+    outbox_err_t rc;
+    if (!structured_ct && has_specversion) {
+        char *ctv = NULL;
+        if (ct && ncopies < MAX_ATTRS && (ctv = strndup(ct, ct_len))) {
+            copies[ncopies++] = ctv;
+            attrs[na++] = "ce_datacontenttype";
+            attrs[na++] = ctv;
+        }
+        attrs[na] = NULL;
+        rc = outbox__consumer_dispatch(c, topic, m->payload, m->len, attrs, 0, fn, opaque);
+    } else {
+        rc = outbox__consumer_dispatch(c, topic, m->payload, m->len, NULL, 0, fn, opaque);
+    }
+    for (int i = 0; i < ncopies; i++)
+        free(copies[i]);
+    return rc;
+}
+
+static int in_list(rd_kafka_topic_partition_list_t *l, const char *topic, int32_t partition)
+{
+    return rd_kafka_topic_partition_list_find(l, topic, partition) != NULL;
+}
+
+static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+{
+    kafka_consumer_t *k = c->state;
+    rd_kafka_topic_partition_list_t *done = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_t *held = rd_kafka_topic_partition_list_new(4);
+    int handled = 0, broker_down = 0;
+    c->errstr[0] = '\0';
+    for (int i = 0; i < MAX_PER_POLL; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, i == 0 ? timeout_ms : 0);
+        if (!m)
+            break;
+        if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+                broker_down = 1;
+                snprintf(c->errstr, sizeof(c->errstr), "Kafka: all brokers are down");
+            } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                char *msg = rd_kafka_message_errstr(m) ? strdup(rd_kafka_message_errstr(m)) : NULL;
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consume_error", msg ? msg : "", "consumer", c->name,
+                            "error", rd_kafka_err2name(m->err), NULL);
+                snprintf(c->errstr, sizeof(c->errstr), "Kafka: %s", msg ? msg : rd_kafka_err2str(m->err));
+                free(msg);
+                if (outbox__kafka_err_is_transport(m->err))
+                    broker_down = 1;
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        if (in_list(held, topic, m->partition)) {
+            rd_kafka_message_destroy(m); /* behind a failed message: comes again after the seek */
+            continue;
+        }
+        k->all_down = 0;
+        broker_down = 0;
+        outbox_err_t rc = handle(c, m, fn, opaque);
+        handled++;
+        if (rc == OUTBOX_OK) {
+            rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(done, topic, m->partition);
+            if (!p)
+                p = rd_kafka_topic_partition_list_add(done, topic, m->partition);
+            p->offset = m->offset + 1; /* the next one to read */
+        } else {
+            /* Rewind so it is delivered again; later ones of the partition wait. */
+            rd_kafka_topic_partition_t *h = rd_kafka_topic_partition_list_add(held, topic, m->partition);
+            h->offset = m->offset;
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, topic, m->partition)->offset = m->offset;
+            rd_kafka_error_t *se = rd_kafka_seek_partitions(k->rk, one, 5000);
+            if (se) {
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "seek_failed", rd_kafka_error_string(se), "consumer",
+                            c->name, NULL);
+                rd_kafka_error_destroy(se);
+            }
+            rd_kafka_topic_partition_list_destroy(one);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (done->cnt) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, done, 0 /* synchronous */);
+        if (e) {
+            /* Not fatal: the messages come again and the inbox skips them. */
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "commit_failed", rd_kafka_err2str(e), "consumer", c->name,
+                        NULL);
+            snprintf(c->errstr, sizeof(c->errstr), "Kafka offset commit failed: %s", rd_kafka_err2str(e));
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(done);
+    rd_kafka_topic_partition_list_destroy(held);
+    if (!handled && (broker_down || k->all_down)) {
+        if (!c->errstr[0])
+            snprintf(c->errstr, sizeof(c->errstr), "Kafka: all brokers are down");
+        return OUTBOX_ERR_BROKER;
+    }
+    return OUTBOX_OK;
+}
+
+static void kc_close(outbox_consumer_t *c)
+{
+    kafka_consumer_t *k = c->state;
+    if (!k)
+        return;
+    rd_kafka_consumer_close(k->rk); /* leaves the group; commits nothing (auto commit is off) */
+    rd_kafka_destroy(k->rk);
+    free(k);
+    c->state = NULL;
+}
+
+static const char *const kafka_schemes[] = {"kafka", NULL};
+
+const outbox_consumer_ops_t outbox__consumer_kafka_ops = {
+    .name = "kafka",
+    .schemes = kafka_schemes,
+    .open = kc_open,
+    .poll = kc_poll,
+    .close = kc_close,
+};

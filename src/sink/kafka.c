@@ -1,0 +1,669 @@
+/* Kafka sink (librdkafka): one idempotent producer per relay worker.
+ *
+ * kafka://[user:password@]host:port[,host:port...]
+ *
+ * topic = the event topic; message key = the event key (aggregate id), so a
+ * key lives in one partition and keeps its order (partitioner murmur2_random,
+ * the Java client's, so other producers agree on the partition of a key).
+ * Structured mode (content_mode=structured, default): value = the CloudEvents
+ * JSON, headers content-type: application/cloudevents+json and ce_id,
+ * ce_type, ce_source, ce_specversion for routing without parsing. Binary
+ * mode: value = data, attributes as ce_* headers, content-type:
+ * application/json. traceparent (when set) and the event's own headers are
+ * carried as headers in both modes.
+ *
+ * Confirmation: an event counts as published only from its delivery report
+ * (acks=all, enable.idempotence=true). publish() produces the whole batch
+ * and serves delivery reports until every message has one or sink->timeout_ms
+ * passes; then it purges what is left (queued and in flight) and reports
+ * those as OUTBOX_ERR_BROKER, so no report can arrive after publish()
+ * returned. message.timeout.ms is infinite and enable.gapless.guarantee is
+ * on: librdkafka retries inside the window in order, and a failure that
+ * would leave a gap in a partition raises a fatal error instead of letting a
+ * later message of the same key through. A fatal error drops the producer;
+ * the next call creates a new one (new producer id).
+ */
+#include "sink/kafka.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sink/sink.h"
+
+#define COMPONENT "kafka"
+#define PURGE_GRACE_MS 2000 /* after a purge, wait this long for the reports */
+#define PROBE_MS 1000       /* metadata probe when a whole batch failed */
+
+/* ------------------------------------------------------------------------ */
+/* Shared with the consumer (sink/kafka.h)                                   */
+
+static int looks_secret(const char *name)
+{
+    return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key") ||
+           strstr(name, "token") || strstr(name, "jaas");
+}
+
+outbox_err_t outbox__kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value,
+                                    char *errstr, size_t errstr_size)
+{
+    char kerr[512];
+    if (rd_kafka_conf_set(kc, name, value, kerr, sizeof(kerr)) == RD_KAFKA_CONF_OK)
+        return OUTBOX_OK;
+    if (looks_secret(name))
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "Kafka: librdkafka rejected property \"%s\"", name);
+    return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                       "Kafka: librdkafka rejected property \"%s\": %s", name, kerr);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    outbox_log_level_t l = level <= 3 ? OUTBOX_LOG_ERROR
+                           : level == 4 ? OUTBOX_LOG_WARN
+                           : level <= 6 ? OUTBOX_LOG_INFO
+                                        : OUTBOX_LOG_DEBUG;
+    if (!outbox__log_enabled(l))
+        return;
+    outbox__log(l, COMPONENT, "librdkafka", buf, "client", rk ? rd_kafka_name(rk) : "", "facility",
+                fac, NULL);
+}
+
+outbox_err_t outbox__kafka_conf_new(const char *url, const char *client_id, rd_kafka_conf_t **out,
+                                    char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    const char *p = url ? strstr(url, "://") : NULL;
+    if (!p || strncasecmp(url, "kafka", 5) != 0)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "Kafka URL must look like kafka://host:port[,host:port]");
+    p += 3;
+    char user[256] = "", pass[256] = "", hosts[1024];
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "Kafka URL credentials must be user:password@");
+        snprintf(user, sizeof(user), "%.*s", (int)(colon - p), p);
+        snprintf(pass, sizeof(pass), "%.*s", (int)(at - colon - 1), colon + 1);
+        p = at + 1;
+    }
+    size_t hl = strcspn(p, "/?#");
+    if (hl == 0 || hl >= sizeof(hosts))
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "Kafka URL has no broker list (kafka://host:port[,host:port])");
+    memcpy(hosts, p, hl);
+    hosts[hl] = '\0';
+    /* Each entry must be host:port with a numeric port. */
+    for (const char *h = hosts; *h;) {
+        size_t el = strcspn(h, ",");
+        const char *colon = NULL;
+        for (size_t i = 0; i < el; i++)
+            if (h[i] == ':')
+                colon = h + i;
+        int ok = colon && colon > h && colon + 1 < h + el;
+        for (const char *d = colon ? colon + 1 : h; ok && d < h + el; d++)
+            ok = isdigit((unsigned char)*d);
+        if (!ok)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "Kafka URL broker \"%.*s\" is not host:port", (int)el, h);
+        h += el;
+        if (*h == ',')
+            h++;
+    }
+
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (!kc)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = outbox__kafka_conf_set(kc, "bootstrap.servers", hosts, errstr, errstr_size);
+    if (!err && client_id && *client_id)
+        err = outbox__kafka_conf_set(kc, "client.id", client_id, errstr, errstr_size);
+    if (!err && user[0]) {
+        err = outbox__kafka_conf_set(kc, "security.protocol", "sasl_plaintext", errstr, errstr_size);
+        if (!err)
+            err = outbox__kafka_conf_set(kc, "sasl.mechanisms", "PLAIN", errstr, errstr_size);
+        if (!err)
+            err = outbox__kafka_conf_set(kc, "sasl.username", user, errstr, errstr_size);
+        if (!err)
+            err = outbox__kafka_conf_set(kc, "sasl.password", pass, errstr, errstr_size);
+    }
+    /* Quick reconnects: a relay should notice a broker back within seconds. */
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "reconnect.backoff.ms", "100", errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "reconnect.backoff.max.ms", "2000", errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "socket.keepalive.enable", "true", errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "log.connection.close", "false", errstr, errstr_size);
+    memset(pass, 0, sizeof(pass));
+    if (err) {
+        rd_kafka_conf_destroy(kc);
+        return err;
+    }
+    rd_kafka_conf_set_log_cb(kc, log_cb);
+    *out = kc;
+    return OUTBOX_OK;
+}
+
+static void trim(char *s)
+{
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    size_t i = 0;
+    while (s[i] && isspace((unsigned char)s[i]))
+        i++;
+    if (i)
+        memmove(s, s + i, n - i + 1);
+}
+
+outbox_err_t outbox__kafka_conf_apply_extra(rd_kafka_conf_t *kc, const outbox_conf_t *conf,
+                                            char *errstr, size_t errstr_size)
+{
+    const char *p = outbox__conf_str(conf, "kafka_properties");
+    while (*p) {
+        char item[1024];
+        size_t n = 0;
+        for (; *p && *p != ','; p++) {
+            if (*p == '\\' && p[1] == ',')
+                p++;
+            if (n + 1 >= sizeof(item))
+                return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                                   "kafka_properties: an entry is longer than %zu bytes", sizeof(item) - 1);
+            item[n++] = *p;
+        }
+        item[n] = '\0';
+        if (*p == ',')
+            p++;
+        char *eq = strchr(item, '=');
+        if (!eq) {
+            trim(item);
+            if (!item[0])
+                continue; /* "a=b,,c=d" or a trailing comma */
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "kafka_properties: entry \"%.64s\" is not name=value", item);
+        }
+        *eq = '\0';
+        char *val = eq + 1;
+        trim(item);
+        trim(val);
+        outbox_err_t err = outbox__kafka_conf_set(kc, item, val, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    return OUTBOX_OK;
+}
+
+int outbox__kafka_err_is_transport(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__RESOLVE:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sink                                                                  */
+
+/* Delivery state of one message of the current publish call. */
+typedef struct kafka_slot_s {
+    int sent, done;
+    rd_kafka_resp_err_t err;
+} kafka_slot_t;
+
+typedef struct kafka_sink_s {
+    outbox_sink_t *sink;    /* back pointer (name, conf, url) */
+    rd_kafka_t *rk;         /* NULL after a fatal error until the next call */
+    int binary;             /* content_mode=binary */
+    kafka_slot_t *slots;    /* one per message of the current call */
+    size_t cap;
+    size_t pending;         /* messages produced and still without a report */
+    int fatal;              /* set by error_cb: recreate the producer */
+    int all_down;           /* last error_cb said all brokers are down */
+} kafka_sink_t;
+
+/* Delivery reports and errors are served by rd_kafka_poll/flush in the
+ * worker's own thread, so no locking. */
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    kafka_sink_t *k = opaque;
+    kafka_slot_t *s = m->_private;
+    if (!k || !s || s->done)
+        return;
+    s->done = 1;
+    s->err = m->err;
+    if (k->pending)
+        k->pending--;
+    if (!m->err)
+        k->all_down = 0;
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_sink_t *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fs[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, fs, sizeof(fs));
+        k->fatal = 1;
+        outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "producer_fatal", fs, "worker", k->sink->name,
+                    "error", rd_kafka_err2name(orig), NULL);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (!k->all_down)
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "worker", k->sink->name,
+                        NULL);
+        k->all_down = 1;
+        return;
+    }
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "client_error", reason, "worker", k->sink->name, "error",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
+}
+
+static outbox_err_t make_producer(kafka_sink_t *k, char *errstr, size_t errstr_size)
+{
+    outbox_sink_t *sink = k->sink;
+    char client_id[64], linger[24];
+    snprintf(client_id, sizeof(client_id), "outbox-relay-%s", sink->name);
+    rd_kafka_conf_t *kc;
+    outbox_err_t err = outbox__kafka_conf_new(sink->url, client_id, &kc, errstr, errstr_size);
+    if (err)
+        return err;
+    snprintf(linger, sizeof(linger), "%lld", (long long)outbox__conf_ms(sink->conf, "kafka_linger"));
+    static const char *const fixed[][2] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"max.in.flight.requests.per.connection", "5"},
+        {"enable.gapless.guarantee", "true"},
+        {"message.timeout.ms", "0"}, /* infinite: publish() bounds the wait and purges */
+        {"partitioner", "murmur2_random"},
+    };
+    for (size_t i = 0; !err && i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        err = outbox__kafka_conf_set(kc, fixed[i][0], fixed[i][1], errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "linger.ms", linger, errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_set(kc, "compression.type",
+                                     outbox__conf_str(sink->conf, "kafka_compression"), errstr, errstr_size);
+    if (!err)
+        err = outbox__kafka_conf_apply_extra(kc, sink->conf, errstr, errstr_size);
+    if (err) {
+        rd_kafka_conf_destroy(kc);
+        return err;
+    }
+    rd_kafka_conf_set_opaque(kc, k);
+    rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(kc, error_cb);
+    char kerr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Kafka producer: %s", kerr);
+    }
+    k->rk = rk; /* rd_kafka_new owns kc now */
+    k->fatal = 0;
+    return OUTBOX_OK;
+}
+
+/* Destroys the producer after purging what it still holds; no delivery
+ * report callback runs after this returns. */
+static void drop_producer(kafka_sink_t *k)
+{
+    if (!k->rk)
+        return;
+    rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    k->pending = 0;
+    rd_kafka_destroy(k->rk);
+    k->rk = NULL;
+    k->fatal = 0;
+}
+
+static outbox_err_t kafka_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    kafka_sink_t *k = calloc(1, sizeof(*k));
+    if (!k)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    k->sink = sink;
+    k->binary = !strcmp(outbox__conf_str(sink->conf, "content_mode"), "binary");
+    /* Creating the producer checks the URL and every property now; it does
+     * not need a reachable broker (connections are made in the background). */
+    outbox_err_t err = make_producer(k, errstr, errstr_size);
+    if (err) {
+        free(k);
+        return err;
+    }
+    sink->state = k;
+    return OUTBOX_OK;
+}
+
+/* Set of keys that failed in this call (open addressing, borrowed strings). */
+typedef struct keyset_s {
+    const char **slots;
+    size_t cap;
+} keyset_t;
+
+static size_t key_hash(const char *s)
+{
+    size_t h = 1469598103934665603ULL & (size_t)-1;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * (size_t)1099511628211ULL;
+    return h;
+}
+
+static int keyset_has(const keyset_t *ks, const char *key)
+{
+    if (!ks->slots)
+        return 0;
+    for (size_t i = key_hash(key) & (ks->cap - 1); ks->slots[i]; i = (i + 1) & (ks->cap - 1))
+        if (!strcmp(ks->slots[i], key))
+            return 1;
+    return 0;
+}
+
+/* Adds key (capacity is 2n, so it never fills). */
+static void keyset_add(keyset_t *ks, const char *key)
+{
+    if (!ks->slots || keyset_has(ks, key))
+        return;
+    size_t i = key_hash(key) & (ks->cap - 1);
+    while (ks->slots[i])
+        i = (i + 1) & (ks->cap - 1);
+    ks->slots[i] = key;
+}
+
+static outbox_err_t map_err(rd_kafka_resp_err_t e)
+{
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION: /* invalid topic name */
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return OUTBOX_ERR_REJECTED;
+    default:
+        return OUTBOX_ERR_BROKER;
+    }
+}
+
+static int reserved_header(const char *name)
+{
+    return !strncasecmp(name, "ce_", 3) || !strcasecmp(name, "content-type") ||
+           !strcasecmp(name, "traceparent");
+}
+
+/* Builds the headers of m (see the top of this file). NULL on ENOMEM. */
+static rd_kafka_headers_t *build_headers(const kafka_sink_t *k, const outbox_msg_t *m)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(12);
+    if (!h)
+        return NULL;
+    const char *src = m->source && *m->source ? m->source : "/outbox";
+    rd_kafka_header_add(h, "ce_specversion", -1, "1.0", 3);
+    rd_kafka_header_add(h, "ce_id", -1, m->id, -1);
+    rd_kafka_header_add(h, "ce_type", -1, m->type, -1);
+    rd_kafka_header_add(h, "ce_source", -1, src, -1);
+    if (k->binary) {
+        rd_kafka_header_add(h, "content-type", -1, "application/json", -1);
+        if (m->time)
+            rd_kafka_header_add(h, "ce_time", -1, m->time, -1);
+        rd_kafka_header_add(h, "ce_subject", -1, m->key, -1);
+        rd_kafka_header_add(h, "ce_partitionkey", -1, m->key, -1);
+        if (m->traceparent && *m->traceparent)
+            rd_kafka_header_add(h, "ce_traceparent", -1, m->traceparent, -1);
+    } else {
+        rd_kafka_header_add(h, "content-type", -1, "application/cloudevents+json", -1);
+    }
+    if (m->traceparent && *m->traceparent)
+        rd_kafka_header_add(h, "traceparent", -1, m->traceparent, -1);
+    if (m->headers && *m->headers) {
+        json_t *o = json_loads(m->headers, 0, NULL);
+        const char *name;
+        json_t *v;
+        if (json_is_object(o))
+            json_object_foreach(o, name, v)
+            {
+                if (json_is_string(v) && !reserved_header(name))
+                    rd_kafka_header_add(h, name, -1, json_string_value(v), (ssize_t)json_string_length(v));
+            }
+        json_decref(o);
+    }
+    return h;
+}
+
+/* Produces one message; RD_KAFKA_RESP_ERR_NO_ERROR when it is on its way. */
+static rd_kafka_resp_err_t produce_one(kafka_sink_t *k, const outbox_msg_t *m, kafka_slot_t *slot,
+                                       int64_t deadline)
+{
+    rd_kafka_headers_t *h = build_headers(k, m);
+    if (!h)
+        return RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE;
+    const char *val = k->binary ? m->payload : m->envelope;
+    size_t vlen = k->binary ? strlen(m->payload) : m->envelope_len;
+    rd_kafka_resp_err_t err;
+    for (;;) {
+        err = rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                                RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || outbox__now_ms() >= deadline)
+            break;
+        rd_kafka_poll(k->rk, 20); /* serve reports to make room */
+    }
+    if (err)
+        rd_kafka_headers_destroy(h); /* on success librdkafka owns h */
+    return err;
+}
+
+static void set_res(outbox_pub_result_t *r, outbox_err_t err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_res(outbox_pub_result_t *r, outbox_err_t err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    r->err = err;
+    vsnprintf(r->errstr, sizeof(r->errstr), fmt, ap);
+    va_end(ap);
+}
+
+static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+{
+    kafka_sink_t *k = sink->state;
+    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
+    char err[512];
+    if (!k->rk && make_producer(k, err, sizeof(err)) != OUTBOX_OK) {
+        for (size_t i = 0; i < n; i++)
+            set_res(&res[i], OUTBOX_ERR_BROKER, "%s", err);
+        return OUTBOX_ERR_BROKER;
+    }
+    if (n > k->cap) {
+        kafka_slot_t *s = realloc(k->slots, n * sizeof(*s));
+        if (!s) {
+            for (size_t i = 0; i < n; i++)
+                set_res(&res[i], OUTBOX_ERR_BROKER, "out of memory");
+            return OUTBOX_OK;
+        }
+        k->slots = s;
+        k->cap = n;
+    }
+    memset(k->slots, 0, n * sizeof(*k->slots));
+    keyset_t failed = {NULL, 16};
+    while (failed.cap < n * 2)
+        failed.cap *= 2;
+    failed.slots = calloc(failed.cap, sizeof(*failed.slots));
+
+    /* Produce in order; a key whose message was refused locally keeps its
+     * later messages unsent. */
+    k->pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        outbox_msg_t *m = &msgs[i];
+        kafka_slot_t *s = &k->slots[i];
+        memset(&res[i], 0, sizeof(res[i]));
+        if (keyset_has(&failed, m->key)) {
+            s->done = 1;
+            set_res(&res[i], OUTBOX_ERR_BROKER, "not sent: an earlier event of key %s failed in this batch",
+                    m->key);
+            continue;
+        }
+        rd_kafka_resp_err_t e = produce_one(k, m, s, deadline);
+        if (e) {
+            s->done = 1;
+            set_res(&res[i], map_err(e), "Kafka refused the message: %s", rd_kafka_err2str(e));
+            keyset_add(&failed, m->key);
+            continue;
+        }
+        s->sent = 1;
+        k->pending++;
+    }
+
+    /* Serve delivery reports until all are in or the window closes.
+     * rd_kafka_flush also makes the producer send at once (ignores linger). */
+    while (k->pending && !k->fatal) {
+        int64_t left = deadline - outbox__now_ms();
+        if (left <= 0)
+            break;
+        rd_kafka_flush(k->rk, (int)(left < 100 ? left : 100));
+    }
+    size_t unresolved = 0;
+    if (k->pending) {
+        /* Out of time (or fatal): take them back. In-flight ones may still
+         * land on the broker; the relay publishes them again (at least once). */
+        rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        int64_t grace = outbox__now_ms() + PURGE_GRACE_MS;
+        while (k->pending && outbox__now_ms() < grace)
+            rd_kafka_poll(k->rk, 20);
+        unresolved = k->pending;
+    }
+    if (unresolved || k->fatal || rd_kafka_fatal_error(k->rk, NULL, 0)) {
+        if (unresolved)
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "reports_missing",
+                        "delivery reports missing after purge; recreating the producer", "worker", sink->name,
+                        NULL);
+        drop_producer(k); /* no report can reach the slots after this */
+    }
+
+    /* Results. */
+    size_t ok = 0, transport = 0, failures = 0;
+    for (size_t i = 0; i < n; i++) {
+        kafka_slot_t *s = &k->slots[i];
+        if (!s->sent)
+            goto tally; /* result already set */
+        if (!s->done) {
+            set_res(&res[i], OUTBOX_ERR_BROKER, "no delivery report from Kafka");
+            s->err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        } else if (!s->err) {
+            res[i].err = OUTBOX_OK;
+            ok++;
+            if (keyset_has(&failed, msgs[i].key))
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "order_gap",
+                            "a later event of a key was delivered after an earlier one failed", "worker",
+                            sink->name, "event_id", msgs[i].id, "key", msgs[i].key, NULL);
+            continue;
+        } else {
+            if (s->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || s->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+                set_res(&res[i], OUTBOX_ERR_BROKER, "no confirmation from Kafka within publish_timeout (%s)",
+                        rd_kafka_err2str(s->err));
+            else
+                set_res(&res[i], map_err(s->err), "Kafka delivery failed: %s", rd_kafka_err2str(s->err));
+        }
+        keyset_add(&failed, msgs[i].key);
+        if (outbox__kafka_err_is_transport(s->err) || s->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+            s->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            transport++;
+    tally:
+        if (res[i].err != OUTBOX_OK) {
+            failures++;
+            if (!s->sent && res[i].err == OUTBOX_ERR_BROKER)
+                transport++;
+        }
+    }
+    free(failed.slots);
+
+    /* Nothing got through and every failure looks like the cluster: is it
+     * reachable at all? If not, tell the relay (no attempts are charged and
+     * it probes with ping before trying again). */
+    if (n && !ok && transport == failures) {
+        int down = k->all_down || !k->rk;
+        if (!down) {
+            const struct rd_kafka_metadata *md = NULL;
+            down = rd_kafka_metadata(k->rk, 0, NULL, &md, PROBE_MS) != RD_KAFKA_RESP_ERR_NO_ERROR;
+            if (md)
+                rd_kafka_metadata_destroy(md);
+        }
+        if (down) {
+            char shown[512];
+            outbox__redact_url(sink->url, shown, sizeof(shown));
+            snprintf(err, sizeof(err), "Kafka at %s unreachable: %s", shown, res[0].errstr);
+            snprintf(res[0].errstr, sizeof(res[0].errstr), "%s", err);
+            return OUTBOX_ERR_BROKER;
+        }
+    }
+    return OUTBOX_OK;
+}
+
+static outbox_err_t kafka_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    kafka_sink_t *k = sink->state;
+    if (k->rk && (k->fatal || rd_kafka_fatal_error(k->rk, NULL, 0)))
+        drop_producer(k);
+    if (!k->rk) {
+        outbox_err_t err = make_producer(k, errstr, errstr_size);
+        if (err)
+            return OUTBOX_ERR_BROKER;
+    }
+    int tmo = sink->timeout_ms < 2000 ? (int)sink->timeout_ms : 2000;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 0, NULL, &md, tmo);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_poll(k->rk, 0); /* error callbacks */
+    if (e) {
+        char shown[512];
+        outbox__redact_url(sink->url, shown, sizeof(shown));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Kafka at %s unreachable: %s", shown,
+                           rd_kafka_err2str(e));
+    }
+    k->all_down = 0;
+    return OUTBOX_OK;
+}
+
+static void kafka_close(outbox_sink_t *sink)
+{
+    kafka_sink_t *k = sink->state;
+    if (!k)
+        return;
+    drop_producer(k);
+    free(k->slots);
+    free(k);
+    sink->state = NULL;
+}
+
+static const char *const kafka_schemes[] = {"kafka", NULL};
+
+const outbox_sink_ops_t outbox__sink_kafka_ops = {
+    .name = "kafka",
+    .schemes = kafka_schemes,
+    .open = kafka_open,
+    .publish = kafka_publish,
+    .ping = kafka_ping,
+    .close = kafka_close,
+};
