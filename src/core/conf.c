@@ -159,6 +159,15 @@ static const outbox_conf_prop_t props[] = {
     {"kafka_offset_reset", OUTBOX_CT_ENUM, "earliest", "OUTBOX_KAFKA_OFFSET_RESET", 0, 0, 0,
      "earliest|latest", OUTBOX_SCOPE_SERVICE,
      "Kafka consumer: where a group without a committed offset starts (auto.offset.reset)"},
+    {"amqp_mandatory", OUTBOX_CT_BOOL, "false", "OUTBOX_AMQP_MANDATORY", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
+     "AMQP sink: publish with the mandatory flag, so an event no queue is bound for is returned and retried instead of dropped by the broker"},
+    {"amqp_prefetch", OUTBOX_CT_INT, "100", "OUTBOX_AMQP_PREFETCH", 1, 65535, 0, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "AMQP consumer: unacknowledged messages the broker may send ahead (basic.qos)"},
+    {"amqp_heartbeat", OUTBOX_CT_DURATION, "30s", "OUTBOX_AMQP_HEARTBEAT", 0, MS_H, 0, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "AMQP consumer: heartbeat interval (0 = off); a handler running longer than twice this loses the connection"},
+    {"amqp_ca_file", OUTBOX_CT_STR, "", "OUTBOX_AMQP_CA_FILE", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "AMQP over TLS (amqps://): CA certificates (PEM) to verify the broker with"},
     /* Sink-specific rows (kafka_*, amqp_*, nats_*, webhook_*, opensearch_*) go here. */
 
     /* ---- logging ---- */

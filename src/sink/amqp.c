@@ -1,0 +1,576 @@
+/* AMQP 0-9-1 sink (RabbitMQ) on rabbitmq-c.
+ *
+ * amqp://user:pass@host:port/vhost    (amqps:// for TLS; see amqp_ca_file)
+ *
+ * Each topic is a durable topic exchange (declared once per connection),
+ * the routing key is the event type. Messages are persistent (delivery
+ * mode 2) with message-id = event id, type = event type, timestamp = event
+ * time and the traceparent as a header. content_mode=structured sends the
+ * CloudEvents document (content-type application/cloudevents+json);
+ * content_mode=binary sends the data as body (application/json) and the
+ * CloudEvents attributes as ce_* headers.
+ *
+ * A batch is pipelined on a channel in confirm mode: every message is
+ * published, then the broker's basic.ack/basic.nack for each delivery tag
+ * is awaited up to the publish timeout. basic.ack is RabbitMQ's promise
+ * that the message is routed to and persisted in every queue bound for it
+ * (or that no queue was bound: see amqp_mandatory). The connection is
+ * opened lazily, so a relay starts while the broker is down; any connection
+ * error drops it, the call returns OUTBOX_ERR_BROKER and the next call or
+ * ping() reconnects. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sink/amqp_common.h"
+#include "sink/sink.h"
+#include "sink/sink_common.h"
+
+#define CT_STRUCTURED "application/cloudevents+json"
+#define CT_JSON "application/json"
+
+typedef struct amqp_sink_s {
+    outbox__amqp_url_t url;
+    char ca_file[1024];
+    int binary;       /* content_mode=binary */
+    int mandatory;    /* amqp_mandatory */
+    amqp_connection_state_t conn;
+    uint64_t next_tag; /* delivery tag of the next publish on the channel */
+    char **declared;   /* exchanges declared on this connection */
+    size_t ndeclared, cap_declared;
+} amqp_sink_t;
+
+/* Per-message state within one publish call. */
+enum { PS_UNSENT = 0, PS_WAIT, PS_ACKED, PS_FAILED };
+
+static outbox_err_t amqp_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    amqp_sink_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = outbox__amqp_url_parse(&a->url, sink->url, errstr, errstr_size);
+    if (err) {
+        free(a);
+        return err;
+    }
+    a->binary = !strcmp(outbox__conf_str(sink->conf, "content_mode"), "binary");
+    a->mandatory = outbox__conf_bool(sink->conf, "amqp_mandatory");
+    snprintf(a->ca_file, sizeof(a->ca_file), "%s", outbox__conf_str(sink->conf, "amqp_ca_file"));
+    sink->state = a;
+    return OUTBOX_OK;
+}
+
+static void forget_declared(amqp_sink_t *a)
+{
+    for (size_t i = 0; i < a->ndeclared; i++)
+        free(a->declared[i]);
+    a->ndeclared = 0;
+}
+
+static void drop(amqp_sink_t *a)
+{
+    outbox__amqp_drop(&a->conn);
+    forget_declared(a);
+}
+
+/* Connects and puts channel 1 in confirm mode, unless already connected. */
+static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    amqp_sink_t *a = sink->state;
+    if (a->conn)
+        return OUTBOX_OK;
+    forget_declared(a);
+    outbox_err_t err = outbox__amqp_connect(&a->url, a->ca_file, sink->timeout_ms, 0, &a->conn, errstr,
+                                            errstr_size);
+    if (err)
+        return err;
+    amqp_confirm_select(a->conn, OUTBOX__AMQP_CHANNEL);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        char why[256];
+        outbox__amqp_reply_str(r, why, sizeof(why));
+        drop(a);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP confirm.select on %s failed: %s",
+                           a->url.shown, why);
+    }
+    a->next_tag = 1;
+    outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_connected", "connected to the AMQP broker", "worker",
+                sink->name, "url", a->url.shown, NULL);
+    return OUTBOX_OK;
+}
+
+/*
+ * Reads whatever the broker sent while we were idle, without blocking: a
+ * connection.close (broker shutting down) or a dead socket is found here
+ * rather than by a failed publish. Returns 0 if the connection is still
+ * good, -1 if it was dropped.
+ */
+static int check_idle(amqp_sink_t *a)
+{
+    if (!a->conn)
+        return -1;
+    for (;;) {
+        amqp_frame_t f;
+        struct timeval zero = {0, 0};
+        int st = amqp_simple_wait_frame_noblock(a->conn, &f, &zero);
+        if (st == AMQP_STATUS_TIMEOUT)
+            return 0;
+        if (st != AMQP_STATUS_OK || (f.frame_type == AMQP_FRAME_METHOD &&
+                                     (f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD ||
+                                      f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD))) {
+            drop(a);
+            return -1;
+        }
+        amqp_maybe_release_buffers(a->conn);
+    }
+}
+
+static int is_declared(const amqp_sink_t *a, const char *exchange)
+{
+    for (size_t i = 0; i < a->ndeclared; i++)
+        if (!strcmp(a->declared[i], exchange))
+            return 1;
+    return 0;
+}
+
+/*
+ * Declares exchange as a durable topic exchange (once per connection).
+ * OUTBOX_OK; OUTBOX_ERR_REJECTED when the broker refused this exchange
+ * (channel error: bad name, exists with another type, access refused; the
+ * channel is re-opened); OUTBOX_ERR_BROKER when the connection failed (it
+ * has been dropped). errstr says why.
+ */
+static outbox_err_t declare(outbox_sink_t *sink, const char *exchange, char *errstr, size_t errstr_size)
+{
+    amqp_sink_t *a = sink->state;
+    if (is_declared(a, exchange))
+        return OUTBOX_OK;
+    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"),
+                          0, 1, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        if (a->ndeclared == a->cap_declared) {
+            size_t cap = a->cap_declared ? 2 * a->cap_declared : 8;
+            char **d = realloc(a->declared, cap * sizeof(*d));
+            if (!d)
+                return OUTBOX_OK; /* not cached: declared again next time */
+            a->declared = d;
+            a->cap_declared = cap;
+        }
+        if ((a->declared[a->ndeclared] = strdup(exchange)))
+            a->ndeclared++;
+        return OUTBOX_OK;
+    }
+    char why[256];
+    outbox__amqp_reply_str(r, why, sizeof(why));
+    outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP exchange.declare \"%s\" on %s failed: %s",
+                exchange, a->url.shown, why);
+    if (!outbox__amqp_is_channel_error(r)) {
+        drop(a);
+        return OUTBOX_ERR_BROKER;
+    }
+    /* The connection survives a channel error: re-open the channel. */
+    outbox__amqp_channel_close_ok(a->conn, OUTBOX__AMQP_CHANNEL);
+    amqp_channel_open(a->conn, OUTBOX__AMQP_CHANNEL);
+    r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        amqp_confirm_select(a->conn, OUTBOX__AMQP_CHANNEL);
+        r = amqp_get_rpc_reply(a->conn);
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        drop(a);
+        return OUTBOX_ERR_BROKER;
+    }
+    a->next_tag = 1;
+    return OUTBOX_ERR_REJECTED;
+}
+
+/* Seconds since the epoch of an RFC 3339 UTC time ("2026-11-22T10:00:00.123Z"), 0 if unparsable. */
+static uint64_t epoch_seconds(const char *rfc3339)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (!rfc3339 || sscanf(rfc3339, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                           &tm.tm_min, &tm.tm_sec) != 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t < 0 ? 0 : (uint64_t)t;
+}
+
+/* The headers table of one message; strings borrowed from the message and
+ * from hdrs (kept alive until after the publish). */
+typedef struct msg_headers_s {
+    amqp_table_entry_t *e;
+    int n;
+    json_t *hdrs;        /* parsed msg->headers */
+    char **owned;        /* non-string header values dumped as JSON */
+    int nowned;
+} msg_headers_t;
+
+static void headers_term(msg_headers_t *h)
+{
+    for (int i = 0; i < h->nowned; i++)
+        free(h->owned[i]);
+    free(h->owned);
+    free(h->e);
+    json_decref(h->hdrs);
+    memset(h, 0, sizeof(*h));
+}
+
+static void header_add(msg_headers_t *h, const char *key, const char *val)
+{
+    if (!val)
+        return;
+    for (int i = 0; i < h->n; i++) /* first one wins: ce_* and traceparent beat user headers */
+        if (h->e[i].key.len == strlen(key) && !memcmp(h->e[i].key.bytes, key, h->e[i].key.len))
+            return;
+    h->e[h->n].key = amqp_cstring_bytes(key);
+    h->e[h->n].value.kind = AMQP_FIELD_KIND_UTF8;
+    h->e[h->n].value.value.bytes = amqp_cstring_bytes(val);
+    h->n++;
+}
+
+/* Builds the headers: traceparent, ce_* (binary mode), then the event's own
+ * headers. -1 on ENOMEM. */
+static int headers_build(msg_headers_t *h, const outbox_msg_t *m, int binary)
+{
+    memset(h, 0, sizeof(*h));
+    size_t nuser = 0;
+    if (m->headers && *m->headers) {
+        h->hdrs = json_loads(m->headers, 0, NULL);
+        if (h->hdrs && json_is_object(h->hdrs))
+            nuser = json_object_size(h->hdrs);
+    }
+    h->e = calloc(12 + nuser, sizeof(*h->e));
+    h->owned = calloc(nuser + 1, sizeof(*h->owned));
+    if (!h->e || !h->owned)
+        return -1;
+    header_add(h, "traceparent", m->traceparent);
+    if (binary) {
+        header_add(h, "ce_specversion", "1.0");
+        header_add(h, "ce_id", m->id);
+        header_add(h, "ce_source", m->source);
+        header_add(h, "ce_type", m->type);
+        header_add(h, "ce_time", m->time);
+        header_add(h, "ce_subject", m->key);
+        header_add(h, "ce_partitionkey", m->key);
+        header_add(h, "ce_datacontenttype", CT_JSON);
+        header_add(h, "ce_traceparent", m->traceparent);
+    }
+    if (nuser) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(h->hdrs, k, v) {
+            if (json_is_string(v)) {
+                header_add(h, k, json_string_value(v));
+            } else {
+                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                if (!s)
+                    return -1;
+                h->owned[h->nowned++] = s;
+                header_add(h, k, s);
+            }
+        }
+    }
+    return 0;
+}
+
+static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        res[i].err = err;
+        snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", why);
+    }
+}
+
+static void fail_one(outbox_pub_result_t *r, int *state, outbox_err_t err, const char *why)
+{
+    *state = PS_FAILED;
+    r->err = err;
+    snprintf(r->errstr, sizeof(r->errstr), "%s", why);
+}
+
+/* Index of the message whose message-id is id among msgs[0..n), or n. */
+static size_t find_by_id(const outbox_msg_t *msgs, size_t n, amqp_bytes_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (id.len == strlen(msgs[i].id) && !memcmp(id.bytes, msgs[i].id, id.len))
+            return i;
+    return n;
+}
+
+static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+{
+    amqp_sink_t *a = sink->state;
+    char why[512];
+    outbox_err_t ret = OUTBOX_OK;
+    if (a->conn && check_idle(a) != 0)
+        outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect", "AMQP connection lost while idle; reconnecting",
+                    "worker", sink->name, NULL);
+    if (ensure(sink, why, sizeof(why)) != OUTBOX_OK) {
+        fail_all(res, n, OUTBOX_ERR_BROKER, why);
+        return OUTBOX_ERR_BROKER;
+    }
+    int *state = calloc(n, sizeof(*state));
+    size_t *by_tag = calloc(n, sizeof(*by_tag)); /* message index of delivery tag first_tag + k */
+    outbox__keyset_t failed = {0};
+    if (!state || !by_tag || outbox__keyset_init(&failed, n)) {
+        free(state);
+        free(by_tag);
+        outbox__keyset_term(&failed);
+        fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
+        return OUTBOX_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        res[i].err = OUTBOX_OK;
+        res[i].errstr[0] = '\0';
+    }
+
+    /* 1. Exchanges, before any publish so no RPC reply interleaves with
+     *    confirms. A refused exchange fails its messages (and their keys). */
+    for (size_t i = 0; i < n; i++) {
+        if (state[i] == PS_FAILED)
+            continue;
+        outbox_err_t e = declare(sink, msgs[i].topic, why, sizeof(why));
+        if (e == OUTBOX_ERR_BROKER)
+            goto broken;
+        if (e != OUTBOX_OK)
+            for (size_t j = i; j < n; j++)
+                if (!strcmp(msgs[j].topic, msgs[i].topic))
+                    fail_one(&res[j], &state[j], OUTBOX_ERR_BROKER, why);
+    }
+
+    /* 2. Publish in order; a key that failed keeps its later events unsent. */
+    uint64_t first_tag = a->next_tag;
+    size_t nsent = 0;
+    const char *ctype = a->binary ? CT_JSON : CT_STRUCTURED;
+    for (size_t i = 0; i < n; i++) {
+        outbox_msg_t *m = &msgs[i];
+        if (state[i] == PS_FAILED) {
+            outbox__keyset_add(&failed, m->key);
+            continue;
+        }
+        if (outbox__keyset_has(&failed, m->key)) {
+            fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
+                     "not sent: an earlier event of the same key failed in this batch");
+            continue;
+        }
+        msg_headers_t h;
+        if (headers_build(&h, m, a->binary)) {
+            headers_term(&h);
+            fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER, "out of memory building AMQP headers");
+            outbox__keyset_add(&failed, m->key);
+            continue;
+        }
+        amqp_basic_properties_t p;
+        memset(&p, 0, sizeof(p));
+        p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+        p.content_type = amqp_cstring_bytes(ctype);
+        p.delivery_mode = 2; /* persistent */
+        p.message_id = amqp_cstring_bytes(m->id);
+        p.type = amqp_cstring_bytes(m->type);
+        p.headers.num_entries = h.n;
+        p.headers.entries = h.e;
+        uint64_t ts = epoch_seconds(m->time);
+        if (ts) {
+            p._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+            p.timestamp = ts;
+        }
+        amqp_bytes_t body;
+        if (a->binary) {
+            body.bytes = (void *)(m->payload ? m->payload : "null");
+            body.len = strlen(body.bytes);
+        } else {
+            body.bytes = m->envelope;
+            body.len = m->envelope_len;
+        }
+        int st = amqp_basic_publish(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(m->topic),
+                                    amqp_cstring_bytes(m->type), a->mandatory, 0, &p, body);
+        headers_term(&h);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(why, sizeof(why), "AMQP publish to %s failed: %s", a->url.shown, amqp_error_string2(st));
+            goto broken;
+        }
+        state[i] = PS_WAIT;
+        by_tag[nsent++] = i;
+        a->next_tag++;
+    }
+
+    /* 3. Confirms: one basic.ack/nack per delivery tag (or several at once
+     *    with "multiple"); a basic.return (mandatory, unroutable) comes
+     *    before the ack of the same message. */
+    size_t pending = nsent;
+    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
+    while (pending > 0) {
+        int64_t left = deadline - outbox__now_ms();
+        if (left <= 0) {
+            snprintf(why, sizeof(why), "AMQP broker %s did not confirm %zu of %zu messages within %lld ms",
+                     a->url.shown, pending, nsent, (long long)sink->timeout_ms);
+            ret = OUTBOX_ERR_TIMEOUT;
+            goto broken;
+        }
+        struct timeval tv = outbox__amqp_tv(left);
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
+        if (st == AMQP_STATUS_TIMEOUT)
+            continue;
+        if (st != AMQP_STATUS_OK) {
+            snprintf(why, sizeof(why), "AMQP connection to %s lost while waiting for confirms: %s",
+                     a->url.shown, amqp_error_string2(st));
+            goto broken;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        uint64_t tag = 0;
+        int multiple = 0, ok = 1;
+        switch (f.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD: {
+            const amqp_basic_ack_t *m = f.payload.method.decoded;
+            tag = m->delivery_tag;
+            multiple = m->multiple;
+            break;
+        }
+        case AMQP_BASIC_NACK_METHOD: {
+            const amqp_basic_nack_t *m = f.payload.method.decoded;
+            tag = m->delivery_tag;
+            multiple = m->multiple;
+            ok = 0;
+            break;
+        }
+        case AMQP_BASIC_RETURN_METHOD: {
+            const amqp_basic_return_t *m = f.payload.method.decoded;
+            char rwhy[256];
+            snprintf(rwhy, sizeof(rwhy), "AMQP broker returned the message: %u %.*s (no queue bound to exchange "
+                     "\"%.*s\" for routing key \"%.*s\")", m->reply_code, (int)m->reply_text.len,
+                     (const char *)m->reply_text.bytes, (int)m->exchange.len, (const char *)m->exchange.bytes,
+                     (int)m->routing_key.len, (const char *)m->routing_key.bytes);
+            amqp_message_t rm;
+            amqp_rpc_reply_t r = amqp_read_message(a->conn, f.channel, &rm, 0);
+            if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+                outbox__amqp_reply_str(r, why, sizeof(why));
+                goto broken;
+            }
+            size_t i = (rm.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                           ? find_by_id(msgs, n, rm.properties.message_id)
+                           : n;
+            amqp_destroy_message(&rm);
+            if (i < n && state[i] == PS_WAIT) {
+                /* Still pending: its ack follows and is counted then. */
+                res[i].err = OUTBOX_ERR_BROKER;
+                snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", rwhy);
+            }
+            continue;
+        }
+        case AMQP_CHANNEL_CLOSE_METHOD:
+        case AMQP_CONNECTION_CLOSE_METHOD: {
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
+            outbox__amqp_reply_str(r, why, sizeof(why));
+            goto broken;
+        }
+        default:
+            continue;
+        }
+        amqp_maybe_release_buffers(a->conn);
+        if (tag < first_tag || tag >= first_tag + nsent)
+            continue; /* not ours (cannot happen: earlier calls waited or dropped) */
+        size_t lo = multiple ? 0 : (size_t)(tag - first_tag), hi = (size_t)(tag - first_tag);
+        for (size_t k = lo; k <= hi; k++) {
+            size_t i = by_tag[k];
+            if (state[i] != PS_WAIT)
+                continue;
+            pending--;
+            if (ok && res[i].err == OUTBOX_OK) {
+                state[i] = PS_ACKED;
+            } else {
+                state[i] = PS_FAILED;
+                if (res[i].err == OUTBOX_OK) {
+                    res[i].err = OUTBOX_ERR_BROKER;
+                    snprintf(res[i].errstr, sizeof(res[i].errstr),
+                             "AMQP broker nacked the message (internal error in a queue)");
+                }
+            }
+        }
+    }
+
+    /* A failed message was sent before later ones of its key were known to
+     * be fine: fail those too, so the retry publishes the key in order again. */
+    outbox__keyset_term(&failed);
+    if (outbox__keyset_init(&failed, n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (state[i] == PS_FAILED)
+                outbox__keyset_add(&failed, msgs[i].key);
+            else if (state[i] == PS_ACKED && outbox__keyset_has(&failed, msgs[i].key))
+                fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
+                         "published, but an earlier event of the same key failed: retried to keep key order");
+        }
+    }
+    free(state);
+    free(by_tag);
+    outbox__keyset_term(&failed);
+    return OUTBOX_OK;
+
+broken:
+    if (ret == OUTBOX_OK)
+        ret = OUTBOX_ERR_BROKER;
+    fail_all(res, n, ret, why);
+    outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_connection_lost", why, "worker", sink->name, NULL);
+    drop(a);
+    free(state);
+    free(by_tag);
+    outbox__keyset_term(&failed);
+    return ret;
+}
+
+static outbox_err_t amqp_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    amqp_sink_t *a = sink->state;
+    if (a->conn)
+        check_idle(a);
+    outbox_err_t err = ensure(sink, errstr, errstr_size);
+    if (err)
+        return err;
+    /* One round trip: amq.topic exists in every vhost. */
+    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes("amq.topic"), amqp_cstring_bytes("topic"),
+                          1, 1, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        char why[256];
+        outbox__amqp_reply_str(r, why, sizeof(why));
+        drop(a);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP ping of %s failed: %s", a->url.shown,
+                           why);
+    }
+    return OUTBOX_OK;
+}
+
+static void amqp_close_sink(outbox_sink_t *sink)
+{
+    amqp_sink_t *a = sink->state;
+    if (!a)
+        return;
+    outbox__amqp_close(&a->conn);
+    forget_declared(a);
+    free(a->declared);
+    outbox__amqp_url_term(&a->url);
+    free(a);
+    sink->state = NULL;
+}
+
+static const char *const amqp_schemes[] = {"amqp", "amqps", NULL};
+
+const outbox_sink_ops_t outbox__sink_amqp_ops = {
+    .name = "amqp",
+    .schemes = amqp_schemes,
+    .open = amqp_open,
+    .publish = amqp_publish,
+    .ping = amqp_ping,
+    .close = amqp_close_sink,
+};
