@@ -387,6 +387,7 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
     param_store_t ps;
     const outbox_http_route_t *found = NULL;
     char allow[64] = "";
+    const char *allow_pattern = NULL;
     for (const outbox_http_route_t *r = h->opts.routes; r && r->method; r++) {
         if (!match(r->pattern, path, &req, &ps))
             continue;
@@ -395,11 +396,13 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
             found = r;
             break;
         }
+        if (!allow_pattern)
+            allow_pattern = r->pattern;
         size_t n = strlen(allow);
         snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", r->method);
     }
     if (!found) {
-        snprintf(ctx->route, sizeof(ctx->route), "%s", allow[0] ? path : "unmatched");
+        snprintf(ctx->route, sizeof(ctx->route), "%s", allow_pattern ? allow_pattern : "unmatched");
         if (allow[0]) {
             problem(path, resp, 405, "method-not-allowed", NULL, "%s is not allowed on %s; allowed: %s", method,
                     path, allow);
@@ -611,10 +614,10 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
     pthread_cond_init(&h->idle, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
-                                 opts->max_connections ? opts->max_connections : 512u, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 opts->timeout_s ? opts->timeout_s : 30u, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, h,
+    h->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                                 mhd_logger, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                                 MHD_OPTION_CONNECTION_LIMIT, opts->max_connections ? opts->max_connections : 512u,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s ? opts->timeout_s : 30u,
                                  MHD_OPTION_END);
     if (!h->daemon) {
         outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot listen on %s:%d (port in use? set PORT)", addr,

@@ -1,0 +1,371 @@
+/* The orders API: POST /orders, GET /orders/{id}, GET /inventory.
+ *
+ * POST /orders writes the order, its items, its OrderCreated event
+ * (outbox_enqueue) and, with an Idempotency-Key, the key's stored response
+ * in ONE transaction: all or nothing. See docs/ORDERS.md. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "http/idempotency.h"
+#include "orders.h"
+#include "store/pg.h"
+
+#define MAX_ITEMS 100
+#define MAX_QUANTITY 10000
+#define MAX_AMOUNT 100000000000LL /* 1e11 minor units */
+#define EXAMPLE "{\"user_id\":\"user-456\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"amount\":1000}"
+
+/* 1 for a W3C traceparent: 2 hex "-" 32 hex "-" 16 hex "-" 2 hex, ids not all zero. */
+static int traceparent_valid(const char *t)
+{
+    static const int seg[4] = {2, 32, 16, 2};
+    if (!t || strlen(t) != 55 || !strncmp(t, "ff", 2))
+        return 0;
+    const char *p = t;
+    for (int s = 0; s < 4; s++) {
+        int nonzero = 0;
+        for (int i = 0; i < seg[s]; i++, p++) {
+            if (!isxdigit((unsigned char)*p) || isupper((unsigned char)*p))
+                return 0;
+            nonzero |= *p != '0';
+        }
+        if ((s == 1 || s == 2) && !nonzero)
+            return 0;
+        if (s < 3 && *p++ != '-')
+            return 0;
+    }
+    return 1;
+}
+
+static void db_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, PGconn *c, const char *what,
+                       const char *err)
+{
+    outbox__log(OUTBOX_LOG_ERROR, "orders", "db_error", err, "what", what, "path", req->path, NULL);
+    int down = !c || PQstatus(c) != CONNECTION_OK;
+    outbox__http_problem(req, resp, down ? 503 : 500, down ? "database-unavailable" : "internal", NULL,
+                         "%s failed: the database %s; nothing was written, retry later", what,
+                         down ? "is unreachable" : "returned an error (see the server log)");
+}
+
+/* Validates the body; on success *items is a new normalised array. */
+static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char **user, long long *amount,
+                    json_t **items)
+{
+    json_t *doc = req->json;
+    json_t *u = json_object_get(doc, "user_id");
+    if (!u) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "user_id is required (a non-empty string), e.g. " EXAMPLE);
+        return -1;
+    }
+    if (!json_is_string(u) || json_string_length(u) == 0 || json_string_length(u) > 128) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "user_id must be a string of 1 to 128 characters");
+        return -1;
+    }
+    *user = json_string_value(u);
+    json_t *a = json_object_get(doc, "amount");
+    if (!a) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "amount is required: an integer number of minor units (cents), e.g. 1000");
+        return -1;
+    }
+    if (!json_is_integer(a) || json_integer_value(a) <= 0 || json_integer_value(a) > MAX_AMOUNT) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "amount must be a positive integer number of minor units (1..%lld), e.g. 1000",
+                             MAX_AMOUNT);
+        return -1;
+    }
+    *amount = (long long)json_integer_value(a);
+    json_t *in = json_object_get(doc, "items");
+    if (!in) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "items is required: a non-empty array of {\"sku\": string, \"quantity\": integer}");
+        return -1;
+    }
+    if (!json_is_array(in) || json_array_size(in) == 0 || json_array_size(in) > MAX_ITEMS) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "items must be an array of 1 to %d {\"sku\", \"quantity\"} objects", MAX_ITEMS);
+        return -1;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(in, i, it)
+    {
+        json_t *sku = json_object_get(it, "sku"), *q = json_object_get(it, "quantity");
+        const char *bad = NULL;
+        if (!json_is_object(it))
+            bad = "must be an object {\"sku\": string, \"quantity\": integer}";
+        else if (!json_is_string(sku) || json_string_length(sku) == 0 || json_string_length(sku) > 64)
+            bad = "sku must be a string of 1 to 64 characters";
+        else if (!json_is_integer(q))
+            bad = "quantity must be an integer";
+        else if (json_integer_value(q) <= 0 || json_integer_value(q) > MAX_QUANTITY)
+            bad = "quantity must be an integer from 1 to 10000";
+        if (bad) {
+            json_decref(out);
+            outbox__http_problem(req, resp, 400, "validation-error", NULL, "items[%zu]: %s", i, bad);
+            return -1;
+        }
+        size_t k;
+        json_t *prev;
+        json_array_foreach(out, k, prev)
+        {
+            if (!strcmp(json_string_value(json_object_get(prev, "sku")), json_string_value(sku))) {
+                outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                                     "items[%zu]: sku \"%s\" already appears in items[%zu]; list each sku once",
+                                     i, json_string_value(sku), k);
+                json_decref(out);
+                return -1;
+            }
+        }
+        json_array_append_new(out, json_pack("{s:O,s:O}", "sku", sku, "quantity", q));
+    }
+    *items = out;
+    return 0;
+}
+
+/* Runs one statement; returns the result or NULL (then errbuf is set). */
+static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *params, ExecStatusType want,
+                      char *errbuf, size_t errsize)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != want) {
+        snprintf(errbuf, errsize, "%s", PQresultErrorMessage(r));
+        size_t l = strlen(errbuf);
+        while (l && errbuf[l - 1] == '\n')
+            errbuf[--l] = '\0';
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
+{
+    orders_app_t *app = opaque;
+    char key[OUTBOX_IDEM_KEY_MAX + 1] = "", why[256];
+    const char *hk = outbox__http_header(req, "Idempotency-Key");
+    if (hk && outbox__idem_key_parse(hk, key, why, sizeof(why)) != 0) {
+        outbox__http_problem(req, resp, 400, "invalid-idempotency-key", NULL, "%s", why);
+        return;
+    }
+    if (!hk && app->idem_required) {
+        outbox__http_problem(req, resp, 400, "idempotency-key-required", NULL,
+                             "this server requires an Idempotency-Key header on POST (1..%d printable ASCII "
+                             "characters, e.g. a UUID)", OUTBOX_IDEM_KEY_MAX);
+        return;
+    }
+    const char *user;
+    long long amount;
+    json_t *items;
+    if (validate(req, resp, &user, &amount, &items) != 0)
+        return;
+
+    /* Fingerprint the canonical form: whitespace and key order do not matter. */
+    char *canon = json_dumps(req->json, JSON_COMPACT | JSON_SORT_KEYS);
+    char *items_text = json_dumps(items, JSON_COMPACT);
+    char fp[65];
+    outbox__idem_fingerprint(req->method, req->path, canon ? canon : "", canon ? strlen(canon) : 0, fp);
+    free(canon);
+
+    char err[512];
+    json_t *out = NULL;
+    char *body = NULL;
+    outbox_idem_t idem;
+    memset(&idem, 0, sizeof(idem));
+    PGconn *c = outbox__dbpool_get(app->pool, 5000, err, sizeof(err));
+    if (!c || !items_text) {
+        db_problem(req, resp, NULL, "creating the order", c ? "out of memory" : err);
+        goto done;
+    }
+    if (outbox__pg_exec(c, "BEGIN", err, sizeof(err)))
+        goto dberr;
+    if (key[0]) {
+        if (outbox__idem_begin(c, ORDERS_IDEM_SCOPE, key, fp, &idem, err, sizeof(err)))
+            goto dberr;
+        if (idem.state == OUTBOX_IDEM_IN_FLIGHT) {
+            outbox__http_problem(req, resp, 409, "idempotency-key-in-flight", NULL,
+                                 "a request with Idempotency-Key \"%s\" is still being processed; retry shortly",
+                                 key);
+            outbox__http_add_header(resp, "Retry-After", "1");
+            goto done;
+        }
+        if (idem.state == OUTBOX_IDEM_MISMATCH) {
+            outbox__http_problem(req, resp, 422, "idempotency-key-reused", NULL,
+                                 "Idempotency-Key \"%s\" was already used with a different request body; "
+                                 "use a new key for a new order", key);
+            goto done;
+        }
+        if (idem.state == OUTBOX_IDEM_REPLAY) {
+            outbox__http_reply_raw(resp, idem.status, idem.content_type, idem.body, idem.body_len);
+            outbox__http_add_header(resp, "Idempotent-Replayed", "true");
+            goto done;
+        }
+    }
+
+    /* Every sku must exist. */
+    const char *p1[1] = {items_text};
+    PGresult *r = exec(c,
+                       "SELECT i.sku FROM json_to_recordset($1::json) AS i(sku text, quantity int)"
+                       " LEFT JOIN inventory v ON v.sku = i.sku WHERE v.sku IS NULL",
+                       1, p1, PGRES_TUPLES_OK, err, sizeof(err));
+    if (!r)
+        goto dberr;
+    if (PQntuples(r) > 0) {
+        outbox__http_problem(req, resp, 422, "unknown-sku", NULL,
+                             "unknown sku \"%.64s\"%s: no such product in the inventory", PQgetvalue(r, 0, 0),
+                             PQntuples(r) > 1 ? " (and others)" : "");
+        PQclear(r);
+        goto done;
+    }
+    PQclear(r);
+
+    char id[OUTBOX_UUID_STRLEN + 1], amt[24];
+    outbox_uuid_v7(id);
+    snprintf(amt, sizeof(amt), "%lld", amount);
+    const char *p3[3] = {id, user, amt};
+    r = exec(c,
+             "INSERT INTO orders (id, user_id, amount) VALUES ($1::uuid, $2, $3::bigint)"
+             " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+             3, p3, PGRES_TUPLES_OK, err, sizeof(err));
+    if (!r)
+        goto dberr;
+    char created[40];
+    snprintf(created, sizeof(created), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    const char *p2[2] = {id, items_text};
+    r = exec(c,
+             "INSERT INTO order_items (order_id, sku, quantity)"
+             " SELECT $1::uuid, sku, quantity FROM json_to_recordset($2::json) AS i(sku text, quantity int)",
+             2, p2, PGRES_COMMAND_OK, err, sizeof(err));
+    if (!r)
+        goto dberr;
+    PQclear(r);
+
+    json_t *data = json_pack("{s:s,s:s,s:I,s:O,s:s,s:s}", "order_id", id, "user_id", user, "amount",
+                             (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
+    char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(data);
+    const char *tp = outbox__http_header(req, "traceparent");
+    outbox_event_t ev = {.topic = ORDERS_TOPIC,
+                         .type = "OrderCreated",
+                         .key = id,
+                         .payload = payload ? payload : "{}",
+                         .traceparent = traceparent_valid(tp) ? tp : NULL,
+                         .source = ORDERS_SOURCE};
+    char event_id[OUTBOX_UUID_STRLEN + 1];
+    outbox_err_t e = outbox_enqueue(c, &ev, event_id, err, sizeof(err));
+    free(payload);
+    if (e)
+        goto dberr;
+
+    out = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id, "order_status",
+                    "pending", "user_id", user, "amount", (json_int_t)amount, "items", items, "event_id", event_id,
+                    "created_at", created);
+    body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (!body) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto dberr;
+    }
+    if (key[0]) {
+        e = outbox__idem_store(c, ORDERS_IDEM_SCOPE, key, fp, 201, "application/json", body, app->idem_retention_ms,
+                               err, sizeof(err));
+        if (e == OUTBOX_ERR_INVALID_ARG) {
+            outbox__http_problem(req, resp, 409, "idempotency-key-in-flight", NULL,
+                                 "a concurrent request with Idempotency-Key \"%s\" won; retry to get its response",
+                                 key);
+            goto done;
+        }
+        if (e)
+            goto dberr;
+    }
+    r = exec(c, "COMMIT", 0, NULL, PGRES_COMMAND_OK, err, sizeof(err));
+    if (!r)
+        goto dberr;
+    PQclear(r);
+    outbox__http_reply_raw(resp, 201, "application/json", body, strlen(body));
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/orders/%s", id);
+    outbox__http_add_header(resp, "Location", loc);
+    outbox__log(OUTBOX_LOG_INFO, "orders", "order_created", "order created", "order_id", id, "event_id", event_id,
+                "user_id", user, "amount", amt, NULL);
+    goto done;
+
+dberr:
+    db_problem(req, resp, c, "creating the order", err);
+done:
+    outbox__dbpool_put(app->pool, c); /* rolls back anything left open */
+    outbox__idem_term(&idem);
+    json_decref(out);
+    free(body);
+    free(items_text);
+    json_decref(items);
+}
+
+static void get_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
+{
+    orders_app_t *app = opaque;
+    const char *id = outbox__http_param(req, "id");
+    if (!outbox_uuid_valid(id)) {
+        outbox__http_problem(req, resp, 400, "invalid-order-id", NULL,
+                             "order id \"%.64s\" is not a UUID (8-4-4-4-12 hex digits)", id ? id : "");
+        return;
+    }
+    char err[512];
+    PGconn *c = outbox__dbpool_get(app->pool, 5000, err, sizeof(err));
+    if (!c) {
+        db_problem(req, resp, NULL, "reading the order", err);
+        return;
+    }
+    const char *p[1] = {id};
+    PGresult *r = exec(c,
+                       "SELECT json_build_object('order_id', o.id, 'user_id', o.user_id, 'amount', o.amount,"
+                       "  'status', o.status, 'reason', o.reason,"
+                       "  'items', COALESCE((SELECT json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity)"
+                       "                       ORDER BY i.sku) FROM order_items i WHERE i.order_id = o.id), '[]'),"
+                       "  'created_at', o.created_at, 'updated_at', o.updated_at)::text"
+                       " FROM orders o WHERE o.id = $1::uuid",
+                       1, p, PGRES_TUPLES_OK, err, sizeof(err));
+    if (!r) {
+        db_problem(req, resp, c, "reading the order", err);
+    } else if (PQntuples(r) == 0) {
+        outbox__http_problem(req, resp, 404, "order-not-found", NULL, "no order with id %s", id);
+    } else {
+        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+    }
+    PQclear(r);
+    outbox__dbpool_put(app->pool, c);
+}
+
+static void list_inventory(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
+{
+    orders_app_t *app = opaque;
+    char err[512];
+    PGconn *c = outbox__dbpool_get(app->pool, 5000, err, sizeof(err));
+    if (!c) {
+        db_problem(req, resp, NULL, "reading the inventory", err);
+        return;
+    }
+    PGresult *r = exec(c,
+                       "SELECT COALESCE(json_agg(json_build_object('sku', sku, 'name', name, 'stock', stock)"
+                       " ORDER BY sku), '[]')::text FROM inventory",
+                       0, NULL, PGRES_TUPLES_OK, err, sizeof(err));
+    if (!r)
+        db_problem(req, resp, c, "reading the inventory", err);
+    else
+        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+    PQclear(r);
+    outbox__dbpool_put(app->pool, c);
+}
+
+const outbox_http_route_t orders_routes[] = {
+    {"POST", "/orders", create_order, 1},
+    {"GET", "/orders/{id}", get_order, 0},
+    {"GET", "/inventory", list_inventory, 0},
+    {NULL, NULL, NULL, 0},
+};

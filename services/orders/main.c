@@ -1,0 +1,267 @@
+/* orders-service: the order system in one process, like the seeds —
+ * the HTTP API, the relay worker pool and the inventory/email consumers.
+ * --no-api, --no-relay and --no-consumers leave a part to another process. */
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "http/idempotency.h"
+#include "orders.h"
+#include "store/pg.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_stop++)
+        _exit(1); /* second signal: leave now; open transactions roll back */
+}
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: orders-service [OPTIONS]\n"
+            "\n"
+            "The order system: POST /orders writes the order and its OrderCreated event in\n"
+            "one transaction (Idempotency-Key supported); the relay publishes the events to\n"
+            "Redis; the inventory consumer deducts stock and confirms or rejects the order;\n"
+            "the email consumer prints the confirmation email. Each exactly once per order.\n"
+            "Every option can also be set by the environment variable shown; flags win.\n"
+            "\n"
+            "  --version                  print the version and exit\n");
+    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE | OUTBOX_SCOPE_RELAY |
+                                    OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_LOG);
+    fprintf(fp, "\nEndpoints: POST /orders, GET /orders/{id}, GET /inventory, GET /healthz, GET /readyz,\n"
+                "GET /metrics (see docs/ORDERS.md).\n"
+                "\nExample:\n"
+                "  DATABASE_URL=postgres://app@127.0.0.1/app REDIS_ADDR=127.0.0.1:6379 PORT=8080 orders-service\n");
+}
+
+static PGconn *connect_db(const outbox_conf_t *conf)
+{
+    char err[512];
+    for (int attempt = 0; attempt < 30 && !g_stop; attempt++) {
+        PGconn *c = outbox__pg_connect(outbox__conf_database_url(conf), "orders-service", err, sizeof(err));
+        if (c)
+            return c;
+        outbox__log(OUTBOX_LOG_WARN, "orders", "db_wait", err, NULL);
+        sleep(1);
+    }
+    outbox__log(OUTBOX_LOG_ERROR, "orders", "db_failed", err, NULL);
+    return NULL;
+}
+
+static int migrate(PGconn *c)
+{
+    char err[512];
+    if (outbox_migrate(c, NULL, err, sizeof(err)) || outbox__idem_migrate(c, err, sizeof(err)) ||
+        outbox__pg_migrate_set(c, "orders", orders_migrations, NULL, err, sizeof(err))) {
+        outbox__log(OUTBOX_LOG_ERROR, "orders", "migrate_failed", err, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* A PING so the operator sees Redis is there; the relay and consumers
+ * connect (and reconnect) on their own. */
+static void check_redis(const outbox_conf_t *conf)
+{
+    const char *addr = outbox__conf_str(conf, "redis_addr");
+    char host[256];
+    snprintf(host, sizeof(host), "%s", addr);
+    char *colon = strrchr(host, ':');
+    int port = 6379;
+    if (colon) {
+        *colon = '\0';
+        port = atoi(colon + 1);
+    }
+    struct timeval tv = {3, 0};
+    redisContext *rc = redisConnectWithTimeout(host, port, tv);
+    redisReply *rep = NULL;
+    if (rc && !rc->err && outbox__conf_str(conf, "redis_password")[0]) {
+        const char *av[2] = {"AUTH", outbox__conf_str(conf, "redis_password")};
+        rep = redisCommandArgv(rc, 2, av, NULL);
+        if (rep)
+            freeReplyObject(rep);
+    }
+    rep = rc && !rc->err ? redisCommand(rc, "PING") : NULL;
+    if (rep && rep->type != REDIS_REPLY_ERROR)
+        outbox__log(OUTBOX_LOG_INFO, "orders", "redis_connected", "Connected to Redis successfully", "addr", addr, NULL);
+    else
+        outbox__log(OUTBOX_LOG_WARN, "orders", "redis_unreachable",
+                    "Redis is not reachable yet: the relay and consumers keep retrying", "addr", addr, NULL);
+    if (rep)
+        freeReplyObject(rep);
+    if (rc)
+        redisFree(rc);
+}
+
+/* GET /readyz: the database answers. */
+static int ready(void *opaque, char *why, size_t why_size)
+{
+    orders_app_t *app = opaque;
+    return outbox__dbpool_ready(app->pool, why, why_size);
+}
+
+/* Purges expired idempotency keys now and then, until *stop. */
+static void purge_keys(orders_app_t *app, int64_t *next_ms)
+{
+    int64_t now = outbox__now_ms();
+    if (now < *next_ms)
+        return;
+    int64_t every = app->idem_retention_ms / 10;
+    *next_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
+    char err[512];
+    PGconn *c = outbox__dbpool_get(app->pool, 1000, err, sizeof(err));
+    if (!c)
+        return;
+    long long n = 0;
+    if (outbox__idem_purge(c, &n, err, sizeof(err)))
+        outbox__log(OUTBOX_LOG_WARN, "orders", "purge_failed", err, NULL);
+    else if (n > 0)
+        outbox__logf(OUTBOX_LOG_INFO, "orders", "keys_purged", "purged %lld expired idempotency keys", n);
+    outbox__dbpool_put(app->pool, c);
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--version")) {
+            printf("orders-service %s\n", OUTBOX_VERSION_STR);
+            return 0;
+        }
+    outbox_conf_t *conf = outbox_conf_new();
+    int argi = 0, help = 0;
+    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
+        outbox__conf_parse_args(conf, argc, argv, &argi, &help, err, sizeof(err))) {
+        fprintf(stderr, "orders-service: %s\n", conf ? err : "out of memory");
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+    if (help) {
+        usage(stdout);
+        outbox_conf_destroy(conf);
+        return 0;
+    }
+    if (argi < argc) {
+        fprintf(stderr, "orders-service: unexpected argument \"%s\" (see --help)\n", argv[argi]);
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+    int run_api = outbox__conf_bool(conf, "api"), run_relay = outbox__conf_bool(conf, "relay"),
+        run_consumers = outbox__conf_bool(conf, "consumers");
+    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
+    outbox__conf_log(conf, "orders", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE);
+    if (!run_api && !run_relay && !run_consumers) {
+        fprintf(stderr, "orders-service: --no-api, --no-relay and --no-consumers together leave nothing to run\n");
+        outbox_conf_destroy(conf);
+        return 2;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    PGconn *db = connect_db(conf);
+    if (!db) {
+        outbox_conf_destroy(conf);
+        return 1;
+    }
+    outbox__log(OUTBOX_LOG_INFO, "orders", "db_connected", "Connected to database successfully", NULL);
+    if (migrate(db) != 0) {
+        PQfinish(db);
+        outbox_conf_destroy(conf);
+        return 1;
+    }
+    PQfinish(db);
+    if (run_relay || run_consumers)
+        check_redis(conf);
+
+    int rc = 0;
+    outbox_relay_t *relay = NULL;
+    orders_consumers_t *consumers = NULL;
+    outbox_http_t *http = NULL;
+    orders_app_t app = {.conf = conf,
+                        .idem_retention_ms = outbox__conf_ms(conf, "idempotency_retention"),
+                        .idem_required = outbox__conf_bool(conf, "idempotency_key_required")};
+    if (run_relay) {
+        outbox_conf_t *rconf = outbox_conf_dup(conf);
+        relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
+        if (!relay) {
+            outbox_conf_destroy(rconf);
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", rconf ? err : "out of memory", NULL);
+            rc = 1;
+            goto out;
+        }
+        if (outbox_relay_start(relay, err, sizeof(err))) {
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", err, NULL);
+            rc = 1;
+            goto out;
+        }
+    }
+    if (run_consumers && !(consumers = orders_consumers_start(conf, err, sizeof(err)))) {
+        outbox__log(OUTBOX_LOG_ERROR, "orders", "consumers_failed", err, NULL);
+        rc = 1;
+        goto out;
+    }
+    if (run_api) {
+        app.pool = outbox__dbpool_new(outbox__conf_database_url(conf), (int)outbox__conf_int(conf, "db_pool_size"),
+                                      "orders-service api");
+        outbox_http_opts_t opts = {.name = "orders",
+                                   .addr = outbox__conf_str(conf, "http_addr"),
+                                   .port = (int)outbox__conf_int(conf, "port"),
+                                   .max_body = (size_t)outbox__conf_int(conf, "http_max_body"),
+                                   .max_connections = (unsigned)outbox__conf_int(conf, "http_max_connections"),
+                                   .timeout_s = (unsigned)(outbox__conf_ms(conf, "http_timeout") / 1000),
+                                   .routes = orders_routes,
+                                   .opaque = &app,
+                                   .ready = ready};
+        if (!app.pool || !(http = outbox__http_start(&opts, err, sizeof(err)))) {
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "listen_failed", app.pool ? err : "out of memory", NULL);
+            rc = 1;
+            goto out;
+        }
+        char msg[64], port[16];
+        snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
+        snprintf(port, sizeof(port), "%d", outbox__http_port(http));
+        outbox__log(OUTBOX_LOG_INFO, "orders", "listening", msg, "addr", opts.addr, "port", port, NULL);
+    }
+
+    int64_t next_purge = 0;
+    while (!g_stop) {
+        if (app.pool)
+            purge_keys(&app, &next_purge);
+        usleep(100 * 1000);
+    }
+    outbox__log(OUTBOX_LOG_INFO, "orders", "shutting_down", "stop requested: draining requests, consumers, relay", NULL);
+
+out:;
+    int64_t shutdown_ms = outbox__conf_ms(conf, "shutdown_timeout");
+    outbox__http_stop(http, shutdown_ms);
+    orders_consumers_stop(consumers);
+    if (relay) {
+        outbox_relay_stop(relay);
+        if (outbox_relay_wait(relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {
+            outbox__log(OUTBOX_LOG_WARN, "orders", "shutdown_timeout",
+                        "relay batches still in flight: exiting; they roll back and are published later", NULL);
+            _exit(rc);
+        }
+        outbox_relay_destroy(relay);
+    }
+    outbox__dbpool_destroy(app.pool);
+    outbox_conf_destroy(conf);
+    outbox__log(OUTBOX_LOG_INFO, "orders", "stopped", "stopped cleanly", NULL);
+    return rc;
+}
