@@ -1,0 +1,308 @@
+/* NATS JetStream consumer (nats.c): a durable pull consumer per topic.
+ *
+ * nats://[user:pass@]host[:port][,host[:port]...]
+ *
+ * For each topic, js_PullSubscribe on "<topic>.>" with durable name = the
+ * group (characters a durable cannot hold become '_'): every instance of a
+ * group shares the consumer and the server splits the messages among them.
+ * The consumer is created (explicit ack, ack wait nats_ack_wait, deliver
+ * all) when missing, and so is the stream when nats_stream_create is on, so
+ * consumers may start before the first event is published.
+ *
+ * A message is acknowledged (AckSync: the server confirmed it) only after
+ * the handler returned OUTBOX_OK, i.e. after its transaction committed.
+ * When the handler fails, the message and the rest of the fetched batch are
+ * negatively acknowledged with delay nats_nak_delay, so that no later
+ * message of the same key overtakes it in this instance. A message an
+ * instance received but never acknowledged (it crashed) is redelivered after
+ * nats_ack_wait. delivery.redelivered comes from the JetStream metadata
+ * (delivery count > 1); delivery.topic is the topic, not the subject.
+ * Binary-mode messages (a ce-specversion header) are rebuilt from their ce-*
+ * headers, content-type and traceparent.
+ *
+ * The connection is opened lazily and reconnects in the background; while
+ * it is down, poll waits briefly and returns OUTBOX_ERR_BROKER. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "consumer/consumer.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sink/nats.h"
+
+#define COMPONENT "consumer.nats"
+#define CONNECT_TIMEOUT_MS 5000
+#define MAX_ATTRS 64
+
+typedef struct nats_consumer_s {
+    outbox__nats_url_t url;
+    char durable[128];
+    natsConnection *nc;
+    jsCtx *js;
+    natsSubscription **subs; /* per topic; NULL until subscribed */
+    int batch;
+    int64_t ack_wait_ms, nak_delay_ms;
+    int down; /* log once per change */
+} nats_consumer_t;
+
+static void drop_conn(outbox_consumer_t *c)
+{
+    nats_consumer_t *n = c->state;
+    for (int i = 0; i < c->ntopics; i++) {
+        natsSubscription_Destroy(n->subs[i]); /* keeps the durable consumer on the server */
+        n->subs[i] = NULL;
+    }
+    if (n->nc)
+        natsConnection_Close(n->nc);
+    jsCtx_Destroy(n->js);
+    n->js = NULL;
+    natsConnection_Destroy(n->nc);
+    n->nc = NULL;
+}
+
+static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
+{
+    nats_consumer_t *n = calloc(1, sizeof(*n));
+    if (!n || !(n->subs = calloc((size_t)c->ntopics, sizeof(*n->subs)))) {
+        free(n);
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    }
+    outbox_err_t err = outbox__nats_parse_url(c->url, &n->url, errstr, errstr_size);
+    if (err) {
+        free(n->subs);
+        free(n);
+        return err;
+    }
+    size_t i = 0;
+    for (; c->group[i] && i + 1 < sizeof(n->durable); i++) {
+        unsigned char ch = (unsigned char)c->group[i];
+        n->durable[i] = (ch == '.' || ch == '*' || ch == '>' || ch == '/' || ch == '\\' || isspace(ch) ||
+                         ch < 32 || ch >= 127)
+                            ? '_'
+                            : (char)ch;
+    }
+    n->durable[i] = '\0';
+    for (int t = 0; t < c->ntopics; t++) {
+        if (!*c->topics[t] || strpbrk(c->topics[t], " \t\r\n*>")) {
+            free(n->subs);
+            free(n);
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "topic \"%s\" cannot form a NATS subject", c->topics[t]);
+        }
+    }
+    n->batch = (int)outbox__conf_int(c->conf, "nats_fetch_batch");
+    n->ack_wait_ms = outbox__conf_ms(c->conf, "nats_ack_wait");
+    n->nak_delay_ms = outbox__conf_ms(c->conf, "nats_nak_delay");
+    c->state = n;
+    return OUTBOX_OK;
+}
+
+static outbox_err_t ensure_conn(outbox_consumer_t *c, int timeout_ms)
+{
+    nats_consumer_t *n = c->state;
+    if (n->nc) {
+        natsConnStatus cs = natsConnection_Status(n->nc);
+        if (cs == NATS_CONN_STATUS_CONNECTED)
+            return OUTBOX_OK;
+        if (cs != NATS_CONN_STATUS_CLOSED) {
+            /* nats.c is reconnecting: don't let the caller spin */
+            outbox__sleep_ms(timeout_ms < 200 ? (timeout_ms > 0 ? timeout_ms : 1) : 200, NULL);
+            if (natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED)
+                return OUTBOX_OK;
+            return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                               "NATS connection to %s is down (reconnecting)", n->url.servers[0]);
+        }
+        drop_conn(c);
+    }
+    outbox_err_t err = outbox__nats_connect(&n->url, c->name, CONNECT_TIMEOUT_MS, &n->nc, c->errstr,
+                                            sizeof(c->errstr));
+    if (err)
+        return err;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = CONNECT_TIMEOUT_MS;
+    natsStatus st = natsConnection_JetStream(&n->js, n->nc, &jo);
+    if (st != NATS_OK) {
+        drop_conn(c);
+        return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "NATS JetStream context: %s",
+                           natsStatus_GetText(st));
+    }
+    return OUTBOX_OK;
+}
+
+static outbox_err_t ensure_sub(outbox_consumer_t *c, int t)
+{
+    nats_consumer_t *n = c->state;
+    if (n->subs[t])
+        return OUTBOX_OK;
+    outbox_err_t err = outbox__nats_ensure_stream(n->js, c->conf, c->topics[t], CONNECT_TIMEOUT_MS, c->errstr,
+                                                  sizeof(c->errstr));
+    if (err)
+        return OUTBOX_ERR_BROKER;
+    char filter[512];
+    snprintf(filter, sizeof(filter), "%s.>", c->topics[t]);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.ManualAck = true;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.AckWait = n->ack_wait_ms * 1000000;
+    jsErrCode jerr = 0;
+    natsStatus st = js_PullSubscribe(&n->subs[t], n->js, filter, n->durable, NULL, &so, &jerr);
+    if (st != NATS_OK) {
+        char txt[200];
+        outbox__nats_errtext(st, txt, sizeof(txt));
+        n->subs[t] = NULL;
+        return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                           "cannot create JetStream pull consumer %s on %s: %s (code %d)", n->durable, filter, txt,
+                           (int)jerr);
+    }
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "subscribed", "JetStream pull consumer ready", "consumer", c->name,
+                "durable", n->durable, "filter", filter, NULL);
+    return OUTBOX_OK;
+}
+
+/* Binary mode: collects "ce-*" headers (plus content-type as
+ * ce-datacontenttype and traceparent as ce-traceparent) into attrs, a
+ * NULL-terminated key/value list. Returns 1 if the message is binary mode. */
+static int binary_attrs(natsMsg *m, const char **attrs, size_t max)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, "ce-specversion", &v) != NATS_OK)
+        return 0;
+    const char **keys = NULL;
+    int nk = 0;
+    size_t k = 0;
+    if (natsMsgHeader_Keys(m, &keys, &nk) == NATS_OK) {
+        for (int i = 0; i < nk && k + 3 < max; i++) {
+            const char *val = NULL;
+            if (natsMsgHeader_Get(m, keys[i], &val) != NATS_OK || !val)
+                continue;
+            if (!strncasecmp(keys[i], "ce-", 3)) {
+                attrs[k++] = keys[i];
+                attrs[k++] = val;
+            } else if (!strcasecmp(keys[i], "traceparent")) {
+                attrs[k++] = "ce_traceparent";
+                attrs[k++] = val;
+            } else if (!strcasecmp(keys[i], "content-type")) {
+                attrs[k++] = "ce_datacontenttype";
+                attrs[k++] = val;
+            }
+        }
+        free((void *)keys);
+    }
+    attrs[k] = NULL;
+    return 1;
+}
+
+/* Hands one fetched message to the handler; returns its verdict. */
+static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consumer_handler_fn fn, void *opaque)
+{
+    int redelivered = 0;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+        redelivered = meta->NumDelivered > 1;
+        jsMsgMetaData_Destroy(meta);
+    }
+    const char *attrs[2 * MAX_ATTRS + 1];
+    int bin = binary_attrs(m, attrs, sizeof(attrs) / sizeof(attrs[0]));
+    const char *data = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    return outbox__consumer_dispatch(c, c->topics[t], data ? data : "", (size_t)(len > 0 ? len : 0),
+                                     bin ? attrs : NULL, redelivered, fn, opaque);
+}
+
+static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                                void *opaque)
+{
+    nats_consumer_t *n = c->state;
+    outbox_err_t err = ensure_conn(c, timeout_ms);
+    for (int t = 0; !err && t < c->ntopics; t++)
+        err = ensure_sub(c, t);
+    if (err) {
+        if (!n->down)
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "broker_down", c->errstr, "consumer", c->name, NULL);
+        n->down = 1;
+        return OUTBOX_ERR_BROKER;
+    }
+    if (n->down)
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "NATS reachable again", "consumer", c->name, NULL);
+    n->down = 0;
+
+    int64_t per = timeout_ms / c->ntopics;
+    if (per < 1)
+        per = 1;
+    outbox_err_t rc = OUTBOX_OK;
+    for (int t = 0; t < c->ntopics; t++) {
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus st = natsSubscription_Fetch(&list, n->subs[t], n->batch, per, &jerr);
+        if (st == NATS_TIMEOUT && list.Count == 0)
+            continue; /* nothing new */
+        if (st != NATS_OK && list.Count == 0) {
+            char txt[200];
+            outbox__nats_errtext(st, txt, sizeof(txt));
+            outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "JetStream fetch on %s.> failed: %s (code %d)",
+                        c->topics[t], txt, (int)jerr);
+            /* The consumer may be gone (server lost its state): subscribe again next time. */
+            natsSubscription_Destroy(n->subs[t]);
+            n->subs[t] = NULL;
+            rc = OUTBOX_ERR_BROKER;
+            continue;
+        }
+        int failed = 0;
+        for (int i = 0; i < list.Count; i++) {
+            natsMsg *m = list.Msgs[i];
+            if (!failed && handle(c, t, m, fn, opaque) == OUTBOX_OK) {
+                jsOptions jo;
+                jsOptions_Init(&jo);
+                jo.Wait = CONNECT_TIMEOUT_MS;
+                natsStatus as = natsMsg_AckSync(m, &jo, &jerr);
+                if (as != NATS_OK) {
+                    /* Redelivered later; the inbox makes the second delivery a no-op. */
+                    char txt[200];
+                    outbox__nats_errtext(as, txt, sizeof(txt));
+                    outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "JetStream ack failed: %s", txt);
+                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "ack_failed", c->errstr, "consumer", c->name, NULL);
+                    rc = OUTBOX_ERR_BROKER;
+                    failed = 1;
+                }
+                continue;
+            }
+            /* Handler failed (or an earlier one did): hand back the rest so
+             * no later message overtakes it here. */
+            failed = 1;
+            if (n->nak_delay_ms > 0)
+                natsMsg_NakWithDelay(m, n->nak_delay_ms, NULL);
+            else
+                natsMsg_Nak(m, NULL);
+        }
+        natsMsgList_Destroy(&list);
+    }
+    return rc;
+}
+
+static void nats_c_close(outbox_consumer_t *c)
+{
+    nats_consumer_t *n = c->state;
+    if (!n)
+        return;
+    drop_conn(c);
+    free(n->subs);
+    free(n);
+    c->state = NULL;
+}
+
+static const char *const nats_c_schemes[] = {"nats", NULL};
+
+const outbox_consumer_ops_t outbox__consumer_nats_ops = {
+    .name = "nats",
+    .schemes = nats_c_schemes,
+    .open = nats_c_open,
+    .poll = nats_c_poll,
+    .close = nats_c_close,
+};

@@ -1,0 +1,881 @@
+/* NATS JetStream sink (nats.c).
+ *
+ * nats://[user:pass@]host[:port][,host[:port]...]      (nats://token@host also works)
+ *
+ * Each event goes to subject "<topic>.<type>" with header Nats-Msg-Id = the
+ * event id: the stream drops a re-publish of an id it stored within its
+ * duplicate window (nats_dup_window), so a relay retry after a lost
+ * acknowledgement does not duplicate. An event counts as confirmed when its
+ * PubAck arrives; a PubAck flagged Duplicate counts as confirmed too.
+ *
+ * Structured mode (default): body = CloudEvents JSON, header content-type
+ * application/cloudevents+json. Binary mode (content_mode=binary): body =
+ * the data, attributes as ce-* headers, content-type application/json.
+ * Both modes carry the W3C "traceparent" header when the event has one and
+ * the event's own headers (a JSON object of strings).
+ *
+ * Publishing is asynchronous (js_PublishMsgAsync) in waves: wave k holds the
+ * k-th event of every key in the call, and wave k+1 is sent only once wave k
+ * is acknowledged. An event therefore never reaches the stream before an
+ * earlier event of its key is confirmed, and a failed one holds back the
+ * rest of its key; a batch of distinct keys costs one round trip.
+ *
+ * With nats_stream_create (default) the stream <TOPIC> with subjects
+ * "<topic>.>" is created on first use. The connection is opened lazily (a
+ * relay starts while NATS is down) and reconnects in the background. */
+#define _GNU_SOURCE /* qsort_r */
+#include "sink/nats.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#define COMPONENT "sink.nats"
+
+extern const outbox_sink_ops_t outbox__sink_nats_ops;
+#define DEFAULT_PORT 4222
+
+/* ------------------------------------------------------------------------ */
+/* Shared helpers (sink/nats.h)                                              */
+
+void outbox__nats_errtext(natsStatus s, char *out, size_t out_size)
+{
+    natsStatus ls = NATS_OK;
+    const char *last = nats_GetLastError(&ls);
+    if (last && *last && ls == s)
+        snprintf(out, out_size, "%s (%s)", natsStatus_GetText(s), last);
+    else
+        snprintf(out, out_size, "%s", natsStatus_GetText(s));
+}
+
+outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char *errstr,
+                                    size_t errstr_size)
+{
+    memset(u, 0, sizeof(*u));
+    const char *p = url ? strstr(url, "://") : NULL;
+    if (!p || strncasecmp(url, "nats://", 7))
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "NATS URL must look like nats://[user:pass@]host:port[,host:port]");
+    p += 3;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        if (ulen >= sizeof(u->user) || (colon && (size_t)(at - colon - 1) >= sizeof(u->password)))
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL credentials are too long");
+        memcpy(u->user, p, ulen);
+        u->user[ulen] = '\0';
+        if (colon) {
+            memcpy(u->password, colon + 1, (size_t)(at - colon - 1));
+            u->password[at - colon - 1] = '\0';
+        }
+        p = at + 1;
+    }
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *hend = slash ? slash : end;
+        if (u->nservers == OUTBOX__NATS_MAX_SERVERS)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL lists more than %d servers",
+                               OUTBOX__NATS_MAX_SERVERS);
+        /* host, [v6]:port or host:port; a leading "nats://" per entry is accepted */
+        if (!strncasecmp(p, "nats://", 7))
+            p += 7;
+        const char *colon = NULL;
+        for (const char *c = hend - 1; c >= p && *c != ']'; c--)
+            if (*c == ':') {
+                colon = c;
+                break;
+            }
+        int port = DEFAULT_PORT;
+        size_t hlen = (size_t)((colon ? colon : hend) - p);
+        if (colon) {
+            char *e;
+            long v = strtol(colon + 1, &e, 10);
+            if (e != hend || v <= 0 || v > 65535)
+                return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL has a bad port in \"%.*s\"",
+                                   (int)(hend - p), p);
+            port = (int)v;
+        }
+        if (hlen == 0)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL has an empty host");
+        if (hlen > 255)
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL host is too long");
+        snprintf(u->servers[u->nservers++], sizeof(u->servers[0]), "nats://%.*s:%d", (int)hlen, p, port);
+        p = comma ? comma + 1 : end;
+    }
+    if (!u->nservers)
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL names no server");
+    return OUTBOX_OK;
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    if (natsConnection_IsClosed(nc))
+        return; /* closed on purpose */
+    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "disconnected", "NATS connection lost; reconnecting", NULL);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    char url[300] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "reconnected", "NATS connection re-established", "server", url,
+                NULL);
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    (void)closure;
+    (void)sub;
+    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "async_error", natsStatus_GetText(err), NULL);
+}
+
+outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, int64_t timeout_ms,
+                                  natsConnection **ncp, char *errstr, size_t errstr_size)
+{
+    natsOptions *o = NULL;
+    const char *servers[OUTBOX__NATS_MAX_SERVERS];
+    for (int i = 0; i < u->nservers; i++)
+        servers[i] = u->servers[i];
+    char name[96];
+    snprintf(name, sizeof(name), "outbox %s", who ? who : "");
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(o, servers, u->nservers);
+    if (s == NATS_OK && u->user[0] && u->password[0])
+        s = natsOptions_SetUserInfo(o, u->user, u->password);
+    else if (s == NATS_OK && u->user[0])
+        s = natsOptions_SetToken(o, u->user);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(o, name);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(o, timeout_ms > 0 ? timeout_ms : 2000);
+    if (s == NATS_OK)
+        s = natsOptions_SetAllowReconnect(o, true);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectJitter(o, 100, 1000);
+    if (s == NATS_OK)
+        s = natsOptions_SetPingInterval(o, 10000);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxPingsOut(o, 2);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(o, on_reconnected, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_SetErrorHandler(o, on_async_error, NULL);
+    if (s != NATS_OK) {
+        natsOptions_Destroy(o);
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "NATS options: %s", natsStatus_GetText(s));
+    }
+    *ncp = NULL;
+    s = natsConnection_Connect(ncp, o);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        char t[200];
+        outbox__nats_errtext(s, t, sizeof(t));
+        natsConnection_Destroy(*ncp);
+        *ncp = NULL;
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to NATS at %s%s: %s",
+                           u->servers[0], u->nservers > 1 ? " (and others)" : "", t);
+    }
+    return OUTBOX_OK;
+}
+
+void outbox__nats_stream_name(const char *topic, char *out, size_t out_size)
+{
+    size_t i = 0;
+    for (; topic[i] && i + 1 < out_size; i++) {
+        unsigned char c = (unsigned char)topic[i];
+        out[i] = (c == '.' || c == '*' || c == '>' || c == '/' || c == '\\' || isspace(c)) ? '_'
+                                                                                            : (char)toupper(c);
+    }
+    out[i] = '\0';
+}
+
+static int is_broker_status(natsStatus s)
+{
+    return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_CLOSED ||
+           s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER || s == NATS_STALE_CONNECTION ||
+           s == NATS_IO_ERROR || s == NATS_NOT_YET_CONNECTED || s == NATS_CONNECTION_AUTH_FAILED;
+}
+
+outbox_err_t outbox__nats_ensure_stream(jsCtx *js, const outbox_conf_t *conf, const char *topic,
+                                        int64_t timeout_ms, char *errstr, size_t errstr_size)
+{
+    if (!outbox__conf_bool(conf, "nats_stream_create"))
+        return OUTBOX_OK;
+    char name[256], subj[512], t[256];
+    outbox__nats_stream_name(topic, name, sizeof(name));
+    snprintf(subj, sizeof(subj), "%s.>", topic);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = timeout_ms > 0 ? timeout_ms : 5000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, js, name, &jo, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return OUTBOX_OK;
+    }
+    if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
+        outbox__nats_errtext(s, t, sizeof(t));
+        return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "JetStream stream lookup %s failed: %s%s", name, t,
+                           s == NATS_NO_RESPONDERS ? " (is JetStream enabled on the server, -js?)" : "");
+    }
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[1] = {subj};
+    cfg.Name = name;
+    cfg.Description = "created by outbox";
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = strcmp(outbox__conf_str(conf, "nats_stream_storage"), "memory") ? js_FileStorage
+                                                                                   : js_MemoryStorage;
+    cfg.Replicas = outbox__conf_int(conf, "nats_stream_replicas");
+    int64_t max_age = outbox__conf_ms(conf, "nats_stream_max_age");
+    int64_t dup = outbox__conf_ms(conf, "nats_dup_window");
+    if (max_age > 0 && dup > max_age)
+        dup = max_age; /* the server refuses a window longer than the age limit */
+    cfg.MaxAge = max_age * 1000000;
+    cfg.Duplicates = dup * 1000000;
+    si = NULL;
+    jerr = 0;
+    s = js_AddStream(&si, js, &cfg, &jo, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "stream_created", "created JetStream stream", "stream", name,
+                    "subjects", subj, NULL);
+        return OUTBOX_OK;
+    }
+    if (jerr == JSStreamSubjectOverlapErr || jerr == JSStreamNameExistErr)
+        return OUTBOX_OK; /* another stream captures the subjects, or we raced another worker */
+    outbox__nats_errtext(s, t, sizeof(t));
+    return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                       "cannot create JetStream stream %s (subjects %s): %s (code %d)", name, subj, t, (int)jerr);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sink                                                                  */
+
+enum { SLOT_WAIT = 0, SLOT_INFLIGHT, SLOT_DONE };
+
+typedef struct nats_sink_s {
+    outbox__nats_url_t url;
+    int binary;
+    natsConnection *nc;
+    jsCtx *js;
+    char **streams_ok; /* topics whose stream is known to exist on this connection */
+    int nstreams_ok;
+
+    pthread_mutex_t mu; /* guards the fields below against the ack callback thread */
+    pthread_cond_t cv;
+    outbox_pub_result_t *res; /* the call in progress (NULL between calls) */
+    int *slot;
+    const char **ids;         /* ids of the call */
+    size_t *by_id;            /* indexes sorted by id, for the ack callback */
+    size_t n;
+    size_t inflight;
+    int no_responders;        /* some publish found no stream */
+    uint64_t duplicates;
+} nats_sink_t;
+
+static void drop_conn(nats_sink_t *s)
+{
+    if (s->nc)
+        natsConnection_Close(s->nc);
+    jsCtx_Destroy(s->js);
+    s->js = NULL;
+    natsConnection_Destroy(s->nc);
+    s->nc = NULL;
+    for (int i = 0; i < s->nstreams_ok; i++)
+        free(s->streams_ok[i]);
+    free(s->streams_ok);
+    s->streams_ok = NULL;
+    s->nstreams_ok = 0;
+}
+
+static void forget_streams(nats_sink_t *s)
+{
+    for (int i = 0; i < s->nstreams_ok; i++)
+        free(s->streams_ok[i]);
+    s->nstreams_ok = 0;
+}
+
+/* Finds the call's indexes whose id is id: [*lo, *hi). Caller holds mu. */
+static void find_id(nats_sink_t *s, const char *id, size_t *lo, size_t *hi)
+{
+    size_t a = 0, b = s->n;
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (strcmp(s->ids[s->by_id[mid]], id) < 0)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    *lo = a;
+    while (b < s->n && !strcmp(s->ids[s->by_id[b]], id))
+        b++;
+    *hi = b < a ? a : b;
+}
+
+static void set_result(outbox_pub_result_t *r, natsStatus st, jsErrCode code, const char *text)
+{
+    if (st == NATS_OK && !code) {
+        r->err = OUTBOX_OK;
+        r->errstr[0] = '\0';
+        return;
+    }
+    if (code == JSStreamMessageExceedsMaximumErr || st == NATS_MAX_PAYLOAD) {
+        r->err = OUTBOX_ERR_REJECTED;
+    } else if (st == NATS_TIMEOUT) {
+        r->err = OUTBOX_ERR_TIMEOUT;
+    } else {
+        r->err = OUTBOX_ERR_BROKER;
+    }
+    if (st == NATS_NO_RESPONDERS)
+        snprintf(r->errstr, sizeof(r->errstr), "NATS: no JetStream stream answered (no responders)");
+    else if (code)
+        snprintf(r->errstr, sizeof(r->errstr), "JetStream error %d: %s", (int)code, text ? text : "");
+    else
+        snprintf(r->errstr, sizeof(r->errstr), "NATS: %s%s%s", natsStatus_GetText(st), text ? ": " : "",
+                 text ? text : "");
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    nats_sink_t *s = closure;
+    const char *id = NULL;
+    natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
+    pthread_mutex_lock(&s->mu);
+    if (id && s->res) {
+        size_t lo, hi;
+        find_id(s, id, &lo, &hi);
+        for (size_t k = lo; k < hi; k++) {
+            size_t i = s->by_id[k];
+            if (s->slot[i] != SLOT_INFLIGHT)
+                continue;
+            if (pa) {
+                set_result(&s->res[i], NATS_OK, 0, NULL);
+                if (pa->Duplicate)
+                    s->duplicates++;
+            } else {
+                set_result(&s->res[i], pae ? pae->Err : NATS_ERR, pae ? pae->ErrCode : 0,
+                           pae ? pae->ErrText : NULL);
+                if (pae && pae->Err == NATS_NO_RESPONDERS)
+                    s->no_responders = 1;
+            }
+            s->slot[i] = SLOT_DONE;
+            s->inflight--;
+        }
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    natsMsg_Destroy(msg);
+}
+
+static outbox_err_t ensure_conn(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    nats_sink_t *s = sink->state;
+    if (s->nc) {
+        natsConnStatus cs = natsConnection_Status(s->nc);
+        if (cs == NATS_CONN_STATUS_CONNECTED)
+            return OUTBOX_OK;
+        if (cs != NATS_CONN_STATUS_CLOSED)
+            return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                               "NATS connection to %s is down (reconnecting)", s->url.servers[0]);
+        drop_conn(s);
+    }
+    outbox_err_t err = outbox__nats_connect(&s->url, sink->name, sink->timeout_ms, &s->nc, errstr, errstr_size);
+    if (err)
+        return err;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = sink->timeout_ms;
+    jo.PublishAsync.MaxPending = 1 << 20; /* a whole batch is in flight at once */
+    jo.PublishAsync.StallWait = sink->timeout_ms;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = s;
+    natsStatus st = natsConnection_JetStream(&s->js, s->nc, &jo);
+    if (st != NATS_OK) {
+        drop_conn(s);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "NATS JetStream context: %s",
+                           natsStatus_GetText(st));
+    }
+    char url[300] = "";
+    natsConnection_GetConnectedUrl(s->nc, url, sizeof(url));
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "connected", "connected to NATS", "worker", sink->name, "server",
+                url, NULL);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t ensure_stream(outbox_sink_t *sink, const char *topic, char *errstr, size_t errstr_size)
+{
+    nats_sink_t *s = sink->state;
+    for (int i = 0; i < s->nstreams_ok; i++)
+        if (!strcmp(s->streams_ok[i], topic))
+            return OUTBOX_OK;
+    outbox_err_t err = outbox__nats_ensure_stream(s->js, sink->conf, topic, sink->timeout_ms, errstr, errstr_size);
+    if (err)
+        return err;
+    char **grown = realloc(s->streams_ok, sizeof(char *) * (size_t)(s->nstreams_ok + 1));
+    if (!grown)
+        return OUTBOX_OK; /* only the cache is lost */
+    s->streams_ok = grown;
+    if ((s->streams_ok[s->nstreams_ok] = strdup(topic)))
+        s->nstreams_ok++;
+    return OUTBOX_OK;
+}
+
+static outbox_err_t nats_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    nats_sink_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = outbox__nats_parse_url(sink->url, &s->url, errstr, errstr_size);
+    if (err) {
+        free(s);
+        return err;
+    }
+    s->binary = !strcmp(outbox__conf_str(sink->conf, "content_mode"), "binary");
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    sink->state = s;
+    return OUTBOX_OK;
+}
+
+/* A subject token must be non-empty and free of white space and wildcards. */
+static int subject_ok(const char *p)
+{
+    if (!p || !*p || *p == '.')
+        return 0;
+    for (; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (isspace(c) || c == '*' || c == '>' || (c == '.' && (p[1] == '.' || p[1] == '\0')))
+            return 0;
+    }
+    return 1;
+}
+
+static int header_name_ok(const char *k)
+{
+    if (!*k || !strncasecmp(k, "Nats-", 5) || !strcasecmp(k, "content-type") || !strncasecmp(k, "ce-", 3) ||
+        !strcasecmp(k, "traceparent"))
+        return 0; /* reserved: set by the sink */
+    for (; *k; k++)
+        if (*k <= ' ' || *k == ':' || (unsigned char)*k >= 127)
+            return 0;
+    return 1;
+}
+
+static int header_value_ok(const char *v)
+{
+    return !strpbrk(v, "\r\n");
+}
+
+/* Builds the NATS message for m. Returns OUTBOX_OK or OUTBOX_ERR_REJECTED
+ * (a permanent problem with this event) / OUTBOX_ERR_NOMEM, errstr set. */
+static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **out, char *errstr,
+                              size_t errstr_size)
+{
+    *out = NULL;
+    if (!subject_ok(m->topic) || !subject_ok(m->type))
+        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
+                           "topic \"%s\" / type \"%s\" cannot form a NATS subject (empty token, white space, '*' or '>')",
+                           m->topic ? m->topic : "", m->type ? m->type : "");
+    size_t sl = strlen(m->topic) + strlen(m->type) + 2;
+    char stack[256];
+    char *subj = sl <= sizeof(stack) ? stack : malloc(sl);
+    if (!subj)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    snprintf(subj, sl, "%s.%s", m->topic, m->type);
+    const char *body = s->binary ? (m->payload ? m->payload : "null") : m->envelope;
+    size_t len = s->binary ? strlen(body) : m->envelope_len;
+    if (len > INT_MAX) {
+        if (subj != stack)
+            free(subj);
+        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size, "event body of %zu bytes is too large", len);
+    }
+    natsMsg *msg = NULL;
+    natsStatus st = natsMsg_Create(&msg, subj, NULL, body, (int)len);
+    if (subj != stack)
+        free(subj);
+#define HDR(k, v)                                                                                          \
+    do {                                                                                                   \
+        if (st == NATS_OK && (v))                                                                          \
+            st = natsMsgHeader_Set(msg, (k), (v));                                                         \
+    } while (0)
+    HDR("Nats-Msg-Id", m->id);
+    if (s->binary) {
+        HDR("content-type", "application/json");
+        HDR("ce-specversion", "1.0");
+        HDR("ce-id", m->id);
+        HDR("ce-source", m->source && *m->source ? m->source : "/outbox");
+        HDR("ce-type", m->type);
+        HDR("ce-time", m->time);
+        HDR("ce-subject", m->key);
+        HDR("ce-partitionkey", m->key);
+    } else {
+        HDR("content-type", "application/cloudevents+json");
+    }
+    if (m->traceparent && *m->traceparent && header_value_ok(m->traceparent))
+        HDR("traceparent", m->traceparent);
+#undef HDR
+    if (st == NATS_OK && m->headers && *m->headers) {
+        json_t *h = json_loads(m->headers, 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(h, k, v)
+        {
+            if (!json_is_string(v) || !header_name_ok(k) || !header_value_ok(json_string_value(v)))
+                continue;
+            if ((st = natsMsgHeader_Set(msg, k, json_string_value(v))) != NATS_OK)
+                break;
+        }
+        json_decref(h);
+    }
+    if (st != NATS_OK) {
+        natsMsg_Destroy(msg);
+        return outbox__err(st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr, errstr_size,
+                           "cannot build NATS message: %s", natsStatus_GetText(st));
+    }
+    *out = msg;
+    return OUTBOX_OK;
+}
+
+/* Keys of a call: open addressing over message indexes, to number each
+ * event's occurrence of its key (its wave) and to mark failed keys. */
+typedef struct keymap_s {
+    size_t cap;
+    size_t *slots;  /* message index + 1 of the key's first event; 0 = empty */
+    int *count;     /* per slot: events of the key seen */
+    char *failed;   /* per slot */
+} keymap_t;
+
+static size_t key_hash(const char *k)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    return h;
+}
+
+static const char *msg_key(const outbox_msg_t *m)
+{
+    return m->key ? m->key : "";
+}
+
+/* The slot of msgs[i]'s key (inserted on first sight). */
+static size_t keymap_slot(keymap_t *km, const outbox_msg_t *msgs, size_t i)
+{
+    const char *k = msg_key(&msgs[i]);
+    size_t j = key_hash(k) & (km->cap - 1);
+    while (km->slots[j] && strcmp(msg_key(&msgs[km->slots[j] - 1]), k))
+        j = (j + 1) & (km->cap - 1);
+    if (!km->slots[j])
+        km->slots[j] = i + 1;
+    return j;
+}
+
+static int cmp_by_id(const void *a, const void *b, void *msgs)
+{
+    const outbox_msg_t *m = msgs;
+    return strcmp(m[*(const size_t *)a].id, m[*(const size_t *)b].id);
+}
+
+static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        res[i].err = err;
+        snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", why);
+    }
+}
+
+static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+{
+    nats_sink_t *s = sink->state;
+    char err[256];
+    if (!n)
+        return OUTBOX_OK;
+    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
+    if (ensure_conn(sink, err, sizeof(err)) != OUTBOX_OK) {
+        fail_all(res, n, OUTBOX_ERR_BROKER, err);
+        return OUTBOX_ERR_BROKER;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].topic || !*msgs[i].topic)
+            continue;
+        outbox_err_t e = ensure_stream(sink, msgs[i].topic, err, sizeof(err));
+        if (e) {
+            /* Not the events' fault: nothing is charged, the relay probes and retries. */
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "stream_failed", err, "worker", sink->name, NULL);
+            fail_all(res, n, OUTBOX_ERR_BROKER, err);
+            return OUTBOX_ERR_BROKER;
+        }
+    }
+
+    keymap_t km = {0};
+    km.cap = 16;
+    while (km.cap < 2 * n)
+        km.cap <<= 1;
+    km.slots = calloc(km.cap, sizeof(*km.slots));
+    km.count = calloc(km.cap, sizeof(*km.count));
+    km.failed = calloc(km.cap, 1);
+    size_t *kslot = calloc(n, sizeof(*kslot));
+    int *wave = calloc(n, sizeof(*wave));
+    int *slot = calloc(n, sizeof(*slot));
+    const char **ids = calloc(n, sizeof(*ids));
+    size_t *by_id = calloc(n, sizeof(*by_id));
+    outbox_err_t rc = OUTBOX_OK;
+    if (!km.slots || !km.count || !km.failed || !kslot || !wave || !slot || !ids || !by_id) {
+        fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
+        rc = OUTBOX_ERR_BROKER;
+        goto out;
+    }
+    int nwaves = 0;
+    for (size_t i = 0; i < n; i++) {
+        kslot[i] = keymap_slot(&km, msgs, i);
+        wave[i] = km.count[kslot[i]]++;
+        if (wave[i] + 1 > nwaves)
+            nwaves = wave[i] + 1;
+        ids[i] = msgs[i].id;
+        by_id[i] = i;
+        res[i].err = OUTBOX_OK;
+        res[i].errstr[0] = '\0';
+        res[i].retry_after_ms = 0;
+    }
+    qsort_r(by_id, n, sizeof(*by_id), cmp_by_id, msgs);
+
+    pthread_mutex_lock(&s->mu);
+    s->res = res;
+    s->slot = slot;
+    s->ids = ids;
+    s->by_id = by_id;
+    s->n = n;
+    s->inflight = 0;
+    s->no_responders = 0;
+    pthread_mutex_unlock(&s->mu);
+
+    int stopped = 0; /* the broker stopped answering: send nothing more */
+    for (int w = 0; w < nwaves && !stopped; w++) {
+        int64_t left = deadline - outbox__now_ms();
+        if (left <= 0) {
+            stopped = 1;
+            break;
+        }
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = left;
+        size_t sent = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (wave[i] != w)
+                continue;
+            if (km.failed[kslot[i]]) {
+                slot[i] = SLOT_DONE; /* never sent: an earlier event of its key failed */
+                res[i].err = OUTBOX_ERR_BROKER;
+                snprintf(res[i].errstr, sizeof(res[i].errstr),
+                         "not sent: an earlier event of key %s failed in this batch", msg_key(&msgs[i]));
+                continue;
+            }
+            natsMsg *nm = NULL;
+            outbox_err_t be = build_msg(s, &msgs[i], &nm, res[i].errstr, sizeof(res[i].errstr));
+            if (be) {
+                slot[i] = SLOT_DONE;
+                res[i].err = be == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : be;
+                km.failed[kslot[i]] = 1;
+                continue;
+            }
+            pthread_mutex_lock(&s->mu);
+            slot[i] = SLOT_INFLIGHT;
+            s->inflight++;
+            pthread_mutex_unlock(&s->mu);
+            natsStatus st = js_PublishMsgAsync(s->js, &nm, &po);
+            if (st != NATS_OK) {
+                outbox__nats_errtext(st, err, sizeof(err));
+                pthread_mutex_lock(&s->mu);
+                if (slot[i] == SLOT_INFLIGHT) {
+                    slot[i] = SLOT_DONE;
+                    s->inflight--;
+                    set_result(&res[i], st, 0, err);
+                }
+                pthread_mutex_unlock(&s->mu);
+                natsMsg_Destroy(nm);
+                km.failed[kslot[i]] = 1;
+                if (is_broker_status(st)) {
+                    stopped = 1;
+                    break;
+                }
+                continue;
+            }
+            sent++;
+        }
+        if (!sent)
+            continue;
+        /* Wait for this wave's acknowledgements. */
+        left = deadline - outbox__now_ms();
+        if (left > 0) {
+            jsPubOptions cpo;
+            jsPubOptions_Init(&cpo);
+            cpo.MaxWait = left;
+            js_PublishAsyncComplete(s->js, &cpo);
+        }
+        pthread_mutex_lock(&s->mu);
+        int64_t until = deadline + 100; /* callbacks may trail the completion a little */
+        while (s->inflight > 0 && outbox__now_ms() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 10 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        size_t unanswered = s->inflight;
+        pthread_mutex_unlock(&s->mu);
+        if (unanswered) {
+            /* Take the unanswered messages back: late acks are then ignored,
+             * and a retry of a stored one is dropped by Nats-Msg-Id. */
+            natsMsgList pending = {0};
+            if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
+                natsMsgList_Destroy(&pending);
+            pthread_mutex_lock(&s->mu);
+            for (size_t i = 0; i < n; i++)
+                if (slot[i] == SLOT_INFLIGHT) {
+                    slot[i] = SLOT_DONE;
+                    res[i].err = OUTBOX_ERR_TIMEOUT;
+                    snprintf(res[i].errstr, sizeof(res[i].errstr), "no JetStream PubAck within %lld ms",
+                             (long long)sink->timeout_ms);
+                }
+            s->inflight = 0;
+            pthread_mutex_unlock(&s->mu);
+            stopped = 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (wave[i] == w && res[i].err != OUTBOX_OK)
+                km.failed[kslot[i]] = 1;
+    }
+
+    pthread_mutex_lock(&s->mu);
+    s->res = NULL;
+    s->slot = NULL;
+    s->ids = NULL;
+    s->by_id = NULL;
+    s->n = 0;
+    int no_resp = s->no_responders;
+    pthread_mutex_unlock(&s->mu);
+    if (no_resp)
+        forget_streams(s); /* the stream may be gone (server lost its store): re-check next time */
+
+    /* Events never sent because the broker stopped answering. */
+    size_t nok = 0, nperm = 0;
+    const char *first_err = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (slot[i] == SLOT_WAIT && stopped) {
+            res[i].err = OUTBOX_ERR_BROKER;
+            snprintf(res[i].errstr, sizeof(res[i].errstr), "not sent: NATS stopped answering");
+        }
+        if (res[i].err == OUTBOX_OK)
+            nok++;
+        else if (res[i].err == OUTBOX_ERR_REJECTED)
+            nperm++;
+        else if (!first_err)
+            first_err = res[i].errstr;
+    }
+    if (!nok && !nperm) {
+        /* Nothing got through: the broker is unreachable, not the events at fault. */
+        char why[256];
+        snprintf(why, sizeof(why), "%s", first_err ? first_err : "NATS did not answer");
+        fail_all(res, n, OUTBOX_ERR_BROKER, why);
+        rc = OUTBOX_ERR_BROKER;
+    }
+
+out:
+    free(km.slots);
+    free(km.count);
+    free(km.failed);
+    free(kslot);
+    free(wave);
+    free(slot);
+    free(ids);
+    free(by_id);
+    return rc;
+}
+
+static outbox_err_t nats_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+{
+    nats_sink_t *s = sink->state;
+    outbox_err_t err = ensure_conn(sink, errstr, errstr_size);
+    if (err)
+        return err;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = sink->timeout_ms;
+    jsAccountInfo *ai = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetAccountInfo(&ai, s->js, &jo, &jerr);
+    if (st != NATS_OK) {
+        char t[200];
+        outbox__nats_errtext(st, t, sizeof(t));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "JetStream at %s does not answer: %s%s",
+                           s->url.servers[0], t,
+                           jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr || st == NATS_NO_RESPONDERS
+                               ? " (is JetStream enabled on the server, -js?)"
+                               : "");
+    }
+    jsAccountInfo_Destroy(ai);
+    return OUTBOX_OK;
+}
+
+static void nats_close(outbox_sink_t *sink)
+{
+    nats_sink_t *s = sink->state;
+    if (!s)
+        return;
+    drop_conn(s);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    sink->state = NULL;
+}
+
+uint64_t outbox__nats_sink_duplicates(const outbox_sink_t *sink)
+{
+    if (!sink || sink->ops != &outbox__sink_nats_ops || !sink->state)
+        return 0;
+    nats_sink_t *s = sink->state;
+    pthread_mutex_lock(&s->mu);
+    uint64_t d = s->duplicates;
+    pthread_mutex_unlock(&s->mu);
+    return d;
+}
+
+static const char *const nats_schemes[] = {"nats", NULL};
+
+const outbox_sink_ops_t outbox__sink_nats_ops = {
+    .name = "nats",
+    .schemes = nats_schemes,
+    .open = nats_open,
+    .publish = nats_publish,
+    .ping = nats_ping,
+    .close = nats_close,
+};
