@@ -355,15 +355,15 @@ static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         }
         sent_t s = post(sink, hdrs, body, len, left, &res[i]);
         if (s == SENT_UNREACHABLE) {
+            char why[sizeof(res[i].errstr)];
+            snprintf(why, sizeof(why), "%s", res[i].errstr);
             if (!answered) {
                 /* Nothing of this call was confirmed: the endpoint is down. */
-                fail_all(res, n, OUTBOX_ERR_BROKER, res[i].errstr);
+                fail_all(res, n, OUTBOX_ERR_BROKER, why);
                 rc = OUTBOX_ERR_BROKER;
                 break;
             }
             /* It went away mid-batch: don't knock on the door for each event. */
-            char why[256];
-            snprintf(why, sizeof(why), "%s", res[i].errstr);
             for (size_t j = i; j < n; j++) {
                 res[j].err = OUTBOX_ERR_BROKER;
                 res[j].retry_after_ms = 0;
