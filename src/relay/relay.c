@@ -120,7 +120,8 @@ static void drop_conn(outbox_worker_t *w, const char *why)
     atomic_store(&w->lanes_held, 0);
     if (!w->db_down) {
         w->db_down = 1;
-        outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "db_down", why, "worker", w->name, NULL);
+        if (atomic_fetch_add(&w->relay->db_down, 1) == 0)
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "db_down", why, "worker", w->name, NULL);
     }
 }
 
@@ -151,8 +152,9 @@ static int connect_db(outbox_worker_t *w)
     w->db_attempt = 0;
     if (w->db_down) {
         w->db_down = 0;
-        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "db_up", "database connection restored", "worker",
-                    w->name, NULL);
+        if (atomic_fetch_sub(&r->db_down, 1) == 1)
+            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "db_up", "database connection restored", "worker",
+                        w->name, NULL);
     }
     return 0;
 fail:
@@ -161,7 +163,8 @@ fail:
     w->conn = NULL;
     if (!w->db_down) {
         w->db_down = 1;
-        outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "db_down", err, "worker", w->name, NULL);
+        if (atomic_fetch_add(&r->db_down, 1) == 0)
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "db_down", err, "worker", w->name, NULL);
     }
     return -1;
 }
@@ -339,12 +342,15 @@ static int process_batch(outbox_worker_t *w)
             if (!w->sink_down) {
                 w->sink_down = 1;
                 w->sink_attempt = 0;
-                outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "broker_down", sres[0].errstr, "worker",
-                            w->name, NULL);
+                if (atomic_fetch_add(&r->broker_down, 1) == 0)
+                    outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "broker_down",
+                                "broker unreachable: claiming stopped, probing with backoff; writes keep "
+                                "being accepted into the outbox", "worker", w->name, "error", sres[0].errstr,
+                                NULL);
             }
             w->next_probe_ms = outbox__now_ms() +
                                outbox__backoff_ms(++w->sink_attempt, outbox__conf_ms(r->conf, "backoff_base"),
-                                                  outbox__conf_ms(r->conf, "backoff_max"));
+                                                  outbox__conf_ms(r->conf, "broker_probe_max"));
             free(sres);
             rc = -2;
             goto done;
@@ -393,6 +399,9 @@ static int process_batch(outbox_worker_t *w)
             if (res[i].retry_after_ms > delay)
                 delay = res[i].retry_after_ms;
             dberr = outbox__pg_fail(w->conn, m->seq, delay, res[i].errstr, err, sizeof(err));
+            int64_t due = outbox__now_ms() + delay;
+            if (!w->next_retry_ms || due < w->next_retry_ms)
+                w->next_retry_ms = due;
             outbox__metrics_count(r->metrics, "retried", m->topic, 1);
             if (outbox__log_enabled(OUTBOX_LOG_DEBUG)) {
                 char att[16], d[24];
@@ -438,6 +447,52 @@ done:
 }
 
 /* ------------------------------------------------------------------------ */
+/* Maintenance (worker-1): retention and park mode. No table grows without  */
+/* bound: delivered rows are deleted at acknowledgement; dead letters and    */
+/* inbox records older than their retention are purged here.                 */
+
+static void maintenance(outbox_worker_t *w)
+{
+    outbox_relay_t *r = w->relay;
+    char err[512], a[24], b[24];
+    snprintf(a, sizeof(a), "%lld", (long long)outbox__conf_ms(r->conf, "dlq_retention"));
+    snprintf(b, sizeof(b), "%lld", (long long)outbox__conf_ms(r->conf, "inbox_retention"));
+    const char *p1[1] = {a}, *p2[1] = {b};
+    static const char *const sql[] = {
+        "DELETE FROM outbox_dead_letter WHERE $1::bigint > 0"
+        " AND dead_at < now() - $1::bigint * interval '1 millisecond'",
+        "DELETE FROM outbox_inbox WHERE $1::bigint > 0"
+        " AND processed_at < now() - $1::bigint * interval '1 millisecond'",
+    };
+    for (int i = 0; i < 2; i++) {
+        PGresult *res = PQexecParams(w->conn, sql[i], 1, NULL, i ? p2 : p1, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            snprintf(err, sizeof(err), "maintenance: %s", PQerrorMessage(w->conn));
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "maintenance_failed", err, "worker", w->name, NULL);
+        } else if (atoi(PQcmdTuples(res)) > 0) {
+            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "purged", i ? "expired inbox records purged"
+                                                                : "expired dead letters purged",
+                        "worker", w->name, "rows", PQcmdTuples(res), NULL);
+        }
+        PQclear(res);
+    }
+    if (!strcmp(outbox__conf_str(r->conf, "dlq_mode"), "park")) {
+        /* Events that arrived after their key was dead-lettered follow it. */
+        PGresult *res = PQexec(w->conn,
+                               "WITH moved AS (DELETE FROM outbox o WHERE EXISTS"
+                               "   (SELECT 1 FROM outbox_dead_letter d WHERE d.key = o.key) RETURNING o.*)"
+                               " INSERT INTO outbox_dead_letter (seq, id, topic, type, key, payload, headers,"
+                               "   traceparent, source, created_at, attempts, last_error, errors, reason)"
+                               " SELECT seq, id, topic, type, key, payload, headers, traceparent, source,"
+                               "        created_at, attempts, last_error, errors, 'parked' FROM moved");
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "maintenance_failed", PQerrorMessage(w->conn), "worker",
+                        w->name, NULL);
+        PQclear(res);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Worker thread                                                             */
 
 static void *worker_main(void *arg)
@@ -447,6 +502,7 @@ static void *worker_main(void *arg)
     int64_t poll_ms = outbox__conf_ms(r->conf, "poll_interval");
     int64_t rebalance_ms = outbox__conf_ms(r->conf, "rebalance_interval");
     int64_t base = outbox__conf_ms(r->conf, "backoff_base"), max = outbox__conf_ms(r->conf, "backoff_max");
+    int64_t probe_max = outbox__conf_ms(r->conf, "broker_probe_max");
     int64_t start_ms = outbox__now_ms();
     char err[512];
 
@@ -481,19 +537,35 @@ static void *worker_main(void *arg)
                 continue;
             }
             if (w->sink->ops->ping(w->sink, err, sizeof(err)) != OUTBOX_OK) {
-                w->next_probe_ms = outbox__now_ms() + outbox__backoff_ms(++w->sink_attempt, base, max);
+                w->next_probe_ms = outbox__now_ms() + outbox__backoff_ms(++w->sink_attempt, base, probe_max);
                 continue;
             }
             w->sink_down = 0;
-            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "broker reachable again; resuming",
-                        "worker", w->name, NULL);
+            if (atomic_fetch_sub(&r->broker_down, 1) == 1)
+                outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "broker reachable again; resuming",
+                            "worker", w->name, NULL);
+        }
+        if (w->idx == 0 && now >= w->next_maintenance_ms) {
+            maintenance(w);
+            w->next_maintenance_ms = now + outbox__conf_ms(r->conf, "maintenance_interval");
         }
         int rc = w->nlanes ? process_batch(w) : 0;
         if (rc > 0)
             continue; /* more may be waiting: claim again at once */
         if (rc == 0) {
-            int64_t until = w->next_rebalance_ms - outbox__now_ms();
-            wait_for_work(w, until < poll_ms ? (until > 0 ? until : 1) : poll_ms);
+            /* Idle: sleep until a NOTIFY, the poll interval, the next
+             * rebalance or this worker's earliest scheduled retry. */
+            int64_t now2 = outbox__now_ms(), wait = poll_ms;
+            if (w->next_rebalance_ms - now2 < wait)
+                wait = w->next_rebalance_ms - now2;
+            if (w->next_retry_ms) {
+                if (w->next_retry_ms <= now2) {
+                    w->next_retry_ms = 0; /* due now: claim again at once */
+                    wait = 1;
+                } else if (w->next_retry_ms - now2 < wait)
+                    wait = w->next_retry_ms - now2 + 5;
+            }
+            wait_for_work(w, wait > 0 ? wait : 1);
         }
     }
 

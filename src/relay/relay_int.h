@@ -30,6 +30,8 @@ typedef struct outbox_worker_s {
     int sink_down;
     int sink_attempt;
     int64_t next_probe_ms;
+    int64_t next_maintenance_ms; /* worker-1 only */
+    int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
     _Atomic uint64_t published, failed, batches;
     _Atomic int lanes_held;
 } outbox_worker_t;
@@ -44,6 +46,8 @@ struct outbox_relay_s {
     int stop_pipe[2];        /* readable once stop is requested: wakes every worker */
     _Atomic int registered;  /* workers that have registered their session */
     _Atomic int running;     /* worker threads alive */
+    _Atomic int broker_down; /* relay-wide state: logged once per change */
+    _Atomic int db_down;
     int started;
     double fault_fail_rate;
     const char *fault_poison_type;

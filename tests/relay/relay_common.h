@@ -2,6 +2,7 @@
 #ifndef OUTBOX_TEST_RELAY_COMMON_H
 #define OUTBOX_TEST_RELAY_COMMON_H
 
+#include <pthread.h>
 #include <string.h>
 
 #include "outbox/envelope.h"
