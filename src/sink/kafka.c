@@ -65,10 +65,11 @@ outbox_err_t outbox__kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    outbox_log_level_t l = level <= 3 ? OUTBOX_LOG_ERROR
-                           : level == 4 ? OUTBOX_LOG_WARN
-                           : level <= 6 ? OUTBOX_LOG_INFO
-                                        : OUTBOX_LOG_DEBUG;
+    /* librdkafka reports every failed connect at syslog "error"; the relay
+     * and consumer log the outage themselves, so its lines are at most warn. */
+    outbox_log_level_t l = level <= 4 ? OUTBOX_LOG_WARN : level <= 6 ? OUTBOX_LOG_INFO : OUTBOX_LOG_DEBUG;
+    if (fac && !strcmp(fac, "CONFWARN") && strstr(buf, "gapless"))
+        l = OUTBOX_LOG_DEBUG; /* we set it on purpose; "experimental" is not news */
     if (!outbox__log_enabled(l))
         return;
     outbox__log(l, COMPONENT, "librdkafka", buf, "client", rk ? rd_kafka_name(rk) : "", "facility",
@@ -561,7 +562,10 @@ static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
         drop_producer(k); /* no report can reach the slots after this */
     }
 
-    /* Results. */
+    /* Results. `failed` now collects, in order, the keys with a failure so
+     * far: a success after one would be an order gap (not expected with
+     * gapless guarantee on; logged if it ever happens). */
+    memset(failed.slots, 0, failed.slots ? failed.cap * sizeof(*failed.slots) : 0);
     size_t ok = 0, transport = 0, failures = 0;
     for (size_t i = 0; i < n; i++) {
         kafka_slot_t *s = &k->slots[i];
@@ -585,12 +589,12 @@ static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
             else
                 set_res(&res[i], map_err(s->err), "Kafka delivery failed: %s", rd_kafka_err2str(s->err));
         }
-        keyset_add(&failed, msgs[i].key);
         if (outbox__kafka_err_is_transport(s->err) || s->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
             s->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
             transport++;
     tally:
         if (res[i].err != OUTBOX_OK) {
+            keyset_add(&failed, msgs[i].key);
             failures++;
             if (!s->sent && res[i].err == OUTBOX_ERR_BROKER)
                 transport++;
