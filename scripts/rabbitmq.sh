@@ -10,6 +10,9 @@
 #   scripts/rabbitmq.sh halt    "$RABBITMQ_DIR"   # graceful stop, keep the data (restartable)
 #   scripts/rabbitmq.sh restart "$RABBITMQ_DIR"   # start again a halted/killed node, same ports
 #
+# With RABBITMQ_OWNER_PID=<pid> set at start, the node is stopped (and its
+# dir removed) once that process exits, however it exits.
+#
 # Exports: RABBITMQ_DIR, OUTBOX_TEST_AMQP (amqp://guest:guest@127.0.0.1:PORT/),
 # OUTBOX_TEST_AMQP_PORT. Start takes about 3-8 s (see docs/sinks/amqp.md).
 # Needs: rabbitmq-server (Debian package), python3 (free ports, readiness).
@@ -130,6 +133,12 @@ C
   if ! launch "$dir"; then
     stop "$dir"
     exit 1
+  fi
+  # RABBITMQ_OWNER_PID: stop the node when that process is gone (a test
+  # killed by a CTest timeout must not leave a broker behind).
+  if [ -n "${RABBITMQ_OWNER_PID:-}" ]; then
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 1; done; [ -d "$2" ] && "$3" stop "$2"' \
+      watch "$RABBITMQ_OWNER_PID" "$dir" "$(readlink -f "$0")" </dev/null >/dev/null 2>&1 &
   fi
   cat <<ENV
 export RABBITMQ_DIR='$dir'
