@@ -673,6 +673,7 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
     s->n = n;
     s->inflight = 0;
     s->no_responders = 0;
+    uint64_t dups_before = s->duplicates;
     pthread_mutex_unlock(&s->mu);
 
     int stopped = 0; /* the broker stopped answering: send nothing more */
@@ -782,9 +783,17 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
     s->by_id = NULL;
     s->n = 0;
     int no_resp = s->no_responders;
+    uint64_t dups = s->duplicates - dups_before;
     pthread_mutex_unlock(&s->mu);
     if (no_resp)
         forget_streams(s); /* the stream may be gone (server lost its store): re-check next time */
+    if (dups) {
+        char cnt[24];
+        snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)dups);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "duplicates_dropped",
+                    "JetStream already held these event ids (Nats-Msg-Id): re-publish dropped, counted as delivered",
+                    "worker", sink->name, "count", cnt, NULL);
+    }
 
     /* Events never sent because the broker stopped answering. */
     size_t nok = 0, nperm = 0;

@@ -26,7 +26,7 @@ typedef struct tn_server_s {
 } tn_server_t;
 
 /* Skips the test when nats-server is not installed. */
-static void tn_require(void)
+static __attribute__((unused)) void tn_require(void)
 {
     const char *p = getenv("PATH");
     if (!p)
@@ -44,7 +44,7 @@ static void tn_require(void)
 }
 
 /* Waits until JetStream answers on s (up to timeout_ms). 0 = ready. */
-static int tn_wait_ready(tn_server_t *s, int timeout_ms)
+static __attribute__((unused)) int tn_wait_ready(tn_server_t *s, int timeout_ms)
 {
     long long end = tu_now_ms() + timeout_ms;
     while (tu_now_ms() < end) {
@@ -76,7 +76,7 @@ static int tn_wait_ready(tn_server_t *s, int timeout_ms)
 
 /* Starts nats-server -js on s->port (a free one when 0) with store s->dir
  * (a new temporary directory when empty). Same port and dir = a restart. */
-static void tn_start(tn_server_t *s)
+static __attribute__((unused)) void tn_start(tn_server_t *s)
 {
     tn_require();
     if (!s->port)
@@ -95,7 +95,7 @@ static void tn_start(tn_server_t *s)
 }
 
 /* Kills the server with sig (SIGKILL: a crash) and reaps it. */
-static void tn_kill(tn_server_t *s, int sig)
+static __attribute__((unused)) void tn_kill(tn_server_t *s, int sig)
 {
     if (s->pid <= 0)
         return;
@@ -108,7 +108,7 @@ static void tn_kill(tn_server_t *s, int sig)
 }
 
 /* Stops the server and removes its store. */
-static void tn_cleanup(tn_server_t *s)
+static __attribute__((unused)) void tn_cleanup(tn_server_t *s)
 {
     tn_kill(s, SIGTERM);
     if (s->dir[0] && !strncmp(s->dir, "/tmp/outbox-nats.", 17) && !strchr(s->dir, '\'')) {
@@ -119,7 +119,7 @@ static void tn_cleanup(tn_server_t *s)
 }
 
 /* A plain nats.c client (the "real client" reading the stream back). */
-static natsConnection *tn_connect(const tn_server_t *s, jsCtx **js)
+static __attribute__((unused)) natsConnection *tn_connect(const tn_server_t *s, jsCtx **js)
 {
     natsConnection *nc = NULL;
     natsStatus st = natsConnection_ConnectTo(&nc, s->url);
@@ -130,7 +130,7 @@ static natsConnection *tn_connect(const tn_server_t *s, jsCtx **js)
 }
 
 /* Number of messages in stream, or -1 if it does not exist. */
-static long long tn_stream_msgs(jsCtx *js, const char *stream)
+static __attribute__((unused)) long long tn_stream_msgs(jsCtx *js, const char *stream)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
@@ -143,7 +143,7 @@ static long long tn_stream_msgs(jsCtx *js, const char *stream)
 }
 
 /* A fresh database with the outbox schema. */
-static PGconn *tn_db(const char *name, const char **conninfo)
+static __attribute__((unused)) PGconn *tn_db(const char *name, const char **conninfo)
 {
     *conninfo = tu_fresh_db(name);
     PGconn *c = tu_connect(*conninfo);
@@ -154,7 +154,7 @@ static PGconn *tn_db(const char *name, const char **conninfo)
 
 /* Enqueues one event in its own transaction. id may be NULL (generated);
  * id_out (37 bytes) may be NULL. */
-static void tn_enqueue(PGconn *c, const char *topic, const char *type, const char *key, const char *payload,
+static __attribute__((unused)) void tn_enqueue(PGconn *c, const char *topic, const char *type, const char *key, const char *payload,
                        const char *id, const char *traceparent, const char *headers, char *id_out)
 {
     PQclear(tu_exec(c, "BEGIN"));
@@ -168,7 +168,7 @@ static void tn_enqueue(PGconn *c, const char *topic, const char *type, const cha
 
 /* Starts a relay on db publishing to sink_url; extra is a NULL-terminated
  * list of name/value pairs overriding the test defaults. */
-static outbox_relay_t *tn_relay(const char *conninfo, const char *sink_url, const char *const *extra)
+static __attribute__((unused)) outbox_relay_t *tn_relay(const char *conninfo, const char *sink_url, const char *const *extra)
 {
     outbox_conf_t *conf = outbox_conf_new();
     char err[512];
@@ -189,7 +189,7 @@ static outbox_relay_t *tn_relay(const char *conninfo, const char *sink_url, cons
 }
 
 /* Waits until the outbox table is empty (everything delivered). */
-static int tn_wait_drained(PGconn *c, int timeout_ms)
+static __attribute__((unused)) int tn_wait_drained(PGconn *c, int timeout_ms)
 {
     long long end = tu_now_ms() + timeout_ms;
     while (tu_now_ms() < end) {
@@ -201,7 +201,7 @@ static int tn_wait_drained(PGconn *c, int timeout_ms)
 }
 
 /* Header value of m or "" when absent. */
-static const char *tn_header(natsMsg *m, const char *key)
+static __attribute__((unused)) const char *tn_header(natsMsg *m, const char *key)
 {
     const char *v = NULL;
     return natsMsgHeader_Get(m, key, &v) == NATS_OK && v ? v : "";

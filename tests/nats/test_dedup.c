@@ -1,0 +1,121 @@
+/* JetStream drops a re-published event id (Nats-Msg-Id) within the duplicate
+ * window, and the sink counts that PubAck (Duplicate) as a success:
+ *   1. the sink publishes the same event twice -> both confirmed, one
+ *      message in the stream, one duplicate ack;
+ *   2. a plain nats.c publish with the same Nats-Msg-Id -> PubAck.Duplicate;
+ *   3. through the relay: deliver an event, put the same event id back in
+ *      the outbox (a relay that crashed before acknowledging would do
+ *      that) -> delivered again, stream count unchanged;
+ *   4. per-key failure handling: an event that cannot form a subject is
+ *      rejected and a later event of its key in the same call is not sent,
+ *      while other keys go through. */
+#include "core/conf.h"
+#include "core/message.h"
+#include "natstest.h"
+#include "sink/nats.h"
+#include "sink/sink.h"
+
+static void make_msg(outbox_msg_t *m, const char *id, const char *topic, const char *type, const char *key)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    m->topic = topic;
+    m->type = type;
+    m->key = key;
+    m->source = "/test";
+    m->payload = "{\"v\":1}";
+    m->time = "2026-11-22T10:00:00Z";
+    char err[256];
+    m->envelope = outbox__envelope_build(m, &m->envelope_len, err, sizeof(err));
+    CHECK(m->envelope, "envelope: %s", err);
+}
+
+int main(void)
+{
+    tn_require();
+    tn_server_t srv = {0};
+    tn_start(&srv);
+    jsCtx *js = NULL;
+    natsConnection *nc = tn_connect(&srv, &js);
+    char err[512];
+
+    /* 1. the sink, twice */
+    outbox_conf_t *conf = outbox_conf_new();
+    CHECK(outbox_conf_set(conf, "publish_timeout", "3s", err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    outbox_sink_t *sink = outbox__sink_new(srv.url, conf, "test", err, sizeof(err));
+    CHECK(sink, "sink_new: %s", err);
+    char id[OUTBOX_UUID_STRLEN + 1];
+    outbox_uuid_v7(id);
+    outbox_msg_t m;
+    make_msg(&m, id, "dedup", "Thing", "k1");
+    outbox_pub_result_t res;
+    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK, "first publish: %s",
+          res.errstr);
+    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "after first publish: %lld", tn_stream_msgs(js, "DEDUP"));
+    CHECK(outbox__nats_sink_duplicates(sink) == 0, "no duplicate yet");
+    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK, "second publish: %s",
+          res.errstr);
+    CHECK(outbox__nats_sink_duplicates(sink) == 1, "duplicate acks: %llu",
+          (unsigned long long)outbox__nats_sink_duplicates(sink));
+    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "stream grew on a re-publish: %lld", tn_stream_msgs(js, "DEDUP"));
+    printf("sink: same id published twice -> 1 message, 1 duplicate PubAck\n");
+
+    /* 2. a plain client re-publishing the id */
+    natsMsg *raw = NULL;
+    natsMsg_Create(&raw, "dedup.Thing", NULL, m.envelope, (int)m.envelope_len);
+    natsMsgHeader_Set(raw, "Nats-Msg-Id", id);
+    jsPubAck *pa = NULL;
+    natsStatus st = js_PublishMsg(&pa, js, raw, NULL, NULL);
+    CHECK(st == NATS_OK && pa, "raw publish: %s", natsStatus_GetText(st));
+    CHECK(pa->Duplicate, "PubAck.Duplicate not set for a re-published Nats-Msg-Id");
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(raw);
+    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "stream grew: %lld", tn_stream_msgs(js, "DEDUP"));
+    printf("client: PubAck.Duplicate=true, stream count unchanged\n");
+
+    /* 4. per-key failure in one call: a1 ok, a2 rejected (bad subject), a3
+     *    same key -> not sent; b1 other key -> ok */
+    outbox_msg_t batch[4];
+    char ids[4][OUTBOX_UUID_STRLEN + 1];
+    for (int i = 0; i < 4; i++)
+        outbox_uuid_v7(ids[i]);
+    make_msg(&batch[0], ids[0], "dedup", "Thing", "a");
+    make_msg(&batch[1], ids[1], "dedup", "Bad Type", "a");
+    make_msg(&batch[2], ids[2], "dedup", "Thing", "a");
+    make_msg(&batch[3], ids[3], "dedup", "Thing", "b");
+    outbox_pub_result_t bres[4];
+    CHECK(sink->ops->publish(sink, batch, 4, bres) == OUTBOX_OK, "batch publish");
+    CHECK(bres[0].err == OUTBOX_OK, "a1: %s", bres[0].errstr);
+    CHECK(bres[1].err == OUTBOX_ERR_REJECTED, "a2 should be rejected: %d %s", bres[1].err, bres[1].errstr);
+    CHECK(bres[2].err != OUTBOX_OK, "a3 must not be sent after a2 failed");
+    CHECK(bres[3].err == OUTBOX_OK, "b1: %s", bres[3].errstr);
+    CHECK(tn_stream_msgs(js, "DEDUP") == 3, "stream: %lld, want 3", tn_stream_msgs(js, "DEDUP"));
+    printf("per-key: rejected event holds back its key only (%s)\n", bres[2].errstr);
+    for (int i = 0; i < 4; i++)
+        free(batch[i].envelope);
+    free(m.envelope);
+    outbox__sink_destroy(sink);
+    outbox_conf_destroy(conf);
+
+    /* 3. through the relay: the same event id enqueued again after delivery */
+    const char *conninfo;
+    PGconn *db = tn_db("nats_dedup", &conninfo);
+    outbox_relay_t *relay = tn_relay(conninfo, srv.url, NULL);
+    char eid[OUTBOX_UUID_STRLEN + 1];
+    tn_enqueue(db, "relayed", "OrderCreated", "o-1", "{\"n\":1}", NULL, NULL, NULL, eid);
+    CHECK(tn_wait_drained(db, 15000) == 0, "first delivery");
+    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "after first delivery: %lld", tn_stream_msgs(js, "RELAYED"));
+    tn_enqueue(db, "relayed", "OrderCreated", "o-1", "{\"n\":1}", eid, NULL, NULL, NULL);
+    CHECK(tn_wait_drained(db, 15000) == 0, "second delivery");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0, "dead letter");
+    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "re-delivered id stored twice: %lld", tn_stream_msgs(js, "RELAYED"));
+    outbox_relay_destroy(relay);
+    printf("relay: same event id delivered twice -> 1 message in the stream\n");
+
+    PQfinish(db);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    tn_cleanup(&srv);
+    printf("PASS\n");
+    return 0;
+}
