@@ -1,6 +1,6 @@
 /* NATS JetStream sink (nats.c).
  *
- * nats://[user:pass@]host[:port][,host[:port]...]      (nats://token@host also works)
+ * nats://[user:pass@]host[:port][,host[:port]...]      (token: nats://:token@host, so logs redact it)
  *
  * Each event goes to subject "<topic>.<type>" with header Nats-Msg-Id = the
  * event id: the stream drops a re-publish of an id it stored within its
@@ -82,6 +82,9 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
         p = at + 1;
     }
     while (*p) {
+        /* host, [v6]:port or host:port; a leading "nats://" per entry is accepted */
+        if (!strncasecmp(p, "nats://", 7))
+            p += 7;
         const char *comma = strchr(p, ',');
         const char *end = comma ? comma : p + strlen(p);
         const char *slash = memchr(p, '/', (size_t)(end - p));
@@ -89,9 +92,6 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
         if (u->nservers == OUTBOX__NATS_MAX_SERVERS)
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL lists more than %d servers",
                                OUTBOX__NATS_MAX_SERVERS);
-        /* host, [v6]:port or host:port; a leading "nats://" per entry is accepted */
-        if (!strncasecmp(p, "nats://", 7))
-            p += 7;
         const char *colon = NULL;
         for (const char *c = hend - 1; c >= p && *c != ']'; c--)
             if (*c == ':') {
@@ -158,8 +158,8 @@ outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, 
         s = natsOptions_SetServers(o, servers, u->nservers);
     if (s == NATS_OK && u->user[0] && u->password[0])
         s = natsOptions_SetUserInfo(o, u->user, u->password);
-    else if (s == NATS_OK && u->user[0])
-        s = natsOptions_SetToken(o, u->user);
+    else if (s == NATS_OK && (u->user[0] || u->password[0]))
+        s = natsOptions_SetToken(o, u->user[0] ? u->user : u->password); /* nats://:token@ or nats://token@ */
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK)

@@ -4,6 +4,8 @@
  * and stream provisioning. Defined in sink/nats.c.
  *
  * URL: nats://[user:pass@]host[:port][,host[:port]...]   (port default 4222)
+ *      nats://:token@host:port for token authentication (nats://token@host
+ *      works too, but only the ":token" form is redacted in log lines).
  * The password goes to natsOptions_SetUserInfo, never into a server URL,
  * so nats.c's own messages cannot leak it.
  */
