@@ -188,7 +188,7 @@ static __attribute__((unused)) outbox_conf_t *ta_relay_conf(const char *conninfo
     ta_conf_set(conf, "sink", url);
     ta_conf_set(conf, "workers", w);
     ta_conf_set(conf, "metrics_addr", "off");
-    ta_conf_set(conf, "log_level", "warn");
+    ta_conf_set(conf, "log_level", getenv("TA_LOG_LEVEL") ? getenv("TA_LOG_LEVEL") : "warn");
     ta_conf_set(conf, "poll_interval", "100ms");
     ta_conf_set(conf, "publish_timeout", "5s");
     return conf;
