@@ -1,5 +1,6 @@
-/* The order system's consumers, each a thread with its own database
- * session and broker consumer (group = its name):
+/* The order system's consumers, each consumer_threads threads with their
+ * own database session and broker consumer (group = the consumer's name;
+ * the threads of a group share its messages):
  *
  *   inventory  OrderCreated -> in one transaction with its inbox record:
  *              deduct every item's stock (skus in order, so concurrent
@@ -40,7 +41,8 @@ typedef struct worker_s {
 
 struct orders_consumers_s {
     volatile int stop;
-    worker_t workers[2];
+    int nworkers;
+    worker_t *workers;
 };
 
 /* (Re)connects the worker's session; 0 when usable. */
@@ -280,22 +282,33 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
         outbox_consumer_handler_fn fn;
     } defs[2] = {{"inventory", "Inventory consumer started", on_inventory},
                  {"email", "Email consumer started", on_email}};
+    int per = (int)outbox__conf_int(conf, "consumer_threads");
+    cs->workers = calloc((size_t)(2 * per), sizeof(worker_t));
+    if (!cs->workers) {
+        free(cs);
+        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
     for (int i = 0; i < 2; i++) {
-        worker_t *w = &cs->workers[i];
-        w->name = defs[i].name;
-        w->handler = defs[i].fn;
-        w->stop = &cs->stop;
-        w->conf = outbox_conf_dup(conf);
-        snprintf(w->url, sizeof(w->url), "%s", url);
-        snprintf(w->instance, sizeof(w->instance), "%s-%s-%d", w->name, host, (int)getpid());
-        if (!w->conf || pthread_create(&w->thread, NULL, run, w) != 0) {
-            outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot start the %s consumer", w->name);
-            orders_consumers_stop(cs);
-            return NULL;
+        for (int k = 0; k < per; k++) {
+            worker_t *w = &cs->workers[cs->nworkers++];
+            w->name = defs[i].name;
+            w->handler = defs[i].fn;
+            w->stop = &cs->stop;
+            w->conf = outbox_conf_dup(conf);
+            snprintf(w->url, sizeof(w->url), "%s", url);
+            snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(), k + 1);
+            if (!w->conf || pthread_create(&w->thread, NULL, run, w) != 0) {
+                outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot start the %s consumer", w->name);
+                orders_consumers_stop(cs);
+                return NULL;
+            }
+            w->started = 1;
         }
-        w->started = 1;
-        outbox__log(OUTBOX_LOG_INFO, w->name, "consumer_started", defs[i].started, "group", w->name, "consumer",
-                    w->instance, NULL);
+        char n[16];
+        snprintf(n, sizeof(n), "%d", per);
+        outbox__log(OUTBOX_LOG_INFO, defs[i].name, "consumer_started", defs[i].started, "group", defs[i].name,
+                    "threads", n, NULL);
     }
     return cs;
 }
@@ -305,10 +318,11 @@ void orders_consumers_stop(orders_consumers_t *cs)
     if (!cs)
         return;
     cs->stop = 1;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < cs->nworkers; i++) {
         if (cs->workers[i].started)
             pthread_join(cs->workers[i].thread, NULL);
         outbox_conf_destroy(cs->workers[i].conf);
     }
+    free(cs->workers);
     free(cs);
 }

@@ -112,6 +112,8 @@ static const outbox_conf_prop_t props[] = {
      "broker URL consumers read from: redis:// (Streams) or redis+pubsub:// (default: the sink, else redis://REDIS_ADDR)"},
     {"consumer_claim_idle", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_CLAIM_IDLE", 10, MS_D, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "Redis Streams: entries pending this long at a crashed consumer are taken over (XAUTOCLAIM)"},
+    {"consumer_threads", OUTBOX_CT_INT, "2", "OUTBOX_CONSUMER_THREADS", 1, 64, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "threads per consumer group in a service process (each its own broker and database session)"},
     {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "messages read per consumer poll"},
     {"nats_stream_create", OUTBOX_CT_BOOL, "true", "OUTBOX_NATS_STREAM_CREATE", 0, 0, 0, NULL,
