@@ -39,12 +39,19 @@ int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
     else
         snprintf(url, sizeof(url), "%s", sink);
     if (strncmp(url, "redis://", 8)) {
-        fprintf(stderr, "outboxctl: replay reads Redis streams: --sink must be redis://host:port\n");
+        fprintf(stderr, "outboxctl: replay reads Redis streams: --sink must be redis://[:password@]host:port%s\n",
+                strncmp(url, "redis+pubsub:", 13) ? "" : " (Pub/Sub keeps no history to replay)");
         return 2;
     }
-    char host[256];
+    char host[256], urlpw[256] = "";
     int port = 6379;
-    const char *hp = strchr(url + 8, '@') ? strchr(url + 8, '@') + 1 : url + 8;
+    const char *at = strchr(url + 8, '@');
+    if (at) {
+        const char *colon = memchr(url + 8, ':', (size_t)(at - (url + 8)));
+        const char *pwstart = colon ? colon + 1 : url + 8;
+        snprintf(urlpw, sizeof(urlpw), "%.*s", (int)(at - pwstart), pwstart);
+    }
+    const char *hp = at ? at + 1 : url + 8;
     snprintf(host, sizeof(host), "%s", hp);
     char *slash = strchr(host, '/');
     if (slash)
@@ -62,11 +69,18 @@ int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
             redisFree(rc);
         return 1;
     }
-    const char *pw = outbox__conf_str(conf, "redis_password");
+    const char *pw = urlpw[0] ? urlpw : outbox__conf_str(conf, "redis_password");
     if (pw[0]) {
-        redisReply *a = redisCommand(rc, "AUTH %s", pw);
+        const char *av[2] = {"AUTH", pw};
+        redisReply *a = redisCommandArgv(rc, 2, av, NULL);
+        int bad = !a || a->type == REDIS_REPLY_ERROR;
         if (a)
             freeReplyObject(a);
+        if (bad) {
+            fprintf(stderr, "outboxctl: Redis AUTH failed at %s:%d\n", host, port);
+            redisFree(rc);
+            return 1;
+        }
     }
     redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", topic, count);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
