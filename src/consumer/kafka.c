@@ -135,6 +135,7 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m, outbox_c
             attrs[na++] = v;
         }
     }
+    const char *body = m->payload ? (const char *)m->payload : ""; /* a tombstone has no value */
     outbox_err_t rc;
     if (!structured_ct && has_specversion) {
         char *ctv = NULL;
@@ -144,9 +145,9 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m, outbox_c
             attrs[na++] = ctv;
         }
         attrs[na] = NULL;
-        rc = outbox__consumer_dispatch(c, topic, m->payload, m->len, attrs, 0, fn, opaque);
+        rc = outbox__consumer_dispatch(c, topic, body, m->len, attrs, 0, fn, opaque);
     } else {
-        rc = outbox__consumer_dispatch(c, topic, m->payload, m->len, NULL, 0, fn, opaque);
+        rc = outbox__consumer_dispatch(c, topic, body, m->len, NULL, 0, fn, opaque);
     }
     for (int i = 0; i < ncopies; i++)
         free(copies[i]);

@@ -23,7 +23,7 @@ static pid_t spawn_helper(const kt_cluster_t *cl, const char *ci, const char *na
     snprintf(env[2], sizeof(env[2]), "KT_TOPIC=payments");
     snprintf(env[3], sizeof(env[3]), "KT_GROUP=ledger");
     snprintf(env[4], sizeof(env[4]), "KT_TYPE=PaymentCaptured");
-    snprintf(env[5], sizeof(env[5]), "OUTBOX_KAFKA_PROPERTIES=session.timeout.ms=6000,heartbeat.interval.ms=500");
+    snprintf(env[5], sizeof(env[5]), "OUTBOX_KAFKA_PROPERTIES=session.timeout.ms=3000,heartbeat.interval.ms=300");
     snprintf(env[6], sizeof(env[6]), "OUTBOX_LOG_LEVEL=warn");
     char *envp[12] = {env[0], env[1], env[2], env[3], env[4], env[5], env[6], NULL};
     char *name_env = malloc(64), *fail_env = malloc(64);
@@ -66,7 +66,10 @@ int main(void)
     unlink(log);
     long long t0 = tu_now_ms();
     pid_t a = spawn_helper(&cl, ci, "ledger-a", "7", log);
-    while (q(db, "SELECT count(*) FROM effects") < 300) {
+    int first = 0;
+    for (long long e; (e = q(db, "SELECT count(*) FROM effects")) < 300;) {
+        if (e > 0 && !first++)
+            printf("[%5.1fs] consumer a joined the group and applies\n", (tu_now_ms() - t0) / 1000.0);
         CHECK(tu_now_ms() - t0 < 30000, "consumer a applied only %lld effects in 30 s (log %s)",
               q(db, "SELECT count(*) FROM effects"), log);
         CHECK(tu_wait(a, 1) == -1, "consumer a exited early (log %s)", log);
@@ -74,11 +77,11 @@ int main(void)
     }
     kill(a, SIGKILL);
     tu_wait(a, 5000);
-    printf("consumer a SIGKILLed after %lld effects, %lld deliveries\n", q(db, "SELECT count(*) FROM effects"),
-           q(db, "SELECT count(*) FROM deliveries"));
+    printf("[%5.1fs] consumer a SIGKILLed after %lld effects, %lld deliveries\n", (tu_now_ms() - t0) / 1000.0,
+           q(db, "SELECT count(*) FROM effects"), q(db, "SELECT count(*) FROM deliveries"));
 
     /* Two survivors split the group (a's partitions come back after its
-     * session times out); the relay meanwhile republishes some events, as
+     * session (3 s) times out); the relay meanwhile republishes some events, as
      * after a relay crash between publish and acknowledge. */
     pid_t b = spawn_helper(&cl, ci, "ledger-b", "0", log);
     pid_t c = spawn_helper(&cl, ci, "ledger-c", "11", log);
@@ -89,7 +92,7 @@ int main(void)
     relay = kt_relay_start(conf);
     kt_wait_drained(db, 30000);
     outbox_relay_destroy(relay);
-    printf("relay published %d events a second time\n", TOTAL / 8);
+    printf("[%5.1fs] relay published %d events a second time\n", (tu_now_ms() - t0) / 1000.0, TOTAL / 8);
     long long last = -1, stable_since = tu_now_ms();
     while (tu_now_ms() - t0 < 50000) {
         long long e = q(db, "SELECT count(*) FROM effects"), d = q(db, "SELECT count(*) FROM deliveries");
@@ -97,8 +100,10 @@ int main(void)
             last = e + d;
             stable_since = tu_now_ms();
         }
-        if (e == TOTAL && tu_now_ms() - stable_since > 1500)
+        if (e == TOTAL && tu_now_ms() - stable_since > 1500) {
+            printf("[%5.1fs] all %d effects applied; quiet for 1.5 s\n", (stable_since - t0) / 1000.0, TOTAL);
             break;
+        }
         CHECK(tu_wait(b, 1) == -1 && tu_wait(c, 1) == -1, "a consumer exited early (log %s)", log);
         tu_sleep_ms(50);
     }
