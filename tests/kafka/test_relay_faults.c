@@ -1,7 +1,8 @@
 /* Faults while the relay publishes to Kafka under a steady write load:
  * injected produce errors (not leader, timeouts, not enough replicas,
  * disconnects), a partition leader's broker going down with the leadership
- * moved to another broker (failover), the whole cluster down for 3 s, and a
+ * moved to another broker (failover, while metadata answers "leader not
+ * available"), the whole cluster down for 3 s, and a
  * slow broker. Afterwards every committed event is in Kafka exactly where it
  * belongs (key -> one partition), per-key order holds (first occurrences in
  * commit order, duplicates only repeat what came before), nothing was
@@ -83,9 +84,12 @@ int main(void)
     note(t0, "broker 1 down (leader of partitions 0 and 3)");
     rd_kafka_mock_broker_set_down(cl.mc, 1);
     at(t0, 4000);
-    note(t0, "failover: partitions 0 and 3 led by broker 2");
+    note(t0, "failover: partitions 0 and 3 led by broker 2; metadata says leader not available for 1 s");
+    rd_kafka_mock_topic_set_error(cl.mc, "payments", RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
     rd_kafka_mock_partition_set_leader(cl.mc, "payments", 0, 2);
     rd_kafka_mock_partition_set_leader(cl.mc, "payments", 3, 2);
+    at(t0, 5000);
+    rd_kafka_mock_topic_set_error(cl.mc, "payments", RD_KAFKA_RESP_ERR_NO_ERROR);
     at(t0, 5500);
     note(t0, "broker 1 back");
     rd_kafka_mock_broker_set_up(cl.mc, 1);
