@@ -139,6 +139,7 @@ typedef struct st_server_s {
     int port;
     st_handler_fn fn;
     void *arg;
+    int connections; /* TCP connections accepted so far (keep-alive checks) */
 } st_server_t;
 
 static enum MHD_Result st_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -185,6 +186,19 @@ static void st_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void st_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code)
+{
+    st_server_t *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        __atomic_add_fetch(&s->connections, 1, __ATOMIC_SEQ_CST);
+}
+
+static ST_UNUSED int st_server_connections(st_server_t *s)
+{
+    return __atomic_load_n(&s->connections, __ATOMIC_SEQ_CST);
+}
+
 static ST_UNUSED void st_server_start(st_server_t *s, st_handler_fn fn, void *arg)
 {
     s->fn = fn;
@@ -197,6 +211,7 @@ static ST_UNUSED void st_server_start(st_server_t *s, st_handler_fn fn, void *ar
                                     MHD_USE_ERROR_LOG,
                                 (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
                                 MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
+                                MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     }
     CHECK(s->d, "cannot start the HTTP stand-in on 127.0.0.1");

@@ -442,7 +442,7 @@ int main(void)
     mode = "binary";
     path = "/bin";
     pthread_mutex_unlock(&mu);
-    int startB = nevs;
+    int startB = nevs, connsB = st_server_connections(&srv);
     const char *bkeys[] = {"car 7\"\xc3\xbc", "k%x", "plain"};
     for (int i = 0; i < 9; i++)
         add(c, i < 3 ? "CarCreated" : "CarUpdated", bkeys[i % 3], i, i == 4 ? tp : NULL, i == 5 ? 1 : 0, A_500);
@@ -459,7 +459,14 @@ int main(void)
         CHECK(evs[i].acked >= 1, "binary event %d never acknowledged", i);
     check_order(startB, nevs);
     pthread_mutex_unlock(&mu);
-    printf("phase B: %d binary-mode events delivered (ce-* headers percent-encoded)\n", nevs - startB);
+    int reqB = 0;
+    for (int i = startB; i < nevs; i++)
+        reqB += evs[i].deliveries;
+    connsB = st_server_connections(&srv) - connsB;
+    /* Keep-alive: one connection per worker (2), not one per request. */
+    CHECK(connsB <= 4 && connsB < reqB, "%d connections for %d requests: the handle is not reused", connsB, reqB);
+    printf("phase B: %d binary-mode events delivered (ce-* headers percent-encoded), %d requests on %d connections\n",
+           nevs - startB, reqB, connsB);
 
     /* ---- Phase C: batch mode, first batch answered 503 ---- */
     pthread_mutex_lock(&mu);
