@@ -731,17 +731,13 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         }
         if (!sent)
             continue;
-        /* Wait for this wave's acknowledgements. */
-        left = deadline - outbox__now_ms();
-        if (left > 0) {
-            jsPubOptions cpo;
-            jsPubOptions_Init(&cpo);
-            cpo.MaxWait = left;
-            js_PublishAsyncComplete(s->js, &cpo);
-        }
+        /* Push the wave out now: nats.c's flusher would otherwise sit on it
+         * for about a millisecond (PING/PONG; the PONG comes back at once). */
+        natsConnection_FlushTimeout(s->nc, deadline - outbox__now_ms() > 0 ? deadline - outbox__now_ms() : 1);
+        /* Wait for this wave's acknowledgements: on_ack signals each one
+         * (js_PublishAsyncComplete polls, which costs ~1 ms per wave). */
         pthread_mutex_lock(&s->mu);
-        int64_t until = deadline + 100; /* callbacks may trail the completion a little */
-        while (s->inflight > 0 && outbox__now_ms() < until) {
+        while (s->inflight > 0 && outbox__now_ms() < deadline) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 10 * 1000000L;
