@@ -51,7 +51,7 @@ typedef struct http_sink_s {
     outbox__buf_t resp;  /* response body of the last request (capped) */
     outbox__buf_t body;  /* batch body */
     char curl_err[CURL_ERROR_SIZE];
-    char shown_url[512]; /* sink URL with any password redacted */
+    char shown_url[512]; /* scheme://host:port only: paths and queries may hold tokens */
 } http_sink_t;
 
 static outbox_err_t http_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
@@ -77,7 +77,7 @@ static outbox_err_t http_open(outbox_sink_t *sink, char *errstr, size_t errstr_s
     http_sink_t *h = calloc(1, sizeof(*h));
     if (!h)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    snprintf(h->shown_url, sizeof(h->shown_url), "%s", shown);
+    outbox__url_origin(sink->url, h->shown_url, sizeof(h->shown_url));
     h->binary = !strcmp(outbox__conf_str(sink->conf, "content_mode"), "binary");
     h->batch = outbox__conf_bool(sink->conf, "webhook_batch");
     h->ca_file = outbox__conf_str(sink->conf, "webhook_ca_file");

@@ -159,6 +159,8 @@ static outbox_err_t os_open(outbox_sink_t *sink, char *errstr, size_t errstr_siz
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     outbox__redact_url(sink->url, o->shown_url, sizeof(o->shown_url));
     outbox_err_t err = parse_url(sink, o, errstr, errstr_size);
+    if (!err)
+        outbox__url_origin(o->root_url, o->shown_url, sizeof(o->shown_url));
     if (err) {
         os_free(o);
         return err;

@@ -226,6 +226,29 @@ static inline void outbox__printable(const char *s, size_t n, char *out, size_t 
         out[j] = '\0';
 }
 
+/**
+ * Writes "scheme://host[:port]" of url into out: the part of a sink URL that
+ * is safe in logs and error messages (webhook paths and queries often carry
+ * tokens; user info carries passwords). "(invalid URL)" if it doesn't parse.
+ */
+static inline void outbox__url_origin(const char *url, char *out, size_t out_size)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        curl_url_get(u, CURLUPART_PORT, &port, 0);
+        snprintf(out, out_size, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+    } else {
+        snprintf(out, out_size, "(invalid URL)");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
 /** Seconds of a Retry-After the server sent (CURLINFO_RETRY_AFTER handles
  *  both delta-seconds and HTTP-date) as milliseconds, capped at max_ms; 0 if none. */
 static inline int64_t outbox__curl_retry_after_ms(CURL *h, int64_t max_ms)
