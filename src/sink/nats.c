@@ -356,6 +356,8 @@ static void set_result(outbox_pub_result_t *r, natsStatus st, jsErrCode code, co
         snprintf(r->errstr, sizeof(r->errstr), "NATS: no JetStream stream answered (no responders)");
     else if (code)
         snprintf(r->errstr, sizeof(r->errstr), "JetStream error %d: %s", (int)code, text ? text : "");
+    else if (text && !strncmp(text, natsStatus_GetText(st), strlen(natsStatus_GetText(st))))
+        snprintf(r->errstr, sizeof(r->errstr), "NATS: %s", text); /* already says the status */
     else
         snprintf(r->errstr, sizeof(r->errstr), "NATS: %s%s%s", natsStatus_GetText(st), text ? ": " : "",
                  text ? text : "");
@@ -525,6 +527,13 @@ static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **o
             st = natsMsgHeader_Set(msg, (k), (v));                                                         \
     } while (0)
     HDR("Nats-Msg-Id", m->id);
+    if (s->binary && (strpbrk(m->key ? m->key : "", "\r\n") || strpbrk(m->source ? m->source : "", "\r\n") ||
+                      strpbrk(m->type, "\r\n"))) {
+        natsMsg_Destroy(msg);
+        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
+                           "event %s: a line break in key/source/type cannot travel as a ce-* header "
+                           "(binary mode); use content_mode=structured", m->id);
+    }
     if (s->binary) {
         HDR("content-type", "application/json");
         HDR("ce-specversion", "1.0");

@@ -8,7 +8,9 @@
  *      that) -> delivered again, stream count unchanged;
  *   4. per-key failure handling: an event that cannot form a subject is
  *      rejected and a later event of its key in the same call is not sent,
- *      while other keys go through. */
+ *      while other keys go through;
+ *   5. an event over the server's max_payload is rejected (dead letter),
+ *      the event beside it goes through. */
 #include "core/conf.h"
 #include "core/message.h"
 #include "natstest.h"
@@ -91,6 +93,34 @@ int main(void)
     CHECK(bres[3].err == OUTBOX_OK, "b1: %s", bres[3].errstr);
     CHECK(tn_stream_msgs(js, "DEDUP") == 3, "stream: %lld, want 3", tn_stream_msgs(js, "DEDUP"));
     printf("per-key: rejected event holds back its key only (%s)\n", bres[2].errstr);
+
+    /* 5. an event larger than the server's max_payload (1 MB) is rejected for good */
+    {
+        size_t big = 2u << 20;
+        char *payload = malloc(big + 16);
+        CHECK(payload, "oom");
+        payload[0] = '"';
+        memset(payload + 1, 'x', big);
+        payload[big + 1] = '"';
+        payload[big + 2] = '\0';
+        outbox_msg_t bm[2];
+        char bid[2][OUTBOX_UUID_STRLEN + 1];
+        outbox_uuid_v7(bid[0]);
+        outbox_uuid_v7(bid[1]);
+        make_msg(&bm[0], bid[0], "dedup", "Thing", "c");
+        free(bm[0].envelope);
+        bm[0].payload = payload;
+        bm[0].envelope = outbox__envelope_build(&bm[0], &bm[0].envelope_len, err, sizeof(err));
+        make_msg(&bm[1], bid[1], "dedup", "Thing", "d");
+        outbox_pub_result_t r2[2];
+        CHECK(sink->ops->publish(sink, bm, 2, r2) == OUTBOX_OK, "big publish call");
+        CHECK(r2[0].err == OUTBOX_ERR_REJECTED, "oversized event: %d %s", r2[0].err, r2[0].errstr);
+        CHECK(r2[1].err == OUTBOX_OK, "small event beside it: %s", r2[1].errstr);
+        printf("oversized: rejected (%s)\n", r2[0].errstr);
+        free(bm[0].envelope);
+        free(bm[1].envelope);
+        free(payload);
+    }
     for (int i = 0; i < 4; i++)
         free(batch[i].envelope);
     free(m.envelope);
