@@ -199,22 +199,37 @@ static ST_UNUSED int st_server_connections(st_server_t *s)
     return __atomic_load_n(&s->connections, __ATOMIC_SEQ_CST);
 }
 
-static ST_UNUSED void st_server_start(st_server_t *s, st_handler_fn fn, void *arg)
+/* Starts the stand-in; with key_pem and cert_pem (PEM text) it speaks TLS. */
+static ST_UNUSED void st_server_start_tls(st_server_t *s, st_handler_fn fn, void *arg, const char *key_pem,
+                                          const char *cert_pem)
 {
     s->fn = fn;
     s->arg = arg;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    if (key_pem)
+        flags |= MHD_USE_TLS;
     for (int tries = 0; tries < 20 && !s->d; tries++) {
         s->port = tu_free_port();
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                                    MHD_USE_ERROR_LOG,
-                                (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
-                                MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
-                                MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+        if (key_pem)
+            s->d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
+                                    MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
+                                    MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
+                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_HTTPS_MEM_KEY, key_pem,
+                                    MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
+        else
+            s->d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
+                                    MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
+                                    MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
+                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     }
-    CHECK(s->d, "cannot start the HTTP stand-in on 127.0.0.1");
+    CHECK(s->d, "cannot start the HTTP%s stand-in on 127.0.0.1", key_pem ? "S" : "");
+}
+
+static ST_UNUSED void st_server_start(st_server_t *s, st_handler_fn fn, void *arg)
+{
+    st_server_start_tls(s, fn, arg, NULL, NULL);
 }
 
 static ST_UNUSED void st_server_stop(st_server_t *s)
