@@ -619,6 +619,201 @@ static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const
     }
 }
 
+/* One publish call. slot[], res[] and the id index are shared with
+ * on_ack through the sink state while the call runs (under s->mu). */
+typedef struct call_s {
+    outbox_msg_t *msgs;
+    outbox_pub_result_t *res;
+    size_t n;
+    keymap_t km;
+    size_t *kslot;       /* per event: its key's keymap slot */
+    int *wave;           /* per event: occurrence of its key in the call (0-based) */
+    int *slot;           /* per event: SLOT_* */
+    const char **ids;
+    size_t *by_id;       /* event indexes sorted by id */
+    int nwaves;
+    int64_t deadline;
+    int stopped;         /* NATS stopped answering: send nothing more */
+} call_t;
+
+static void call_term(call_t *c)
+{
+    free(c->km.slots);
+    free(c->km.count);
+    free(c->km.failed);
+    free(c->kslot);
+    free(c->wave);
+    free(c->slot);
+    free(c->ids);
+    free(c->by_id);
+}
+
+static int call_init(call_t *c, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res, int64_t deadline)
+{
+    memset(c, 0, sizeof(*c));
+    c->msgs = msgs;
+    c->res = res;
+    c->n = n;
+    c->deadline = deadline;
+    c->km.cap = 16;
+    while (c->km.cap < 2 * n)
+        c->km.cap <<= 1;
+    c->km.slots = calloc(c->km.cap, sizeof(*c->km.slots));
+    c->km.count = calloc(c->km.cap, sizeof(*c->km.count));
+    c->km.failed = calloc(c->km.cap, 1);
+    c->kslot = calloc(n, sizeof(*c->kslot));
+    c->wave = calloc(n, sizeof(*c->wave));
+    c->slot = calloc(n, sizeof(*c->slot));
+    c->ids = calloc(n, sizeof(*c->ids));
+    c->by_id = calloc(n, sizeof(*c->by_id));
+    if (!c->km.slots || !c->km.count || !c->km.failed || !c->kslot || !c->wave || !c->slot || !c->ids ||
+        !c->by_id) {
+        call_term(c);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        c->kslot[i] = keymap_slot(&c->km, msgs, i);
+        c->wave[i] = c->km.count[c->kslot[i]]++;
+        if (c->wave[i] + 1 > c->nwaves)
+            c->nwaves = c->wave[i] + 1;
+        c->ids[i] = msgs[i].id;
+        c->by_id[i] = i;
+        res[i].err = OUTBOX_OK;
+        res[i].errstr[0] = '\0';
+        res[i].retry_after_ms = 0;
+    }
+    qsort_r(c->by_id, n, sizeof(*c->by_id), cmp_by_id, msgs);
+    return 0;
+}
+
+/* Sends wave w (events whose key has no failure so far). Returns the
+ * number handed to nats.c; sets c->stopped on a connection-level failure. */
+static size_t send_wave(nats_sink_t *s, call_t *c, int w)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = c->deadline - outbox__now_ms();
+    size_t sent = 0;
+    for (size_t i = 0; i < c->n && !c->stopped; i++) {
+        outbox_pub_result_t *r = &c->res[i];
+        if (c->wave[i] != w)
+            continue;
+        if (c->km.failed[c->kslot[i]]) {
+            c->slot[i] = SLOT_DONE;
+            r->err = OUTBOX_ERR_BROKER;
+            snprintf(r->errstr, sizeof(r->errstr), "not sent: an earlier event of key %s failed in this batch",
+                     msg_key(&c->msgs[i]));
+            continue;
+        }
+        natsMsg *nm = NULL;
+        outbox_err_t be = build_msg(s, &c->msgs[i], &nm, r->errstr, sizeof(r->errstr));
+        if (be) {
+            c->slot[i] = SLOT_DONE;
+            r->err = be == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : be;
+            c->km.failed[c->kslot[i]] = 1;
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        c->slot[i] = SLOT_INFLIGHT;
+        s->inflight++;
+        pthread_mutex_unlock(&s->mu);
+        natsStatus st = js_PublishMsgAsync(s->js, &nm, &po);
+        if (st == NATS_OK) {
+            sent++;
+            continue;
+        }
+        char txt[200];
+        outbox__nats_errtext(st, txt, sizeof(txt));
+        pthread_mutex_lock(&s->mu);
+        if (c->slot[i] == SLOT_INFLIGHT) {
+            c->slot[i] = SLOT_DONE;
+            s->inflight--;
+            set_result(r, st, 0, txt);
+        }
+        pthread_mutex_unlock(&s->mu);
+        natsMsg_Destroy(nm);
+        c->km.failed[c->kslot[i]] = 1;
+        if (is_broker_status(st))
+            c->stopped = 1;
+    }
+    return sent;
+}
+
+/* Waits for the PubAcks of the wave just sent, up to the call's deadline;
+ * what is still unanswered then is a timeout and stops the call. Marks the
+ * keys of failed events. */
+static void await_wave(outbox_sink_t *sink, call_t *c, int w)
+{
+    nats_sink_t *s = sink->state;
+    /* Push the wave out now: nats.c's flusher would otherwise sit on it for
+     * about a millisecond. (js_PublishAsyncComplete polls, equally slow:
+     * on_ack signals each PubAck instead.) */
+    int64_t left = c->deadline - outbox__now_ms();
+    natsConnection_FlushTimeout(s->nc, left > 0 ? left : 1);
+    pthread_mutex_lock(&s->mu);
+    while (s->inflight > 0 && outbox__now_ms() < c->deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    size_t unanswered = s->inflight;
+    pthread_mutex_unlock(&s->mu);
+    if (unanswered) {
+        /* Take the unanswered messages back: late PubAcks are then ignored,
+         * and a retry of one the server did store is dropped by Nats-Msg-Id. */
+        natsMsgList pending = {0};
+        if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < c->n; i++)
+            if (c->slot[i] == SLOT_INFLIGHT) {
+                c->slot[i] = SLOT_DONE;
+                c->res[i].err = OUTBOX_ERR_TIMEOUT;
+                snprintf(c->res[i].errstr, sizeof(c->res[i].errstr), "no JetStream PubAck within %lld ms",
+                         (long long)sink->timeout_ms);
+            }
+        s->inflight = 0;
+        pthread_mutex_unlock(&s->mu);
+        c->stopped = 1;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        if (c->wave[i] == w && c->res[i].err != OUTBOX_OK)
+            c->km.failed[c->kslot[i]] = 1;
+}
+
+/* Fills in events never sent and decides the call's result: when nothing
+ * got through and nothing was refused for good, NATS is unreachable
+ * (OUTBOX_ERR_BROKER for all, nothing charged an attempt). */
+static outbox_err_t call_verdict(call_t *c)
+{
+    size_t nok = 0, nperm = 0;
+    const char *first_err = NULL;
+    for (size_t i = 0; i < c->n; i++) {
+        outbox_pub_result_t *r = &c->res[i];
+        if (c->slot[i] == SLOT_WAIT) {
+            r->err = OUTBOX_ERR_BROKER;
+            snprintf(r->errstr, sizeof(r->errstr), "not sent: NATS stopped answering");
+        }
+        if (r->err == OUTBOX_OK)
+            nok++;
+        else if (r->err == OUTBOX_ERR_REJECTED)
+            nperm++;
+        else if (!first_err)
+            first_err = r->errstr;
+    }
+    if (nok || nperm)
+        return OUTBOX_OK;
+    char why[256];
+    snprintf(why, sizeof(why), "%s", first_err ? first_err : "NATS did not answer");
+    fail_all(c->res, c->n, OUTBOX_ERR_BROKER, why);
+    return OUTBOX_ERR_BROKER;
+}
+
 static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
 {
     nats_sink_t *s = sink->state;
@@ -631,154 +826,37 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         return OUTBOX_ERR_BROKER;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!msgs[i].topic || !*msgs[i].topic)
-            continue;
-        outbox_err_t e = ensure_stream(sink, msgs[i].topic, err, sizeof(err));
-        if (e) {
+        if (msgs[i].topic && *msgs[i].topic && ensure_stream(sink, msgs[i].topic, err, sizeof(err))) {
             /* Not the events' fault: nothing is charged, the relay probes and retries. */
             outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "stream_failed", err, "worker", sink->name, NULL);
             fail_all(res, n, OUTBOX_ERR_BROKER, err);
             return OUTBOX_ERR_BROKER;
         }
     }
-
-    keymap_t km = {0};
-    km.cap = 16;
-    while (km.cap < 2 * n)
-        km.cap <<= 1;
-    km.slots = calloc(km.cap, sizeof(*km.slots));
-    km.count = calloc(km.cap, sizeof(*km.count));
-    km.failed = calloc(km.cap, 1);
-    size_t *kslot = calloc(n, sizeof(*kslot));
-    int *wave = calloc(n, sizeof(*wave));
-    int *slot = calloc(n, sizeof(*slot));
-    const char **ids = calloc(n, sizeof(*ids));
-    size_t *by_id = calloc(n, sizeof(*by_id));
-    outbox_err_t rc = OUTBOX_OK;
-    if (!km.slots || !km.count || !km.failed || !kslot || !wave || !slot || !ids || !by_id) {
+    call_t c;
+    if (call_init(&c, msgs, n, res, deadline)) {
         fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
-        rc = OUTBOX_ERR_BROKER;
-        goto out;
+        return OUTBOX_ERR_BROKER;
     }
-    int nwaves = 0;
-    for (size_t i = 0; i < n; i++) {
-        kslot[i] = keymap_slot(&km, msgs, i);
-        wave[i] = km.count[kslot[i]]++;
-        if (wave[i] + 1 > nwaves)
-            nwaves = wave[i] + 1;
-        ids[i] = msgs[i].id;
-        by_id[i] = i;
-        res[i].err = OUTBOX_OK;
-        res[i].errstr[0] = '\0';
-        res[i].retry_after_ms = 0;
-    }
-    qsort_r(by_id, n, sizeof(*by_id), cmp_by_id, msgs);
 
     pthread_mutex_lock(&s->mu);
     s->res = res;
-    s->slot = slot;
-    s->ids = ids;
-    s->by_id = by_id;
+    s->slot = c.slot;
+    s->ids = c.ids;
+    s->by_id = c.by_id;
     s->n = n;
     s->inflight = 0;
     s->no_responders = 0;
     uint64_t dups_before = s->duplicates;
     pthread_mutex_unlock(&s->mu);
 
-    int stopped = 0; /* the broker stopped answering: send nothing more */
-    for (int w = 0; w < nwaves && !stopped; w++) {
-        int64_t left = deadline - outbox__now_ms();
-        if (left <= 0) {
-            stopped = 1;
+    for (int w = 0; w < c.nwaves && !c.stopped; w++) {
+        if (outbox__now_ms() >= deadline) {
+            c.stopped = 1;
             break;
         }
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MaxWait = left;
-        size_t sent = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (wave[i] != w)
-                continue;
-            if (km.failed[kslot[i]]) {
-                slot[i] = SLOT_DONE; /* never sent: an earlier event of its key failed */
-                res[i].err = OUTBOX_ERR_BROKER;
-                snprintf(res[i].errstr, sizeof(res[i].errstr),
-                         "not sent: an earlier event of key %s failed in this batch", msg_key(&msgs[i]));
-                continue;
-            }
-            natsMsg *nm = NULL;
-            outbox_err_t be = build_msg(s, &msgs[i], &nm, res[i].errstr, sizeof(res[i].errstr));
-            if (be) {
-                slot[i] = SLOT_DONE;
-                res[i].err = be == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : be;
-                km.failed[kslot[i]] = 1;
-                continue;
-            }
-            pthread_mutex_lock(&s->mu);
-            slot[i] = SLOT_INFLIGHT;
-            s->inflight++;
-            pthread_mutex_unlock(&s->mu);
-            natsStatus st = js_PublishMsgAsync(s->js, &nm, &po);
-            if (st != NATS_OK) {
-                outbox__nats_errtext(st, err, sizeof(err));
-                pthread_mutex_lock(&s->mu);
-                if (slot[i] == SLOT_INFLIGHT) {
-                    slot[i] = SLOT_DONE;
-                    s->inflight--;
-                    set_result(&res[i], st, 0, err);
-                }
-                pthread_mutex_unlock(&s->mu);
-                natsMsg_Destroy(nm);
-                km.failed[kslot[i]] = 1;
-                if (is_broker_status(st)) {
-                    stopped = 1;
-                    break;
-                }
-                continue;
-            }
-            sent++;
-        }
-        if (!sent)
-            continue;
-        /* Push the wave out now: nats.c's flusher would otherwise sit on it
-         * for about a millisecond (PING/PONG; the PONG comes back at once). */
-        natsConnection_FlushTimeout(s->nc, deadline - outbox__now_ms() > 0 ? deadline - outbox__now_ms() : 1);
-        /* Wait for this wave's acknowledgements: on_ack signals each one
-         * (js_PublishAsyncComplete polls, which costs ~1 ms per wave). */
-        pthread_mutex_lock(&s->mu);
-        while (s->inflight > 0 && outbox__now_ms() < deadline) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        }
-        size_t unanswered = s->inflight;
-        pthread_mutex_unlock(&s->mu);
-        if (unanswered) {
-            /* Take the unanswered messages back: late acks are then ignored,
-             * and a retry of a stored one is dropped by Nats-Msg-Id. */
-            natsMsgList pending = {0};
-            if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
-                natsMsgList_Destroy(&pending);
-            pthread_mutex_lock(&s->mu);
-            for (size_t i = 0; i < n; i++)
-                if (slot[i] == SLOT_INFLIGHT) {
-                    slot[i] = SLOT_DONE;
-                    res[i].err = OUTBOX_ERR_TIMEOUT;
-                    snprintf(res[i].errstr, sizeof(res[i].errstr), "no JetStream PubAck within %lld ms",
-                             (long long)sink->timeout_ms);
-                }
-            s->inflight = 0;
-            pthread_mutex_unlock(&s->mu);
-            stopped = 1;
-        }
-        for (size_t i = 0; i < n; i++)
-            if (wave[i] == w && res[i].err != OUTBOX_OK)
-                km.failed[kslot[i]] = 1;
+        if (send_wave(s, &c, w))
+            await_wave(sink, &c, w);
     }
 
     pthread_mutex_lock(&s->mu);
@@ -799,39 +877,8 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
                     "JetStream already held these event ids (Nats-Msg-Id): re-publish dropped, counted as delivered",
                     "worker", sink->name, "count", cnt, NULL);
     }
-
-    /* Events never sent because the broker stopped answering. */
-    size_t nok = 0, nperm = 0;
-    const char *first_err = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (slot[i] == SLOT_WAIT && stopped) {
-            res[i].err = OUTBOX_ERR_BROKER;
-            snprintf(res[i].errstr, sizeof(res[i].errstr), "not sent: NATS stopped answering");
-        }
-        if (res[i].err == OUTBOX_OK)
-            nok++;
-        else if (res[i].err == OUTBOX_ERR_REJECTED)
-            nperm++;
-        else if (!first_err)
-            first_err = res[i].errstr;
-    }
-    if (!nok && !nperm) {
-        /* Nothing got through: the broker is unreachable, not the events at fault. */
-        char why[256];
-        snprintf(why, sizeof(why), "%s", first_err ? first_err : "NATS did not answer");
-        fail_all(res, n, OUTBOX_ERR_BROKER, why);
-        rc = OUTBOX_ERR_BROKER;
-    }
-
-out:
-    free(km.slots);
-    free(km.count);
-    free(km.failed);
-    free(kslot);
-    free(wave);
-    free(slot);
-    free(ids);
-    free(by_id);
+    outbox_err_t rc = call_verdict(&c);
+    call_term(&c);
     return rc;
 }
 
