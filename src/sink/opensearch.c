@@ -275,18 +275,20 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
             return OUTBOX_ERR_REJECTED;
         }
     }
-    json_t *meta = json_pack("{s:s, s:s, s:I, s:s}", "_index", index, "_id", m->key, "version",
-                             (json_int_t)m->seq, "version_type", "external");
-    json_t *action = meta ? json_pack("{s:o}", del ? "delete" : "index", meta) : NULL;
+    /* json_pack refuses strings that are not UTF-8: that event can never be
+     * written, so reject it rather than fail the whole request. */
+    json_t *action = json_pack("{s:{s:s, s:s, s:I, s:s}}", del ? "delete" : "index", "_index", index, "_id",
+                               m->key, "version", (json_int_t)m->seq, "version_type", "external");
     char *line = action ? json_dumps(action, JSON_COMPACT) : NULL;
     json_decref(action);
-    if (line) {
-        outbox__buf_adds(&o->body, line);
-        outbox__buf_add(&o->body, "\n", 1);
-        free(line);
-    } else {
-        o->body.broken = 1;
+    if (!line) {
+        json_decref(doc);
+        set_res(res, OUTBOX_ERR_REJECTED, 0, "cannot encode the bulk action (index or key not valid UTF-8?)");
+        return OUTBOX_ERR_REJECTED;
     }
+    outbox__buf_adds(&o->body, line);
+    outbox__buf_add(&o->body, "\n", 1);
+    free(line);
     if (doc) {
         /* Compact: jansson escapes control characters, so no raw newline. */
         char *src = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);

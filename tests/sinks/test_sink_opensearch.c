@@ -543,6 +543,25 @@ int main(void)
         printf("per-item 429: only that item and its held same-key successor retried; newest document kept\n");
     }
 
+    /* A key that is not UTF-8 can't be an _id: rejected alone, unsent. */
+    {
+        pthread_mutex_lock(&mu);
+        int req0 = requests;
+        ev_t *x = &evs[nevs++];
+        *x = (ev_t){.seq = 100021, .key = "bad-\xff\xfe", .type = "CarCreated", .payload = "{\"rev\":0}"};
+        outbox_uuid_v7(x->id);
+        pthread_mutex_unlock(&mu);
+        outbox_msg_t bm = {.seq = x->seq, .topic = "Cars", .type = x->type, .key = x->key, .payload = x->payload,
+                           .envelope = (char *)"{}", .envelope_len = 2};
+        memcpy(bm.id, x->id, sizeof(bm.id));
+        memset(res, 0, sizeof(res));
+        CHECK(s->ops->publish(s, &bm, 1, res) == OUTBOX_OK, "publish");
+        CHECK(res[0].err == OUTBOX_ERR_REJECTED, "non-UTF-8 key: %d %s", res[0].err, res[0].errstr);
+        pthread_mutex_lock(&mu);
+        CHECK(requests == req0, "a request was sent for a non-UTF-8 key");
+        pthread_mutex_unlock(&mu);
+    }
+
     /* 401 fails the whole call (nothing charged). */
     pthread_mutex_lock(&mu);
     auth_fail = 1;
