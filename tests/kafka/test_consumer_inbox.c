@@ -26,11 +26,11 @@ static pid_t spawn_helper(const kt_cluster_t *cl, const char *ci, const char *na
     snprintf(env[5], sizeof(env[5]), "OUTBOX_KAFKA_PROPERTIES=session.timeout.ms=3000,heartbeat.interval.ms=300");
     snprintf(env[6], sizeof(env[6]), "OUTBOX_LOG_LEVEL=warn");
     char *envp[12] = {env[0], env[1], env[2], env[3], env[4], env[5], env[6], NULL};
-    char *name_env = malloc(64), *fail_env = malloc(64);
-    snprintf(name_env, 64, "KT_NAME=%s", name);
-    snprintf(fail_env, 64, "KT_FAIL_EVERY=%s", fail_every);
-    envp[7] = name_env;
-    envp[8] = fail_env;
+    snprintf(env[7], sizeof(env[7]), "KT_NAME=%s", name);
+    char fail_env[64];
+    snprintf(fail_env, sizeof(fail_env), "KT_FAIL_EVERY=%s", fail_every);
+    envp[7] = env[7];
+    envp[8] = fail_env; /* copied by the child before exec */
     envp[9] = NULL;
     char *argv[] = {(char *)KT_HELPER, NULL};
     return tu_spawn(argv, envp, log);

@@ -97,6 +97,7 @@ static int has_header(const kt_rec_t *r, const char *kv)
 int main(void)
 {
     char err[512];
+    outbox_err_t perr;
     /* Configuration errors are caught at open, before any broker is involved. */
     expect_open_fails("kafka://", "", "no broker list", NULL);
     expect_open_fails("kafka://localhost", "", "not host:port", NULL);
@@ -223,13 +224,54 @@ int main(void)
     free_msgs(m, n);
     free(res);
 
-    /* 5. All brokers down: the call reports the broker unreachable. */
+    /* 5. A fatal idempotence error (the broker says the producer's sequence
+     * is out of order): the sink drops the producer, the next call uses a
+     * new one; retrying the failed events in order leaves no gap. */
+    kt_topic(&cl, "contract-fatal", 1, 3);
+    rd_kafka_mock_push_request_errors(cl.mc, 0, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    n = 50;
+    m = make_msgs("contract-fatal", "f", 0, n, 5, -1, 0);
+    res = calloc((size_t)n, sizeof(*res));
+    perr = s->ops->publish(s, m, (size_t)n, res);
+    int nfail = 0, first_fail = -1;
+    for (int i = 0; i < n; i++)
+        if (res[i].err != OUTBOX_OK && (nfail++, first_fail < 0))
+            first_fail = i;
+    printf("out-of-order sequence: publish -> %s, %d of %d failed (first %d: %s)\n", outbox_err_str(perr), nfail,
+           n, first_fail, first_fail >= 0 ? res[first_fail].errstr : "-");
+    for (int i = 0; i < n; i++)
+        CHECK(res[i].err != OUTBOX_ERR_REJECTED, "fatal producer error dead-letters event %d", i);
+    /* The relay's part: probe, then publish the failed ones again, in order. */
+    t0 = tu_now_ms();
+    while (s->ops->ping(s, err, sizeof(err)) != OUTBOX_OK)
+        CHECK(tu_now_ms() - t0 < 10000, "ping after the fatal error: %s", err);
+    int again = 0;
+    outbox_msg_t *retry = calloc((size_t)n, sizeof(*retry)); /* shallow copies */
+    for (int i = 0; i < n; i++)
+        if (res[i].err != OUTBOX_OK)
+            retry[again++] = m[i];
+    if (again) {
+        outbox_pub_result_t *res2 = calloc((size_t)again, sizeof(*res2));
+        CHECK(s->ops->publish(s, retry, (size_t)again, res2) == OUTBOX_OK, "republish after fatal");
+        for (int i = 0; i < again; i++)
+            CHECK(res2[i].err == OUTBOX_OK, "republish %d: %s", i, res2[i].errstr);
+        free(res2);
+    }
+    free(retry);
+    recs = kt_kcat_read(&cl, "contract-fatal", 1, &got);
+    dups = kt_check(recs, got, "f", n, 5);
+    printf("contract-fatal: %ld records, %ld duplicates, no gap, order kept\n", got, dups);
+    kt_recs_free(recs, got);
+    free_msgs(m, n);
+    free(res);
+
+    /* 6. All brokers down: the call reports the broker unreachable. */
     for (int b = 1; b <= 3; b++)
         rd_kafka_mock_broker_set_down(cl.mc, b);
     m = make_msgs("contract-down", "d", 0, 20, 4, -1, 0);
     res = calloc(20, sizeof(*res));
     t0 = tu_now_ms();
-    outbox_err_t perr = s->ops->publish(s, m, 20, res);
+    perr = s->ops->publish(s, m, 20, res);
     long long took = tu_now_ms() - t0;
     printf("all brokers down: publish -> %s after %lld ms: %s\n", outbox_err_str(perr), took, res[0].errstr);
     CHECK(perr == OUTBOX_ERR_BROKER, "publish with every broker down returned %s", outbox_err_str(perr));
