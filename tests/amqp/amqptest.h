@@ -257,6 +257,12 @@ static __attribute__((unused)) void ta_seen_init(ta_seen_t *s, int n)
     s->count = calloc((size_t)n, sizeof(int));
 }
 
+static __attribute__((unused)) void ta_seen_term(ta_seen_t *s)
+{
+    free(s->count);
+    s->count = NULL;
+}
+
 static __attribute__((unused)) void ta_seen_add(ta_seen_t *s, int seq)
 {
     s->total++;

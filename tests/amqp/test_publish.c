@@ -162,6 +162,8 @@ int main(void)
           cc.binary_ok);
     outbox_consumer_destroy(cons);
     outbox_conf_destroy(cconf);
+    ta_seen_term(&cc.seen);
+    ta_seen_term(&rc.seen);
     amqp_connection_close(raw, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(raw);
     PQfinish(db);
