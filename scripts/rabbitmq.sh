@@ -10,6 +10,10 @@
 #   scripts/rabbitmq.sh halt    "$RABBITMQ_DIR"   # graceful stop, keep the data (restartable)
 #   scripts/rabbitmq.sh restart "$RABBITMQ_DIR"   # start again a halted/killed node, same ports
 #
+# With RABBITMQ_TLS=1 at start, the node also listens for AMQP over TLS with a
+# throwaway CA (exports OUTBOX_TEST_AMQPS, OUTBOX_TEST_AMQPS_PORT and
+# OUTBOX_TEST_AMQP_CA, the CA file to verify it with; needs openssl).
+#
 # With RABBITMQ_OWNER_PID=<pid> set at start, the node is stopped (and its
 # dir removed) once that process exits, however it exits.
 #
@@ -109,13 +113,15 @@ start() {
   local dir; dir=$(mktemp -d /tmp/outbox-rabbitmq.XXXXXX)
   chmod 700 "$dir"
   mkdir -p "$dir/mnesia" "$dir/log"
-  local amqp dist ctl epmdp
+  local amqp dist ctl epmdp tlsport=""
   amqp=$(free_port); dist=$(free_port); ctl=$(free_port); epmdp=$(free_port)
+  [ -n "${RABBITMQ_TLS:-}" ] && tlsport=$(free_port)
   cat >"$dir/ports" <<P
 AMQP_PORT=$amqp
 DIST_PORT=$dist
 CTL_PORT=$ctl
 EPMD_PORT=$epmdp
+TLS_PORT=$tlsport
 P
   cat >"$dir/rabbitmq.conf" <<C
 listeners.tcp.default = 127.0.0.1:$amqp
@@ -126,6 +132,17 @@ log.console = false
 log.file = rabbit.log
 log.file.level = ${RMQ_LOG_LEVEL:-warning}
 C
+  if [ -n "$tlsport" ]; then
+    make_certs "$dir/tls"
+    cat >>"$dir/rabbitmq.conf" <<C
+listeners.ssl.default = 127.0.0.1:$tlsport
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+C
+  fi
   echo "[]." >"$dir/advanced.config"
   echo "[]." >"$dir/enabled_plugins"
   : >"$dir/rabbitmq-env.conf"
@@ -147,6 +164,29 @@ export RABBITMQ_DIR='$dir'
 export OUTBOX_TEST_AMQP='amqp://guest:guest@127.0.0.1:$amqp/'
 export OUTBOX_TEST_AMQP_PORT='$amqp'
 ENV
+  if [ -n "$tlsport" ]; then
+    cat <<ENV
+export OUTBOX_TEST_AMQPS='amqps://guest:guest@localhost:$tlsport/'
+export OUTBOX_TEST_AMQPS_PORT='$tlsport'
+export OUTBOX_TEST_AMQP_CA='$dir/tls/ca.pem'
+ENV
+  fi
+}
+
+# A throwaway CA and a server certificate for "localhost" / 127.0.0.1.
+make_certs() {
+  local d=$1
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=outbox-test-ca" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf \
+      -out server.pem
+    chmod 644 ./*.pem ./*.key
+  ) >"$d/openssl.log" 2>&1 || { echo "rabbitmq.sh: openssl failed:" >&2; cat "$d/openssl.log" >&2; return 1; }
 }
 
 node_pid() { cat "$1/node.pid" 2>/dev/null || cat "$1/rabbit.pid" 2>/dev/null || true; }

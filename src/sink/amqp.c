@@ -78,14 +78,15 @@ static void drop(amqp_sink_t *a)
     forget_declared(a);
 }
 
-/* Connects and puts channel 1 in confirm mode, unless already connected. */
-static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+/* Connects and puts channel 1 in confirm mode, unless already connected;
+ * each step bounded by timeout_ms. */
+static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr, size_t errstr_size)
 {
     amqp_sink_t *a = sink->state;
     if (a->conn)
         return OUTBOX_OK;
     forget_declared(a);
-    outbox_err_t err = outbox__amqp_connect(&a->url, a->ca_file, sink->timeout_ms, 0, &a->conn, errstr,
+    outbox_err_t err = outbox__amqp_connect(&a->url, a->ca_file, timeout_ms, 0, &a->conn, errstr,
                                             errstr_size);
     if (err)
         return err;
@@ -306,15 +307,26 @@ static size_t find_by_id(const outbox_msg_t *msgs, size_t n, amqp_bytes_t id)
     return n;
 }
 
+/* Bounds the next RPCs (declares) by what is left of the call's deadline. */
+static void rpc_deadline(amqp_sink_t *a, int64_t deadline)
+{
+    int64_t left = deadline - outbox__now_ms();
+    struct timeval tv = outbox__amqp_tv(left > 1 ? left : 1);
+    amqp_set_rpc_timeout(a->conn, &tv);
+}
+
 static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
 {
     amqp_sink_t *a = sink->state;
     char why[512];
     outbox_err_t ret = OUTBOX_OK;
+    /* One deadline for the whole call (connect, declares, confirms): the
+     * relay's transaction stays open no longer than the publish timeout. */
+    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
     if (a->conn && check_idle(a) != 0)
         outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect", "AMQP connection lost while idle; reconnecting",
                     "worker", sink->name, NULL);
-    if (ensure(sink, why, sizeof(why)) != OUTBOX_OK) {
+    if (ensure(sink, sink->timeout_ms / 4, why, sizeof(why)) != OUTBOX_OK) { /* 4 steps: <= the timeout */
         fail_all(res, n, OUTBOX_ERR_BROKER, why);
         return OUTBOX_ERR_BROKER;
     }
@@ -335,6 +347,7 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
 
     /* 1. Exchanges, before any publish so no RPC reply interleaves with
      *    confirms. A refused exchange fails its messages (and their keys). */
+    rpc_deadline(a, deadline);
     for (size_t i = 0; i < n; i++) {
         if (state[i] == PS_FAILED)
             continue;
@@ -408,7 +421,6 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
      *    with "multiple"); a basic.return (mandatory, unroutable) comes
      *    before the ack of the same message. */
     size_t pending = nsent;
-    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
     while (pending > 0) {
         int64_t left = deadline - outbox__now_ms();
         if (left <= 0) {
@@ -534,10 +546,11 @@ static outbox_err_t amqp_ping(outbox_sink_t *sink, char *errstr, size_t errstr_s
     amqp_sink_t *a = sink->state;
     if (a->conn)
         check_idle(a);
-    outbox_err_t err = ensure(sink, errstr, errstr_size);
+    outbox_err_t err = ensure(sink, sink->timeout_ms, errstr, errstr_size);
     if (err)
         return err;
     /* One round trip: amq.topic exists in every vhost. */
+    rpc_deadline(a, outbox__now_ms() + sink->timeout_ms);
     amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes("amq.topic"), amqp_cstring_bytes("topic"),
                           1, 1, 0, 0, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);

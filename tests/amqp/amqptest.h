@@ -25,6 +25,9 @@ typedef struct ta_server_s {
     char dir[256];
     int port;
     char url[128];
+    int tls_port;       /* with ta_start_opts(1) */
+    char tls_url[128];  /* amqps://guest:guest@localhost:PORT/ */
+    char ca_file[320];  /* the CA to verify it with */
 } ta_server_t;
 
 static ta_server_t ta_server;
@@ -48,16 +51,18 @@ static __attribute__((unused)) void ta_atexit(void)
     }
 }
 
-/* Starts this test's RabbitMQ node (skips when rabbitmq-server is missing).
- * Returns the amqp:// URL. Prints the start time. */
-static __attribute__((unused)) const char *ta_start(void)
+/* Starts this test's RabbitMQ node (skips when rabbitmq-server is missing),
+ * with a TLS listener too when tls. Returns the amqp:// URL. Prints the
+ * start time. */
+static __attribute__((unused)) const char *ta_start_opts(int tls)
 {
     if (access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) != 0)
         tu_skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)");
     if (access("/usr/bin/python3", X_OK) != 0)
         tu_skip("python3 is needed by scripts/rabbitmq.sh");
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d %s start </dev/null", (int)getpid(), TA_SCRIPT);
+    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d RABBITMQ_TLS=%s %s start </dev/null", (int)getpid(),
+             tls ? "1" : "", TA_SCRIPT);
     long long t0 = tu_now_ms();
     FILE *p = popen(cmd, "r");
     CHECK(p, "popen rabbitmq.sh");
@@ -69,15 +74,30 @@ static __attribute__((unused)) const char *ta_start(void)
             snprintf(ta_server.dir, sizeof(ta_server.dir), "%.*s", (int)strcspn(v, "'"), v);
         } else if ((v = strstr(line, "OUTBOX_TEST_AMQP_PORT='"))) {
             ta_server.port = atoi(v + 23);
+        } else if ((v = strstr(line, "OUTBOX_TEST_AMQPS_PORT='"))) {
+            ta_server.tls_port = atoi(v + 24);
+        } else if ((v = strstr(line, "OUTBOX_TEST_AMQP_CA='"))) {
+            v += 21;
+            snprintf(ta_server.ca_file, sizeof(ta_server.ca_file), "%.*s", (int)strcspn(v, "'"), v);
         }
     }
     int rc = pclose(p);
     CHECK(rc == 0 && ta_server.dir[0] && ta_server.port > 0, "rabbitmq.sh start failed (%d)", rc);
     atexit(ta_atexit);
     snprintf(ta_server.url, sizeof(ta_server.url), "amqp://guest:guest@127.0.0.1:%d/", ta_server.port);
+    if (tls) {
+        CHECK(ta_server.tls_port > 0 && ta_server.ca_file[0], "rabbitmq.sh did not start a TLS listener");
+        snprintf(ta_server.tls_url, sizeof(ta_server.tls_url), "amqps://guest:guest@localhost:%d/",
+                 ta_server.tls_port);
+    }
     printf("rabbitmq: started on port %d in %lld ms\n", ta_server.port, tu_now_ms() - t0);
     fflush(stdout);
     return ta_server.url;
+}
+
+static __attribute__((unused)) const char *ta_start(void)
+{
+    return ta_start_opts(0);
 }
 
 static __attribute__((unused)) void ta_halt(void) { ta_run("halt"); }   /* graceful stop, data kept */
