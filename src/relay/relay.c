@@ -359,7 +359,7 @@ static int process_batch(outbox_worker_t *w)
             size_t i = send_idx[j];
             res[i] = sres[j];
             if (sres[j].err != OUTBOX_OK)
-                state[i] = MSG_FAILED;
+                state[i] = sres[j].not_sent ? MSG_SKIPPED : MSG_FAILED;
         }
         free(sres);
     }
@@ -660,6 +660,9 @@ outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_s
     r->started = 1;
     char shown[512];
     outbox__redact_url(r->sink_url, shown, sizeof(shown));
+    char *q = strchr(shown, '?'); /* query strings may carry tokens */
+    if (q)
+        snprintf(q, sizeof(shown) - (size_t)(q - shown), "?...");
     char nw[16];
     snprintf(nw, sizeof(nw), "%d", r->nworkers);
     outbox__log(OUTBOX_LOG_INFO, COMPONENT, "relay_started", "Outbox worker started", "relay", r->name,

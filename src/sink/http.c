@@ -309,6 +309,7 @@ static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         res[i].retry_after_ms = 0;
         if (outbox__keyset_has(&failed, m->key)) {
             res[i].err = OUTBOX_ERR_BROKER;
+            res[i].not_sent = 1;
             snprintf(res[i].errstr, sizeof(res[i].errstr),
                      "not sent: an earlier event of key %.64s failed in this batch", m->key);
             continue;
@@ -316,6 +317,7 @@ static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         int64_t left = deadline - outbox__now_ms();
         if (left <= 0) {
             res[i].err = OUTBOX_ERR_TIMEOUT;
+            res[i].not_sent = 1;
             snprintf(res[i].errstr, sizeof(res[i].errstr),
                      "not sent: the publish timeout (%lld ms) ran out earlier in this batch",
                      (long long)sink->timeout_ms);
@@ -367,6 +369,7 @@ static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
             for (size_t j = i; j < n; j++) {
                 res[j].err = OUTBOX_ERR_BROKER;
                 res[j].retry_after_ms = 0;
+                res[j].not_sent = j != i;
                 snprintf(res[j].errstr, sizeof(res[j].errstr), "%s%s", j == i ? "" : "not sent: ", why);
             }
             break;

@@ -523,6 +523,7 @@ static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
             s->done = 1;
             set_res(&res[i], OUTBOX_ERR_BROKER, "not sent: an earlier event of key %s failed in this batch",
                     m->key);
+            res[i].not_sent = 1;
             continue;
         }
         rd_kafka_resp_err_t e = produce_one(k, m, s, deadline);

@@ -359,6 +359,7 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
         if (outbox__keyset_has(&failed, msgs[i].key)) {
             set_res(&res[i], OUTBOX_ERR_BROKER, 0,
                     "not sent: an earlier event of key %.64s failed in this batch", msgs[i].key);
+            res[i].not_sent = 1;
             continue;
         }
         if (add_item(o, &msgs[i], &res[i]) != OUTBOX_OK) {

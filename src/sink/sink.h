@@ -23,6 +23,8 @@ typedef struct outbox_pub_result_s {
     outbox_err_t err;        /**< OUTBOX_OK: broker confirmed; OUTBOX_ERR_BROKER/TIMEOUT:
                                   retry with backoff; OUTBOX_ERR_REJECTED: dead-letter now */
     int64_t retry_after_ms;  /**< >0: the broker asked to wait at least this long */
+    int not_sent;            /**< 1: never sent (held behind an earlier failure of its key, or
+                                  out of time): the relay leaves it untouched, no attempt charged */
     char errstr[256];
 } outbox_pub_result_t;
 
@@ -35,7 +37,7 @@ typedef struct outbox_sink_ops_s {
      * Publishes msgs[0..n) in this order and waits for the broker's
      * confirmation of each (or the timeout sink->timeout_ms). Fills res[i].
      * Per key, a message must not be sent after an earlier one of the same
-     * key failed in this call (mark it failed without sending).
+     * key failed in this call (mark it failed without sending, not_sent = 1).
      * Returns OUTBOX_OK when the broker answered (res[] says per message), or
      * OUTBOX_ERR_BROKER/TIMEOUT when it is unreachable: then nothing in the
      * call counts as confirmed, and the relay probes with ping() before
