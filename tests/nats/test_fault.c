@@ -7,7 +7,9 @@
  *      batches in flight, then resumes (SIGCONT): it stores the publishes
  *      whose PubAck the relay gave up on, and the relay publishes them
  *      again.
- * Afterwards every event is in the stream exactly once (the re-publishes
+ *   C. (after the checks) nats-server restarts with an empty store under a
+ *      running relay: the stream is created again and delivery resumes.
+ * After A and B every event is in the stream exactly once (the re-publishes
  * are dropped by Nats-Msg-Id; the relay's "duplicates_dropped" log lines
  * count them) and per-key order holds. */
 #include <jansson.h>
@@ -143,6 +145,31 @@ int main(void)
 
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
+
+    /* C. the server comes back with an empty store (a memory-only or
+     *    replaced server): a running relay, whose workers knew the stream
+     *    existed, notices (no responders) and creates it again. */
+    relay = tn_relay(conninfo, srv.url, (const char *const[]){"publish_timeout", "1s", "log_level", "error", NULL});
+    for (int i = 0; i < 20; i++)
+        tn_enqueue(db, "ledger", "Posted", "acct-c", "{\"n\":-1}", NULL, NULL, NULL, NULL);
+    CHECK(tn_wait_drained(db, 20000) == 0, "C: first events");
+    tn_kill(&srv, SIGKILL);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/jetstream", srv.dir);
+    CHECK(system(cmd) == 0, "wipe store");
+    tn_start(&srv);
+    for (int i = 0; i < 30; i++)
+        tn_enqueue(db, "ledger", "Posted", "acct-c", "{\"n\":-2}", NULL, NULL, NULL, NULL);
+    CHECK(tn_wait_drained(db, 30000) == 0, "C: events after the store was lost not delivered: %lld left",
+          tu_query_ll(db, "SELECT count(*) FROM outbox"));
+    outbox_relay_destroy(relay);
+    nc = tn_connect(&srv, &js);
+    long long c_count = tn_stream_msgs(js, "LEDGER");
+    CHECK(c_count == 30, "C: re-created stream holds %lld, want 30", c_count);
+    printf("C: store lost -> stream re-created, %lld later events delivered\n", c_count);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+
     PQfinish(db);
     tn_cleanup(&srv);
     printf("PASS\n");
