@@ -283,6 +283,53 @@ static int headers_build(msg_headers_t *h, const outbox_msg_t *m, int binary)
     return 0;
 }
 
+/* 1 if m can be sent: AMQP short strings (exchange, routing key, header
+ * names) hold at most 255 bytes, and the properties must fit in one frame. */
+static int msg_fits(const outbox_msg_t *m, char *why, size_t why_size)
+{
+    size_t tl = strlen(m->topic), yl = strlen(m->type);
+    if (tl == 0 || tl > 255) {
+        snprintf(why, why_size, "topic must be 1..255 bytes to name an AMQP exchange (got %zu)", tl);
+        return 0;
+    }
+    if (yl > 255) {
+        snprintf(why, why_size, "type must be at most 255 bytes to be an AMQP routing key (got %zu)", yl);
+        return 0;
+    }
+    size_t total = strlen(m->id) + yl + (m->traceparent ? 2 * strlen(m->traceparent) : 0) + 12 * 64 +
+                   strlen(m->source ? m->source : "") + strlen(m->time ? m->time : "") + 2 * strlen(m->key);
+    if (m->headers && *m->headers) {
+        json_t *h = json_loads(m->headers, 0, NULL);
+        const char *k;
+        json_t *v;
+        if (h && json_is_object(h)) {
+            json_object_foreach(h, k, v) {
+                if (strlen(k) > 255) {
+                    snprintf(why, why_size, "header name \"%.32s...\" is longer than 255 bytes (AMQP limit)", k);
+                    json_decref(h);
+                    return 0;
+                }
+                size_t vl = 0;
+                if (json_is_string(v)) {
+                    vl = json_string_length(v);
+                } else {
+                    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                    vl = d ? strlen(d) : 0;
+                    free(d);
+                }
+                total += strlen(k) + 8 + vl;
+            }
+        }
+        json_decref(h);
+    }
+    if (total > 64 * 1024) {
+        snprintf(why, why_size, "headers and key take %zu bytes; AMQP properties must fit in one frame (64 KiB here)",
+                 total);
+        return 0;
+    }
+    return 1;
+}
+
 static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const char *why)
 {
     for (size_t i = 0; i < n; i++) {
@@ -344,6 +391,12 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         res[i].err = OUTBOX_OK;
         res[i].errstr[0] = '\0';
     }
+
+    /* 0. What AMQP cannot carry is refused for good (dead letter now):
+     *    it would fail the same way on every retry. */
+    for (size_t i = 0; i < n; i++)
+        if (!msg_fits(&msgs[i], why, sizeof(why)))
+            fail_one(&res[i], &state[i], OUTBOX_ERR_REJECTED, why);
 
     /* 1. Exchanges, before any publish so no RPC reply interleaves with
      *    confirms. A refused exchange fails its messages (and their keys). */
@@ -481,7 +534,23 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
             }
             continue;
         }
-        case AMQP_CHANNEL_CLOSE_METHOD:
+        case AMQP_CHANNEL_CLOSE_METHOD: {
+            /* The broker is there but refused something on the channel
+             * (e.g. 403 access refused, 404 exchange deleted, 406 message
+             * too large): the unconfirmed messages fail (charged, so a
+             * permanent refusal ends in the dead-letter table), the
+             * confirmed ones stand. The connection is reset. */
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
+            outbox__amqp_reply_str(r, why, sizeof(why));
+            for (size_t k = 0; k < nsent; k++)
+                if (state[by_tag[k]] == PS_WAIT)
+                    fail_one(&res[by_tag[k]], &state[by_tag[k]], OUTBOX_ERR_BROKER, why);
+            pending = 0;
+            outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_channel_closed", why, "worker", sink->name, NULL);
+            outbox__amqp_channel_close_ok(a->conn, OUTBOX__AMQP_CHANNEL);
+            drop(a);
+            continue;
+        }
         case AMQP_CONNECTION_CLOSE_METHOD: {
             amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
             outbox__amqp_reply_str(r, why, sizeof(why));
