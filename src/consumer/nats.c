@@ -21,7 +21,9 @@
  * headers, content-type and traceparent.
  *
  * The connection is opened lazily and reconnects in the background; while
- * it is down, poll waits briefly and returns OUTBOX_ERR_BROKER. */
+ * it is down, poll waits briefly and returns OUTBOX_ERR_BROKER. When fetches
+ * stay empty, every 5 s the consumer checks that its durable still exists
+ * (a server that lost its store forgets it) and subscribes again if not. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@
 #define COMPONENT "consumer.nats"
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_ATTRS 64
+#define CHECK_INTERVAL_MS 5000
 
 typedef struct nats_consumer_s {
     outbox__nats_url_t url;
@@ -44,6 +47,7 @@ typedef struct nats_consumer_s {
     natsConnection *nc;
     jsCtx *js;
     natsSubscription **subs; /* per topic; NULL until subscribed */
+    int64_t *checked_ms;     /* per topic: last check that the durable still exists */
     int batch;
     int64_t ack_wait_ms, nak_delay_ms;
     int down; /* log once per change */
@@ -67,13 +71,17 @@ static void drop_conn(outbox_consumer_t *c)
 static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
 {
     nats_consumer_t *n = calloc(1, sizeof(*n));
-    if (!n || !(n->subs = calloc((size_t)c->ntopics, sizeof(*n->subs)))) {
+    if (!n || !(n->subs = calloc((size_t)c->ntopics, sizeof(*n->subs))) ||
+        !(n->checked_ms = calloc((size_t)c->ntopics, sizeof(*n->checked_ms)))) {
+        if (n)
+            free(n->subs);
         free(n);
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     }
     outbox_err_t err = outbox__nats_parse_url(c->url, &n->url, errstr, errstr_size);
     if (err) {
         free(n->subs);
+        free(n->checked_ms);
         free(n);
         return err;
     }
@@ -89,6 +97,7 @@ static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errst
     for (int t = 0; t < c->ntopics; t++) {
         if (!*c->topics[t] || strpbrk(c->topics[t], " \t\r\n*>")) {
             free(n->subs);
+            free(n->checked_ms);
             free(n);
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
                                "topic \"%s\" cannot form a NATS subject", c->topics[t]);
@@ -229,8 +238,11 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         n->down = 1;
         return OUTBOX_ERR_BROKER;
     }
-    if (n->down)
+    if (n->down) {
         outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "NATS reachable again", "consumer", c->name, NULL);
+        for (int t = 0; t < c->ntopics; t++)
+            n->checked_ms[t] = 0; /* the server may have come back without our durable: check soon */
+    }
     n->down = 0;
 
     int64_t per = timeout_ms / c->ntopics;
@@ -241,8 +253,26 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         natsMsgList list = {0};
         jsErrCode jerr = 0;
         natsStatus st = natsSubscription_Fetch(&list, n->subs[t], n->batch, per, &jerr);
-        if (st == NATS_TIMEOUT && list.Count == 0)
-            continue; /* nothing new */
+        if (st == NATS_TIMEOUT && list.Count == 0) {
+            /* Nothing new, or the durable is gone (server lost its state:
+             * fetches to a missing consumer just time out). Check now and then. */
+            int64_t now = outbox__now_ms();
+            if (now - n->checked_ms[t] >= CHECK_INTERVAL_MS) {
+                n->checked_ms[t] = now;
+                jsConsumerInfo *ci = NULL;
+                jsErrCode cerr = 0;
+                natsStatus cs = natsSubscription_GetConsumerInfo(&ci, n->subs[t], NULL, &cerr);
+                jsConsumerInfo_Destroy(ci);
+                if (cs == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr || cerr == JSStreamNotFoundErr) {
+                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consumer_lost",
+                                "JetStream consumer no longer exists; subscribing again", "consumer", c->name,
+                                "durable", n->durable, "topic", c->topics[t], NULL);
+                    natsSubscription_Destroy(n->subs[t]);
+                    n->subs[t] = NULL;
+                }
+            }
+            continue;
+        }
         if (st != NATS_OK && list.Count == 0) {
             char txt[200];
             outbox__nats_errtext(st, txt, sizeof(txt));
@@ -293,6 +323,7 @@ static void nats_c_close(outbox_consumer_t *c)
         return;
     drop_conn(c);
     free(n->subs);
+    free(n->checked_ms);
     free(n);
     c->state = NULL;
 }

@@ -6,7 +6,9 @@
  *   - a second instance of the group fetches a batch and dies without
  *     acknowledging -> the server redelivers after ack wait;
  *   - nats-server is killed and restarted in the middle (consumer reconnects);
- *   - binary-mode events (ce-* headers) are parsed back into the envelope.
+ *   - binary-mode events (ce-* headers) are parsed back into the envelope;
+ *   - at the end the server loses its store: the running consumer notices
+ *     its durable is gone and subscribes again.
  * Then: effects = events, no effect twice, every crash redelivered. */
 #include "consumer/consumer.h"
 #include "natstest.h"
@@ -156,8 +158,6 @@ int main(void)
             break;
         }
     }
-    outbox_consumer_destroy(c1);
-
     long long effects = tu_query_ll(db, "SELECT count(*) FROM effect");
     long long distinct = tu_query_ll(db, "SELECT count(DISTINCT msg_id) FROM effect");
     long long inbox = tu_query_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'ledger'");
@@ -172,6 +172,27 @@ int main(void)
           ctx.crashed);
     CHECK(ctx.skipped >= ctx.crashed, "inbox skipped %d, crashes %d", ctx.skipped, ctx.crashed);
     CHECK(ctx.bin_ok >= NBIN, "binary messages handled: %d", ctx.bin_ok);
+
+    /* The server comes back with an empty store: a relay re-creates the
+     * stream, and the running consumer notices its durable is gone,
+     * subscribes again and gets the new events. */
+    tn_kill(&srv, SIGKILL);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/jetstream", srv.dir);
+    CHECK(system(cmd) == 0, "wipe store");
+    tn_start(&srv);
+    relay = tn_relay(conninfo, srv.url, NULL);
+    for (int i = 0; i < 10; i++)
+        tn_enqueue(db, "ledger", "Posted", "acct-new", "{\"n\":1}", NULL, NULL, NULL, NULL);
+    CHECK(tn_wait_drained(db, 20000) == 0, "relay after store loss");
+    outbox_relay_destroy(relay);
+    long long t0 = tu_now_ms();
+    while (tu_query_ll(db, "SELECT count(*) FROM effect") < total + 10 && tu_now_ms() - t0 < 20000)
+        outbox_consumer_poll(c1, 200, handler, &ctx);
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM effect") == total + 10, "consumer did not recover after store loss");
+    printf("store lost: consumer re-subscribed and got the 10 new events after %lld ms\n", tu_now_ms() - t0);
+    outbox_consumer_destroy(c1);
+
     PQfinish(cdb);
     PQfinish(db);
     tn_cleanup(&srv);
