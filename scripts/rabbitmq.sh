@@ -56,7 +56,7 @@ node_env() {
   export ERL_EPMD_ADDRESS=127.0.0.1
   # Fewer schedulers and no busy-waiting: boots faster and stays quiet on
   # small shared CI machines.
-  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RMQ_ERL_ARGS:-+S 2:2 +A 8 +sbwt none +sbwtdcpu none +sbwtdio none}"
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RMQ_ERL_ARGS:-+S 2:2 +A 8 +sbwt none +sbwtdcpu none +sbwtdio none} -kernel inet_dist_use_interface {127,0,0,1}"
 }
 
 # 0 when an AMQP 0-9-1 listener answers the protocol header with a frame.
