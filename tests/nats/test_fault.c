@@ -39,9 +39,12 @@ int main(void)
                                      (const char *const[]){"workers", "4", "batch_size", "100", "publish_timeout",
                                                            "1s", "log_level", "info", NULL});
     long long t_kill = 0, t_up = 0;
+    long freeze_off = 0;
     const int burst = 100;
     for (int b = 0; b * burst < N; b++) {
         if (b == 9) {
+            fflush(stderr);
+            freeze_off = ftell(stderr);
             kill(srv.pid, SIGSTOP);
             printf("B: nats-server frozen (SIGSTOP) for longer than publish_timeout\n");
         }
@@ -72,7 +75,24 @@ int main(void)
             printf("A: drained %lld ms after the restart\n", tu_now_ms() - t_up);
         }
         if (b == 9) { /* B: this burst goes to a frozen server; its PubAcks come too late */
-            tu_sleep_ms(1800);
+            /* resume only once a worker gave up on its PubAcks (it logs
+             * broker_down), however slow the machine is */
+            fflush(stderr);
+            long long until = tu_now_ms() + 20000;
+            int gave_up = 0;
+            while (!gave_up && tu_now_ms() < until) {
+                tu_sleep_ms(100);
+                fflush(stderr);
+                FILE *f = fopen(logpath, "r");
+                char line[2048];
+                if (f) {
+                    fseek(f, freeze_off, SEEK_SET);
+                    while (!gave_up && fgets(line, sizeof(line), f))
+                        gave_up = strstr(line, "\"broker_down\"") != NULL;
+                    fclose(f);
+                }
+            }
+            CHECK(gave_up, "B: the relay never timed out on the frozen server");
             kill(srv.pid, SIGCONT);
             printf("B: nats-server resumed (SIGCONT)\n");
         }
