@@ -41,9 +41,9 @@
 #include "core/util.h"
 
 #define COMPONENT "sink.nats"
+#define DEFAULT_PORT 4222
 
 extern const outbox_sink_ops_t outbox__sink_nats_ops;
-#define DEFAULT_PORT 4222
 
 /* ------------------------------------------------------------------------ */
 /* Shared helpers (sink/nats.h)                                              */
@@ -299,6 +299,13 @@ typedef struct nats_sink_s {
     uint64_t duplicates;
 } nats_sink_t;
 
+static void forget_streams(nats_sink_t *s)
+{
+    for (int i = 0; i < s->nstreams_ok; i++)
+        free(s->streams_ok[i]);
+    s->nstreams_ok = 0;
+}
+
 static void drop_conn(nats_sink_t *s)
 {
     if (s->nc)
@@ -307,18 +314,9 @@ static void drop_conn(nats_sink_t *s)
     s->js = NULL;
     natsConnection_Destroy(s->nc);
     s->nc = NULL;
-    for (int i = 0; i < s->nstreams_ok; i++)
-        free(s->streams_ok[i]);
+    forget_streams(s);
     free(s->streams_ok);
     s->streams_ok = NULL;
-    s->nstreams_ok = 0;
-}
-
-static void forget_streams(nats_sink_t *s)
-{
-    for (int i = 0; i < s->nstreams_ok; i++)
-        free(s->streams_ok[i]);
-    s->nstreams_ok = 0;
 }
 
 /* Finds the call's indexes whose id is id: [*lo, *hi). Caller holds mu. */
