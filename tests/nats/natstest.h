@@ -74,6 +74,47 @@ static __attribute__((unused)) int tn_wait_ready(tn_server_t *s, int timeout_ms)
     return -1;
 }
 
+/* Servers still running and their stores, killed and removed at exit, so
+ * a failing CHECK (exit 1) or a skip leaves nothing behind. */
+static __attribute__((unused)) pid_t tn_running[8];
+static __attribute__((unused)) char tn_dirs[8][128];
+
+static __attribute__((unused)) void tn_rm_store(const char *dir)
+{
+    if (dir[0] && !strncmp(dir, "/tmp/outbox-nats.", 17) && !strchr(dir, '\'')) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s.log' '%s.relay.log'", dir, dir, dir);
+        (void)!system(cmd);
+    }
+}
+
+static __attribute__((unused)) void tn_at_exit(void)
+{
+    for (int i = 0; i < 8; i++) {
+        if (tn_running[i] > 0) {
+            kill(tn_running[i], SIGKILL);
+            tu_wait(tn_running[i], 5000);
+            tn_running[i] = 0;
+        }
+        tn_rm_store(tn_dirs[i]);
+        tn_dirs[i][0] = '\0';
+    }
+}
+
+/* Registers (add=1) or forgets (add=0) a running server. */
+static __attribute__((unused)) void tn_track(pid_t pid, const char *dir, int add)
+{
+    static int registered;
+    if (!registered++)
+        atexit(tn_at_exit);
+    for (int i = 0; i < 8; i++)
+        if (add ? tn_running[i] == 0 : tn_running[i] == pid) {
+            tn_running[i] = add ? pid : 0;
+            snprintf(tn_dirs[i], sizeof(tn_dirs[i]), "%s", add ? dir : "");
+            return;
+        }
+}
+
 /* Starts nats-server -js on s->port (a free one when 0) with store s->dir
  * (a new temporary directory when empty). Same port and dir = a restart. */
 static __attribute__((unused)) void tn_start(tn_server_t *s)
@@ -91,6 +132,7 @@ static __attribute__((unused)) void tn_start(tn_server_t *s)
     snprintf(port, sizeof(port), "%d", s->port);
     char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->dir, NULL};
     s->pid = tu_spawn(argv, NULL, s->log);
+    tn_track(s->pid, s->dir, 1);
     CHECK(tn_wait_ready(s, 15000) == 0, "nats-server did not start on port %d (log %s)", s->port, s->log);
 }
 
@@ -104,18 +146,15 @@ static __attribute__((unused)) void tn_kill(tn_server_t *s, int sig)
         kill(s->pid, SIGKILL);
         tu_wait(s->pid, 5000);
     }
+    tn_track(s->pid, NULL, 0);
     s->pid = 0;
 }
 
 /* Stops the server and removes its store. */
-static __attribute__((unused)) void tn_cleanup(tn_server_t *s)
+static void tn_cleanup(tn_server_t *s)
 {
     tn_kill(s, SIGTERM);
-    if (s->dir[0] && !strncmp(s->dir, "/tmp/outbox-nats.", 17) && !strchr(s->dir, '\'')) {
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", s->dir, s->log);
-        (void)!system(cmd);
-    }
+    tn_rm_store(s->dir);
 }
 
 /* A plain nats.c client (the "real client" reading the stream back). */

@@ -31,6 +31,7 @@ int main(void)
     char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv.dir, "--user", "app",
                     "--pass", SECRET, NULL};
     srv.pid = tu_spawn(argv, NULL, srv.log);
+    tn_track(srv.pid, srv.dir, 1);
     char good[128], bad[128];
     snprintf(good, sizeof(good), "nats://app:%s@127.0.0.1:%d", SECRET, srv.port);
     snprintf(bad, sizeof(bad), "nats://app:wrong-%s@127.0.0.1:%d", SECRET, srv.port);
