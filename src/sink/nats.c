@@ -699,6 +699,7 @@ static size_t send_wave(nats_sink_t *s, call_t *c, int w)
         if (c->km.failed[c->kslot[i]]) {
             c->slot[i] = SLOT_DONE;
             r->err = OUTBOX_ERR_BROKER;
+            r->not_sent = 1;
             snprintf(r->errstr, sizeof(r->errstr), "not sent: an earlier event of key %s failed in this batch",
                      msg_key(&c->msgs[i]));
             continue;
