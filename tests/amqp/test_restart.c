@@ -69,27 +69,28 @@ int main(void)
     outbox_conf_t *conf = ta_relay_conf(g_ci, url, 3);
     ta_conf_set(conf, "backoff_base", "100ms");
     ta_conf_set(conf, "backoff_max", "1s");
+    ta_conf_set(conf, "batch_size", "500"); /* confirm latency is per batch: drain the backlog in big ones */
     outbox_relay_t *relay = ta_relay_start(conf);
     pthread_t te, tc;
     pthread_create(&te, NULL, enqueuer, NULL);
     pthread_create(&tc, NULL, consumer, cons);
 
-    tu_sleep_ms(2000);
+    tu_sleep_ms(1500);
     int before1 = atomic_load(&enqueued);
     long long t = tu_now_ms();
     ta_halt();
     printf("outage 1: graceful stop after %d events (took %lld ms)\n", before1, tu_now_ms() - t);
-    tu_sleep_ms(2000);
+    tu_sleep_ms(1000);
     ta_restart();
     int after1 = atomic_load(&enqueued);
-    tu_sleep_ms(2000);
+    tu_sleep_ms(1500);
 
     int before2 = atomic_load(&enqueued);
     ta_kill();
     printf("outage 2: SIGKILL after %d events\n", before2);
-    tu_sleep_ms(1000);
+    tu_sleep_ms(500);
     ta_restart();
-    tu_sleep_ms(1500);
+    tu_sleep_ms(1000);
     atomic_store(&stop_enqueue, 1);
     pthread_join(te, NULL);
     int total = atomic_load(&enqueued);
