@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/redis_url.h"
 #include "ctl.h"
 
 int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
@@ -43,24 +44,14 @@ int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
                 strncmp(url, "redis+pubsub:", 13) ? "" : " (Pub/Sub keeps no history to replay)");
         return 2;
     }
-    char host[256], urlpw[256] = "";
-    int port = 6379;
-    const char *at = strchr(url + 8, '@');
-    if (at) {
-        const char *colon = memchr(url + 8, ':', (size_t)(at - (url + 8)));
-        const char *pwstart = colon ? colon + 1 : url + 8;
-        snprintf(urlpw, sizeof(urlpw), "%.*s", (int)(at - pwstart), pwstart);
+    outbox__redis_url_t u;
+    char err[256];
+    if (outbox__redis_url_parse(url, &u, err, sizeof(err)) != OUTBOX_OK) {
+        fprintf(stderr, "outboxctl: replay: %s\n", err);
+        return 2;
     }
-    const char *hp = at ? at + 1 : url + 8;
-    snprintf(host, sizeof(host), "%s", hp);
-    char *slash = strchr(host, '/');
-    if (slash)
-        *slash = '\0';
-    char *colon = strrchr(host, ':');
-    if (colon) {
-        *colon = '\0';
-        port = atoi(colon + 1);
-    }
+    const char *host = u.host;
+    int port = u.port;
     redisContext *rc = redisConnect(host, port);
     if (!rc || rc->err) {
         fprintf(stderr, "outboxctl: cannot connect to Redis at %s:%d: %s\n", host, port,
@@ -69,7 +60,7 @@ int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
             redisFree(rc);
         return 1;
     }
-    const char *pw = urlpw[0] ? urlpw : outbox__conf_str(conf, "redis_password");
+    const char *pw = u.password[0] ? u.password : outbox__conf_str(conf, "redis_password");
     if (pw[0]) {
         const char *av[2] = {"AUTH", pw};
         redisReply *a = redisCommandArgv(rc, 2, av, NULL);
@@ -78,6 +69,17 @@ int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
             freeReplyObject(a);
         if (bad) {
             fprintf(stderr, "outboxctl: Redis AUTH failed at %s:%d\n", host, port);
+            redisFree(rc);
+            return 1;
+        }
+    }
+    if (u.db) {
+        redisReply *sel = redisCommand(rc, "SELECT %d", u.db);
+        int bad = !sel || sel->type == REDIS_REPLY_ERROR;
+        if (sel)
+            freeReplyObject(sel);
+        if (bad) {
+            fprintf(stderr, "outboxctl: Redis SELECT %d failed at %s:%d\n", u.db, host, port);
             redisFree(rc);
             return 1;
         }

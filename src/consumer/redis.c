@@ -30,16 +30,13 @@
 #include "consumer/consumer.h"
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/redis_url.h"
 #include "core/util.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 
 typedef struct redis_consumer_s {
-    char host[256];
-    int port;
-    int db;
-    char password[256];
-    int pubsub;
+    outbox__redis_url_t addr;
     redisContext *ctx;
     int ready;              /* groups created / subscribed on this connection */
     int *backlog;           /* per topic: 1 = read own pending entries (id 0) first */
@@ -50,40 +47,6 @@ typedef struct redis_consumer_s {
     int down;               /* for log-once-per-change */
 } redis_consumer_t;
 
-static outbox_err_t parse_url(redis_consumer_t *r, const char *url, char *errstr, size_t errstr_size)
-{
-    const char *p = strstr(url, "://");
-    if (!p)
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "redis consumer URL must look like redis://host:port");
-    r->pubsub = !strncasecmp(url, "redis+pubsub:", 13);
-    p += 3;
-    const char *at = strchr(p, '@');
-    const char *slash = strchr(p, '/');
-    if (at && (!slash || at < slash)) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *pw = colon ? colon + 1 : p;
-        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
-        p = at + 1;
-        slash = strchr(p, '/');
-    }
-    const char *end = slash ? slash : p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(end - p));
-    r->port = 6379;
-    if (colon) {
-        snprintf(r->host, sizeof(r->host), "%.*s", (int)(colon - p), p);
-        r->port = atoi(colon + 1);
-    } else {
-        snprintf(r->host, sizeof(r->host), "%.*s", (int)(end - p), p);
-    }
-    if (!r->host[0])
-        snprintf(r->host, sizeof(r->host), "127.0.0.1");
-    if (r->port <= 0 || r->port > 65535)
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "redis consumer URL has a bad port");
-    if (slash && slash[1])
-        r->db = atoi(slash + 1);
-    return OUTBOX_OK;
-}
 
 static void rc_close(outbox_consumer_t *c);
 
@@ -93,13 +56,13 @@ static outbox_err_t rc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
     if (!r)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     c->state = r;
-    outbox_err_t err = parse_url(r, c->url, errstr, errstr_size);
+    outbox_err_t err = outbox__redis_url_parse(c->url, &r->addr, errstr, errstr_size);
     if (err) {
         rc_close(c);
         return err;
     }
-    if (!r->password[0])
-        snprintf(r->password, sizeof(r->password), "%s", outbox__conf_str(c->conf, "redis_password"));
+    if (!r->addr.password[0])
+        snprintf(r->addr.password, sizeof(r->addr.password), "%s", outbox__conf_str(c->conf, "redis_password"));
     r->claim_idle_ms = outbox__conf_ms(c->conf, "consumer_claim_idle");
     r->batch = (int)outbox__conf_int(c->conf, "consumer_batch");
     r->backlog = calloc((size_t)c->ntopics, sizeof(int));
@@ -131,7 +94,7 @@ static void drop(redis_consumer_t *r)
 static outbox_err_t fail(outbox_consumer_t *c, const char *what, const char *detail)
 {
     redis_consumer_t *r = c->state;
-    snprintf(c->errstr, sizeof(c->errstr), "%s at %s:%d%s%s", what, r->host, r->port, detail && *detail ? ": " : "",
+    snprintf(c->errstr, sizeof(c->errstr), "%s at %s:%d%s%s", what, r->addr.host, r->addr.port, detail && *detail ? ": " : "",
              detail ? detail : "");
     if (!r->down)
         outbox__log(OUTBOX_LOG_ERROR, "consumer", "broker_down", c->errstr, "consumer", c->name, NULL);
@@ -152,13 +115,13 @@ static outbox_err_t ensure(outbox_consumer_t *c)
         return OUTBOX_OK;
     drop(r);
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, 0};
-    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    r->ctx = redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
     if (!r->ctx || r->ctx->err)
         return fail(c, "cannot connect to Redis", r->ctx ? r->ctx->errstr : "out of memory");
     redisSetTimeout(r->ctx, tv);
     redisReply *rep;
-    if (r->password[0]) {
-        const char *av[2] = {"AUTH", r->password};
+    if (r->addr.password[0]) {
+        const char *av[2] = {"AUTH", r->addr.password};
         rep = cmd_argv(r, 2, av);
         int bad = !rep || rep->type == REDIS_REPLY_ERROR;
         if (rep)
@@ -166,15 +129,15 @@ static outbox_err_t ensure(outbox_consumer_t *c)
         if (bad)
             return fail(c, "Redis AUTH failed", "");
     }
-    if (r->db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->db);
+    if (r->addr.db) {
+        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
         int bad = !rep || rep->type == REDIS_REPLY_ERROR;
         if (rep)
             freeReplyObject(rep);
         if (bad)
             return fail(c, "Redis SELECT failed", "");
     }
-    if (r->pubsub) {
+    if (r->addr.pubsub) {
         for (int i = 0; i < c->ntopics; i++) {
             const char *av[2] = {"SUBSCRIBE", c->topics[i]};
             if (redisAppendCommandArgv(r->ctx, 2, av, NULL) != REDIS_OK)
@@ -443,7 +406,7 @@ static outbox_err_t rc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         outbox__sleep_ms(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000, NULL);
         return err;
     }
-    return r->pubsub ? poll_pubsub(c, timeout_ms, fn, opaque) : poll_streams(c, timeout_ms, fn, opaque);
+    return r->addr.pubsub ? poll_pubsub(c, timeout_ms, fn, opaque) : poll_streams(c, timeout_ms, fn, opaque);
 }
 
 static void rc_close(outbox_consumer_t *c)

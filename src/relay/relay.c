@@ -26,57 +26,16 @@
 #include <unistd.h>
 
 #include "core/conf.h"
+#include "core/keyset.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "relay/relay_int.h"
 
 #define COMPONENT "relay"
 
-/* ------------------------------------------------------------------------ */
-/* Small set of strings (failed keys of one batch).                          */
-
-typedef struct keyset_s {
-    const char **slots;
-    size_t cap;
-} keyset_t;
-
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static int keyset_init(keyset_t *ks, size_t n)
-{
-    ks->cap = 16;
-    while (ks->cap < n * 2)
-        ks->cap *= 2;
-    ks->slots = calloc(ks->cap, sizeof(*ks->slots));
-    return ks->slots ? 0 : -1;
-}
-
-static int keyset_has(const keyset_t *ks, const char *k)
-{
-    for (size_t i = hash_str(k) & (ks->cap - 1);; i = (i + 1) & (ks->cap - 1)) {
-        if (!ks->slots[i])
-            return 0;
-        if (!strcmp(ks->slots[i], k))
-            return 1;
-    }
-}
-
-static void keyset_add(keyset_t *ks, const char *k)
-{
-    for (size_t i = hash_str(k) & (ks->cap - 1);; i = (i + 1) & (ks->cap - 1)) {
-        if (!ks->slots[i]) {
-            ks->slots[i] = k;
-            return;
-        }
-        if (!strcmp(ks->slots[i], k))
-            return;
-    }
+    return outbox__keyset_hash(s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -289,9 +248,9 @@ static int process_batch(outbox_worker_t *w)
     outbox_msg_t *send = calloc(n, sizeof(*send));
     size_t *send_idx = calloc(n, sizeof(*send_idx));
     int64_t *acked = calloc(n, sizeof(*acked));
-    keyset_t failed_keys = {0};
+    outbox__keyset_t failed_keys = {0};
     int rc = (int)n;
-    if (!res || !state || !send || !send_idx || !acked || keyset_init(&failed_keys, n)) {
+    if (!res || !state || !send || !send_idx || !acked || outbox__keyset_init(&failed_keys, n)) {
         outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "nomem", "out of memory in batch", "worker", w->name, NULL);
         PQclear(PQexec(w->conn, "ROLLBACK"));
         rc = 0;
@@ -303,7 +262,7 @@ static int process_batch(outbox_worker_t *w)
     size_t nsend = 0;
     for (size_t i = 0; i < n; i++) {
         outbox_msg_t *m = &b.msgs[i];
-        if (keyset_has(&failed_keys, m->key)) {
+        if (outbox__keyset_has(&failed_keys, m->key)) {
             state[i] = MSG_SKIPPED;
             continue;
         }
@@ -311,7 +270,7 @@ static int process_batch(outbox_worker_t *w)
         if (!m->envelope) {
             state[i] = MSG_FAILED;
             res[i].err = OUTBOX_ERR_REJECTED;
-            keyset_add(&failed_keys, m->key);
+            outbox__keyset_add(&failed_keys, m->key);
             continue;
         }
         if ((r->fault_poison_type && *r->fault_poison_type && !strcmp(m->type, r->fault_poison_type)) ||
@@ -319,7 +278,7 @@ static int process_batch(outbox_worker_t *w)
             state[i] = MSG_FAILED;
             res[i].err = OUTBOX_ERR_BROKER;
             snprintf(res[i].errstr, sizeof(res[i].errstr), "injected publish failure (testing)");
-            keyset_add(&failed_keys, m->key);
+            outbox__keyset_add(&failed_keys, m->key);
             continue;
         }
         state[i] = MSG_SEND;
@@ -436,7 +395,7 @@ static int process_batch(outbox_worker_t *w)
     }
 
 done:
-    free(failed_keys.slots);
+    outbox__keyset_term(&failed_keys);
     free(res);
     free(state);
     free(send);

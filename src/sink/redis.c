@@ -16,65 +16,29 @@
 
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/redis_url.h"
 #include "core/util.h"
 #include "sink/sink.h"
 
 typedef struct redis_sink_s {
-    char host[256];
-    int port;
-    int db;
-    char password[256];
-    int pubsub;
+    outbox__redis_url_t addr;
     long long maxlen;
     redisContext *ctx;
 } redis_sink_t;
 
-static outbox_err_t parse_url(redis_sink_t *r, const char *url, char *errstr, size_t errstr_size)
-{
-    const char *p = strstr(url, "://");
-    if (!p)
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "redis sink URL must look like redis://host:port");
-    r->pubsub = !strncasecmp(url, "redis+pubsub:", 13);
-    p += 3;
-    const char *at = strchr(p, '@');
-    const char *slash = strchr(p, '/');
-    if (at && (!slash || at < slash)) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *pw = colon ? colon + 1 : p;
-        snprintf(r->password, sizeof(r->password), "%.*s", (int)(at - pw), pw);
-        p = at + 1;
-    }
-    const char *end = slash ? slash : p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(end - p));
-    r->port = 6379;
-    if (colon) {
-        snprintf(r->host, sizeof(r->host), "%.*s", (int)(colon - p), p);
-        r->port = atoi(colon + 1);
-    } else {
-        snprintf(r->host, sizeof(r->host), "%.*s", (int)(end - p), p);
-    }
-    if (!r->host[0])
-        snprintf(r->host, sizeof(r->host), "127.0.0.1");
-    if (r->port <= 0 || r->port > 65535)
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "redis sink URL has a bad port");
-    if (slash && slash[1])
-        r->db = atoi(slash + 1);
-    return OUTBOX_OK;
-}
 
 static outbox_err_t redis_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
 {
     redis_sink_t *r = calloc(1, sizeof(*r));
     if (!r)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    outbox_err_t err = parse_url(r, sink->url, errstr, errstr_size);
+    outbox_err_t err = outbox__redis_url_parse(sink->url, &r->addr, errstr, errstr_size);
     if (err) {
         free(r);
         return err;
     }
-    if (!r->password[0])
-        snprintf(r->password, sizeof(r->password), "%s", outbox__conf_str(sink->conf, "redis_password"));
+    if (!r->addr.password[0])
+        snprintf(r->addr.password, sizeof(r->addr.password), "%s", outbox__conf_str(sink->conf, "redis_password"));
     r->maxlen = outbox__conf_int(sink->conf, "redis_stream_maxlen");
     sink->state = r;
     return OUTBOX_OK;
@@ -94,17 +58,17 @@ static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size
         return OUTBOX_OK;
     drop(r);
     struct timeval tv = {sink->timeout_ms / 1000, (sink->timeout_ms % 1000) * 1000};
-    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    r->ctx = redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
     if (!r->ctx || r->ctx->err) {
         outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to Redis at %s:%d: %s",
-                    r->host, r->port, r->ctx ? r->ctx->errstr : "out of memory");
+                    r->addr.host, r->addr.port, r->ctx ? r->ctx->errstr : "out of memory");
         drop(r);
         return OUTBOX_ERR_BROKER;
     }
     redisSetTimeout(r->ctx, tv);
     redisReply *rep;
-    if (r->password[0]) {
-        rep = redisCommand(r->ctx, "AUTH %s", r->password);
+    if (r->addr.password[0]) {
+        rep = redisCommand(r->ctx, "AUTH %s", r->addr.password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
             outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis AUTH failed: %s",
                         rep ? rep->str : r->ctx->errstr);
@@ -115,13 +79,13 @@ static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size
         }
         freeReplyObject(rep);
     }
-    if (r->db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->db);
+    if (r->addr.db) {
+        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
         int bad = !rep || rep->type == REDIS_REPLY_ERROR;
         if (rep)
             freeReplyObject(rep);
         if (bad) {
-            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed", r->db);
+            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed", r->addr.db);
             drop(r);
             return OUTBOX_ERR_BROKER;
         }
@@ -149,7 +113,7 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
         size_t lens[14];
         int argc = 0;
 #define ARG(s, l) (argv[argc] = (s), lens[argc] = (l), argc++)
-        if (r->pubsub) {
+        if (r->addr.pubsub) {
             ARG("PUBLISH", 7);
             ARG(m->topic, strlen(m->topic));
             ARG(m->envelope, m->envelope_len);
@@ -190,7 +154,7 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
     return OUTBOX_OK;
 
 broken:
-    snprintf(errbuf, sizeof(errbuf), "Redis connection to %s:%d lost: %s", r->host, r->port,
+    snprintf(errbuf, sizeof(errbuf), "Redis connection to %s:%d lost: %s", r->addr.host, r->addr.port,
              r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
     for (size_t i = 0; i < n; i++) {
         res[i].err = OUTBOX_ERR_BROKER;
