@@ -53,12 +53,7 @@ static inline void kt_topic(kt_cluster_t *c, const char *topic, int partitions, 
 /* Fresh DB with the schema applied; returns conninfo. */
 static inline const char *kt_setup_db(const char *name, PGconn **out)
 {
-    const char *ci = tu_fresh_db(name);
-    PGconn *c = tu_connect(ci);
-    char err[512];
-    CHECK(outbox_migrate(c, NULL, err, sizeof(err)) == OUTBOX_OK, "migrate: %s", err);
-    *out = c;
-    return ci;
+    return tu_outbox_db(name, out);
 }
 
 /* Enqueues events [from, to) on topic, per_tx per transaction; event i has
@@ -86,8 +81,7 @@ static inline void kt_enqueue(PGconn *c, const char *topic, const char *type, co
 
 static inline void kt_conf_set(outbox_conf_t *conf, const char *k, const char *v)
 {
-    char err[512];
-    CHECK(outbox_conf_set(conf, k, v, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", k, v, err);
+    tu_conf_set(conf, k, v);
 }
 
 /* A relay config: this test's DB, the mock cluster, no metrics endpoint. */
@@ -103,24 +97,13 @@ static inline outbox_conf_t *kt_relay_conf(const char *conninfo, const kt_cluste
 
 static inline outbox_relay_t *kt_relay_start(outbox_conf_t *conf)
 {
-    char err[512];
-    outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
-    CHECK(r, "relay_new: %s", err);
-    CHECK(outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "relay_start: %s", err);
-    return r;
+    return tu_relay_start(conf);
 }
 
 /* Waits until the outbox table is empty; fails the test after timeout_ms. */
 static inline void kt_wait_drained(PGconn *c, int timeout_ms)
 {
-    long long end = tu_now_ms() + timeout_ms, left = -1;
-    while (tu_now_ms() < end) {
-        left = tu_query_ll(c, "SELECT count(*) FROM outbox");
-        if (left == 0)
-            return;
-        tu_sleep_ms(50);
-    }
-    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+    tu_wait_drained(c, timeout_ms);
 }
 
 /* One record as kcat printed it. */

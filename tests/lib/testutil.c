@@ -199,3 +199,42 @@ long long tu_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+const char *tu_outbox_db(const char *test_name, PGconn **out)
+{
+    const char *ci = tu_fresh_db(test_name);
+    PGconn *c = tu_connect(ci);
+    char err[512];
+    int applied = 0;
+    CHECK(outbox_migrate(c, &applied, err, sizeof(err)) == OUTBOX_OK, "migrate: %s", err);
+    CHECK(applied >= 1, "no migration applied on a fresh database");
+    *out = c;
+    return ci;
+}
+
+void tu_conf_set(outbox_conf_t *conf, const char *name, const char *value)
+{
+    char err[512];
+    CHECK(outbox_conf_set(conf, name, value, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", name, value, err);
+}
+
+outbox_relay_t *tu_relay_start(outbox_conf_t *conf)
+{
+    char err[512];
+    outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
+    CHECK(r, "relay_new: %s", err);
+    CHECK(outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "relay_start: %s", err);
+    return r;
+}
+
+void tu_wait_drained(PGconn *c, int timeout_ms)
+{
+    long long end = tu_now_ms() + timeout_ms, left = -1;
+    while (tu_now_ms() < end) {
+        left = tu_query_ll(c, "SELECT count(*) FROM outbox");
+        if (left == 0)
+            return;
+        tu_sleep_ms(50);
+    }
+    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+}

@@ -59,6 +59,17 @@ int tu_wait(pid_t pid, int timeout_ms);
 /** Path of an executable in build/bin (static storage). */
 const char *tu_bin(const char *name);
 
+/* ---- outbox helpers shared by the suites ---- */
+#include "outbox/outbox.h"
+/** tu_fresh_db + outbox_migrate; *out gets a connection to it. */
+const char *tu_outbox_db(const char *test_name, PGconn **out);
+/** outbox_conf_set or fail the test. */
+void tu_conf_set(outbox_conf_t *conf, const char *name, const char *value);
+/** outbox_relay_new + outbox_relay_start or fail (the conf is freed with the relay). */
+outbox_relay_t *tu_relay_start(outbox_conf_t *conf);
+/** Waits until the outbox table is empty; fails the test after timeout_ms. */
+void tu_wait_drained(PGconn *c, int timeout_ms);
+
 /** Sleeps ms milliseconds. */
 void tu_sleep_ms(long ms);
 long long tu_now_ms(void);

@@ -12,14 +12,7 @@
 /* Fresh DB with the schema applied; returns conninfo. */
 static __attribute__((unused)) const char *setup_db(const char *name, PGconn **out)
 {
-    const char *ci = tu_fresh_db(name);
-    PGconn *c = tu_connect(ci);
-    char err[512];
-    int applied = 0;
-    CHECK(outbox_migrate(c, &applied, err, sizeof(err)) == OUTBOX_OK, "migrate: %s", err);
-    CHECK(applied >= 1, "no migration applied on a fresh database");
-    *out = c;
-    return ci;
+    return tu_outbox_db(name, out);
 }
 
 /* Enqueues n events on topic in transactions of per_tx events; event i has
@@ -55,21 +48,13 @@ static __attribute__((unused)) outbox_conf_t *relay_conf(const char *conninfo, c
 
 static __attribute__((unused)) void conf_set(outbox_conf_t *conf, const char *k, const char *v)
 {
-    char err[512];
-    CHECK(outbox_conf_set(conf, k, v, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", k, v, err);
+    tu_conf_set(conf, k, v);
 }
 
 /* Waits until the outbox table is empty; fails the test after timeout_ms. */
 static __attribute__((unused)) void wait_drained(PGconn *c, int timeout_ms)
 {
-    long long end = tu_now_ms() + timeout_ms, left = -1;
-    while (tu_now_ms() < end) {
-        left = tu_query_ll(c, "SELECT count(*) FROM outbox");
-        if (left == 0)
-            return;
-        tu_sleep_ms(50);
-    }
-    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+    tu_wait_drained(c, timeout_ms);
 }
 
 /* One stream entry as the Redis sink writes it. */

@@ -18,12 +18,7 @@
 /* Fresh database with the schema applied; returns its conninfo. */
 static ST_UNUSED const char *st_setup_db(const char *name, PGconn **out)
 {
-    const char *ci = tu_fresh_db(name);
-    PGconn *c = tu_connect(ci);
-    char err[512];
-    CHECK(outbox_migrate(c, NULL, err, sizeof(err)) == OUTBOX_OK, "migrate: %s", err);
-    *out = c;
-    return ci;
+    return tu_outbox_db(name, out);
 }
 
 /* Enqueues one event in its own transaction; returns its outbox seq. */
@@ -48,8 +43,7 @@ static ST_UNUSED long long st_enqueue(PGconn *c, const char *topic, const char *
 
 static ST_UNUSED void st_conf_set(outbox_conf_t *conf, const char *k, const char *v)
 {
-    char err[512];
-    CHECK(outbox_conf_set(conf, k, v, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", k, v, err);
+    tu_conf_set(conf, k, v);
 }
 
 /* A relay configuration for tests: fast polling and backoff, no metrics. */
@@ -73,24 +67,13 @@ static ST_UNUSED outbox_conf_t *st_relay_conf(const char *conninfo, const char *
 /* Creates and starts a relay; the conf is freed with it. */
 static ST_UNUSED outbox_relay_t *st_relay_start(outbox_conf_t *conf)
 {
-    char err[512];
-    outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
-    CHECK(r, "relay_new: %s", err);
-    CHECK(outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "relay_start: %s", err);
-    return r;
+    return tu_relay_start(conf);
 }
 
 /* Waits until the outbox table is empty; fails the test after timeout_ms. */
 static ST_UNUSED void st_wait_drained(PGconn *c, int timeout_ms)
 {
-    long long end = tu_now_ms() + timeout_ms, left = -1;
-    while (tu_now_ms() < end) {
-        left = tu_query_ll(c, "SELECT count(*) FROM outbox");
-        if (left == 0)
-            return;
-        tu_sleep_ms(50);
-    }
-    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+    tu_wait_drained(c, timeout_ms);
 }
 
 /* ------------------------------------------------------------------------ */
