@@ -25,11 +25,11 @@
 #include <time.h>
 
 #include "core/conf.h"
+#include "core/keyset.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sink/amqp_common.h"
 #include "sink/sink.h"
-#include "sink/sink_common.h"
 
 #define CT_STRUCTURED "application/cloudevents+json"
 #define CT_JSON "application/json"
