@@ -42,7 +42,8 @@ static outbox_err_t amqpc_open(outbox_consumer_t *c, char *errstr, size_t errstr
         outbox__amqp_url_term(&a->url);
         free(a);
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                           "AMQP queue names are at most 255 bytes; group \"%.40s...\" is longer", c->group);
+                           "AMQP queue names are at most 255 bytes; group \"%.40s...\" is longer",
+                           c->group);
     }
     snprintf(a->ca_file, sizeof(a->ca_file), "%s", outbox__conf_str(c->conf, "amqp_ca_file"));
     a->prefetch = (int)outbox__conf_int(c->conf, "amqp_prefetch");
@@ -67,8 +68,8 @@ static outbox_err_t ensure(outbox_consumer_t *c)
     amqp_consumer_t *a = c->state;
     if (a->conn)
         return OUTBOX_OK;
-    if (outbox__amqp_connect(&a->url, a->ca_file, a->connect_timeout_ms, a->heartbeat_s, &a->conn, c->errstr,
-                             sizeof(c->errstr)) != OUTBOX_OK)
+    if (outbox__amqp_connect(&a->url, a->ca_file, a->connect_timeout_ms, a->heartbeat_s, &a->conn,
+                             c->errstr, sizeof(c->errstr)) != OUTBOX_OK)
         return OUTBOX_ERR_BROKER;
     amqp_connection_state_t conn = a->conn;
     const amqp_channel_t ch = OUTBOX__AMQP_CHANNEL;
@@ -86,7 +87,8 @@ static outbox_err_t ensure(outbox_consumer_t *c)
     }
     for (int i = 0; i < c->ntopics; i++) {
         amqp_bytes_t ex = amqp_cstring_bytes(c->topics[i]);
-        amqp_exchange_declare(conn, ch, ex, amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
+        amqp_exchange_declare(conn, ch, ex, amqp_cstring_bytes("topic"), 0, 1, 0, 0,
+                              amqp_empty_table);
         if ((r = amqp_get_rpc_reply(conn)).reply_type != AMQP_RESPONSE_NORMAL) {
             set_err(c, "exchange.declare", r);
             goto fail;
@@ -102,8 +104,8 @@ static outbox_err_t ensure(outbox_consumer_t *c)
         set_err(c, "basic.consume", r);
         goto fail;
     }
-    outbox__log(OUTBOX_LOG_INFO, "consumer", "amqp_connected", "consuming from the AMQP broker", "consumer",
-                c->name, "queue", c->group, "url", a->url.shown, NULL);
+    outbox__log(OUTBOX_LOG_INFO, "consumer", "amqp_connected", "consuming from the AMQP broker",
+                "consumer", c->name, "queue", c->group, "url", a->url.shown, NULL);
     return OUTBOX_OK;
 fail:
     outbox__amqp_drop(&a->conn);
@@ -114,7 +116,8 @@ static void lost(outbox_consumer_t *c, const char *why)
 {
     amqp_consumer_t *a = c->state;
     snprintf(c->errstr, sizeof(c->errstr), "AMQP connection to %s lost: %s", a->url.shown, why);
-    outbox__log(OUTBOX_LOG_WARN, "consumer", "amqp_connection_lost", c->errstr, "consumer", c->name, NULL);
+    outbox__log(OUTBOX_LOG_WARN, "consumer", "amqp_connection_lost", c->errstr, "consumer", c->name,
+                NULL);
     outbox__amqp_drop(&a->conn);
 }
 
@@ -177,15 +180,16 @@ static void free_attrs(char **attrs)
 
 /* Handles one delivery: dispatch, then ack or nack+requeue. Returns the
  * handler's verdict, or OUTBOX_ERR_BROKER if the ack could not be sent. */
-static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env, outbox_consumer_handler_fn fn,
-                           void *opaque)
+static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env,
+                           outbox_consumer_handler_fn fn, void *opaque)
 {
     amqp_consumer_t *a = c->state;
     char *topic = dup_bytes(env->exchange);
     char **attrs = binary_attrs(&env->message.properties);
-    outbox_err_t rc = topic ? outbox__consumer_dispatch(c, topic, env->message.body.bytes, env->message.body.len,
-                                                        (const char *const *)attrs, env->redelivered, fn, opaque)
-                            : OUTBOX_ERR_NOMEM;
+    outbox_err_t rc =
+        topic ? outbox__consumer_dispatch(c, topic, env->message.body.bytes, env->message.body.len,
+                                          (const char *const *)attrs, env->redelivered, fn, opaque)
+              : OUTBOX_ERR_NOMEM;
     free_attrs(attrs);
     free(topic);
     int st = rc == OUTBOX_OK ? amqp_basic_ack(a->conn, env->channel, env->delivery_tag, 0)
@@ -197,7 +201,8 @@ static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env, outbox_co
     return rc;
 }
 
-static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                               void *opaque)
 {
     amqp_consumer_t *a = c->state;
     if (ensure(c) != OUTBOX_OK)
@@ -220,9 +225,11 @@ static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
                 return OUTBOX_OK;
             continue;
         }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
             return OUTBOX_OK;
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
             /* Some other method arrived: read it and decide. */
             amqp_frame_t f;
             int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
@@ -237,7 +244,8 @@ static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
             switch (f.payload.method.id) {
             case AMQP_CHANNEL_CLOSE_METHOD:
             case AMQP_CONNECTION_CLOSE_METHOD: {
-                amqp_rpc_reply_t x = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
+                amqp_rpc_reply_t x = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                      .reply = f.payload.method};
                 char why[256];
                 outbox__amqp_reply_str(x, why, sizeof(why));
                 lost(c, why);

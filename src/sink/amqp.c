@@ -37,8 +37,8 @@
 typedef struct amqp_sink_s {
     outbox__amqp_url_t url;
     char ca_file[1024];
-    int binary;       /* content_mode=binary */
-    int mandatory;    /* amqp_mandatory */
+    int binary;    /* content_mode=binary */
+    int mandatory; /* amqp_mandatory */
     amqp_connection_state_t conn;
     uint64_t next_tag; /* delivery tag of the next publish on the channel */
     char **declared;   /* exchanges declared on this connection */
@@ -80,14 +80,15 @@ static void drop(amqp_sink_t *a)
 
 /* Connects and puts channel 1 in confirm mode, unless already connected;
  * each step bounded by timeout_ms. */
-static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr, size_t errstr_size)
+static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr,
+                           size_t errstr_size)
 {
     amqp_sink_t *a = sink->state;
     if (a->conn)
         return OUTBOX_OK;
     forget_declared(a);
-    outbox_err_t err = outbox__amqp_connect(&a->url, a->ca_file, timeout_ms, 0, &a->conn, errstr,
-                                            errstr_size);
+    outbox_err_t err =
+        outbox__amqp_connect(&a->url, a->ca_file, timeout_ms, 0, &a->conn, errstr, errstr_size);
     if (err)
         return err;
     amqp_confirm_select(a->conn, OUTBOX__AMQP_CHANNEL);
@@ -96,8 +97,8 @@ static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr
         char why[256];
         outbox__amqp_reply_str(r, why, sizeof(why));
         drop(a);
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP confirm.select on %s failed: %s",
-                           a->url.shown, why);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "AMQP confirm.select on %s failed: %s", a->url.shown, why);
     }
     a->next_tag = 1;
     outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_connected", "connected to the AMQP broker", "worker",
@@ -146,13 +147,14 @@ static int is_declared(const amqp_sink_t *a, const char *exchange)
  * channel is re-opened); OUTBOX_ERR_BROKER when the connection failed (it
  * has been dropped). errstr says why.
  */
-static outbox_err_t declare(outbox_sink_t *sink, const char *exchange, char *errstr, size_t errstr_size)
+static outbox_err_t declare(outbox_sink_t *sink, const char *exchange, char *errstr,
+                            size_t errstr_size)
 {
     amqp_sink_t *a = sink->state;
     if (is_declared(a, exchange))
         return OUTBOX_OK;
-    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"),
-                          0, 1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(exchange),
+                          amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
         if (a->ndeclared == a->cap_declared) {
@@ -169,8 +171,8 @@ static outbox_err_t declare(outbox_sink_t *sink, const char *exchange, char *err
     }
     char why[256];
     outbox__amqp_reply_str(r, why, sizeof(why));
-    outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP exchange.declare \"%s\" on %s failed: %s",
-                exchange, a->url.shown, why);
+    outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                "AMQP exchange.declare \"%s\" on %s failed: %s", exchange, a->url.shown, why);
     if (!outbox__amqp_is_channel_error(r)) {
         drop(a);
         return OUTBOX_ERR_BROKER;
@@ -196,8 +198,8 @@ static uint64_t epoch_seconds(const char *rfc3339)
 {
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
-    if (!rfc3339 || sscanf(rfc3339, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                           &tm.tm_min, &tm.tm_sec) != 6)
+    if (!rfc3339 || sscanf(rfc3339, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                           &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
         return 0;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
@@ -210,8 +212,8 @@ static uint64_t epoch_seconds(const char *rfc3339)
 typedef struct msg_headers_s {
     amqp_table_entry_t *e;
     int n;
-    json_t *hdrs;        /* parsed msg->headers */
-    char **owned;        /* non-string header values dumped as JSON */
+    json_t *hdrs; /* parsed msg->headers */
+    char **owned; /* non-string header values dumped as JSON */
     int nowned;
 } msg_headers_t;
 
@@ -268,7 +270,8 @@ static int headers_build(msg_headers_t *h, const outbox_msg_t *m, int binary)
     if (nuser) {
         const char *k;
         json_t *v;
-        json_object_foreach(h->hdrs, k, v) {
+        json_object_foreach(h->hdrs, k, v)
+        {
             if (json_is_string(v)) {
                 header_add(h, k, json_string_value(v));
             } else {
@@ -289,23 +292,28 @@ static int msg_fits(const outbox_msg_t *m, char *why, size_t why_size)
 {
     size_t tl = strlen(m->topic), yl = strlen(m->type);
     if (tl == 0 || tl > 255) {
-        snprintf(why, why_size, "topic must be 1..255 bytes to name an AMQP exchange (got %zu)", tl);
+        snprintf(why, why_size, "topic must be 1..255 bytes to name an AMQP exchange (got %zu)",
+                 tl);
         return 0;
     }
     if (yl > 255) {
-        snprintf(why, why_size, "type must be at most 255 bytes to be an AMQP routing key (got %zu)", yl);
+        snprintf(why, why_size,
+                 "type must be at most 255 bytes to be an AMQP routing key (got %zu)", yl);
         return 0;
     }
-    size_t total = strlen(m->id) + yl + (m->traceparent ? 2 * strlen(m->traceparent) : 0) + 12 * 64 +
-                   strlen(m->source ? m->source : "") + strlen(m->time ? m->time : "") + 2 * strlen(m->key);
+    size_t total = strlen(m->id) + yl + (m->traceparent ? 2 * strlen(m->traceparent) : 0) +
+                   12 * 64 + strlen(m->source ? m->source : "") + strlen(m->time ? m->time : "") +
+                   2 * strlen(m->key);
     if (m->headers && *m->headers) {
         json_t *h = json_loads(m->headers, 0, NULL);
         const char *k;
         json_t *v;
         if (h && json_is_object(h)) {
-            json_object_foreach(h, k, v) {
+            json_object_foreach(h, k, v)
+            {
                 if (strlen(k) > 255) {
-                    snprintf(why, why_size, "header name \"%.32s...\" is longer than 255 bytes (AMQP limit)", k);
+                    snprintf(why, why_size,
+                             "header name \"%.32s...\" is longer than 255 bytes (AMQP limit)", k);
                     json_decref(h);
                     return 0;
                 }
@@ -323,8 +331,10 @@ static int msg_fits(const outbox_msg_t *m, char *why, size_t why_size)
         json_decref(h);
     }
     if (total > 64 * 1024) {
-        snprintf(why, why_size, "headers and key take %zu bytes; AMQP properties must fit in one frame (64 KiB here)",
-                 total);
+        snprintf(
+            why, why_size,
+            "headers and key take %zu bytes; AMQP properties must fit in one frame (64 KiB here)",
+            total);
         return 0;
     }
     return 1;
@@ -362,7 +372,8 @@ static void rpc_deadline(amqp_sink_t *a, int64_t deadline)
     amqp_set_rpc_timeout(a->conn, &tv);
 }
 
-static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                 outbox_pub_result_t *res)
 {
     amqp_sink_t *a = sink->state;
     char why[512];
@@ -371,9 +382,10 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
      * relay's transaction stays open no longer than the publish timeout. */
     int64_t deadline = outbox__now_ms() + sink->timeout_ms;
     if (a->conn && check_idle(a) != 0)
-        outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect", "AMQP connection lost while idle; reconnecting",
-                    "worker", sink->name, NULL);
-    if (ensure(sink, sink->timeout_ms / 4, why, sizeof(why)) != OUTBOX_OK) { /* 4 steps: <= the timeout */
+        outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect",
+                    "AMQP connection lost while idle; reconnecting", "worker", sink->name, NULL);
+    if (ensure(sink, sink->timeout_ms / 4, why, sizeof(why)) !=
+        OUTBOX_OK) { /* 4 steps: <= the timeout */
         fail_all(res, n, OUTBOX_ERR_BROKER, why);
         return OUTBOX_ERR_BROKER;
     }
@@ -437,8 +449,8 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         }
         amqp_basic_properties_t p;
         memset(&p, 0, sizeof(p));
-        p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+        p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
         p.content_type = amqp_cstring_bytes(ctype);
         p.delivery_mode = 2; /* persistent */
         p.message_id = amqp_cstring_bytes(m->id);
@@ -462,7 +474,8 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
                                     amqp_cstring_bytes(m->type), a->mandatory, 0, &p, body);
         headers_term(&h);
         if (st != AMQP_STATUS_OK) {
-            snprintf(why, sizeof(why), "AMQP publish to %s failed: %s", a->url.shown, amqp_error_string2(st));
+            snprintf(why, sizeof(why), "AMQP publish to %s failed: %s", a->url.shown,
+                     amqp_error_string2(st));
             goto broken;
         }
         state[i] = PS_WAIT;
@@ -477,7 +490,8 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
     while (pending > 0) {
         int64_t left = deadline - outbox__now_ms();
         if (left <= 0) {
-            snprintf(why, sizeof(why), "AMQP broker %s did not confirm %zu of %zu messages within %lld ms",
+            snprintf(why, sizeof(why),
+                     "AMQP broker %s did not confirm %zu of %zu messages within %lld ms",
                      a->url.shown, pending, nsent, (long long)sink->timeout_ms);
             ret = OUTBOX_ERR_TIMEOUT;
             goto broken;
@@ -513,10 +527,12 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         case AMQP_BASIC_RETURN_METHOD: {
             const amqp_basic_return_t *m = f.payload.method.decoded;
             char rwhy[256];
-            snprintf(rwhy, sizeof(rwhy), "AMQP broker returned the message: %u %.*s (no queue bound to exchange "
-                     "\"%.*s\" for routing key \"%.*s\")", m->reply_code, (int)m->reply_text.len,
-                     (const char *)m->reply_text.bytes, (int)m->exchange.len, (const char *)m->exchange.bytes,
-                     (int)m->routing_key.len, (const char *)m->routing_key.bytes);
+            snprintf(rwhy, sizeof(rwhy),
+                     "AMQP broker returned the message: %u %.*s (no queue bound to exchange "
+                     "\"%.*s\" for routing key \"%.*s\")",
+                     m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes,
+                     (int)m->exchange.len, (const char *)m->exchange.bytes, (int)m->routing_key.len,
+                     (const char *)m->routing_key.bytes);
             amqp_message_t rm;
             amqp_rpc_reply_t r = amqp_read_message(a->conn, f.channel, &rm, 0);
             if (r.reply_type != AMQP_RESPONSE_NORMAL) {
@@ -540,19 +556,22 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
              * too large): the unconfirmed messages fail (charged, so a
              * permanent refusal ends in the dead-letter table), the
              * confirmed ones stand. The connection is reset. */
-            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
             outbox__amqp_reply_str(r, why, sizeof(why));
             for (size_t k = 0; k < nsent; k++)
                 if (state[by_tag[k]] == PS_WAIT)
                     fail_one(&res[by_tag[k]], &state[by_tag[k]], OUTBOX_ERR_BROKER, why);
             pending = 0;
-            outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_channel_closed", why, "worker", sink->name, NULL);
+            outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_channel_closed", why, "worker", sink->name,
+                        NULL);
             outbox__amqp_channel_close_ok(a->conn, OUTBOX__AMQP_CHANNEL);
             drop(a);
             continue;
         }
         case AMQP_CONNECTION_CLOSE_METHOD: {
-            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f.payload.method};
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
             outbox__amqp_reply_str(r, why, sizeof(why));
             goto broken;
         }
@@ -590,7 +609,8 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
                 outbox__keyset_add(&failed, msgs[i].key);
             else if (state[i] == PS_ACKED && outbox__keyset_has(&failed, msgs[i].key))
                 fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
-                         "published, but an earlier event of the same key failed: retried to keep key order");
+                         "published, but an earlier event of the same key failed: retried to keep "
+                         "key order");
         }
     }
     free(state);
@@ -620,15 +640,15 @@ static outbox_err_t amqp_ping(outbox_sink_t *sink, char *errstr, size_t errstr_s
         return err;
     /* One round trip: amq.topic exists in every vhost. */
     rpc_deadline(a, outbox__now_ms() + sink->timeout_ms);
-    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes("amq.topic"), amqp_cstring_bytes("topic"),
-                          1, 1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes("amq.topic"),
+                          amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         char why[256];
         outbox__amqp_reply_str(r, why, sizeof(why));
         drop(a);
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP ping of %s failed: %s", a->url.shown,
-                           why);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP ping of %s failed: %s",
+                           a->url.shown, why);
     }
     return OUTBOX_OK;
 }

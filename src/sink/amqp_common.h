@@ -27,9 +27,9 @@
 
 /** A parsed amqp:// or amqps:// URL. ci's strings point into buf. */
 typedef struct outbox__amqp_url_s {
-    char *buf;                       /* owned; amqp_parse_url writes into it */
-    struct amqp_connection_info ci;  /* user, password, host, vhost, port, ssl */
-    char shown[512];                 /* the URL with the password redacted: safe to log */
+    char *buf;                      /* owned; amqp_parse_url writes into it */
+    struct amqp_connection_info ci; /* user, password, host, vhost, port, ssl */
+    char shown[512];                /* the URL with the password redacted: safe to log */
 } outbox__amqp_url_t;
 
 /**
@@ -37,8 +37,8 @@ typedef struct outbox__amqp_url_s {
  * for TLS). An empty vhost ("amqp://host/") means the default "/", as in the
  * AMQP URI spec; use %2f for "/" explicitly. Free with outbox__amqp_url_term.
  */
-static inline outbox_err_t outbox__amqp_url_parse(outbox__amqp_url_t *u, const char *url, char *errstr,
-                                                  size_t errstr_size)
+static inline outbox_err_t outbox__amqp_url_parse(outbox__amqp_url_t *u, const char *url,
+                                                  char *errstr, size_t errstr_size)
 {
     memset(u, 0, sizeof(*u));
     outbox__redact_url(url, u->shown, sizeof(u->shown));
@@ -49,7 +49,8 @@ static inline outbox_err_t outbox__amqp_url_parse(outbox__amqp_url_t *u, const c
         free(u->buf);
         u->buf = NULL;
         return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "bad AMQP URL \"%s\": expected amqp://user:pass@host:port/vhost", u->shown);
+                           "bad AMQP URL \"%s\": expected amqp://user:pass@host:port/vhost",
+                           u->shown);
     }
     if (!u->ci.vhost || !*u->ci.vhost)
         u->ci.vhost = "/";
@@ -104,7 +105,8 @@ static inline void outbox__amqp_reply_str(amqp_rpc_reply_t r, char *out, size_t 
  *  channel is re-opened), 0 otherwise. */
 static inline int outbox__amqp_is_channel_error(amqp_rpc_reply_t r)
 {
-    return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD;
+    return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+           r.reply.id == AMQP_CHANNEL_CLOSE_METHOD;
 }
 
 /** Answers a broker's channel.close so the channel number can be re-opened. */
@@ -155,16 +157,19 @@ static inline outbox_err_t outbox__amqp_connect(const outbox__amqp_url_t *u, con
         amqp_destroy_connection(conn);
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot create an AMQP socket");
     }
-    if (ci->ssl && ca_file && *ca_file && amqp_ssl_socket_set_cacert(sock, ca_file) != AMQP_STATUS_OK) {
+    if (ci->ssl && ca_file && *ca_file &&
+        amqp_ssl_socket_set_cacert(sock, ca_file) != AMQP_STATUS_OK) {
         amqp_destroy_connection(conn);
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "cannot load the AMQP CA file %s", ca_file);
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "cannot load the AMQP CA file %s", ca_file);
     }
     struct timeval tv = outbox__amqp_tv(timeout_ms);
     int st = amqp_socket_open_noblock(sock, ci->host, ci->port, &tv);
     if (st != AMQP_STATUS_OK) {
         amqp_destroy_connection(conn);
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to AMQP broker %s: %s",
-                           u->shown, amqp_error_string2(st));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "cannot connect to AMQP broker %s: %s", u->shown,
+                           amqp_error_string2(st));
     }
     amqp_set_handshake_timeout(conn, &tv);
     amqp_set_rpc_timeout(conn, &tv);
@@ -181,8 +186,8 @@ static inline outbox_err_t outbox__amqp_connect(const outbox__amqp_url_t *u, con
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         outbox__amqp_reply_str(r, why, sizeof(why));
         amqp_destroy_connection(conn);
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "AMQP channel.open on %s failed: %s",
-                           u->shown, why);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "AMQP channel.open on %s failed: %s", u->shown, why);
     }
     *out = conn;
     return OUTBOX_OK;

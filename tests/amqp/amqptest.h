@@ -25,9 +25,9 @@ typedef struct ta_server_s {
     char dir[256];
     int port;
     char url[128];
-    int tls_port;       /* with ta_start_opts(1) */
-    char tls_url[128];  /* amqps://guest:guest@localhost:PORT/ */
-    char ca_file[320];  /* the CA to verify it with */
+    int tls_port;      /* with ta_start_opts(1) */
+    char tls_url[128]; /* amqps://guest:guest@localhost:PORT/ */
+    char ca_file[320]; /* the CA to verify it with */
 } ta_server_t;
 
 static ta_server_t ta_server;
@@ -35,7 +35,8 @@ static ta_server_t ta_server;
 static __attribute__((unused)) void ta_run(const char *sub)
 {
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s %s '%s' </dev/null >/dev/null 2>&1", TA_SCRIPT, sub, ta_server.dir);
+    snprintf(cmd, sizeof(cmd), "%s %s '%s' </dev/null >/dev/null 2>&1", TA_SCRIPT, sub,
+             ta_server.dir);
     int rc = system(cmd);
     CHECK(rc == 0, "rabbitmq.sh %s failed (%d)", sub, rc);
 }
@@ -44,7 +45,8 @@ static __attribute__((unused)) void ta_atexit(void)
 {
     if (ta_server.dir[0]) {
         char cmd[512];
-        snprintf(cmd, sizeof(cmd), "%s stop '%s' </dev/null >/dev/null 2>&1", TA_SCRIPT, ta_server.dir);
+        snprintf(cmd, sizeof(cmd), "%s stop '%s' </dev/null >/dev/null 2>&1", TA_SCRIPT,
+                 ta_server.dir);
         if (system(cmd) != 0)
             fprintf(stderr, "warning: rabbitmq.sh stop failed\n");
         ta_server.dir[0] = '\0';
@@ -61,8 +63,8 @@ static __attribute__((unused)) const char *ta_start_opts(int tls)
     if (access("/usr/bin/python3", X_OK) != 0)
         tu_skip("python3 is needed by scripts/rabbitmq.sh");
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d RABBITMQ_TLS=%s %s start </dev/null", (int)getpid(),
-             tls ? "1" : "", TA_SCRIPT);
+    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d RABBITMQ_TLS=%s %s start </dev/null",
+             (int)getpid(), tls ? "1" : "", TA_SCRIPT);
     long long t0 = tu_now_ms();
     FILE *p = popen(cmd, "r");
     CHECK(p, "popen rabbitmq.sh");
@@ -84,9 +86,11 @@ static __attribute__((unused)) const char *ta_start_opts(int tls)
     int rc = pclose(p);
     CHECK(rc == 0 && ta_server.dir[0] && ta_server.port > 0, "rabbitmq.sh start failed (%d)", rc);
     atexit(ta_atexit);
-    snprintf(ta_server.url, sizeof(ta_server.url), "amqp://guest:guest@127.0.0.1:%d/", ta_server.port);
+    snprintf(ta_server.url, sizeof(ta_server.url), "amqp://guest:guest@127.0.0.1:%d/",
+             ta_server.port);
     if (tls) {
-        CHECK(ta_server.tls_port > 0 && ta_server.ca_file[0], "rabbitmq.sh did not start a TLS listener");
+        CHECK(ta_server.tls_port > 0 && ta_server.ca_file[0],
+              "rabbitmq.sh did not start a TLS listener");
         snprintf(ta_server.tls_url, sizeof(ta_server.tls_url), "amqps://guest:guest@localhost:%d/",
                  ta_server.tls_port);
     }
@@ -100,8 +104,14 @@ static __attribute__((unused)) const char *ta_start(void)
     return ta_start_opts(0);
 }
 
-static __attribute__((unused)) void ta_halt(void) { ta_run("halt"); }   /* graceful stop, data kept */
-static __attribute__((unused)) void ta_kill(void) { ta_run("kill"); }   /* SIGKILL, data kept */
+static __attribute__((unused)) void ta_halt(void)
+{
+    ta_run("halt");
+} /* graceful stop, data kept */
+static __attribute__((unused)) void ta_kill(void)
+{
+    ta_run("kill");
+} /* SIGKILL, data kept */
 static __attribute__((unused)) void ta_restart(void)
 {
     long long t0 = tu_now_ms();
@@ -123,7 +133,8 @@ static __attribute__((unused)) amqp_connection_state_t ta_raw_connect(void)
     amqp_connection_state_t c = amqp_new_connection();
     amqp_socket_t *s = amqp_tcp_socket_new(c);
     CHECK(s && amqp_socket_open(s, "127.0.0.1", ta_server.port) == AMQP_STATUS_OK, "raw connect");
-    ta_die_on(amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"), "raw login");
+    ta_die_on(amqp_login(c, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"),
+              "raw login");
     amqp_channel_open(c, 1);
     ta_die_on(amqp_get_rpc_reply(c), "raw channel.open");
     return c;
@@ -131,15 +142,16 @@ static __attribute__((unused)) amqp_connection_state_t ta_raw_connect(void)
 
 /* Declares a durable queue bound to a durable topic exchange with "#"
  * (the same declarations the sink and the consumer make). */
-static __attribute__((unused)) void ta_raw_queue(amqp_connection_state_t c, const char *queue, const char *exchange)
+static __attribute__((unused)) void ta_raw_queue(amqp_connection_state_t c, const char *queue,
+                                                 const char *exchange)
 {
-    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 1, 0, 0,
-                          amqp_empty_table);
+    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 1, 0,
+                          0, amqp_empty_table);
     ta_die_on(amqp_get_rpc_reply(c), "raw exchange.declare");
     amqp_queue_declare(c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
     ta_die_on(amqp_get_rpc_reply(c), "raw queue.declare");
-    amqp_queue_bind(c, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes("#"),
-                    amqp_empty_table);
+    amqp_queue_bind(c, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                    amqp_cstring_bytes("#"), amqp_empty_table);
     ta_die_on(amqp_get_rpc_reply(c), "raw queue.bind");
 }
 
@@ -147,11 +159,13 @@ typedef void (*ta_msg_fn)(const amqp_envelope_t *env, void *opaque);
 
 /* Consumes queue (auto-ack) until idle_ms pass without a message; returns
  * the count. */
-static __attribute__((unused)) long ta_raw_drain(amqp_connection_state_t c, const char *queue, int idle_ms, ta_msg_fn fn, void *opaque)
+static __attribute__((unused)) long ta_raw_drain(amqp_connection_state_t c, const char *queue,
+                                                 int idle_ms, ta_msg_fn fn, void *opaque)
 {
     amqp_basic_qos(c, 1, 0, 500, 0);
     ta_die_on(amqp_get_rpc_reply(c), "raw basic.qos");
-    amqp_basic_consume(c, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
+    amqp_basic_consume(c, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0,
+                       amqp_empty_table);
     ta_die_on(amqp_get_rpc_reply(c), "raw basic.consume");
     long n = 0;
     for (;;) {
@@ -159,7 +173,8 @@ static __attribute__((unused)) long ta_raw_drain(amqp_connection_state_t c, cons
         struct timeval tv = {idle_ms / 1000, (idle_ms % 1000) * 1000};
         amqp_maybe_release_buffers(c);
         amqp_rpc_reply_t r = amqp_consume_message(c, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
             break;
         ta_die_on(r, "raw consume");
         fn(&env, opaque);
@@ -170,14 +185,16 @@ static __attribute__((unused)) long ta_raw_drain(amqp_connection_state_t c, cons
 }
 
 /* Value of string header name in t, copied into out ("" if absent). */
-static __attribute__((unused)) void ta_header(const amqp_table_t *t, const char *name, char *out, size_t size)
+static __attribute__((unused)) void ta_header(const amqp_table_t *t, const char *name, char *out,
+                                              size_t size)
 {
     out[0] = '\0';
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
         if (e->key.len == strlen(name) && !memcmp(e->key.bytes, name, e->key.len) &&
             (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
-            snprintf(out, size, "%.*s", (int)e->value.value.bytes.len, (const char *)e->value.value.bytes.bytes);
+            snprintf(out, size, "%.*s", (int)e->value.value.bytes.len,
+                     (const char *)e->value.value.bytes.bytes);
     }
 }
 
@@ -199,7 +216,8 @@ static __attribute__((unused)) void ta_conf_set(outbox_conf_t *conf, const char 
     CHECK(outbox_conf_set(conf, k, v, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", k, v, err);
 }
 
-static __attribute__((unused)) outbox_conf_t *ta_relay_conf(const char *conninfo, const char *url, int workers)
+static __attribute__((unused)) outbox_conf_t *ta_relay_conf(const char *conninfo, const char *url,
+                                                            int workers)
 {
     outbox_conf_t *conf = outbox_conf_new();
     char w[16];
@@ -225,8 +243,9 @@ static __attribute__((unused)) outbox_relay_t *ta_relay_start(outbox_conf_t *con
 
 /* Enqueues events ev_first..ev_first+n-1 on topic in transactions of per_tx;
  * event i has key "k<i % nkeys>", type "TestEvent" and payload {"seq":i}. */
-static __attribute__((unused)) void ta_enqueue(PGconn *c, const char *topic, int ev_first, int n, int nkeys, int per_tx,
-                       char (*ids)[OUTBOX_UUID_STRLEN + 1])
+static __attribute__((unused)) void ta_enqueue(PGconn *c, const char *topic, int ev_first, int n,
+                                               int nkeys, int per_tx,
+                                               char (*ids)[OUTBOX_UUID_STRLEN + 1])
 {
     char err[512], key[32], payload[64];
     for (int j = 0; j < n; j++) {
@@ -235,10 +254,15 @@ static __attribute__((unused)) void ta_enqueue(PGconn *c, const char *topic, int
             PQclear(tu_exec(c, "BEGIN"));
         snprintf(key, sizeof(key), "k%d", i % nkeys);
         snprintf(payload, sizeof(payload), "{\"seq\":%d}", i);
-        outbox_event_t ev = {.topic = topic, .type = "TestEvent", .key = key, .payload = payload,
-                             .traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        outbox_event_t ev = {.topic = topic,
+                             .type = "TestEvent",
+                             .key = key,
+                             .payload = payload,
+                             .traceparent =
+                                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                              .headers = "{\"tenant\":\"acme\"}"};
-        CHECK(outbox_enqueue(c, &ev, ids ? ids[i] : NULL, err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
+        CHECK(outbox_enqueue(c, &ev, ids ? ids[i] : NULL, err, sizeof(err)) == OUTBOX_OK,
+              "enqueue: %s", err);
         if (j % per_tx == per_tx - 1 || j == n - 1)
             PQclear(tu_exec(c, "COMMIT"));
     }

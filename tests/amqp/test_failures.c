@@ -55,10 +55,10 @@ static void reset(batch_t *b)
 
 static void expect(const batch_t *b, size_t i, outbox_err_t want, const char *substr)
 {
-    CHECK(b->r[i].err == want, "message %zu: got %s (%s), want %s", i, outbox_err_str(b->r[i].err), b->r[i].errstr,
-          outbox_err_str(want));
-    CHECK(!substr || strstr(b->r[i].errstr, substr), "message %zu: error \"%s\" lacks \"%s\"", i, b->r[i].errstr,
-          substr);
+    CHECK(b->r[i].err == want, "message %zu: got %s (%s), want %s", i, outbox_err_str(b->r[i].err),
+          b->r[i].errstr, outbox_err_str(want));
+    CHECK(!substr || strstr(b->r[i].errstr, substr), "message %zu: error \"%s\" lacks \"%s\"", i,
+          b->r[i].errstr, substr);
 }
 
 int main(void)
@@ -69,8 +69,8 @@ int main(void)
     longtopic[300] = '\0';
     amqp_connection_state_t raw = ta_raw_connect();
     ta_raw_queue(raw, "q-ok", "ok");
-    amqp_exchange_declare(raw, 1, amqp_cstring_bytes("fan"), amqp_cstring_bytes("fanout"), 0, 1, 0, 0,
-                          amqp_empty_table);
+    amqp_exchange_declare(raw, 1, amqp_cstring_bytes("fan"), amqp_cstring_bytes("fanout"), 0, 1, 0,
+                          0, amqp_empty_table);
     ta_die_on(amqp_get_rpc_reply(raw), "declare fanout");
 
     outbox_conf_t *conf = outbox_conf_new();
@@ -118,7 +118,8 @@ int main(void)
      *    not; the next call reconnects and succeeds. */
     ta_raw_queue(raw, "q-gone", "gone");
     add(&b, "gone", "H");
-    CHECK(publish(s, &b) == OUTBOX_OK && b.r[0].err == OUTBOX_OK, "publish to gone: %s", b.r[0].errstr);
+    CHECK(publish(s, &b) == OUTBOX_OK && b.r[0].err == OUTBOX_OK, "publish to gone: %s",
+          b.r[0].errstr);
     reset(&b);
     amqp_exchange_delete(raw, 1, amqp_cstring_bytes("gone"), 0);
     ta_die_on(amqp_get_rpc_reply(raw), "exchange.delete");
@@ -128,7 +129,8 @@ int main(void)
     expect(&b, 0, OUTBOX_ERR_BROKER, "NOT_FOUND");
     reset(&b);
     add(&b, "ok", "J");
-    CHECK(publish(s, &b) == OUTBOX_OK && b.r[0].err == OUTBOX_OK, "after recovery: %s", b.r[0].errstr);
+    CHECK(publish(s, &b) == OUTBOX_OK && b.r[0].err == OUTBOX_OK, "after recovery: %s",
+          b.r[0].errstr);
     CHECK(s->ops->ping(s, err, sizeof(err)) == OUTBOX_OK, "ping after the failures: %s", err);
     reset(&b);
 
@@ -142,7 +144,8 @@ int main(void)
     CHECK(got >= 6 && got <= 7, "q-ok holds %ld messages, want 6 or 7", got);
     amqp_connection_close(raw, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(raw);
-    printf("PASS amqp_sink_failures: rejected oversized topic, per-topic declare failure, mandatory return with "
+    printf("PASS amqp_sink_failures: rejected oversized topic, per-topic declare failure, "
+           "mandatory return with "
            "key-order fail-over, channel error mid-call; all per message, the sink recovered\n");
     return 0;
 }

@@ -18,8 +18,8 @@
 
 typedef struct ctx_s {
     PGconn *db;
-    int crash_after;   /* >0: _exit after committing this many */
-    int fail_every;    /* >0: return an error after committing every n-th */
+    int crash_after; /* >0: _exit after committing this many */
+    int fail_every;  /* >0: return an error after committing every n-th */
     long handled, applied, suppressed, redelivered, injected;
 } ctx_t;
 
@@ -81,7 +81,8 @@ int main(void)
     /* Declare the group's queue, then publish. */
     outbox_consumer_t *b = make_consumer(url, "inventory-b");
     ctx_t cb = {.db = db, .fail_every = 7};
-    CHECK(outbox_consumer_poll(b, 10, handler, &cb) == OUTBOX_OK, "first poll: %s", outbox_consumer_errstr(b));
+    CHECK(outbox_consumer_poll(b, 10, handler, &cb) == OUTBOX_OK, "first poll: %s",
+          outbox_consumer_errstr(b));
     CHECK(cb.handled == 0, "messages before anything was published");
     outbox_consumer_destroy(b);
 
@@ -112,13 +113,16 @@ int main(void)
     b = make_consumer(url, "inventory-b");
     long long end = tu_now_ms() + 40000;
     while (tu_now_ms() < end) {
-        CHECK(outbox_consumer_poll(b, 200, handler, &cb) == OUTBOX_OK, "poll: %s", outbox_consumer_errstr(b));
-        if (tu_query_ll(db, "SELECT count(*) FROM effects") == N && cb.handled >= N - K + cb.injected)
+        CHECK(outbox_consumer_poll(b, 200, handler, &cb) == OUTBOX_OK, "poll: %s",
+              outbox_consumer_errstr(b));
+        if (tu_query_ll(db, "SELECT count(*) FROM effects") == N &&
+            cb.handled >= N - K + cb.injected)
             break;
     }
     /* Drain stragglers (requeued duplicates) so nothing is left unacked. */
     for (int i = 0; i < 5; i++)
-        CHECK(outbox_consumer_poll(b, 200, handler, &cb) == OUTBOX_OK, "poll: %s", outbox_consumer_errstr(b));
+        CHECK(outbox_consumer_poll(b, 200, handler, &cb) == OUTBOX_OK, "poll: %s",
+              outbox_consumer_errstr(b));
     outbox_consumer_destroy(b);
 
     long effects = tu_query_ll(db, "SELECT count(*) FROM effects");
@@ -127,13 +131,16 @@ int main(void)
     CHECK(effects == N, "%ld effects for %d events", effects, N);
     CHECK(twice == 0, "%ld effects applied more than once", twice);
     CHECK(inbox == N, "%ld inbox rows for %d events", inbox, N);
-    CHECK(cb.suppressed >= 1 + cb.injected, "B suppressed %ld redeliveries; expected at least the crashed one + %ld",
-          cb.suppressed, cb.injected);
-    CHECK(cb.redelivered >= cb.suppressed, "redelivered flag missing (%ld flagged, %ld suppressed)", cb.redelivered,
-          cb.suppressed);
+    CHECK(cb.suppressed >= 1 + cb.injected,
+          "B suppressed %ld redeliveries; expected at least the crashed one + %ld", cb.suppressed,
+          cb.injected);
+    CHECK(cb.redelivered >= cb.suppressed, "redelivered flag missing (%ld flagged, %ld suppressed)",
+          cb.redelivered, cb.suppressed);
     PQfinish(db);
-    printf("PASS amqp_consumer_inbox_once: %d events, consumer A crashed after committing %d (before the ack), "
-           "B handled %ld deliveries (%ld flagged redelivered, %ld nacked on purpose after commit), suppressed %ld "
+    printf("PASS amqp_consumer_inbox_once: %d events, consumer A crashed after committing %d "
+           "(before the ack), "
+           "B handled %ld deliveries (%ld flagged redelivered, %ld nacked on purpose after "
+           "commit), suppressed %ld "
            "duplicate effects via the inbox; every effect applied exactly once\n",
            N, K, cb.handled, cb.redelivered, cb.injected, cb.suppressed);
     return 0;

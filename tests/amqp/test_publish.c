@@ -36,11 +36,14 @@ static void raw_cb(const amqp_envelope_t *env, void *opaque)
     snprintf(mid, sizeof(mid), "%.*s", (int)p->message_id.len, (const char *)p->message_id.bytes);
     CHECK(p->_flags & AMQP_BASIC_TYPE_FLAG, "no type");
     snprintf(type, sizeof(type), "%.*s", (int)p->type.len, (const char *)p->type.bytes);
-    CHECK((p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == 2, "message not persistent");
-    CHECK((p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) && llabs((long long)p->timestamp - (long long)time(NULL)) < 3600,
+    CHECK((p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == 2,
+          "message not persistent");
+    CHECK((p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) &&
+              llabs((long long)p->timestamp - (long long)time(NULL)) < 3600,
           "timestamp missing or wrong");
     CHECK(!strcmp(type, "TestEvent"), "type property %s", type);
-    CHECK(env->routing_key.len == 9 && !memcmp(env->routing_key.bytes, "TestEvent", 9), "routing key is not the type");
+    CHECK(env->routing_key.len == 9 && !memcmp(env->routing_key.bytes, "TestEvent", 9),
+          "routing key is not the type");
     CHECK(env->exchange.len == strlen(TOPIC) && !memcmp(env->exchange.bytes, TOPIC, strlen(TOPIC)),
           "exchange is not the topic");
     ta_header(&p->headers, "traceparent", hv, sizeof(hv));
@@ -52,14 +55,18 @@ static void raw_cb(const amqp_envelope_t *env, void *opaque)
     if (!strcmp(ct, "application/cloudevents+json")) {
         outbox_envelope_t e;
         char err[256];
-        CHECK(outbox_envelope_parse(body, len, &e, err, sizeof(err)) == OUTBOX_OK, "not CloudEvents: %s", err);
+        CHECK(outbox_envelope_parse(body, len, &e, err, sizeof(err)) == OUTBOX_OK,
+              "not CloudEvents: %s", err);
         CHECK(!strcmp(e.id, mid), "message-id %s != CloudEvents id %s", mid, e.id);
-        CHECK(e.traceparent && !strcmp(e.traceparent, TRACEPARENT), "CloudEvents traceparent missing");
+        CHECK(e.traceparent && !strcmp(e.traceparent, TRACEPARENT),
+              "CloudEvents traceparent missing");
         seq = ta_seq(e.data);
-        CHECK(seq >= 0 && seq < N + NB && !strcmp(ids[seq], e.id), "id %s is not event %d's", e.id, seq);
+        CHECK(seq >= 0 && seq < N + NB && !strcmp(ids[seq], e.id), "id %s is not event %d's", e.id,
+              seq);
         char key[32];
         snprintf(key, sizeof(key), "k%d", seq % NKEYS);
-        CHECK(e.subject && !strcmp(e.subject, key), "subject %s, want %s", e.subject ? e.subject : "-", key);
+        CHECK(e.subject && !strcmp(e.subject, key), "subject %s, want %s",
+              e.subject ? e.subject : "-", key);
         outbox_envelope_term(&e);
         rc->structured++;
     } else {
@@ -71,7 +78,8 @@ static void raw_cb(const amqp_envelope_t *env, void *opaque)
         char data[64];
         snprintf(data, sizeof(data), "%.*s", (int)len, body);
         seq = ta_seq(data);
-        CHECK(seq >= N && seq < N + NB && !strcmp(ids[seq], mid), "binary: body %s for id %s", data, mid);
+        CHECK(seq >= N && seq < N + NB && !strcmp(ids[seq], mid), "binary: body %s for id %s", data,
+              mid);
         rc->binary++;
     }
     int k = seq % NKEYS;
@@ -117,11 +125,13 @@ int main(void)
     ta_raw_queue(raw, "readback", TOPIC);
     const char *topics[] = {TOPIC};
     outbox_conf_t *cconf = outbox_conf_new();
-    outbox_consumer_t *cons = outbox_consumer_new(url, "readers", "readers-1", topics, 1, cconf, err, sizeof(err));
+    outbox_consumer_t *cons =
+        outbox_consumer_new(url, "readers", "readers-1", topics, 1, cconf, err, sizeof(err));
     CHECK(cons, "consumer_new: %s", err);
     cons_check_t cc = {0};
     ta_seen_init(&cc.seen, N + NB);
-    CHECK(outbox_consumer_poll(cons, 10, handler, &cc) == OUTBOX_OK, "first poll: %s", outbox_consumer_errstr(cons));
+    CHECK(outbox_consumer_poll(cons, 10, handler, &cc) == OUTBOX_OK, "first poll: %s",
+          outbox_consumer_errstr(cons));
 
     /* Structured mode: N events, 4 workers. */
     ta_enqueue(db, TOPIC, 0, N, NKEYS, 100, ids);
@@ -140,7 +150,8 @@ int main(void)
     ta_enqueue(db, TOPIC, N, NB, NKEYS, 50, ids);
     ta_wait_drained(db, 30000);
     outbox_relay_destroy(relay);
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0, "dead letters after a clean run");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0,
+          "dead letters after a clean run");
 
     raw_check_t rc;
     memset(&rc, 0, sizeof(rc));
@@ -151,15 +162,17 @@ int main(void)
     int missing = ta_seen_missing(&rc.seen, N + NB);
     CHECK(missing == 0 && rc.seen.dups == 0 && got == N + NB,
           "raw readback: got %ld, missing %d, duplicates %ld", got, missing, rc.seen.dups);
-    CHECK(rc.structured == N && rc.binary == NB, "structured %ld binary %ld", rc.structured, rc.binary);
+    CHECK(rc.structured == N && rc.binary == NB, "structured %ld binary %ld", rc.structured,
+          rc.binary);
 
     long long end = tu_now_ms() + 30000;
     while (cc.seen.total < N + NB && tu_now_ms() < end)
-        CHECK(outbox_consumer_poll(cons, 200, handler, &cc) == OUTBOX_OK, "poll: %s", outbox_consumer_errstr(cons));
+        CHECK(outbox_consumer_poll(cons, 200, handler, &cc) == OUTBOX_OK, "poll: %s",
+              outbox_consumer_errstr(cons));
     missing = ta_seen_missing(&cc.seen, N + NB);
     CHECK(missing == 0 && cc.seen.dups == 0 && cc.binary_ok == NB,
-          "consumer: got %ld, missing %d, duplicates %ld, binary %ld", cc.seen.total, missing, cc.seen.dups,
-          cc.binary_ok);
+          "consumer: got %ld, missing %d, duplicates %ld, binary %ld", cc.seen.total, missing,
+          cc.seen.dups, cc.binary_ok);
     outbox_consumer_destroy(cons);
     outbox_conf_destroy(cconf);
     ta_seen_term(&cc.seen);
@@ -167,8 +180,10 @@ int main(void)
     amqp_connection_close(raw, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(raw);
     PQfinish(db);
-    printf("PASS amqp_publish_readback: %d structured events published with confirms in %lld ms (%.0f events/s, "
-           "4 workers, batch 100), %d binary; raw client and outbox consumer each saw all %d once, in key order\n",
+    printf("PASS amqp_publish_readback: %d structured events published with confirms in %lld ms "
+           "(%.0f events/s, "
+           "4 workers, batch 100), %d binary; raw client and outbox consumer each saw all %d once, "
+           "in key order\n",
            N, ms, N * 1000.0 / (double)(ms ? ms : 1), NB, N + NB);
     return 0;
 }

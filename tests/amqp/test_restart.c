@@ -62,14 +62,17 @@ int main(void)
 
     const char *topics[] = {TOPIC};
     outbox_conf_t *cconf = outbox_conf_new();
-    outbox_consumer_t *cons = outbox_consumer_new(url, "ledger", "ledger-1", topics, 1, cconf, err, sizeof(err));
+    outbox_consumer_t *cons =
+        outbox_consumer_new(url, "ledger", "ledger-1", topics, 1, cconf, err, sizeof(err));
     CHECK(cons, "consumer_new: %s", err);
-    CHECK(outbox_consumer_poll(cons, 10, handler, NULL) == OUTBOX_OK, "first poll: %s", outbox_consumer_errstr(cons));
+    CHECK(outbox_consumer_poll(cons, 10, handler, NULL) == OUTBOX_OK, "first poll: %s",
+          outbox_consumer_errstr(cons));
 
     outbox_conf_t *conf = ta_relay_conf(g_ci, url, 3);
     ta_conf_set(conf, "backoff_base", "100ms");
     ta_conf_set(conf, "backoff_max", "1s");
-    ta_conf_set(conf, "batch_size", "500"); /* confirm latency is per batch: drain the backlog in big ones */
+    ta_conf_set(conf, "batch_size",
+                "500"); /* confirm latency is per batch: drain the backlog in big ones */
     outbox_relay_t *relay = ta_relay_start(conf);
     pthread_t te, tc;
     pthread_create(&te, NULL, enqueuer, NULL);
@@ -94,13 +97,15 @@ int main(void)
     atomic_store(&stop_enqueue, 1);
     pthread_join(te, NULL);
     int total = atomic_load(&enqueued);
-    printf("enqueued %d events (%d while the broker was stopped the first time)\n", total, after1 - before1);
+    printf("enqueued %d events (%d while the broker was stopped the first time)\n", total,
+           after1 - before1);
 
     t = tu_now_ms();
     ta_wait_drained(db, 60000);
     long long drain_ms = tu_now_ms() - t;
     outbox_relay_destroy(relay);
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0, "events were dead-lettered by an outage");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0,
+          "events were dead-lettered by an outage");
 
     long long end = tu_now_ms() + 30000;
     while (ta_seen_missing(&seen, total) > 0 && tu_now_ms() < end)
@@ -123,8 +128,10 @@ int main(void)
     CHECK(missing == 0, "%d of %d committed events never reached the consumer", missing, total);
     CHECK(seen.unknown == 0, "%ld messages with an unknown seq", seen.unknown);
     PQfinish(db);
-    printf("PASS amqp_broker_restart: %d events committed across a graceful stop and a SIGKILL of RabbitMQ, all "
-           "%d delivered (%ld deliveries: %ld duplicates, %ld flagged redelivered); consumer saw %ld broker errors "
+    printf("PASS amqp_broker_restart: %d events committed across a graceful stop and a SIGKILL of "
+           "RabbitMQ, all "
+           "%d delivered (%ld deliveries: %ld duplicates, %ld flagged redelivered); consumer saw "
+           "%ld broker errors "
            "and reconnected; drained %lld ms after the last restart\n",
            total, total, seen.total, seen.dups, redelivered, consumer_errors, drain_ms);
     return 0;

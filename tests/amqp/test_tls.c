@@ -42,7 +42,8 @@ int main(void)
     outbox_conf_t *cconf = outbox_conf_new();
     ta_conf_set(cconf, "amqp_ca_file", ta_server.ca_file);
     const char *topics[] = {TOPIC};
-    outbox_consumer_t *cons = outbox_consumer_new(url, "audit", "audit-1", topics, 1, cconf, err, sizeof(err));
+    outbox_consumer_t *cons =
+        outbox_consumer_new(url, "audit", "audit-1", topics, 1, cconf, err, sizeof(err));
     CHECK(cons, "consumer_new: %s", err);
     ta_seen_init(&seen, N);
     long long end = tu_now_ms() + 20000;
@@ -60,15 +61,18 @@ int main(void)
 
     end = tu_now_ms() + 20000;
     while (seen.total < N && tu_now_ms() < end)
-        CHECK(outbox_consumer_poll(cons, 200, handler, NULL) == OUTBOX_OK, "poll: %s", outbox_consumer_errstr(cons));
+        CHECK(outbox_consumer_poll(cons, 200, handler, NULL) == OUTBOX_OK, "poll: %s",
+              outbox_consumer_errstr(cons));
     int missing = ta_seen_missing(&seen, N);
-    CHECK(missing == 0 && seen.dups == 0, "over TLS: got %ld, missing %d, duplicates %ld", seen.total, missing,
-          seen.dups);
+    CHECK(missing == 0 && seen.dups == 0, "over TLS: got %ld, missing %d, duplicates %ld",
+          seen.total, missing, seen.dups);
     outbox_consumer_destroy(cons);
     outbox_conf_destroy(cconf);
     ta_seen_term(&seen);
     PQfinish(db);
-    printf("PASS amqp_tls: %d events published and consumed over amqps:// verified with amqp_ca_file; refused "
-           "without it\n", N);
+    printf("PASS amqp_tls: %d events published and consumed over amqps:// verified with "
+           "amqp_ca_file; refused "
+           "without it\n",
+           N);
     return 0;
 }

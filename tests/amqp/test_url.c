@@ -34,12 +34,14 @@ int main(void)
     close(fd);
     CHECK(freopen(logpath, "w", stderr), "freopen stderr");
 
-    CHECK(outbox__sink_supported("amqp://h/") && outbox__sink_supported("amqps://h/"), "amqp schemes not registered");
+    CHECK(outbox__sink_supported("amqp://h/") && outbox__sink_supported("amqps://h/"),
+          "amqp schemes not registered");
     outbox_conf_t *conf = outbox_conf_new();
     CHECK(outbox_conf_set(conf, "publish_timeout", "1s", err, sizeof(err)) == OUTBOX_OK, "%s", err);
 
     /* Malformed URL: configuration error, redacted. */
-    outbox_sink_t *s = outbox__sink_new("amqp://bob:" SECRET "@127.0.0.1:notaport/", conf, "t", err, sizeof(err));
+    outbox_sink_t *s =
+        outbox__sink_new("amqp://bob:" SECRET "@127.0.0.1:notaport/", conf, "t", err, sizeof(err));
     CHECK(!s, "a malformed URL was accepted");
     no_secret("bad-URL error", err);
     CHECK(strstr(err, "bob:****@"), "bad-URL error does not show the redacted URL: %s", err);
@@ -76,7 +78,8 @@ int main(void)
     CHECK(c, "consumer open must not need the broker: %s", err);
     CHECK(outbox_consumer_poll(c, 10, never, NULL) == OUTBOX_ERR_BROKER, "poll of a closed port");
     no_secret("consumer error", outbox_consumer_errstr(c));
-    CHECK(strstr(outbox_consumer_errstr(c), "bob:****@"), "consumer error: %s", outbox_consumer_errstr(c));
+    CHECK(strstr(outbox_consumer_errstr(c), "bob:****@"), "consumer error: %s",
+          outbox_consumer_errstr(c));
     outbox_consumer_destroy(c);
     outbox_conf_destroy(conf);
 
@@ -88,7 +91,8 @@ int main(void)
         CHECK(!strstr(line, SECRET), "a log line shows the password: %s", line);
     fclose(f);
     unlink(logpath);
-    printf("PASS amqp_url_redaction: lazy open, OUTBOX_ERR_BROKER on a closed port, config error on a bad URL, "
+    printf("PASS amqp_url_redaction: lazy open, OUTBOX_ERR_BROKER on a closed port, config error "
+           "on a bad URL, "
            "password never shown\n");
     return 0;
 }
