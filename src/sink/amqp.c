@@ -438,6 +438,7 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         if (outbox__keyset_has(&failed, m->key)) {
             fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
                      "not sent: an earlier event of the same key failed in this batch");
+            res[i].not_sent = 1;
             continue;
         }
         msg_headers_t h;
