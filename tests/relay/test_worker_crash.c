@@ -29,7 +29,7 @@ int main(void)
     while (killed < 3 && tu_now_ms() < end) {
         /* a worker inside its batch transaction, waiting to acknowledge */
         PGresult *res = tu_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                   " WHERE application_name LIKE 'outbox-relay % worker-%'"
+                                   " WHERE datname = current_database() AND application_name LIKE 'outbox-relay % worker-%'"
                                    "   AND state = 'idle in transaction' LIMIT 1");
         killed += PQntuples(res);
         PQclear(res);
