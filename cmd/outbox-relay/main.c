@@ -128,6 +128,11 @@ int main(int argc, char **argv)
     /* Sleep until a signal asks us to stop (or every worker exits). */
     while (!g_signals && outbox_relay_wait(g_relay, 200) == OUTBOX_ERR_TIMEOUT)
         ;
+    if (!g_signals && outbox_relay_fatal(g_relay)) {
+        outbox__log(OUTBOX_LOG_ERROR, "relay", "stopped_on_error", outbox_relay_fatal(g_relay), NULL);
+        outbox_relay_destroy(g_relay);
+        return 1;
+    }
     outbox__log(OUTBOX_LOG_INFO, "relay", "shutting_down", "stop requested; finishing batches in flight", NULL);
     if (outbox_relay_wait(g_relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {
         outbox__log(OUTBOX_LOG_WARN, "relay", "shutdown_timeout",

@@ -165,6 +165,10 @@ typedef struct outbox_worker_stats_s {
     int lanes_held;       /**< lanes this worker owns right now */
 } outbox_worker_stats_t;
 
+/** Why the relay stopped by itself (e.g. its sink could not be opened), or
+ *  NULL while it runs or after a requested stop. */
+const char *outbox_relay_fatal(const outbox_relay_t *relay);
+
 /** Number of workers of this relay. */
 int outbox_relay_worker_count(const outbox_relay_t *relay);
 outbox_err_t outbox_relay_worker_stats(const outbox_relay_t *relay, int worker,

@@ -469,6 +469,8 @@ static void *worker_main(void *arg)
     w->sink = outbox__sink_new(r->sink_url, r->conf, w->name, err, sizeof(err));
     if (!w->sink) {
         outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "sink_failed", err, "worker", w->name, NULL);
+        if (!r->fatal[0])
+            snprintf(r->fatal, sizeof(r->fatal), "%s", err);
         r->stop = 1;
         (void)!write(r->stop_pipe[1], "x", 1);
     }
@@ -569,6 +571,15 @@ outbox_relay_t *outbox_relay_new(outbox_conf_t *conf, char *errstr, size_t errst
         free(r);
         return NULL;
     }
+    /* Open (and close) the sink once so a bad URL or option fails here, with
+     * its reason, rather than in every worker. Sinks connect lazily, so this
+     * does not need the broker to be up. */
+    outbox_sink_t *probe = outbox__sink_new(r->sink_url, conf, "relay", errstr, errstr_size);
+    if (!probe) {
+        free(r);
+        return NULL;
+    }
+    outbox__sink_destroy(probe);
     const char *rate = outbox__conf_str(conf, "fault_publish_fail_rate");
     char *end;
     r->fault_fail_rate = strtod(rate, &end);
@@ -677,6 +688,11 @@ void outbox_relay_destroy(outbox_relay_t *r)
     free(r->workers);
     outbox_conf_destroy(r->conf);
     free(r);
+}
+
+const char *outbox_relay_fatal(const outbox_relay_t *r)
+{
+    return r && r->fatal[0] ? r->fatal : NULL;
 }
 
 int outbox_relay_worker_count(const outbox_relay_t *r)

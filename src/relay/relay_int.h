@@ -52,6 +52,7 @@ struct outbox_relay_s {
     double fault_fail_rate;
     const char *fault_poison_type;
     struct outbox_metrics_s *metrics; /* NULL when metrics_addr is off */
+    char fatal[512];         /* why the relay stopped by itself ("" if it did not) */
 };
 
 /* Metrics hooks (src/relay/metrics.c). All are no-ops when m is NULL. */
