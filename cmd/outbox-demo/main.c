@@ -19,22 +19,20 @@ static void on_signal(int sig)
     stop = 1;
 }
 
+static void usage(FILE *fp)
+{
+    fprintf(fp, "Usage: outbox-demo [OPTIONS]\n\nCommits a demo order and its event every second and shows it arrive in "
+                "Redis.\n\n");
+    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
+}
+
 int main(int argc, char **argv)
 {
     char err[1024];
-    outbox_conf_t *conf = outbox_conf_new();
-    int argi, help;
-    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
-        outbox__conf_parse_args(conf, argc, argv, &argi, &help, err, sizeof(err))) {
-        fprintf(stderr, "outbox-demo: %s\n", err);
-        return 2;
-    }
-    if (help) {
-        printf("Usage: outbox-demo [OPTIONS]\n\nCommits a demo event every second and shows it arrive in Redis.\n\n");
-        outbox__conf_print_help(stdout, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
-        return 0;
-    }
-    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
+    int rc;
+    outbox_conf_t *conf = outbox__conf_load("outbox-demo", argc, argv, usage, NULL, &rc);
+    if (!conf)
+        return rc;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     PGconn *c = outbox__pg_connect(outbox__conf_database_url(conf), "outbox-demo", err, sizeof(err));

@@ -61,25 +61,10 @@ int main(int argc, char **argv)
     }
     argc = n;
 
-    outbox_conf_t *conf = outbox_conf_new();
-    int argi, help;
-    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
-        outbox__conf_parse_args(conf, argc, argv, &argi, &help, err, sizeof(err))) {
-        fprintf(stderr, "outbox-relay: %s\n", conf ? err : "out of memory");
-        outbox_conf_destroy(conf);
-        return 2;
-    }
-    if (help) {
-        usage(stdout);
-        outbox_conf_destroy(conf);
-        return 0;
-    }
-    if (argi < argc) {
-        fprintf(stderr, "outbox-relay: unexpected argument \"%s\" (see --help)\n", argv[argi]);
-        outbox_conf_destroy(conf);
-        return 2;
-    }
-    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
+    int rc;
+    outbox_conf_t *conf = outbox__conf_load("outbox-relay", argc, argv, usage, NULL, &rc);
+    if (!conf)
+        return rc;
     outbox__conf_log(conf, "relay", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
 
     if (migrate) {

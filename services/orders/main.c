@@ -138,27 +138,12 @@ int main(int argc, char **argv)
             printf("orders-service %s\n", OUTBOX_VERSION_STR);
             return 0;
         }
-    outbox_conf_t *conf = outbox_conf_new();
-    int argi = 0, help = 0;
-    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
-        outbox__conf_parse_args(conf, argc, argv, &argi, &help, err, sizeof(err))) {
-        fprintf(stderr, "orders-service: %s\n", conf ? err : "out of memory");
-        outbox_conf_destroy(conf);
-        return 2;
-    }
-    if (help) {
-        usage(stdout);
-        outbox_conf_destroy(conf);
-        return 0;
-    }
-    if (argi < argc) {
-        fprintf(stderr, "orders-service: unexpected argument \"%s\" (see --help)\n", argv[argi]);
-        outbox_conf_destroy(conf);
-        return 2;
-    }
+    int rc;
+    outbox_conf_t *conf = outbox__conf_load("orders-service", argc, argv, usage, NULL, &rc);
+    if (!conf)
+        return rc;
     int run_api = outbox__conf_bool(conf, "api"), run_relay = outbox__conf_bool(conf, "relay"),
         run_consumers = outbox__conf_bool(conf, "consumers");
-    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
     outbox__conf_log(conf, "orders", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE);
     if (!run_api && !run_relay && !run_consumers) {
         fprintf(stderr, "orders-service: --no-api, --no-relay and --no-consumers together leave nothing to run\n");
@@ -189,7 +174,7 @@ int main(int argc, char **argv)
     if (run_relay || run_consumers)
         check_redis(conf);
 
-    int rc = 0;
+    rc = 0;
     outbox_relay_t *relay = NULL;
     orders_consumers_t *consumers = NULL;
     outbox_http_t *http = NULL;

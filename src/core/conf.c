@@ -514,6 +514,36 @@ outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv,
     return OUTBOX_OK;
 }
 
+outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp), int *argi,
+                                 int *exit_code)
+{
+    char err[1024];
+    int first = argc, help = 0;
+    outbox_conf_t *conf = outbox_conf_new();
+    *exit_code = 2;
+    if (!conf || outbox_conf_from_env(conf, err, sizeof(err)) ||
+        outbox__conf_parse_args(conf, argc, argv, &first, &help, err, sizeof(err))) {
+        fprintf(stderr, "%s: %s\n", prog, conf ? err : "out of memory");
+        outbox_conf_destroy(conf);
+        return NULL;
+    }
+    if (help) {
+        usage(stdout);
+        outbox_conf_destroy(conf);
+        *exit_code = 0;
+        return NULL;
+    }
+    if (!argi && first < argc) {
+        fprintf(stderr, "%s: unexpected argument \"%s\" (see --help)\n", prog, argv[first]);
+        outbox_conf_destroy(conf);
+        return NULL;
+    }
+    if (argi)
+        *argi = first;
+    outbox__log_setup(outbox__conf_str(conf, "log_level"), outbox__conf_str(conf, "log_format"));
+    return conf;
+}
+
 static const char *type_name(const outbox_conf_prop_t *p)
 {
     switch (p->type) {

@@ -51,6 +51,16 @@ int64_t outbox__conf_ms(const outbox_conf_t *conf, const char *name);
 outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv, int *argi,
                                      int *help, char *errstr, size_t errstr_size);
 
+/**
+ * The start of a program's main(): defaults, then the environment, then
+ * argv, then the log settings. Returns the configuration, or NULL with
+ * *exit_code set: 0 after printing usage for --help, 2 after printing
+ * "prog: reason" to stderr for bad input. If argi is NULL a positional
+ * argument is an error; otherwise *argi gets the index of the first one.
+ */
+outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp), int *argi,
+                                 int *exit_code);
+
 /** Prints the properties of the given scopes as --help text. */
 void outbox__conf_print_help(FILE *fp, unsigned scopes);
 /** Prints the table as a Markdown reference (docs/CONFIGURATION.md). */
