@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,24 +441,31 @@ static void conninfo_add(char *buf, size_t size, const char *key, const char *va
     buf[n] = '\0';
 }
 
+/* The cache is filled on first use, possibly by several threads of one relay
+ * at once: fill it under a lock. Setters run before threads start. */
+static pthread_mutex_t dburl_lock = PTHREAD_MUTEX_INITIALIZER;
+
 const char *outbox__conf_database_url(const outbox_conf_t *conf)
 {
     outbox_conf_t *c = (outbox_conf_t *)conf; /* cache only */
-    if (c->dburl)
-        return c->dburl;
-    const char *url = outbox__conf_str(conf, "database_url");
-    if (url[0]) {
-        c->dburl = strdup(url);
-        return c->dburl ? c->dburl : "";
+    pthread_mutex_lock(&dburl_lock);
+    if (!c->dburl) {
+        const char *url = outbox__conf_str(conf, "database_url");
+        if (url[0]) {
+            c->dburl = strdup(url);
+        } else {
+            char buf[2048] = "";
+            conninfo_add(buf, sizeof(buf), "host", outbox__conf_str(conf, "db_host"));
+            conninfo_add(buf, sizeof(buf), "port", conf->vals[prop_index("db_port")]);
+            conninfo_add(buf, sizeof(buf), "user", outbox__conf_str(conf, "db_user"));
+            conninfo_add(buf, sizeof(buf), "password", outbox__conf_str(conf, "db_password"));
+            conninfo_add(buf, sizeof(buf), "dbname", outbox__conf_str(conf, "db_name"));
+            c->dburl = strdup(buf);
+        }
     }
-    char buf[2048] = "";
-    conninfo_add(buf, sizeof(buf), "host", outbox__conf_str(conf, "db_host"));
-    conninfo_add(buf, sizeof(buf), "port", conf->vals[prop_index("db_port")]);
-    conninfo_add(buf, sizeof(buf), "user", outbox__conf_str(conf, "db_user"));
-    conninfo_add(buf, sizeof(buf), "password", outbox__conf_str(conf, "db_password"));
-    conninfo_add(buf, sizeof(buf), "dbname", outbox__conf_str(conf, "db_name"));
-    c->dburl = strdup(buf);
-    return c->dburl ? c->dburl : "";
+    const char *r = c->dburl ? c->dburl : "";
+    pthread_mutex_unlock(&dburl_lock);
+    return r;
 }
 
 outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv, int *argi,

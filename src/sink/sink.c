@@ -2,6 +2,7 @@
  * generated at configure time from the files present in src/sink/. */
 #include "sink/sink.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,16 +36,21 @@ int outbox__sink_supported(const char *url)
     return find(url) != NULL;
 }
 
+static char schemes_buf[256];
+static pthread_once_t schemes_once = PTHREAD_ONCE_INIT;
+
+static void schemes_init(void)
+{
+    size_t n = 0;
+    for (const outbox_sink_ops_t *const *o = registry(); *o; o++)
+        for (const char *const *s = (*o)->schemes; *s && n < sizeof(schemes_buf); s++)
+            n += (size_t)snprintf(schemes_buf + n, sizeof(schemes_buf) - n, "%s%s:", n ? ", " : "", *s);
+}
+
 const char *outbox__sink_schemes(void)
 {
-    static char buf[256];
-    if (!buf[0]) {
-        size_t n = 0;
-        for (const outbox_sink_ops_t *const *o = registry(); *o; o++)
-            for (const char *const *s = (*o)->schemes; *s; s++)
-                n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s:", n ? ", " : "", *s);
-    }
-    return buf;
+    pthread_once(&schemes_once, schemes_init);
+    return schemes_buf;
 }
 
 outbox_sink_t *outbox__sink_new(const char *url, const outbox_conf_t *conf, const char *owner,
