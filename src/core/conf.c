@@ -201,7 +201,7 @@ static int prop_index(const char *name)
 {
     char norm[64];
     size_t i;
-    for (i = 0; name[i] && i < sizeof(norm) - 1; i++)
+    for (i = 0; i < sizeof(norm) - 1 && name[i]; i++)
         norm[i] = name[i] == '-' ? '_' : (char)tolower((unsigned char)name[i]);
     norm[i] = '\0';
     for (int k = 0; k < NPROPS; k++)

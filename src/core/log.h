@@ -21,7 +21,7 @@ int outbox__log_enabled(outbox_log_level_t level);
  * msg may be a printf-free plain string; use outbox__logf for formatting.
  */
 void outbox__log(outbox_log_level_t level, const char *component, const char *event,
-                 const char *msg, ...);
+                 const char *msg, ...) __attribute__((sentinel));
 
 /** Like outbox__log but msg is a printf format; no extra fields. */
 void outbox__logf(outbox_log_level_t level, const char *component, const char *event,
