@@ -3,7 +3,8 @@
 # PostgreSQL and Redis, then the orders service (API + relay + consumers)
 # on PORT (default 8080). Without the orders service built it runs the relay
 # with a small demo producer so events are seen flowing. Ctrl-C stops all.
-# RUN_SECONDS=N stops it after N seconds (for smoke tests).
+# RUN_SECONDS=N stops it after N seconds (for smoke tests); RUN_DEMO_ORDERS=N
+# demo orders are sent at start (default 3, 0 for none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -26,6 +27,16 @@ else
   "$BUILD/bin/outbox-demo" ${RUN_ARGS:-} &
 fi
 child=$!
+# A few demo orders once the API answers, so the worker, inventory and email
+# lines show at once (RUN_DEMO_ORDERS=0 to skip); then it keeps serving.
+if [ -x "$BUILD/bin/orders-service" ] && [ "${RUN_DEMO_ORDERS:-3}" -gt 0 ]; then
+  (
+    url="http://127.0.0.1:${PORT:-8080}"
+    for _ in $(seq 100); do curl -sf -o /dev/null "$url/healthz" && break; sleep 0.2; done
+    echo "--- make run: sending ${RUN_DEMO_ORDERS:-3} demo orders (outbox-load); try the README tour next ---"
+    "$BUILD/bin/outbox-load" --url "$url" -n "${RUN_DEMO_ORDERS:-3}" -c 1 | tail -n 6
+  ) &
+fi
 if [ -n "${RUN_SECONDS:-}" ]; then
   sleep "$RUN_SECONDS"
 else
