@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -228,67 +229,33 @@ static void record(outbox_http_t *h, const conn_ctx_t *ctx, double seconds)
     pthread_mutex_unlock(&h->lock);
 }
 
-typedef struct buf_s {
-    char *p;
-    size_t len, cap;
-    int broken;
-} buf_t;
 
-static void bprintf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(buf_t *b, const char *fmt, ...)
-{
-    while (!b->broken) {
-        va_list ap;
-        va_start(ap, fmt);
-        int w = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (w < 0) {
-            b->broken = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)w < b->cap) {
-            b->len += (size_t)w;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 8192;
-        while (cap < b->len + (size_t)w + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->broken = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
-static void render_metrics(outbox_http_t *h, buf_t *b)
+static void render_metrics(outbox_http_t *h, outbox__buf_t *b)
 {
     pthread_mutex_lock(&h->lock);
-    bprintf(b, "# HELP outbox_http_requests_total HTTP requests handled, by route and status.\n"
+    outbox__buf_printf(b, "# HELP outbox_http_requests_total HTTP requests handled, by route and status.\n"
                "# TYPE outbox_http_requests_total counter\n");
     for (int i = 0; i < h->nseries; i++)
-        bprintf(b, "outbox_http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n",
+        outbox__buf_printf(b, "outbox_http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n",
                 h->name, h->series[i].method, h->series[i].route, h->series[i].status,
                 (unsigned long long)h->series[i].count);
-    bprintf(b, "# HELP outbox_http_request_duration_seconds Time from request start to response sent.\n"
+    outbox__buf_printf(b, "# HELP outbox_http_request_duration_seconds Time from request start to response sent.\n"
                "# TYPE outbox_http_request_duration_seconds histogram\n");
     for (int i = 0; i < h->nhistos; i++) {
         const histo_t *x = &h->histos[i];
         for (size_t k = 0; k < NBUCKETS; k++)
-            bprintf(b,
+            outbox__buf_printf(b,
                     "outbox_http_request_duration_seconds_bucket{service=\"%s\",method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
                     h->name, x->method, x->route, buckets[k], (unsigned long long)x->counts[k]);
-        bprintf(b,
+        outbox__buf_printf(b,
                 "outbox_http_request_duration_seconds_bucket{service=\"%s\",method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n",
                 h->name, x->method, x->route, (unsigned long long)x->total);
-        bprintf(b, "outbox_http_request_duration_seconds_sum{service=\"%s\",method=\"%s\",route=\"%s\"} %.6f\n",
+        outbox__buf_printf(b, "outbox_http_request_duration_seconds_sum{service=\"%s\",method=\"%s\",route=\"%s\"} %.6f\n",
                 h->name, x->method, x->route, x->sum);
-        bprintf(b, "outbox_http_request_duration_seconds_count{service=\"%s\",method=\"%s\",route=\"%s\"} %llu\n",
+        outbox__buf_printf(b, "outbox_http_request_duration_seconds_count{service=\"%s\",method=\"%s\",route=\"%s\"} %llu\n",
                 h->name, x->method, x->route, (unsigned long long)x->total);
     }
-    bprintf(b, "# HELP outbox_http_requests_in_flight Requests being handled now.\n"
+    outbox__buf_printf(b, "# HELP outbox_http_requests_in_flight Requests being handled now.\n"
                "# TYPE outbox_http_requests_in_flight gauge\noutbox_http_requests_in_flight{service=\"%s\"} %d\n",
             h->name, h->inflight);
     pthread_mutex_unlock(&h->lock);
@@ -366,7 +333,7 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
             else
                 outbox__http_reply_raw(resp, 200, "application/json", "{\"status\":\"ready\"}", 18);
         } else {
-            buf_t b = {0};
+            outbox__buf_t b = {0};
             render_metrics(h, &b);
             if (b.broken || !b.p)
                 outbox__http_reply_raw(resp, 500, "text/plain", "out of memory\n", 14);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "relay/relay_int.h"
@@ -69,35 +70,6 @@ void outbox__metrics_batch(struct outbox_metrics_s *m, double seconds)
     pthread_mutex_unlock(&m->lock);
 }
 
-typedef struct buf_s {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void bprintf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(buf_t *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int w = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (w < 0)
-            return;
-        if (b->p && b->len + (size_t)w < b->cap) {
-            b->len += (size_t)w;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 8192;
-        while (cap < b->len + (size_t)w + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np)
-            return;
-        b->p = np;
-        b->cap = cap;
-    }
-}
 
 /* Label values: escape backslash, quote and newline. */
 static void label(char *out, size_t size, const char *in)
@@ -141,7 +113,7 @@ static int db_gauges(struct outbox_metrics_s *m, long long *pending, double *old
     return 0;
 }
 
-static void render(struct outbox_metrics_s *m, buf_t *b)
+static void render(struct outbox_metrics_s *m, outbox__buf_t *b)
 {
     static const struct {
         const char *what, *name, *help;
@@ -153,52 +125,52 @@ static void render(struct outbox_metrics_s *m, buf_t *b)
     };
     pthread_mutex_lock(&m->lock);
     for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
-        bprintf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help, counters[c].name);
+        outbox__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help, counters[c].name);
         for (int i = 0; i < m->nseries; i++) {
             if (strcmp(m->series[i].what, counters[c].what))
                 continue;
             char t[300];
             label(t, sizeof(t), m->series[i].topic);
-            bprintf(b, "%s{topic=\"%s\"} %llu\n", counters[c].name, t, (unsigned long long)m->series[i].value);
+            outbox__buf_printf(b, "%s{topic=\"%s\"} %llu\n", counters[c].name, t, (unsigned long long)m->series[i].value);
         }
     }
-    bprintf(b, "# HELP outbox_batch_duration_seconds Claim-publish-acknowledge time of non-empty batches.\n"
+    outbox__buf_printf(b, "# HELP outbox_batch_duration_seconds Claim-publish-acknowledge time of non-empty batches.\n"
                "# TYPE outbox_batch_duration_seconds histogram\n");
     for (size_t i = 0; i < NBUCKETS; i++)
-        bprintf(b, "outbox_batch_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
+        outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
                 (unsigned long long)m->bucket_counts[i]);
-    bprintf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->batch_count);
-    bprintf(b, "outbox_batch_duration_seconds_sum %.6f\n", m->batch_sum);
-    bprintf(b, "outbox_batch_duration_seconds_count %llu\n", (unsigned long long)m->batch_count);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->batch_count);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_sum %.6f\n", m->batch_sum);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_count %llu\n", (unsigned long long)m->batch_count);
 
     long long pending = 0, dead = 0;
     double oldest = 0;
     int up = db_gauges(m, &pending, &oldest, &dead) == 0;
     pthread_mutex_unlock(&m->lock);
 
-    bprintf(b, "# HELP outbox_database_up 1 if the metrics endpoint reached the database.\n"
+    outbox__buf_printf(b, "# HELP outbox_database_up 1 if the metrics endpoint reached the database.\n"
                "# TYPE outbox_database_up gauge\noutbox_database_up %d\n", up);
     if (up) {
-        bprintf(b, "# HELP outbox_pending_events Events in the outbox not yet published.\n"
+        outbox__buf_printf(b, "# HELP outbox_pending_events Events in the outbox not yet published.\n"
                    "# TYPE outbox_pending_events gauge\noutbox_pending_events %lld\n", pending);
-        bprintf(b, "# HELP outbox_oldest_pending_age_seconds Age of the oldest unpublished event (lag).\n"
+        outbox__buf_printf(b, "# HELP outbox_oldest_pending_age_seconds Age of the oldest unpublished event (lag).\n"
                    "# TYPE outbox_oldest_pending_age_seconds gauge\noutbox_oldest_pending_age_seconds %.3f\n",
                 oldest);
-        bprintf(b, "# HELP outbox_dead_letters Events in the dead-letter table.\n"
+        outbox__buf_printf(b, "# HELP outbox_dead_letters Events in the dead-letter table.\n"
                    "# TYPE outbox_dead_letters gauge\noutbox_dead_letters %lld\n", dead);
     }
     outbox_relay_t *r = m->relay;
-    bprintf(b, "# HELP outbox_worker_lanes Lanes held by each worker.\n# TYPE outbox_worker_lanes gauge\n");
+    outbox__buf_printf(b, "# HELP outbox_worker_lanes Lanes held by each worker.\n# TYPE outbox_worker_lanes gauge\n");
     for (int i = 0; i < r->nworkers; i++)
-        bprintf(b, "outbox_worker_lanes{worker=\"%s\"} %d\n", r->workers[i].name,
+        outbox__buf_printf(b, "outbox_worker_lanes{worker=\"%s\"} %d\n", r->workers[i].name,
                 atomic_load(&r->workers[i].lanes_held));
-    bprintf(b, "# HELP outbox_broker_up 0 while a worker finds the broker unreachable.\n"
+    outbox__buf_printf(b, "# HELP outbox_broker_up 0 while a worker finds the broker unreachable.\n"
                "# TYPE outbox_broker_up gauge\n");
     int broker_up = 1;
     for (int i = 0; i < r->nworkers; i++)
         if (r->workers[i].sink_down)
             broker_up = 0;
-    bprintf(b, "outbox_broker_up %d\n", broker_up);
+    outbox__buf_printf(b, "outbox_broker_up %d\n", broker_up);
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body,
@@ -221,10 +193,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
         return reply(c, 405, "text/plain", "method not allowed\n", 19, 0);
     if (!strcmp(url, "/metrics")) {
-        buf_t b = {0};
+        outbox__buf_t b = {0};
         render(m, &b);
-        if (!b.p)
+        if (!b.p || b.broken) {
+            free(b.p);
             return reply(c, 500, "text/plain", "out of memory\n", 14, 0);
+        }
         return reply(c, 200, "text/plain; version=0.0.4", b.p, b.len, 1);
     }
     if (!strcmp(url, "/healthz"))

@@ -9,6 +9,7 @@
 #ifndef OUTBOX_SINK_SINK_COMMON_H
 #define OUTBOX_SINK_SINK_COMMON_H
 
+#include "core/buf.h"
 #include "core/keyset.h"
 #include <curl/curl.h>
 #include <pthread.h>
@@ -18,66 +19,7 @@
 
 #include "core/log.h"
 
-/* ------------------------------------------------------------------------ */
-/* Growable buffer with a hard cap. Goes "broken" on ENOMEM or past the cap;
- * callers append freely and check ->broken once at the end.               */
-
-typedef struct outbox__buf_s {
-    char *p;      /* NUL-terminated while not broken */
-    size_t len, cap;
-    size_t max;   /* hard cap in bytes (0 = 1 GiB) */
-    int broken;
-} outbox__buf_t;
-
-static inline void outbox__buf_add(outbox__buf_t *b, const void *data, size_t n)
-{
-    if (b->broken)
-        return;
-    size_t max = b->max ? b->max : ((size_t)1 << 30);
-    if (b->len + n + 1 > max) {
-        b->broken = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->broken = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static inline void outbox__buf_adds(outbox__buf_t *b, const char *s)
-{
-    outbox__buf_add(b, s, strlen(s));
-}
-
-/** Empties b (keeps the memory and the cap). */
-static inline void outbox__buf_reset(outbox__buf_t *b)
-{
-    b->len = 0;
-    b->broken = 0;
-    if (b->p)
-        b->p[0] = '\0';
-}
-
-static inline void outbox__buf_free(outbox__buf_t *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-    b->broken = 0;
-}
+/* outbox__buf_t: see core/buf.h */
 
 /* outbox__keyset_t: see core/keyset.h */
 
