@@ -8,6 +8,7 @@
 
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "outbox/outbox.h"
 #include "store/pg.h"
 
@@ -97,13 +98,7 @@ int main(int argc, char **argv)
         outbox_conf_destroy(conf);
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    outbox__on_stop_signals(on_signal);
 
     if (outbox_relay_start(g_relay, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, "relay", "start_failed", err, NULL);

@@ -27,6 +27,10 @@ int outbox__parse_duration_ms(const char *s, int64_t *ms);
  *  [base*2^(attempt-1)/2, min(max, base*2^(attempt-1))]. attempt >= 1. */
 int64_t outbox__backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
 
+/** Installs handler for SIGINT and SIGTERM (no SA_RESTART) and ignores
+ *  SIGPIPE: the shutdown set-up every daemon here shares. */
+void outbox__on_stop_signals(void (*handler)(int));
+
 /** strdup that returns NULL for NULL. */
 char *outbox__strdup0(const char *s);
 
