@@ -23,8 +23,8 @@ typedef struct outbox_pub_result_s {
     outbox_err_t err;        /**< OUTBOX_OK: broker confirmed; OUTBOX_ERR_BROKER/TIMEOUT:
                                   retry with backoff; OUTBOX_ERR_REJECTED: dead-letter now */
     int64_t retry_after_ms;  /**< >0: the broker asked to wait at least this long */
-    int not_sent;            /**< 1: never sent (held behind an earlier failure of its key, or
-                                  out of time): the relay leaves it untouched, no attempt charged */
+    int not_sent;            /**< 1: never sent (out of time, or the call gave up before it):
+                                  the relay leaves it untouched, no attempt charged */
     char errstr[256];
 } outbox_pub_result_t;
 
@@ -35,9 +35,10 @@ typedef struct outbox_sink_ops_s {
     outbox_err_t (*open)(outbox_sink_t *sink, char *errstr, size_t errstr_size);
     /**
      * Publishes msgs[0..n) in this order and waits for the broker's
-     * confirmation of each (or the timeout sink->timeout_ms). Fills res[i].
-     * Per key, a message must not be sent after an earlier one of the same
-     * key failed in this call (mark it failed without sending, not_sent = 1).
+     * confirmation of each, until sink->deadline_ms at the latest. Fills
+     * res[i]. The engine hands a call at most one event per key (it alone
+     * applies the per-key rule, src/relay/batch.c), so a sink may pipeline or
+     * parallelise the whole call freely and only reports a result per event.
      * Returns OUTBOX_OK when the broker answered (res[] says per message), or
      * OUTBOX_ERR_BROKER/TIMEOUT when it is unreachable: then nothing in the
      * call counts as confirmed, and the relay probes with ping() before
@@ -55,7 +56,9 @@ struct outbox_sink_s {
     const outbox_sink_ops_t *ops;
     char *url;                   /**< owned; may hold a password: never log it raw */
     const outbox_conf_t *conf;   /**< borrowed; read sink options with outbox__conf_* */
-    int64_t timeout_ms;          /**< publish timeout */
+    int64_t timeout_ms;          /**< publish timeout (connects, probes) */
+    int64_t deadline_ms;         /**< set by the engine before each publish: absolute
+                                      outbox__now_ms() by which publish must return */
     void *state;                 /**< the sink's own */
     char name[32];               /**< owning worker, for log lines ("worker-3") */
 };
