@@ -10,7 +10,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "outbox/outbox.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig)

@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "outbox/outbox.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 static outbox_relay_t *g_relay;
 static volatile sig_atomic_t g_signals;

@@ -6,7 +6,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "ctl.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 static void usage(FILE *fp)
 {

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 int ctl_migrate(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
 {

@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "http/idempotency.h"
 #include "orders.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 #define MAX_ITEMS 100
 #define MAX_QUANTITY 10000

@@ -25,7 +25,7 @@
 #include "core/util.h"
 #include "orders.h"
 #include "outbox/consumer.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 typedef struct worker_s {
     const char *name; /* "inventory", "email": consumer group and inbox name */

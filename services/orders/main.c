@@ -13,7 +13,7 @@
 #include "core/util.h"
 #include "http/idempotency.h"
 #include "orders.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 static volatile sig_atomic_t g_stop;
 

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "core/util.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 struct outbox_dbpool_s {
     pthread_mutex_t lock;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/util.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 static const char idem_sql_0001[] =
     "CREATE TABLE IF NOT EXISTS outbox_http_idempotency (\n"

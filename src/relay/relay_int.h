@@ -9,7 +9,7 @@
 
 #include "outbox/outbox.h"
 #include "sink/sink.h"
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 typedef struct outbox_relay_s outbox_relay_t;
 

@@ -1,6 +1,6 @@
 /* PostgreSQL: connections, migrations, enqueue and the inbox.
  * Every statement with values is parameterised. */
-#include "store/pg.h"
+#include "store/pg/pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
