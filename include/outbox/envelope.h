@@ -12,11 +12,16 @@ extern "C" {
 typedef struct outbox_envelope_s {
     char id[OUTBOX_UUID_STRLEN + 1];
     char *type, *source, *subject, *time, *traceparent, *partitionkey;
-    char *data; /**< the data member re-serialised as compact JSON */
+    /** The data member's JSON text exactly as it is in the document (never
+     *  parsed and re-encoded: 0.1, 123456789012345678901234567890 and
+     *  "a\u0000b" arrive as written); "null" if the member is absent. */
+    char *data;
 } outbox_envelope_t;
 
-/** Parses and validates a CloudEvents document (specversion "1.0"; id,
- *  source, type present; id a UUID). On error env is left empty. */
+/** Parses and validates a CloudEvents document: strict JSON (RFC 8259), a
+ *  single data member at most, specversion "1.0", id a UUID, source and type
+ *  present. On error returns OUTBOX_ERR_INVALID_ARG (or OUTBOX_ERR_NOMEM),
+ *  errstr says why, and env is left empty. */
 outbox_err_t outbox_envelope_parse(const char *json, size_t len, outbox_envelope_t *env,
                                    char *errstr, size_t errstr_size);
 

@@ -1,45 +1,93 @@
-/* CloudEvents 1.0 structured-mode JSON, built and parsed with jansson. */
+/* CloudEvents 1.0 structured-mode JSON. The data member is the producer's
+ * text, checked by core/json.c and spliced in verbatim (whitespace outside
+ * strings dropped): it is never parsed into numbers and re-encoded, so
+ * 0.1 stays 0.1 and integers of any size survive. The attributes are ours
+ * and are escaped by jansson. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+#include "core/json.h"
 #include "core/message.h"
 #include "core/util.h"
 #include "outbox/envelope.h"
 
+/* Appends ,"name":"<value escaped>" (no comma for the first member).
+ * Returns 0, or -1 if value is not UTF-8 (*why says so) or on ENOMEM. */
+static int add_attr(outbox__buf_t *b, const char *name, const char *value, const char **why)
+{
+    if (!outbox__json_utf8_valid(value, strlen(value))) {
+        *why = "is not valid UTF-8";
+        return -1;
+    }
+    json_t *v = json_string(value);
+    char *s = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (!s) {
+        *why = "out of memory";
+        return -1;
+    }
+    outbox__buf_adds(b, b->len ? ",\"" : "{\"");
+    outbox__buf_adds(b, name);
+    outbox__buf_adds(b, "\":");
+    outbox__buf_adds(b, s);
+    free(s);
+    return 0;
+}
+
 char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size)
 {
-    json_error_t jerr;
-    json_t *data = json_loads(msg->payload ? msg->payload : "null", JSON_DECODE_ANY, &jerr);
-    if (!data) {
+    const char *payload = msg->payload ? msg->payload : "null";
+    size_t plen = strlen(payload);
+    outbox__json_error_t jerr;
+    if (outbox__json_check(payload, plen, &jerr)) {
         outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                    "event %s: payload is not valid JSON: %s", msg->id, jerr.text);
+                    "event %s: payload is not valid JSON: %s at byte %zu", msg->id, jerr.what,
+                    jerr.offset);
         return NULL;
     }
-    json_t *o = json_object();
-    json_object_set_new(o, "specversion", json_string("1.0"));
-    json_object_set_new(o, "id", json_string(msg->id));
-    json_object_set_new(o, "source", json_string(msg->source && *msg->source ? msg->source : "/outbox"));
-    json_object_set_new(o, "type", json_string(msg->type));
-    if (msg->key)
-        json_object_set_new(o, "subject", json_string(msg->key));
-    if (msg->time)
-        json_object_set_new(o, "time", json_string(msg->time));
-    json_object_set_new(o, "datacontenttype", json_string("application/json"));
-    if (msg->key)
-        json_object_set_new(o, "partitionkey", json_string(msg->key));
-    if (msg->traceparent && *msg->traceparent)
-        json_object_set_new(o, "traceparent", json_string(msg->traceparent));
-    json_object_set_new(o, "data", data);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    json_decref(o);
-    if (!s) {
+    const char *attrs[][2] = {
+        {"specversion", "1.0"},
+        {"id", msg->id},
+        {"source", msg->source && *msg->source ? msg->source : "/outbox"},
+        {"type", msg->type ? msg->type : ""},
+        {"subject", msg->key},
+        {"time", msg->time},
+        {"datacontenttype", "application/json"},
+        {"partitionkey", msg->key},
+        {"traceparent", msg->traceparent && *msg->traceparent ? msg->traceparent : NULL},
+    };
+    outbox__buf_t b = {0};
+    for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        const char *why = NULL;
+        if (attrs[i][1] && add_attr(&b, attrs[i][0], attrs[i][1], &why)) {
+            outbox__buf_free(&b);
+            if (!strcmp(why, "out of memory"))
+                outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size,
+                            "out of memory building envelope");
+            else
+                outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "event %s: %s %s", msg->id,
+                            attrs[i][0], why);
+            return NULL;
+        }
+    }
+    char *data = malloc(plen ? plen : 1);
+    if (data) {
+        size_t dlen = outbox__json_compact(payload, plen, data);
+        outbox__buf_adds(&b, ",\"data\":");
+        outbox__buf_add(&b, data, dlen);
+        outbox__buf_adds(&b, "}");
+        free(data);
+    }
+    if (!data || b.broken) {
+        outbox__buf_free(&b);
         outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory building envelope");
         return NULL;
     }
     if (len)
-        *len = strlen(s);
-    return s;
+        *len = b.len;
+    return b.p;
 }
 
 static char *dup_member(json_t *o, const char *name)
@@ -52,26 +100,63 @@ outbox_err_t outbox_envelope_parse(const char *json, size_t len, outbox_envelope
                                    char *errstr, size_t errstr_size)
 {
     memset(env, 0, sizeof(*env));
-    json_error_t jerr;
-    json_t *o = json_loadb(json, len, 0, &jerr);
-    if (!o)
+    /* The data member's text, as it is in the document; the rest is read
+     * by jansson from a copy with data replaced by null. */
+    outbox__json_error_t serr;
+    size_t doff = 0, dlen = 0;
+    int found = outbox__json_find_member(json, len, "data", &doff, &dlen, &serr);
+    if (found < 0) {
+        if (!strcmp(serr.what, "not a JSON object"))
+            return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                               "envelope is not a JSON object");
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                           "not a JSON document: %s (line %d)", jerr.text, jerr.line);
+                           "not a JSON document: %s at byte %zu", serr.what, serr.offset);
+    }
+    if (!found) {
+        doff = len;
+        dlen = 0;
+    }
+    env->data = found ? strndup(json + doff, dlen) : strdup("null");
+    char *rest = malloc(len - dlen + 5);
+    if (!env->data || !rest) {
+        free(rest);
+        outbox_envelope_term(env);
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    }
+    size_t rlen = doff;
+    memcpy(rest, json, doff);
+    if (found) {
+        memcpy(rest + rlen, "null", 4);
+        rlen += 4;
+    }
+    memcpy(rest + rlen, json + doff + dlen, len - doff - dlen);
+    rlen += len - doff - dlen;
+
+    json_error_t jerr;
+    json_t *o = json_loadb(rest, rlen, 0, &jerr);
+    free(rest);
     outbox_err_t err = OUTBOX_OK;
+    if (!o) {
+        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                          "envelope attributes unreadable: %s (line %d)", jerr.text, jerr.line);
+        outbox_envelope_term(env);
+        return err;
+    }
     const char *sv = json_string_value(json_object_get(o, "specversion"));
     const char *id = json_string_value(json_object_get(o, "id"));
-    if (!json_is_object(o)) {
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "envelope is not a JSON object");
-    } else if (!sv || strcmp(sv, "1.0")) {
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "specversion is not \"1.0\"");
+    if (!sv || strcmp(sv, "1.0")) {
+        err =
+            outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "specversion is not \"1.0\"");
     } else if (!outbox_uuid_valid(id)) {
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "id is missing or not a UUID");
+        err =
+            outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "id is missing or not a UUID");
     } else if (!json_is_string(json_object_get(o, "source")) ||
                !json_is_string(json_object_get(o, "type"))) {
         err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "source or type missing");
     }
     if (err) {
         json_decref(o);
+        outbox_envelope_term(env);
         return err;
     }
     memcpy(env->id, id, OUTBOX_UUID_STRLEN + 1);
@@ -81,10 +166,8 @@ outbox_err_t outbox_envelope_parse(const char *json, size_t len, outbox_envelope
     env->time = dup_member(o, "time");
     env->traceparent = dup_member(o, "traceparent");
     env->partitionkey = dup_member(o, "partitionkey");
-    json_t *data = json_object_get(o, "data");
-    env->data = json_dumps(data ? data : json_null(), JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
     json_decref(o);
-    if (!env->type || !env->source || !env->data) {
+    if (!env->type || !env->source) {
         outbox_envelope_term(env);
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     }

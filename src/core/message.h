@@ -25,11 +25,15 @@ typedef struct outbox_msg_s {
 } outbox_msg_t;
 
 /**
- * Builds the CloudEvents 1.0 structured-mode JSON for msg: id, source, type,
- * specversion "1.0", time, subject (key), datacontenttype
- * "application/json", data (payload parsed as JSON), partitionkey and, when
- * set, traceparent. Returns a malloc'd NUL-terminated string (caller frees),
- * or NULL if payload is not valid JSON or on ENOMEM (errstr says which).
+ * Builds the CloudEvents 1.0 structured-mode JSON for msg, members in this
+ * order: specversion "1.0", id, source, type, subject (key), time,
+ * datacontenttype "application/json", partitionkey (key), traceparent (when
+ * set), data. data is the payload text itself, checked as strict JSON and
+ * spliced in with only the whitespace outside strings removed: never parsed
+ * and re-encoded, so numbers of any size and precision arrive as written.
+ * Returns a malloc'd NUL-terminated string (caller frees), or NULL if the
+ * payload is not valid JSON (errstr names the event, the reason and the byte
+ * offset), an attribute is not UTF-8, or on ENOMEM.
  */
 char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size);
 

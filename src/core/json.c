@@ -1,0 +1,471 @@
+/* Strict RFC 8259 scanning without conversion: see json.h. The scanner is
+ * iterative (an explicit stack of container kinds, one bit per level), so
+ * hostile nesting cannot overflow the C stack. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+
+static int fail(outbox__json_error_t *err, size_t offset, const char *what)
+{
+    if (err) {
+        err->offset = offset;
+        err->what = what;
+    }
+    return -1;
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static size_t skip_ws(const char *s, size_t len, size_t p)
+{
+    while (p < len && is_ws(s[p]))
+        p++;
+    return p;
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF) starting at s[p], or 0. */
+static size_t utf8_len(const unsigned char *s, size_t len, size_t p)
+{
+    unsigned c = s[p];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (len - p < n)
+        return 0;
+    if (s[p + 1] < lo || s[p + 1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[p + i] < 0x80 || s[p + i] > 0xBF)
+            return 0;
+    return n;
+}
+
+int outbox__json_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_len(u, len, i);
+        if (!n)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* Scans the string starting at the quote s[*p]; on success *p is just past
+ * the closing quote. */
+static int scan_string(const char *s, size_t len, size_t *p, outbox__json_error_t *err)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = *p + 1;
+    while (i < len) {
+        unsigned char c = u[i];
+        if (c == '"') {
+            *p = i + 1;
+            return 0;
+        }
+        if (c < 0x20)
+            return fail(err, i, "control character in string (must be escaped)");
+        if (c == '\\') {
+            if (i + 1 >= len)
+                break;
+            switch (s[i + 1]) {
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                i += 2;
+                continue;
+            case 'u':
+                for (size_t k = 2; k < 6; k++) {
+                    if (i + k >= len)
+                        return fail(err, len, "unterminated string");
+                    if (hex_val(s[i + k]) < 0)
+                        return fail(err, i + k, "invalid \\u escape (want 4 hex digits)");
+                }
+                i += 6;
+                continue;
+            default:
+                return fail(err, i + 1, "invalid escape in string");
+            }
+        }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_len(u, len, i);
+        if (!n)
+            return fail(err, i, "invalid UTF-8 in string");
+        i += n;
+    }
+    return fail(err, len, "unterminated string");
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)? — checked, never converted. */
+static int scan_number(const char *s, size_t len, size_t *p, outbox__json_error_t *err)
+{
+    size_t i = *p;
+    if (s[i] == '-')
+        i++;
+    if (i >= len || !is_digit(s[i]))
+        return fail(err, i, "invalid number (digit expected)");
+    if (s[i] == '0')
+        i++;
+    else
+        while (i < len && is_digit(s[i]))
+            i++;
+    if (i < len && s[i] == '.') {
+        i++;
+        if (i >= len || !is_digit(s[i]))
+            return fail(err, i, "invalid number (digit expected after '.')");
+        while (i < len && is_digit(s[i]))
+            i++;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= len || !is_digit(s[i]))
+            return fail(err, i, "invalid number (digit expected in exponent)");
+        while (i < len && is_digit(s[i]))
+            i++;
+    }
+    *p = i;
+    return 0;
+}
+
+/* One bit per open container: 1 = object, 0 = array. */
+typedef struct nest_s {
+    uint64_t small[8];
+    uint64_t *bits;
+    size_t cap_words, depth;
+} nest_t;
+
+static int nest_push(nest_t *n, int is_object)
+{
+    size_t w = n->depth / 64;
+    if (w >= n->cap_words) {
+        size_t cap = n->cap_words * 2;
+        uint64_t *b = malloc(cap * sizeof(*b));
+        if (!b)
+            return -1;
+        memcpy(b, n->bits, n->cap_words * sizeof(*b));
+        if (n->bits != n->small)
+            free(n->bits);
+        n->bits = b;
+        n->cap_words = cap;
+    }
+    uint64_t m = (uint64_t)1 << (n->depth % 64);
+    if (is_object)
+        n->bits[w] |= m;
+    else
+        n->bits[w] &= ~m;
+    n->depth++;
+    return 0;
+}
+
+static int nest_top_is_object(const nest_t *n)
+{
+    size_t d = n->depth - 1;
+    return (int)((n->bits[d / 64] >> (d % 64)) & 1);
+}
+
+/* Scans one value starting at s[*p] (leading whitespace allowed); on success
+ * *start is its first byte and *p is just past it. */
+static int scan_value(const char *s, size_t len, size_t *p, size_t *start,
+                      outbox__json_error_t *err)
+{
+    static const char *const lits[] = {"true", "false", "null"};
+    nest_t n = {.cap_words = 8};
+    n.bits = n.small;
+    int rc = -1;
+    size_t i = skip_ws(s, len, *p);
+    *start = i;
+    for (;;) {
+        /* A value is due at i. */
+        i = skip_ws(s, len, i);
+        if (i >= len) {
+            fail(err, len, "unexpected end of text (value expected)");
+            goto out;
+        }
+        char c = s[i];
+        int closed_empty = 0;
+        if (c == '{' || c == '[') {
+            size_t j = skip_ws(s, len, i + 1);
+            if (j < len && s[j] == (c == '{' ? '}' : ']')) {
+                i = j + 1;
+                closed_empty = 1;
+            } else {
+                if (nest_push(&n, c == '{')) {
+                    fail(err, i, "out of memory (nesting too deep)");
+                    goto out;
+                }
+                i = j;
+                if (c == '[')
+                    continue; /* first element */
+            }
+        } else if (c == '"') {
+            if (scan_string(s, len, &i, err))
+                goto out;
+        } else if (c == '-' || is_digit(c)) {
+            if (scan_number(s, len, &i, err))
+                goto out;
+        } else {
+            size_t k = 0;
+            while (k < 3 && s[i] != lits[k][0])
+                k++;
+            size_t l = k < 3 ? strlen(lits[k]) : 0;
+            if (k == 3 || len - i < l || memcmp(s + i, lits[k], l)) {
+                fail(err, i,
+                     c == '}' || c == ']' ? "value expected (trailing comma?)"
+                                          : "unexpected character");
+                goto out;
+            }
+            i += l;
+        }
+        /* Just opened a non-empty object: its first key is due. */
+        if ((c == '{') && !closed_empty)
+            goto key;
+        /* A value ended at i: close containers as far as possible. */
+        for (;;) {
+            if (n.depth == 0) {
+                *p = i;
+                rc = 0;
+                goto out;
+            }
+            i = skip_ws(s, len, i);
+            if (i >= len) {
+                fail(err, len, "unexpected end of text (unclosed object or array)");
+                goto out;
+            }
+            int obj = nest_top_is_object(&n);
+            if (s[i] == ',') {
+                i++;
+                break;
+            }
+            if (s[i] == (obj ? '}' : ']')) {
+                n.depth--;
+                i++;
+                continue;
+            }
+            fail(err, i, obj ? "',' or '}' expected" : "',' or ']' expected");
+            goto out;
+        }
+        if (!nest_top_is_object(&n))
+            continue; /* next array element */
+    key:
+        i = skip_ws(s, len, i);
+        if (i >= len || s[i] != '"') {
+            fail(err, i, "member name (string) expected");
+            goto out;
+        }
+        if (scan_string(s, len, &i, err))
+            goto out;
+        i = skip_ws(s, len, i);
+        if (i >= len || s[i] != ':') {
+            fail(err, i, "':' expected after member name");
+            goto out;
+        }
+        i++;
+    }
+out:
+    if (n.bits != n.small)
+        free(n.bits);
+    return rc;
+}
+
+int outbox__json_check(const char *s, size_t len, outbox__json_error_t *err)
+{
+    size_t p = 0, start;
+    if (scan_value(s, len, &p, &start, err))
+        return -1;
+    p = skip_ws(s, len, p);
+    if (p != len)
+        return fail(err, p, "text after the JSON value");
+    return 0;
+}
+
+/* Appends the UTF-8 encoding of code point cp to out[*n] (out holds 4). */
+static void put_utf8(unsigned long cp, unsigned char *out, size_t *n)
+{
+    if (cp < 0x80) {
+        out[(*n)++] = (unsigned char)cp;
+    } else if (cp < 0x800) {
+        out[(*n)++] = (unsigned char)(0xC0 | (cp >> 6));
+        out[(*n)++] = (unsigned char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out[(*n)++] = (unsigned char)(0xE0 | (cp >> 12));
+        out[(*n)++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[(*n)++] = (unsigned char)(0x80 | (cp & 0x3F));
+    } else {
+        out[(*n)++] = (unsigned char)(0xF0 | (cp >> 18));
+        out[(*n)++] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        out[(*n)++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[(*n)++] = (unsigned char)(0x80 | (cp & 0x3F));
+    }
+}
+
+static unsigned long hex4(const char *s)
+{
+    unsigned long v = 0;
+    for (int k = 0; k < 4; k++)
+        v = v * 16 + (unsigned long)hex_val(s[k]);
+    return v;
+}
+
+/* Does the valid string literal s[a..b) (quotes included) unescape to name? */
+static int string_equals(const char *s, size_t a, size_t b, const char *name)
+{
+    size_t i = a + 1, end = b - 1, k = 0, nl = strlen(name);
+    while (i < end) {
+        unsigned char buf[4];
+        size_t n = 0;
+        if (s[i] != '\\') {
+            buf[n++] = (unsigned char)s[i++];
+        } else {
+            char e = s[i + 1];
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            const char *hit = strchr(from, e);
+            if (e != 'u' && hit) {
+                buf[n++] = (unsigned char)to[hit - from];
+                i += 2;
+            } else {
+                unsigned long cp = hex4(s + i + 2);
+                i += 6;
+                if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= end && s[i] == '\\' &&
+                    s[i + 1] == 'u') {
+                    unsigned long lo = hex4(s + i + 2);
+                    if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        i += 6;
+                    }
+                }
+                if (cp >= 0xD800 && cp <= 0xDFFF)
+                    return 0; /* a lone surrogate names nothing we look for */
+                put_utf8(cp, buf, &n);
+            }
+        }
+        if (k + n > nl || memcmp(name + k, buf, n))
+            return 0;
+        k += n;
+    }
+    return k == nl;
+}
+
+int outbox__json_find_member(const char *s, size_t len, const char *name, size_t *off, size_t *vlen,
+                             outbox__json_error_t *err)
+{
+    size_t i = skip_ws(s, len, 0), start;
+    if (i >= len || s[i] != '{') {
+        if (outbox__json_check(s, len, err))
+            return -1;
+        return fail(err, i, "not a JSON object");
+    }
+    i = skip_ws(s, len, i + 1);
+    int found = 0;
+    if (i < len && s[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            i = skip_ws(s, len, i);
+            if (i >= len || s[i] != '"')
+                return fail(err, i, "member name (string) expected");
+            size_t k0 = i;
+            if (scan_string(s, len, &i, err))
+                return -1;
+            size_t k1 = i;
+            i = skip_ws(s, len, i);
+            if (i >= len || s[i] != ':')
+                return fail(err, i, "':' expected after member name");
+            i++;
+            if (scan_value(s, len, &i, &start, err))
+                return -1;
+            if (string_equals(s, k0, k1, name)) {
+                if (found++)
+                    return fail(err, k0, "duplicate member");
+                *off = start;
+                *vlen = i - start;
+            }
+            i = skip_ws(s, len, i);
+            if (i < len && s[i] == ',') {
+                i++;
+                continue;
+            }
+            if (i < len && s[i] == '}') {
+                i++;
+                break;
+            }
+            return fail(err, i < len ? i : len, "',' or '}' expected");
+        }
+    }
+    i = skip_ws(s, len, i);
+    if (i != len)
+        return fail(err, i, "text after the JSON value");
+    return found;
+}
+
+size_t outbox__json_compact(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            out[n++] = c;
+            if (c == '\\' && i + 1 < len)
+                out[n++] = s[++i];
+            else if (c == '"')
+                in_str = 0;
+        } else if (!is_ws(c)) {
+            out[n++] = c;
+            if (c == '"')
+                in_str = 1;
+        }
+    }
+    return n;
+}

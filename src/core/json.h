@@ -1,0 +1,44 @@
+/* A strict RFC 8259 JSON scanner that never converts anything: it checks
+ * text, finds the byte span of a value and drops insignificant whitespace.
+ * Numbers of any size and precision, and strings with \u0000, are valid.
+ * It exists so that event data reaches the broker as the producer wrote it
+ * (DESIGN.md, "Payloads are carried faithfully"); parse with jansson only
+ * what is ours to read (envelope attributes, HTTP bodies). */
+#ifndef OUTBOX_CORE_JSON_H
+#define OUTBOX_CORE_JSON_H
+
+#include <stddef.h>
+
+/** Where and why a text is not JSON. what is a static string. */
+typedef struct outbox__json_error_s {
+    size_t offset; /**< byte offset of the offending byte (len if the text ended early) */
+    const char *what;
+} outbox__json_error_t;
+
+/** Returns 0 if s[0..len) is exactly one JSON value, optionally surrounded by
+ *  whitespace (UTF-8, no BOM); -1 otherwise, with err (if not NULL) filled.
+ *  Nesting depth is limited only by memory. This function does not
+ *  allocate unless values nest deeper than 512 levels. */
+int outbox__json_check(const char *s, size_t len, outbox__json_error_t *err);
+
+/**
+ * Finds the member called name (compared after unescaping the member's key)
+ * in the top-level object of s, and checks the whole text as
+ * outbox__json_check does. Returns 1 and sets *off and *vlen to the byte span
+ * of its value (no surrounding whitespace) if found, 0 if the object has no
+ * such member, -1 if s is not valid JSON, not an object, or has the member
+ * more than once (err says which).
+ */
+int outbox__json_find_member(const char *s, size_t len, const char *name, size_t *off, size_t *vlen,
+                             outbox__json_error_t *err);
+
+/** Returns 1 if s[0..len) is well-formed UTF-8 (RFC 3629: no overlong
+ *  forms, no surrogates, nothing above U+10FFFF), else 0. */
+int outbox__json_utf8_valid(const char *s, size_t len);
+
+/** Copies the valid JSON text s[0..len) to out without whitespace outside
+ *  strings; everything else is kept byte for byte. out must hold len bytes
+ *  (it is not NUL-terminated). Returns the number of bytes written. */
+size_t outbox__json_compact(const char *s, size_t len, char *out);
+
+#endif
