@@ -8,15 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
-#include "http/idempotency.h"
 #include "orders.h"
-#include "store/pg/pg.h"
 
 #define MAX_ITEMS 100
 #define MAX_QUANTITY 10000
 #define MAX_AMOUNT 100000000000LL /* 1e11 minor units */
-#define EXAMPLE "{\"user_id\":\"user-456\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"amount\":1000}"
+#define EXAMPLE                                                                                    \
+    "{\"user_id\":\"user-456\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"amount\":1000}"
 
 /* 1 for a W3C traceparent: 2 hex "-" 32 hex "-" 16 hex "-" 2 hex, ids not all zero. */
 static int traceparent_valid(const char *t)
@@ -40,19 +38,19 @@ static int traceparent_valid(const char *t)
     return 1;
 }
 
-static void db_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, PGconn *c, const char *what,
-                       const char *err)
+static void db_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, PGconn *c,
+                       const char *what, const char *err)
 {
     outbox__log(OUTBOX_LOG_ERROR, "orders", "db_error", err, "what", what, "path", req->path, NULL);
     int down = !c || PQstatus(c) != CONNECTION_OK;
-    outbox__http_problem(req, resp, down ? 503 : 500, down ? "database-unavailable" : "internal", NULL,
-                         "%s failed: the database %s; nothing was written, retry later", what,
+    outbox__http_problem(req, resp, down ? 503 : 500, down ? "database-unavailable" : "internal",
+                         NULL, "%s failed: the database %s; nothing was written, retry later", what,
                          down ? "is unreachable" : "returned an error (see the server log)");
 }
 
 /* Validates the body; on success *items is a new normalised array. */
-static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char **user, long long *amount,
-                    json_t **items)
+static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char **user,
+                    long long *amount, json_t **items)
 {
     json_t *doc = req->json;
     json_t *u = json_object_get(doc, "user_id");
@@ -69,26 +67,30 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
     *user = json_string_value(u);
     json_t *a = json_object_get(doc, "amount");
     if (!a) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "amount is required: an integer number of minor units (cents), e.g. 1000");
+        outbox__http_problem(
+            req, resp, 400, "validation-error", NULL,
+            "amount is required: an integer number of minor units (cents), e.g. 1000");
         return -1;
     }
     if (!json_is_integer(a) || json_integer_value(a) <= 0 || json_integer_value(a) > MAX_AMOUNT) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "amount must be a positive integer number of minor units (1..%lld), e.g. 1000",
-                             MAX_AMOUNT);
+        outbox__http_problem(
+            req, resp, 400, "validation-error", NULL,
+            "amount must be a positive integer number of minor units (1..%lld), e.g. 1000",
+            MAX_AMOUNT);
         return -1;
     }
     *amount = (long long)json_integer_value(a);
     json_t *in = json_object_get(doc, "items");
     if (!in) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "items is required: a non-empty array of {\"sku\": string, \"quantity\": integer}");
+        outbox__http_problem(
+            req, resp, 400, "validation-error", NULL,
+            "items is required: a non-empty array of {\"sku\": string, \"quantity\": integer}");
         return -1;
     }
     if (!json_is_array(in) || json_array_size(in) == 0 || json_array_size(in) > MAX_ITEMS) {
         outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "items must be an array of 1 to %d {\"sku\", \"quantity\"} objects", MAX_ITEMS);
+                             "items must be an array of 1 to %d {\"sku\", \"quantity\"} objects",
+                             MAX_ITEMS);
         return -1;
     }
     json_t *out = json_array();
@@ -100,7 +102,8 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
         const char *bad = NULL;
         if (!json_is_object(it))
             bad = "must be an object {\"sku\": string, \"quantity\": integer}";
-        else if (!json_is_string(sku) || json_string_length(sku) == 0 || json_string_length(sku) > 64)
+        else if (!json_is_string(sku) || json_string_length(sku) == 0 ||
+                 json_string_length(sku) > 64)
             bad = "sku must be a string of 1 to 64 characters";
         else if (!json_is_integer(q))
             bad = "quantity must be an integer";
@@ -108,7 +111,8 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
             bad = "quantity must be an integer from 1 to 10000";
         if (bad) {
             json_decref(out);
-            outbox__http_problem(req, resp, 400, "validation-error", NULL, "items[%zu]: %s", i, bad);
+            outbox__http_problem(req, resp, 400, "validation-error", NULL, "items[%zu]: %s", i,
+                                 bad);
             return -1;
         }
         size_t k;
@@ -116,9 +120,10 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
         json_array_foreach(out, k, prev)
         {
             if (!strcmp(json_string_value(json_object_get(prev, "sku")), json_string_value(sku))) {
-                outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                                     "items[%zu]: sku \"%s\" already appears in items[%zu]; list each sku once",
-                                     i, json_string_value(sku), k);
+                outbox__http_problem(
+                    req, resp, 400, "validation-error", NULL,
+                    "items[%zu]: sku \"%s\" already appears in items[%zu]; list each sku once", i,
+                    json_string_value(sku), k);
                 json_decref(out);
                 return -1;
             }
@@ -130,8 +135,8 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
 }
 
 /* Runs one statement; returns the result or NULL (then errbuf is set). */
-static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *params, ExecStatusType want,
-                      char *errbuf, size_t errsize)
+static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *params,
+                      ExecStatusType want, char *errbuf, size_t errsize)
 {
     PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
@@ -155,9 +160,11 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         return;
     }
     if (!hk && app->idem_required) {
-        outbox__http_problem(req, resp, 400, "idempotency-key-required", NULL,
-                             "this server requires an Idempotency-Key header on POST (1..%d printable ASCII "
-                             "characters, e.g. a UUID)", OUTBOX_IDEM_KEY_MAX);
+        outbox__http_problem(
+            req, resp, 400, "idempotency-key-required", NULL,
+            "this server requires an Idempotency-Key header on POST (1..%d printable ASCII "
+            "characters, e.g. a UUID)",
+            OUTBOX_IDEM_KEY_MAX);
         return;
     }
     const char *user;
@@ -170,7 +177,8 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     char *canon = json_dumps(req->json, JSON_COMPACT | JSON_SORT_KEYS);
     char *items_text = json_dumps(items, JSON_COMPACT);
     char fp[65];
-    outbox__idem_fingerprint(req->method, req->path, canon ? canon : "", canon ? strlen(canon) : 0, fp);
+    outbox__idem_fingerprint(req->method, req->path, canon ? canon : "", canon ? strlen(canon) : 0,
+                             fp);
     free(canon);
 
     char err[512];
@@ -183,22 +191,25 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         db_problem(req, resp, NULL, "creating the order", c ? "out of memory" : err);
         goto done;
     }
-    if (outbox__pg_exec(c, "BEGIN", err, sizeof(err)))
+    if (outbox_kit_db_exec(c, "BEGIN", err, sizeof(err)))
         goto dberr;
     if (key[0]) {
         if (outbox__idem_begin(c, ORDERS_IDEM_SCOPE, key, fp, &idem, err, sizeof(err)))
             goto dberr;
         if (idem.state == OUTBOX_IDEM_IN_FLIGHT) {
-            outbox__http_problem(req, resp, 409, "idempotency-key-in-flight", NULL,
-                                 "a request with Idempotency-Key \"%s\" is still being processed; retry shortly",
-                                 key);
+            outbox__http_problem(
+                req, resp, 409, "idempotency-key-in-flight", NULL,
+                "a request with Idempotency-Key \"%s\" is still being processed; retry shortly",
+                key);
             outbox__http_add_header(resp, "Retry-After", "1");
             goto done;
         }
         if (idem.state == OUTBOX_IDEM_MISMATCH) {
-            outbox__http_problem(req, resp, 422, "idempotency-key-reused", NULL,
-                                 "Idempotency-Key \"%s\" was already used with a different request body; "
-                                 "use a new key for a new order", key);
+            outbox__http_problem(
+                req, resp, 422, "idempotency-key-reused", NULL,
+                "Idempotency-Key \"%s\" was already used with a different request body; "
+                "use a new key for a new order",
+                key);
             goto done;
         }
         if (idem.state == OUTBOX_IDEM_REPLAY) {
@@ -218,8 +229,8 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         goto dberr;
     if (PQntuples(r) > 0) {
         outbox__http_problem(req, resp, 422, "unknown-sku", NULL,
-                             "unknown sku \"%.64s\"%s: no such product in the inventory", PQgetvalue(r, 0, 0),
-                             PQntuples(r) > 1 ? " (and others)" : "");
+                             "unknown sku \"%.64s\"%s: no such product in the inventory",
+                             PQgetvalue(r, 0, 0), PQntuples(r) > 1 ? " (and others)" : "");
         PQclear(r);
         goto done;
     }
@@ -229,10 +240,11 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     outbox_uuid_v7(id);
     snprintf(amt, sizeof(amt), "%lld", amount);
     const char *p3[3] = {id, user, amt};
-    r = exec(c,
-             "INSERT INTO orders (id, user_id, amount) VALUES ($1::uuid, $2, $3::bigint)"
-             " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-             3, p3, PGRES_TUPLES_OK, err, sizeof(err));
+    r = exec(
+        c,
+        "INSERT INTO orders (id, user_id, amount) VALUES ($1::uuid, $2, $3::bigint)"
+        " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        3, p3, PGRES_TUPLES_OK, err, sizeof(err));
     if (!r)
         goto dberr;
     char created[40];
@@ -241,14 +253,16 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     const char *p2[2] = {id, items_text};
     r = exec(c,
              "INSERT INTO order_items (order_id, sku, quantity)"
-             " SELECT $1::uuid, sku, quantity FROM json_to_recordset($2::json) AS i(sku text, quantity int)",
+             " SELECT $1::uuid, sku, quantity FROM json_to_recordset($2::json) AS i(sku text, "
+             "quantity int)",
              2, p2, PGRES_COMMAND_OK, err, sizeof(err));
     if (!r)
         goto dberr;
     PQclear(r);
 
-    json_t *data = json_pack("{s:s,s:s,s:I,s:O,s:s,s:s}", "order_id", id, "user_id", user, "amount",
-                             (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
+    json_t *data =
+        json_pack("{s:s,s:s,s:I,s:O,s:s,s:s}", "order_id", id, "user_id", user, "amount",
+                  (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
     char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(data);
     const char *tp = outbox__http_header(req, "traceparent");
@@ -264,21 +278,22 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     if (e)
         goto dberr;
 
-    out = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id, "order_status",
-                    "pending", "user_id", user, "amount", (json_int_t)amount, "items", items, "event_id", event_id,
-                    "created_at", created);
+    out = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id,
+                    "order_status", "pending", "user_id", user, "amount", (json_int_t)amount,
+                    "items", items, "event_id", event_id, "created_at", created);
     body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     if (!body) {
         snprintf(err, sizeof(err), "out of memory");
         goto dberr;
     }
     if (key[0]) {
-        e = outbox__idem_store(c, ORDERS_IDEM_SCOPE, key, fp, 201, "application/json", body, app->idem_retention_ms,
-                               err, sizeof(err));
+        e = outbox__idem_store(c, ORDERS_IDEM_SCOPE, key, fp, 201, "application/json", body,
+                               app->idem_retention_ms, err, sizeof(err));
         if (e == OUTBOX_ERR_INVALID_ARG) {
-            outbox__http_problem(req, resp, 409, "idempotency-key-in-flight", NULL,
-                                 "a concurrent request with Idempotency-Key \"%s\" won; retry to get its response",
-                                 key);
+            outbox__http_problem(
+                req, resp, 409, "idempotency-key-in-flight", NULL,
+                "a concurrent request with Idempotency-Key \"%s\" won; retry to get its response",
+                key);
             goto done;
         }
         if (e)
@@ -292,8 +307,8 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     char loc[64];
     snprintf(loc, sizeof(loc), "/orders/%s", id);
     outbox__http_add_header(resp, "Location", loc);
-    outbox__log(OUTBOX_LOG_INFO, "orders", "order_created", "order created", "order_id", id, "event_id", event_id,
-                "user_id", user, "amount", amt, NULL);
+    outbox__log(OUTBOX_LOG_INFO, "orders", "order_created", "order created", "order_id", id,
+                "event_id", event_id, "user_id", user, "amount", amt, NULL);
     goto done;
 
 dberr:
@@ -313,7 +328,8 @@ static void get_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void *op
     const char *id = outbox__http_param(req, "id");
     if (!outbox_uuid_valid(id)) {
         outbox__http_problem(req, resp, 400, "invalid-order-id", NULL,
-                             "order id \"%.64s\" is not a UUID (8-4-4-4-12 hex digits)", id ? id : "");
+                             "order id \"%.64s\" is not a UUID (8-4-4-4-12 hex digits)",
+                             id ? id : "");
         return;
     }
     char err[512];
@@ -323,20 +339,23 @@ static void get_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void *op
         return;
     }
     const char *p[1] = {id};
-    PGresult *r = exec(c,
-                       "SELECT json_build_object('order_id', o.id, 'user_id', o.user_id, 'amount', o.amount,"
-                       "  'status', o.status, 'reason', o.reason,"
-                       "  'items', COALESCE((SELECT json_agg(json_build_object('sku', i.sku, 'quantity', i.quantity)"
-                       "                       ORDER BY i.sku) FROM order_items i WHERE i.order_id = o.id), '[]'),"
-                       "  'created_at', o.created_at, 'updated_at', o.updated_at)::text"
-                       " FROM orders o WHERE o.id = $1::uuid",
-                       1, p, PGRES_TUPLES_OK, err, sizeof(err));
+    PGresult *r = exec(
+        c,
+        "SELECT json_build_object('order_id', o.id, 'user_id', o.user_id, 'amount', o.amount,"
+        "  'status', o.status, 'reason', o.reason,"
+        "  'items', COALESCE((SELECT json_agg(json_build_object('sku', i.sku, 'quantity', "
+        "i.quantity)"
+        "                       ORDER BY i.sku) FROM order_items i WHERE i.order_id = o.id), '[]'),"
+        "  'created_at', o.created_at, 'updated_at', o.updated_at)::text"
+        " FROM orders o WHERE o.id = $1::uuid",
+        1, p, PGRES_TUPLES_OK, err, sizeof(err));
     if (!r) {
         db_problem(req, resp, c, "reading the order", err);
     } else if (PQntuples(r) == 0) {
         outbox__http_problem(req, resp, 404, "order-not-found", NULL, "no order with id %s", id);
     } else {
-        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0),
+                               (size_t)PQgetlength(r, 0, 0));
     }
     PQclear(r);
     outbox__dbpool_put(app->pool, c);
@@ -351,14 +370,16 @@ static void list_inventory(outbox_http_req_t *req, outbox_http_resp_t *resp, voi
         db_problem(req, resp, NULL, "reading the inventory", err);
         return;
     }
-    PGresult *r = exec(c,
-                       "SELECT COALESCE(json_agg(json_build_object('sku', sku, 'name', name, 'stock', stock)"
-                       " ORDER BY sku), '[]')::text FROM inventory",
-                       0, NULL, PGRES_TUPLES_OK, err, sizeof(err));
+    PGresult *r =
+        exec(c,
+             "SELECT COALESCE(json_agg(json_build_object('sku', sku, 'name', name, 'stock', stock)"
+             " ORDER BY sku), '[]')::text FROM inventory",
+             0, NULL, PGRES_TUPLES_OK, err, sizeof(err));
     if (!r)
         db_problem(req, resp, c, "reading the inventory", err);
     else
-        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+        outbox__http_reply_raw(resp, 200, "application/json", PQgetvalue(r, 0, 0),
+                               (size_t)PQgetlength(r, 0, 0));
     PQclear(r);
     outbox__dbpool_put(app->pool, c);
 }

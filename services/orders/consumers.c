@@ -20,12 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/conf.h"
-#include "core/log.h"
-#include "core/util.h"
 #include "orders.h"
 #include "outbox/consumer.h"
-#include "store/pg/pg.h"
 
 typedef struct worker_s {
     const char *name; /* "inventory", "email": consumer group and inbox name */
@@ -52,7 +48,8 @@ static int session(worker_t *w)
         return 0;
     PQfinish(w->conn);
     char err[512];
-    w->conn = outbox__pg_connect(outbox__conf_database_url(w->conf), w->instance, err, sizeof(err));
+    w->conn =
+        outbox_kit_db_connect(outbox_kit_conf_database_url(w->conf), w->instance, err, sizeof(err));
     if (!w->conn) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_down", err, NULL);
         return -1;
@@ -60,8 +57,8 @@ static int session(worker_t *w)
     return 0;
 }
 
-static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params, ExecStatusType want,
-                   const char *consumer)
+static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params,
+                   ExecStatusType want, const char *consumer)
 {
     PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
@@ -80,7 +77,7 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
     int is_new = 0;
     if (session(w) != 0)
         return -1;
-    if (outbox__pg_exec(w->conn, "BEGIN", err, sizeof(err)) ||
+    if (outbox_kit_db_exec(w->conn, "BEGIN", err, sizeof(err)) ||
         outbox_inbox_record(w->conn, w->name, d->env.id, &is_new, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "message_id", d->env.id, NULL);
         PQclear(PQexec(w->conn, "ROLLBACK"));
@@ -90,7 +87,8 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
         PQclear(PQexec(w->conn, "ROLLBACK"));
         char msg[96];
         snprintf(msg, sizeof(msg), "SKIPPING duplicate message %s", d->env.id);
-        outbox__log(OUTBOX_LOG_INFO, w->name, "duplicate", msg, "message_id", d->env.id, "type", d->env.type, NULL);
+        outbox__log(OUTBOX_LOG_INFO, w->name, "duplicate", msg, "message_id", d->env.id, "type",
+                    d->env.type, NULL);
         return 0;
     }
     return 1;
@@ -119,8 +117,9 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         return OUTBOX_OK; /* our own OrderConfirmed/OrderRejected */
     const char *order_id = d->env.subject;
     if (!outbox_uuid_valid(order_id)) {
-        outbox__log(OUTBOX_LOG_WARN, w->name, "bad_message", "OrderCreated without an order id subject: dropped",
-                    "message_id", d->env.id, NULL);
+        outbox__log(OUTBOX_LOG_WARN, w->name, "bad_message",
+                    "OrderCreated without an order id subject: dropped", "message_id", d->env.id,
+                    NULL);
         return OUTBOX_OK;
     }
     int b = begin_once(w, d);
@@ -128,13 +127,13 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         return b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
     PGconn *c = w->conn;
     const char *p1[1] = {order_id};
-    PGresult *r = q(c, "SELECT status, user_id, amount FROM orders WHERE id = $1::uuid FOR UPDATE", 1, p1,
-                    PGRES_TUPLES_OK, w->name);
+    PGresult *r = q(c, "SELECT status, user_id, amount FROM orders WHERE id = $1::uuid FOR UPDATE",
+                    1, p1, PGRES_TUPLES_OK, w->name);
     if (!r)
         return rollback(w);
     if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), "pending") != 0) {
-        outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending", "order missing or already decided: nothing to do",
-                    "order_id", order_id, NULL);
+        outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending",
+                    "order missing or already decided: nothing to do", "order_id", order_id, NULL);
         PQclear(r);
         return commit(w); /* record the message as handled */
     }
@@ -142,8 +141,9 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     snprintf(user, sizeof(user), "%s", PQgetvalue(r, 0, 1));
     snprintf(amount, sizeof(amount), "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
-    PGresult *items = q(c, "SELECT sku, quantity FROM order_items WHERE order_id = $1::uuid ORDER BY sku", 1, p1,
-                        PGRES_TUPLES_OK, w->name);
+    PGresult *items =
+        q(c, "SELECT sku, quantity FROM order_items WHERE order_id = $1::uuid ORDER BY sku", 1, p1,
+          PGRES_TUPLES_OK, w->name);
     if (!items)
         return rollback(w);
     char short_sku[80] = "";
@@ -169,7 +169,8 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         snprintf(reason, sizeof(reason), "insufficient stock for %s", short_sku);
         /* Undo the deductions made before the short sku. */
         r = q(c,
-              "WITH gone AS (DELETE FROM inventory_reservations WHERE order_id = $1::uuid RETURNING sku, quantity)"
+              "WITH gone AS (DELETE FROM inventory_reservations WHERE order_id = $1::uuid "
+              "RETURNING sku, quantity)"
               " UPDATE inventory v SET stock = v.stock + g.quantity, updated_at = now() FROM gone g"
               " WHERE v.sku = g.sku",
               1, p1, PGRES_COMMAND_OK, w->name);
@@ -179,13 +180,13 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     }
     const char *status = short_sku[0] ? "rejected" : "confirmed";
     const char *p3[3] = {order_id, status, short_sku[0] ? reason : NULL};
-    r = q(c, "UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE id = $1::uuid", 3, p3,
-          PGRES_COMMAND_OK, w->name);
+    r = q(c, "UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE id = $1::uuid",
+          3, p3, PGRES_COMMAND_OK, w->name);
     if (!r)
         return rollback(w);
     PQclear(r);
-    json_t *data = json_pack("{s:s,s:s,s:s,s:I}", "order_id", order_id, "status", status, "user_id", user, "amount",
-                             (json_int_t)strtoll(amount, NULL, 10));
+    json_t *data = json_pack("{s:s,s:s,s:s,s:I}", "order_id", order_id, "status", status, "user_id",
+                             user, "amount", (json_int_t)strtoll(amount, NULL, 10));
     if (data && short_sku[0])
         json_object_set_new(data, "reason", json_string(reason));
     char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -205,8 +206,10 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     }
     if (commit(w) != OUTBOX_OK)
         return OUTBOX_ERR_DB;
-    outbox__log(short_sku[0] ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name, short_sku[0] ? "order_rejected" : "order_confirmed",
-                short_sku[0] ? reason : "stock deducted", "order_id", order_id, "message_id", d->env.id, NULL);
+    outbox__log(short_sku[0] ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name,
+                short_sku[0] ? "order_rejected" : "order_confirmed",
+                short_sku[0] ? reason : "stock deducted", "order_id", order_id, "message_id",
+                d->env.id, NULL);
     return OUTBOX_OK;
 }
 
@@ -227,7 +230,8 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
     flockfile(stdout);
     printf("[EMAIL] Sending confirmation email for Order %s\n", order ? order : d->env.subject);
     printf("[EMAIL] -> User: %s\n", user ? user : "(unknown)");
-    printf("[EMAIL] -> Amount: %lld\n", json_is_integer(amount) ? (long long)json_integer_value(amount) : 0LL);
+    printf("[EMAIL] -> Amount: %lld\n",
+           json_is_integer(amount) ? (long long)json_integer_value(amount) : 0LL);
     printf("[EMAIL] \xE2\x9C\x93 Email sent successfully!\n");
     fflush(stdout);
     funlockfile(stdout);
@@ -240,14 +244,15 @@ static void *run(void *arg)
     worker_t *w = arg;
     const char *topics[1] = {ORDERS_TOPIC};
     char err[512];
-    outbox_consumer_t *c = outbox_consumer_new(w->url, w->name, w->instance, topics, 1, w->conf, err, sizeof(err));
+    outbox_consumer_t *c =
+        outbox_consumer_new(w->url, w->name, w->instance, topics, 1, w->conf, err, sizeof(err));
     if (!c) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "consumer_failed", err, NULL);
         return NULL;
     }
     while (!*w->stop) {
         if (session(w) != 0) {
-            outbox__sleep_ms(1000, w->stop);
+            outbox_kit_sleep_ms(1000, w->stop);
             continue;
         }
         outbox_consumer_poll(c, 500, w->handler, w);
@@ -259,22 +264,23 @@ static void *run(void *arg)
     return NULL;
 }
 
-orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr, size_t errstr_size)
+orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr,
+                                           size_t errstr_size)
 {
     orders_consumers_t *cs = calloc(1, sizeof(*cs));
     if (!cs) {
-        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     char url[1024];
-    const char *src = outbox__conf_str(conf, "consumer_source");
-    const char *sink = outbox__conf_str(conf, "sink");
+    const char *src = outbox_kit_conf_str(conf, "consumer_source");
+    const char *sink = outbox_kit_conf_str(conf, "sink");
     if (src[0])
         snprintf(url, sizeof(url), "%s", src);
     else if (sink[0])
         snprintf(url, sizeof(url), "%s", sink);
     else
-        snprintf(url, sizeof(url), "redis://%s", outbox__conf_str(conf, "redis_addr"));
+        snprintf(url, sizeof(url), "redis://%s", outbox_kit_conf_str(conf, "redis_addr"));
     char host[128] = "host";
     gethostname(host, sizeof(host) - 1);
     static const struct {
@@ -282,11 +288,11 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
         outbox_consumer_handler_fn fn;
     } defs[2] = {{"inventory", "Inventory consumer started", on_inventory},
                  {"email", "Email consumer started", on_email}};
-    int per = (int)outbox__conf_int(conf, "consumer_threads");
+    int per = (int)outbox_kit_conf_int(conf, "consumer_threads");
     cs->workers = calloc((size_t)(2 * per), sizeof(worker_t));
     if (!cs->workers) {
         free(cs);
-        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
     for (int i = 0; i < 2; i++) {
@@ -297,9 +303,10 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
             snprintf(w->url, sizeof(w->url), "%s", url);
-            snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(), k + 1);
+            snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(),
+                     k + 1);
             if (!w->conf || pthread_create(&w->thread, NULL, run, w) != 0) {
-                outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot start the %s consumer", w->name);
+                snprintf(errstr, errstr_size, "cannot start the %s consumer", w->name);
                 orders_consumers_stop(cs);
                 return NULL;
             }
@@ -307,8 +314,8 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
         }
         char n[16];
         snprintf(n, sizeof(n), "%d", per);
-        outbox__log(OUTBOX_LOG_INFO, defs[i].name, "consumer_started", defs[i].started, "group", defs[i].name,
-                    "threads", n, NULL);
+        outbox__log(OUTBOX_LOG_INFO, defs[i].name, "consumer_started", defs[i].started, "group",
+                    defs[i].name, "threads", n, NULL);
     }
     return cs;
 }

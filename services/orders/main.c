@@ -8,12 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/conf.h"
-#include "core/log.h"
-#include "core/util.h"
-#include "http/idempotency.h"
 #include "orders.h"
-#include "store/pg/pg.h"
 
 static volatile sig_atomic_t g_stop;
 
@@ -26,29 +21,33 @@ static void on_signal(int sig)
 
 static void usage(FILE *fp)
 {
-    fprintf(fp,
-            "Usage: orders-service [OPTIONS]\n"
-            "\n"
-            "The order system: POST /orders writes the order and its OrderCreated event in\n"
-            "one transaction (Idempotency-Key supported); the relay publishes the events to\n"
-            "Redis; the inventory consumer deducts stock and confirms or rejects the order;\n"
-            "the email consumer prints the confirmation email. Each exactly once per order.\n"
-            "Every option can also be set by the environment variable shown; flags win.\n"
-            "\n"
-            "  --version                  print the version and exit\n");
-    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE | OUTBOX_SCOPE_RELAY |
-                                    OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_LOG);
-    fprintf(fp, "\nEndpoints: POST /orders, GET /orders/{id}, GET /inventory, GET /healthz, GET /readyz,\n"
-                "GET /metrics (see docs/ORDERS.md).\n"
-                "\nExample:\n"
-                "  DATABASE_URL=postgres://app@127.0.0.1/app REDIS_ADDR=127.0.0.1:6379 PORT=8080 orders-service\n");
+    fprintf(fp, "Usage: orders-service [OPTIONS]\n"
+                "\n"
+                "The order system: POST /orders writes the order and its OrderCreated event in\n"
+                "one transaction (Idempotency-Key supported); the relay publishes the events to\n"
+                "Redis; the inventory consumer deducts stock and confirms or rejects the order;\n"
+                "the email consumer prints the confirmation email. Each exactly once per order.\n"
+                "Every option can also be set by the environment variable shown; flags win.\n"
+                "\n"
+                "  --version                  print the version and exit\n");
+    outbox_kit_conf_print_help(fp, OUTBOX_KIT_SCOPE_DB | OUTBOX_KIT_SCOPE_HTTP |
+                                       OUTBOX_KIT_SCOPE_SERVICE | OUTBOX_KIT_SCOPE_RELAY |
+                                       OUTBOX_KIT_SCOPE_SINK | OUTBOX_KIT_SCOPE_LOG);
+    fprintf(
+        fp,
+        "\nEndpoints: POST /orders, GET /orders/{id}, GET /inventory, GET /healthz, GET /readyz,\n"
+        "GET /metrics (see docs/ORDERS.md).\n"
+        "\nExample:\n"
+        "  DATABASE_URL=postgres://app@127.0.0.1/app REDIS_ADDR=127.0.0.1:6379 PORT=8080 "
+        "orders-service\n");
 }
 
 static PGconn *connect_db(const outbox_conf_t *conf)
 {
     char err[512];
     for (int attempt = 0; attempt < 30 && !g_stop; attempt++) {
-        PGconn *c = outbox__pg_connect(outbox__conf_database_url(conf), "orders-service", err, sizeof(err));
+        PGconn *c = outbox_kit_db_connect(outbox_kit_conf_database_url(conf), "orders-service", err,
+                                          sizeof(err));
         if (c)
             return c;
         outbox__log(OUTBOX_LOG_WARN, "orders", "db_wait", err, NULL);
@@ -62,7 +61,7 @@ static int migrate(PGconn *c)
 {
     char err[512];
     if (outbox_migrate(c, NULL, err, sizeof(err)) || outbox__idem_migrate(c, err, sizeof(err)) ||
-        outbox__pg_migrate_set(c, "orders", orders_migrations, NULL, err, sizeof(err))) {
+        outbox_kit_migrate(c, "orders", orders_migrations, NULL, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, "orders", "migrate_failed", err, NULL);
         return -1;
     }
@@ -73,7 +72,7 @@ static int migrate(PGconn *c)
  * connect (and reconnect) on their own. */
 static void check_redis(const outbox_conf_t *conf)
 {
-    const char *addr = outbox__conf_str(conf, "redis_addr");
+    const char *addr = outbox_kit_conf_str(conf, "redis_addr");
     char host[256];
     snprintf(host, sizeof(host), "%s", addr);
     char *colon = strrchr(host, ':');
@@ -85,18 +84,20 @@ static void check_redis(const outbox_conf_t *conf)
     struct timeval tv = {3, 0};
     redisContext *rc = redisConnectWithTimeout(host, port, tv);
     redisReply *rep = NULL;
-    if (rc && !rc->err && outbox__conf_str(conf, "redis_password")[0]) {
-        const char *av[2] = {"AUTH", outbox__conf_str(conf, "redis_password")};
+    if (rc && !rc->err && outbox_kit_conf_str(conf, "redis_password")[0]) {
+        const char *av[2] = {"AUTH", outbox_kit_conf_str(conf, "redis_password")};
         rep = redisCommandArgv(rc, 2, av, NULL);
         if (rep)
             freeReplyObject(rep);
     }
     rep = rc && !rc->err ? redisCommand(rc, "PING") : NULL;
     if (rep && rep->type != REDIS_REPLY_ERROR)
-        outbox__log(OUTBOX_LOG_INFO, "orders", "redis_connected", "Connected to Redis successfully", "addr", addr, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "orders", "redis_connected", "Connected to Redis successfully",
+                    "addr", addr, NULL);
     else
         outbox__log(OUTBOX_LOG_WARN, "orders", "redis_unreachable",
-                    "Redis is not reachable yet: the relay and consumers keep retrying", "addr", addr, NULL);
+                    "Redis is not reachable yet: the relay and consumers keep retrying", "addr",
+                    addr, NULL);
     if (rep)
         freeReplyObject(rep);
     if (rc)
@@ -113,7 +114,7 @@ static int ready(void *opaque, char *why, size_t why_size)
 /* Purges expired idempotency keys now and then, until *stop. */
 static void purge_keys(orders_app_t *app, int64_t *next_ms)
 {
-    int64_t now = outbox__now_ms();
+    int64_t now = outbox_kit_now_ms();
     if (now < *next_ms)
         return;
     int64_t every = app->idem_retention_ms / 10;
@@ -126,7 +127,8 @@ static void purge_keys(orders_app_t *app, int64_t *next_ms)
     if (outbox__idem_purge(c, &n, err, sizeof(err)))
         outbox__log(OUTBOX_LOG_WARN, "orders", "purge_failed", err, NULL);
     else if (n > 0)
-        outbox__logf(OUTBOX_LOG_INFO, "orders", "keys_purged", "purged %lld expired idempotency keys", n);
+        outbox__logf(OUTBOX_LOG_INFO, "orders", "keys_purged",
+                     "purged %lld expired idempotency keys", n);
     outbox__dbpool_put(app->pool, c);
 }
 
@@ -139,26 +141,30 @@ int main(int argc, char **argv)
             return 0;
         }
     int rc;
-    outbox_conf_t *conf = outbox__conf_load("orders-service", argc, argv, usage, NULL, &rc);
+    outbox_conf_t *conf = outbox_kit_conf_load("orders-service", argc, argv, usage, NULL, &rc);
     if (!conf)
         return rc;
-    int run_api = outbox__conf_bool(conf, "api"), run_relay = outbox__conf_bool(conf, "relay"),
-        run_consumers = outbox__conf_bool(conf, "consumers");
-    outbox__conf_log(conf, "orders", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE);
+    int run_api = outbox_kit_conf_bool(conf, "api"),
+        run_relay = outbox_kit_conf_bool(conf, "relay"),
+        run_consumers = outbox_kit_conf_bool(conf, "consumers");
+    outbox_kit_conf_log(conf, "orders",
+                        OUTBOX_KIT_SCOPE_DB | OUTBOX_KIT_SCOPE_HTTP | OUTBOX_KIT_SCOPE_SERVICE);
     if (!run_api && !run_relay && !run_consumers) {
-        fprintf(stderr, "orders-service: --no-api, --no-relay and --no-consumers together leave nothing to run\n");
+        fprintf(stderr, "orders-service: --no-api, --no-relay and --no-consumers together leave "
+                        "nothing to run\n");
         outbox_conf_destroy(conf);
         return 2;
     }
 
-    outbox__on_stop_signals(on_signal);
+    outbox_kit_on_stop_signals(on_signal);
 
     PGconn *db = connect_db(conf);
     if (!db) {
         outbox_conf_destroy(conf);
         return 1;
     }
-    outbox__log(OUTBOX_LOG_INFO, "orders", "db_connected", "Connected to database successfully", NULL);
+    outbox__log(OUTBOX_LOG_INFO, "orders", "db_connected", "Connected to database successfully",
+                NULL);
     if (migrate(db) != 0) {
         PQfinish(db);
         outbox_conf_destroy(conf);
@@ -173,14 +179,15 @@ int main(int argc, char **argv)
     orders_consumers_t *consumers = NULL;
     outbox_http_t *http = NULL;
     orders_app_t app = {.conf = conf,
-                        .idem_retention_ms = outbox__conf_ms(conf, "idempotency_retention"),
-                        .idem_required = outbox__conf_bool(conf, "idempotency_key_required")};
+                        .idem_retention_ms = outbox_kit_conf_ms(conf, "idempotency_retention"),
+                        .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required")};
     if (run_relay) {
         outbox_conf_t *rconf = outbox_conf_dup(conf);
         relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
         if (!relay) {
             outbox_conf_destroy(rconf);
-            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", rconf ? err : "out of memory", NULL);
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", rconf ? err : "out of memory",
+                        NULL);
             rc = 1;
             goto out;
         }
@@ -196,26 +203,30 @@ int main(int argc, char **argv)
         goto out;
     }
     if (run_api) {
-        app.pool = outbox__dbpool_new(outbox__conf_database_url(conf), (int)outbox__conf_int(conf, "db_pool_size"),
+        app.pool = outbox__dbpool_new(outbox_kit_conf_database_url(conf),
+                                      (int)outbox_kit_conf_int(conf, "db_pool_size"),
                                       "orders-service api");
-        outbox_http_opts_t opts = {.name = "orders",
-                                   .addr = outbox__conf_str(conf, "http_addr"),
-                                   .port = (int)outbox__conf_int(conf, "port"),
-                                   .max_body = (size_t)outbox__conf_int(conf, "http_max_body"),
-                                   .max_connections = (unsigned)outbox__conf_int(conf, "http_max_connections"),
-                                   .timeout_s = (unsigned)(outbox__conf_ms(conf, "http_timeout") / 1000),
-                                   .routes = orders_routes,
-                                   .opaque = &app,
-                                   .ready = ready};
+        outbox_http_opts_t opts = {
+            .name = "orders",
+            .addr = outbox_kit_conf_str(conf, "http_addr"),
+            .port = (int)outbox_kit_conf_int(conf, "port"),
+            .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
+            .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
+            .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
+            .routes = orders_routes,
+            .opaque = &app,
+            .ready = ready};
         if (!app.pool || !(http = outbox__http_start(&opts, err, sizeof(err)))) {
-            outbox__log(OUTBOX_LOG_ERROR, "orders", "listen_failed", app.pool ? err : "out of memory", NULL);
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "listen_failed",
+                        app.pool ? err : "out of memory", NULL);
             rc = 1;
             goto out;
         }
         char msg[64], port[16];
         snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
         snprintf(port, sizeof(port), "%d", outbox__http_port(http));
-        outbox__log(OUTBOX_LOG_INFO, "orders", "listening", msg, "addr", opts.addr, "port", port, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "orders", "listening", msg, "addr", opts.addr, "port", port,
+                    NULL);
     }
 
     int64_t next_purge = 0;
@@ -224,17 +235,20 @@ int main(int argc, char **argv)
             purge_keys(&app, &next_purge);
         usleep(100 * 1000);
     }
-    outbox__log(OUTBOX_LOG_INFO, "orders", "shutting_down", "stop requested: draining requests, consumers, relay", NULL);
+    outbox__log(OUTBOX_LOG_INFO, "orders", "shutting_down",
+                "stop requested: draining requests, consumers, relay", NULL);
 
 out:;
-    int64_t shutdown_ms = outbox__conf_ms(conf, "shutdown_timeout");
+    int64_t shutdown_ms = outbox_kit_conf_ms(conf, "shutdown_timeout");
     outbox__http_stop(http, shutdown_ms);
     orders_consumers_stop(consumers);
     if (relay) {
         outbox_relay_stop(relay);
         if (outbox_relay_wait(relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {
-            outbox__log(OUTBOX_LOG_WARN, "orders", "shutdown_timeout",
-                        "relay batches still in flight: exiting; they roll back and are published later", NULL);
+            outbox__log(
+                OUTBOX_LOG_WARN, "orders", "shutdown_timeout",
+                "relay batches still in flight: exiting; they roll back and are published later",
+                NULL);
             _exit(rc);
         }
         outbox_relay_destroy(relay);

@@ -4,10 +4,8 @@
 
 #include <stdint.h>
 
-#include "http/dbpool.h"
-#include "http/http.h"
+#include "kit/kit.h"
 #include "outbox/outbox.h"
-#include "store/migrations.h"
 
 #define ORDERS_TOPIC "orders"
 #define ORDERS_SOURCE "/orders"
@@ -17,8 +15,8 @@
 extern const outbox_migration_t orders_migrations[];
 
 typedef struct orders_app_s {
-    outbox_conf_t *conf;        /* owned by main */
-    outbox_dbpool_t *pool;      /* request threads' connections */
+    outbox_conf_t *conf;   /* owned by main */
+    outbox_dbpool_t *pool; /* request threads' connections */
     int64_t idem_retention_ms;
     int idem_required;
 } orders_app_t;
@@ -28,7 +26,8 @@ extern const outbox_http_route_t orders_routes[];
 
 /* The inventory and email consumers (consumers.c), one thread each. */
 typedef struct orders_consumers_s orders_consumers_t;
-orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr, size_t errstr_size);
+orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr,
+                                           size_t errstr_size);
 /* Asks the threads to stop, joins them and frees everything. */
 void orders_consumers_stop(orders_consumers_t *cs);
 

@@ -1,0 +1,145 @@
+/* The service kit: thin wrappers over the library's internals, so services
+ * depend on the kit's names only. See kit.h. */
+#include "kit/kit.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/util.h"
+#include "store/pg/pg.h"
+
+_Static_assert(OUTBOX_KIT_SCOPE_DB == OUTBOX_SCOPE_DB, "scope DB");
+_Static_assert(OUTBOX_KIT_SCOPE_RELAY == OUTBOX_SCOPE_RELAY, "scope RELAY");
+_Static_assert(OUTBOX_KIT_SCOPE_SINK == OUTBOX_SCOPE_SINK, "scope SINK");
+_Static_assert(OUTBOX_KIT_SCOPE_HTTP == OUTBOX_SCOPE_HTTP, "scope HTTP");
+_Static_assert(OUTBOX_KIT_SCOPE_SERVICE == OUTBOX_SCOPE_SERVICE, "scope SERVICE");
+_Static_assert(OUTBOX_KIT_SCOPE_LOG == OUTBOX_SCOPE_LOG, "scope LOG");
+_Static_assert(OUTBOX_KIT_SCOPE_ALL == OUTBOX_SCOPE_ALL, "scope ALL");
+
+/* ---- configuration ---- */
+
+outbox_conf_t *outbox_kit_conf_load(const char *prog, int argc, char **argv,
+                                    void (*usage)(FILE *fp), int *argi, int *exit_code)
+{
+    return outbox__conf_load(prog, argc, argv, usage, argi, exit_code);
+}
+
+const char *outbox_kit_conf_str(const outbox_conf_t *conf, const char *name)
+{
+    return outbox__conf_str(conf, name);
+}
+
+int64_t outbox_kit_conf_int(const outbox_conf_t *conf, const char *name)
+{
+    return outbox__conf_int(conf, name);
+}
+
+int outbox_kit_conf_bool(const outbox_conf_t *conf, const char *name)
+{
+    return outbox__conf_bool(conf, name);
+}
+
+int64_t outbox_kit_conf_ms(const outbox_conf_t *conf, const char *name)
+{
+    return outbox__conf_ms(conf, name);
+}
+
+const char *outbox_kit_conf_database_url(const outbox_conf_t *conf)
+{
+    return outbox__conf_database_url(conf);
+}
+
+void outbox_kit_conf_print_help(FILE *fp, unsigned scopes)
+{
+    outbox__conf_print_help(fp, scopes);
+}
+
+void outbox_kit_conf_log(const outbox_conf_t *conf, const char *component, unsigned scopes)
+{
+    outbox__conf_log(conf, component, scopes);
+}
+
+/* ---- database ---- */
+
+PGconn *outbox_kit_db_connect(const char *conninfo, const char *appname, char *errstr,
+                              size_t errstr_size)
+{
+    return outbox__pg_connect(conninfo, appname, errstr, errstr_size);
+}
+
+outbox_err_t outbox_kit_db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size)
+{
+    return outbox__pg_exec(conn, sql, errstr, errstr_size);
+}
+
+int outbox_kit_db_in_tx(PGconn *conn)
+{
+    return outbox__pg_in_tx(conn);
+}
+
+/* Copies libpq's message (result's, else the connection's) without its
+ * trailing newlines. */
+static void pq_reason(PGconn *conn, const PGresult *r, char *errstr, size_t errstr_size)
+{
+    if (!errstr || !errstr_size)
+        return;
+    const char *m = r ? PQresultErrorMessage(r) : "";
+    if (!m || !*m)
+        m = PQerrorMessage(conn);
+    snprintf(errstr, errstr_size, "%s", m && *m ? m : "connection lost");
+    size_t n = strlen(errstr);
+    while (n && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '))
+        errstr[--n] = '\0';
+}
+
+outbox_kit_commit_t outbox_kit_db_commit(PGconn *conn, char *errstr, size_t errstr_size)
+{
+    /* Simple query protocol: one 'Q' message, one answer. */
+    PGresult *r = PQexec(conn, "COMMIT");
+    ExecStatusType st = PQresultStatus(r);
+    outbox_kit_commit_t out;
+    if (!r || PQstatus(conn) != CONNECTION_OK) {
+        /* No answer (or not all of it) reached us: COMMIT may have been
+         * applied before the connection broke. */
+        out = OUTBOX_KIT_COMMIT_UNKNOWN;
+        pq_reason(conn, r, errstr, errstr_size);
+    } else if (st == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT")) {
+        out = OUTBOX_KIT_COMMITTED;
+    } else if (st == PGRES_COMMAND_OK) {
+        /* COMMIT of an aborted transaction answers "ROLLBACK". */
+        out = OUTBOX_KIT_ROLLED_BACK;
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size, "the transaction had failed: COMMIT rolled it back");
+    } else {
+        /* The server answered with an error (e.g. a deferred constraint or a
+         * serialization failure at commit): it rolled back. */
+        out = OUTBOX_KIT_ROLLED_BACK;
+        pq_reason(conn, r, errstr, errstr_size);
+    }
+    PQclear(r);
+    return out;
+}
+
+outbox_err_t outbox_kit_migrate(PGconn *conn, const char *component, const outbox_migration_t *list,
+                                int *applied, char *errstr, size_t errstr_size)
+{
+    return outbox__pg_migrate_set(conn, component, list, applied, errstr, errstr_size);
+}
+
+/* ---- process basics ---- */
+
+void outbox_kit_on_stop_signals(void (*handler)(int))
+{
+    outbox__on_stop_signals(handler);
+}
+
+int64_t outbox_kit_now_ms(void)
+{
+    return outbox__now_ms();
+}
+
+void outbox_kit_sleep_ms(int64_t ms, volatile int *stop)
+{
+    outbox__sleep_ms(ms, stop);
+}
