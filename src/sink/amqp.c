@@ -10,14 +10,15 @@
  * content_mode=binary sends the data as body (application/json) and the
  * CloudEvents attributes as ce_* headers.
  *
- * A batch is pipelined on a channel in confirm mode: every message is
+ * A call is pipelined on a channel in confirm mode: every message is
  * published, then the broker's basic.ack/basic.nack for each delivery tag
- * is awaited up to the publish timeout. basic.ack is RabbitMQ's promise
- * that the message is routed to and persisted in every queue bound for it
- * (or that no queue was bound: see amqp_mandatory). The connection is
- * opened lazily, so a relay starts while the broker is down; any connection
- * error drops it, the call returns OUTBOX_ERR_BROKER and the next call or
- * ping() reconnects. */
+ * is awaited until the call's deadline (sink->deadline_ms, at most
+ * publish_timeout). Each message has its own result: the engine hands a
+ * call at most one event per key and applies the per-key rule itself. basic.ack is RabbitMQ's
+ * promise that the message is routed to and persisted in every queue bound for it (or that no queue
+ * was bound: see amqp_mandatory). The connection is opened lazily, so a relay starts while the
+ * broker is down; any connection error drops it, the call returns OUTBOX_ERR_BROKER and the next
+ * call or ping() reconnects. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@
 #include <time.h>
 
 #include "core/conf.h"
-#include "core/keyset.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sink/amqp_common.h"
@@ -344,6 +344,7 @@ static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const
 {
     for (size_t i = 0; i < n; i++) {
         res[i].err = err;
+        res[i].not_sent = 0;
         snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", why);
     }
 }
@@ -372,130 +373,243 @@ static void rpc_deadline(amqp_sink_t *a, int64_t deadline)
     amqp_set_rpc_timeout(a->conn, &tv);
 }
 
-static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
-                                 outbox_pub_result_t *res)
+/* One publish call in progress. */
+typedef struct amqp_call_s {
+    outbox_msg_t *msgs;
+    outbox_pub_result_t *res;
+    size_t n;
+    int *state;     /* per message: PS_* */
+    size_t *by_tag; /* message index of delivery tag first_tag + k */
+    uint64_t first_tag;
+    size_t nsent;   /* messages published on the channel */
+    size_t pending; /* of those, still without a confirm */
+    int64_t deadline;
+    char why[512]; /* why the connection failed */
+} amqp_call_t;
+
+/* 0. What AMQP cannot carry is refused for good (dead letter now): it
+ *    would fail the same way on every retry. */
+static void reject_unfit(amqp_call_t *c)
+{
+    char why[512];
+    for (size_t i = 0; i < c->n; i++)
+        if (!msg_fits(&c->msgs[i], why, sizeof(why)))
+            fail_one(&c->res[i], &c->state[i], OUTBOX_ERR_REJECTED, why);
+}
+
+/* 1. Exchanges, before any publish so no RPC reply interleaves with
+ *    confirms. A refused exchange fails its topic's messages only.
+ *    OUTBOX_ERR_BROKER (c->why set) when the connection failed. */
+static outbox_err_t declare_all(outbox_sink_t *sink, amqp_call_t *c)
+{
+    rpc_deadline(sink->state, c->deadline);
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->state[i] == PS_FAILED)
+            continue;
+        outbox_err_t e = declare(sink, c->msgs[i].topic, c->why, sizeof(c->why));
+        if (e == OUTBOX_ERR_BROKER)
+            return e;
+        if (e != OUTBOX_OK)
+            for (size_t j = i; j < c->n; j++)
+                if (!strcmp(c->msgs[j].topic, c->msgs[i].topic))
+                    fail_one(&c->res[j], &c->state[j], OUTBOX_ERR_BROKER, c->why);
+    }
+    return OUTBOX_OK;
+}
+
+/* Publishes one message on the channel. OUTBOX_ERR_NOMEM (the message
+ * fails alone) or OUTBOX_ERR_BROKER (the connection failed, c->why set). */
+static outbox_err_t publish_one(amqp_sink_t *a, amqp_call_t *c, const outbox_msg_t *m)
+{
+    msg_headers_t h;
+    if (headers_build(&h, m, a->binary)) {
+        headers_term(&h);
+        return OUTBOX_ERR_NOMEM;
+    }
+    amqp_basic_properties_t p;
+    memset(&p, 0, sizeof(p));
+    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+               AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    p.content_type = amqp_cstring_bytes(a->binary ? CT_JSON : CT_STRUCTURED);
+    p.delivery_mode = 2; /* persistent */
+    p.message_id = amqp_cstring_bytes(m->id);
+    p.type = amqp_cstring_bytes(m->type);
+    p.headers.num_entries = h.n;
+    p.headers.entries = h.e;
+    uint64_t ts = epoch_seconds(m->time);
+    if (ts) {
+        p._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+        p.timestamp = ts;
+    }
+    amqp_bytes_t body;
+    if (a->binary) {
+        body.bytes = (void *)(m->payload ? m->payload : "null");
+        body.len = strlen(body.bytes);
+    } else {
+        body.bytes = m->envelope;
+        body.len = m->envelope_len;
+    }
+    int st = amqp_basic_publish(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(m->topic),
+                                amqp_cstring_bytes(m->type), a->mandatory, 0, &p, body);
+    headers_term(&h);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(c->why, sizeof(c->why), "AMQP publish to %s failed: %s", a->url.shown,
+                 amqp_error_string2(st));
+        return OUTBOX_ERR_BROKER;
+    }
+    return OUTBOX_OK;
+}
+
+/* 2. Publishes every message still unsent, in order, until the deadline;
+ *    the ones left then are out of time (not sent). */
+static outbox_err_t publish_all(amqp_sink_t *a, amqp_call_t *c)
+{
+    c->first_tag = a->next_tag;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->state[i] == PS_FAILED)
+            continue;
+        if (outbox__now_ms() >= c->deadline) {
+            c->state[i] = PS_FAILED;
+            outbox__sink_out_of_time(&c->res[i], 1);
+            continue;
+        }
+        outbox_err_t e = publish_one(a, c, &c->msgs[i]);
+        if (e == OUTBOX_ERR_BROKER)
+            return e;
+        if (e != OUTBOX_OK) {
+            fail_one(&c->res[i], &c->state[i], OUTBOX_ERR_BROKER,
+                     "out of memory building AMQP headers");
+            continue;
+        }
+        c->state[i] = PS_WAIT;
+        c->by_tag[c->nsent++] = i;
+        a->next_tag++;
+    }
+    c->pending = c->nsent;
+    return OUTBOX_OK;
+}
+
+/* Applies a basic.ack (ok) or basic.nack to delivery tag (and, with
+ * multiple, every earlier one of the call). */
+static void apply_confirm(amqp_call_t *c, uint64_t tag, int multiple, int ok)
+{
+    if (tag < c->first_tag || tag >= c->first_tag + c->nsent)
+        return; /* not ours (cannot happen: earlier calls waited or dropped) */
+    size_t lo = multiple ? 0 : (size_t)(tag - c->first_tag), hi = (size_t)(tag - c->first_tag);
+    for (size_t k = lo; k <= hi; k++) {
+        size_t i = c->by_tag[k];
+        if (c->state[i] != PS_WAIT)
+            continue;
+        c->pending--;
+        if (ok && c->res[i].err == OUTBOX_OK) {
+            c->state[i] = PS_ACKED;
+            continue;
+        }
+        c->state[i] = PS_FAILED;
+        if (c->res[i].err == OUTBOX_OK) {
+            c->res[i].err = OUTBOX_ERR_BROKER;
+            snprintf(c->res[i].errstr, sizeof(c->res[i].errstr),
+                     "AMQP broker nacked the message (internal error in a queue)");
+        }
+    }
+}
+
+/* A basic.return (mandatory, unroutable): reads the returned message and
+ * marks its event failed; its ack follows and is counted then. */
+static outbox_err_t on_return(amqp_sink_t *a, amqp_call_t *c, const amqp_frame_t *f)
+{
+    const amqp_basic_return_t *m = f->payload.method.decoded;
+    char rwhy[256];
+    snprintf(rwhy, sizeof(rwhy),
+             "AMQP broker returned the message: %u %.*s (no queue bound to exchange \"%.*s\" "
+             "for routing key \"%.*s\")",
+             m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes,
+             (int)m->exchange.len, (const char *)m->exchange.bytes, (int)m->routing_key.len,
+             (const char *)m->routing_key.bytes);
+    amqp_message_t rm;
+    amqp_rpc_reply_t r = amqp_read_message(a->conn, f->channel, &rm, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        outbox__amqp_reply_str(r, c->why, sizeof(c->why));
+        return OUTBOX_ERR_BROKER;
+    }
+    size_t i = (rm.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                   ? find_by_id(c->msgs, c->n, rm.properties.message_id)
+                   : c->n;
+    amqp_destroy_message(&rm);
+    if (i < c->n && c->state[i] == PS_WAIT) {
+        c->res[i].err = OUTBOX_ERR_BROKER;
+        snprintf(c->res[i].errstr, sizeof(c->res[i].errstr), "%s", rwhy);
+    }
+    return OUTBOX_OK;
+}
+
+/* The broker is there but refused something on the channel (e.g. 403
+ * access refused, 404 exchange deleted, 406 message too large): the
+ * unconfirmed messages fail (charged, so a permanent refusal ends in the
+ * dead-letter table), the confirmed ones stand. The connection is reset. */
+static void on_channel_close(outbox_sink_t *sink, amqp_call_t *c, const amqp_frame_t *f)
 {
     amqp_sink_t *a = sink->state;
     char why[512];
-    outbox_err_t ret = OUTBOX_OK;
-    /* One deadline for the whole call (connect, declares, confirms): the
-     * relay's transaction stays open no longer than the publish timeout. */
-    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
-    if (a->conn && check_idle(a) != 0)
-        outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect",
-                    "AMQP connection lost while idle; reconnecting", "worker", sink->name, NULL);
-    if (ensure(sink, sink->timeout_ms / 4, why, sizeof(why)) !=
-        OUTBOX_OK) { /* 4 steps: <= the timeout */
-        fail_all(res, n, OUTBOX_ERR_BROKER, why);
+    amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = f->payload.method};
+    outbox__amqp_reply_str(r, why, sizeof(why));
+    for (size_t k = 0; k < c->nsent; k++)
+        if (c->state[c->by_tag[k]] == PS_WAIT)
+            fail_one(&c->res[c->by_tag[k]], &c->state[c->by_tag[k]], OUTBOX_ERR_BROKER, why);
+    c->pending = 0;
+    outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_channel_closed", why, "worker", sink->name, NULL);
+    outbox__amqp_channel_close_ok(a->conn, OUTBOX__AMQP_CHANNEL);
+    drop(a);
+}
+
+/* Handles one method frame while confirms are awaited. */
+static outbox_err_t on_frame(outbox_sink_t *sink, amqp_call_t *c, const amqp_frame_t *f)
+{
+    amqp_sink_t *a = sink->state;
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        const amqp_basic_ack_t *m = f->payload.method.decoded;
+        apply_confirm(c, m->delivery_tag, m->multiple, 1);
+        break;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_nack_t *m = f->payload.method.decoded;
+        apply_confirm(c, m->delivery_tag, m->multiple, 0);
+        break;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+        return on_return(a, c, f);
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        on_channel_close(sink, c, f);
+        return OUTBOX_OK;
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                              .reply = f->payload.method};
+        outbox__amqp_reply_str(r, c->why, sizeof(c->why));
         return OUTBOX_ERR_BROKER;
     }
-    int *state = calloc(n, sizeof(*state));
-    size_t *by_tag = calloc(n, sizeof(*by_tag)); /* message index of delivery tag first_tag + k */
-    outbox__keyset_t failed = {0};
-    if (!state || !by_tag || outbox__keyset_init(&failed, n)) {
-        free(state);
-        free(by_tag);
-        outbox__keyset_term(&failed);
-        fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
+    default:
         return OUTBOX_OK;
     }
-    for (size_t i = 0; i < n; i++) {
-        res[i].err = OUTBOX_OK;
-        res[i].errstr[0] = '\0';
-    }
+    amqp_maybe_release_buffers(a->conn);
+    return OUTBOX_OK;
+}
 
-    /* 0. What AMQP cannot carry is refused for good (dead letter now):
-     *    it would fail the same way on every retry. */
-    for (size_t i = 0; i < n; i++)
-        if (!msg_fits(&msgs[i], why, sizeof(why)))
-            fail_one(&res[i], &state[i], OUTBOX_ERR_REJECTED, why);
-
-    /* 1. Exchanges, before any publish so no RPC reply interleaves with
-     *    confirms. A refused exchange fails its messages (and their keys). */
-    rpc_deadline(a, deadline);
-    for (size_t i = 0; i < n; i++) {
-        if (state[i] == PS_FAILED)
-            continue;
-        outbox_err_t e = declare(sink, msgs[i].topic, why, sizeof(why));
-        if (e == OUTBOX_ERR_BROKER)
-            goto broken;
-        if (e != OUTBOX_OK)
-            for (size_t j = i; j < n; j++)
-                if (!strcmp(msgs[j].topic, msgs[i].topic))
-                    fail_one(&res[j], &state[j], OUTBOX_ERR_BROKER, why);
-    }
-
-    /* 2. Publish in order; a key that failed keeps its later events unsent. */
-    uint64_t first_tag = a->next_tag;
-    size_t nsent = 0;
-    const char *ctype = a->binary ? CT_JSON : CT_STRUCTURED;
-    for (size_t i = 0; i < n; i++) {
-        outbox_msg_t *m = &msgs[i];
-        if (state[i] == PS_FAILED) {
-            outbox__keyset_add(&failed, m->key);
-            continue;
-        }
-        if (outbox__keyset_has(&failed, m->key)) {
-            fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
-                     "not sent: an earlier event of the same key failed in this batch");
-            res[i].not_sent = 1;
-            continue;
-        }
-        msg_headers_t h;
-        if (headers_build(&h, m, a->binary)) {
-            headers_term(&h);
-            fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER, "out of memory building AMQP headers");
-            outbox__keyset_add(&failed, m->key);
-            continue;
-        }
-        amqp_basic_properties_t p;
-        memset(&p, 0, sizeof(p));
-        p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
-        p.content_type = amqp_cstring_bytes(ctype);
-        p.delivery_mode = 2; /* persistent */
-        p.message_id = amqp_cstring_bytes(m->id);
-        p.type = amqp_cstring_bytes(m->type);
-        p.headers.num_entries = h.n;
-        p.headers.entries = h.e;
-        uint64_t ts = epoch_seconds(m->time);
-        if (ts) {
-            p._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
-            p.timestamp = ts;
-        }
-        amqp_bytes_t body;
-        if (a->binary) {
-            body.bytes = (void *)(m->payload ? m->payload : "null");
-            body.len = strlen(body.bytes);
-        } else {
-            body.bytes = m->envelope;
-            body.len = m->envelope_len;
-        }
-        int st = amqp_basic_publish(a->conn, OUTBOX__AMQP_CHANNEL, amqp_cstring_bytes(m->topic),
-                                    amqp_cstring_bytes(m->type), a->mandatory, 0, &p, body);
-        headers_term(&h);
-        if (st != AMQP_STATUS_OK) {
-            snprintf(why, sizeof(why), "AMQP publish to %s failed: %s", a->url.shown,
-                     amqp_error_string2(st));
-            goto broken;
-        }
-        state[i] = PS_WAIT;
-        by_tag[nsent++] = i;
-        a->next_tag++;
-    }
-
-    /* 3. Confirms: one basic.ack/nack per delivery tag (or several at once
-     *    with "multiple"); a basic.return (mandatory, unroutable) comes
-     *    before the ack of the same message. */
-    size_t pending = nsent;
-    while (pending > 0) {
-        int64_t left = deadline - outbox__now_ms();
+/* 3. Confirms: one basic.ack/nack per delivery tag (or several at once
+ *    with "multiple"); a basic.return (mandatory, unroutable) comes before
+ *    the ack of the same message. OUTBOX_ERR_TIMEOUT when the deadline
+ *    passes first, OUTBOX_ERR_BROKER when the connection fails. */
+static outbox_err_t await_confirms(outbox_sink_t *sink, amqp_call_t *c)
+{
+    amqp_sink_t *a = sink->state;
+    while (c->pending > 0) {
+        int64_t left = c->deadline - outbox__now_ms();
         if (left <= 0) {
-            snprintf(why, sizeof(why),
-                     "AMQP broker %s did not confirm %zu of %zu messages within %lld ms",
-                     a->url.shown, pending, nsent, (long long)sink->timeout_ms);
-            ret = OUTBOX_ERR_TIMEOUT;
-            goto broken;
+            snprintf(c->why, sizeof(c->why),
+                     "AMQP broker %s did not confirm %zu of %zu messages before the publish "
+                     "deadline",
+                     a->url.shown, c->pending, c->nsent);
+            return OUTBOX_ERR_TIMEOUT;
         }
         struct timeval tv = outbox__amqp_tv(left);
         amqp_frame_t f;
@@ -503,131 +617,65 @@ static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
         if (st == AMQP_STATUS_TIMEOUT)
             continue;
         if (st != AMQP_STATUS_OK) {
-            snprintf(why, sizeof(why), "AMQP connection to %s lost while waiting for confirms: %s",
-                     a->url.shown, amqp_error_string2(st));
-            goto broken;
+            snprintf(c->why, sizeof(c->why),
+                     "AMQP connection to %s lost while waiting for confirms: %s", a->url.shown,
+                     amqp_error_string2(st));
+            return OUTBOX_ERR_BROKER;
         }
         if (f.frame_type != AMQP_FRAME_METHOD)
             continue;
-        uint64_t tag = 0;
-        int multiple = 0, ok = 1;
-        switch (f.payload.method.id) {
-        case AMQP_BASIC_ACK_METHOD: {
-            const amqp_basic_ack_t *m = f.payload.method.decoded;
-            tag = m->delivery_tag;
-            multiple = m->multiple;
-            break;
-        }
-        case AMQP_BASIC_NACK_METHOD: {
-            const amqp_basic_nack_t *m = f.payload.method.decoded;
-            tag = m->delivery_tag;
-            multiple = m->multiple;
-            ok = 0;
-            break;
-        }
-        case AMQP_BASIC_RETURN_METHOD: {
-            const amqp_basic_return_t *m = f.payload.method.decoded;
-            char rwhy[256];
-            snprintf(rwhy, sizeof(rwhy),
-                     "AMQP broker returned the message: %u %.*s (no queue bound to exchange "
-                     "\"%.*s\" for routing key \"%.*s\")",
-                     m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes,
-                     (int)m->exchange.len, (const char *)m->exchange.bytes, (int)m->routing_key.len,
-                     (const char *)m->routing_key.bytes);
-            amqp_message_t rm;
-            amqp_rpc_reply_t r = amqp_read_message(a->conn, f.channel, &rm, 0);
-            if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-                outbox__amqp_reply_str(r, why, sizeof(why));
-                goto broken;
-            }
-            size_t i = (rm.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-                           ? find_by_id(msgs, n, rm.properties.message_id)
-                           : n;
-            amqp_destroy_message(&rm);
-            if (i < n && state[i] == PS_WAIT) {
-                /* Still pending: its ack follows and is counted then. */
-                res[i].err = OUTBOX_ERR_BROKER;
-                snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", rwhy);
-            }
-            continue;
-        }
-        case AMQP_CHANNEL_CLOSE_METHOD: {
-            /* The broker is there but refused something on the channel
-             * (e.g. 403 access refused, 404 exchange deleted, 406 message
-             * too large): the unconfirmed messages fail (charged, so a
-             * permanent refusal ends in the dead-letter table), the
-             * confirmed ones stand. The connection is reset. */
-            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
-                                  .reply = f.payload.method};
-            outbox__amqp_reply_str(r, why, sizeof(why));
-            for (size_t k = 0; k < nsent; k++)
-                if (state[by_tag[k]] == PS_WAIT)
-                    fail_one(&res[by_tag[k]], &state[by_tag[k]], OUTBOX_ERR_BROKER, why);
-            pending = 0;
-            outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_channel_closed", why, "worker", sink->name,
-                        NULL);
-            outbox__amqp_channel_close_ok(a->conn, OUTBOX__AMQP_CHANNEL);
-            drop(a);
-            continue;
-        }
-        case AMQP_CONNECTION_CLOSE_METHOD: {
-            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
-                                  .reply = f.payload.method};
-            outbox__amqp_reply_str(r, why, sizeof(why));
-            goto broken;
-        }
-        default:
-            continue;
-        }
-        amqp_maybe_release_buffers(a->conn);
-        if (tag < first_tag || tag >= first_tag + nsent)
-            continue; /* not ours (cannot happen: earlier calls waited or dropped) */
-        size_t lo = multiple ? 0 : (size_t)(tag - first_tag), hi = (size_t)(tag - first_tag);
-        for (size_t k = lo; k <= hi; k++) {
-            size_t i = by_tag[k];
-            if (state[i] != PS_WAIT)
-                continue;
-            pending--;
-            if (ok && res[i].err == OUTBOX_OK) {
-                state[i] = PS_ACKED;
-            } else {
-                state[i] = PS_FAILED;
-                if (res[i].err == OUTBOX_OK) {
-                    res[i].err = OUTBOX_ERR_BROKER;
-                    snprintf(res[i].errstr, sizeof(res[i].errstr),
-                             "AMQP broker nacked the message (internal error in a queue)");
-                }
-            }
-        }
+        outbox_err_t e = on_frame(sink, c, &f);
+        if (e)
+            return e;
     }
-
-    /* A failed message was sent before later ones of its key were known to
-     * be fine: fail those too, so the retry publishes the key in order again. */
-    outbox__keyset_term(&failed);
-    if (outbox__keyset_init(&failed, n) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (state[i] == PS_FAILED)
-                outbox__keyset_add(&failed, msgs[i].key);
-            else if (state[i] == PS_ACKED && outbox__keyset_has(&failed, msgs[i].key))
-                fail_one(&res[i], &state[i], OUTBOX_ERR_BROKER,
-                         "published, but an earlier event of the same key failed: retried to keep "
-                         "key order");
-        }
-    }
-    free(state);
-    free(by_tag);
-    outbox__keyset_term(&failed);
     return OUTBOX_OK;
+}
 
-broken:
-    if (ret == OUTBOX_OK)
-        ret = OUTBOX_ERR_BROKER;
-    fail_all(res, n, ret, why);
-    outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_connection_lost", why, "worker", sink->name, NULL);
-    drop(a);
-    free(state);
-    free(by_tag);
-    outbox__keyset_term(&failed);
+/* Publishes the call in three steps (declares, publishes, confirms), each
+ * message with its own result. A connection failure or a confirm timeout
+ * fails the whole call (nothing in it counts; the relay probes). */
+static outbox_err_t amqp_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                 outbox_pub_result_t *res)
+{
+    amqp_sink_t *a = sink->state;
+    amqp_call_t c = {.msgs = msgs, .res = res, .n = n, .deadline = outbox__sink_deadline(sink)};
+    int64_t left = c.deadline - outbox__now_ms();
+    if (left <= 0) {
+        outbox__sink_out_of_time(res, n);
+        return OUTBOX_OK;
+    }
+    if (a->conn && check_idle(a) != 0)
+        outbox__log(OUTBOX_LOG_INFO, "sink", "amqp_reconnect",
+                    "AMQP connection lost while idle; reconnecting", "worker", sink->name, NULL);
+    /* 4 connect steps, each bounded by a quarter of what is left. */
+    if (ensure(sink, left / 4 > 0 ? left / 4 : 1, c.why, sizeof(c.why)) != OUTBOX_OK) {
+        fail_all(res, n, OUTBOX_ERR_BROKER, c.why);
+        return OUTBOX_ERR_BROKER;
+    }
+    c.state = calloc(n ? n : 1, sizeof(*c.state));
+    c.by_tag = calloc(n ? n : 1, sizeof(*c.by_tag));
+    if (!c.state || !c.by_tag) {
+        free(c.state);
+        free(c.by_tag);
+        fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
+        return OUTBOX_OK;
+    }
+    for (size_t i = 0; i < n; i++)
+        memset(&res[i], 0, sizeof(res[i]));
+    reject_unfit(&c);
+    outbox_err_t ret = declare_all(sink, &c);
+    if (!ret)
+        ret = publish_all(a, &c);
+    if (!ret)
+        ret = await_confirms(sink, &c);
+    if (ret) {
+        fail_all(res, n, ret, c.why);
+        outbox__log(OUTBOX_LOG_WARN, "sink", "amqp_connection_lost", c.why, "worker", sink->name,
+                    NULL);
+        drop(a);
+    }
+    free(c.state);
+    free(c.by_tag);
     return ret;
 }
 

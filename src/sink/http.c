@@ -21,9 +21,13 @@
  * Retry-After (seconds or HTTP-date, capped at backoff_max); any other 4xx
  * rejects the event for good (dead letter at once). If the endpoint cannot
  * be reached before any request of the call got an answer, the call returns
- * OUTBOX_ERR_BROKER (nothing is charged; the relay probes with ping()).
- * The whole call is bounded by the publish timeout: events not tried before
- * it ran out fail with OUTBOX_ERR_TIMEOUT and are retried. See docs/sinks/http.md. */
+ * OUTBOX_ERR_BROKER (nothing is charged; the relay probes with ping()); if
+ * it goes away later in the call, the events after the failed one are
+ * reported not sent. A failed event does not stop the others: the engine
+ * hands a call at most one event per key. The whole call is bounded by the
+ * engine's deadline (sink->deadline_ms, at most publish_timeout): events not
+ * tried before it ran out are reported not sent (OUTBOX_ERR_TIMEOUT) and
+ * retried without an attempt charged. See docs/sinks/http.md. */
 #include <curl/curl.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -40,16 +44,16 @@
 #define RESP_KEEP 1024 /* bytes of a response body kept for error messages */
 
 typedef struct http_sink_s {
-    CURL *curl;          /* reused across requests: keep-alive */
-    int binary;          /* content_mode=binary */
-    int batch;           /* webhook_batch */
+    CURL *curl;            /* reused across requests: keep-alive */
+    int binary;            /* content_mode=binary */
+    int batch;             /* webhook_batch */
     unsigned char *secret; /* webhook_secret bytes (wiped on close), or NULL */
     size_t secret_len;
     const char *ca_file; /* borrowed from conf */
     int insecure;
     int64_t retry_max_ms;
-    outbox__buf_t resp;  /* response body of the last request (capped) */
-    outbox__buf_t body;  /* batch body */
+    outbox__buf_t resp; /* response body of the last request (capped) */
+    outbox__buf_t body; /* batch body */
     char curl_err[CURL_ERROR_SIZE];
     char shown_url[512]; /* scheme://host:port only: paths and queries may hold tokens */
 } http_sink_t;
@@ -107,9 +111,10 @@ static outbox_err_t http_open(outbox_sink_t *sink, char *errstr, size_t errstr_s
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &h->resp);
     curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, h->curl_err);
     if (h->insecure)
-        outbox__log(OUTBOX_LOG_WARN, "sink", "tls_verify_disabled",
-                    "webhook_insecure_skip_verify is set: TLS certificates and host names are NOT verified",
-                    "worker", sink->name, "sink", h->shown_url, NULL);
+        outbox__log(
+            OUTBOX_LOG_WARN, "sink", "tls_verify_disabled",
+            "webhook_insecure_skip_verify is set: TLS certificates and host names are NOT verified",
+            "worker", sink->name, "sink", h->shown_url, NULL);
     if (h->batch && h->binary)
         outbox__log(OUTBOX_LOG_WARN, "sink", "binary_batch",
                     "webhook_batch sends structured CloudEvents; content_mode=binary is ignored",
@@ -222,7 +227,8 @@ static sent_t post(outbox_sink_t *sink, struct curl_slist *hdrs, const char *bod
     res->retry_after_ms = 0;
     if (rc != CURLE_OK) {
         int unreachable = outbox__curl_unreachable(c, rc);
-        res->err = rc == CURLE_OPERATION_TIMEDOUT && !unreachable ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER;
+        res->err =
+            rc == CURLE_OPERATION_TIMEDOUT && !unreachable ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER;
         snprintf(res->errstr, sizeof(res->errstr), "HTTP POST to %s failed: %s", h->shown_url,
                  h->curl_err[0] ? h->curl_err : curl_easy_strerror(rc));
         return unreachable ? SENT_UNREACHABLE : SENT_FAILED;
@@ -236,15 +242,16 @@ static sent_t post(outbox_sink_t *sink, struct curl_slist *hdrs, const char *bod
     }
     char quoted[160];
     outbox__printable(h->resp.p ? h->resp.p : "", h->resp.len, quoted, sizeof(quoted));
-    if (status == 408 || status == 429 || status >= 500 || status < 200 || (status >= 300 && status < 400)) {
+    if (status == 408 || status == 429 || status >= 500 || status < 200 ||
+        (status >= 300 && status < 400)) {
         res->err = OUTBOX_ERR_BROKER;
         res->retry_after_ms = outbox__curl_retry_after_ms(c, h->retry_max_ms);
         snprintf(res->errstr, sizeof(res->errstr), "HTTP %ld from %s (will retry%s): %s", status,
                  h->shown_url, res->retry_after_ms ? ", Retry-After honoured" : "", quoted);
     } else {
         res->err = OUTBOX_ERR_REJECTED;
-        snprintf(res->errstr, sizeof(res->errstr), "HTTP %ld from %s (rejected for good): %s", status,
-                 h->shown_url, quoted);
+        snprintf(res->errstr, sizeof(res->errstr), "HTTP %ld from %s (rejected for good): %s",
+                 status, h->shown_url, quoted);
     }
     return SENT_ANSWERED;
 }
@@ -254,12 +261,13 @@ static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const
     for (size_t i = 0; i < n; i++) {
         res[i].err = err;
         res[i].retry_after_ms = 0;
+        res[i].not_sent = 0;
         snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", msg);
     }
 }
 
 static outbox_err_t publish_batch(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
-                                  outbox_pub_result_t *res)
+                                  int64_t deadline, outbox_pub_result_t *res)
 {
     http_sink_t *h = sink->state;
     outbox__buf_reset(&h->body);
@@ -281,106 +289,102 @@ static outbox_err_t publish_batch(outbox_sink_t *sink, outbox_msg_t *msgs, size_
         return OUTBOX_OK;
     }
     outbox_pub_result_t r = {0};
-    sent_t s = post(sink, hdrs, h->body.p, h->body.len, sink->timeout_ms, &r);
+    sent_t s = post(sink, hdrs, h->body.p, h->body.len, deadline - outbox__now_ms(), &r);
     fail_all(res, n, r.err, r.errstr);
     for (size_t i = 0; i < n; i++)
         res[i].retry_after_ms = r.retry_after_ms;
     return s == SENT_UNREACHABLE ? OUTBOX_ERR_BROKER : OUTBOX_OK;
 }
 
-static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+/* Builds the headers of one event's request (the list is the caller's);
+ * body and len are set to what is POSTed. -1 on ENOMEM. */
+static int event_request(http_sink_t *h, const outbox_msg_t *m, struct curl_slist **hdrs,
+                         const char **body, size_t *len)
+{
+    int bad = 0;
+    if (h->binary) {
+        *body = m->payload ? m->payload : "null";
+        *len = strlen(*body);
+        plain_header(hdrs, &bad, "Content-Type", "application/json");
+        ce_header(hdrs, &bad, "ce-specversion", "1.0");
+        ce_header(hdrs, &bad, "ce-id", m->id);
+        ce_header(hdrs, &bad, "ce-source", m->source && *m->source ? m->source : "/outbox");
+        ce_header(hdrs, &bad, "ce-type", m->type);
+        ce_header(hdrs, &bad, "ce-subject", m->key);
+        ce_header(hdrs, &bad, "ce-time", m->time);
+        ce_header(hdrs, &bad, "ce-partitionkey", m->key);
+    } else {
+        *body = m->envelope;
+        *len = m->envelope_len;
+        plain_header(hdrs, &bad, "Content-Type", "application/cloudevents+json");
+    }
+    plain_header(hdrs, &bad, "Idempotency-Key", m->id);
+    plain_header(hdrs, &bad, "traceparent", m->traceparent);
+    expect_none(hdrs, &bad);
+    sign(h, hdrs, &bad, *body, *len);
+    return bad ? -1 : 0;
+}
+
+/* One POST per event, in order, each bounded by what is left of the call's
+ * deadline; a failed event does not stop the others. */
+static outbox_err_t http_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                 outbox_pub_result_t *res)
 {
     http_sink_t *h = sink->state;
     if (!n)
         return OUTBOX_OK;
-    if (h->batch)
-        return publish_batch(sink, msgs, n, res);
-
-    outbox__keyset_t failed;
-    if (outbox__keyset_init(&failed, n)) {
-        fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
-        return OUTBOX_OK;
+    int64_t deadline = outbox__sink_deadline(sink);
+    if (h->batch) {
+        if (deadline - outbox__now_ms() <= 0) {
+            outbox__sink_out_of_time(res, n);
+            return OUTBOX_OK;
+        }
+        return publish_batch(sink, msgs, n, deadline, res);
     }
-    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
     int answered = 0;
-    outbox_err_t rc = OUTBOX_OK;
     for (size_t i = 0; i < n; i++) {
         outbox_msg_t *m = &msgs[i];
         res[i].retry_after_ms = 0;
-        if (outbox__keyset_has(&failed, m->key)) {
-            res[i].err = OUTBOX_ERR_BROKER;
-            res[i].not_sent = 1;
-            snprintf(res[i].errstr, sizeof(res[i].errstr),
-                     "not sent: an earlier event of key %.64s failed in this batch", m->key);
-            continue;
-        }
+        res[i].not_sent = 0;
         int64_t left = deadline - outbox__now_ms();
         if (left <= 0) {
-            res[i].err = OUTBOX_ERR_TIMEOUT;
-            res[i].not_sent = 1;
-            snprintf(res[i].errstr, sizeof(res[i].errstr),
-                     "not sent: the publish timeout (%lld ms) ran out earlier in this batch",
-                     (long long)sink->timeout_ms);
-            outbox__keyset_add(&failed, m->key);
-            continue;
+            outbox__sink_out_of_time(&res[i], n - i);
+            break;
         }
         struct curl_slist *hdrs = NULL;
-        int bad = 0;
         const char *body;
         size_t len;
-        if (h->binary) {
-            body = m->payload ? m->payload : "null";
-            len = strlen(body);
-            plain_header(&hdrs, &bad, "Content-Type", "application/json");
-            ce_header(&hdrs, &bad, "ce-specversion", "1.0");
-            ce_header(&hdrs, &bad, "ce-id", m->id);
-            ce_header(&hdrs, &bad, "ce-source", m->source && *m->source ? m->source : "/outbox");
-            ce_header(&hdrs, &bad, "ce-type", m->type);
-            ce_header(&hdrs, &bad, "ce-subject", m->key);
-            ce_header(&hdrs, &bad, "ce-time", m->time);
-            ce_header(&hdrs, &bad, "ce-partitionkey", m->key);
-        } else {
-            body = m->envelope;
-            len = m->envelope_len;
-            plain_header(&hdrs, &bad, "Content-Type", "application/cloudevents+json");
-        }
-        plain_header(&hdrs, &bad, "Idempotency-Key", m->id);
-        plain_header(&hdrs, &bad, "traceparent", m->traceparent);
-        expect_none(&hdrs, &bad);
-        sign(h, &hdrs, &bad, body, len);
-        if (bad) {
+        if (event_request(h, m, &hdrs, &body, &len)) {
             curl_slist_free_all(hdrs);
             res[i].err = OUTBOX_ERR_BROKER;
             snprintf(res[i].errstr, sizeof(res[i].errstr), "out of memory building the request");
-            outbox__keyset_add(&failed, m->key);
             continue;
         }
         sent_t s = post(sink, hdrs, body, len, left, &res[i]);
-        if (s == SENT_UNREACHABLE) {
-            char why[sizeof(res[i].errstr)];
-            snprintf(why, sizeof(why), "%s", res[i].errstr);
-            if (!answered) {
-                /* Nothing of this call was confirmed: the endpoint is down. */
-                fail_all(res, n, OUTBOX_ERR_BROKER, why);
-                rc = OUTBOX_ERR_BROKER;
-                break;
-            }
-            /* It went away mid-batch: don't knock on the door for each event. */
-            for (size_t j = i; j < n; j++) {
-                res[j].err = OUTBOX_ERR_BROKER;
-                res[j].retry_after_ms = 0;
-                res[j].not_sent = j != i;
-                snprintf(res[j].errstr, sizeof(res[j].errstr), "%s%s", j == i ? "" : "not sent: ", why);
-            }
-            break;
-        }
-        if (s == SENT_ANSWERED)
+        if (s == SENT_ANSWERED) {
             answered = 1;
-        if (res[i].err != OUTBOX_OK)
-            outbox__keyset_add(&failed, m->key);
+            continue;
+        }
+        if (s != SENT_UNREACHABLE)
+            continue;
+        char why[sizeof(res[i].errstr)];
+        snprintf(why, sizeof(why), "%s", res[i].errstr);
+        if (!answered) {
+            /* Nothing of this call was confirmed: the endpoint is down. */
+            fail_all(res, n, OUTBOX_ERR_BROKER, why);
+            return OUTBOX_ERR_BROKER;
+        }
+        /* It went away mid-call: the call gives up on the events after this
+         * one rather than knock on the door for each (not sent, not charged). */
+        for (size_t j = i + 1; j < n; j++) {
+            res[j].err = OUTBOX_ERR_BROKER;
+            res[j].retry_after_ms = 0;
+            res[j].not_sent = 1;
+            snprintf(res[j].errstr, sizeof(res[j].errstr), "not sent: %s", why);
+        }
+        break;
     }
-    outbox__keyset_term(&failed);
-    return rc;
+    return OUTBOX_OK;
 }
 
 static outbox_err_t http_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
@@ -399,8 +403,8 @@ static outbox_err_t http_ping(outbox_sink_t *sink, char *errstr, size_t errstr_s
     CURLcode rc = curl_easy_perform(c);
     curl_easy_cleanup(c);
     if (rc != CURLE_OK)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot reach %s: %s", h->shown_url,
-                           cerr[0] ? cerr : curl_easy_strerror(rc));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot reach %s: %s",
+                           h->shown_url, cerr[0] ? cerr : curl_easy_strerror(rc));
     return OUTBOX_OK;
 }
 

@@ -13,15 +13,18 @@
  * carried as headers in both modes.
  *
  * Confirmation: an event counts as published only from its delivery report
- * (acks=all, enable.idempotence=true). publish() produces the whole batch
- * and serves delivery reports until every message has one or sink->timeout_ms
- * passes; then it purges what is left (queued and in flight) and reports
- * those as OUTBOX_ERR_BROKER, so no report can arrive after publish()
- * returned. message.timeout.ms is infinite and enable.gapless.guarantee is
- * on: librdkafka retries inside the window in order, and a failure that
- * would leave a gap in a partition raises a fatal error instead of letting a
- * later message of the same key through. A fatal error drops the producer;
- * the next call creates a new one (new producer id).
+ * (acks=all, enable.idempotence=true). publish() produces the whole call
+ * (the engine hands it at most one event per key) and serves delivery
+ * reports until every message has one or the call's deadline
+ * (sink->deadline_ms, at most publish_timeout) is near; then it purges what
+ * is left (queued and in flight) and reports those as OUTBOX_ERR_BROKER, so
+ * no report can arrive after publish() returned, and it returns by the
+ * deadline. Events not produced before the deadline are reported not sent
+ * (OUTBOX_ERR_TIMEOUT). message.timeout.ms is infinite and
+ * enable.gapless.guarantee is on: librdkafka retries inside the window in
+ * order, and a failure that would leave a gap in a partition raises a fatal
+ * error. A fatal error drops the producer; the next call creates a new one
+ * (new producer id).
  */
 #include "sink/kafka.h"
 
@@ -38,7 +41,7 @@
 #include "sink/sink.h"
 
 #define COMPONENT "kafka"
-#define PURGE_GRACE_MS 2000 /* after a purge, wait this long for the reports */
+#define RESERVE_MAX_MS 1000 /* end of a call kept for the purge and the probe */
 #define PROBE_MS 1000       /* metadata probe when a whole batch failed */
 
 /* ------------------------------------------------------------------------ */
@@ -67,7 +70,9 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     /* librdkafka reports every failed connect at syslog "error"; the relay
      * and consumer log the outage themselves, so its lines are at most warn. */
-    outbox_log_level_t l = level <= 4 ? OUTBOX_LOG_WARN : level <= 6 ? OUTBOX_LOG_INFO : OUTBOX_LOG_DEBUG;
+    outbox_log_level_t l = level <= 4   ? OUTBOX_LOG_WARN
+                           : level <= 6 ? OUTBOX_LOG_INFO
+                                        : OUTBOX_LOG_DEBUG;
     if (fac && !strcmp(fac, "CONFWARN") && strstr(buf, "gapless"))
         l = OUTBOX_LOG_DEBUG; /* we set it on purpose; "experimental" is not news */
     if (!outbox__log_enabled(l))
@@ -127,7 +132,8 @@ outbox_err_t outbox__kafka_conf_new(const char *url, const char *client_id, rd_k
     if (!err && client_id && *client_id)
         err = outbox__kafka_conf_set(kc, "client.id", client_id, errstr, errstr_size);
     if (!err && user[0]) {
-        err = outbox__kafka_conf_set(kc, "security.protocol", "sasl_plaintext", errstr, errstr_size);
+        err =
+            outbox__kafka_conf_set(kc, "security.protocol", "sasl_plaintext", errstr, errstr_size);
         if (!err)
             err = outbox__kafka_conf_set(kc, "sasl.mechanisms", "PLAIN", errstr, errstr_size);
         if (!err)
@@ -178,7 +184,8 @@ outbox_err_t outbox__kafka_conf_apply_extra(rd_kafka_conf_t *kc, const outbox_co
                 p++;
             if (n + 1 >= sizeof(item))
                 return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                                   "kafka_properties: an entry is longer than %zu bytes", sizeof(item) - 1);
+                                   "kafka_properties: an entry is longer than %zu bytes",
+                                   sizeof(item) - 1);
             item[n++] = *p;
         }
         item[n] = '\0';
@@ -233,14 +240,14 @@ typedef struct kafka_slot_s {
 } kafka_slot_t;
 
 typedef struct kafka_sink_s {
-    outbox_sink_t *sink;    /* back pointer (name, conf, url) */
-    rd_kafka_t *rk;         /* NULL after a fatal error until the next call */
-    int binary;             /* content_mode=binary */
-    kafka_slot_t *slots;    /* one per message of the current call */
+    outbox_sink_t *sink; /* back pointer (name, conf, url) */
+    rd_kafka_t *rk;      /* NULL after a fatal error until the next call */
+    int binary;          /* content_mode=binary */
+    kafka_slot_t *slots; /* one per message of the current call */
     size_t cap;
-    size_t pending;         /* messages produced and still without a report */
-    int fatal;              /* set by error_cb: recreate the producer */
-    int all_down;           /* last error_cb said all brokers are down */
+    size_t pending; /* messages produced and still without a report */
+    int fatal;      /* set by error_cb: recreate the producer */
+    int all_down;   /* last error_cb said all brokers are down */
 } kafka_sink_t;
 
 /* Delivery reports and errors are served by rd_kafka_poll/flush in the
@@ -272,13 +279,13 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         if (!k->all_down)
-            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "worker", k->sink->name,
-                        NULL);
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "worker",
+                        k->sink->name, NULL);
         k->all_down = 1;
         return;
     }
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "client_error", reason, "worker", k->sink->name, "error",
-                rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "client_error", reason, "worker", k->sink->name,
+                "error", rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
 }
 
 static outbox_err_t make_producer(kafka_sink_t *k, char *errstr, size_t errstr_size)
@@ -290,7 +297,8 @@ static outbox_err_t make_producer(kafka_sink_t *k, char *errstr, size_t errstr_s
     outbox_err_t err = outbox__kafka_conf_new(sink->url, client_id, &kc, errstr, errstr_size);
     if (err)
         return err;
-    snprintf(linger, sizeof(linger), "%lld", (long long)outbox__conf_ms(sink->conf, "kafka_linger"));
+    snprintf(linger, sizeof(linger), "%lld",
+             (long long)outbox__conf_ms(sink->conf, "kafka_linger"));
     static const char *const fixed[][2] = {
         {"enable.idempotence", "true"},
         {"acks", "all"},
@@ -305,7 +313,8 @@ static outbox_err_t make_producer(kafka_sink_t *k, char *errstr, size_t errstr_s
         err = outbox__kafka_conf_set(kc, "linger.ms", linger, errstr, errstr_size);
     if (!err)
         err = outbox__kafka_conf_set(kc, "compression.type",
-                                     outbox__conf_str(sink->conf, "kafka_compression"), errstr, errstr_size);
+                                     outbox__conf_str(sink->conf, "kafka_compression"), errstr,
+                                     errstr_size);
     if (!err)
         err = outbox__kafka_conf_apply_extra(kc, sink->conf, errstr, errstr_size);
     if (err) {
@@ -355,41 +364,6 @@ static outbox_err_t kafka_open(outbox_sink_t *sink, char *errstr, size_t errstr_
     }
     sink->state = k;
     return OUTBOX_OK;
-}
-
-/* Set of keys that failed in this call (open addressing, borrowed strings). */
-typedef struct keyset_s {
-    const char **slots;
-    size_t cap;
-} keyset_t;
-
-static size_t key_hash(const char *s)
-{
-    size_t h = 1469598103934665603ULL & (size_t)-1;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * (size_t)1099511628211ULL;
-    return h;
-}
-
-static int keyset_has(const keyset_t *ks, const char *key)
-{
-    if (!ks->slots)
-        return 0;
-    for (size_t i = key_hash(key) & (ks->cap - 1); ks->slots[i]; i = (i + 1) & (ks->cap - 1))
-        if (!strcmp(ks->slots[i], key))
-            return 1;
-    return 0;
-}
-
-/* Adds key (capacity is 2n, so it never fills). */
-static void keyset_add(keyset_t *ks, const char *key)
-{
-    if (!ks->slots || keyset_has(ks, key))
-        return;
-    size_t i = key_hash(key) & (ks->cap - 1);
-    while (ks->slots[i])
-        i = (i + 1) & (ks->cap - 1);
-    ks->slots[i] = key;
 }
 
 static outbox_err_t map_err(rd_kafka_resp_err_t e)
@@ -444,7 +418,8 @@ static rd_kafka_headers_t *build_headers(const kafka_sink_t *k, const outbox_msg
             json_object_foreach(o, name, v)
             {
                 if (json_is_string(v) && !reserved_header(name))
-                    rd_kafka_header_add(h, name, -1, json_string_value(v), (ssize_t)json_string_length(v));
+                    rd_kafka_header_add(h, name, -1, json_string_value(v),
+                                        (ssize_t)json_string_length(v));
             }
         json_decref(o);
     }
@@ -462,9 +437,10 @@ static rd_kafka_resp_err_t produce_one(kafka_sink_t *k, const outbox_msg_t *m, k
     size_t vlen = k->binary ? strlen(m->payload) : m->envelope_len;
     rd_kafka_resp_err_t err;
     for (;;) {
-        err = rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, strlen(m->key)),
-                                RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            k->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+            RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || outbox__now_ms() >= deadline)
             break;
         rd_kafka_poll(k->rk, 20); /* serve reports to make room */
@@ -486,141 +462,160 @@ static void set_res(outbox_pub_result_t *r, outbox_err_t err, const char *fmt, .
     va_end(ap);
 }
 
-static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+/* Makes sure k->slots holds n entries, zeroed. -1 on ENOMEM. */
+static int slots_reset(kafka_sink_t *k, size_t n)
+{
+    if (n > k->cap) {
+        kafka_slot_t *s = realloc(k->slots, n * sizeof(*s));
+        if (!s)
+            return -1;
+        k->slots = s;
+        k->cap = n;
+    }
+    memset(k->slots, 0, n * sizeof(*k->slots));
+    k->pending = 0;
+    return 0;
+}
+
+/* Produces msgs in order until the deadline; an event refused locally gets
+ * its result now, the others wait for their delivery reports. Events not
+ * produced before the deadline are reported out of time (not sent). */
+static void produce_all(kafka_sink_t *k, outbox_msg_t *msgs, size_t n, int64_t deadline,
+                        outbox_pub_result_t *res)
+{
+    for (size_t i = 0; i < n; i++) {
+        kafka_slot_t *s = &k->slots[i];
+        memset(&res[i], 0, sizeof(res[i]));
+        rd_kafka_resp_err_t e = outbox__now_ms() < deadline ? produce_one(k, &msgs[i], s, deadline)
+                                                            : RD_KAFKA_RESP_ERR__QUEUE_FULL;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && outbox__now_ms() >= deadline) {
+            s->done = 1;
+            outbox__sink_out_of_time(&res[i], 1);
+        } else if (e) {
+            s->done = 1;
+            set_res(&res[i], map_err(e), "Kafka refused the message: %s", rd_kafka_err2str(e));
+        } else {
+            s->sent = 1;
+            k->pending++;
+        }
+    }
+}
+
+/* Serves delivery reports until every produced message has one or the
+ * window (deadline minus a reserve for the purge and the probe) closes;
+ * then purges what is left. Afterwards no report can reach k->slots. */
+static void await_reports(outbox_sink_t *sink, int64_t deadline)
 {
     kafka_sink_t *k = sink->state;
-    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
+    int64_t window = deadline - outbox__now_ms();
+    int64_t reserve = window / 5 < RESERVE_MAX_MS ? window / 5 : RESERVE_MAX_MS;
+    int64_t serve_until = deadline - reserve;
+    /* rd_kafka_flush also makes the producer send at once (ignores linger). */
+    while (k->pending && !k->fatal) {
+        int64_t left = serve_until - outbox__now_ms();
+        if (left <= 0)
+            break;
+        rd_kafka_flush(k->rk, (int)(left < 100 ? left : 100));
+    }
+    if (k->pending) {
+        /* Out of time (or fatal): take them back. In-flight ones may still
+         * land on the broker; the relay publishes them again (at least once). */
+        rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        int64_t grace = deadline - reserve / 2;
+        while (k->pending && outbox__now_ms() < grace)
+            rd_kafka_poll(k->rk, 10);
+    }
+    if (k->pending || k->fatal || rd_kafka_fatal_error(k->rk, NULL, 0)) {
+        if (k->pending)
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "reports_missing",
+                        "delivery reports missing after purge; recreating the producer", "worker",
+                        sink->name, NULL);
+        drop_producer(k); /* no report can reach the slots after this */
+    }
+}
+
+/* Turns the delivery reports into res[]. Counts what got through (*ok) and
+ * the failures (*failures), and how many of those look like the cluster
+ * rather than the event (*transport). */
+static void collect_results(kafka_sink_t *k, size_t n, outbox_pub_result_t *res, size_t *ok,
+                            size_t *transport, size_t *failures)
+{
+    *ok = *transport = *failures = 0;
+    for (size_t i = 0; i < n; i++) {
+        kafka_slot_t *s = &k->slots[i];
+        if (s->sent && !s->done) {
+            set_res(&res[i], OUTBOX_ERR_BROKER, "no delivery report from Kafka");
+            s->err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        } else if (s->sent && !s->err) {
+            res[i].err = OUTBOX_OK;
+            (*ok)++;
+            continue;
+        } else if (s->sent && (s->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+                               s->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)) {
+            set_res(&res[i], OUTBOX_ERR_BROKER,
+                    "no confirmation from Kafka within the publish deadline (%s)",
+                    rd_kafka_err2str(s->err));
+        } else if (s->sent) {
+            set_res(&res[i], map_err(s->err), "Kafka delivery failed: %s",
+                    rd_kafka_err2str(s->err));
+        }
+        if (res[i].err == OUTBOX_OK)
+            continue;
+        (*failures)++;
+        if (s->sent ? outbox__kafka_err_is_transport(s->err) ||
+                          s->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                          s->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+                    : res[i].err != OUTBOX_ERR_REJECTED)
+            (*transport)++;
+    }
+}
+
+/* 1 if the cluster is unreachable: librdkafka said all brokers are down, or
+ * a metadata request fails within what is left of the deadline. */
+static int cluster_down(kafka_sink_t *k, int64_t deadline)
+{
+    if (k->all_down || !k->rk)
+        return 1;
+    int64_t left = deadline - outbox__now_ms();
+    if (left <= 0)
+        return 0; /* no time to ask: report per event */
+    const struct rd_kafka_metadata *md = NULL;
+    int down = rd_kafka_metadata(k->rk, 0, NULL, &md, (int)(left < PROBE_MS ? left : PROBE_MS)) !=
+               RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    return down;
+}
+
+static outbox_err_t kafka_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                  outbox_pub_result_t *res)
+{
+    kafka_sink_t *k = sink->state;
+    int64_t deadline = outbox__sink_deadline(sink);
     char err[512];
     if (!k->rk && make_producer(k, err, sizeof(err)) != OUTBOX_OK) {
         for (size_t i = 0; i < n; i++)
             set_res(&res[i], OUTBOX_ERR_BROKER, "%s", err);
         return OUTBOX_ERR_BROKER;
     }
-    if (n > k->cap) {
-        kafka_slot_t *s = realloc(k->slots, n * sizeof(*s));
-        if (!s) {
-            for (size_t i = 0; i < n; i++)
-                set_res(&res[i], OUTBOX_ERR_BROKER, "out of memory");
-            return OUTBOX_OK;
-        }
-        k->slots = s;
-        k->cap = n;
+    if (slots_reset(k, n)) {
+        for (size_t i = 0; i < n; i++)
+            set_res(&res[i], OUTBOX_ERR_BROKER, "out of memory");
+        return OUTBOX_OK;
     }
-    memset(k->slots, 0, n * sizeof(*k->slots));
-    keyset_t failed = {NULL, 16};
-    while (failed.cap < n * 2)
-        failed.cap *= 2;
-    failed.slots = calloc(failed.cap, sizeof(*failed.slots));
-
-    /* Produce in order; a key whose message was refused locally keeps its
-     * later messages unsent. */
-    k->pending = 0;
-    for (size_t i = 0; i < n; i++) {
-        outbox_msg_t *m = &msgs[i];
-        kafka_slot_t *s = &k->slots[i];
-        memset(&res[i], 0, sizeof(res[i]));
-        if (keyset_has(&failed, m->key)) {
-            s->done = 1;
-            set_res(&res[i], OUTBOX_ERR_BROKER, "not sent: an earlier event of key %s failed in this batch",
-                    m->key);
-            res[i].not_sent = 1;
-            continue;
-        }
-        rd_kafka_resp_err_t e = produce_one(k, m, s, deadline);
-        if (e) {
-            s->done = 1;
-            set_res(&res[i], map_err(e), "Kafka refused the message: %s", rd_kafka_err2str(e));
-            keyset_add(&failed, m->key);
-            continue;
-        }
-        s->sent = 1;
-        k->pending++;
-    }
-
-    /* Serve delivery reports until all are in or the window closes.
-     * rd_kafka_flush also makes the producer send at once (ignores linger). */
-    while (k->pending && !k->fatal) {
-        int64_t left = deadline - outbox__now_ms();
-        if (left <= 0)
-            break;
-        rd_kafka_flush(k->rk, (int)(left < 100 ? left : 100));
-    }
-    size_t unresolved = 0;
-    if (k->pending) {
-        /* Out of time (or fatal): take them back. In-flight ones may still
-         * land on the broker; the relay publishes them again (at least once). */
-        rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        int64_t grace = outbox__now_ms() + PURGE_GRACE_MS;
-        while (k->pending && outbox__now_ms() < grace)
-            rd_kafka_poll(k->rk, 20);
-        unresolved = k->pending;
-    }
-    if (unresolved || k->fatal || rd_kafka_fatal_error(k->rk, NULL, 0)) {
-        if (unresolved)
-            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "reports_missing",
-                        "delivery reports missing after purge; recreating the producer", "worker", sink->name,
-                        NULL);
-        drop_producer(k); /* no report can reach the slots after this */
-    }
-
-    /* Results. `failed` now collects, in order, the keys with a failure so
-     * far: a success after one would be an order gap (not expected with
-     * gapless guarantee on; logged if it ever happens). */
-    memset(failed.slots, 0, failed.slots ? failed.cap * sizeof(*failed.slots) : 0);
-    size_t ok = 0, transport = 0, failures = 0;
-    for (size_t i = 0; i < n; i++) {
-        kafka_slot_t *s = &k->slots[i];
-        if (!s->sent)
-            goto tally; /* result already set */
-        if (!s->done) {
-            set_res(&res[i], OUTBOX_ERR_BROKER, "no delivery report from Kafka");
-            s->err = RD_KAFKA_RESP_ERR__TIMED_OUT;
-        } else if (!s->err) {
-            res[i].err = OUTBOX_OK;
-            ok++;
-            if (keyset_has(&failed, msgs[i].key))
-                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "order_gap",
-                            "a later event of a key was delivered after an earlier one failed", "worker",
-                            sink->name, "event_id", msgs[i].id, "key", msgs[i].key, NULL);
-            continue;
-        } else {
-            if (s->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || s->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-                set_res(&res[i], OUTBOX_ERR_BROKER, "no confirmation from Kafka within publish_timeout (%s)",
-                        rd_kafka_err2str(s->err));
-            else
-                set_res(&res[i], map_err(s->err), "Kafka delivery failed: %s", rd_kafka_err2str(s->err));
-        }
-        if (outbox__kafka_err_is_transport(s->err) || s->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-            s->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-            transport++;
-    tally:
-        if (res[i].err != OUTBOX_OK) {
-            keyset_add(&failed, msgs[i].key);
-            failures++;
-            if (!s->sent && res[i].err == OUTBOX_ERR_BROKER)
-                transport++;
-        }
-    }
-    free(failed.slots);
-
+    produce_all(k, msgs, n, deadline, res);
+    await_reports(sink, deadline);
+    size_t ok, transport, failures;
+    collect_results(k, n, res, &ok, &transport, &failures);
     /* Nothing got through and every failure looks like the cluster: is it
      * reachable at all? If not, tell the relay (no attempts are charged and
      * it probes with ping before trying again). */
-    if (n && !ok && transport == failures) {
-        int down = k->all_down || !k->rk;
-        if (!down) {
-            const struct rd_kafka_metadata *md = NULL;
-            down = rd_kafka_metadata(k->rk, 0, NULL, &md, PROBE_MS) != RD_KAFKA_RESP_ERR_NO_ERROR;
-            if (md)
-                rd_kafka_metadata_destroy(md);
-        }
-        if (down) {
-            char shown[512];
-            outbox__redact_url(sink->url, shown, sizeof(shown));
-            snprintf(err, sizeof(err), "Kafka at %s unreachable: %s", shown, res[0].errstr);
-            snprintf(res[0].errstr, sizeof(res[0].errstr), "%s", err);
-            return OUTBOX_ERR_BROKER;
-        }
+    if (n && !ok && transport == failures && cluster_down(k, deadline)) {
+        char shown[512];
+        outbox__redact_url(sink->url, shown, sizeof(shown));
+        snprintf(err, sizeof(err), "Kafka at %s unreachable: %s", shown, res[0].errstr);
+        snprintf(res[0].errstr, sizeof(res[0].errstr), "%s", err);
+        return OUTBOX_ERR_BROKER;
     }
     return OUTBOX_OK;
 }
@@ -644,8 +639,8 @@ static outbox_err_t kafka_ping(outbox_sink_t *sink, char *errstr, size_t errstr_
     if (e) {
         char shown[512];
         outbox__redact_url(sink->url, shown, sizeof(shown));
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Kafka at %s unreachable: %s", shown,
-                           rd_kafka_err2str(e));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Kafka at %s unreachable: %s",
+                           shown, rd_kafka_err2str(e));
     }
     k->all_down = 0;
     return OUTBOX_OK;

@@ -1,6 +1,7 @@
 /* NATS JetStream sink (nats.c).
  *
- * nats://[user:pass@]host[:port][,host[:port]...]      (token: nats://:token@host, so logs redact it)
+ * nats://[user:pass@]host[:port][,host[:port]...]      (token: nats://:token@host, so logs redact
+ * it)
  *
  * Each event goes to subject "<topic>.<type>" with header Nats-Msg-Id = the
  * event id: the stream drops a re-publish of an id it stored within its
@@ -14,11 +15,12 @@
  * Both modes carry the W3C "traceparent" header when the event has one and
  * the event's own headers (a JSON object of strings).
  *
- * Publishing is asynchronous (js_PublishMsgAsync) in waves: wave k holds the
- * k-th event of every key in the call, and wave k+1 is sent only once wave k
- * is acknowledged. An event therefore never reaches the stream before an
- * earlier event of its key is confirmed, and a failed one holds back the
- * rest of its key; a batch of distinct keys costs one round trip.
+ * Publishing is asynchronous (js_PublishMsgAsync): the engine hands a call
+ * at most one event per key, so the whole call is sent at once and costs
+ * one round trip; each event gets its own result. The call is bounded by
+ * the engine's deadline (sink->deadline_ms, at most publish_timeout):
+ * events not sent before it are reported not sent (OUTBOX_ERR_TIMEOUT),
+ * unanswered ones time out.
  *
  * With nats_stream_create (default) the stream <TOPIC> with subjects
  * "<topic>.>" is created on first use. The connection is opened lazily (a
@@ -72,7 +74,8 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
         const char *colon = memchr(p, ':', (size_t)(at - p));
         size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
         if (ulen >= sizeof(u->user) || (colon && (size_t)(at - colon - 1) >= sizeof(u->password)))
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL credentials are too long");
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "NATS URL credentials are too long");
         memcpy(u->user, p, ulen);
         u->user[ulen] = '\0';
         if (colon) {
@@ -90,8 +93,8 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *hend = slash ? slash : end;
         if (u->nservers == OUTBOX__NATS_MAX_SERVERS)
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL lists more than %d servers",
-                               OUTBOX__NATS_MAX_SERVERS);
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "NATS URL lists more than %d servers", OUTBOX__NATS_MAX_SERVERS);
         const char *colon = NULL;
         for (const char *c = hend - 1; c >= p && *c != ']'; c--)
             if (*c == ':') {
@@ -104,15 +107,17 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
             char *e;
             long v = strtol(colon + 1, &e, 10);
             if (e != hend || v <= 0 || v > 65535)
-                return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL has a bad port in \"%.*s\"",
-                                   (int)(hend - p), p);
+                return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                                   "NATS URL has a bad port in \"%.*s\"", (int)(hend - p), p);
             port = (int)v;
         }
         if (hlen == 0)
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL has an empty host");
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "NATS URL has an empty host");
         if (hlen > 255)
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL host is too long");
-        snprintf(u->servers[u->nservers++], sizeof(u->servers[0]), "nats://%.*s:%d", (int)hlen, p, port);
+        snprintf(u->servers[u->nservers++], sizeof(u->servers[0]), "nats://%.*s:%d", (int)hlen, p,
+                 port);
         p = comma ? comma + 1 : end;
     }
     if (!u->nservers)
@@ -125,7 +130,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
     (void)closure;
     if (natsConnection_IsClosed(nc))
         return; /* closed on purpose */
-    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "disconnected", "NATS connection lost; reconnecting", NULL);
+    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "disconnected", "NATS connection lost; reconnecting",
+                NULL);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -133,8 +139,8 @@ static void on_reconnected(natsConnection *nc, void *closure)
     (void)closure;
     char url[300] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "reconnected", "NATS connection re-established", "server", url,
-                NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "reconnected", "NATS connection re-established",
+                "server", url, NULL);
 }
 
 static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
@@ -159,7 +165,8 @@ outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, 
     if (s == NATS_OK && u->user[0] && u->password[0])
         s = natsOptions_SetUserInfo(o, u->user, u->password);
     else if (s == NATS_OK && (u->user[0] || u->password[0]))
-        s = natsOptions_SetToken(o, u->user[0] ? u->user : u->password); /* nats://:token@ or nats://token@ */
+        s = natsOptions_SetToken(o, u->user[0] ? u->user
+                                               : u->password); /* nats://:token@ or nats://token@ */
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK)
@@ -184,7 +191,8 @@ outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, 
         s = natsOptions_SetErrorHandler(o, on_async_error, NULL);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "NATS options: %s", natsStatus_GetText(s));
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "NATS options: %s",
+                           natsStatus_GetText(s));
     }
     *ncp = NULL;
     s = natsConnection_Connect(ncp, o);
@@ -194,8 +202,9 @@ outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, 
         outbox__nats_errtext(s, t, sizeof(t));
         natsConnection_Destroy(*ncp);
         *ncp = NULL;
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to NATS at %s%s: %s",
-                           u->servers[0], u->nservers > 1 ? " (and others)" : "", t);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "cannot connect to NATS at %s%s: %s", u->servers[0],
+                           u->nservers > 1 ? " (and others)" : "", t);
     }
     return OUTBOX_OK;
 }
@@ -205,8 +214,9 @@ void outbox__nats_stream_name(const char *topic, char *out, size_t out_size)
     size_t i = 0;
     for (; topic[i] && i + 1 < out_size; i++) {
         unsigned char c = (unsigned char)topic[i];
-        out[i] = (c == '.' || c == '*' || c == '>' || c == '/' || c == '\\' || isspace(c)) ? '_'
-                                                                                            : (char)toupper(c);
+        out[i] = (c == '.' || c == '*' || c == '>' || c == '/' || c == '\\' || isspace(c))
+                     ? '_'
+                     : (char)toupper(c);
     }
     out[i] = '\0';
 }
@@ -238,9 +248,10 @@ outbox_err_t outbox__nats_ensure_stream(jsCtx *js, const outbox_conf_t *conf, co
     }
     if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
         outbox__nats_errtext(s, t, sizeof(t));
-        return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "JetStream stream lookup %s failed: %s%s", name, t,
-                           s == NATS_NO_RESPONDERS ? " (is JetStream enabled on the server, -js?)" : "");
+        return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr,
+                           errstr_size, "JetStream stream lookup %s failed: %s%s", name, t,
+                           s == NATS_NO_RESPONDERS ? " (is JetStream enabled on the server, -js?)"
+                                                   : "");
     }
     jsStreamConfig cfg;
     jsStreamConfig_Init(&cfg);
@@ -249,8 +260,9 @@ outbox_err_t outbox__nats_ensure_stream(jsCtx *js, const outbox_conf_t *conf, co
     cfg.Description = "created by outbox";
     cfg.Subjects = subjects;
     cfg.SubjectsLen = 1;
-    cfg.Storage = strcmp(outbox__conf_str(conf, "nats_stream_storage"), "memory") ? js_FileStorage
-                                                                                   : js_MemoryStorage;
+    cfg.Storage = strcmp(outbox__conf_str(conf, "nats_stream_storage"), "memory")
+                      ? js_FileStorage
+                      : js_MemoryStorage;
     cfg.Replicas = outbox__conf_int(conf, "nats_stream_replicas");
     int64_t max_age = outbox__conf_ms(conf, "nats_stream_max_age");
     int64_t dup = outbox__conf_ms(conf, "nats_dup_window");
@@ -263,15 +275,16 @@ outbox_err_t outbox__nats_ensure_stream(jsCtx *js, const outbox_conf_t *conf, co
     s = js_AddStream(&si, js, &cfg, &jo, &jerr);
     if (s == NATS_OK) {
         jsStreamInfo_Destroy(si);
-        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "stream_created", "created JetStream stream", "stream", name,
-                    "subjects", subj, NULL);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "stream_created", "created JetStream stream",
+                    "stream", name, "subjects", subj, NULL);
         return OUTBOX_OK;
     }
     if (jerr == JSStreamSubjectOverlapErr || jerr == JSStreamNameExistErr)
         return OUTBOX_OK; /* another stream captures the subjects, or we raced another worker */
     outbox__nats_errtext(s, t, sizeof(t));
-    return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                       "cannot create JetStream stream %s (subjects %s): %s (code %d)", name, subj, t, (int)jerr);
+    return outbox__err(is_broker_status(s) ? OUTBOX_ERR_BROKER : OUTBOX_ERR_CONFIG, errstr,
+                       errstr_size, "cannot create JetStream stream %s (subjects %s): %s (code %d)",
+                       name, subj, t, (int)jerr);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -291,11 +304,11 @@ typedef struct nats_sink_s {
     pthread_cond_t cv;
     outbox_pub_result_t *res; /* the call in progress (NULL between calls) */
     int *slot;
-    const char **ids;         /* ids of the call */
-    size_t *by_id;            /* indexes sorted by id, for the ack callback */
+    const char **ids; /* ids of the call */
+    size_t *by_id;    /* indexes sorted by id, for the ack callback */
     size_t n;
     size_t inflight;
-    int no_responders;        /* some publish found no stream */
+    int no_responders; /* some publish found no stream */
     uint64_t duplicates;
 } nats_sink_t;
 
@@ -351,14 +364,16 @@ static void set_result(outbox_pub_result_t *r, natsStatus st, jsErrCode code, co
         r->err = OUTBOX_ERR_BROKER;
     }
     if (st == NATS_NO_RESPONDERS)
-        snprintf(r->errstr, sizeof(r->errstr), "NATS: no JetStream stream answered (no responders)");
+        snprintf(r->errstr, sizeof(r->errstr),
+                 "NATS: no JetStream stream answered (no responders)");
     else if (code)
-        snprintf(r->errstr, sizeof(r->errstr), "JetStream error %d: %s", (int)code, text ? text : "");
+        snprintf(r->errstr, sizeof(r->errstr), "JetStream error %d: %s", (int)code,
+                 text ? text : "");
     else if (text && !strncmp(text, natsStatus_GetText(st), strlen(natsStatus_GetText(st))))
         snprintf(r->errstr, sizeof(r->errstr), "NATS: %s", text); /* already says the status */
     else
-        snprintf(r->errstr, sizeof(r->errstr), "NATS: %s%s%s", natsStatus_GetText(st), text ? ": " : "",
-                 text ? text : "");
+        snprintf(r->errstr, sizeof(r->errstr), "NATS: %s%s%s", natsStatus_GetText(st),
+                 text ? ": " : "", text ? text : "");
 }
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -393,7 +408,10 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     natsMsg_Destroy(msg);
 }
 
-static outbox_err_t ensure_conn(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+/* Connects (within timeout_ms) and creates the JetStream context, unless
+ * connected. OUTBOX_ERR_BROKER while nats.c is reconnecting. */
+static outbox_err_t ensure_conn(outbox_sink_t *sink, int64_t timeout_ms, char *errstr,
+                                size_t errstr_size)
 {
     nats_sink_t *s = sink->state;
     if (s->nc) {
@@ -405,7 +423,12 @@ static outbox_err_t ensure_conn(outbox_sink_t *sink, char *errstr, size_t errstr
                                "NATS connection to %s is down (reconnecting)", s->url.servers[0]);
         drop_conn(s);
     }
-    outbox_err_t err = outbox__nats_connect(&s->url, sink->name, sink->timeout_ms, &s->nc, errstr, errstr_size);
+    if (timeout_ms > sink->timeout_ms)
+        timeout_ms = sink->timeout_ms;
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    outbox_err_t err =
+        outbox__nats_connect(&s->url, sink->name, timeout_ms, &s->nc, errstr, errstr_size);
     if (err)
         return err;
     jsOptions jo;
@@ -423,18 +446,25 @@ static outbox_err_t ensure_conn(outbox_sink_t *sink, char *errstr, size_t errstr
     }
     char url[300] = "";
     natsConnection_GetConnectedUrl(s->nc, url, sizeof(url));
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "connected", "connected to NATS", "worker", sink->name, "server",
-                url, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "connected", "connected to NATS", "worker", sink->name,
+                "server", url, NULL);
     return OUTBOX_OK;
 }
 
-static outbox_err_t ensure_stream(outbox_sink_t *sink, const char *topic, char *errstr, size_t errstr_size)
+/* Makes sure topic's stream exists (cached per connection), asking the
+ * server within timeout_ms. */
+static outbox_err_t ensure_stream(outbox_sink_t *sink, const char *topic, int64_t timeout_ms,
+                                  char *errstr, size_t errstr_size)
 {
     nats_sink_t *s = sink->state;
     for (int i = 0; i < s->nstreams_ok; i++)
         if (!strcmp(s->streams_ok[i], topic))
             return OUTBOX_OK;
-    outbox_err_t err = outbox__nats_ensure_stream(s->js, sink->conf, topic, sink->timeout_ms, errstr, errstr_size);
+    if (timeout_ms < 1)
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "no time left to check the stream of topic %s", topic);
+    outbox_err_t err =
+        outbox__nats_ensure_stream(s->js, sink->conf, topic, timeout_ms, errstr, errstr_size);
     if (err)
         return err;
     char **grown = realloc(s->streams_ok, sizeof(char *) * (size_t)(s->nstreams_ok + 1));
@@ -478,8 +508,8 @@ static int subject_ok(const char *p)
 
 static int header_name_ok(const char *k)
 {
-    if (!*k || !strncasecmp(k, "Nats-", 5) || !strcasecmp(k, "content-type") || !strncasecmp(k, "ce-", 3) ||
-        !strcasecmp(k, "traceparent"))
+    if (!*k || !strncasecmp(k, "Nats-", 5) || !strcasecmp(k, "content-type") ||
+        !strncasecmp(k, "ce-", 3) || !strcasecmp(k, "traceparent"))
         return 0; /* reserved: set by the sink */
     for (; *k; k++)
         if (*k <= ' ' || *k == ':' || (unsigned char)*k >= 127)
@@ -500,7 +530,8 @@ static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **o
     *out = NULL;
     if (!subject_ok(m->topic) || !subject_ok(m->type))
         return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
-                           "topic \"%s\" / type \"%s\" cannot form a NATS subject (empty token, white space, '*' or '>')",
+                           "topic \"%s\" / type \"%s\" cannot form a NATS subject (empty token, "
+                           "white space, '*' or '>')",
                            m->topic ? m->topic : "", m->type ? m->type : "");
     size_t sl = strlen(m->topic) + strlen(m->type) + 2;
     char stack[256];
@@ -513,24 +544,27 @@ static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **o
     if (len > INT_MAX) {
         if (subj != stack)
             free(subj);
-        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size, "event body of %zu bytes is too large", len);
+        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
+                           "event body of %zu bytes is too large", len);
     }
     natsMsg *msg = NULL;
     natsStatus st = natsMsg_Create(&msg, subj, NULL, body, (int)len);
     if (subj != stack)
         free(subj);
-#define HDR(k, v)                                                                                          \
-    do {                                                                                                   \
-        if (st == NATS_OK && (v))                                                                          \
-            st = natsMsgHeader_Set(msg, (k), (v));                                                         \
+#define HDR(k, v)                                                                                  \
+    do {                                                                                           \
+        if (st == NATS_OK && (v))                                                                  \
+            st = natsMsgHeader_Set(msg, (k), (v));                                                 \
     } while (0)
     HDR("Nats-Msg-Id", m->id);
-    if (s->binary && (strpbrk(m->key ? m->key : "", "\r\n") || strpbrk(m->source ? m->source : "", "\r\n") ||
-                      strpbrk(m->type, "\r\n"))) {
+    if (s->binary && (strpbrk(m->key ? m->key : "", "\r\n") ||
+                      strpbrk(m->source ? m->source : "", "\r\n") || strpbrk(m->type, "\r\n"))) {
         natsMsg_Destroy(msg);
-        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
-                           "event %s: a line break in key/source/type cannot travel as a ce-* header "
-                           "(binary mode); use content_mode=structured", m->id);
+        return outbox__err(
+            OUTBOX_ERR_REJECTED, errstr, errstr_size,
+            "event %s: a line break in key/source/type cannot travel as a ce-* header "
+            "(binary mode); use content_mode=structured",
+            m->id);
     }
     if (s->binary) {
         HDR("content-type", "application/json");
@@ -562,45 +596,11 @@ static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **o
     }
     if (st != NATS_OK) {
         natsMsg_Destroy(msg);
-        return outbox__err(st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr, errstr_size,
-                           "cannot build NATS message: %s", natsStatus_GetText(st));
+        return outbox__err(st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr,
+                           errstr_size, "cannot build NATS message: %s", natsStatus_GetText(st));
     }
     *out = msg;
     return OUTBOX_OK;
-}
-
-/* Keys of a call: open addressing over message indexes, to number each
- * event's occurrence of its key (its wave) and to mark failed keys. */
-typedef struct keymap_s {
-    size_t cap;
-    size_t *slots;  /* message index + 1 of the key's first event; 0 = empty */
-    int *count;     /* per slot: events of the key seen */
-    char *failed;   /* per slot */
-} keymap_t;
-
-static size_t key_hash(const char *k)
-{
-    size_t h = 1469598103934665603ULL;
-    for (; *k; k++)
-        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
-    return h;
-}
-
-static const char *msg_key(const outbox_msg_t *m)
-{
-    return m->key ? m->key : "";
-}
-
-/* The slot of msgs[i]'s key (inserted on first sight). */
-static size_t keymap_slot(keymap_t *km, const outbox_msg_t *msgs, size_t i)
-{
-    const char *k = msg_key(&msgs[i]);
-    size_t j = key_hash(k) & (km->cap - 1);
-    while (km->slots[j] && strcmp(msg_key(&msgs[km->slots[j] - 1]), k))
-        j = (j + 1) & (km->cap - 1);
-    if (!km->slots[j])
-        km->slots[j] = i + 1;
-    return j;
 }
 
 static int cmp_by_id(const void *a, const void *b, void *msgs)
@@ -613,6 +613,7 @@ static void fail_all(outbox_pub_result_t *res, size_t n, outbox_err_t err, const
 {
     for (size_t i = 0; i < n; i++) {
         res[i].err = err;
+        res[i].not_sent = 0;
         snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", why);
     }
 }
@@ -623,70 +624,49 @@ typedef struct call_s {
     outbox_msg_t *msgs;
     outbox_pub_result_t *res;
     size_t n;
-    keymap_t km;
-    size_t *kslot;       /* per event: its key's keymap slot */
-    int *wave;           /* per event: occurrence of its key in the call (0-based) */
-    int *slot;           /* per event: SLOT_* */
+    int *slot; /* per event: SLOT_* */
     const char **ids;
-    size_t *by_id;       /* event indexes sorted by id */
-    int nwaves;
+    size_t *by_id; /* event indexes sorted by id */
     int64_t deadline;
-    int stopped;         /* NATS stopped answering: send nothing more */
+    int stopped; /* NATS stopped answering: send nothing more */
 } call_t;
 
 static void call_term(call_t *c)
 {
-    free(c->km.slots);
-    free(c->km.count);
-    free(c->km.failed);
-    free(c->kslot);
-    free(c->wave);
     free(c->slot);
     free(c->ids);
     free(c->by_id);
 }
 
-static int call_init(call_t *c, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res, int64_t deadline)
+static int call_init(call_t *c, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res,
+                     int64_t deadline)
 {
     memset(c, 0, sizeof(*c));
     c->msgs = msgs;
     c->res = res;
     c->n = n;
     c->deadline = deadline;
-    c->km.cap = 16;
-    while (c->km.cap < 2 * n)
-        c->km.cap <<= 1;
-    c->km.slots = calloc(c->km.cap, sizeof(*c->km.slots));
-    c->km.count = calloc(c->km.cap, sizeof(*c->km.count));
-    c->km.failed = calloc(c->km.cap, 1);
-    c->kslot = calloc(n, sizeof(*c->kslot));
-    c->wave = calloc(n, sizeof(*c->wave));
     c->slot = calloc(n, sizeof(*c->slot));
     c->ids = calloc(n, sizeof(*c->ids));
     c->by_id = calloc(n, sizeof(*c->by_id));
-    if (!c->km.slots || !c->km.count || !c->km.failed || !c->kslot || !c->wave || !c->slot || !c->ids ||
-        !c->by_id) {
+    if (!c->slot || !c->ids || !c->by_id) {
         call_term(c);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        c->kslot[i] = keymap_slot(&c->km, msgs, i);
-        c->wave[i] = c->km.count[c->kslot[i]]++;
-        if (c->wave[i] + 1 > c->nwaves)
-            c->nwaves = c->wave[i] + 1;
         c->ids[i] = msgs[i].id;
         c->by_id[i] = i;
-        res[i].err = OUTBOX_OK;
-        res[i].errstr[0] = '\0';
-        res[i].retry_after_ms = 0;
+        memset(&res[i], 0, sizeof(res[i]));
     }
     qsort_r(c->by_id, n, sizeof(*c->by_id), cmp_by_id, msgs);
     return 0;
 }
 
-/* Sends wave w (events whose key has no failure so far). Returns the
- * number handed to nats.c; sets c->stopped on a connection-level failure. */
-static size_t send_wave(nats_sink_t *s, call_t *c, int w)
+/* Hands every event to nats.c (asynchronous publish), in order, until the
+ * deadline: an event that cannot be built fails alone; events left when
+ * the deadline passes are out of time (not sent). Returns the number
+ * handed over; sets c->stopped on a connection-level failure. */
+static size_t send_all(nats_sink_t *s, call_t *c)
 {
     jsPubOptions po;
     jsPubOptions_Init(&po);
@@ -694,14 +674,9 @@ static size_t send_wave(nats_sink_t *s, call_t *c, int w)
     size_t sent = 0;
     for (size_t i = 0; i < c->n && !c->stopped; i++) {
         outbox_pub_result_t *r = &c->res[i];
-        if (c->wave[i] != w)
-            continue;
-        if (c->km.failed[c->kslot[i]]) {
+        if (outbox__now_ms() >= c->deadline) {
             c->slot[i] = SLOT_DONE;
-            r->err = OUTBOX_ERR_BROKER;
-            r->not_sent = 1;
-            snprintf(r->errstr, sizeof(r->errstr), "not sent: an earlier event of key %s failed in this batch",
-                     msg_key(&c->msgs[i]));
+            outbox__sink_out_of_time(r, 1);
             continue;
         }
         natsMsg *nm = NULL;
@@ -709,7 +684,6 @@ static size_t send_wave(nats_sink_t *s, call_t *c, int w)
         if (be) {
             c->slot[i] = SLOT_DONE;
             r->err = be == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : be;
-            c->km.failed[c->kslot[i]] = 1;
             continue;
         }
         pthread_mutex_lock(&s->mu);
@@ -731,22 +705,20 @@ static size_t send_wave(nats_sink_t *s, call_t *c, int w)
         }
         pthread_mutex_unlock(&s->mu);
         natsMsg_Destroy(nm);
-        c->km.failed[c->kslot[i]] = 1;
         if (is_broker_status(st))
             c->stopped = 1;
     }
     return sent;
 }
 
-/* Waits for the PubAcks of the wave just sent, up to the call's deadline;
- * what is still unanswered then is a timeout and stops the call. Marks the
- * keys of failed events. */
-static void await_wave(outbox_sink_t *sink, call_t *c, int w)
+/* Waits for the PubAcks of what was sent, up to the call's deadline; what
+ * is still unanswered then is a timeout. */
+static void await_acks(outbox_sink_t *sink, call_t *c)
 {
     nats_sink_t *s = sink->state;
-    /* Push the wave out now: nats.c's flusher would otherwise sit on it for
-     * about a millisecond. (js_PublishAsyncComplete polls, equally slow:
-     * on_ack signals each PubAck instead.) */
+    /* Push the messages out now: nats.c's flusher would otherwise sit on
+     * them for about a millisecond. (js_PublishAsyncComplete polls, equally
+     * slow: on_ack signals each PubAck instead.) */
     int64_t left = c->deadline - outbox__now_ms();
     natsConnection_FlushTimeout(s->nc, left > 0 ? left : 1);
     pthread_mutex_lock(&s->mu);
@@ -762,27 +734,24 @@ static void await_wave(outbox_sink_t *sink, call_t *c, int w)
     }
     size_t unanswered = s->inflight;
     pthread_mutex_unlock(&s->mu);
-    if (unanswered) {
-        /* Take the unanswered messages back: late PubAcks are then ignored,
-         * and a retry of one the server did store is dropped by Nats-Msg-Id. */
-        natsMsgList pending = {0};
-        if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
-            natsMsgList_Destroy(&pending);
-        pthread_mutex_lock(&s->mu);
-        for (size_t i = 0; i < c->n; i++)
-            if (c->slot[i] == SLOT_INFLIGHT) {
-                c->slot[i] = SLOT_DONE;
-                c->res[i].err = OUTBOX_ERR_TIMEOUT;
-                snprintf(c->res[i].errstr, sizeof(c->res[i].errstr), "no JetStream PubAck within %lld ms",
-                         (long long)sink->timeout_ms);
-            }
-        s->inflight = 0;
-        pthread_mutex_unlock(&s->mu);
-        c->stopped = 1;
-    }
+    if (!unanswered)
+        return;
+    /* Take the unanswered messages back: late PubAcks are then ignored,
+     * and a retry of one the server did store is dropped by Nats-Msg-Id. */
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
+        natsMsgList_Destroy(&pending);
+    pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < c->n; i++)
-        if (c->wave[i] == w && c->res[i].err != OUTBOX_OK)
-            c->km.failed[c->kslot[i]] = 1;
+        if (c->slot[i] == SLOT_INFLIGHT) {
+            c->slot[i] = SLOT_DONE;
+            c->res[i].err = OUTBOX_ERR_TIMEOUT;
+            snprintf(c->res[i].errstr, sizeof(c->res[i].errstr),
+                     "no JetStream PubAck before the publish deadline");
+        }
+    s->inflight = 0;
+    pthread_mutex_unlock(&s->mu);
+    c->stopped = 1;
 }
 
 /* Fills in events never sent and decides the call's result: when nothing
@@ -813,67 +782,80 @@ static outbox_err_t call_verdict(call_t *c)
     return OUTBOX_ERR_BROKER;
 }
 
-static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+/* Connects and makes sure the streams of the call's topics exist, within
+ * the deadline. OUTBOX_ERR_BROKER (errstr set) when that fails: not the
+ * events' fault, nothing is charged. */
+static outbox_err_t prepare(outbox_sink_t *sink, const outbox_msg_t *msgs, size_t n,
+                            int64_t deadline, char *errstr, size_t errstr_size)
+{
+    if (ensure_conn(sink, deadline - outbox__now_ms(), errstr, errstr_size) != OUTBOX_OK)
+        return OUTBOX_ERR_BROKER;
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].topic || !*msgs[i].topic)
+            continue;
+        if (ensure_stream(sink, msgs[i].topic, deadline - outbox__now_ms(), errstr, errstr_size)) {
+            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "stream_failed", errstr, "worker", sink->name,
+                        NULL);
+            return OUTBOX_ERR_BROKER;
+        }
+    }
+    return OUTBOX_OK;
+}
+
+/* Points the ack handler at call c (or, with c NULL, at nothing). Returns
+ * the call's duplicate count so far and whether a publish found no stream. */
+static void attach_call(nats_sink_t *s, call_t *c, uint64_t *dups, int *no_responders)
+{
+    pthread_mutex_lock(&s->mu);
+    s->res = c ? c->res : NULL;
+    s->slot = c ? c->slot : NULL;
+    s->ids = c ? c->ids : NULL;
+    s->by_id = c ? c->by_id : NULL;
+    s->n = c ? c->n : 0;
+    if (c) {
+        s->inflight = 0;
+        s->no_responders = 0;
+    }
+    *dups = s->duplicates;
+    *no_responders = s->no_responders;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                 outbox_pub_result_t *res)
 {
     nats_sink_t *s = sink->state;
     char err[256];
     if (!n)
         return OUTBOX_OK;
-    int64_t deadline = outbox__now_ms() + sink->timeout_ms;
-    if (ensure_conn(sink, err, sizeof(err)) != OUTBOX_OK) {
+    int64_t deadline = outbox__sink_deadline(sink);
+    if (deadline - outbox__now_ms() <= 0) {
+        outbox__sink_out_of_time(res, n);
+        return OUTBOX_OK;
+    }
+    if (prepare(sink, msgs, n, deadline, err, sizeof(err)) != OUTBOX_OK) {
         fail_all(res, n, OUTBOX_ERR_BROKER, err);
         return OUTBOX_ERR_BROKER;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].topic && *msgs[i].topic && ensure_stream(sink, msgs[i].topic, err, sizeof(err))) {
-            /* Not the events' fault: nothing is charged, the relay probes and retries. */
-            outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "stream_failed", err, "worker", sink->name, NULL);
-            fail_all(res, n, OUTBOX_ERR_BROKER, err);
-            return OUTBOX_ERR_BROKER;
-        }
     }
     call_t c;
     if (call_init(&c, msgs, n, res, deadline)) {
         fail_all(res, n, OUTBOX_ERR_BROKER, "out of memory");
         return OUTBOX_ERR_BROKER;
     }
-
-    pthread_mutex_lock(&s->mu);
-    s->res = res;
-    s->slot = c.slot;
-    s->ids = c.ids;
-    s->by_id = c.by_id;
-    s->n = n;
-    s->inflight = 0;
-    s->no_responders = 0;
-    uint64_t dups_before = s->duplicates;
-    pthread_mutex_unlock(&s->mu);
-
-    for (int w = 0; w < c.nwaves && !c.stopped; w++) {
-        if (outbox__now_ms() >= deadline) {
-            c.stopped = 1;
-            break;
-        }
-        if (send_wave(s, &c, w))
-            await_wave(sink, &c, w);
-    }
-
-    pthread_mutex_lock(&s->mu);
-    s->res = NULL;
-    s->slot = NULL;
-    s->ids = NULL;
-    s->by_id = NULL;
-    s->n = 0;
-    int no_resp = s->no_responders;
-    uint64_t dups = s->duplicates - dups_before;
-    pthread_mutex_unlock(&s->mu);
+    uint64_t dups_before, dups_after;
+    int no_resp;
+    attach_call(s, &c, &dups_before, &no_resp);
+    if (send_all(s, &c))
+        await_acks(sink, &c);
+    attach_call(s, NULL, &dups_after, &no_resp);
     if (no_resp)
         forget_streams(s); /* the stream may be gone (server lost its store): re-check next time */
-    if (dups) {
+    if (dups_after > dups_before) {
         char cnt[24];
-        snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)dups);
+        snprintf(cnt, sizeof(cnt), "%llu", (unsigned long long)(dups_after - dups_before));
         outbox__log(OUTBOX_LOG_INFO, COMPONENT, "duplicates_dropped",
-                    "JetStream already held these event ids (Nats-Msg-Id): re-publish dropped, counted as delivered",
+                    "JetStream already held these event ids (Nats-Msg-Id): re-publish dropped, "
+                    "counted as delivered",
                     "worker", sink->name, "count", cnt, NULL);
     }
     outbox_err_t rc = call_verdict(&c);
@@ -884,7 +866,7 @@ static outbox_err_t nats_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t
 static outbox_err_t nats_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
 {
     nats_sink_t *s = sink->state;
-    outbox_err_t err = ensure_conn(sink, errstr, errstr_size);
+    outbox_err_t err = ensure_conn(sink, sink->timeout_ms, errstr, errstr_size);
     if (err)
         return err;
     jsOptions jo;
@@ -896,9 +878,10 @@ static outbox_err_t nats_ping(outbox_sink_t *sink, char *errstr, size_t errstr_s
     if (st != NATS_OK) {
         char t[200];
         outbox__nats_errtext(st, t, sizeof(t));
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "JetStream at %s does not answer: %s%s",
-                           s->url.servers[0], t,
-                           jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr || st == NATS_NO_RESPONDERS
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "JetStream at %s does not answer: %s%s", s->url.servers[0], t,
+                           jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr ||
+                                   st == NATS_NO_RESPONDERS
                                ? " (is JetStream enabled on the server, -js?)"
                                : "");
     }

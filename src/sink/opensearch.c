@@ -20,15 +20,16 @@
  *
  * Per-item outcome: 2xx, 409 version conflict, 404 on delete → acknowledged;
  * 429, 5xx, 408 → retried with backoff (only those items); other 4xx
- * (mapping errors, invalid index...) → dead letter at once. Items of a key
- * that come after a failed item of the same key in the request are reported
- * failed too (retried; their replay is a harmless 409), so the relay never
- * acknowledges a later event of a key before an earlier one.
+ * (mapping errors, invalid index...) → dead letter at once. Each item's
+ * result stands alone: the engine hands a call at most one event per key
+ * and applies the per-key rule itself.
  *
  * Whole request: unreachable before an answer, 401 or 407 → OUTBOX_ERR_BROKER
  * for the call (nothing charged; the relay probes with ping(), which GETs /);
  * 408, 429, 5xx, other non-2xx, a timeout or a malformed response → every
- * item is retried. See docs/sinks/opensearch.md. */
+ * item is retried. The request is bounded by the engine's deadline
+ * (sink->deadline_ms, at most publish_timeout); with no time left, nothing
+ * is sent (OUTBOX_ERR_TIMEOUT, not_sent). See docs/sinks/opensearch.md. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -47,10 +48,10 @@
 
 typedef struct os_sink_s {
     CURL *curl;
-    char *bulk_url;        /* scheme://host:port/_bulk, no credentials */
-    char *root_url;        /* scheme://host:port/ (ping) */
-    char prefix[256];      /* index prefix from the URL path */
-    const char *index;     /* opensearch_index (borrowed from conf), or "" */
+    char *bulk_url;    /* scheme://host:port/_bulk, no credentials */
+    char *root_url;    /* scheme://host:port/ (ping) */
+    char prefix[256];  /* index prefix from the URL path */
+    const char *index; /* opensearch_index (borrowed from conf), or "" */
     const char *del_suffix;
     size_t del_suffix_len;
     char *user, *password; /* basic auth or NULL; password wiped on close */
@@ -87,17 +88,20 @@ static outbox_err_t parse_url(outbox_sink_t *sink, os_sink_t *o, char *errstr, s
     const char *url = sink->url;
     const char *plus = strchr(url, '+');
     if (!plus || strncasecmp(url, "opensearch+", 11))
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "OpenSearch sink URL must look like opensearch+http://host:9200/[index-prefix]");
+        return outbox__err(
+            OUTBOX_ERR_CONFIG, errstr, errstr_size,
+            "OpenSearch sink URL must look like opensearch+http://host:9200/[index-prefix]");
     CURLU *u = curl_url();
     if (!u)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     outbox_err_t err = OUTBOX_OK;
     char *path = NULL, *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, plus + 1, 0) != CURLUE_OK || !(host = get_part(u, CURLUPART_HOST, 0)) ||
+    if (curl_url_set(u, CURLUPART_URL, plus + 1, 0) != CURLUE_OK ||
+        !(host = get_part(u, CURLUPART_HOST, 0)) ||
         !(path = get_part(u, CURLUPART_PATH, CURLU_URLDECODE))) {
-        err = outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                          "OpenSearch sink URL \"%s\" is not a valid URL with a host", o->shown_url);
+        err =
+            outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                        "OpenSearch sink URL \"%s\" is not a valid URL with a host", o->shown_url);
         goto out;
     }
     const char *p = path[0] == '/' ? path + 1 : path;
@@ -105,8 +109,9 @@ static outbox_err_t parse_url(outbox_sink_t *sink, os_sink_t *o, char *errstr, s
     if (plen && p[plen - 1] == '/')
         plen--;
     if (memchr(p, '/', plen) || plen >= sizeof(o->prefix)) {
-        err = outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                          "OpenSearch sink URL path must be one index prefix (e.g. /cars-), got \"%s\"", path);
+        err = outbox__err(
+            OUTBOX_ERR_CONFIG, errstr, errstr_size,
+            "OpenSearch sink URL path must be one index prefix (e.g. /cars-), got \"%s\"", path);
         goto out;
     }
     for (size_t i = 0; i < plen; i++)
@@ -119,7 +124,8 @@ static outbox_err_t parse_url(outbox_sink_t *sink, os_sink_t *o, char *errstr, s
     curl_url_set(u, CURLUPART_QUERY, NULL, 0);
     curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
     if (curl_url_set(u, CURLUPART_PATH, "/_bulk", 0) != CURLUE_OK ||
-        !(o->bulk_url = get_part(u, CURLUPART_URL, 0)) || curl_url_set(u, CURLUPART_PATH, "/", 0) != CURLUE_OK ||
+        !(o->bulk_url = get_part(u, CURLUPART_URL, 0)) ||
+        curl_url_set(u, CURLUPART_PATH, "/", 0) != CURLUE_OK ||
         !(o->root_url = get_part(u, CURLUPART_URL, 0)))
         err = outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
 out:
@@ -199,7 +205,8 @@ static outbox_err_t os_open(outbox_sink_t *sink, char *errstr, size_t errstr_siz
     curl_easy_setopt(o->curl, CURLOPT_ERRORBUFFER, o->curl_err);
     if (o->insecure)
         outbox__log(OUTBOX_LOG_WARN, "sink", "tls_verify_disabled",
-                    "opensearch_insecure_skip_verify is set: TLS certificates and host names are NOT verified",
+                    "opensearch_insecure_skip_verify is set: TLS certificates and host names are "
+                    "NOT verified",
                     "worker", sink->name, "sink", o->shown_url, NULL);
     sink->state = o;
     return OUTBOX_OK;
@@ -225,10 +232,11 @@ static int is_delete(const os_sink_t *o, const char *type)
            !strcmp(type + n - o->del_suffix_len, o->del_suffix);
 }
 
-static void set_res(outbox_pub_result_t *r, outbox_err_t err, int64_t retry_after_ms, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static void set_res(outbox_pub_result_t *r, outbox_err_t err, int64_t retry_after_ms,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static void set_res(outbox_pub_result_t *r, outbox_err_t err, int64_t retry_after_ms, const char *fmt, ...)
+static void set_res(outbox_pub_result_t *r, outbox_err_t err, int64_t retry_after_ms,
+                    const char *fmt, ...)
 {
     r->err = err;
     r->retry_after_ms = retry_after_ms;
@@ -255,12 +263,14 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
         index[j] = '\0';
     }
     if (!index_name_ok(index)) {
-        set_res(res, OUTBOX_ERR_REJECTED, 0, "\"%.200s\" is not a valid OpenSearch index name", index);
+        set_res(res, OUTBOX_ERR_REJECTED, 0, "\"%.200s\" is not a valid OpenSearch index name",
+                index);
         return OUTBOX_ERR_REJECTED;
     }
     size_t klen = strlen(m->key);
     if (!klen || klen > 512) {
-        set_res(res, OUTBOX_ERR_REJECTED, 0, "event key is empty or longer than 512 bytes (OpenSearch _id limit)");
+        set_res(res, OUTBOX_ERR_REJECTED, 0,
+                "event key is empty or longer than 512 bytes (OpenSearch _id limit)");
         return OUTBOX_ERR_REJECTED;
     }
     int del = is_delete(o, m->type);
@@ -277,13 +287,15 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
     }
     /* json_pack refuses strings that are not UTF-8: that event can never be
      * written, so reject it rather than fail the whole request. */
-    json_t *action = json_pack("{s:{s:s, s:s, s:I, s:s}}", del ? "delete" : "index", "_index", index, "_id",
-                               m->key, "version", (json_int_t)m->seq, "version_type", "external");
+    json_t *action =
+        json_pack("{s:{s:s, s:s, s:I, s:s}}", del ? "delete" : "index", "_index", index, "_id",
+                  m->key, "version", (json_int_t)m->seq, "version_type", "external");
     char *line = action ? json_dumps(action, JSON_COMPACT) : NULL;
     json_decref(action);
     if (!line) {
         json_decref(doc);
-        set_res(res, OUTBOX_ERR_REJECTED, 0, "cannot encode the bulk action (index or key not valid UTF-8?)");
+        set_res(res, OUTBOX_ERR_REJECTED, 0,
+                "cannot encode the bulk action (index or key not valid UTF-8?)");
         return OUTBOX_ERR_REJECTED;
     }
     outbox__buf_adds(&o->body, line);
@@ -335,19 +347,23 @@ static void item_result(json_t *item, outbox_pub_result_t *r)
         set_res(r, OUTBOX_ERR_BROKER, 0, "OpenSearch %s item: %ld %s: %.120s", action, status,
                 etype ? etype : "error", reason ? reason : "");
     else
-        set_res(r, OUTBOX_ERR_REJECTED, 0, "OpenSearch %s item rejected: %ld %s: %.120s", action, status,
-                etype ? etype : "error", reason ? reason : "");
+        set_res(r, OUTBOX_ERR_REJECTED, 0, "OpenSearch %s item rejected: %ld %s: %.120s", action,
+                status, etype ? etype : "error", reason ? reason : "");
 }
 
-static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                               outbox_pub_result_t *res)
 {
     os_sink_t *o = sink->state;
     if (!n)
         return OUTBOX_OK;
+    int64_t left = outbox__sink_deadline(sink) - outbox__now_ms();
+    if (left <= 0) {
+        outbox__sink_out_of_time(res, n);
+        return OUTBOX_OK;
+    }
     size_t *item_msg = calloc(n, sizeof(*item_msg)); /* bulk item j is msgs[item_msg[j]] */
-    outbox__keyset_t failed = {0};
-    if (!item_msg || outbox__keyset_init(&failed, n)) {
-        free(item_msg);
+    if (!item_msg) {
         for (size_t i = 0; i < n; i++)
             set_res(&res[i], OUTBOX_ERR_BROKER, 0, "out of memory");
         return OUTBOX_OK;
@@ -356,21 +372,14 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
     size_t nitems = 0;
     outbox__buf_reset(&o->body);
     for (size_t i = 0; i < n; i++) {
-        if (outbox__keyset_has(&failed, msgs[i].key)) {
-            set_res(&res[i], OUTBOX_ERR_BROKER, 0,
-                    "not sent: an earlier event of key %.64s failed in this batch", msgs[i].key);
-            res[i].not_sent = 1;
-            continue;
-        }
-        if (add_item(o, &msgs[i], &res[i]) != OUTBOX_OK) {
-            outbox__keyset_add(&failed, msgs[i].key);
-            continue;
-        }
-        item_msg[nitems++] = i;
+        res[i].not_sent = 0;
+        if (add_item(o, &msgs[i], &res[i]) == OUTBOX_OK)
+            item_msg[nitems++] = i;
     }
     if (o->body.broken) {
         for (size_t j = 0; j < nitems; j++)
-            set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, 0, "out of memory building the bulk request");
+            set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, 0,
+                    "out of memory building the bulk request");
         goto out;
     }
     if (!nitems)
@@ -390,8 +399,8 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h2);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, o->body.p);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body.len);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)sink->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)sink->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)left);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
     CURLcode cc = curl_easy_perform(c);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(h2);
@@ -411,8 +420,9 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
     if (status == 401 || status == 407) {
         /* Credentials are wrong: no event is at fault; wait for ping. */
         for (size_t i = 0; i < n; i++)
-            set_res(&res[i], OUTBOX_ERR_BROKER, 0, "OpenSearch at %s refused the credentials (HTTP %ld): %s",
-                    o->shown_url, status, quoted);
+            set_res(&res[i], OUTBOX_ERR_BROKER, 0,
+                    "OpenSearch at %s refused the credentials (HTTP %ld): %s", o->shown_url, status,
+                    quoted);
         rc = OUTBOX_ERR_BROKER;
         goto out;
     }
@@ -422,17 +432,19 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
         int64_t ra = cc == CURLE_OK ? outbox__curl_retry_after_ms(c, o->retry_max_ms) : 0;
         for (size_t j = 0; j < nitems; j++) {
             if (cc != CURLE_OK)
-                set_res(&res[item_msg[j]], cc == CURLE_OPERATION_TIMEDOUT ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER,
-                        0, "OpenSearch bulk request failed: %s",
+                set_res(&res[item_msg[j]],
+                        cc == CURLE_OPERATION_TIMEDOUT ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER, 0,
+                        "OpenSearch bulk request failed: %s",
                         o->curl_err[0] ? o->curl_err : curl_easy_strerror(cc));
             else
-                set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, ra, "OpenSearch bulk request: HTTP %ld: %s",
-                        status, quoted);
+                set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, ra,
+                        "OpenSearch bulk request: HTTP %ld: %s", status, quoted);
         }
         goto out;
     }
     json_error_t jerr;
-    json_t *doc = o->resp.broken ? NULL : json_loadb(o->resp.p ? o->resp.p : "", o->resp.len, 0, &jerr);
+    json_t *doc =
+        o->resp.broken ? NULL : json_loadb(o->resp.p ? o->resp.p : "", o->resp.len, 0, &jerr);
     json_t *items = json_object_get(doc, "items");
     if (!json_is_array(items) || json_array_size(items) != nitems) {
         for (size_t j = 0; j < nitems; j++)
@@ -441,24 +453,10 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
         json_decref(doc);
         goto out;
     }
-    for (size_t j = 0; j < nitems; j++) {
-        size_t i = item_msg[j];
-        if (outbox__keyset_has(&failed, msgs[i].key)) {
-            /* Written, but after a failed earlier event of its key: retry it
-             * too (the replay is a 409, counted as delivered). */
-            item_result(json_array_get(items, j), &res[i]);
-            if (res[i].err == OUTBOX_OK)
-                set_res(&res[i], OUTBOX_ERR_BROKER, 0,
-                        "held: an earlier event of key %.64s failed in this batch", msgs[i].key);
-            continue;
-        }
-        item_result(json_array_get(items, j), &res[i]);
-        if (res[i].err != OUTBOX_OK)
-            outbox__keyset_add(&failed, msgs[i].key);
-    }
+    for (size_t j = 0; j < nitems; j++)
+        item_result(json_array_get(items, j), &res[item_msg[j]]);
     json_decref(doc);
 out:
-    outbox__keyset_term(&failed);
     free(item_msg);
     return rc;
 }
@@ -487,13 +485,14 @@ static outbox_err_t os_ping(outbox_sink_t *sink, char *errstr, size_t errstr_siz
     curl_easy_cleanup(c);
     outbox__buf_free(&body);
     if (cc != CURLE_OK)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot reach OpenSearch at %s: %s",
-                           o->shown_url, cerr[0] ? cerr : curl_easy_strerror(cc));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "cannot reach OpenSearch at %s: %s", o->shown_url,
+                           cerr[0] ? cerr : curl_easy_strerror(cc));
     /* 401/407: bad credentials; 5xx: the cluster is not serving. A 403 only
      * means this user may not read cluster info, which _bulk does not need. */
     if (status == 401 || status == 407 || status >= 500)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "OpenSearch at %s answered GET / with HTTP %ld",
-                           o->shown_url, status);
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "OpenSearch at %s answered GET / with HTTP %ld", o->shown_url, status);
     return OUTBOX_OK;
 }
 

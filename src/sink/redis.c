@@ -26,7 +26,6 @@ typedef struct redis_sink_s {
     redisContext *ctx;
 } redis_sink_t;
 
-
 static outbox_err_t redis_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
 {
     redis_sink_t *r = calloc(1, sizeof(*r));
@@ -38,7 +37,8 @@ static outbox_err_t redis_open(outbox_sink_t *sink, char *errstr, size_t errstr_
         return err;
     }
     if (!r->addr.password[0])
-        snprintf(r->addr.password, sizeof(r->addr.password), "%s", outbox__conf_str(sink->conf, "redis_password"));
+        snprintf(r->addr.password, sizeof(r->addr.password), "%s",
+                 outbox__conf_str(sink->conf, "redis_password"));
     r->maxlen = outbox__conf_int(sink->conf, "redis_stream_maxlen");
     sink->state = r;
     return OUTBOX_OK;
@@ -51,13 +51,23 @@ static void drop(redis_sink_t *r)
     r->ctx = NULL;
 }
 
-static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size)
+static struct timeval ms_tv(int64_t ms)
+{
+    if (ms < 1)
+        ms = 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    return tv;
+}
+
+/* Connects (AUTH, SELECT) within timeout_ms unless connected. */
+static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr,
+                           size_t errstr_size)
 {
     redis_sink_t *r = sink->state;
     if (r->ctx && !r->ctx->err)
         return OUTBOX_OK;
     drop(r);
-    struct timeval tv = {sink->timeout_ms / 1000, (sink->timeout_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(timeout_ms);
     r->ctx = redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
     if (!r->ctx || r->ctx->err) {
         outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to Redis at %s:%d: %s",
@@ -85,7 +95,8 @@ static outbox_err_t ensure(outbox_sink_t *sink, char *errstr, size_t errstr_size
         if (rep)
             freeReplyObject(rep);
         if (bad) {
-            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed", r->addr.db);
+            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed",
+                        r->addr.db);
             drop(r);
             return OUTBOX_ERR_BROKER;
         }
@@ -98,13 +109,20 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
 {
     redis_sink_t *r = sink->state;
     char errbuf[256];
-    if (ensure(sink, errbuf, sizeof(errbuf)) != OUTBOX_OK) {
+    int64_t left = outbox__sink_deadline(sink) - outbox__now_ms();
+    if (left <= 0) {
+        outbox__sink_out_of_time(res, n);
+        return OUTBOX_OK;
+    }
+    if (ensure(sink, left, errbuf, sizeof(errbuf)) != OUTBOX_OK) {
         for (size_t i = 0; i < n; i++) {
             res[i].err = OUTBOX_ERR_BROKER;
             snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", errbuf);
         }
         return OUTBOX_ERR_BROKER;
     }
+    /* Every reply must be in before the deadline. */
+    redisSetTimeout(r->ctx, ms_tv(outbox__sink_deadline(sink) - outbox__now_ms()));
     char maxlen[24];
     snprintf(maxlen, sizeof(maxlen), "%lld", r->maxlen);
     for (size_t i = 0; i < n; i++) {
@@ -154,8 +172,8 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
     return OUTBOX_OK;
 
 broken:
-    snprintf(errbuf, sizeof(errbuf), "Redis connection to %s:%d lost: %s", r->addr.host, r->addr.port,
-             r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
+    snprintf(errbuf, sizeof(errbuf), "Redis connection to %s:%d lost: %s", r->addr.host,
+             r->addr.port, r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
     for (size_t i = 0; i < n; i++) {
         res[i].err = OUTBOX_ERR_BROKER;
         snprintf(res[i].errstr, sizeof(res[i].errstr), "%s", errbuf);
@@ -167,9 +185,10 @@ broken:
 static outbox_err_t redis_ping(outbox_sink_t *sink, char *errstr, size_t errstr_size)
 {
     redis_sink_t *r = sink->state;
-    outbox_err_t err = ensure(sink, errstr, errstr_size);
+    outbox_err_t err = ensure(sink, sink->timeout_ms, errstr, errstr_size);
     if (err)
         return err;
+    redisSetTimeout(r->ctx, ms_tv(sink->timeout_ms));
     redisReply *rep = redisCommand(r->ctx, "PING");
     int ok = rep && rep->type != REDIS_REPLY_ERROR;
     if (!ok)

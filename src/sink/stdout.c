@@ -11,6 +11,10 @@
  *                  partial line; the call then returns OUTBOX_ERR_BROKER and
  *                  the relay retries once ping() can open the file again.
  *
+ * A local write has no broker to wait for: the deadline (sink->deadline_ms)
+ * is only checked before the batch is written (none left: nothing written,
+ * OUTBOX_ERR_TIMEOUT, not sent).
+ *
  * Delivery is at least once: a crash between fsync and the acknowledgement
  * writes the batch again. Consumers de-duplicate by the CloudEvents id. */
 #include <errno.h>
@@ -29,8 +33,8 @@
 typedef struct stdout_sink_s {
     int to_stdout;
     char path[4096];
-    int fd;              /* file: open descriptor (O_APPEND), or -1 */
-    outbox__buf_t buf;   /* the batch as NDJSON */
+    int fd;            /* file: open descriptor (O_APPEND), or -1 */
+    outbox__buf_t buf; /* the batch as NDJSON */
 } stdout_sink_t;
 
 static outbox_err_t open_file(stdout_sink_t *s, char *errstr, size_t errstr_size)
@@ -39,8 +43,8 @@ static outbox_err_t open_file(stdout_sink_t *s, char *errstr, size_t errstr_size
         return OUTBOX_OK;
     s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (s->fd < 0)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot open %s for appending: %s",
-                           s->path, strerror(errno));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "cannot open %s for appending: %s", s->path, strerror(errno));
     return OUTBOX_OK;
 }
 
@@ -67,8 +71,9 @@ static outbox_err_t stdout_open(outbox_sink_t *sink, char *errstr, size_t errstr
         }
         if (!*p || strlen(p) >= sizeof(s->path)) {
             free(s);
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                               "file sink needs a path: file:PATH (e.g. file:/var/lib/outbox/events.ndjson)");
+            return outbox__err(
+                OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                "file sink needs a path: file:PATH (e.g. file:/var/lib/outbox/events.ndjson)");
         }
         memcpy(s->path, p, strlen(p) + 1);
         /* Open now so a bad path fails at start-up, not at the first event. */
@@ -111,8 +116,8 @@ static outbox_err_t append_file(stdout_sink_t *s, char *errstr, size_t errstr_si
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            err = outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "write to %s failed: %s", s->path,
-                              w < 0 ? strerror(errno) : "wrote nothing");
+            err = outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "write to %s failed: %s",
+                              s->path, w < 0 ? strerror(errno) : "wrote nothing");
         else
             off += (size_t)w;
     }
@@ -139,20 +144,25 @@ static outbox_err_t write_stdout(stdout_sink_t *s, char *errstr, size_t errstr_s
     int e = errno;
     funlockfile(stdout);
     if (w != s->buf.len || rc)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "write to standard output failed: %s",
-                           strerror(e));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "write to standard output failed: %s", strerror(e));
     /* Durable when stdout is a regular file; pipes and terminals can't fsync. */
     if (fsync(fileno(stdout)) < 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP)
-        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "fsync standard output failed: %s",
-                           strerror(errno));
+        return outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size,
+                           "fsync standard output failed: %s", strerror(errno));
     return OUTBOX_OK;
 }
 
-static outbox_err_t stdout_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n, outbox_pub_result_t *res)
+static outbox_err_t stdout_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
+                                   outbox_pub_result_t *res)
 {
     stdout_sink_t *s = sink->state;
     if (!n)
         return OUTBOX_OK;
+    if (outbox__sink_deadline(sink) <= outbox__now_ms()) {
+        outbox__sink_out_of_time(res, n);
+        return OUTBOX_OK;
+    }
     outbox__buf_reset(&s->buf);
     for (size_t i = 0; i < n; i++) {
         /* The envelope is compact JSON: no raw newline can split a line. */
@@ -164,7 +174,8 @@ static outbox_err_t stdout_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size
         return OUTBOX_OK;
     }
     char err[256];
-    outbox_err_t rc = s->to_stdout ? write_stdout(s, err, sizeof(err)) : append_file(s, err, sizeof(err));
+    outbox_err_t rc =
+        s->to_stdout ? write_stdout(s, err, sizeof(err)) : append_file(s, err, sizeof(err));
     if (rc) {
         fail_all(res, n, err);
         return OUTBOX_ERR_BROKER;

@@ -6,18 +6,21 @@
  *   3. through the relay: deliver an event, put the same event id back in
  *      the outbox (a relay that crashed before acknowledging would do
  *      that) -> delivered again, stream count unchanged;
- *   4. per-key failure handling: an event that cannot form a subject is
- *      rejected and a later event of its key in the same call is not sent,
- *      while other keys go through;
+ *   4. per-event results (calls of one event per key, as the engine makes
+ *      them): an event that cannot form a subject is rejected and the
+ *      events after it still go through; a deadline already past sends
+ *      nothing (OUTBOX_ERR_TIMEOUT, not sent);
  *   5. an event over the server's max_payload is rejected (dead letter),
  *      the event beside it goes through. */
 #include "core/conf.h"
 #include "core/message.h"
 #include "natstest.h"
+#include "core/util.h"
 #include "sink/nats.h"
 #include "sink/sink.h"
 
-static void make_msg(outbox_msg_t *m, const char *id, const char *topic, const char *type, const char *key)
+static void make_msg(outbox_msg_t *m, const char *id, const char *topic, const char *type,
+                     const char *key)
 {
     memset(m, 0, sizeof(*m));
     snprintf(m->id, sizeof(m->id), "%s", id);
@@ -53,15 +56,17 @@ int main(void)
     outbox_msg_t m;
     make_msg(&m, id, "dedup", "Thing", "k1");
     outbox_pub_result_t res;
-    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK, "first publish: %s",
-          res.errstr);
-    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "after first publish: %lld", tn_stream_msgs(js, "DEDUP"));
+    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK,
+          "first publish: %s", res.errstr);
+    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "after first publish: %lld",
+          tn_stream_msgs(js, "DEDUP"));
     CHECK(outbox__nats_sink_duplicates(sink) == 0, "no duplicate yet");
-    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK, "second publish: %s",
-          res.errstr);
+    CHECK(sink->ops->publish(sink, &m, 1, &res) == OUTBOX_OK && res.err == OUTBOX_OK,
+          "second publish: %s", res.errstr);
     CHECK(outbox__nats_sink_duplicates(sink) == 1, "duplicate acks: %llu",
           (unsigned long long)outbox__nats_sink_duplicates(sink));
-    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "stream grew on a re-publish: %lld", tn_stream_msgs(js, "DEDUP"));
+    CHECK(tn_stream_msgs(js, "DEDUP") == 1, "stream grew on a re-publish: %lld",
+          tn_stream_msgs(js, "DEDUP"));
     printf("sink: same id published twice -> 1 message, 1 duplicate PubAck\n");
 
     /* 2. a plain client re-publishing the id */
@@ -77,24 +82,41 @@ int main(void)
     CHECK(tn_stream_msgs(js, "DEDUP") == 1, "stream grew: %lld", tn_stream_msgs(js, "DEDUP"));
     printf("client: PubAck.Duplicate=true, stream count unchanged\n");
 
-    /* 4. per-key failure in one call: a1 ok, a2 rejected (bad subject), a3
-     *    same key -> not sent; b1 other key -> ok */
+    /* 4. per-event results in one call (one event per key, as the engine
+     *    makes them): a ok, b rejected (bad subject), c and d still sent */
     outbox_msg_t batch[4];
     char ids[4][OUTBOX_UUID_STRLEN + 1];
     for (int i = 0; i < 4; i++)
         outbox_uuid_v7(ids[i]);
     make_msg(&batch[0], ids[0], "dedup", "Thing", "a");
-    make_msg(&batch[1], ids[1], "dedup", "Bad Type", "a");
-    make_msg(&batch[2], ids[2], "dedup", "Thing", "a");
-    make_msg(&batch[3], ids[3], "dedup", "Thing", "b");
+    make_msg(&batch[1], ids[1], "dedup", "Bad Type", "b");
+    make_msg(&batch[2], ids[2], "dedup", "Thing", "c");
+    make_msg(&batch[3], ids[3], "dedup", "Thing", "d");
     outbox_pub_result_t bres[4];
     CHECK(sink->ops->publish(sink, batch, 4, bres) == OUTBOX_OK, "batch publish");
-    CHECK(bres[0].err == OUTBOX_OK, "a1: %s", bres[0].errstr);
-    CHECK(bres[1].err == OUTBOX_ERR_REJECTED, "a2 should be rejected: %d %s", bres[1].err, bres[1].errstr);
-    CHECK(bres[2].err != OUTBOX_OK, "a3 must not be sent after a2 failed");
-    CHECK(bres[3].err == OUTBOX_OK, "b1: %s", bres[3].errstr);
-    CHECK(tn_stream_msgs(js, "DEDUP") == 3, "stream: %lld, want 3", tn_stream_msgs(js, "DEDUP"));
-    printf("per-key: rejected event holds back its key only (%s)\n", bres[2].errstr);
+    CHECK(bres[0].err == OUTBOX_OK, "a: %s", bres[0].errstr);
+    CHECK(bres[1].err == OUTBOX_ERR_REJECTED && !bres[1].not_sent, "b should be rejected: %d %s",
+          bres[1].err, bres[1].errstr);
+    CHECK(bres[2].err == OUTBOX_OK, "c (after the rejected one): %s", bres[2].errstr);
+    CHECK(bres[3].err == OUTBOX_OK, "d: %s", bres[3].errstr);
+    CHECK(tn_stream_msgs(js, "DEDUP") == 4, "stream: %lld, want 4", tn_stream_msgs(js, "DEDUP"));
+    printf("per event: a rejected event does not stop the others (%s)\n", bres[1].errstr);
+
+    /* 4b. a deadline already past: nothing sent, nothing charged */
+    for (int i = 0; i < 4; i++) {
+        free(batch[i].envelope);
+        outbox_uuid_v7(ids[i]);
+        make_msg(&batch[i], ids[i], "dedup", "Thing", i % 2 ? "e" : "f");
+    }
+    sink->deadline_ms = outbox__now_ms() - 1;
+    CHECK(sink->ops->publish(sink, batch, 2, bres) == OUTBOX_OK, "publish past deadline");
+    CHECK(bres[0].err == OUTBOX_ERR_TIMEOUT && bres[0].not_sent &&
+              bres[1].err == OUTBOX_ERR_TIMEOUT && bres[1].not_sent,
+          "past deadline: %d/%d %d/%d", bres[0].err, bres[0].not_sent, bres[1].err,
+          bres[1].not_sent);
+    sink->deadline_ms = 0;
+    CHECK(tn_stream_msgs(js, "DEDUP") == 4, "stream grew past the deadline: %lld",
+          tn_stream_msgs(js, "DEDUP"));
 
     /* 5. an event larger than the server's max_payload (1 MB) is rejected for good */
     {
@@ -134,11 +156,13 @@ int main(void)
     char eid[OUTBOX_UUID_STRLEN + 1];
     tn_enqueue(db, "relayed", "OrderCreated", "o-1", "{\"n\":1}", NULL, NULL, NULL, eid);
     CHECK(tn_wait_drained(db, 15000) == 0, "first delivery");
-    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "after first delivery: %lld", tn_stream_msgs(js, "RELAYED"));
+    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "after first delivery: %lld",
+          tn_stream_msgs(js, "RELAYED"));
     tn_enqueue(db, "relayed", "OrderCreated", "o-1", "{\"n\":1}", eid, NULL, NULL, NULL);
     CHECK(tn_wait_drained(db, 15000) == 0, "second delivery");
     CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0, "dead letter");
-    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "re-delivered id stored twice: %lld", tn_stream_msgs(js, "RELAYED"));
+    CHECK(tn_stream_msgs(js, "RELAYED") == 1, "re-delivered id stored twice: %lld",
+          tn_stream_msgs(js, "RELAYED"));
     outbox_relay_destroy(relay);
     printf("relay: same event id delivered twice -> 1 message in the stream\n");
 
