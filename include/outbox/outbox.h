@@ -56,6 +56,9 @@ int outbox_uuid_valid(const char *s);
 
 /* ------------------------------------------------------------------------ */
 /* Producing: enqueue inside the caller's transaction                       */
+/* outbox_enqueue, outbox_inbox_record and outbox_migrate* belong to the     */
+/* PostgreSQL store: they take the caller's own libpq connection, so the     */
+/* event commits or rolls back with the caller's business change.           */
 
 /** An event to enqueue. The strings are borrowed for the duration of the call. */
 typedef struct outbox_event_s {
@@ -67,6 +70,10 @@ typedef struct outbox_event_s {
     const char *headers;     /**< optional: JSON object of string values */
     const char *traceparent; /**< optional: W3C traceparent of the causing request */
     const char *source;      /**< optional: CloudEvents source; default "/outbox" */
+    const char *table;       /**< optional: the service's outbox table (see
+                                  outbox_migrate_table); default "outbox" */
+    int priority;            /**< optional: higher is claimed first across keys (within a
+                                  key, order stays commit order); default 0 */
 } outbox_event_t;
 
 /**
@@ -109,6 +116,15 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
  * *applied (if not NULL) receives the number applied by this call.
  */
 outbox_err_t outbox_migrate(PGconn *conn, int *applied, char *errstr, size_t errstr_size);
+
+/**
+ * Applies the library's migrations, then creates the outbox table `table`
+ * and its dead letters `<table>_dead_letter` if they do not exist: one outbox
+ * table per service in one database. Names: [a-z_][a-z0-9_]*, at most 48
+ * bytes. A relay configured with outbox_table = table reads only that table.
+ */
+outbox_err_t outbox_migrate_table(PGconn *conn, const char *table, int *applied, char *errstr,
+                                  size_t errstr_size);
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                             */

@@ -40,6 +40,12 @@ static const outbox_conf_prop_t props[] = {
     {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK,
      "longest wait for broker confirmation of a batch; also bounds each relay transaction"},
+    {"outbox_table", OUTBOX_CT_STR, "outbox", "OUTBOX_TABLE", 0, 0, 0, NULL, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY,
+     "outbox table to read (one per service is allowed); its dead letters are in <table>_dead_letter"},
+    {"ack_mode", OUTBOX_CT_ENUM, "delete", "OUTBOX_ACK_MODE", 0, 0, 0, "delete|mark", OUTBOX_SCOPE_RELAY,
+     "on broker confirmation, delete the row, or mark it status='processed' with processed_at and keep it"},
+    {"processed_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_PROCESSED_RETENTION", 0, 3650 * MS_D, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "ack_mode=mark: processed rows older than this are purged (0 = keep)"},
     {"max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_MAX_ATTEMPTS", 1, 100000, 0, NULL, OUTBOX_SCOPE_RELAY,
      "publish attempts before an event moves to the dead-letter table"},
     {"backoff_base", OUTBOX_CT_DURATION, "500ms", "OUTBOX_BACKOFF_BASE", 1, MS_H, 0, NULL,
@@ -188,6 +194,7 @@ static const outbox_conf_prop_t props[] = {
 
 struct outbox_conf_s {
     char *vals[NPROPS];
+    unsigned char set[NPROPS]; /* 1: set by the user (env, flag, outbox_conf_set) */
     char *dburl; /* cache for outbox__conf_database_url */
 };
 
@@ -234,6 +241,7 @@ outbox_conf_t *outbox_conf_dup(const outbox_conf_t *conf)
             outbox_conf_destroy(c);
             return NULL;
         }
+        c->set[k] = conf->set[k];
     }
     return c;
 }
@@ -342,6 +350,7 @@ static outbox_err_t set_idx(outbox_conf_t *conf, int k, const char *value, const
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     free(conf->vals[k]);
     conf->vals[k] = v;
+    conf->set[k] = 1;
     free(conf->dburl);
     conf->dburl = NULL;
     return OUTBOX_OK;
@@ -378,6 +387,12 @@ const char *outbox_conf_get(const outbox_conf_t *conf, const char *name)
 {
     int k = prop_index(name);
     return k < 0 ? NULL : conf->vals[k];
+}
+
+int outbox__conf_is_set(const outbox_conf_t *conf, const char *name)
+{
+    int k = prop_index(name);
+    return k >= 0 && conf->set[k];
 }
 
 static int must_index(const char *name, outbox_conf_type_t type)

@@ -43,6 +43,10 @@ int64_t outbox__conf_int(const outbox_conf_t *conf, const char *name);
 int outbox__conf_bool(const outbox_conf_t *conf, const char *name);
 int64_t outbox__conf_ms(const outbox_conf_t *conf, const char *name);
 
+/** 1 if name was set by the user (environment, flag or outbox_conf_set),
+ *  0 if it still has its default. */
+int outbox__conf_is_set(const outbox_conf_t *conf, const char *name);
+
 /**
  * Parses argv: --name value, --name=value, --no-name for booleans (names
  * with '-' or '_'). Stops at the first non-flag argument or "--" and stores

@@ -15,11 +15,13 @@ typedef struct outbox_msg_s {
     const char *type;
     const char *key;      /**< aggregate id; CloudEvents subject and partitionkey */
     const char *source;
-    const char *payload;  /**< JSON text: the CloudEvents data */
+    const char *payload;  /**< JSON text: the CloudEvents data, as the producer wrote it */
+    size_t payload_len;   /**< its length (0: use strlen) */
     const char *headers;  /**< JSON object text or NULL */
     const char *traceparent; /**< or NULL */
     const char *time;     /**< RFC 3339 UTC creation time */
     int attempts;         /**< publish attempts before this one */
+    int priority;         /**< claim priority across keys (0: ordinary) */
     char *envelope;       /**< the CloudEvents JSON (structured mode), set by the relay */
     size_t envelope_len;
 } outbox_msg_t;

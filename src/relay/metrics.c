@@ -1,11 +1,14 @@
 /* The relay's admin endpoint: GET /metrics (Prometheus text format 0.0.4),
  * /healthz (process alive), /readyz (database reachable and broker not
- * down). Binds to metrics_addr, 127.0.0.1:9464 by default. Pending count,
- * oldest-pending age and dead-letter size are read from the database at
- * scrape time on the endpoint's own connection. */
+ * down). Binds to metrics_addr, 127.0.0.1:9464 by default (the next free
+ * port when that one is taken and the address was not set explicitly).
+ * Counters are per worker and lock-free; pending count, oldest-pending age
+ * and dead-letter size come from the store at scrape time, on the
+ * endpoint's own session, under a lock no worker takes. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,60 +19,51 @@
 #include "core/util.h"
 #include "relay/relay_int.h"
 
-#define MAX_SERIES 512
-static const double buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
-
-typedef struct series_s {
-    char what[24];
-    char topic[128];
-    uint64_t value;
-} series_t;
+static const double buckets[OUTBOX_BATCH_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                      0.25,  0.5,   1,    2.5,   5,    10};
 
 struct outbox_metrics_s {
     outbox_relay_t *relay;
     struct MHD_Daemon *daemon;
-    pthread_mutex_t lock;
-    series_t series[MAX_SERIES];
-    int nseries;
-    uint64_t bucket_counts[NBUCKETS];
-    uint64_t batch_count;
-    double batch_sum;
-    PGconn *conn; /* scrape-time queries; guarded by lock */
+    char addr[64];             /* where it listens */
+    pthread_mutex_t db_lock;   /* the scrape's own store session; no worker takes it */
+    outbox_store_t *store;
 };
 
-void outbox__metrics_count(struct outbox_metrics_s *m, const char *what, const char *topic, uint64_t n)
+/* ------------------------------------------------------------------------ */
+/* Counting: each worker writes its own counters, lock-free.                 */
+
+void outbox__metrics_count(outbox_worker_t *w, int what, const char *topic, uint64_t n)
 {
-    if (!m)
-        return;
-    pthread_mutex_lock(&m->lock);
+    outbox_worker_metrics_t *m = &w->m;
+    int nt = atomic_load_explicit(&m->ntopics, memory_order_relaxed); /* only this thread appends */
     int i;
-    for (i = 0; i < m->nseries; i++)
-        if (!strcmp(m->series[i].what, what) && !strcmp(m->series[i].topic, topic))
+    for (i = 0; i < nt; i++)
+        if (!strcmp(m->topics[i].topic, topic))
             break;
-    if (i == m->nseries && m->nseries < MAX_SERIES) {
-        snprintf(m->series[i].what, sizeof(m->series[i].what), "%s", what);
-        snprintf(m->series[i].topic, sizeof(m->series[i].topic), "%s", topic);
-        m->nseries++;
+    if (i == nt) {
+        if (nt == OUTBOX_METRIC_TOPICS) {
+            atomic_fetch_add_explicit(&m->other[what], n, memory_order_relaxed);
+            return;
+        }
+        snprintf(m->topics[i].topic, sizeof(m->topics[i].topic), "%s", topic);
+        atomic_store_explicit(&m->ntopics, nt + 1, memory_order_release); /* publish the filled slot */
     }
-    if (i < m->nseries)
-        m->series[i].value += n;
-    pthread_mutex_unlock(&m->lock);
+    atomic_fetch_add_explicit(&m->topics[i].v[what], n, memory_order_relaxed);
 }
 
-void outbox__metrics_batch(struct outbox_metrics_s *m, double seconds)
+void outbox__metrics_batch(outbox_worker_t *w, double seconds)
 {
-    if (!m)
-        return;
-    pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < NBUCKETS; i++)
+    outbox_worker_metrics_t *m = &w->m;
+    for (int i = 0; i < OUTBOX_BATCH_BUCKETS; i++)
         if (seconds <= buckets[i])
-            m->bucket_counts[i]++;
-    m->batch_count++;
-    m->batch_sum += seconds;
-    pthread_mutex_unlock(&m->lock);
+            atomic_fetch_add_explicit(&m->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->batch_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Scraping                                                                  */
 
 /* Label values: escape backslash, quote and newline. */
 static void label(char *out, size_t size, const char *in)
@@ -86,91 +80,125 @@ static void label(char *out, size_t size, const char *in)
     out[n] = '\0';
 }
 
-/* Runs the scrape-time query; 0 on success. Caller holds m->lock. */
-static int db_gauges(struct outbox_metrics_s *m, long long *pending, double *oldest, long long *dead)
+/* The database gauges, on the scrape's own session (opened on demand). */
+static int db_gauges(struct outbox_metrics_s *m, outbox_store_stats_t *st)
 {
-    if (!m->conn || PQstatus(m->conn) != CONNECTION_OK) {
-        PQfinish(m->conn);
-        m->conn = outbox__pg_connect(outbox__conf_database_url(m->relay->conf), "outbox-relay metrics",
-                                     NULL, 0);
-        if (!m->conn)
-            return -1;
+    outbox_relay_t *r = m->relay;
+    char err[512];
+    int ok = 0;
+    pthread_mutex_lock(&m->db_lock);
+    if (!m->store) {
+        outbox_store_cfg_t cfg = {.url = r->o.database_url, .table = r->o.table, .appname = "outbox-relay metrics"};
+        m->store = outbox__store_open(&cfg, err, sizeof(err));
     }
-    PGresult *r = PQexec(m->conn,
-                         "SELECT (SELECT count(*) FROM outbox),"
-                         " COALESCE((SELECT extract(epoch FROM now() - min(created_at)) FROM outbox), 0),"
-                         " (SELECT count(*) FROM outbox_dead_letter)");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        PQfinish(m->conn);
-        m->conn = NULL;
-        return -1;
+    if (m->store && m->store->ops->stats(m->store, st, err, sizeof(err)) == OUTBOX_OK) {
+        ok = 1;
+    } else if (m->store) {
+        outbox__store_close(m->store); /* reconnect at the next scrape */
+        m->store = NULL;
     }
-    *pending = atoll(PQgetvalue(r, 0, 0));
-    *oldest = atof(PQgetvalue(r, 0, 1));
-    *dead = atoll(PQgetvalue(r, 0, 2));
-    PQclear(r);
-    return 0;
+    pthread_mutex_unlock(&m->db_lock);
+    return ok;
+}
+
+static int broker_up(const outbox_relay_t *r)
+{
+    for (int i = 0; i < r->nworkers; i++)
+        if (atomic_load(&r->workers[i].sink_down))
+            return 0;
+    return 1;
+}
+
+/* One counter family summed over workers, a series per topic. */
+static void render_counter(outbox__buf_t *b, const outbox_relay_t *r, int what, const char *name, const char *help)
+{
+    outbox__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    /* Topics in first-seen order across workers; each summed once. */
+    for (int wi = 0; wi < r->nworkers; wi++) {
+        const outbox_worker_metrics_t *m = &r->workers[wi].m;
+        int nt = atomic_load_explicit(&m->ntopics, memory_order_acquire);
+        for (int t = 0; t < nt; t++) {
+            const char *topic = m->topics[t].topic;
+            int seen = 0;
+            for (int pw = 0; pw < wi && !seen; pw++) {
+                const outbox_worker_metrics_t *pm = &r->workers[pw].m;
+                int pn = atomic_load_explicit(&pm->ntopics, memory_order_acquire);
+                for (int pt = 0; pt < pn && !seen; pt++)
+                    seen = !strcmp(pm->topics[pt].topic, topic);
+            }
+            if (seen)
+                continue;
+            uint64_t sum = 0;
+            for (int ow = wi; ow < r->nworkers; ow++) {
+                const outbox_worker_metrics_t *om = &r->workers[ow].m;
+                int on = atomic_load_explicit(&om->ntopics, memory_order_acquire);
+                for (int ot = 0; ot < on; ot++)
+                    if (!strcmp(om->topics[ot].topic, topic))
+                        sum += atomic_load_explicit(&om->topics[ot].v[what], memory_order_relaxed);
+            }
+            char l[300];
+            label(l, sizeof(l), topic);
+            outbox__buf_printf(b, "%s{topic=\"%s\"} %llu\n", name, l, (unsigned long long)sum);
+        }
+    }
+    uint64_t other = 0;
+    for (int wi = 0; wi < r->nworkers; wi++)
+        other += atomic_load_explicit(&r->workers[wi].m.other[what], memory_order_relaxed);
+    if (other)
+        outbox__buf_printf(b, "%s{topic=\"_other\"} %llu\n", name, (unsigned long long)other);
 }
 
 static void render(struct outbox_metrics_s *m, outbox__buf_t *b)
 {
-    static const struct {
-        const char *what, *name, *help;
-    } counters[] = {
-        {"published", "outbox_events_published_total", "Events confirmed by the broker and acknowledged."},
-        {"failed", "outbox_events_failed_total", "Publish attempts that failed."},
-        {"retried", "outbox_events_retried_total", "Failed events scheduled for another attempt."},
-        {"dead_lettered", "outbox_events_dead_lettered_total", "Events moved to the dead-letter table."},
-    };
-    pthread_mutex_lock(&m->lock);
-    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
-        outbox__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help, counters[c].name);
-        for (int i = 0; i < m->nseries; i++) {
-            if (strcmp(m->series[i].what, counters[c].what))
-                continue;
-            char t[300];
-            label(t, sizeof(t), m->series[i].topic);
-            outbox__buf_printf(b, "%s{topic=\"%s\"} %llu\n", counters[c].name, t, (unsigned long long)m->series[i].value);
-        }
+    outbox_relay_t *r = m->relay;
+    render_counter(b, r, OUTBOX_M_PUBLISHED, "outbox_events_published_total",
+                   "Events confirmed by the broker and acknowledged.");
+    render_counter(b, r, OUTBOX_M_FAILED, "outbox_events_failed_total", "Publish attempts that failed.");
+    render_counter(b, r, OUTBOX_M_RETRIED, "outbox_events_retried_total",
+                   "Failed events scheduled for another attempt.");
+    render_counter(b, r, OUTBOX_M_DEAD, "outbox_events_dead_lettered_total", "Events moved to the dead-letter table.");
+
+    uint64_t bc[OUTBOX_BATCH_BUCKETS] = {0}, count = 0, us = 0;
+    for (int wi = 0; wi < r->nworkers; wi++) {
+        const outbox_worker_metrics_t *wm = &r->workers[wi].m;
+        for (int i = 0; i < OUTBOX_BATCH_BUCKETS; i++)
+            bc[i] += atomic_load_explicit(&wm->buckets[i], memory_order_relaxed);
+        count += atomic_load_explicit(&wm->batches, memory_order_relaxed);
+        us += atomic_load_explicit(&wm->batch_us, memory_order_relaxed);
     }
     outbox__buf_printf(b, "# HELP outbox_batch_duration_seconds Claim-publish-acknowledge time of non-empty batches.\n"
-               "# TYPE outbox_batch_duration_seconds histogram\n");
-    for (size_t i = 0; i < NBUCKETS; i++)
+                          "# TYPE outbox_batch_duration_seconds histogram\n");
+    for (int i = 0; i < OUTBOX_BATCH_BUCKETS; i++)
         outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
-                (unsigned long long)m->bucket_counts[i]);
-    outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->batch_count);
-    outbox__buf_printf(b, "outbox_batch_duration_seconds_sum %.6f\n", m->batch_sum);
-    outbox__buf_printf(b, "outbox_batch_duration_seconds_count %llu\n", (unsigned long long)m->batch_count);
+                           (unsigned long long)bc[i]);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)count);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_sum %.6f\n", (double)us / 1e6);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_count %llu\n", (unsigned long long)count);
 
-    long long pending = 0, dead = 0;
-    double oldest = 0;
-    int up = db_gauges(m, &pending, &oldest, &dead) == 0;
-    pthread_mutex_unlock(&m->lock);
-
+    /* Database gauges: queried outside any lock a worker takes. */
+    outbox_store_stats_t st = {0};
+    int up = db_gauges(m, &st);
     outbox__buf_printf(b, "# HELP outbox_database_up 1 if the metrics endpoint reached the database.\n"
-               "# TYPE outbox_database_up gauge\noutbox_database_up %d\n", up);
+                          "# TYPE outbox_database_up gauge\noutbox_database_up %d\n", up);
     if (up) {
         outbox__buf_printf(b, "# HELP outbox_pending_events Events in the outbox not yet published.\n"
-                   "# TYPE outbox_pending_events gauge\noutbox_pending_events %lld\n", pending);
+                              "# TYPE outbox_pending_events gauge\noutbox_pending_events %lld\n", st.pending);
         outbox__buf_printf(b, "# HELP outbox_oldest_pending_age_seconds Age of the oldest unpublished event (lag).\n"
-                   "# TYPE outbox_oldest_pending_age_seconds gauge\noutbox_oldest_pending_age_seconds %.3f\n",
-                oldest);
+                              "# TYPE outbox_oldest_pending_age_seconds gauge\noutbox_oldest_pending_age_seconds %.3f\n",
+                           st.oldest_age_s);
         outbox__buf_printf(b, "# HELP outbox_dead_letters Events in the dead-letter table.\n"
-                   "# TYPE outbox_dead_letters gauge\noutbox_dead_letters %lld\n", dead);
+                              "# TYPE outbox_dead_letters gauge\noutbox_dead_letters %lld\n", st.dead);
+        if (r->o.ack_mode == OUTBOX_ACK_MARK)
+            outbox__buf_printf(b, "# HELP outbox_processed_events Acknowledged rows kept (ack_mode=mark).\n"
+                                  "# TYPE outbox_processed_events gauge\noutbox_processed_events %lld\n",
+                               st.processed);
     }
-    outbox_relay_t *r = m->relay;
     outbox__buf_printf(b, "# HELP outbox_worker_lanes Lanes held by each worker.\n# TYPE outbox_worker_lanes gauge\n");
     for (int i = 0; i < r->nworkers; i++)
         outbox__buf_printf(b, "outbox_worker_lanes{worker=\"%s\"} %d\n", r->workers[i].name,
-                atomic_load(&r->workers[i].lanes_held));
+                           atomic_load(&r->workers[i].lanes_held));
     outbox__buf_printf(b, "# HELP outbox_broker_up 0 while a worker finds the broker unreachable.\n"
-               "# TYPE outbox_broker_up gauge\n");
-    int broker_up = 1;
-    for (int i = 0; i < r->nworkers; i++)
-        if (r->workers[i].sink_down)
-            broker_up = 0;
-    outbox__buf_printf(b, "outbox_broker_up %d\n", broker_up);
+                          "# TYPE outbox_broker_up gauge\noutbox_broker_up %d\n", broker_up(r));
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body,
@@ -204,26 +232,41 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!strcmp(url, "/healthz"))
         return reply(c, 200, "text/plain", "ok\n", 3, 0);
     if (!strcmp(url, "/readyz")) {
-        long long p, d;
-        double o;
-        pthread_mutex_lock(&m->lock);
-        int up = db_gauges(m, &p, &o, &d) == 0;
-        pthread_mutex_unlock(&m->lock);
-        int broker_up = 1;
-        for (int i = 0; i < m->relay->nworkers; i++)
-            if (m->relay->workers[i].sink_down)
-                broker_up = 0;
-        if (!up)
+        outbox_store_stats_t st;
+        if (!db_gauges(m, &st))
             return reply(c, 503, "text/plain", "database unreachable\n", 21, 0);
-        if (!broker_up)
+        if (!broker_up(m->relay))
             return reply(c, 503, "text/plain", "broker unreachable\n", 19, 0);
         return reply(c, 200, "text/plain", "ready\n", 6, 0);
     }
     return reply(c, 404, "text/plain", "not found\n", 10, 0);
 }
 
-struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, char *errstr,
-                                               size_t errstr_size)
+/* libmicrohttpd's own messages go to the JSON log, not to stderr as text. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    outbox__log(OUTBOX_LOG_DEBUG, "relay", "metrics_http", msg, NULL);
+}
+
+static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_in *sa, int port)
+{
+    sa->sin_port = htons((uint16_t)port);
+    return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, handler,
+                            m, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+}
+
+/* How many ports after the default one a relay tries when it is taken, so
+ * several relays on one host work out of the box. */
+#define METRICS_PORT_TRIES 32
+
+struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, int explicit_addr,
+                                               char *errstr, size_t errstr_size)
 {
     char host[128];
     const char *colon = strrchr(addr, ':');
@@ -233,7 +276,7 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     }
     snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
     int port = atoi(colon + 1);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
     if (port < 0 || port > 65535 ||
         inet_pton(AF_INET, !strcmp(host, "localhost") ? "127.0.0.1" : host, &sa.sin_addr) != 1) {
         outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
@@ -246,18 +289,31 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
         return NULL;
     }
     m->relay = relay;
-    pthread_mutex_init(&m->lock, NULL);
-    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL,
-                                 NULL, handler, m, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+    pthread_mutex_init(&m->db_lock, NULL);
+    /* An address the user chose is used as given; the default port moves on
+     * to the next free one when another relay on this host has it. */
+    int tries = explicit_addr || port == 0 ? 1 : METRICS_PORT_TRIES, p = port;
+    for (int i = 0; i < tries && !m->daemon && p <= 65535; i++, p++)
+        m->daemon = listen_on(m, &sa, p);
     if (!m->daemon) {
         outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                    "cannot listen on metrics_addr %s (in use? set OUTBOX_METRICS_ADDR or \"off\")", addr);
-        pthread_mutex_destroy(&m->lock);
+                    explicit_addr ? "cannot listen on metrics_addr %s (in use? choose another OUTBOX_METRICS_ADDR, "
+                                    "or \"off\")"
+                                  : "cannot listen on metrics_addr %s nor the next ports (set OUTBOX_METRICS_ADDR, "
+                                    "or \"off\")",
+                    addr);
+        pthread_mutex_destroy(&m->db_lock);
         free(m);
         return NULL;
     }
-    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening", "serving /metrics /healthz /readyz",
-                "addr", addr, NULL);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    snprintf(m->addr, sizeof(m->addr), "%s:%u", host, info ? (unsigned)info->port : (unsigned)(p - 1));
+    if (p - 1 != port && port != 0)
+        outbox__log(OUTBOX_LOG_WARN, "relay", "metrics_port_moved",
+                    "default metrics port taken (another relay on this host?): using the next free one", "wanted",
+                    addr, "addr", m->addr, NULL);
+    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening", "serving /metrics /healthz /readyz", "addr", m->addr,
+                NULL);
     return m;
 }
 
@@ -266,7 +322,7 @@ void outbox__metrics_stop(struct outbox_metrics_s *m)
     if (!m)
         return;
     MHD_stop_daemon(m->daemon);
-    PQfinish(m->conn);
-    pthread_mutex_destroy(&m->lock);
+    outbox__store_close(m->store);
+    pthread_mutex_destroy(&m->db_lock);
     free(m);
 }

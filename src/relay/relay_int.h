@@ -1,17 +1,48 @@
-/* Relay internals: the relay handle and its workers. */
+/* Relay internals: the relay handle, its workers and its resolved options.
+ * The engine reaches the database only through store/store.h and the broker
+ * only through sink/sink.h. */
 #ifndef OUTBOX_RELAY_INT_H
 #define OUTBOX_RELAY_INT_H
 
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "outbox/outbox.h"
 #include "sink/sink.h"
-#include "store/pg/pg.h"
+#include "store/store.h"
 
 typedef struct outbox_relay_s outbox_relay_t;
+
+/** The configuration, resolved once at outbox_relay_new into typed fields. */
+typedef struct outbox_relay_opts_s {
+    int workers, batch_size, max_attempts;
+    int notify, park;
+    outbox_ack_mode_t ack_mode;
+    int64_t poll_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
+    int64_t rebalance_ms, maintenance_ms;
+    outbox_maint_t maint;            /* retentions and park */
+    const char *database_url, *table; /* borrowed from the relay's conf */
+    /* testing only */
+    double fault_fail_rate;
+    const char *fault_poison_type;   /* NULL when unset */
+    int64_t fault_ack_delay_ms;
+} outbox_relay_opts_t;
+
+/* Counters one worker writes and the metrics endpoint reads, lock-free: a
+ * worker appends a topic's slot and then publishes the new count. */
+#define OUTBOX_METRIC_TOPICS 64
+enum { OUTBOX_M_PUBLISHED, OUTBOX_M_FAILED, OUTBOX_M_RETRIED, OUTBOX_M_DEAD, OUTBOX_M__COUNT };
+#define OUTBOX_BATCH_BUCKETS 12
+typedef struct outbox_worker_metrics_s {
+    struct {
+        char topic[128];
+        _Atomic uint64_t v[OUTBOX_M__COUNT];
+    } topics[OUTBOX_METRIC_TOPICS];
+    _Atomic int ntopics;
+    _Atomic uint64_t other[OUTBOX_M__COUNT]; /* topics beyond the table */
+    _Atomic uint64_t buckets[OUTBOX_BATCH_BUCKETS], batches, batch_us;
+} outbox_worker_metrics_t;
 
 typedef struct outbox_worker_s {
     outbox_relay_t *relay;
@@ -19,27 +50,29 @@ typedef struct outbox_worker_s {
     char name[32];           /* "worker-1" */
     pthread_t thread;
     int thread_started;
-    PGconn *conn;            /* own session: lane locks live and die with it */
+    outbox_store_t *store;   /* own session: lanes live and die with it */
     outbox_sink_t *sink;
     int lanes[OUTBOX_LANES];
     int nlanes;
-    int registered;          /* holds its NS_WORKER lock */
     int64_t next_rebalance_ms;
     int db_down;             /* state, for log-once-per-change */
     int db_attempt;
-    int sink_down;
     int sink_attempt;
+    _Atomic int sink_down;   /* read by /metrics and /readyz */
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
     _Atomic uint64_t published, failed, batches;
     _Atomic int lanes_held;
+    outbox_worker_metrics_t m;
 } outbox_worker_t;
 
 struct outbox_relay_s {
     outbox_conf_t *conf;
+    outbox_relay_opts_t o;
     char name[128];          /* relay_name or host:pid */
     char sink_url[1024];
+    const outbox_sink_ops_t *sink_ops; /* testing: overrides the URL's sink (NULL: by URL) */
     int nworkers;
     outbox_worker_t *workers;
     volatile int stop;       /* set by outbox_relay_stop (async-signal-safe) */
@@ -49,18 +82,36 @@ struct outbox_relay_s {
     _Atomic int broker_down; /* relay-wide state: logged once per change */
     _Atomic int db_down;
     int started;
-    double fault_fail_rate;
-    const char *fault_poison_type;
     struct outbox_metrics_s *metrics; /* NULL when metrics_addr is off */
     char fatal[512];         /* why the relay stopped by itself ("" if it did not) */
 };
 
-/* Metrics hooks (src/relay/metrics.c). All are no-ops when m is NULL. */
+/* ---- src/relay/batch.c ---- */
+/** One batch: claim, prepare, publish, settle. Returns events handled (>0),
+ *  0 when nothing was due, -1 on a database error (session dropped), -2 when
+ *  the broker is unreachable. */
+int outbox__relay_batch(outbox_worker_t *w);
+
+/* ---- src/relay/lanes.c ---- */
+/** Takes or gives back lanes towards a fair share of the live workers.
+ *  -1 on a database error (session dropped). */
+int outbox__relay_rebalance(outbox_worker_t *w);
+
+/* ---- src/relay/relay.c ---- */
+/** Closes the worker's store session after err and logs db_down once. */
+void outbox__relay_drop_session(outbox_worker_t *w, const char *err);
+
+/* ---- src/relay/metrics.c ---- */
 struct outbox_metrics_s;
-struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, char *errstr,
-                                               size_t errstr_size);
+struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, int explicit_addr,
+                                               char *errstr, size_t errstr_size);
 void outbox__metrics_stop(struct outbox_metrics_s *m);
-void outbox__metrics_count(struct outbox_metrics_s *m, const char *what, const char *topic, uint64_t n);
-void outbox__metrics_batch(struct outbox_metrics_s *m, double seconds);
+/** Counts n events of topic for worker w (lock-free; the worker's own thread). */
+void outbox__metrics_count(outbox_worker_t *w, int what, const char *topic, uint64_t n);
+void outbox__metrics_batch(outbox_worker_t *w, double seconds);
+
+/** Testing: publish through ops instead of the sink the URL names (set
+ *  before outbox_relay_start). */
+void outbox__relay_set_sink_ops(outbox_relay_t *relay, const outbox_sink_ops_t *ops);
 
 #endif

@@ -7,10 +7,9 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "store/store.h"
 
-/* Copies the server's message without the trailing newline. */
-static outbox_err_t db_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
-                           const char *what)
+outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size, const char *what)
 {
     const char *m = res ? PQresultErrorMessage(res) : NULL;
     if (!m || !*m)
@@ -41,12 +40,7 @@ PGconn *outbox__pg_connect(const char *conninfo, const char *appname, char *errs
     if (PQstatus(c) == CONNECTION_OK)
         PQsetNoticeProcessor(c, quiet_notice, NULL);
     if (PQstatus(c) != CONNECTION_OK) {
-        char buf[512];
-        snprintf(buf, sizeof(buf), "%s", PQerrorMessage(c));
-        size_t n = strlen(buf);
-        while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-            buf[--n] = '\0';
-        outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "cannot connect to PostgreSQL: %s", buf);
+        outbox__pg_err(c, NULL, errstr, errstr_size, "cannot connect to PostgreSQL");
         PQfinish(c);
         return NULL;
     }
@@ -59,7 +53,7 @@ outbox_err_t outbox__pg_exec(PGconn *conn, const char *sql, char *errstr, size_t
     ExecStatusType st = PQresultStatus(r);
     outbox_err_t err = OUTBOX_OK;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        err = db_err(conn, r, errstr, errstr_size, "query failed");
+        err = outbox__pg_err(conn, r, errstr, errstr_size, "query failed");
     PQclear(r);
     return err;
 }
@@ -100,7 +94,7 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
                                    " WHERE component = $1 AND version = $2::int",
                                    2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            err = db_err(conn, r, errstr, errstr_size, "reading outbox_schema_migrations");
+            err = outbox__pg_err(conn, r, errstr, errstr_size, "reading outbox_schema_migrations");
             PQclear(r);
             break;
         }
@@ -115,7 +109,7 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
             char what[160];
             snprintf(what, sizeof(what), "migration %s/%s failed", component, m->name);
-            err = db_err(conn, r, errstr, errstr_size, what);
+            err = outbox__pg_err(conn, r, errstr, errstr_size, what);
             PQclear(r);
             break;
         }
@@ -125,7 +119,7 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
                          " VALUES ($1, $2::int, $3)",
                          3, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            err = db_err(conn, r, errstr, errstr_size, "recording migration");
+            err = outbox__pg_err(conn, r, errstr, errstr_size, "recording migration");
         PQclear(r);
         if (!err)
             err = outbox__pg_exec(conn, "COMMIT", errstr, errstr_size);
@@ -146,6 +140,25 @@ outbox_err_t outbox_migrate(PGconn *conn, int *applied, char *errstr, size_t err
     if (!conn)
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "conn is NULL");
     return outbox__pg_migrate_set(conn, "outbox", outbox_migrations, applied, errstr, errstr_size);
+}
+
+outbox_err_t outbox_migrate_table(PGconn *conn, const char *table, int *applied, char *errstr,
+                                  size_t errstr_size)
+{
+    if (!conn)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "conn is NULL");
+    if (table && *table && !outbox__store_table_valid(table))
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "outbox table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)", table);
+    outbox_err_t err = outbox__pg_migrate_set(conn, "outbox", outbox_migrations, applied, errstr, errstr_size);
+    if (err || !table || !*table || !strcmp(table, "outbox"))
+        return err;
+    const char *params[1] = {table};
+    PGresult *r = PQexecParams(conn, "SELECT outbox_create_table($1)", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        err = outbox__pg_err(conn, r, errstr, errstr_size, "creating outbox table");
+    PQclear(r);
+    return err;
 }
 
 static int valid_text(const char *s, size_t max)
@@ -173,23 +186,33 @@ outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out
     if (ev->id && !outbox_uuid_valid(ev->id))
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "event id \"%.40s\" is not a UUID", ev->id);
 
-    char id[OUTBOX_UUID_STRLEN + 1];
+    const char *table = ev->table && *ev->table ? ev->table : "outbox";
+    if (!outbox__store_table_valid(table))
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "outbox table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)", table);
+    if (ev->priority < -32768 || ev->priority > 32767)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "event priority %d is out of range", ev->priority);
+
+    char id[OUTBOX_UUID_STRLEN + 1], prio[16], sql[512];
     if (ev->id)
         snprintf(id, sizeof(id), "%s", ev->id);
     else
         outbox_uuid_v7(id);
-    const char *params[8] = {id, ev->topic, ev->type, ev->key, ev->payload, ev->headers,
-                             ev->traceparent, ev->source && *ev->source ? ev->source : "/outbox"};
-    /* One round trip: insert, and the wake-up hint for idle relays. */
-    PGresult *r = PQexecParams(conn,
-                               "INSERT INTO outbox (id, topic, type, key, payload, headers, traceparent, source)"
-                               " VALUES ($1::uuid, $2, $3, $4, $5::json, $6::jsonb, $7, $8)"
-                               " RETURNING pg_notify('" OUTBOX_NOTIFY_CHANNEL "', '')",
-                               8, NULL, params, NULL, NULL, 0);
+    snprintf(prio, sizeof(prio), "%d", ev->priority);
+    const char *params[9] = {id, ev->topic, ev->type, ev->key, ev->payload, ev->headers,
+                             ev->traceparent, ev->source && *ev->source ? ev->source : "/outbox", prio};
+    /* One round trip: insert, and the wake-up hint for idle relays. The
+     * table name was checked above ([a-z0-9_]), so quoting it is enough. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO \"%s\" (id, topic, type, key, payload, headers, traceparent, source, priority)"
+             " VALUES ($1::uuid, $2, $3, $4, $5::json, $6::jsonb, $7, $8, $9::smallint)"
+             " RETURNING pg_notify('%s_wakeup', '')",
+             table, table);
+    PGresult *r = PQexecParams(conn, sql, 9, NULL, params, NULL, NULL, 0);
     outbox_err_t err = OUTBOX_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        err = db_err(conn, r, errstr, errstr_size, "enqueue failed");
+        err = outbox__pg_err(conn, r, errstr, errstr_size, "enqueue failed");
         /* 22P02 invalid text representation (bad JSON), 23505 duplicate id */
         if (state && (!strcmp(state, "22P02") || !strcmp(state, "23505")))
             err = OUTBOX_ERR_INVALID_ARG;
@@ -220,173 +243,9 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
                                2, NULL, params, NULL, NULL, 0);
     outbox_err_t err = OUTBOX_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = db_err(conn, r, errstr, errstr_size, "inbox insert failed");
+        err = outbox__pg_err(conn, r, errstr, errstr_size, "inbox insert failed");
     else
         *is_new = atoi(PQcmdTuples(r)) == 1;
-    PQclear(r);
-    return err;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Relay queries                                                             */
-
-void outbox__pg_batch_term(outbox_batch_t *batch)
-{
-    if (!batch)
-        return;
-    for (size_t i = 0; i < batch->n; i++)
-        free(batch->msgs[i].envelope);
-    free(batch->msgs);
-    PQclear(batch->res);
-    memset(batch, 0, sizeof(*batch));
-}
-
-outbox_err_t outbox__pg_claim(PGconn *conn, const int *lanes, int nlanes, int limit,
-                              outbox_batch_t *batch, char *errstr, size_t errstr_size)
-{
-    memset(batch, 0, sizeof(*batch));
-    if (nlanes <= 0)
-        return OUTBOX_OK;
-    char arr[OUTBOX_LANES * 4 + 4];
-    size_t n = 0;
-    arr[n++] = '{';
-    for (int i = 0; i < nlanes; i++)
-        n += (size_t)snprintf(arr + n, sizeof(arr) - n, "%s%d", i ? "," : "", lanes[i]);
-    arr[n++] = '}';
-    arr[n] = '\0';
-    char lim[16];
-    snprintf(lim, sizeof(lim), "%d", limit);
-    const char *params[2] = {arr, lim};
-    PGresult *r = PQexecParams(
-        conn,
-        "SELECT o.seq, o.id, o.topic, o.type, o.key, o.source, o.payload, o.headers,"
-        "       o.traceparent,"
-        "       to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        "       o.attempts"
-        "  FROM outbox o"
-        " WHERE o.lane = ANY($1::smallint[])"
-        "   AND o.next_attempt_at <= now()"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox p"
-        "                    WHERE p.key = o.key AND p.seq < o.seq AND p.next_attempt_at > now())"
-        "   AND NOT EXISTS (SELECT 1 FROM outbox_dead_letter d WHERE d.key = o.key)"
-        " ORDER BY o.seq"
-        " LIMIT $2::int"
-        " FOR UPDATE OF o SKIP LOCKED",
-        2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        outbox_err_t err = db_err(conn, r, errstr, errstr_size, "claim failed");
-        PQclear(r);
-        return err;
-    }
-    int rows = PQntuples(r);
-    batch->res = r;
-    if (!rows)
-        return OUTBOX_OK;
-    batch->msgs = calloc((size_t)rows, sizeof(outbox_msg_t));
-    if (!batch->msgs) {
-        outbox__pg_batch_term(batch);
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    }
-    for (int i = 0; i < rows; i++) {
-        outbox_msg_t *m = &batch->msgs[i];
-        m->seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-        snprintf(m->id, sizeof(m->id), "%s", PQgetvalue(r, i, 1));
-        m->topic = PQgetvalue(r, i, 2);
-        m->type = PQgetvalue(r, i, 3);
-        m->key = PQgetvalue(r, i, 4);
-        m->source = PQgetvalue(r, i, 5);
-        m->payload = PQgetvalue(r, i, 6);
-        m->headers = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7);
-        m->traceparent = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8);
-        m->time = PQgetvalue(r, i, 9);
-        m->attempts = atoi(PQgetvalue(r, i, 10));
-    }
-    batch->n = (size_t)rows;
-    return OUTBOX_OK;
-}
-
-outbox_err_t outbox__pg_ack(PGconn *conn, const int64_t *seqs, int n, char *errstr, size_t errstr_size)
-{
-    if (n <= 0)
-        return OUTBOX_OK;
-    size_t cap = (size_t)n * 21 + 3;
-    char *arr = malloc(cap);
-    if (!arr)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    size_t len = 0;
-    arr[len++] = '{';
-    for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", i ? "," : "", (long long)seqs[i]);
-    arr[len++] = '}';
-    arr[len] = '\0';
-    const char *params[1] = {arr};
-    PGresult *r = PQexecParams(conn, "DELETE FROM outbox WHERE seq = ANY($1::bigint[])", 1, NULL,
-                               params, NULL, NULL, 0);
-    free(arr);
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = db_err(conn, r, errstr, errstr_size, "acknowledge failed");
-    PQclear(r);
-    return err;
-}
-
-outbox_err_t outbox__pg_fail(PGconn *conn, int64_t seq, int64_t delay_ms, const char *error,
-                             char *errstr, size_t errstr_size)
-{
-    char s[24], d[24];
-    snprintf(s, sizeof(s), "%lld", (long long)seq);
-    snprintf(d, sizeof(d), "%lld", (long long)delay_ms);
-    const char *params[3] = {s, d, error ? error : ""};
-    /* Keep the last 20 errors as history. */
-    PGresult *r = PQexecParams(
-        conn,
-        "UPDATE outbox SET attempts = attempts + 1,"
-        "       next_attempt_at = now() + $2::bigint * interval '1 millisecond',"
-        "       last_error = $3,"
-        "       errors = (CASE WHEN jsonb_array_length(errors) >= 20 THEN errors - 0 ELSE errors END)"
-        "                || jsonb_build_array(jsonb_build_object('at', now(), 'attempt', attempts + 1, 'error', $3::text))"
-        " WHERE seq = $1::bigint",
-        3, NULL, params, NULL, NULL, 0);
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = db_err(conn, r, errstr, errstr_size, "recording failed attempt");
-    PQclear(r);
-    return err;
-}
-
-outbox_err_t outbox__pg_dead_letter(PGconn *conn, int64_t seq, const char *reason,
-                                    const char *error, int park, char *errstr, size_t errstr_size)
-{
-    char s[24];
-    snprintf(s, sizeof(s), "%lld", (long long)seq);
-    const char *params[3] = {s, reason, error ? error : ""};
-    /* Move the event (and, in park mode, every later event of its key). */
-    PGresult *r = PQexecParams(
-        conn,
-        park ? "WITH dead AS ("
-               "  DELETE FROM outbox o USING outbox e"
-               "   WHERE e.seq = $1::bigint AND o.key = e.key AND o.seq >= e.seq"
-               "  RETURNING o.*)"
-               " INSERT INTO outbox_dead_letter (seq, id, topic, type, key, payload, headers,"
-               "   traceparent, source, created_at, attempts, last_error, errors, reason)"
-               " SELECT seq, id, topic, type, key, payload, headers, traceparent, source, created_at,"
-               "        CASE WHEN seq = $1::bigint THEN attempts + 1 ELSE attempts END,"
-               "        CASE WHEN seq = $1::bigint THEN $3 ELSE last_error END,"
-               "        CASE WHEN seq = $1::bigint THEN errors || jsonb_build_array(jsonb_build_object("
-               "             'at', now(), 'attempt', attempts + 1, 'error', $3::text)) ELSE errors END,"
-               "        CASE WHEN seq = $1::bigint THEN $2 ELSE 'parked' END"
-               "   FROM dead"
-             : "WITH dead AS (DELETE FROM outbox WHERE seq = $1::bigint RETURNING *)"
-               " INSERT INTO outbox_dead_letter (seq, id, topic, type, key, payload, headers,"
-               "   traceparent, source, created_at, attempts, last_error, errors, reason)"
-               " SELECT seq, id, topic, type, key, payload, headers, traceparent, source, created_at,"
-               "        attempts + 1, $3, errors || jsonb_build_array(jsonb_build_object("
-               "             'at', now(), 'attempt', attempts + 1, 'error', $3::text)), $2"
-               "   FROM dead",
-        3, NULL, params, NULL, NULL, 0);
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = db_err(conn, r, errstr, errstr_size, "moving event to dead letters");
     PQclear(r);
     return err;
 }

@@ -1,0 +1,59 @@
+/*
+ * Lanes: per-key order with parallelism. Keys hash to OUTBOX_LANES lanes; a
+ * worker publishes only events of lanes it holds, and a lane is held by one
+ * store session at a time (PostgreSQL: session advisory locks). Each worker
+ * periodically takes or gives back lanes towards a fair share
+ * ceil(lanes / live workers) of every relay process on the table. A dead
+ * process's sessions end, its lanes become free, and the survivors take them
+ * at their next rebalance: no coordinator.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "core/keyset.h"
+#include "core/log.h"
+#include "relay/relay_int.h"
+
+int outbox__relay_rebalance(outbox_worker_t *w)
+{
+    outbox_store_t *s = w->store;
+    char err[512];
+    int live = 0;
+    if (s->ops->live_workers(s, &live, err, sizeof(err)))
+        goto fail;
+    if (live < 1)
+        live = 1;
+    int fair = (OUTBOX_LANES + live - 1) / live, before = w->nlanes;
+
+    while (w->nlanes > fair) /* give back the surplus */
+        if (s->ops->release_lane(s, w->lanes[--w->nlanes], err, sizeof(err)))
+            goto fail;
+    if (w->nlanes < fair) {
+        /* Free lanes, from a per-worker starting point so workers starting
+         * together do not all race for the same ones; a lane taken meanwhile
+         * by another worker is simply not taken. */
+        int free_lanes[OUTBOX_LANES], nfree = 0;
+        int offset = (int)((outbox__keyset_hash(w->name) + (uint64_t)getpid() * 7) % OUTBOX_LANES);
+        if (s->ops->free_lanes(s, offset, free_lanes, &nfree, err, sizeof(err)))
+            goto fail;
+        for (int i = 0; i < nfree && w->nlanes < fair; i++) {
+            int taken = 0;
+            if (s->ops->take_lane(s, free_lanes[i], &taken, err, sizeof(err)))
+                goto fail;
+            if (taken)
+                w->lanes[w->nlanes++] = free_lanes[i];
+        }
+    }
+    atomic_store(&w->lanes_held, w->nlanes);
+    if (w->nlanes != before) {
+        char lanes[16], live_s[16];
+        snprintf(lanes, sizeof(lanes), "%d", w->nlanes);
+        snprintf(live_s, sizeof(live_s), "%d", live);
+        outbox__log(OUTBOX_LOG_INFO, "relay", "lanes_changed", "lane ownership changed", "worker", w->name, "lanes",
+                    lanes, "live_workers", live_s, NULL);
+    }
+    return 0;
+fail:
+    outbox__relay_drop_session(w, err);
+    return -1;
+}

@@ -1,0 +1,708 @@
+/*
+ * The PostgreSQL store's ops (store/store.h): every statement the relay,
+ * /metrics and outboxctl run. Statements are built once per session with the
+ * configured table's quoted name (checked against [a-z0-9_] first); every
+ * value is a parameter.
+ *
+ * Lanes are session advisory locks (lane_ns, lane); live workers hold
+ * (worker_ns, backend pid). The default table keeps the namespaces of
+ * earlier versions; other tables get their own, so relays of two tables in
+ * one database never share lanes.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/keyset.h"
+#include "core/util.h"
+#include "store/pg/pg.h"
+
+/* The columns a dead letter takes from its outbox row, in table order. */
+#define DL_COLS "seq, id, topic, type, key, payload, headers, traceparent, source, created_at, priority"
+
+enum { Q_CLAIM, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q__COUNT };
+
+typedef struct pg_store_s {
+    PGconn *conn;
+    int lane_ns, worker_ns;
+    char table[64], dead[80], channel[64];
+    char *sql[Q__COUNT];
+} pg_store_t;
+
+#define ST(s) ((pg_store_t *)(s)->state)
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n, const char *const *params,
+                                ExecStatusType want, PGresult **out, const char *what, char *errstr,
+                                size_t errstr_size)
+{
+    PGconn *c = ST(s)->conn;
+    PGresult *r = n ? PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
+    if (PQresultStatus(r) != want) {
+        outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
+        PQclear(r);
+        return err;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return OUTBOX_OK;
+}
+
+/* "{1,2,3}" for a bigint[] / smallint[] parameter. Caller frees. */
+static char *int_array(const int64_t *v64, const int *v32, size_t n)
+{
+    outbox__buf_t b = {0};
+    outbox__buf_add(&b, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        outbox__buf_printf(&b, "%s%lld", i ? "," : "", v64 ? (long long)v64[i] : (long long)v32[i]);
+    outbox__buf_add(&b, "}", 1);
+    if (b.broken) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* f with {T} replaced by the quoted table name and {D} by its dead-letter
+ * table's. Caller frees; NULL on ENOMEM. */
+static char *fmt(const char *f, const pg_store_t *p)
+{
+    outbox__buf_t b = {0};
+    while (*f) {
+        const char *t = strchr(f, '{');
+        if (t && (t[1] == 'T' || t[1] == 'D') && t[2] == '}') {
+            outbox__buf_add(&b, f, (size_t)(t - f));
+            const char *name = t[1] == 'T' ? p->table : p->dead;
+            outbox__buf_add(&b, name, strlen(name));
+            f = t + 3;
+        } else {
+            size_t n = t ? (size_t)(t - f) + 1 : strlen(f);
+            outbox__buf_add(&b, f, n);
+            f += n;
+        }
+    }
+    if (!b.p)
+        outbox__buf_add(&b, "", 0);
+    if (b.broken || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Session                                                                   */
+
+static int pg_handles(const char *url)
+{
+    return strncmp(url, "mem:", 4) && strncmp(url, "sqlite:", 7);
+}
+
+static const char *const sql_text[Q__COUNT] = {
+    /* Q_CLAIM: $1 lanes, $2 limit. Priority heads first, then seq order. */
+    "WITH hi AS ("
+    "  SELECT o.seq FROM {T} o"
+    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending' AND o.priority > 0"
+    "     AND o.next_attempt_at <= now()"
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq AND p.status = 'pending')"
+    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
+    "   ORDER BY o.priority DESC, o.seq LIMIT $2::int"
+    "   FOR UPDATE OF o SKIP LOCKED),"
+    " lo AS ("
+    "  SELECT o.seq FROM {T} o"
+    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending'"
+    "     AND o.next_attempt_at <= now()"
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"
+    "                      AND p.status = 'pending' AND p.next_attempt_at > now())"
+    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
+    "     AND o.seq NOT IN (SELECT seq FROM hi)"
+    "   ORDER BY o.seq LIMIT $2::int"
+    "   FOR UPDATE OF o SKIP LOCKED),"
+    " c AS (SELECT seq, 0 AS part FROM hi UNION ALL SELECT seq, 1 FROM lo)"
+    " SELECT o.seq, o.id, o.topic, o.type, o.key, o.source, o.payload, o.headers, o.traceparent,"
+    "        to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+    "        o.attempts, o.priority"
+    "   FROM c JOIN {T} o ON o.seq = c.seq"
+    "  ORDER BY c.part, CASE WHEN c.part = 0 THEN -o.priority ELSE 0 END, o.seq"
+    "  LIMIT $2::int",
+    /* Q_ACK: $1 seqs; the mark variant is chosen at open. */
+    NULL,
+    /* Q_RETRY: $1 seq, $2 delay ms, $3 error. Counted from this statement,
+     * not the transaction's start: the failure is known now. Keeps the last
+     * 20 errors as history. */
+    "UPDATE {T} SET attempts = attempts + 1,"
+    "       next_attempt_at = statement_timestamp() + $2::bigint * interval '1 millisecond',"
+    "       last_error = $3,"
+    "       errors = (CASE WHEN jsonb_array_length(errors) >= 20 THEN errors - 0 ELSE errors END)"
+    "                || jsonb_build_array(jsonb_build_object('at', statement_timestamp(),"
+    "                                     'attempt', attempts + 1, 'error', $3::text))"
+    " WHERE seq = $1::bigint",
+    /* Q_DEAD: $1 seq, $2 reason, $3 error. */
+    "WITH dead AS (DELETE FROM {T} WHERE seq = $1::bigint RETURNING *)"
+    " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
+    " SELECT " DL_COLS ", attempts + 1, $3, errors || jsonb_build_array(jsonb_build_object("
+    "        'at', statement_timestamp(), 'attempt', attempts + 1, 'error', $3::text)), $2"
+    "   FROM dead",
+    /* Q_PARK_DEAD: the same, and every later pending event of its key. */
+    "WITH dead AS ("
+    "  DELETE FROM {T} o USING {T} e"
+    "   WHERE e.seq = $1::bigint AND o.key = e.key AND o.seq >= e.seq AND o.status = 'pending'"
+    "  RETURNING o.*)"
+    " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
+    " SELECT " DL_COLS ","
+    "        CASE WHEN seq = $1::bigint THEN attempts + 1 ELSE attempts END,"
+    "        CASE WHEN seq = $1::bigint THEN $3 ELSE last_error END,"
+    "        CASE WHEN seq = $1::bigint THEN errors || jsonb_build_array(jsonb_build_object("
+    "             'at', statement_timestamp(), 'attempt', attempts + 1, 'error', $3::text)) ELSE errors END,"
+    "        CASE WHEN seq = $1::bigint THEN $2 ELSE 'parked' END"
+    "   FROM dead",
+};
+
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    pg_store_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    s->state = p;
+    const char *t = s->cfg.table;
+    snprintf(p->table, sizeof(p->table), "\"%s\"", t);
+    snprintf(p->dead, sizeof(p->dead), "\"%s_dead_letter\"", t);
+    snprintf(p->channel, sizeof(p->channel), "%s_wakeup", t);
+    if (!strcmp(t, "outbox")) {
+        p->lane_ns = OUTBOX_LOCK_NS_LANE;
+        p->worker_ns = OUTBOX_LOCK_NS_WORKER;
+    } else {
+        uint32_t h = (uint32_t)outbox__keyset_hash(t);
+        p->lane_ns = (int)((h & 0x3ffffffeu) | 0x40000000u);
+        p->worker_ns = p->lane_ns | 1;
+    }
+    for (int q = 0; q < Q__COUNT; q++) {
+        const char *text = sql_text[q];
+        if (q == Q_ACK)
+            text = s->cfg.ack_mode == OUTBOX_ACK_MARK
+                       ? "UPDATE {T} SET status = 'processed', processed_at = statement_timestamp()"
+                         " WHERE seq = ANY($1::bigint[])"
+                       : "DELETE FROM {T} WHERE seq = ANY($1::bigint[])";
+        if (!(p->sql[q] = fmt(text, p)))
+            goto nomem;
+    }
+    p->conn = outbox__pg_connect(s->cfg.url, s->cfg.appname, errstr, errstr_size);
+    if (!p->conn)
+        goto fail;
+    PQsetNoticeProcessor(p->conn, quiet_notice, NULL);
+    char sql[256];
+    if (s->cfg.tx_timeout_ms > 0) {
+        snprintf(sql, sizeof(sql), "SET idle_in_transaction_session_timeout = %lld; SET statement_timeout = %lld",
+                 (long long)s->cfg.tx_timeout_ms, (long long)s->cfg.tx_timeout_ms);
+        if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
+            goto fail;
+    }
+    if (s->cfg.listen) {
+        snprintf(sql, sizeof(sql), "LISTEN \"%s\"", p->channel);
+        if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
+            goto fail;
+    }
+    return OUTBOX_OK;
+nomem:
+    outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+fail:
+    s->ops->close(s);
+    return OUTBOX_ERR_DB;
+}
+
+static void pg_close(outbox_store_t *s)
+{
+    pg_store_t *p = ST(s);
+    if (!p)
+        return;
+    if (p->conn)
+        PQfinish(p->conn); /* ends the session: its lanes are released */
+    for (int q = 0; q < Q__COUNT; q++)
+        free(p->sql[q]);
+    free(p);
+    s->state = NULL;
+}
+
+static outbox_err_t pg_migrate(outbox_store_t *s, int *applied, char *errstr, size_t errstr_size)
+{
+    return outbox_migrate_table(ST(s)->conn, s->cfg.table, applied, errstr, errstr_size);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batches                                                                   */
+
+static outbox_err_t pg_begin(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    return exec_params(s, "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL, "begin", errstr, errstr_size);
+}
+
+static outbox_err_t pg_commit(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    PGconn *c = ST(s)->conn;
+    PGresult *r = PQexec(c, "COMMIT");
+    outbox_err_t err = OUTBOX_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        err = outbox__pg_err(c, r, errstr, errstr_size,
+                             PQstatus(c) == CONNECTION_OK ? "commit failed (rolled back)"
+                                                          : "connection lost during COMMIT (outcome unknown)");
+    PQclear(r);
+    return err;
+}
+
+static void pg_rollback(outbox_store_t *s)
+{
+    PQclear(PQexec(ST(s)->conn, "ROLLBACK"));
+}
+
+static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
+{
+    (void)s;
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        free(b->msgs[i].envelope);
+    free(b->msgs);
+    PQclear(b->priv);
+    memset(b, 0, sizeof(*b));
+}
+
+static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit, outbox_batch_t *b,
+                             char *errstr, size_t errstr_size)
+{
+    memset(b, 0, sizeof(*b));
+    if (nlanes <= 0)
+        return OUTBOX_OK;
+    char *arr = int_array(NULL, lanes, (size_t)nlanes), lim[16];
+    if (!arr)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *params[2] = {arr, lim};
+    PGresult *r = NULL;
+    outbox_err_t err =
+        exec_params(s, ST(s)->sql[Q_CLAIM], 2, params, PGRES_TUPLES_OK, &r, "claim failed", errstr, errstr_size);
+    free(arr);
+    if (err)
+        return err;
+    int rows = PQntuples(r);
+    b->priv = r;
+    if (!rows)
+        return OUTBOX_OK;
+    if (!(b->msgs = calloc((size_t)rows, sizeof(outbox_msg_t)))) {
+        pg_batch_term(s, b);
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        outbox_msg_t *m = &b->msgs[i];
+        m->seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        snprintf(m->id, sizeof(m->id), "%s", PQgetvalue(r, i, 1));
+        m->topic = PQgetvalue(r, i, 2);
+        m->type = PQgetvalue(r, i, 3);
+        m->key = PQgetvalue(r, i, 4);
+        m->source = PQgetvalue(r, i, 5);
+        m->payload = PQgetvalue(r, i, 6);
+        m->payload_len = (size_t)PQgetlength(r, i, 6);
+        m->headers = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7);
+        m->traceparent = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8);
+        m->time = PQgetvalue(r, i, 9);
+        m->attempts = atoi(PQgetvalue(r, i, 10));
+        m->priority = atoi(PQgetvalue(r, i, 11));
+    }
+    b->n = (size_t)rows;
+    return OUTBOX_OK;
+}
+
+static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr, size_t errstr_size)
+{
+    if (!n)
+        return OUTBOX_OK;
+    char *arr = int_array(seqs, NULL, n);
+    if (!arr)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    const char *params[1] = {arr};
+    outbox_err_t err =
+        exec_params(s, ST(s)->sql[Q_ACK], 1, params, PGRES_COMMAND_OK, NULL, "acknowledge failed", errstr, errstr_size);
+    free(arr);
+    return err;
+}
+
+static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error, char *errstr,
+                                size_t errstr_size)
+{
+    char q[24], d[24];
+    snprintf(q, sizeof(q), "%lld", (long long)seq);
+    snprintf(d, sizeof(d), "%lld", (long long)delay_ms);
+    const char *params[3] = {q, d, error ? error : ""};
+    return exec_params(s, ST(s)->sql[Q_RETRY], 3, params, PGRES_COMMAND_OK, NULL, "recording failed attempt",
+                       errstr, errstr_size);
+}
+
+static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *reason, const char *error, int park,
+                                   char *errstr, size_t errstr_size)
+{
+    char q[24];
+    snprintf(q, sizeof(q), "%lld", (long long)seq);
+    const char *params[3] = {q, reason, error ? error : ""};
+    return exec_params(s, ST(s)->sql[park ? Q_PARK_DEAD : Q_DEAD], 3, params, PGRES_COMMAND_OK, NULL,
+                       "moving event to dead letters", errstr, errstr_size);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lanes                                                                     */
+
+static outbox_err_t pg_register_worker(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d, pg_backend_pid())", ST(s)->worker_ns);
+    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "registering worker", errstr, errstr_size);
+}
+
+#define THIS_DB "(SELECT oid FROM pg_database WHERE datname = current_database())"
+
+static outbox_err_t pg_live_workers(outbox_store_t *s, int *n, char *errstr, size_t errstr_size)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+             " AND classid = %d AND objsubid = 2 AND database = " THIS_DB,
+             ST(s)->worker_ns);
+    PGresult *r = NULL;
+    outbox_err_t err =
+        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "counting live workers", errstr, errstr_size);
+    if (!err) {
+        *n = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    return err;
+}
+
+static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
+                                  size_t errstr_size)
+{
+    char sql[512], off[16];
+    snprintf(off, sizeof(off), "%d", offset);
+    snprintf(sql, sizeof(sql),
+             "SELECT l FROM generate_series(0, %d) AS l"
+             " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
+             "                  AND classid = %d AND objsubid = 2 AND granted AND database = " THIS_DB ")"
+             " ORDER BY (l - $1::int + %d) %% %d",
+             OUTBOX_LANES - 1, ST(s)->lane_ns, OUTBOX_LANES, OUTBOX_LANES);
+    const char *params[1] = {off};
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "listing free lanes", errstr, errstr_size);
+    if (err)
+        return err;
+    *n = 0;
+    for (int i = 0; i < PQntuples(r) && i < OUTBOX_LANES; i++)
+        lanes[(*n)++] = atoi(PQgetvalue(r, i, 0));
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr, size_t errstr_size)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %d)", ST(s)->lane_ns, lane);
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
+    if (!err) {
+        *taken = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+    }
+    return err;
+}
+
+static outbox_err_t pg_release_lane(outbox_store_t *s, int lane, char *errstr, size_t errstr_size)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d, %d)", ST(s)->lane_ns, lane);
+    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "releasing a lane", errstr, errstr_size);
+}
+
+static void pg_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
+{
+    PGconn *c = ST(s)->conn;
+    struct pollfd fds[2];
+    nfds_t nfds = 0;
+    fds[nfds++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
+    if (s->cfg.listen && PQsocket(c) >= 0)
+        fds[nfds++] = (struct pollfd){.fd = PQsocket(c), .events = POLLIN};
+    if (timeout_ms > 60000)
+        timeout_ms = 60000;
+    int rc = poll(fds, nfds, (int)timeout_ms);
+    if (rc > 0 && nfds > 1 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP))) {
+        if (!PQconsumeInput(c))
+            return; /* broken: the next op notices */
+        PGnotify *n;
+        while ((n = PQnotifies(c)) != NULL)
+            PQfreemem(n);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Maintenance and status                                                    */
+
+static outbox_err_t count_cmd(outbox_store_t *s, const char *sql, int n, const char *const *params, long long *out,
+                              const char *what, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, n, params, PGRES_COMMAND_OK, &r, what, errstr, errstr_size);
+    if (!err) {
+        *out = atoll(PQcmdTuples(r));
+        PQclear(r);
+    }
+    return err;
+}
+
+static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in, outbox_maint_result_t *out,
+                                char *errstr, size_t errstr_size)
+{
+    pg_store_t *p = ST(s);
+    memset(out, 0, sizeof(*out));
+    char a[24], b[24], c[24], *sql = NULL;
+    snprintf(a, sizeof(a), "%lld", (long long)in->dlq_retention_ms);
+    snprintf(b, sizeof(b), "%lld", (long long)in->inbox_retention_ms);
+    snprintf(c, sizeof(c), "%lld", (long long)in->processed_retention_ms);
+    const char *pa[1] = {a}, *pb[1] = {b}, *pc[1] = {c};
+    outbox_err_t err = OUTBOX_OK;
+    if (in->dlq_retention_ms > 0 &&
+        (sql = fmt("DELETE FROM {D} WHERE dead_at < now() - $1::bigint * interval '1 millisecond'", p)))
+        err = count_cmd(s, sql, 1, pa, &out->dead_purged, "purging dead letters", errstr, errstr_size);
+    free(sql);
+    sql = NULL;
+    if (!err && in->inbox_retention_ms > 0)
+        err = count_cmd(s, "DELETE FROM outbox_inbox WHERE processed_at < now() - $1::bigint * interval '1 millisecond'",
+                        1, pb, &out->inbox_purged, "purging inbox records", errstr, errstr_size);
+    if (!err && in->processed_retention_ms > 0 &&
+        (sql = fmt("DELETE FROM {T} WHERE status = 'processed'"
+                   " AND processed_at < now() - $1::bigint * interval '1 millisecond'",
+                   p)))
+        err = count_cmd(s, sql, 1, pc, &out->processed_purged, "purging processed events", errstr, errstr_size);
+    free(sql);
+    sql = NULL;
+    /* Park: events that arrived after their key was dead-lettered follow it. */
+    if (!err && in->park &&
+        (sql = fmt("WITH moved AS (DELETE FROM {T} o WHERE o.status = 'pending' AND EXISTS"
+                   "   (SELECT 1 FROM {D} d WHERE d.key = o.key) RETURNING o.*)"
+                   " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
+                   " SELECT " DL_COLS ", attempts, last_error, errors, 'parked' FROM moved",
+                   p)))
+        err = count_cmd(s, sql, 0, NULL, &out->parked, "parking events of dead-lettered keys", errstr, errstr_size);
+    free(sql);
+    return err;
+}
+
+static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr, size_t errstr_size)
+{
+    char *sql = fmt("SELECT count(*) FILTER (WHERE status = 'pending'),"
+                    " count(*) FILTER (WHERE status = 'pending' AND attempts > 0),"
+                    " (SELECT count(*) FROM {D}),"
+                    " count(*) FILTER (WHERE status = 'processed'),"
+                    " COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')), 0)"
+                    " FROM {T}",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
+    free(sql);
+    if (err)
+        return err;
+    out->pending = atoll(PQgetvalue(r, 0, 0));
+    out->retrying = atoll(PQgetvalue(r, 0, 1));
+    out->dead = atoll(PQgetvalue(r, 0, 2));
+    out->processed = atoll(PQgetvalue(r, 0, 3));
+    out->oldest_age_s = atof(PQgetvalue(r, 0, 4));
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t pg_topic_stats(outbox_store_t *s, void (*cb)(void *, const outbox_topic_stats_t *), void *arg,
+                                   char *errstr, size_t errstr_size)
+{
+    char *sql = fmt("SELECT topic, count(*), count(*) FILTER (WHERE attempts > 0),"
+                    " extract(epoch FROM now() - min(created_at))"
+                    " FROM {T} WHERE status = 'pending' GROUP BY topic ORDER BY topic",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
+    free(sql);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        outbox_topic_stats_t t = {.topic = PQgetvalue(r, i, 0),
+                                  .pending = atoll(PQgetvalue(r, i, 1)),
+                                  .retrying = atoll(PQgetvalue(r, i, 2)),
+                                  .oldest_age_s = atof(PQgetvalue(r, i, 3))};
+        cb(arg, &t);
+    }
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t pg_lane_holders(outbox_store_t *s, void (*cb)(void *, const outbox_lane_holder_t *), void *arg,
+                                    char *errstr, size_t errstr_size)
+{
+    char sql[640];
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, ',' ORDER BY l.objid)"
+             "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %d AND l.objsubid = 2"
+             "   AND l.database = " THIS_DB " GROUP BY 1, 2 ORDER BY 1",
+             ST(s)->lane_ns);
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "lane query failed", errstr, errstr_size);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        outbox_lane_holder_t h = {.holder = PQgetvalue(r, i, 0),
+                                  .pid = atoi(PQgetvalue(r, i, 1)),
+                                  .count = atoi(PQgetvalue(r, i, 2)),
+                                  .lanes = PQgetvalue(r, i, 3)};
+        cb(arg, &h);
+    }
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dead letters                                                              */
+
+static outbox_err_t pg_dlq_list(outbox_store_t *s, const char *topic, const char *key, int limit,
+                                void (*cb)(void *, const outbox_dead_letter_t *), void *arg, char *errstr,
+                                size_t errstr_size)
+{
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *params[3] = {lim, topic, key};
+    char *sql = fmt("SELECT id, topic, type, key, attempts, reason, dead_at, COALESCE(last_error, '')"
+                    "  FROM {D} WHERE ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)"
+                    " ORDER BY seq LIMIT $1::int",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 3, params, PGRES_TUPLES_OK, &r, "dlq list", errstr, errstr_size);
+    free(sql);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        outbox_dead_letter_t d = {.id = PQgetvalue(r, i, 0),
+                                  .topic = PQgetvalue(r, i, 1),
+                                  .type = PQgetvalue(r, i, 2),
+                                  .key = PQgetvalue(r, i, 3),
+                                  .attempts = atoi(PQgetvalue(r, i, 4)),
+                                  .reason = PQgetvalue(r, i, 5),
+                                  .dead_at = PQgetvalue(r, i, 6),
+                                  .last_error = PQgetvalue(r, i, 7)};
+        cb(arg, &d);
+    }
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
+static outbox_err_t pg_dlq_show(outbox_store_t *s, const char *id, char **json, char *errstr, size_t errstr_size)
+{
+    const char *params[1] = {id};
+    char *sql = fmt("SELECT jsonb_pretty(to_jsonb(d) - 'payload' || jsonb_build_object('payload', d.payload::jsonb))"
+                    "  FROM {D} d WHERE id = $1::uuid",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "dlq show", errstr, errstr_size);
+    free(sql);
+    if (err)
+        return err;
+    if (!PQntuples(r)) {
+        PQclear(r);
+        return outbox__err(OUTBOX_ERR_NOT_FOUND, errstr, errstr_size, "no dead letter with id %s", id);
+    }
+    *json = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return *json ? OUTBOX_OK : outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+}
+
+static outbox_err_t pg_dlq_requeue(outbox_store_t *s, const char *id, long long *n, char *errstr,
+                                   size_t errstr_size)
+{
+    /* Back with the original seq, so it is the head of its key again. */
+    const char *params[1] = {id};
+    char *sql = fmt("WITH moved AS ("
+                    "  DELETE FROM {D} d"
+                    "   WHERE $1::uuid IS NULL OR d.id = $1::uuid"
+                    "      OR (d.reason = 'parked' AND d.key = (SELECT key FROM {D} WHERE id = $1::uuid))"
+                    "  RETURNING d.*)"
+                    " INSERT INTO {T} (" DL_COLS ", attempts, next_attempt_at, last_error, errors)"
+                    " SELECT " DL_COLS ", 0, now(), last_error, errors FROM moved",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = count_cmd(s, sql, 1, params, n, "dlq requeue", errstr, errstr_size);
+    free(sql);
+    if (!err) {
+        const char *ch[1] = {ST(s)->channel};
+        exec_params(s, "SELECT pg_notify($1, '')", 1, ch, PGRES_TUPLES_OK, NULL, "notify", NULL, 0);
+    }
+    return err;
+}
+
+static outbox_err_t pg_dlq_purge(outbox_store_t *s, const char *id, int64_t older_than_ms, long long *n,
+                                 char *errstr, size_t errstr_size)
+{
+    char older[24];
+    snprintf(older, sizeof(older), "%lld", (long long)older_than_ms);
+    const char *params[2] = {id, id ? NULL : older};
+    char *sql = fmt("DELETE FROM {D}"
+                    " WHERE ($1::uuid IS NOT NULL AND id = $1::uuid)"
+                    "    OR ($2::bigint IS NOT NULL AND dead_at <= now() - $2::bigint * interval '1 millisecond')",
+                    ST(s));
+    if (!sql)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    outbox_err_t err = count_cmd(s, sql, 2, params, n, "dlq purge", errstr, errstr_size);
+    free(sql);
+    return err;
+}
+
+const outbox_store_ops_t outbox__store_pg_ops = {
+    .name = "postgres",
+    .handles = pg_handles,
+    .open = pg_open,
+    .close = pg_close,
+    .migrate = pg_migrate,
+    .begin = pg_begin,
+    .claim = pg_claim,
+    .batch_term = pg_batch_term,
+    .ack = pg_ack,
+    .retry_at = pg_retry_at,
+    .dead_letter = pg_dead_letter,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .register_worker = pg_register_worker,
+    .live_workers = pg_live_workers,
+    .free_lanes = pg_free_lanes,
+    .take_lane = pg_take_lane,
+    .release_lane = pg_release_lane,
+    .wait_for_work = pg_wait_for_work,
+    .maintain = pg_maintain,
+    .stats = pg_stats,
+    .topic_stats = pg_topic_stats,
+    .lane_holders = pg_lane_holders,
+    .dlq_list = pg_dlq_list,
+    .dlq_show = pg_dlq_show,
+    .dlq_requeue = pg_dlq_requeue,
+    .dlq_purge = pg_dlq_purge,
+};

@@ -1,0 +1,205 @@
+/*
+ * Stores: everything the relay engine, /metrics and outboxctl ask of a
+ * database, as one small ops table per back end (in the spirit of
+ * sink/sink.h). The engine knows no SQL and no client library: it opens a
+ * session per worker with outbox__store_open() and calls the ops below.
+ *
+ * Back ends, one folder each:
+ *   src/store/pg/    PostgreSQL (libpq): any DATABASE_URL / conninfo
+ *   src/store/mem/   in memory ("mem:NAME"): the engine's own tests, and
+ *                    embedding without a database
+ *
+ * The producer and consumer entry points (outbox_enqueue,
+ * outbox_inbox_record, outbox_migrate) take the caller's PGconn and belong
+ * to the PostgreSQL store: writing the event in the caller's transaction is
+ * the point of a transactional outbox.
+ *
+ * A session belongs to one thread; ops need not be thread-safe. Every op that
+ * can fail returns outbox_err_t and fills errstr; OUTBOX_ERR_DB from any op
+ * but the maintenance and status ones means the session is no longer usable
+ * (the caller closes it and opens a new one later).
+ */
+#ifndef OUTBOX_STORE_STORE_H
+#define OUTBOX_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/message.h"
+#include "outbox/outbox.h"
+
+/** Keys hash to this many lanes; a lane is owned by one worker at a time. */
+#define OUTBOX_LANES 64
+
+typedef enum {
+    OUTBOX_ACK_DELETE = 0, /**< an acknowledged event's row is deleted (default) */
+    OUTBOX_ACK_MARK        /**< it gets status 'processed' and processed_at, and is
+                                purged after processed_retention */
+} outbox_ack_mode_t;
+
+/** What a session is opened for. Strings are copied by outbox__store_open. */
+typedef struct outbox_store_cfg_s {
+    const char *url;            /**< DATABASE_URL, conninfo, or "mem:NAME" */
+    const char *table;          /**< outbox table ("outbox"); dead letters in <table>_dead_letter */
+    const char *appname;        /**< session label (PostgreSQL application_name) */
+    outbox_ack_mode_t ack_mode;
+    int64_t tx_timeout_ms;      /**< >0: the server ends any relay transaction step or idle
+                                     gap longer than this (backstop for the engine's bound) */
+    int listen;                 /**< subscribe to the wake-up hint (wait_for_work) */
+} outbox_store_cfg_t;
+
+/** A claimed batch. msgs[] and their strings are owned by the batch. */
+typedef struct outbox_batch_s {
+    outbox_msg_t *msgs;
+    size_t n;
+    void *priv; /**< the store's own (e.g. the result set the strings point into) */
+} outbox_batch_t;
+
+/** Maintenance: what to purge and whether parked keys move (see maintain). */
+typedef struct outbox_maint_s {
+    int64_t dlq_retention_ms;       /**< 0: keep dead letters for ever */
+    int64_t inbox_retention_ms;     /**< 0: keep inbox records for ever */
+    int64_t processed_retention_ms; /**< mark mode: purge processed rows older than this (0: never) */
+    int park;                       /**< move pending events of dead-lettered keys to dead letters */
+} outbox_maint_t;
+
+typedef struct outbox_maint_result_s {
+    long long dead_purged, inbox_purged, processed_purged, parked;
+} outbox_maint_result_t;
+
+/** Totals shown by outboxctl status and /metrics. */
+typedef struct outbox_store_stats_s {
+    long long pending;     /**< events not yet acknowledged */
+    long long retrying;    /**< pending events with at least one failed attempt */
+    long long dead;        /**< rows in the dead-letter table */
+    long long processed;   /**< mark mode: acknowledged rows kept */
+    double oldest_age_s;   /**< age of the oldest pending event (0 when none) */
+} outbox_store_stats_t;
+
+typedef struct outbox_topic_stats_s {
+    const char *topic;
+    long long pending, retrying;
+    double oldest_age_s;
+} outbox_topic_stats_t;
+
+typedef struct outbox_lane_holder_s {
+    const char *holder; /**< the session label of the worker holding the lanes */
+    int pid;
+    int count;
+    const char *lanes;  /**< "0,5,9" */
+} outbox_lane_holder_t;
+
+typedef struct outbox_dead_letter_s {
+    const char *id, *topic, *type, *key, *reason, *dead_at, *last_error;
+    int attempts;
+} outbox_dead_letter_t;
+
+typedef struct outbox_store_s outbox_store_t;
+
+typedef struct outbox_store_ops_s {
+    const char *name; /**< "postgres", "mem" */
+    /** 1 if this back end serves url. */
+    int (*handles)(const char *url);
+    /** Connects s (s->cfg is set); fills s->state. */
+    outbox_err_t (*open)(outbox_store_t *s, char *errstr, size_t errstr_size);
+    /** Ends the session: lanes it holds are released. Frees s->state. */
+    void (*close)(outbox_store_t *s);
+    /** Creates the schema this session's table needs (idempotent, concurrent-safe). */
+    outbox_err_t (*migrate)(outbox_store_t *s, int *applied, char *errstr, size_t errstr_size);
+
+    /* ---- one batch = one transaction: begin, claim, settle, commit ---- */
+    outbox_err_t (*begin)(outbox_store_t *s, char *errstr, size_t errstr_size);
+    /**
+     * Claims up to limit due events of the given lanes, locked against other
+     * sessions until commit/rollback. Order: events with priority > 0 that are
+     * the oldest pending event of their key first (higher priority first), then
+     * the rest in seq order. Per key, the events claimed are a prefix of its
+     * pending events in seq order; a key whose earlier event is not due yet
+     * (retrying) or is in the dead-letter table is skipped whole.
+     */
+    outbox_err_t (*claim)(outbox_store_t *s, const int *lanes, int nlanes, int limit, outbox_batch_t *b,
+                          char *errstr, size_t errstr_size);
+    /** Frees what claim put in b (b may be empty). This function can't fail. */
+    void (*batch_term)(outbox_store_t *s, outbox_batch_t *b);
+    /** Acknowledges (deletes or marks, per cfg.ack_mode) the events seqs[0..n). */
+    outbox_err_t (*ack)(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr, size_t errstr_size);
+    /** Records a failed attempt: attempts+1, error kept in the history, due again
+     *  delay_ms after the moment this call runs (not the transaction's start). */
+    outbox_err_t (*retry_at)(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error,
+                             char *errstr, size_t errstr_size);
+    /** Moves the event to dead letters with reason ("max_attempts", "rejected");
+     *  with park, the later pending events of its key follow it ("parked"). */
+    outbox_err_t (*dead_letter)(outbox_store_t *s, int64_t seq, const char *reason, const char *error,
+                                int park, char *errstr, size_t errstr_size);
+    /** Ends the batch. OUTBOX_ERR_DB: not committed, or the outcome is unknown
+     *  (the connection broke during COMMIT): either way the events stay or
+     *  become pending again and are published again (at least once). */
+    outbox_err_t (*commit)(outbox_store_t *s, char *errstr, size_t errstr_size);
+    /** Abandons the batch. This function can't fail (a broken session is
+     *  noticed by the next op). */
+    void (*rollback)(outbox_store_t *s);
+
+    /* ---- lanes: ownership that dies with the session ---- */
+    /** Registers this session as a live worker (until close). */
+    outbox_err_t (*register_worker)(outbox_store_t *s, char *errstr, size_t errstr_size);
+    /** Live workers of every relay process on this table. */
+    outbox_err_t (*live_workers)(outbox_store_t *s, int *n, char *errstr, size_t errstr_size);
+    /** Lanes held by no session, listed starting at lane `offset` and wrapping. */
+    outbox_err_t (*free_lanes)(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
+                               size_t errstr_size);
+    /** Tries to take lane; *taken = 1 if this session holds it now. */
+    outbox_err_t (*take_lane)(outbox_store_t *s, int lane, int *taken, char *errstr, size_t errstr_size);
+    outbox_err_t (*release_lane)(outbox_store_t *s, int lane, char *errstr, size_t errstr_size);
+
+    /** Sleeps until the wake-up hint (an event was written), stop_fd readable,
+     *  or timeout_ms. This function can't fail. */
+    void (*wait_for_work)(outbox_store_t *s, int stop_fd, int64_t timeout_ms);
+
+    /* ---- maintenance and status (outside batches) ---- */
+    outbox_err_t (*maintain)(outbox_store_t *s, const outbox_maint_t *in, outbox_maint_result_t *out,
+                             char *errstr, size_t errstr_size);
+    outbox_err_t (*stats)(outbox_store_t *s, outbox_store_stats_t *out, char *errstr, size_t errstr_size);
+    /** Calls cb once per topic with pending events, by topic name. */
+    outbox_err_t (*topic_stats)(outbox_store_t *s, void (*cb)(void *arg, const outbox_topic_stats_t *t),
+                                void *arg, char *errstr, size_t errstr_size);
+    /** Calls cb once per session holding lanes of this table. */
+    outbox_err_t (*lane_holders)(outbox_store_t *s, void (*cb)(void *arg, const outbox_lane_holder_t *h),
+                                 void *arg, char *errstr, size_t errstr_size);
+
+    /* ---- dead letters (outboxctl dlq) ---- */
+    /** Oldest first; topic/key NULL = any. */
+    outbox_err_t (*dlq_list)(outbox_store_t *s, const char *topic, const char *key, int limit,
+                             void (*cb)(void *arg, const outbox_dead_letter_t *d), void *arg, char *errstr,
+                             size_t errstr_size);
+    /** The dead letter with its error history as pretty JSON (caller frees);
+     *  OUTBOX_ERR_NOT_FOUND if there is none with that id. */
+    outbox_err_t (*dlq_show)(outbox_store_t *s, const char *id, char **json, char *errstr, size_t errstr_size);
+    /** Back into the outbox at the head of its key, attempts reset, due now,
+     *  with its parked followers; id NULL = all. */
+    outbox_err_t (*dlq_requeue)(outbox_store_t *s, const char *id, long long *n, char *errstr,
+                                size_t errstr_size);
+    /** Deletes dead letters: the one with id, or (id NULL) those dead for at
+     *  least older_than_ms (0 = all). */
+    outbox_err_t (*dlq_purge)(outbox_store_t *s, const char *id, int64_t older_than_ms, long long *n,
+                              char *errstr, size_t errstr_size);
+} outbox_store_ops_t;
+
+struct outbox_store_s {
+    const outbox_store_ops_t *ops;
+    outbox_store_cfg_t cfg; /**< owned copies of the strings */
+    void *state;            /**< the back end's own */
+};
+
+/**
+ * Opens a session on the back end that serves cfg->url. NULL with errstr set
+ * when no back end serves it or the connection fails.
+ */
+outbox_store_t *outbox__store_open(const outbox_store_cfg_t *cfg, char *errstr, size_t errstr_size);
+/** Closes the session and frees s. outbox__store_close(NULL) is a no-op. */
+void outbox__store_close(outbox_store_t *s);
+/** 1 if some back end serves url. */
+int outbox__store_supported(const char *url);
+/** 1 if name is usable as an outbox table name: [a-z_][a-z0-9_]*, at most 48 bytes. */
+int outbox__store_table_valid(const char *name);
+
+#endif
