@@ -17,7 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "sink/amqp_common.h"
+#include "broker/amqp.h"
 
 typedef struct amqp_consumer_s {
     outbox__amqp_url_t url;

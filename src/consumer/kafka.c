@@ -23,7 +23,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "sink/kafka.h"
+#include "broker/kafka.h"
 
 #define COMPONENT "kafka"
 #define MAX_PER_POLL 500 /* messages handled per poll call */
@@ -40,7 +40,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     kafka_consumer_t *k = opaque;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         if (!k->all_down)
-            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "consumer", k->c->name, NULL);
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "all_brokers_down", reason, "consumer",
+                        k->c->name, NULL);
         k->all_down = 1;
         return;
     }
@@ -95,15 +96,16 @@ static outbox_err_t kc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
     if (e) {
         rd_kafka_destroy(k->rk);
         free(k);
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Kafka subscribe: %s", rd_kafka_err2str(e));
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Kafka subscribe: %s",
+                           rd_kafka_err2str(e));
     }
     c->state = k;
     return OUTBOX_OK;
 }
 
 /* Dispatches one message; the ce_* headers decide structured or binary. */
-static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m, outbox_consumer_handler_fn fn,
-                           void *opaque)
+static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
+                           outbox_consumer_handler_fn fn, void *opaque)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     rd_kafka_headers_t *hdrs = NULL;
@@ -159,7 +161,8 @@ static int in_list(rd_kafka_topic_partition_list_t *l, const char *topic, int32_
     return rd_kafka_topic_partition_list_find(l, topic, partition) != NULL;
 }
 
-static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                            void *opaque)
 {
     kafka_consumer_t *k = c->state;
     rd_kafka_topic_partition_list_t *done = rd_kafka_topic_partition_list_new(8);
@@ -176,9 +179,10 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
                 snprintf(c->errstr, sizeof(c->errstr), "Kafka: all brokers are down");
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 char *msg = rd_kafka_message_errstr(m) ? strdup(rd_kafka_message_errstr(m)) : NULL;
-                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consume_error", msg ? msg : "", "consumer", c->name,
-                            "error", rd_kafka_err2name(m->err), NULL);
-                snprintf(c->errstr, sizeof(c->errstr), "Kafka: %s", msg ? msg : rd_kafka_err2str(m->err));
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consume_error", msg ? msg : "", "consumer",
+                            c->name, "error", rd_kafka_err2name(m->err), NULL);
+                snprintf(c->errstr, sizeof(c->errstr), "Kafka: %s",
+                         msg ? msg : rd_kafka_err2str(m->err));
                 free(msg);
                 if (outbox__kafka_err_is_transport(m->err))
                     broker_down = 1;
@@ -196,20 +200,22 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         outbox_err_t rc = handle(c, m, fn, opaque);
         handled++;
         if (rc == OUTBOX_OK) {
-            rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(done, topic, m->partition);
+            rd_kafka_topic_partition_t *p =
+                rd_kafka_topic_partition_list_find(done, topic, m->partition);
             if (!p)
                 p = rd_kafka_topic_partition_list_add(done, topic, m->partition);
             p->offset = m->offset + 1; /* the next one to read */
         } else {
             /* Rewind so it is delivered again; later ones of the partition wait. */
-            rd_kafka_topic_partition_t *h = rd_kafka_topic_partition_list_add(held, topic, m->partition);
+            rd_kafka_topic_partition_t *h =
+                rd_kafka_topic_partition_list_add(held, topic, m->partition);
             h->offset = m->offset;
             rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(one, topic, m->partition)->offset = m->offset;
             rd_kafka_error_t *se = rd_kafka_seek_partitions(k->rk, one, 5000);
             if (se) {
-                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "seek_failed", rd_kafka_error_string(se), "consumer",
-                            c->name, NULL);
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "seek_failed", rd_kafka_error_string(se),
+                            "consumer", c->name, NULL);
                 rd_kafka_error_destroy(se);
             }
             rd_kafka_topic_partition_list_destroy(one);
@@ -220,9 +226,10 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         rd_kafka_resp_err_t e = rd_kafka_commit(k->rk, done, 0 /* synchronous */);
         if (e) {
             /* Not fatal: the messages come again and the inbox skips them. */
-            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "commit_failed", rd_kafka_err2str(e), "consumer", c->name,
-                        NULL);
-            snprintf(c->errstr, sizeof(c->errstr), "Kafka offset commit failed: %s", rd_kafka_err2str(e));
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "commit_failed", rd_kafka_err2str(e),
+                        "consumer", c->name, NULL);
+            snprintf(c->errstr, sizeof(c->errstr), "Kafka offset commit failed: %s",
+                     rd_kafka_err2str(e));
         }
     }
     rd_kafka_topic_partition_list_destroy(done);

@@ -34,7 +34,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "sink/nats.h"
+#include "broker/nats.h"
 
 #define COMPONENT "consumer.nats"
 #define CONNECT_TIMEOUT_MS 5000
@@ -88,8 +88,8 @@ static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errst
     size_t i = 0;
     for (; c->group[i] && i + 1 < sizeof(n->durable); i++) {
         unsigned char ch = (unsigned char)c->group[i];
-        n->durable[i] = (ch == '.' || ch == '*' || ch == '>' || ch == '/' || ch == '\\' || isspace(ch) ||
-                         ch < 32 || ch >= 127)
+        n->durable[i] = (ch == '.' || ch == '*' || ch == '>' || ch == '/' || ch == '\\' ||
+                         isspace(ch) || ch < 32 || ch >= 127)
                             ? '_'
                             : (char)ch;
     }
@@ -137,8 +137,8 @@ static outbox_err_t ensure_conn(outbox_consumer_t *c, int timeout_ms)
     natsStatus st = natsConnection_JetStream(&n->js, n->nc, &jo);
     if (st != NATS_OK) {
         drop_conn(c);
-        return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "NATS JetStream context: %s",
-                           natsStatus_GetText(st));
+        return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                           "NATS JetStream context: %s", natsStatus_GetText(st));
     }
     return OUTBOX_OK;
 }
@@ -148,8 +148,8 @@ static outbox_err_t ensure_sub(outbox_consumer_t *c, int t)
     nats_consumer_t *n = c->state;
     if (n->subs[t])
         return OUTBOX_OK;
-    outbox_err_t err = outbox__nats_ensure_stream(n->js, c->conf, c->topics[t], CONNECT_TIMEOUT_MS, c->errstr,
-                                                  sizeof(c->errstr));
+    outbox_err_t err = outbox__nats_ensure_stream(n->js, c->conf, c->topics[t], CONNECT_TIMEOUT_MS,
+                                                  c->errstr, sizeof(c->errstr));
     if (err)
         return OUTBOX_ERR_BROKER;
     char filter[512];
@@ -167,11 +167,11 @@ static outbox_err_t ensure_sub(outbox_consumer_t *c, int t)
         outbox__nats_errtext(st, txt, sizeof(txt));
         n->subs[t] = NULL;
         return outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
-                           "cannot create JetStream pull consumer %s on %s: %s (code %d)", n->durable, filter, txt,
-                           (int)jerr);
+                           "cannot create JetStream pull consumer %s on %s: %s (code %d)",
+                           n->durable, filter, txt, (int)jerr);
     }
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "subscribed", "JetStream pull consumer ready", "consumer", c->name,
-                "durable", n->durable, "filter", filter, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "subscribed", "JetStream pull consumer ready",
+                "consumer", c->name, "durable", n->durable, "filter", filter, NULL);
     return OUTBOX_OK;
 }
 
@@ -209,7 +209,8 @@ static int binary_attrs(natsMsg *m, const char **attrs, size_t max)
 }
 
 /* Hands one fetched message to the handler; returns its verdict. */
-static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consumer_handler_fn fn,
+                           void *opaque)
 {
     int redelivered = 0;
     jsMsgMetaData *meta = NULL;
@@ -234,14 +235,17 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         err = ensure_sub(c, t);
     if (err) {
         if (!n->down)
-            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "broker_down", c->errstr, "consumer", c->name, NULL);
+            outbox__log(OUTBOX_LOG_WARN, COMPONENT, "broker_down", c->errstr, "consumer", c->name,
+                        NULL);
         n->down = 1;
         return OUTBOX_ERR_BROKER;
     }
     if (n->down) {
-        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "NATS reachable again", "consumer", c->name, NULL);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "NATS reachable again", "consumer",
+                    c->name, NULL);
         for (int t = 0; t < c->ntopics; t++)
-            n->checked_ms[t] = 0; /* the server may have come back without our durable: check soon */
+            n->checked_ms[t] =
+                0; /* the server may have come back without our durable: check soon */
     }
     n->down = 0;
 
@@ -263,10 +267,12 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
                 jsErrCode cerr = 0;
                 natsStatus cs = natsSubscription_GetConsumerInfo(&ci, n->subs[t], NULL, &cerr);
                 jsConsumerInfo_Destroy(ci);
-                if (cs == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr || cerr == JSStreamNotFoundErr) {
+                if (cs == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr ||
+                    cerr == JSStreamNotFoundErr) {
                     outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consumer_lost",
-                                "JetStream consumer no longer exists; subscribing again", "consumer", c->name,
-                                "durable", n->durable, "topic", c->topics[t], NULL);
+                                "JetStream consumer no longer exists; subscribing again",
+                                "consumer", c->name, "durable", n->durable, "topic", c->topics[t],
+                                NULL);
                     natsSubscription_Destroy(n->subs[t]);
                     n->subs[t] = NULL;
                 }
@@ -276,8 +282,9 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         if (st != NATS_OK && list.Count == 0) {
             char txt[200];
             outbox__nats_errtext(st, txt, sizeof(txt));
-            outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "JetStream fetch on %s.> failed: %s (code %d)",
-                        c->topics[t], txt, (int)jerr);
+            outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                        "JetStream fetch on %s.> failed: %s (code %d)", c->topics[t], txt,
+                        (int)jerr);
             /* The consumer may be gone (server lost its state): subscribe again next time. */
             natsSubscription_Destroy(n->subs[t]);
             n->subs[t] = NULL;
@@ -296,8 +303,10 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
                     /* Redelivered later; the inbox makes the second delivery a no-op. */
                     char txt[200];
                     outbox__nats_errtext(as, txt, sizeof(txt));
-                    outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr), "JetStream ack failed: %s", txt);
-                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "ack_failed", c->errstr, "consumer", c->name, NULL);
+                    outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                                "JetStream ack failed: %s", txt);
+                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "ack_failed", c->errstr, "consumer",
+                                c->name, NULL);
                     rc = OUTBOX_ERR_BROKER;
                     failed = 1;
                 }

@@ -28,7 +28,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "sink/amqp_common.h"
+#include "broker/amqp.h"
 #include "sink/sink.h"
 
 #define CT_STRUCTURED "application/cloudevents+json"

@@ -16,7 +16,7 @@
 #include "core/message.h"
 #include "natstest.h"
 #include "core/util.h"
-#include "sink/nats.h"
+#include "broker/nats.h"
 #include "sink/sink.h"
 
 static void make_msg(outbox_msg_t *m, const char *id, const char *topic, const char *type,

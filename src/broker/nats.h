@@ -1,7 +1,7 @@
 /*
- * NATS JetStream helpers shared by the sink (sink/nats.c) and the consumer
- * (consumer/nats.c): URL parsing, connecting (with background reconnect)
- * and stream provisioning. Defined in sink/nats.c.
+ * NATS JetStream client code shared by the sink (src/sink/nats.c) and the
+ * consumer (src/consumer/nats.c), on nats.c: URL parsing, connecting (with
+ * background reconnect) and stream provisioning.
  *
  * URL: nats://[user:pass@]host[:port][,host[:port]...]   (port default 4222)
  *      nats://:token@host:port for token authentication (nats://token@host
@@ -9,15 +9,16 @@
  * The password goes to natsOptions_SetUserInfo, never into a server URL,
  * so nats.c's own messages cannot leak it.
  */
-#ifndef OUTBOX_SINK_NATS_H
-#define OUTBOX_SINK_NATS_H
+#ifndef OUTBOX_BROKER_NATS_H
+#define OUTBOX_BROKER_NATS_H
 
 #include <nats/nats.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "outbox/outbox.h"
-#include "sink/sink.h"
+
+struct outbox_sink_s;
 
 #define OUTBOX__NATS_MAX_SERVERS 16
 
@@ -54,12 +55,18 @@ void outbox__nats_stream_name(const char *topic, char *out, size_t out_size);
 outbox_err_t outbox__nats_ensure_stream(jsCtx *js, const outbox_conf_t *conf, const char *topic,
                                         int64_t timeout_ms, char *errstr, size_t errstr_size);
 
-/** Text for a nats.c failure: the status text plus the library's last error. */
+/** Writes the text for a nats.c failure into out: the status text plus the
+ *  library's last error (of this thread) when it is about the same status. */
 void outbox__nats_errtext(natsStatus s, char *out, size_t out_size);
+
+/** 1 if s means the server or the connection is not there (timeout, no
+ *  responders, closed, disconnected, I/O, auth), as opposed to a refusal. */
+int outbox__nats_is_broker_status(natsStatus s);
 
 /** Publish acknowledgements of this NATS sink that the server flagged as
  *  duplicates (Nats-Msg-Id seen within the stream's duplicate window).
- *  For tests and diagnostics; 0 for a sink of another kind. */
-uint64_t outbox__nats_sink_duplicates(const outbox_sink_t *sink);
+ *  For tests and diagnostics; 0 for a sink of another kind. Defined in
+ *  src/sink/nats.c (the counter is the sink's). */
+uint64_t outbox__nats_sink_duplicates(const struct outbox_sink_s *sink);
 
 #endif

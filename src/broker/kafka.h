@@ -1,8 +1,9 @@
-/* Kafka helpers shared by the Kafka sink (src/sink/kafka.c) and the Kafka
- * consumer (src/consumer/kafka.c): URL parsing, librdkafka configuration
- * from the config table, and log routing. Defined in src/sink/kafka.c. */
-#ifndef OUTBOX_SINK_KAFKA_H
-#define OUTBOX_SINK_KAFKA_H
+/* Kafka client code shared by the Kafka sink (src/sink/kafka.c) and the
+ * Kafka consumer (src/consumer/kafka.c), on librdkafka: URL parsing,
+ * librdkafka configuration from the config table, log routing, error
+ * classes. */
+#ifndef OUTBOX_BROKER_KAFKA_H
+#define OUTBOX_BROKER_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
