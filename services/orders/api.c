@@ -154,8 +154,10 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
 {
     orders_app_t *app = opaque;
     char key[OUTBOX_IDEM_KEY_MAX + 1] = "", why[256];
-    const char *hk = outbox__http_header(req, "Idempotency-Key");
-    if (hk && outbox__idem_key_parse(hk, key, why, sizeof(why)) != 0) {
+    size_t hk_len = 0;
+    /* With its length: a key cut at a NUL byte would collide with another. */
+    const char *hk = outbox__http_header_n(req, "Idempotency-Key", &hk_len);
+    if (hk && outbox__idem_key_parse(hk, hk_len, key, why, sizeof(why)) != 0) {
         outbox__http_problem(req, resp, 400, "invalid-idempotency-key", NULL, "%s", why);
         return;
     }

@@ -19,7 +19,8 @@
 
 #define MAX_SERIES 256
 #define MAX_HISTOS 64
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 typedef struct series_s {
@@ -62,29 +63,50 @@ typedef struct conn_ctx_s {
     size_t body_len, body_cap;
     int too_large;
     unsigned status; /* queued response status; 0 = none */
+    struct MHD_Connection *conn;
+    const char *raw_method;  /* libmicrohttpd's own pointers into the request's */
+    const char *raw_version; /* header section (see header_true_len) */
 } conn_ctx_t;
 
 const char *outbox__http_status_text(unsigned s)
 {
     switch (s) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return s >= 500 ? "Server Error" : s >= 400 ? "Client Error" : "OK";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return s >= 500 ? "Server Error" : s >= 400 ? "Client Error" : "OK";
     }
 }
 
@@ -188,7 +210,119 @@ const char *outbox__http_param(const outbox_http_req_t *req, const char *name)
 
 const char *outbox__http_header(const outbox_http_req_t *req, const char *name)
 {
-    return MHD_lookup_connection_value((struct MHD_Connection *)req->internal, MHD_HEADER_KIND, name);
+    const conn_ctx_t *ctx = req->internal;
+    return MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, name);
+}
+
+#if MHD_VERSION < 0x01000000
+/*
+ * libmicrohttpd before 1.0 parses the header section in place and ends a
+ * field value at its first NUL byte, for the _n functions too: for
+ * "Idempotency-Key: abc<NUL>def" both MHD_lookup_connection_value_n and the
+ * _n iterator report "abc", length 3. The bytes it cut off are still where
+ * the client put them: between the end of the reported value and the start
+ * of the next line, where otherwise there are only the line terminator's
+ * bytes (CR LF or LF, each overwritten with NUL by the parser). This finds
+ * the value's true extent from that gap:
+ *
+ *   - a non-NUL byte in the gap is part of the value: the value runs to the
+ *     last such byte;
+ *   - more NUL bytes than the terminator has are NULs at the value's end.
+ *
+ * The terminator's length (2 or 1) is the request line's. The gap after
+ * the last header runs to the end of the header section (request start +
+ * MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) and also holds the empty line's
+ * terminator. Trailing NULs of a request that mixes CR LF and bare LF can
+ * still hide in a terminator; any NUL followed by other bytes is found.
+ * When the pointers are not laid out as expected, the value is reported one
+ * byte longer (its terminating NUL) so that callers refuse it rather than
+ * trust a value that may have been cut.
+ */
+typedef struct header_scan_s {
+    const char *name;
+    size_t name_len;
+    const char *first_key; /* the first header's name */
+    const char *value;     /* the match */
+    size_t len;
+    int found;
+    const char *next_key; /* the name of the header after the match */
+} header_scan_t;
+
+static enum MHD_Result header_scan_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    header_scan_t *s = cls;
+    (void)kind;
+    if (!s->first_key)
+        s->first_key = key;
+    if (s->found) {
+        s->next_key = key;
+        return MHD_NO; /* done */
+    }
+    if (key_size == s->name_len && !strncasecmp(key, s->name, key_size)) {
+        s->found = 1;
+        s->value = value;
+        s->len = value_size;
+    }
+    return MHD_YES;
+}
+
+static size_t header_true_len(const conn_ctx_t *ctx, const header_scan_t *s)
+{
+    const size_t suspect = s->len + 1; /* value[len] is its terminating NUL */
+    if (!ctx->raw_method || !ctx->raw_version || !s->first_key)
+        return suspect;
+    const char *ver_end = ctx->raw_version + strlen(ctx->raw_version);
+    ptrdiff_t term = s->first_key - ver_end;
+    if (term != 1 && term != 2)
+        return suspect;
+    const char *vend = s->value + s->len, *end;
+    ptrdiff_t budget;
+    if (s->next_key) {
+        end = s->next_key;
+        budget = term;
+    } else {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(ctx->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        if (!ci || !ci->header_size)
+            return suspect;
+        end = ctx->raw_method + ci->header_size;
+        budget = 2 * term;
+    }
+    if (s->value <= ctx->raw_method || end < vend || end - vend > 8192)
+        return suspect;
+    const char *last = NULL;
+    for (const char *p = vend; p < end; p++)
+        if (*p)
+            last = p;
+    if (last)
+        return (size_t)(last - s->value) + 1;
+    if (end - vend > budget)
+        return s->len + (size_t)(end - vend - budget);
+    return s->len;
+}
+#endif
+
+const char *outbox__http_header_n(const outbox_http_req_t *req, const char *name, size_t *len)
+{
+    const conn_ctx_t *ctx = req->internal;
+    *len = 0;
+#if MHD_VERSION < 0x01000000
+    header_scan_t s = {.name = name, .name_len = strlen(name)};
+    MHD_get_connection_values_n(ctx->conn, MHD_HEADER_KIND, header_scan_cb, &s);
+    if (!s.found)
+        return NULL;
+    *len = header_true_len(ctx, &s);
+    return s.value;
+#else
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(ctx->conn, MHD_HEADER_KIND, name, strlen(name), &v, &n) !=
+        MHD_YES)
+        return NULL;
+    *len = n;
+    return v;
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -229,35 +363,47 @@ static void record(outbox_http_t *h, const conn_ctx_t *ctx, double seconds)
     pthread_mutex_unlock(&h->lock);
 }
 
-
 static void render_metrics(outbox_http_t *h, outbox__buf_t *b)
 {
     pthread_mutex_lock(&h->lock);
-    outbox__buf_printf(b, "# HELP outbox_http_requests_total HTTP requests handled, by route and status.\n"
-               "# TYPE outbox_http_requests_total counter\n");
+    outbox__buf_printf(
+        b, "# HELP outbox_http_requests_total HTTP requests handled, by route and status.\n"
+           "# TYPE outbox_http_requests_total counter\n");
     for (int i = 0; i < h->nseries; i++)
-        outbox__buf_printf(b, "outbox_http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n",
-                h->name, h->series[i].method, h->series[i].route, h->series[i].status,
-                (unsigned long long)h->series[i].count);
-    outbox__buf_printf(b, "# HELP outbox_http_request_duration_seconds Time from request start to response sent.\n"
-               "# TYPE outbox_http_request_duration_seconds histogram\n");
+        outbox__buf_printf(b,
+                           "outbox_http_requests_total{service=\"%s\",method=\"%s\",route=\"%s\","
+                           "status=\"%u\"} %llu\n",
+                           h->name, h->series[i].method, h->series[i].route, h->series[i].status,
+                           (unsigned long long)h->series[i].count);
+    outbox__buf_printf(
+        b, "# HELP outbox_http_request_duration_seconds Time from request start to response sent.\n"
+           "# TYPE outbox_http_request_duration_seconds histogram\n");
     for (int i = 0; i < h->nhistos; i++) {
         const histo_t *x = &h->histos[i];
         for (size_t k = 0; k < NBUCKETS; k++)
             outbox__buf_printf(b,
-                    "outbox_http_request_duration_seconds_bucket{service=\"%s\",method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
-                    h->name, x->method, x->route, buckets[k], (unsigned long long)x->counts[k]);
+                               "outbox_http_request_duration_seconds_bucket{service=\"%s\",method="
+                               "\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
+                               h->name, x->method, x->route, buckets[k],
+                               (unsigned long long)x->counts[k]);
         outbox__buf_printf(b,
-                "outbox_http_request_duration_seconds_bucket{service=\"%s\",method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n",
-                h->name, x->method, x->route, (unsigned long long)x->total);
-        outbox__buf_printf(b, "outbox_http_request_duration_seconds_sum{service=\"%s\",method=\"%s\",route=\"%s\"} %.6f\n",
-                h->name, x->method, x->route, x->sum);
-        outbox__buf_printf(b, "outbox_http_request_duration_seconds_count{service=\"%s\",method=\"%s\",route=\"%s\"} %llu\n",
-                h->name, x->method, x->route, (unsigned long long)x->total);
+                           "outbox_http_request_duration_seconds_bucket{service=\"%s\",method=\"%"
+                           "s\",route=\"%s\",le=\"+Inf\"} %llu\n",
+                           h->name, x->method, x->route, (unsigned long long)x->total);
+        outbox__buf_printf(b,
+                           "outbox_http_request_duration_seconds_sum{service=\"%s\",method=\"%s\","
+                           "route=\"%s\"} %.6f\n",
+                           h->name, x->method, x->route, x->sum);
+        outbox__buf_printf(b,
+                           "outbox_http_request_duration_seconds_count{service=\"%s\",method=\"%"
+                           "s\",route=\"%s\"} %llu\n",
+                           h->name, x->method, x->route, (unsigned long long)x->total);
     }
-    outbox__buf_printf(b, "# HELP outbox_http_requests_in_flight Requests being handled now.\n"
-               "# TYPE outbox_http_requests_in_flight gauge\noutbox_http_requests_in_flight{service=\"%s\"} %d\n",
-            h->name, h->inflight);
+    outbox__buf_printf(b,
+                       "# HELP outbox_http_requests_in_flight Requests being handled now.\n"
+                       "# TYPE outbox_http_requests_in_flight "
+                       "gauge\noutbox_http_requests_in_flight{service=\"%s\"} %d\n",
+                       h->name, h->inflight);
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -312,7 +458,8 @@ static int is_json_type(const char *ct)
 }
 
 /* Runs the route table (or a built-in endpoint) for a complete request. */
-static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *conn, outbox_http_resp_t *resp)
+static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *conn,
+                     outbox_http_resp_t *resp)
 {
     const char *method = ctx->method;
     const char *path = ctx->path;
@@ -350,7 +497,7 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
     req.path = path;
     req.body = ctx->body ? ctx->body : "";
     req.body_len = ctx->body_len;
-    req.internal = conn;
+    req.internal = ctx;
     param_store_t ps;
     const outbox_http_route_t *found = NULL;
     char allow[64] = "";
@@ -358,7 +505,8 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
     for (const outbox_http_route_t *r = h->opts.routes; r && r->method; r++) {
         if (!match(r->pattern, path, &req, &ps))
             continue;
-        int same = !strcmp(r->method, method) || (!strcmp(method, "HEAD") && !strcmp(r->method, "GET"));
+        int same =
+            !strcmp(r->method, method) || (!strcmp(method, "HEAD") && !strcmp(r->method, "GET"));
         if (same) {
             found = r;
             break;
@@ -371,8 +519,8 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
     if (!found) {
         snprintf(ctx->route, sizeof(ctx->route), "%s", allow_pattern ? allow_pattern : "unmatched");
         if (allow[0]) {
-            problem(path, resp, 405, "method-not-allowed", NULL, "%s is not allowed on %s; allowed: %s", method,
-                    path, allow);
+            problem(path, resp, 405, "method-not-allowed", NULL,
+                    "%s is not allowed on %s; allowed: %s", method, path, allow);
             outbox__http_add_header(resp, "Allow", allow);
         } else {
             problem(path, resp, 404, "not-found", NULL, "no resource at %s", path);
@@ -387,7 +535,8 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
         const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
         if (ctx->body_len == 0) {
             problem(path, resp, 400, "body-required", NULL,
-                    "%s %s needs a JSON object body (Content-Type: application/json)", method, path);
+                    "%s %s needs a JSON object body (Content-Type: application/json)", method,
+                    path);
             return;
         }
         if (!is_json_type(ct)) {
@@ -398,8 +547,9 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
         json_error_t jerr;
         doc = json_loadb(ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES, &jerr);
         if (!doc) {
-            problem(path, resp, 400, "malformed-json", NULL, "request body is not valid JSON: %s (line %d, column %d)",
-                    jerr.text, jerr.line, jerr.column);
+            problem(path, resp, 400, "malformed-json", NULL,
+                    "request body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                    jerr.column);
             return;
         }
         if (!json_is_object(doc)) {
@@ -420,9 +570,9 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
 
 static enum MHD_Result queue(conn_ctx_t *ctx, struct MHD_Connection *conn, outbox_http_resp_t *resp)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(resp->body_len, resp->body ? resp->body : (char *)"",
-                                        resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        resp->body_len, resp->body ? resp->body : (char *)"",
+        resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         free(resp->body);
         return MHD_NO;
@@ -438,8 +588,9 @@ static enum MHD_Result queue(conn_ctx_t *ctx, struct MHD_Connection *conn, outbo
     return ret;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
 {
     outbox_http_t *h = cls;
     conn_ctx_t *ctx = *con_cls;
@@ -452,6 +603,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
         snprintf(ctx->route, sizeof(ctx->route), "unmatched");
+        ctx->conn = conn;
+        ctx->raw_method = method;
+        ctx->raw_version = version;
         *con_cls = ctx;
         pthread_mutex_lock(&h->lock);
         h->inflight++;
@@ -460,15 +614,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (cl && strtoull(cl, NULL, 10) > h->opts.max_body) {
             outbox_http_resp_t resp;
             memset(&resp, 0, sizeof(resp));
-            problem(url, &resp, 413, "body-too-large", NULL, "request body of %s bytes exceeds the limit of %zu bytes",
-                    cl, h->opts.max_body);
+            problem(url, &resp, 413, "body-too-large", NULL,
+                    "request body of %s bytes exceeds the limit of %zu bytes", cl,
+                    h->opts.max_body);
             return queue(ctx, conn, &resp);
         }
         if (strlen(url) >= sizeof(ctx->path)) {
             outbox_http_resp_t resp;
             memset(&resp, 0, sizeof(resp));
-            problem(NULL, &resp, 414, "uri-too-long", "URI Too Long", "request path longer than %zu bytes",
-                    sizeof(ctx->path) - 1);
+            problem(NULL, &resp, 414, "uri-too-long", "URI Too Long",
+                    "request path longer than %zu bytes", sizeof(ctx->path) - 1);
             return queue(ctx, conn, &resp);
         }
         return MHD_YES;
@@ -504,8 +659,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     outbox_http_resp_t resp;
     memset(&resp, 0, sizeof(resp));
     if (ctx->too_large)
-        problem(ctx->path, &resp, 413, "body-too-large", NULL, "request body exceeds the limit of %zu bytes",
-                h->opts.max_body);
+        problem(ctx->path, &resp, 413, "body-too-large", NULL,
+                "request body exceeds the limit of %zu bytes", h->opts.max_body);
     else
         dispatch(h, ctx, conn, &resp);
     return queue(ctx, conn, &resp);
@@ -529,10 +684,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     char msg[400];
     snprintf(msg, sizeof(msg), "%s %s %u%s", ctx->method, ctx->path, ctx->status,
              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
-    int quiet = !strcmp(ctx->route, "/healthz") || !strcmp(ctx->route, "/readyz") || !strcmp(ctx->route, "/metrics");
-    outbox__log(quiet ? OUTBOX_LOG_DEBUG : ctx->status >= 500 ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, h->name, "request",
-                msg, "method", ctx->method, "path", ctx->path, "route", ctx->route, "status", st, "duration_ms", dur,
-                "bytes_in", in, NULL);
+    int quiet = !strcmp(ctx->route, "/healthz") || !strcmp(ctx->route, "/readyz") ||
+                !strcmp(ctx->route, "/metrics");
+    outbox__log(quiet                ? OUTBOX_LOG_DEBUG
+                : ctx->status >= 500 ? OUTBOX_LOG_WARN
+                                     : OUTBOX_LOG_INFO,
+                h->name, "request", msg, "method", ctx->method, "path", ctx->path, "route",
+                ctx->route, "status", st, "duration_ms", dur, "bytes_in", in, NULL);
     free(ctx->body);
     free(ctx);
     pthread_mutex_lock(&h->lock);
@@ -564,7 +722,8 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
     if (!strcmp(addr, "localhost"))
         addr = "127.0.0.1";
     if (opts->port < 0 || opts->port > 65535 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "cannot listen on %s:%d: need an IPv4 address and a port",
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                    "cannot listen on %s:%d: need an IPv4 address and a port",
                     opts->addr ? opts->addr : "", opts->port);
         return NULL;
     }
@@ -579,16 +738,16 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
         h->opts.max_body = 65536;
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->idle, NULL);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 mhd_logger, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                                 MHD_OPTION_CONNECTION_LIMIT, opts->max_connections ? opts->max_connections : 512u,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s ? opts->timeout_s : 30u,
-                                 MHD_OPTION_END);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    h->daemon = MHD_start_daemon(
+        flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_logger, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_CONNECTION_LIMIT, opts->max_connections ? opts->max_connections : 512u,
+        MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s ? opts->timeout_s : 30u, MHD_OPTION_END);
     if (!h->daemon) {
-        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot listen on %s:%d (port in use? set PORT)", addr,
-                    opts->port);
+        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
+                    "cannot listen on %s:%d (port in use? set PORT)", addr, opts->port);
         pthread_cond_destroy(&h->idle);
         pthread_mutex_destroy(&h->lock);
         free(h);
@@ -621,8 +780,8 @@ void outbox__http_stop(outbox_http_t *h, int64_t timeout_ms)
     if (left > 0) {
         char n[16];
         snprintf(n, sizeof(n), "%d", left);
-        outbox__log(OUTBOX_LOG_WARN, h->name, "shutdown_timeout", "requests still in flight at shutdown: closing",
-                    "requests", n, NULL);
+        outbox__log(OUTBOX_LOG_WARN, h->name, "shutdown_timeout",
+                    "requests still in flight at shutdown: closing", "requests", n, NULL);
     }
     MHD_stop_daemon(h->daemon);
     if (lsock != MHD_INVALID_SOCKET)

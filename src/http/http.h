@@ -29,51 +29,52 @@ typedef struct outbox_http_s outbox_http_t;
 
 /** One request, valid during the handler call. */
 typedef struct outbox_http_req_s {
-    const char *method;       /**< "GET", "POST", ... */
-    const char *path;         /**< without the query string */
-    const char *route;        /**< the matched pattern, e.g. "/orders/{id}" (metrics label) */
-    const char *body;         /**< NUL-terminated; "" when there is none */
+    const char *method; /**< "GET", "POST", ... */
+    const char *path;   /**< without the query string */
+    const char *route;  /**< the matched pattern, e.g. "/orders/{id}" (metrics label) */
+    const char *body;   /**< NUL-terminated; "" when there is none */
     size_t body_len;
-    json_t *json;             /**< parsed body for routes with json_body set (borrowed) */
+    json_t *json; /**< parsed body for routes with json_body set (borrowed) */
     int nparams;
     const char *param_names[OUTBOX_HTTP_MAX_PARAMS];
     const char *param_values[OUTBOX_HTTP_MAX_PARAMS];
-    void *internal;           /**< the layer's own; do not touch */
+    void *internal; /**< the layer's own; do not touch */
 } outbox_http_req_t;
 
 /** The response a handler builds. Use the helpers below. */
 typedef struct outbox_http_resp_s {
-    unsigned status;          /**< 0 until a helper sets it */
-    char *body;               /**< malloc'd, owned by the layer */
+    unsigned status; /**< 0 until a helper sets it */
+    char *body;      /**< malloc'd, owned by the layer */
     size_t body_len;
     char content_type[64];
-    char headers[4][2][128];  /**< extra headers (name, value) */
+    char headers[4][2][128]; /**< extra headers (name, value) */
     int nheaders;
 } outbox_http_resp_t;
 
-typedef void (*outbox_http_handler_fn)(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque);
+typedef void (*outbox_http_handler_fn)(outbox_http_req_t *req, outbox_http_resp_t *resp,
+                                       void *opaque);
 
 /** A row of the route table. A table ends with a row whose method is NULL. */
 typedef struct outbox_http_route_s {
     const char *method;
-    const char *pattern;      /**< literal segments and {name} segments */
+    const char *pattern; /**< literal segments and {name} segments */
     outbox_http_handler_fn handler;
-    int json_body;            /**< 1: require a JSON object body (400/415 otherwise) */
+    int json_body; /**< 1: require a JSON object body (400/415 otherwise) */
 } outbox_http_route_t;
 
 /** Readiness probe for GET /readyz: return 0 when ready, else fill why. */
 typedef int (*outbox_http_ready_fn)(void *opaque, char *why, size_t why_size);
 
 typedef struct outbox_http_opts_s {
-    const char *name;               /**< service name: log component and metrics label */
-    const char *addr;               /**< IPv4 listen address, e.g. "0.0.0.0" */
+    const char *name; /**< service name: log component and metrics label */
+    const char *addr; /**< IPv4 listen address, e.g. "0.0.0.0" */
     int port;
-    size_t max_body;                /**< bytes */
+    size_t max_body; /**< bytes */
     unsigned max_connections;
-    unsigned timeout_s;             /**< idle connection timeout */
+    unsigned timeout_s;                /**< idle connection timeout */
     const outbox_http_route_t *routes; /**< borrowed; must outlive the server */
-    void *opaque;                   /**< passed to handlers and ready */
-    outbox_http_ready_fn ready;     /**< may be NULL (always ready) */
+    void *opaque;                      /**< passed to handlers and ready */
+    outbox_http_ready_fn ready;        /**< may be NULL (always ready) */
 } outbox_http_opts_t;
 
 /** Starts listening (threads run at once). NULL with errstr on failure. */
@@ -90,8 +91,18 @@ void outbox__http_stop(outbox_http_t *h, int64_t timeout_ms);
 
 /** Value of path parameter name, or NULL. */
 const char *outbox__http_param(const outbox_http_req_t *req, const char *name);
-/** Value of request header name (case-insensitive), or NULL. */
+/** Value of request header name (case-insensitive), or NULL. The C string
+ *  ends at the value's first NUL byte: where a cut value would be wrong
+ *  (keys, tokens, signatures) use outbox__http_header_n. */
 const char *outbox__http_header(const outbox_http_req_t *req, const char *name);
+/**
+ * Value of request header name (case-insensitive) and its length in *len,
+ * NUL and control bytes included, as the client sent it (leading
+ * whitespace skipped); NULL and *len = 0 when absent. Callers must check
+ * the bytes they accept: a value may hold NUL bytes. Valid during the
+ * handler call.
+ */
+const char *outbox__http_header_n(const outbox_http_req_t *req, const char *name, size_t *len);
 
 /* ---- response helpers (each replaces what was set before) ---- */
 

@@ -21,21 +21,24 @@ static const char idem_sql_0001[] =
     "    expires_at   timestamptz NOT NULL,\n"
     "    PRIMARY KEY (scope, key)\n"
     ");\n"
-    "CREATE INDEX IF NOT EXISTS outbox_http_idempotency_expires ON outbox_http_idempotency (expires_at);\n";
+    "CREATE INDEX IF NOT EXISTS outbox_http_idempotency_expires ON outbox_http_idempotency "
+    "(expires_at);\n";
 
 static const outbox_migration_t idem_migrations[] = {
     {1, "0001_http_idempotency", idem_sql_0001},
     {0, NULL, NULL},
 };
 
-static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size, const char *what)
+static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size,
+                           const char *what)
 {
     char buf[400];
     snprintf(buf, sizeof(buf), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
     size_t n = strlen(buf);
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
-    return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what, buf[0] ? buf : "connection lost");
+    return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what,
+                       buf[0] ? buf : "connection lost");
 }
 
 outbox_err_t outbox__idem_migrate(PGconn *conn, char *errstr, size_t errstr_size)
@@ -43,62 +46,87 @@ outbox_err_t outbox__idem_migrate(PGconn *conn, char *errstr, size_t errstr_size
     return outbox__pg_migrate_set(conn, "http", idem_migrations, NULL, errstr, errstr_size);
 }
 
-int outbox__idem_key_parse(const char *header, char out[OUTBOX_IDEM_KEY_MAX + 1], char *why, size_t why_size)
+/* Refuses byte c at position i of the key's header value unless it is
+ * printable ASCII (0x20..0x7e). */
+static int key_byte_ok(unsigned char c, size_t i, char *why, size_t why_size)
 {
-    size_t n = 0;
-    const char *p = header;
-    if (!p) {
+    if (c >= 0x20 && c <= 0x7e)
+        return 1;
+    if (c == 0)
+        snprintf(
+            why, why_size,
+            "Idempotency-Key contains a NUL byte (at position %zu): send 1..%d printable ASCII "
+            "characters, e.g. a UUID",
+            i, OUTBOX_IDEM_KEY_MAX);
+    else if (c < 0x20 || c == 0x7f)
+        snprintf(why, why_size,
+                 "Idempotency-Key contains the control byte 0x%02x (at position %zu): send 1..%d "
+                 "printable "
+                 "ASCII characters, e.g. a UUID",
+                 c, i, OUTBOX_IDEM_KEY_MAX);
+    else
+        snprintf(why, why_size,
+                 "Idempotency-Key must be printable ASCII (found byte 0x%02x at position %zu)", c,
+                 i);
+    return 0;
+}
+
+int outbox__idem_key_parse(const char *header, size_t len, char out[OUTBOX_IDEM_KEY_MAX + 1],
+                           char *why, size_t why_size)
+{
+    size_t n = 0, i = 0;
+    if (!header) {
         snprintf(why, why_size, "Idempotency-Key header is missing");
         return -1;
     }
-    if (*p == '"') {
+    /* Every byte first: a NUL or control byte anywhere refuses the key,
+     * whatever the syntax around it. */
+    for (i = 0; i < len; i++)
+        if (!key_byte_ok((unsigned char)header[i], i, why, why_size))
+            return -1;
+    if (len > 0 && header[0] == '"') {
         /* sf-string: "..." with \" and \\ escapes */
-        for (p++; *p && *p != '"'; p++) {
-            if (*p == '\\') {
-                p++;
-                if (*p != '"' && *p != '\\') {
+        for (i = 1; i < len && header[i] != '"'; i++) {
+            if (header[i] == '\\') {
+                i++;
+                if (i >= len || (header[i] != '"' && header[i] != '\\')) {
                     snprintf(why, why_size, "Idempotency-Key: bad escape in quoted string");
                     return -1;
                 }
             }
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) {
-                snprintf(why, why_size, "Idempotency-Key must be printable ASCII");
-                return -1;
-            }
             if (n >= OUTBOX_IDEM_KEY_MAX) {
-                snprintf(why, why_size, "Idempotency-Key is longer than %d characters", OUTBOX_IDEM_KEY_MAX);
+                snprintf(why, why_size, "Idempotency-Key is longer than %d characters",
+                         OUTBOX_IDEM_KEY_MAX);
                 return -1;
             }
-            out[n++] = *p;
+            out[n++] = header[i];
         }
-        if (*p != '"' || p[1]) {
+        if (i >= len || i + 1 != len) {
             snprintf(why, why_size, "Idempotency-Key: unterminated quoted string");
             return -1;
         }
     } else {
-        for (; *p; p++) {
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) {
-                snprintf(why, why_size, "Idempotency-Key must be printable ASCII (found byte 0x%02x)",
-                         (unsigned char)*p);
-                return -1;
-            }
+        for (i = 0; i < len; i++) {
             if (n >= OUTBOX_IDEM_KEY_MAX) {
-                snprintf(why, why_size, "Idempotency-Key is longer than %d characters", OUTBOX_IDEM_KEY_MAX);
+                snprintf(why, why_size, "Idempotency-Key is longer than %d characters",
+                         OUTBOX_IDEM_KEY_MAX);
                 return -1;
             }
-            out[n++] = *p;
+            out[n++] = header[i];
         }
     }
     out[n] = '\0';
     if (n == 0) {
-        snprintf(why, why_size, "Idempotency-Key is empty: send 1..%d printable ASCII characters, e.g. a UUID",
+        snprintf(why, why_size,
+                 "Idempotency-Key is empty: send 1..%d printable ASCII characters, e.g. a UUID",
                  OUTBOX_IDEM_KEY_MAX);
         return -1;
     }
     return 0;
 }
 
-void outbox__idem_fingerprint(const char *method, const char *path, const char *body, size_t len, char out[65])
+void outbox__idem_fingerprint(const char *method, const char *path, const char *body, size_t len,
+                              char out[65])
 {
     crypto_hash_sha256_state st;
     unsigned char h[crypto_hash_sha256_BYTES];
@@ -113,17 +141,20 @@ void outbox__idem_fingerprint(const char *method, const char *path, const char *
     sodium_bin2hex(out, 65, h, sizeof(h));
 }
 
-outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key, const char *fingerprint,
-                                outbox_idem_t *out, char *errstr, size_t errstr_size)
+outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key,
+                                const char *fingerprint, outbox_idem_t *out, char *errstr,
+                                size_t errstr_size)
 {
     memset(out, 0, sizeof(*out));
     if (!outbox__pg_in_tx(conn))
-        return outbox__err(OUTBOX_ERR_NOT_IN_TRANSACTION, errstr, errstr_size,
-                           "idempotency check needs an open transaction (the key commits with the work)");
+        return outbox__err(
+            OUTBOX_ERR_NOT_IN_TRANSACTION, errstr, errstr_size,
+            "idempotency check needs an open transaction (the key commits with the work)");
     const char *params[2] = {scope, key};
     /* Never wait: a request holding the key's lock is still in flight. */
-    PGresult *r = PQexecParams(conn, "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))", 2,
-                               NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(
+        conn, "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))", 2, NULL,
+        params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         outbox_err_t e = db_err(conn, r, errstr, errstr_size, "idempotency lock");
         PQclear(r);
@@ -164,9 +195,10 @@ outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key
     return OUTBOX_OK;
 }
 
-outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key, const char *fingerprint,
-                                unsigned status, const char *content_type, const char *body, int64_t retention_ms,
-                                char *errstr, size_t errstr_size)
+outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key,
+                                const char *fingerprint, unsigned status, const char *content_type,
+                                const char *body, int64_t retention_ms, char *errstr,
+                                size_t errstr_size)
 {
     char st[16], ret[24];
     snprintf(st, sizeof(st), "%u", status);
@@ -175,9 +207,11 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
     /* An expired record of the same key may still be there: replace it. */
     PGresult *r = PQexecParams(
         conn,
-        "INSERT INTO outbox_http_idempotency AS k (scope, key, fingerprint, status, content_type, body, expires_at)"
+        "INSERT INTO outbox_http_idempotency AS k (scope, key, fingerprint, status, content_type, "
+        "body, expires_at)"
         " VALUES ($1, $2, $3, $4::int, $5, $6, now() + $7::bigint * interval '1 millisecond')"
-        " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,"
+        " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = "
+        "EXCLUDED.status,"
         "   content_type = EXCLUDED.content_type, body = EXCLUDED.body, created_at = now(),"
         "   expires_at = EXCLUDED.expires_at"
         " WHERE k.expires_at <= now()",
@@ -186,7 +220,8 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         err = db_err(conn, r, errstr, errstr_size, "storing idempotency key");
     else if (atoi(PQcmdTuples(r)) != 1)
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "idempotency key is already recorded");
+        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                          "idempotency key is already recorded");
     PQclear(r);
     return err;
 }

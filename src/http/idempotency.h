@@ -41,9 +41,9 @@ typedef enum {
 /** Outcome of outbox__idem_begin; free with outbox__idem_term. */
 typedef struct outbox_idem_s {
     outbox_idem_state_t state;
-    unsigned status;          /**< REPLAY: stored status */
-    char content_type[64];    /**< REPLAY: stored content type */
-    char *body;               /**< REPLAY: stored body (malloc'd) */
+    unsigned status;       /**< REPLAY: stored status */
+    char content_type[64]; /**< REPLAY: stored content type */
+    char *body;            /**< REPLAY: stored body (malloc'd) */
     size_t body_len;
 } outbox_idem_t;
 
@@ -51,26 +51,32 @@ typedef struct outbox_idem_s {
 outbox_err_t outbox__idem_migrate(PGconn *conn, char *errstr, size_t errstr_size);
 
 /**
- * Validates and normalises a header value: a Structured Field string
- * ("quoted", the draft's syntax) or a bare token as most clients send it.
- * The key must be 1..255 printable ASCII characters. Returns 0 and writes
- * the key into out, or -1 with a sentence in why.
+ * Validates and normalises a header value of len bytes (from
+ * outbox__http_header_n): a Structured Field string ("quoted", the draft's
+ * syntax) or a bare token as most clients send it. The key must be 1..255
+ * printable ASCII characters: a NUL or any other control byte anywhere in
+ * the value refuses it (a key cut at a NUL would collide with another).
+ * Returns 0 and writes the key into out, or -1 with a sentence in why.
  */
-int outbox__idem_key_parse(const char *header, char out[OUTBOX_IDEM_KEY_MAX + 1], char *why, size_t why_size);
+int outbox__idem_key_parse(const char *header, size_t len, char out[OUTBOX_IDEM_KEY_MAX + 1],
+                           char *why, size_t why_size);
 
 /** Request fingerprint: hex SHA-256 of method, path and body. */
-void outbox__idem_fingerprint(const char *method, const char *path, const char *body, size_t len, char out[65]);
+void outbox__idem_fingerprint(const char *method, const char *path, const char *body, size_t len,
+                              char out[65]);
 
 /** See the file comment. conn must be inside a transaction. scope names the
  *  key space (e.g. the service). */
-outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key, const char *fingerprint,
-                                outbox_idem_t *out, char *errstr, size_t errstr_size);
+outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key,
+                                const char *fingerprint, outbox_idem_t *out, char *errstr,
+                                size_t errstr_size);
 
 /** Stores the response under the key in the open transaction, expiring after
  *  retention_ms. OUTBOX_ERR_INVALID_ARG if a live record already exists. */
-outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key, const char *fingerprint,
-                                unsigned status, const char *content_type, const char *body, int64_t retention_ms,
-                                char *errstr, size_t errstr_size);
+outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key,
+                                const char *fingerprint, unsigned status, const char *content_type,
+                                const char *body, int64_t retention_ms, char *errstr,
+                                size_t errstr_size);
 
 /** Deletes expired keys (own statement, not in a transaction). */
 outbox_err_t outbox__idem_purge(PGconn *conn, long long *deleted, char *errstr, size_t errstr_size);

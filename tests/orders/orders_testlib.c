@@ -1,10 +1,14 @@
 #include "orders_testlib.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -33,8 +37,8 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-static CURL *prepare(const char *method, const char *url, const char *ctype, const char *key, const char *body,
-                     size_t body_len, http_resp_t *out, struct curl_slist **hdrs)
+static CURL *prepare(const char *method, const char *url, const char *ctype, const char *key,
+                     const char *body, size_t body_len, http_resp_t *out, struct curl_slist **hdrs)
 {
     memset(out, 0, sizeof(*out));
     CURL *e = curl_easy_init();
@@ -74,8 +78,8 @@ static CURL *prepare(const char *method, const char *url, const char *ctype, con
     return e;
 }
 
-long http_do(const char *method, const char *url, const char *ctype, const char *key, const char *body,
-             size_t body_len, http_resp_t *out)
+long http_do(const char *method, const char *url, const char *ctype, const char *key,
+             const char *body, size_t body_len, http_resp_t *out)
 {
     struct curl_slist *hdrs;
     CURL *e = prepare(method, url, ctype, key, body, body_len, out, &hdrs);
@@ -86,7 +90,55 @@ long http_do(const char *method, const char *url, const char *ctype, const char 
     return out->status;
 }
 
-void http_post_many(const char *url, int n, const char *const *bodies, const char *const *keys, http_resp_t *out)
+long http_raw(int port, const char *req, size_t len, http_resp_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0, "socket");
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to 127.0.0.1:%d", port);
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        CHECK(n > 0, "send");
+        off += (size_t)n;
+    }
+    static char buf[65536];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(buf) - 1 && (n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0)) > 0)
+        have += (size_t)n;
+    buf[have] = '\0';
+    close(fd);
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return 0;
+    out->status = status;
+    const char *hend = strstr(buf, "\r\n\r\n");
+    if (!hend)
+        return out->status;
+    for (const char *p = strstr(buf, "\r\n"); p && p < hend; p = strstr(p + 2, "\r\n")) {
+        const char *h = p + 2;
+        if (!strncasecmp(h, "Content-Type:", 13)) {
+            const char *v = h + 13;
+            while (*v == ' ')
+                v++;
+            snprintf(out->content_type, sizeof(out->content_type), "%.*s", (int)strcspn(v, "\r\n"),
+                     v);
+        } else if (!strncasecmp(h, "Idempotent-Replayed:", 20)) {
+            out->replayed = 1;
+        }
+    }
+    snprintf(out->body, sizeof(out->body), "%s", hend + 4);
+    return out->status;
+}
+
+void http_post_many(const char *url, int n, const char *const *bodies, const char *const *keys,
+                    http_resp_t *out)
 {
     CURLM *m = curl_multi_init();
     CURL **es = calloc((size_t)n, sizeof(CURL *));
@@ -94,8 +146,8 @@ void http_post_many(const char *url, int n, const char *const *bodies, const cha
     CHECK(m && es && hs, "oom");
     curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)n);
     for (int i = 0; i < n; i++) {
-        es[i] = prepare("POST", url, "application/json", keys ? keys[i] : NULL, bodies[i], strlen(bodies[i]), &out[i],
-                        &hs[i]);
+        es[i] = prepare("POST", url, "application/json", keys ? keys[i] : NULL, bodies[i],
+                        strlen(bodies[i]), &out[i], &hs[i]);
         curl_multi_add_handle(m, es[i]);
     }
     int running = 1;
@@ -179,7 +231,8 @@ void svc_stop(svc_t *s)
         tu_wait(s->pid, 5000);
     }
     s->pid = 0;
-    CHECK(rc == 0, "orders-service did not stop cleanly on SIGTERM (status %d); see %s", rc, s->log);
+    CHECK(rc == 0, "orders-service did not stop cleanly on SIGTERM (status %d); see %s", rc,
+          s->log);
 }
 
 void svc_teardown(svc_t *s)

@@ -30,17 +30,24 @@ void svc_stop(svc_t *s);
 void svc_teardown(svc_t *s);
 
 typedef struct http_resp_s {
-    long status;          /* 0 on transport error */
+    long status; /* 0 on transport error */
     char body[8192];
     char content_type[128];
-    int replayed;         /* Idempotent-Replayed: true */
+    int replayed; /* Idempotent-Replayed: true */
 } http_resp_t;
 
 /** One request. ctype/key/body may be NULL. Returns status. */
-long http_do(const char *method, const char *url, const char *ctype, const char *key, const char *body,
-             size_t body_len, http_resp_t *out);
+long http_do(const char *method, const char *url, const char *ctype, const char *key,
+             const char *body, size_t body_len, http_resp_t *out);
 /** n POSTs to url at once (curl multi); bodies[i] and keys[i] (NULL: none). */
-void http_post_many(const char *url, int n, const char *const *bodies, const char *const *keys, http_resp_t *out);
+void http_post_many(const char *url, int n, const char *const *bodies, const char *const *keys,
+                    http_resp_t *out);
+
+/** Sends the len raw bytes of req (a whole HTTP/1.1 request, which should say
+ *  "Connection: close") to 127.0.0.1:port over a plain socket, for requests
+ *  curl will not send (a NUL byte inside a header value), and reads the answer
+ *  until the server closes. Returns status (0 on transport error). */
+long http_raw(int port, const char *req, size_t len, http_resp_t *out);
 
 /** Polls sql (one bigint) until it equals want or timeout_ms passes; returns the last value. */
 long long wait_ll(PGconn *c, const char *sql, long long want, int timeout_ms);
