@@ -6,7 +6,6 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "ctl.h"
-#include "store/pg/pg.h"
 
 static void usage(FILE *fp)
 {
@@ -33,16 +32,10 @@ static void usage(FILE *fp)
     fprintf(fp, "\nExit codes: 0 ok, 1 failed, 2 usage error, 3 not found.\n");
 }
 
-int ctl_db_fail(PGconn *c, PGresult *r, const char *what)
+int ctl_fail(outbox_err_t e, const char *what, const char *err)
 {
-    const char *m = r ? PQresultErrorMessage(r) : "";
-    if (!m || !*m)
-        m = PQerrorMessage(c);
-    fprintf(stderr, "outboxctl: %s: %s", what, m);
-    if (!*m || m[strlen(m) - 1] != '\n')
-        fputc('\n', stderr);
-    PQclear(r);
-    return 1;
+    fprintf(stderr, "outboxctl: %s: %s\n", what, err && *err ? err : outbox_err_str(e));
+    return e == OUTBOX_ERR_NOT_FOUND ? 3 : e == OUTBOX_ERR_UNSUPPORTED ? 2 : 1;
 }
 
 int main(int argc, char **argv)
@@ -70,19 +63,22 @@ int main(int argc, char **argv)
     }
     static const struct {
         const char *name;
-        int (*fn)(PGconn *, const outbox_conf_t *, int, char **);
+        int (*fn)(outbox_store_t *, const outbox_conf_t *, int, char **);
     } cmds[] = {{"migrate", ctl_migrate}, {"status", ctl_status}, {"dlq", ctl_dlq}, {"replay", ctl_replay}};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name))
             continue;
-        PGconn *c = outbox__pg_connect(outbox__conf_database_url(conf), "outboxctl", err, sizeof(err));
-        if (!c) {
+        outbox_store_cfg_t cfg = {.url = outbox__conf_database_url(conf),
+                                  .table = outbox__conf_str(conf, "outbox_table"),
+                                  .appname = "outboxctl"};
+        outbox_store_t *s = outbox__store_open(&cfg, err, sizeof(err));
+        if (!s) {
             fprintf(stderr, "outboxctl: %s\n", err);
             outbox_conf_destroy(conf);
             return 1;
         }
-        int rc = cmds[i].fn(c, conf, argc - argi - 1, argv + argi + 1);
-        PQfinish(c);
+        int rc = cmds[i].fn(s, conf, argc - argi - 1, argv + argi + 1);
+        outbox__store_close(s);
         outbox_conf_destroy(conf);
         return rc;
     }

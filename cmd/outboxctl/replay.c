@@ -13,9 +13,9 @@
 #include "core/redis_url.h"
 #include "ctl.h"
 
-int ctl_replay(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
+int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv)
 {
-    (void)c;
+    (void)s;
     const char *topic = "orders", *sink = NULL;
     int count = 10;
     for (int i = 0; i < argc; i++) {

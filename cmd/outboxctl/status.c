@@ -3,10 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+#include "core/util.h"
 #include "ctl.h"
-#include "store/pg/pg.h"
 
-int ctl_migrate(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
+int ctl_migrate(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv)
 {
     char err[1024];
     int applied = 0;
@@ -14,97 +15,110 @@ int ctl_migrate(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
         fprintf(stderr, "outboxctl: migrate takes no arguments\n");
         return 2;
     }
-    if (outbox_migrate(c, &applied, err, sizeof(err))) {
-        fprintf(stderr, "outboxctl: %s\n", err);
-        return 1;
-    }
-    printf("migrations applied: %d (schema up to date)\n", applied);
+    outbox_err_t e = s->ops->migrate(s, &applied, err, sizeof(err));
+    if (e)
+        return ctl_fail(e, "migrate", err);
+    printf("migrations applied: %d (schema up to date; outbox table \"%s\")\n", applied, s->cfg.table);
     return 0;
 }
 
-static PGresult *query(PGconn *c, const char *sql)
+/* Text between quotes in JSON output. */
+static void json_str(const char *p)
 {
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        ctl_db_fail(c, r, "status query failed (did you run 'outboxctl migrate'?)");
-        return NULL;
+    for (; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            printf("\\u%04x", (unsigned char)*p);
+        else
+            putchar(*p);
     }
-    return r;
 }
 
-int ctl_status(PGconn *c, const outbox_conf_t *conf, int argc, char **argv)
+typedef struct status_out_s {
+    int json, n, held;
+} status_out_t;
+
+static void print_topic(void *arg, const outbox_topic_stats_t *t)
+{
+    status_out_t *o = arg;
+    if (o->json) {
+        printf("%s{\"topic\":\"", o->n ? "," : "");
+        json_str(t->topic);
+        printf("\",\"pending\":%lld,\"retrying\":%lld,\"oldest_pending_age_seconds\":%.3f}", t->pending, t->retrying,
+               t->oldest_age_s);
+    } else {
+        printf("%-32s %10lld %10lld %12.3f\n", t->topic, t->pending, t->retrying, t->oldest_age_s);
+    }
+    o->n++;
+}
+
+/* Lane holders are collected first: the text output shows their total above them. */
+typedef struct holders_s {
+    outbox__buf_t text, json;
+    int n, held;
+} holders_t;
+
+static void add_holder(void *arg, const outbox_lane_holder_t *h)
+{
+    holders_t *o = arg;
+    outbox__buf_printf(&o->text, "%-48s %8d %6d  %s\n", h->holder, h->pid, h->count, h->lanes);
+    outbox__buf_printf(&o->json, "%s{\"holder\":\"", o->n ? "," : "");
+    for (const char *p = h->holder; *p; p++)
+        if (*p == '"' || *p == '\\')
+            outbox__buf_printf(&o->json, "\\%c", *p);
+        else if ((unsigned char)*p >= 0x20)
+            outbox__buf_add(&o->json, p, 1);
+    outbox__buf_printf(&o->json, "\",\"pid\":%d,\"count\":%d,\"lanes\":[%s]}", h->pid, h->count, h->lanes);
+    o->n++;
+    o->held += h->count;
+}
+
+int ctl_status(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv)
 {
     int json = argc > 0 && !strcmp(argv[0], "--json");
+    char err[1024];
     if (argc > (json ? 1 : 0)) {
         fprintf(stderr, "outboxctl: status takes only --json\n");
         return 2;
     }
-    PGresult *tot = query(c, "SELECT count(*),"
-                             " COALESCE(round(extract(epoch FROM now() - min(created_at))::numeric, 3), 0),"
-                             " count(*) FILTER (WHERE attempts > 0),"
-                             " (SELECT count(*) FROM outbox_dead_letter)"
-                             " FROM outbox");
-    if (!tot)
-        return 1;
-    PGresult *top = query(c, "SELECT topic, count(*), count(*) FILTER (WHERE attempts > 0),"
-                             " round(extract(epoch FROM now() - min(created_at))::numeric, 3)"
-                             " FROM outbox GROUP BY topic ORDER BY topic");
-    char sql[1024];
-    snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, ',' ORDER BY l.objid)"
-             "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %d AND l.objsubid = 2"
-             "   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-             " GROUP BY 1, 2 ORDER BY 1",
-             OUTBOX_LOCK_NS_LANE);
-    PGresult *lanes = top ? query(c, sql) : NULL;
-    if (!top || !lanes) {
-        PQclear(tot);
-        PQclear(top);
-        return 1;
-    }
-    if (json) {
-        printf("{\"pending\":%s,\"oldest_pending_age_seconds\":%s,\"retrying\":%s,\"dead_letters\":%s,\"topics\":[",
-               PQgetvalue(tot, 0, 0), PQgetvalue(tot, 0, 1), PQgetvalue(tot, 0, 2), PQgetvalue(tot, 0, 3));
-        for (int i = 0; i < PQntuples(top); i++) {
-            printf("%s{\"topic\":\"", i ? "," : "");
-            for (const char *p = PQgetvalue(top, i, 0); *p; p++)
-                (*p == '"' || *p == '\\') ? printf("\\%c", *p) : putchar(*p);
-            printf("\",\"pending\":%s,\"retrying\":%s,\"oldest_pending_age_seconds\":%s}", PQgetvalue(top, i, 1),
-                   PQgetvalue(top, i, 2), PQgetvalue(top, i, 3));
-        }
+    if (!s->ops->stats || !s->ops->topic_stats || !s->ops->lane_holders)
+        return ctl_fail(OUTBOX_ERR_UNSUPPORTED, "status", "not supported by this store");
+    outbox_store_stats_t st;
+    outbox_err_t e = s->ops->stats(s, &st, err, sizeof(err));
+    if (e)
+        return ctl_fail(e, "status (did you run 'outboxctl migrate'?)", err);
+    status_out_t o = {.json = json};
+    if (json)
+        printf("{\"table\":\"%s\",\"pending\":%lld,\"oldest_pending_age_seconds\":%.3f,\"retrying\":%lld,"
+               "\"dead_letters\":%lld,\"processed\":%lld,\"topics\":[",
+               s->cfg.table, st.pending, st.oldest_age_s, st.retrying, st.dead, st.processed);
+    else
+        printf("outbox table:         %s\npending events:       %lld\noldest pending age:   %.3fs\n"
+               "retrying:             %lld\ndead letters:         %lld\nprocessed (kept):     %lld\n"
+               "\n%-32s %10s %10s %12s\n",
+               s->cfg.table, st.pending, st.oldest_age_s, st.retrying, st.dead, st.processed, "TOPIC", "PENDING",
+               "RETRYING", "OLDEST(s)");
+    if ((e = s->ops->topic_stats(s, print_topic, &o, err, sizeof(err))))
+        return ctl_fail(e, "status", err);
+    if (!json && !o.n)
+        printf("(no pending events)\n");
+    if (json)
         printf("],\"lanes\":[");
-        for (int i = 0; i < PQntuples(lanes); i++) {
-            printf("%s{\"holder\":\"", i ? "," : "");
-            for (const char *p = PQgetvalue(lanes, i, 0); *p; p++)
-                (*p == '"' || *p == '\\') ? printf("\\%c", *p) : putchar(*p);
-            printf("\",\"pid\":%s,\"count\":%s,\"lanes\":[%s]}", PQgetvalue(lanes, i, 1), PQgetvalue(lanes, i, 2),
-                   PQgetvalue(lanes, i, 3));
-        }
-        printf("]}\n");
-    } else {
-        printf("pending events:       %s\n", PQgetvalue(tot, 0, 0));
-        printf("oldest pending age:   %ss\n", PQgetvalue(tot, 0, 1));
-        printf("retrying:             %s\n", PQgetvalue(tot, 0, 2));
-        printf("dead letters:         %s\n", PQgetvalue(tot, 0, 3));
-        printf("\n%-32s %10s %10s %12s\n", "TOPIC", "PENDING", "RETRYING", "OLDEST(s)");
-        for (int i = 0; i < PQntuples(top); i++)
-            printf("%-32s %10s %10s %12s\n", PQgetvalue(top, i, 0), PQgetvalue(top, i, 1), PQgetvalue(top, i, 2),
-                   PQgetvalue(top, i, 3));
-        if (!PQntuples(top))
-            printf("(no pending events)\n");
-        int held = 0;
-        for (int i = 0; i < PQntuples(lanes); i++)
-            held += atoi(PQgetvalue(lanes, i, 2));
-        printf("\nlanes held: %d of %d\n%-48s %8s %6s  %s\n", held, OUTBOX_LANES, "HOLDER", "PID", "LANES", "LIST");
-        for (int i = 0; i < PQntuples(lanes); i++)
-            printf("%-48s %8s %6s  %s\n", PQgetvalue(lanes, i, 0), PQgetvalue(lanes, i, 1), PQgetvalue(lanes, i, 2),
-                   PQgetvalue(lanes, i, 3));
-        if (!PQntuples(lanes))
-            printf("(no relay is running)\n");
-    }
-    PQclear(tot);
-    PQclear(top);
-    PQclear(lanes);
+    else
+        printf("\n");
+    holders_t h = {0};
+    e = s->ops->lane_holders(s, add_holder, &h, err, sizeof(err));
+    if (!e && (h.text.broken || h.json.broken))
+        e = outbox__err(OUTBOX_ERR_NOMEM, err, sizeof(err), "out of memory");
+    if (!e && json)
+        printf("%s]}\n", h.json.p ? h.json.p : "");
+    else if (!e)
+        printf("lanes held: %d of %d\n%-48s %8s %6s  %s\n%s%s", h.held, OUTBOX_LANES, "HOLDER", "PID", "LANES", "LIST",
+               h.text.p ? h.text.p : "", h.n ? "" : "(no relay is running)\n");
+    free(h.text.p);
+    free(h.json.p);
+    if (e)
+        return ctl_fail(e, "status", err);
     return 0;
 }
