@@ -14,13 +14,9 @@ extern const outbox_consumer_ops_t *const outbox__consumer_registry[];
 
 static const outbox_consumer_ops_t *find(const char *url)
 {
-    const char *colon = url ? strchr(url, ':') : NULL;
-    if (!colon)
-        return NULL;
-    size_t n = (size_t)(colon - url);
     for (const outbox_consumer_ops_t *const *o = outbox__consumer_registry; *o; o++)
         for (const char *const *s = (*o)->schemes; *s; s++)
-            if (strlen(*s) == n && !strncasecmp(*s, url, n))
+            if (outbox__url_scheme_is(url, *s))
                 return *o;
     return NULL;
 }
@@ -31,12 +27,14 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
 {
     const outbox_consumer_ops_t *ops = find(url);
     if (!ops) {
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "no consumer for the URL scheme of \"%.*s\"",
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                    "no consumer for the URL scheme of \"%.*s\"",
                     url && strchr(url, ':') ? (int)(strchr(url, ':') - url) : 16, url ? url : "");
         return NULL;
     }
     if (!group || !*group || !name || !*name || ntopics <= 0 || !topics) {
-        outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "consumer needs a group, a name and a topic");
+        outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                    "consumer needs a group, a name and a topic");
         return NULL;
     }
     outbox_consumer_t *c = calloc(1, sizeof(*c));
@@ -67,8 +65,8 @@ nomem:
     return NULL;
 }
 
-outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn handler,
-                                  void *opaque)
+outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
+                                  outbox_consumer_handler_fn handler, void *opaque)
 {
     if (!c || !handler)
         return OUTBOX_ERR_INVALID_ARG;
@@ -116,17 +114,19 @@ outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, 
                 json_object_set_new(o, attrs[i] + 3, json_string(attrs[i + 1]));
         json_error_t jerr;
         json_t *data = json_loadb(body ? body : "null", body ? len : 4, JSON_DECODE_ANY, &jerr);
-        json_object_set_new(o, "data", data ? data : json_stringn(body ? body : "", body ? len : 0));
+        json_object_set_new(o, "data",
+                            data ? data : json_stringn(body ? body : "", body ? len : 0));
         char *doc = json_dumps(o, JSON_COMPACT);
         json_decref(o);
-        perr = doc ? outbox_envelope_parse(doc, strlen(doc), &d.env, err, sizeof(err)) : OUTBOX_ERR_NOMEM;
+        perr = doc ? outbox_envelope_parse(doc, strlen(doc), &d.env, err, sizeof(err))
+                   : OUTBOX_ERR_NOMEM;
         free(doc);
     } else {
         perr = outbox_envelope_parse(body, len, &d.env, err, sizeof(err));
     }
     if (perr != OUTBOX_OK) {
-        outbox__log(OUTBOX_LOG_ERROR, "consumer", "bad_message", err, "consumer", c->name, "topic", topic,
-                    NULL);
+        outbox__log(OUTBOX_LOG_ERROR, "consumer", "bad_message", err, "consumer", c->name, "topic",
+                    topic, NULL);
         return OUTBOX_OK; /* can never succeed: acknowledge and move on */
     }
     outbox_err_t rc = fn(&d, opaque);

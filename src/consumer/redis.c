@@ -19,7 +19,6 @@
  *
  * The connection is opened lazily and re-opened after errors. */
 #include <errno.h>
-#include <hiredis/hiredis.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +26,10 @@
 #include <strings.h>
 #include <sys/time.h>
 
+#include "broker/redis.h"
 #include "consumer/consumer.h"
 #include "core/conf.h"
 #include "core/log.h"
-#include "core/redis_url.h"
 #include "core/util.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -38,15 +37,14 @@
 typedef struct redis_consumer_s {
     outbox__redis_url_t addr;
     redisContext *ctx;
-    int ready;              /* groups created / subscribed on this connection */
-    int *backlog;           /* per topic: 1 = read own pending entries (id 0) first */
+    int ready;    /* groups created / subscribed on this connection */
+    int *backlog; /* per topic: 1 = read own pending entries (id 0) first */
     int64_t claim_idle_ms;
     int64_t next_claim_ms;
-    char **claim_cursor;    /* per topic XAUTOCLAIM cursor */
+    char **claim_cursor; /* per topic XAUTOCLAIM cursor */
     int batch;
-    int down;               /* for log-once-per-change */
+    int down; /* for log-once-per-change */
 } redis_consumer_t;
-
 
 static void rc_close(outbox_consumer_t *c);
 
@@ -62,7 +60,8 @@ static outbox_err_t rc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
         return err;
     }
     if (!r->addr.password[0])
-        snprintf(r->addr.password, sizeof(r->addr.password), "%s", outbox__conf_str(c->conf, "redis_password"));
+        snprintf(r->addr.password, sizeof(r->addr.password), "%s",
+                 outbox__conf_str(c->conf, "redis_password"));
     r->claim_idle_ms = outbox__conf_ms(c->conf, "consumer_claim_idle");
     r->batch = (int)outbox__conf_int(c->conf, "consumer_batch");
     r->backlog = calloc((size_t)c->ntopics, sizeof(int));
@@ -89,18 +88,26 @@ static void drop(redis_consumer_t *r)
     r->ready = 0;
 }
 
-/* Records "<what> at host:port: detail", logs it once per outage, drops the
- * connection (re-opened by the next poll). */
-static outbox_err_t fail(outbox_consumer_t *c, const char *what, const char *detail)
+/* c->errstr says what failed: logs it once per outage, drops the connection
+ * (re-opened by the next poll). */
+static outbox_err_t broker_down(outbox_consumer_t *c)
 {
     redis_consumer_t *r = c->state;
-    snprintf(c->errstr, sizeof(c->errstr), "%s at %s:%d%s%s", what, r->addr.host, r->addr.port, detail && *detail ? ": " : "",
-             detail ? detail : "");
     if (!r->down)
-        outbox__log(OUTBOX_LOG_ERROR, "consumer", "broker_down", c->errstr, "consumer", c->name, NULL);
+        outbox__log(OUTBOX_LOG_ERROR, "consumer", "broker_down", c->errstr, "consumer", c->name,
+                    NULL);
     r->down = 1;
     drop(r);
     return OUTBOX_ERR_BROKER;
+}
+
+/* Records "<what> at host:port: detail", then as broker_down(). */
+static outbox_err_t fail(outbox_consumer_t *c, const char *what, const char *detail)
+{
+    redis_consumer_t *r = c->state;
+    snprintf(c->errstr, sizeof(c->errstr), "%s at %s:%d%s%s", what, r->addr.host, r->addr.port,
+             detail && *detail ? ": " : "", detail ? detail : "");
+    return broker_down(c);
 }
 
 static redisReply *cmd_argv(redis_consumer_t *r, int argc, const char **argv)
@@ -114,29 +121,10 @@ static outbox_err_t ensure(outbox_consumer_t *c)
     if (r->ctx && !r->ctx->err && r->ready)
         return OUTBOX_OK;
     drop(r);
-    struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, 0};
-    r->ctx = redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
-    if (!r->ctx || r->ctx->err)
-        return fail(c, "cannot connect to Redis", r->ctx ? r->ctx->errstr : "out of memory");
-    redisSetTimeout(r->ctx, tv);
+    r->ctx = outbox__redis_connect(&r->addr, CONNECT_TIMEOUT_MS, c->errstr, sizeof(c->errstr));
+    if (!r->ctx)
+        return broker_down(c);
     redisReply *rep;
-    if (r->addr.password[0]) {
-        const char *av[2] = {"AUTH", r->addr.password};
-        rep = cmd_argv(r, 2, av);
-        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
-        if (rep)
-            freeReplyObject(rep);
-        if (bad)
-            return fail(c, "Redis AUTH failed", "");
-    }
-    if (r->addr.db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
-        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
-        if (rep)
-            freeReplyObject(rep);
-        if (bad)
-            return fail(c, "Redis SELECT failed", "");
-    }
     if (r->addr.pubsub) {
         for (int i = 0; i < c->ntopics; i++) {
             const char *av[2] = {"SUBSCRIBE", c->topics[i]};
@@ -168,7 +156,8 @@ static outbox_err_t ensure(outbox_consumer_t *c)
     }
     r->ready = 1;
     if (r->down)
-        outbox__log(OUTBOX_LOG_INFO, "consumer", "broker_up", "Redis reachable again", "consumer", c->name, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "consumer", "broker_up", "Redis reachable again", "consumer",
+                    c->name, NULL);
     r->down = 0;
     return OUTBOX_OK;
 }
@@ -179,7 +168,8 @@ static const char *field(const redisReply *fields, const char *name, size_t *len
         return NULL;
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         const redisReply *k = fields->element[i], *v = fields->element[i + 1];
-        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && !strcmp(k->str, name)) {
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            !strcmp(k->str, name)) {
             *len = v->len;
             return v->str;
         }
@@ -206,8 +196,8 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
     snprintf(idle, sizeof(idle), "%lld", (long long)r->claim_idle_ms);
     snprintf(count, sizeof(count), "%d", r->batch);
     for (int i = 0; i < c->ntopics; i++) {
-        const char *av[9] = {"XAUTOCLAIM", c->topics[i], c->group, c->name, idle, r->claim_cursor[i],
-                             "COUNT", count, "JUSTID"};
+        const char *av[9] = {"XAUTOCLAIM",       c->topics[i], c->group, c->name, idle,
+                             r->claim_cursor[i], "COUNT",      count,    "JUSTID"};
         redisReply *rep = cmd_argv(r, 9, av);
         if (!rep)
             return fail(c, "Redis XAUTOCLAIM failed", r->ctx->errstr);
@@ -224,8 +214,8 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
                 char n[16];
                 snprintf(n, sizeof(n), "%zu", ids->elements);
                 outbox__log(OUTBOX_LOG_INFO, "consumer", "claimed",
-                            "took over messages left pending by another consumer", "consumer", c->name, "topic",
-                            c->topics[i], "count", n, NULL);
+                            "took over messages left pending by another consumer", "consumer",
+                            c->name, "topic", c->topics[i], "count", n, NULL);
                 r->backlog[i] = 1;
             }
         }
@@ -236,13 +226,15 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
 
 /* Handles the entries of one stream reply; stops at the first handler
  * failure (the rest stays pending, backlog set). */
-static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisReply *entries, int redelivered,
-                                   outbox_consumer_handler_fn fn, void *opaque, int *handled)
+static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisReply *entries,
+                                   int redelivered, outbox_consumer_handler_fn fn, void *opaque,
+                                   int *handled)
 {
     redis_consumer_t *r = c->state;
     for (size_t e = 0; e < entries->elements; e++) {
         const redisReply *entry = entries->element[e];
-        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 || entry->element[0]->type != REDIS_REPLY_STRING)
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+            entry->element[0]->type != REDIS_REPLY_STRING)
             continue;
         const char *sid = entry->element[0]->str;
         size_t blen = 0;
@@ -250,14 +242,17 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
         outbox_err_t rc = OUTBOX_OK;
         if (!body) {
             /* Deleted (trimmed) while pending, or not written by an outbox sink. */
-            outbox__log(OUTBOX_LOG_WARN, "consumer", "bad_message", "stream entry without an event field: dropped",
-                        "consumer", c->name, "topic", c->topics[ti], "entry", sid, NULL);
+            outbox__log(OUTBOX_LOG_WARN, "consumer", "bad_message",
+                        "stream entry without an event field: dropped", "consumer", c->name,
+                        "topic", c->topics[ti], "entry", sid, NULL);
         } else {
-            rc = outbox__consumer_dispatch(c, c->topics[ti], body, blen, NULL, redelivered, fn, opaque);
+            rc = outbox__consumer_dispatch(c, c->topics[ti], body, blen, NULL, redelivered, fn,
+                                           opaque);
         }
         if (rc != OUTBOX_OK) {
             r->backlog[ti] = 1;
-            snprintf(c->errstr, sizeof(c->errstr), "handler failed (%s) on %s entry %s: left pending for redelivery",
+            snprintf(c->errstr, sizeof(c->errstr),
+                     "handler failed (%s) on %s entry %s: left pending for redelivery",
                      outbox_err_str(rc), c->topics[ti], sid);
             return rc;
         }
@@ -268,7 +263,8 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
     return OUTBOX_OK;
 }
 
-static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
+                                 outbox_consumer_handler_fn fn, void *opaque)
 {
     redis_consumer_t *r = c->state;
     int64_t now = outbox__now_ms();
@@ -313,7 +309,8 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms, outbox_co
         }
     for (int k = 0; k < nt; k++)
         av[ac++] = any_backlog ? "0" : ">";
-    struct timeval tv = {(timeout_ms + CONNECT_TIMEOUT_MS) / 1000, ((timeout_ms + CONNECT_TIMEOUT_MS) % 1000) * 1000};
+    struct timeval tv = {(timeout_ms + CONNECT_TIMEOUT_MS) / 1000,
+                         ((timeout_ms + CONNECT_TIMEOUT_MS) % 1000) * 1000};
     redisSetTimeout(r->ctx, tv);
     redisReply *rep = cmd_argv(r, ac, av);
     free(av);
@@ -333,7 +330,8 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms, outbox_co
     if (rep->type == REDIS_REPLY_ARRAY) {
         for (size_t s = 0; s < rep->elements && result == OUTBOX_OK; s++) {
             const redisReply *st = rep->element[s];
-            if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 || st->element[0]->type != REDIS_REPLY_STRING)
+            if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
+                st->element[0]->type != REDIS_REPLY_STRING)
                 continue;
             int ti = -1;
             for (int k = 0; k < nt; k++)
@@ -361,7 +359,8 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms, outbox_co
     return result;
 }
 
-static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                                void *opaque)
 {
     redis_consumer_t *r = c->state;
     int64_t deadline = outbox__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
@@ -385,20 +384,24 @@ static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_con
         }
         redisReply *rep = reply;
         /* ["message", channel, payload] */
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
-            !strcmp(rep->element[0]->str, "message") && rep->element[2]->type == REDIS_REPLY_STRING) {
-            outbox_err_t rc = outbox__consumer_dispatch(c, rep->element[1]->str, rep->element[2]->str,
-                                                        rep->element[2]->len, NULL, 0, fn, opaque);
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            !strcmp(rep->element[0]->str, "message") &&
+            rep->element[2]->type == REDIS_REPLY_STRING) {
+            outbox_err_t rc =
+                outbox__consumer_dispatch(c, rep->element[1]->str, rep->element[2]->str,
+                                          rep->element[2]->len, NULL, 0, fn, opaque);
             if (rc != OUTBOX_OK)
                 outbox__log(OUTBOX_LOG_WARN, "consumer", "pubsub_lost",
-                            "handler failed on a Pub/Sub message: Pub/Sub cannot redeliver it", "consumer", c->name,
-                            NULL);
+                            "handler failed on a Pub/Sub message: Pub/Sub cannot redeliver it",
+                            "consumer", c->name, NULL);
         }
         freeReplyObject(rep);
     }
 }
 
-static outbox_err_t rc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t rc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                            void *opaque)
 {
     redis_consumer_t *r = c->state;
     outbox_err_t err = ensure(c);
@@ -406,7 +409,8 @@ static outbox_err_t rc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         outbox__sleep_ms(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000, NULL);
         return err;
     }
-    return r->addr.pubsub ? poll_pubsub(c, timeout_ms, fn, opaque) : poll_streams(c, timeout_ms, fn, opaque);
+    return r->addr.pubsub ? poll_pubsub(c, timeout_ms, fn, opaque)
+                          : poll_streams(c, timeout_ms, fn, opaque);
 }
 
 static void rc_close(outbox_consumer_t *c)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -132,6 +133,13 @@ int64_t outbox__backoff_ms(int attempt, int64_t base_ms, int64_t max_ms)
         cap = max_ms;
     int64_t half = cap / 2;
     return half + (int64_t)(outbox__rand01() * (double)(cap - half + 1));
+}
+
+int outbox__url_scheme_is(const char *url, const char *scheme)
+{
+    const char *colon = url ? strchr(url, ':') : NULL;
+    size_t n = strlen(scheme);
+    return colon && (size_t)(colon - url) == n && !strncasecmp(url, scheme, n);
 }
 
 char *outbox__strdup0(const char *s)

@@ -31,6 +31,11 @@ int64_t outbox__backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
  *  SIGPIPE: the shutdown set-up every daemon here shares. */
 void outbox__on_stop_signals(void (*handler)(int));
 
+/** 1 if url's scheme (the text before its first ':') is scheme, compared
+ *  without regard to case ("Redis://h" is a "redis" URL); 0 otherwise or
+ *  for a NULL url. */
+int outbox__url_scheme_is(const char *url, const char *scheme);
+
 /** strdup that returns NULL for NULL. */
 char *outbox__strdup0(const char *s);
 

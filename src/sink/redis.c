@@ -4,19 +4,24 @@
  *                                               key <key> event <CloudEvents JSON>
  * redis+pubsub://[:password@]host[:port][/db]   PUBLISH <topic> <CloudEvents JSON>
  *
- * A batch is pipelined: every command is written, then every reply read.
+ * A call is pipelined: every command is written, then every reply read.
  * XADD's reply is Redis's confirmation (the entry is in the stream; with
- * appendonly it is as durable as the server is configured to make it).
- * The connection is opened lazily, so a relay starts while Redis is down. */
-#include <hiredis/hiredis.h>
+ * appendonly it is as durable as the server is configured to make it). A
+ * command Redis refuses (an error reply: WRONGTYPE, OOM, ...) fails its
+ * event alone; a lost connection, or replies missing at the call's deadline
+ * (sink->deadline_ms, at most publish_timeout), fail the call
+ * (OUTBOX_ERR_BROKER: nothing counts, the relay probes). With no time left
+ * nothing is sent (OUTBOX_ERR_TIMEOUT, not sent). The connection (AUTH,
+ * SELECT: broker/redis.c) is opened lazily, so a relay starts while Redis is
+ * down. See docs/sinks/redis.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
+#include "broker/redis.h"
 #include "core/conf.h"
 #include "core/log.h"
-#include "core/redis_url.h"
 #include "core/util.h"
 #include "sink/sink.h"
 
@@ -67,41 +72,8 @@ static outbox_err_t ensure(outbox_sink_t *sink, int64_t timeout_ms, char *errstr
     if (r->ctx && !r->ctx->err)
         return OUTBOX_OK;
     drop(r);
-    struct timeval tv = ms_tv(timeout_ms);
-    r->ctx = redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
-    if (!r->ctx || r->ctx->err) {
-        outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "cannot connect to Redis at %s:%d: %s",
-                    r->addr.host, r->addr.port, r->ctx ? r->ctx->errstr : "out of memory");
-        drop(r);
-        return OUTBOX_ERR_BROKER;
-    }
-    redisSetTimeout(r->ctx, tv);
-    redisReply *rep;
-    if (r->addr.password[0]) {
-        rep = redisCommand(r->ctx, "AUTH %s", r->addr.password);
-        if (!rep || rep->type == REDIS_REPLY_ERROR) {
-            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis AUTH failed: %s",
-                        rep ? rep->str : r->ctx->errstr);
-            if (rep)
-                freeReplyObject(rep);
-            drop(r);
-            return OUTBOX_ERR_BROKER;
-        }
-        freeReplyObject(rep);
-    }
-    if (r->addr.db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
-        int bad = !rep || rep->type == REDIS_REPLY_ERROR;
-        if (rep)
-            freeReplyObject(rep);
-        if (bad) {
-            outbox__err(OUTBOX_ERR_BROKER, errstr, errstr_size, "Redis SELECT %d failed",
-                        r->addr.db);
-            drop(r);
-            return OUTBOX_ERR_BROKER;
-        }
-    }
-    return OUTBOX_OK;
+    r->ctx = outbox__redis_connect(&r->addr, timeout_ms > 0 ? timeout_ms : 1, errstr, errstr_size);
+    return r->ctx ? OUTBOX_OK : OUTBOX_ERR_BROKER;
 }
 
 static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,

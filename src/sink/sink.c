@@ -20,13 +20,9 @@ static const outbox_sink_ops_t *const *registry(void)
 
 static const outbox_sink_ops_t *find(const char *url)
 {
-    const char *colon = url ? strchr(url, ':') : NULL;
-    if (!colon)
-        return NULL;
-    size_t n = (size_t)(colon - url);
     for (const outbox_sink_ops_t *const *o = registry(); *o; o++)
         for (const char *const *s = (*o)->schemes; *s; s++)
-            if (strlen(*s) == n && !strncasecmp(*s, url, n))
+            if (outbox__url_scheme_is(url, *s))
                 return *o;
     return NULL;
 }

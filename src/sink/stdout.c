@@ -55,7 +55,7 @@ static outbox_err_t stdout_open(outbox_sink_t *sink, char *errstr, size_t errstr
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     s->fd = -1;
     const char *url = sink->url;
-    if (!strncasecmp(url, "stdout:", 7)) {
+    if (outbox__url_scheme_is(url, "stdout")) {
         s->to_stdout = 1;
     } else {
         const char *p = url + 5; /* "file:" */

@@ -1,0 +1,24 @@
+/* Redis client code shared by the Redis sink (src/sink/redis.c), the Redis
+ * consumer (src/consumer/redis.c), outboxctl replay and the order service's
+ * start-up check, on hiredis. URLs are parsed by core/redis_url.h. */
+#ifndef OUTBOX_BROKER_REDIS_H
+#define OUTBOX_BROKER_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/redis_url.h"
+
+/**
+ * Connects to u->host:u->port, then sends AUTH u->password when it is set
+ * and SELECT u->db when it is not 0. timeout_ms > 0 bounds the connect and
+ * every command (also the caller's later ones: redisSetTimeout); <= 0 means
+ * no bound. Returns the context (the caller owns it: redisFree), or NULL with
+ * errstr saying which step failed and why, naming host:port but never the
+ * password (an I/O failure says its errno text).
+ */
+redisContext *outbox__redis_connect(const outbox__redis_url_t *u, int64_t timeout_ms, char *errstr,
+                                    size_t errstr_size);
+
+#endif
