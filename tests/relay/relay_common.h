@@ -17,8 +17,8 @@ static __attribute__((unused)) const char *setup_db(const char *name, PGconn **o
 
 /* Enqueues n events on topic in transactions of per_tx events; event i has
  * key "k<i % nkeys>" and payload {"seq":i,"key":...}. ids[i] gets the id. */
-static __attribute__((unused)) void enqueue_many(PGconn *c, const char *topic, int n, int nkeys, int per_tx,
-                         char (*ids)[OUTBOX_UUID_STRLEN + 1])
+static __attribute__((unused)) void enqueue_many(PGconn *c, const char *topic, int n, int nkeys,
+                                                 int per_tx, char (*ids)[OUTBOX_UUID_STRLEN + 1])
 {
     char err[512], key[32], payload[128];
     for (int i = 0; i < n; i++) {
@@ -27,19 +27,22 @@ static __attribute__((unused)) void enqueue_many(PGconn *c, const char *topic, i
         snprintf(key, sizeof(key), "k%d", i % nkeys);
         snprintf(payload, sizeof(payload), "{\"seq\":%d,\"key\":\"%s\"}", i, key);
         outbox_event_t ev = {.topic = topic, .type = "TestEvent", .key = key, .payload = payload};
-        CHECK(outbox_enqueue(c, &ev, ids ? ids[i] : NULL, err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
+        CHECK(outbox_enqueue(c, &ev, ids ? ids[i] : NULL, err, sizeof(err)) == OUTBOX_OK,
+              "enqueue: %s", err);
         if (i % per_tx == per_tx - 1 || i == n - 1)
             PQclear(tu_exec(c, "COMMIT"));
     }
 }
 
 /* A relay config pointing at this test's DB and Redis. */
-static __attribute__((unused)) outbox_conf_t *relay_conf(const char *conninfo, const char *redis_host, int redis_port)
+static __attribute__((unused)) outbox_conf_t *relay_conf(const char *conninfo,
+                                                         const char *redis_host, int redis_port)
 {
     char err[512], sink[256];
     outbox_conf_t *conf = outbox_conf_new();
     snprintf(sink, sizeof(sink), "redis://%s:%d", redis_host, redis_port);
-    CHECK(outbox_conf_set(conf, "database_url", conninfo, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox_conf_set(conf, "database_url", conninfo, err, sizeof(err)) == OUTBOX_OK, "%s",
+          err);
     CHECK(outbox_conf_set(conf, "sink", sink, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     CHECK(outbox_conf_set(conf, "metrics_addr", "off", err, sizeof(err)) == OUTBOX_OK, "%s", err);
     CHECK(outbox_conf_set(conf, "log_level", "warn", err, sizeof(err)) == OUTBOX_OK, "%s", err);
@@ -66,7 +69,8 @@ typedef struct entry_s {
 
 /* Reads the whole stream (in order) into a malloc'd array; validates every
  * entry's CloudEvents document against its id/key fields. */
-static __attribute__((unused)) entry_t *read_stream(redisContext *r, const char *stream, long *count)
+static __attribute__((unused)) entry_t *read_stream(redisContext *r, const char *stream,
+                                                    long *count)
 {
     long cap = 1024, n = 0;
     entry_t *out = malloc((size_t)cap * sizeof(*out));
@@ -126,7 +130,8 @@ static __attribute__((unused)) int cmp_id(const void *a, const void *b)
 
 /* Checks every id of want[0..n) appears in got; returns number of distinct
  * ids in got and sets *dups to entries beyond the first of each id. */
-static __attribute__((unused)) long check_all_present(char (*want)[OUTBOX_UUID_STRLEN + 1], int n, entry_t *got, long ngot, long *dups)
+static __attribute__((unused)) long check_all_present(char (*want)[OUTBOX_UUID_STRLEN + 1], int n,
+                                                      entry_t *got, long ngot, long *dups)
 {
     char(*ids)[OUTBOX_UUID_STRLEN + 1] = malloc((size_t)(ngot ? ngot : 1) * sizeof(*ids));
     for (long i = 0; i < ngot; i++)
@@ -138,7 +143,8 @@ static __attribute__((unused)) long check_all_present(char (*want)[OUTBOX_UUID_S
             distinct++;
     *dups = ngot - distinct;
     for (int i = 0; i < n; i++)
-        CHECK(bsearch(want[i], ids, (size_t)ngot, sizeof(ids[0]), cmp_id), "event %s never published", want[i]);
+        CHECK(bsearch(want[i], ids, (size_t)ngot, sizeof(ids[0]), cmp_id),
+              "event %s never published", want[i]);
     free(ids);
     return distinct;
 }
@@ -156,12 +162,121 @@ static __attribute__((unused)) void check_key_order(entry_t *got, long n, int nk
         int s = got[i].seq;
         if (s > maxseen[k]) {
             /* a new position must be the next one of this key */
-            CHECK(s == (maxseen[k] < 0 ? k : maxseen[k] + nkeys), "key %s: position %d after %d (gap or reorder)",
-                  got[i].key, s, maxseen[k]);
+            CHECK(s == (maxseen[k] < 0 ? k : maxseen[k] + nkeys),
+                  "key %s: position %d after %d (gap or reorder)", got[i].key, s, maxseen[k]);
             maxseen[k] = s;
         }
     }
     free(maxseen);
+}
+
+/* ---- batches in flight, observed from PostgreSQL without taking locks ---- */
+
+/* Ids (seq order) of outbox events whose rows a relay session (application
+ * name outbox-relay...) holds locked or deleted in a transaction still open:
+ * the batches in flight right now. Uses the row's xmax and the transaction
+ * id locks in pg_locks, so the probe itself locks nothing (a probe that
+ * locked rows would make the relay skip a key's head and publish out of
+ * order). Fills up to max ids; returns how many rows are in flight. */
+static __attribute__((unused)) int relay_inflight(PGconn *c, char (*ids)[OUTBOX_UUID_STRLEN + 1],
+                                                  int max)
+{
+    PGresult *r =
+        tu_exec(c, "SELECT o.id::text FROM outbox o"
+                   " JOIN pg_locks l ON l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'"
+                   "  AND l.granted AND l.transactionid = o.xmax"
+                   " JOIN pg_stat_activity a ON a.pid = l.pid"
+                   " WHERE a.application_name LIKE 'outbox-relay%' ORDER BY o.seq");
+    int n = PQntuples(r);
+    for (int i = 0; i < n && i < max; i++)
+        snprintf(ids[i], sizeof(ids[i]), "%s", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return n;
+}
+
+static __attribute__((unused)) int id_in(const char *id, char (*set)[OUTBOX_UUID_STRLEN + 1], int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(id, set[i]))
+            return 1;
+    return 0;
+}
+
+#define INFLIGHT_MAX 4096
+
+/* Waits until a batch is claimed: polls relay_inflight until it shows rows
+ * the previous probe (a few ms earlier) did not, and returns those (at most
+ * max) in ids. A batch caught this way has just begun: with an acknowledgement
+ * delay of D (OUTBOX_FAULT_ACK_DELAY) it stays in flight for about D more.
+ * Fails the test after timeout_ms. */
+static __attribute__((unused)) int
+wait_batch_claimed(PGconn *c, char (*ids)[OUTBOX_UUID_STRLEN + 1], int max, int timeout_ms)
+{
+    char(*prev)[OUTBOX_UUID_STRLEN + 1] = calloc(INFLIGHT_MAX, sizeof(*prev));
+    char(*cur)[OUTBOX_UUID_STRLEN + 1] = calloc(INFLIGHT_MAX, sizeof(*cur));
+    CHECK(prev && cur, "out of memory");
+    int nprev = relay_inflight(c, prev, INFLIGHT_MAX), nfresh = 0;
+    long long end = tu_now_ms() + timeout_ms;
+    while (tu_now_ms() < end) {
+        int ncur = relay_inflight(c, cur, INFLIGHT_MAX);
+        for (int i = 0; i < ncur && i < INFLIGHT_MAX; i++)
+            if (!id_in(cur[i], prev, nprev < INFLIGHT_MAX ? nprev : INFLIGHT_MAX) && nfresh < max)
+                memcpy(ids[nfresh++], cur[i], sizeof(ids[0]));
+        if (nfresh)
+            break;
+        char(*t)[OUTBOX_UUID_STRLEN + 1] = prev;
+        prev = cur;
+        cur = t;
+        nprev = ncur;
+        tu_sleep_ms(2);
+    }
+    free(prev);
+    free(cur);
+    CHECK(nfresh > 0, "no relay claimed a batch within %d ms", timeout_ms);
+    return nfresh;
+}
+
+/* How many of ids[0..n) relay_inflight shows in flight now. */
+static __attribute__((unused)) int count_inflight(PGconn *c, char (*ids)[OUTBOX_UUID_STRLEN + 1],
+                                                  int n)
+{
+    char(*cur)[OUTBOX_UUID_STRLEN + 1] = calloc(INFLIGHT_MAX, sizeof(*cur));
+    CHECK(cur, "out of memory");
+    int ncur = relay_inflight(c, cur, INFLIGHT_MAX), hits = 0;
+    for (int i = 0; i < n; i++)
+        hits += id_in(ids[i], cur, ncur < INFLIGHT_MAX ? ncur : INFLIGHT_MAX);
+    free(cur);
+    return hits;
+}
+
+/* How many of ids[0..n) still have a row in the outbox table. */
+static __attribute__((unused)) long long count_in_outbox(PGconn *c,
+                                                         char (*ids)[OUTBOX_UUID_STRLEN + 1], int n)
+{
+    size_t cap = (size_t)n * (OUTBOX_UUID_STRLEN + 1) + 3;
+    char *arr = malloc(cap), *p = arr;
+    CHECK(arr, "out of memory");
+    *p++ = '{';
+    for (int i = 0; i < n; i++)
+        p += snprintf(p, cap - (size_t)(p - arr), "%s%s", i ? "," : "", ids[i]);
+    snprintf(p, cap - (size_t)(p - arr), "}");
+    const char *params[1] = {arr};
+    PGresult *r = PQexecParams(c, "SELECT count(*) FROM outbox WHERE id = ANY($1::uuid[])", 1, NULL,
+                               params, NULL, NULL, 0);
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK, "count_in_outbox: %s", PQerrorMessage(c));
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    free(arr);
+    return v;
+}
+
+/* How many entries of got[0..ngot) carry id. */
+static __attribute__((unused)) long count_entries(entry_t *got, long ngot, const char *id)
+{
+    long k = 0;
+    for (long i = 0; i < ngot; i++)
+        k += !strcmp(got[i].id, id);
+    return k;
 }
 
 #endif
