@@ -226,8 +226,9 @@ static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consu
                                      bin ? attrs : NULL, redelivered, fn, opaque);
 }
 
-static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
-                                void *opaque)
+/* Connects and subscribes every topic; logs the broker going down or
+ * coming back once per change. OUTBOX_ERR_BROKER (c->errstr set) when down. */
+static outbox_err_t ensure_all(outbox_consumer_t *c, int timeout_ms)
 {
     nats_consumer_t *n = c->state;
     outbox_err_t err = ensure_conn(c, timeout_ms);
@@ -244,11 +245,82 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "NATS reachable again", "consumer",
                     c->name, NULL);
         for (int t = 0; t < c->ntopics; t++)
-            n->checked_ms[t] =
-                0; /* the server may have come back without our durable: check soon */
+            n->checked_ms[t] = 0; /* the server may have come back without our durable */
     }
     n->down = 0;
+    return OUTBOX_OK;
+}
 
+/* After an empty fetch: every CHECK_INTERVAL_MS, checks that topic t's
+ * durable still exists (a server that lost its state forgets it, and
+ * fetches to a missing consumer just time out); if not, drops the
+ * subscription so the next poll subscribes again. */
+static void check_durable(outbox_consumer_t *c, int t)
+{
+    nats_consumer_t *n = c->state;
+    int64_t now = outbox__now_ms();
+    if (now - n->checked_ms[t] < CHECK_INTERVAL_MS)
+        return;
+    n->checked_ms[t] = now;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode cerr = 0;
+    natsStatus cs = natsSubscription_GetConsumerInfo(&ci, n->subs[t], NULL, &cerr);
+    jsConsumerInfo_Destroy(ci);
+    if (cs != NATS_NOT_FOUND && cerr != JSConsumerNotFoundErr && cerr != JSStreamNotFoundErr)
+        return;
+    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consumer_lost",
+                "JetStream consumer no longer exists; subscribing again", "consumer", c->name,
+                "durable", n->durable, "topic", c->topics[t], NULL);
+    natsSubscription_Destroy(n->subs[t]);
+    n->subs[t] = NULL;
+}
+
+/* Handles a fetched list in order: each message is acknowledged (AckSync)
+ * after its handler succeeded; from the first failure on, the rest is
+ * handed back (nak, with nats_nak_delay) so no later message overtakes it
+ * here. OUTBOX_ERR_BROKER when an acknowledgement failed. */
+static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
+                                outbox_consumer_handler_fn fn, void *opaque)
+{
+    nats_consumer_t *n = c->state;
+    outbox_err_t rc = OUTBOX_OK;
+    int failed = 0;
+    for (int i = 0; i < list->Count; i++) {
+        natsMsg *m = list->Msgs[i];
+        if (!failed && handle(c, t, m, fn, opaque) == OUTBOX_OK) {
+            jsOptions jo;
+            jsOptions_Init(&jo);
+            jo.Wait = CONNECT_TIMEOUT_MS;
+            jsErrCode jerr = 0;
+            natsStatus as = natsMsg_AckSync(m, &jo, &jerr);
+            if (as != NATS_OK) {
+                /* Redelivered later; the inbox makes the second delivery a no-op. */
+                char txt[200];
+                outbox__nats_errtext(as, txt, sizeof(txt));
+                outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
+                            "JetStream ack failed: %s", txt);
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "ack_failed", c->errstr, "consumer",
+                            c->name, NULL);
+                rc = OUTBOX_ERR_BROKER;
+                failed = 1;
+            }
+            continue;
+        }
+        failed = 1;
+        if (n->nak_delay_ms > 0)
+            natsMsg_NakWithDelay(m, n->nak_delay_ms, NULL);
+        else
+            natsMsg_Nak(m, NULL);
+    }
+    return rc;
+}
+
+static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
+                                void *opaque)
+{
+    nats_consumer_t *n = c->state;
+    if (ensure_all(c, timeout_ms) != OUTBOX_OK)
+        return OUTBOX_ERR_BROKER;
     int64_t per = timeout_ms / c->ntopics;
     if (per < 1)
         per = 1;
@@ -258,25 +330,7 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
         jsErrCode jerr = 0;
         natsStatus st = natsSubscription_Fetch(&list, n->subs[t], n->batch, per, &jerr);
         if (st == NATS_TIMEOUT && list.Count == 0) {
-            /* Nothing new, or the durable is gone (server lost its state:
-             * fetches to a missing consumer just time out). Check now and then. */
-            int64_t now = outbox__now_ms();
-            if (now - n->checked_ms[t] >= CHECK_INTERVAL_MS) {
-                n->checked_ms[t] = now;
-                jsConsumerInfo *ci = NULL;
-                jsErrCode cerr = 0;
-                natsStatus cs = natsSubscription_GetConsumerInfo(&ci, n->subs[t], NULL, &cerr);
-                jsConsumerInfo_Destroy(ci);
-                if (cs == NATS_NOT_FOUND || cerr == JSConsumerNotFoundErr ||
-                    cerr == JSStreamNotFoundErr) {
-                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "consumer_lost",
-                                "JetStream consumer no longer exists; subscribing again",
-                                "consumer", c->name, "durable", n->durable, "topic", c->topics[t],
-                                NULL);
-                    natsSubscription_Destroy(n->subs[t]);
-                    n->subs[t] = NULL;
-                }
-            }
+            check_durable(c, t); /* nothing new, or the durable is gone */
             continue;
         }
         if (st != NATS_OK && list.Count == 0) {
@@ -291,35 +345,8 @@ static outbox_err_t nats_c_poll(outbox_consumer_t *c, int timeout_ms, outbox_con
             rc = OUTBOX_ERR_BROKER;
             continue;
         }
-        int failed = 0;
-        for (int i = 0; i < list.Count; i++) {
-            natsMsg *m = list.Msgs[i];
-            if (!failed && handle(c, t, m, fn, opaque) == OUTBOX_OK) {
-                jsOptions jo;
-                jsOptions_Init(&jo);
-                jo.Wait = CONNECT_TIMEOUT_MS;
-                natsStatus as = natsMsg_AckSync(m, &jo, &jerr);
-                if (as != NATS_OK) {
-                    /* Redelivered later; the inbox makes the second delivery a no-op. */
-                    char txt[200];
-                    outbox__nats_errtext(as, txt, sizeof(txt));
-                    outbox__err(OUTBOX_ERR_BROKER, c->errstr, sizeof(c->errstr),
-                                "JetStream ack failed: %s", txt);
-                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "ack_failed", c->errstr, "consumer",
-                                c->name, NULL);
-                    rc = OUTBOX_ERR_BROKER;
-                    failed = 1;
-                }
-                continue;
-            }
-            /* Handler failed (or an earlier one did): hand back the rest so
-             * no later message overtakes it here. */
-            failed = 1;
-            if (n->nak_delay_ms > 0)
-                natsMsg_NakWithDelay(m, n->nak_delay_ms, NULL);
-            else
-                natsMsg_Nak(m, NULL);
-        }
+        if (handle_list(c, t, &list, fn, opaque) != OUTBOX_OK)
+            rc = OUTBOX_ERR_BROKER;
         natsMsgList_Destroy(&list);
     }
     return rc;

@@ -263,6 +263,96 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
     return OUTBOX_OK;
 }
 
+/* Sends XREADGROUP GROUP g name COUNT n [BLOCK ms] STREAMS t... id...: with
+ * a backlog, the own pending entries (id 0) of the topics that have one,
+ * without blocking; otherwise new entries (">") of every topic, blocking up
+ * to timeout_ms. tix[0..*nt) gets the topic index of each stream asked.
+ * Returns the reply (caller frees) or NULL with c->errstr set. */
+static redisReply *xreadgroup(outbox_consumer_t *c, int timeout_ms, int any_backlog, int *tix,
+                              int *nt)
+{
+    redis_consumer_t *r = c->state;
+    const char **av = calloc((size_t)(10 + 2 * c->ntopics), sizeof(char *));
+    if (!av) {
+        snprintf(c->errstr, sizeof(c->errstr), "out of memory");
+        return NULL;
+    }
+    char count[16], block[24];
+    snprintf(count, sizeof(count), "%d", r->batch);
+    snprintf(block, sizeof(block), "%d", timeout_ms > 0 ? timeout_ms : 1);
+    int ac = 0;
+    av[ac++] = "XREADGROUP";
+    av[ac++] = "GROUP";
+    av[ac++] = c->group;
+    av[ac++] = c->name;
+    av[ac++] = "COUNT";
+    av[ac++] = count;
+    if (!any_backlog) {
+        av[ac++] = "BLOCK";
+        av[ac++] = block;
+    }
+    av[ac++] = "STREAMS";
+    *nt = 0;
+    for (int i = 0; i < c->ntopics; i++)
+        if (!any_backlog || r->backlog[i]) {
+            tix[(*nt)++] = i;
+            av[ac++] = c->topics[i];
+        }
+    for (int k = 0; k < *nt; k++)
+        av[ac++] = any_backlog ? "0" : ">";
+    int64_t wait = (int64_t)timeout_ms + CONNECT_TIMEOUT_MS;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
+    redisSetTimeout(r->ctx, tv);
+    redisReply *rep = cmd_argv(r, ac, av);
+    free(av);
+    if (!rep) {
+        fail(c, "Redis XREADGROUP failed", r->ctx->errstr);
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", rep->str);
+        freeReplyObject(rep);
+        fail(c, "Redis XREADGROUP failed", why); /* e.g. NOGROUP: stream deleted */
+        return NULL;
+    }
+    return rep;
+}
+
+/* Handles the streams of an XREADGROUP reply in order; stops at the first
+ * handler failure. A backlog read that came back empty clears the backlog. */
+static outbox_err_t handle_reply(outbox_consumer_t *c, const redisReply *rep, const int *tix,
+                                 int nt, int any_backlog, outbox_consumer_handler_fn fn,
+                                 void *opaque)
+{
+    redis_consumer_t *r = c->state;
+    outbox_err_t result = OUTBOX_OK;
+    int handled = 0;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        for (int k = 0; any_backlog && k < nt; k++)
+            r->backlog[tix[k]] = 0;
+        return OUTBOX_OK;
+    }
+    for (size_t s = 0; s < rep->elements && result == OUTBOX_OK; s++) {
+        const redisReply *st = rep->element[s];
+        if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
+            st->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        int ti = -1;
+        for (int k = 0; k < nt; k++)
+            if (!strcmp(c->topics[tix[k]], st->element[0]->str))
+                ti = tix[k];
+        if (ti < 0)
+            continue;
+        const redisReply *entries = st->element[1];
+        if (any_backlog && entries->type == REDIS_REPLY_ARRAY && entries->elements == 0)
+            r->backlog[ti] = 0; /* own pending list drained */
+        if (entries->type == REDIS_REPLY_ARRAY)
+            result = handle_entries(c, ti, entries, any_backlog, fn, opaque, &handled);
+    }
+    return result;
+}
+
 static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
                                  outbox_consumer_handler_fn fn, void *opaque)
 {
@@ -277,78 +367,18 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
     int any_backlog = 0;
     for (int i = 0; i < c->ntopics; i++)
         any_backlog |= r->backlog[i];
-    /* argv: XREADGROUP GROUP g name COUNT n [BLOCK ms] STREAMS t... id... */
-    int max = 10 + 2 * c->ntopics;
-    const char **av = calloc((size_t)max, sizeof(char *));
     int *tix = calloc((size_t)c->ntopics, sizeof(int));
-    if (!av || !tix) {
-        free(av);
-        free(tix);
+    if (!tix) {
         snprintf(c->errstr, sizeof(c->errstr), "out of memory");
         return OUTBOX_ERR_NOMEM;
     }
-    char count[16], block[24];
-    snprintf(count, sizeof(count), "%d", r->batch);
-    snprintf(block, sizeof(block), "%d", timeout_ms > 0 ? timeout_ms : 1);
-    int ac = 0, nt = 0;
-    av[ac++] = "XREADGROUP";
-    av[ac++] = "GROUP";
-    av[ac++] = c->group;
-    av[ac++] = c->name;
-    av[ac++] = "COUNT";
-    av[ac++] = count;
-    if (!any_backlog) {
-        av[ac++] = "BLOCK";
-        av[ac++] = block;
-    }
-    av[ac++] = "STREAMS";
-    for (int i = 0; i < c->ntopics; i++)
-        if (!any_backlog || r->backlog[i]) {
-            tix[nt++] = i;
-            av[ac++] = c->topics[i];
-        }
-    for (int k = 0; k < nt; k++)
-        av[ac++] = any_backlog ? "0" : ">";
-    struct timeval tv = {(timeout_ms + CONNECT_TIMEOUT_MS) / 1000,
-                         ((timeout_ms + CONNECT_TIMEOUT_MS) % 1000) * 1000};
-    redisSetTimeout(r->ctx, tv);
-    redisReply *rep = cmd_argv(r, ac, av);
-    free(av);
+    int nt = 0;
+    redisReply *rep = xreadgroup(c, timeout_ms, any_backlog, tix, &nt);
     if (!rep) {
         free(tix);
-        return fail(c, "Redis XREADGROUP failed", r->ctx->errstr);
+        return r->ctx ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_BROKER;
     }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        char why[256];
-        snprintf(why, sizeof(why), "%s", rep->str);
-        freeReplyObject(rep);
-        free(tix);
-        return fail(c, "Redis XREADGROUP failed", why); /* e.g. NOGROUP: stream deleted */
-    }
-    outbox_err_t result = OUTBOX_OK;
-    int handled = 0;
-    if (rep->type == REDIS_REPLY_ARRAY) {
-        for (size_t s = 0; s < rep->elements && result == OUTBOX_OK; s++) {
-            const redisReply *st = rep->element[s];
-            if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
-                st->element[0]->type != REDIS_REPLY_STRING)
-                continue;
-            int ti = -1;
-            for (int k = 0; k < nt; k++)
-                if (!strcmp(c->topics[tix[k]], st->element[0]->str))
-                    ti = tix[k];
-            if (ti < 0)
-                continue;
-            const redisReply *entries = st->element[1];
-            if (any_backlog && entries->type == REDIS_REPLY_ARRAY && entries->elements == 0)
-                r->backlog[ti] = 0; /* own pending list drained */
-            if (entries->type == REDIS_REPLY_ARRAY)
-                result = handle_entries(c, ti, entries, any_backlog, fn, opaque, &handled);
-        }
-    } else if (any_backlog) {
-        for (int k = 0; k < nt; k++)
-            r->backlog[tix[k]] = 0;
-    }
+    outbox_err_t result = handle_reply(c, rep, tix, nt, any_backlog, fn, opaque);
     freeReplyObject(rep);
     free(tix);
     if (result != OUTBOX_OK && result != OUTBOX_ERR_BROKER) {

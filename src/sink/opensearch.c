@@ -351,6 +351,100 @@ static void item_result(json_t *item, outbox_pub_result_t *r)
                 status, etype ? etype : "error", reason ? reason : "");
 }
 
+/* One bulk request being made: bulk item j is msgs[item_msg[j]]. */
+typedef struct bulk_s {
+    outbox_pub_result_t *res;
+    size_t *item_msg;
+    size_t nitems;
+} bulk_t;
+
+/* Sets the result of every item of the request. */
+static void items_fail(bulk_t *b, outbox_err_t err, int64_t retry_after_ms, const char *why)
+{
+    for (size_t j = 0; j < b->nitems; j++)
+        set_res(&b->res[b->item_msg[j]], err, retry_after_ms, "%s", why);
+}
+
+/* POSTs o->body within timeout_ms. CURLE_OK with *status set, or the
+ * libcurl error (o->curl_err says more). */
+static CURLcode post_bulk(os_sink_t *o, int64_t timeout_ms, long *status)
+{
+    *status = 0;
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/x-ndjson");
+    struct curl_slist *h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
+    if (!h2) {
+        curl_slist_free_all(hdrs);
+        snprintf(o->curl_err, sizeof(o->curl_err), "out of memory");
+        return CURLE_OUT_OF_MEMORY;
+    }
+    CURL *c = o->curl;
+    outbox__buf_reset(&o->resp);
+    o->curl_err[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h2);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, o->body.p);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body.len);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+    CURLcode cc = curl_easy_perform(c);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(h2);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    return cc;
+}
+
+/* Reads the outcome of the request into the items' results. Returns
+ * OUTBOX_ERR_BROKER when the whole call failed (unreachable, credentials
+ * refused: every result set), OUTBOX_OK otherwise. */
+static outbox_err_t read_bulk(os_sink_t *o, bulk_t *b, size_t n, CURLcode cc, long status)
+{
+    char quoted[160], why[512];
+    outbox__printable(o->resp.p ? o->resp.p : "", o->resp.len, quoted, sizeof(quoted));
+    const char *cerr = o->curl_err[0] ? o->curl_err : curl_easy_strerror(cc);
+    if (cc != CURLE_OK && outbox__curl_unreachable(o->curl, cc)) {
+        for (size_t i = 0; i < n; i++)
+            set_res(&b->res[i], OUTBOX_ERR_BROKER, 0, "OpenSearch at %s unreachable: %s",
+                    o->shown_url, cerr);
+        return OUTBOX_ERR_BROKER;
+    }
+    if (status == 401 || status == 407) {
+        /* Credentials are wrong: no event is at fault; wait for ping. */
+        for (size_t i = 0; i < n; i++)
+            set_res(&b->res[i], OUTBOX_ERR_BROKER, 0,
+                    "OpenSearch at %s refused the credentials (HTTP %ld): %s", o->shown_url, status,
+                    quoted);
+        return OUTBOX_ERR_BROKER;
+    }
+    /* The request as a whole failed: retry every item sent. A whole request
+     * is never a verdict on one event, so nothing is rejected. */
+    if (cc != CURLE_OK) {
+        snprintf(why, sizeof(why), "OpenSearch bulk request failed: %s", cerr);
+        items_fail(b, cc == CURLE_OPERATION_TIMEDOUT ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER, 0,
+                   why);
+        return OUTBOX_OK;
+    }
+    if (status < 200 || status >= 300) {
+        snprintf(why, sizeof(why), "OpenSearch bulk request: HTTP %ld: %s", status, quoted);
+        items_fail(b, OUTBOX_ERR_BROKER, outbox__curl_retry_after_ms(o->curl, o->retry_max_ms),
+                   why);
+        return OUTBOX_OK;
+    }
+    json_error_t jerr;
+    json_t *doc =
+        o->resp.broken ? NULL : json_loadb(o->resp.p ? o->resp.p : "", o->resp.len, 0, &jerr);
+    json_t *items = json_object_get(doc, "items");
+    if (!json_is_array(items) || json_array_size(items) != b->nitems) {
+        snprintf(why, sizeof(why), "malformed OpenSearch bulk response (%zu items expected): %s",
+                 b->nitems, quoted);
+        items_fail(b, OUTBOX_ERR_BROKER, 0, why);
+    } else {
+        for (size_t j = 0; j < b->nitems; j++)
+            item_result(json_array_get(items, j), &b->res[b->item_msg[j]]);
+    }
+    json_decref(doc);
+    return OUTBOX_OK;
+}
+
 static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
                                outbox_pub_result_t *res)
 {
@@ -362,102 +456,27 @@ static outbox_err_t os_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n
         outbox__sink_out_of_time(res, n);
         return OUTBOX_OK;
     }
-    size_t *item_msg = calloc(n, sizeof(*item_msg)); /* bulk item j is msgs[item_msg[j]] */
-    if (!item_msg) {
+    bulk_t b = {.res = res, .item_msg = calloc(n, sizeof(size_t))};
+    if (!b.item_msg) {
         for (size_t i = 0; i < n; i++)
             set_res(&res[i], OUTBOX_ERR_BROKER, 0, "out of memory");
         return OUTBOX_OK;
     }
-    outbox_err_t rc = OUTBOX_OK;
-    size_t nitems = 0;
     outbox__buf_reset(&o->body);
     for (size_t i = 0; i < n; i++) {
         res[i].not_sent = 0;
-        if (add_item(o, &msgs[i], &res[i]) == OUTBOX_OK)
-            item_msg[nitems++] = i;
+        if (add_item(o, &msgs[i], &res[i]) == OUTBOX_OK) /* else rejected, result set */
+            b.item_msg[b.nitems++] = i;
     }
+    outbox_err_t rc = OUTBOX_OK;
     if (o->body.broken) {
-        for (size_t j = 0; j < nitems; j++)
-            set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, 0,
-                    "out of memory building the bulk request");
-        goto out;
+        items_fail(&b, OUTBOX_ERR_BROKER, 0, "out of memory building the bulk request");
+    } else if (b.nitems) {
+        long status;
+        CURLcode cc = post_bulk(o, left, &status);
+        rc = read_bulk(o, &b, n, cc, status);
     }
-    if (!nitems)
-        goto out;
-
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/x-ndjson");
-    struct curl_slist *h2 = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
-    if (!h2) {
-        curl_slist_free_all(hdrs);
-        for (size_t j = 0; j < nitems; j++)
-            set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, 0, "out of memory");
-        goto out;
-    }
-    CURL *c = o->curl;
-    outbox__buf_reset(&o->resp);
-    o->curl_err[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h2);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, o->body.p);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body.len);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)left);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
-    CURLcode cc = curl_easy_perform(c);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(h2);
-
-    long status = 0;
-    if (cc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    char quoted[160];
-    outbox__printable(o->resp.p ? o->resp.p : "", o->resp.len, quoted, sizeof(quoted));
-    if (cc != CURLE_OK && outbox__curl_unreachable(c, cc)) {
-        for (size_t i = 0; i < n; i++)
-            set_res(&res[i], OUTBOX_ERR_BROKER, 0, "OpenSearch at %s unreachable: %s", o->shown_url,
-                    o->curl_err[0] ? o->curl_err : curl_easy_strerror(cc));
-        rc = OUTBOX_ERR_BROKER;
-        goto out;
-    }
-    if (status == 401 || status == 407) {
-        /* Credentials are wrong: no event is at fault; wait for ping. */
-        for (size_t i = 0; i < n; i++)
-            set_res(&res[i], OUTBOX_ERR_BROKER, 0,
-                    "OpenSearch at %s refused the credentials (HTTP %ld): %s", o->shown_url, status,
-                    quoted);
-        rc = OUTBOX_ERR_BROKER;
-        goto out;
-    }
-    if (cc != CURLE_OK || status < 200 || status >= 300) {
-        /* The request as a whole failed: retry every item sent. A whole
-         * request is never a verdict on one event, so nothing is rejected. */
-        int64_t ra = cc == CURLE_OK ? outbox__curl_retry_after_ms(c, o->retry_max_ms) : 0;
-        for (size_t j = 0; j < nitems; j++) {
-            if (cc != CURLE_OK)
-                set_res(&res[item_msg[j]],
-                        cc == CURLE_OPERATION_TIMEDOUT ? OUTBOX_ERR_TIMEOUT : OUTBOX_ERR_BROKER, 0,
-                        "OpenSearch bulk request failed: %s",
-                        o->curl_err[0] ? o->curl_err : curl_easy_strerror(cc));
-            else
-                set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, ra,
-                        "OpenSearch bulk request: HTTP %ld: %s", status, quoted);
-        }
-        goto out;
-    }
-    json_error_t jerr;
-    json_t *doc =
-        o->resp.broken ? NULL : json_loadb(o->resp.p ? o->resp.p : "", o->resp.len, 0, &jerr);
-    json_t *items = json_object_get(doc, "items");
-    if (!json_is_array(items) || json_array_size(items) != nitems) {
-        for (size_t j = 0; j < nitems; j++)
-            set_res(&res[item_msg[j]], OUTBOX_ERR_BROKER, 0,
-                    "malformed OpenSearch bulk response (%zu items expected): %s", nitems, quoted);
-        json_decref(doc);
-        goto out;
-    }
-    for (size_t j = 0; j < nitems; j++)
-        item_result(json_array_get(items, j), &res[item_msg[j]]);
-    json_decref(doc);
-out:
-    free(item_msg);
+    free(b.item_msg);
     return rc;
 }
 

@@ -69,9 +69,13 @@ static inline int outbox__curl_unreachable(CURL *h, CURLcode rc)
     case CURLE_SSL_ISSUER_ERROR:
         return 1;
     case CURLE_OPERATION_TIMEDOUT: {
+        /* Connected if a connect took time or, on a reused keep-alive
+         * connection (connect time 0), if the request went out. */
         curl_off_t connect_us = 0;
+        long request_bytes = 0;
         curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
-        return connect_us == 0;
+        curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &request_bytes);
+        return connect_us == 0 && request_bytes == 0;
     }
     default:
         return 0;
