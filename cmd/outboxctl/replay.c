@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "core/conf.h"
-#include "core/redis_url.h"
+#include "broker/redis.h"
 #include "ctl.h"
 
 int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv)
@@ -50,39 +50,12 @@ int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
         fprintf(stderr, "outboxctl: replay: %s\n", err);
         return 2;
     }
-    const char *host = u.host;
-    int port = u.port;
-    redisContext *rc = redisConnect(host, port);
-    if (!rc || rc->err) {
-        fprintf(stderr, "outboxctl: cannot connect to Redis at %s:%d: %s\n", host, port,
-                rc ? rc->errstr : "out of memory");
-        if (rc)
-            redisFree(rc);
+    if (!u.password[0])
+        snprintf(u.password, sizeof(u.password), "%s", outbox__conf_str(conf, "redis_password"));
+    redisContext *rc = outbox__redis_connect(&u, 0, err, sizeof(err));
+    if (!rc) {
+        fprintf(stderr, "outboxctl: %s\n", err);
         return 1;
-    }
-    const char *pw = u.password[0] ? u.password : outbox__conf_str(conf, "redis_password");
-    if (pw[0]) {
-        const char *av[2] = {"AUTH", pw};
-        redisReply *a = redisCommandArgv(rc, 2, av, NULL);
-        int bad = !a || a->type == REDIS_REPLY_ERROR;
-        if (a)
-            freeReplyObject(a);
-        if (bad) {
-            fprintf(stderr, "outboxctl: Redis AUTH failed at %s:%d\n", host, port);
-            redisFree(rc);
-            return 1;
-        }
-    }
-    if (u.db) {
-        redisReply *sel = redisCommand(rc, "SELECT %d", u.db);
-        int bad = !sel || sel->type == REDIS_REPLY_ERROR;
-        if (sel)
-            freeReplyObject(sel);
-        if (bad) {
-            fprintf(stderr, "outboxctl: Redis SELECT %d failed at %s:%d\n", u.db, host, port);
-            redisFree(rc);
-            return 1;
-        }
     }
     redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", topic, count);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
