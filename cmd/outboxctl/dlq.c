@@ -9,8 +9,8 @@
 static void print_dead(void *arg, const outbox_dead_letter_t *d)
 {
     int *n = arg;
-    printf("%-36s  %-16s %-20s %-16s %4d %-12s %.60s\n", d->id, d->topic, d->type, d->key, d->attempts, d->reason,
-           d->last_error);
+    printf("%-36s  %-16s %-20s %-16s %4d %-12s %.60s\n", d->id, d->topic, d->type, d->key,
+           d->attempts, d->reason, d->last_error);
     (*n)++;
 }
 
@@ -36,7 +36,8 @@ static int dlq_list(outbox_store_t *s, int argc, char **argv)
     }
     if (!s->ops->dlq_list)
         return ctl_fail(OUTBOX_ERR_UNSUPPORTED, "dlq list", "not supported by this store");
-    printf("%-36s  %-16s %-20s %-16s %4s %-12s %s\n", "ID", "TOPIC", "TYPE", "KEY", "TRY", "REASON", "LAST ERROR");
+    printf("%-36s  %-16s %-20s %-16s %4s %-12s %s\n", "ID", "TOPIC", "TYPE", "KEY", "TRY", "REASON",
+           "LAST ERROR");
     int n = 0;
     outbox_err_t e = s->ops->dlq_list(s, topic, key, atoi(limit), print_dead, &n, err, sizeof(err));
     if (e)
@@ -101,7 +102,8 @@ static int dlq_purge(outbox_store_t *s, int argc, char **argv)
         older = 0;
     } else if (argc == 2 && !strcmp(argv[0], "--older-than")) {
         if (outbox__parse_duration_ms(argv[1], &older)) {
-            fprintf(stderr, "outboxctl: dlq purge: \"%s\" is not a duration (e.g. 7d, 12h)\n", argv[1]);
+            fprintf(stderr, "outboxctl: dlq purge: \"%s\" is not a duration (e.g. 7d, 12h)\n",
+                    argv[1]);
             return 2;
         }
     } else if (need_id("purge", argc, argv)) {
@@ -137,6 +139,7 @@ int ctl_dlq(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv)
         return dlq_requeue(s, argc - 1, argv + 1);
     if (!strcmp(argv[0], "purge"))
         return dlq_purge(s, argc - 1, argv + 1);
-    fprintf(stderr, "outboxctl: unknown dlq subcommand \"%s\" (list, show, requeue, purge)\n", argv[0]);
+    fprintf(stderr, "outboxctl: unknown dlq subcommand \"%s\" (list, show, requeue, purge)\n",
+            argv[0]);
     return 2;
 }

@@ -9,25 +9,28 @@
 
 static void usage(FILE *fp)
 {
-    fprintf(fp,
-            "Usage: outboxctl [OPTIONS] COMMAND [ARGS]\n"
-            "\n"
-            "Commands:\n"
-            "  migrate                     apply pending schema migrations (safe to run concurrently)\n"
-            "  status [--json]             pending count, oldest pending age, per-topic counts,\n"
-            "                              dead letters, and which relay worker holds which lanes\n"
-            "  dlq list [--limit N] [--topic T] [--key K]\n"
-            "                              list dead letters, oldest first\n"
-            "  dlq show ID                 one dead letter with its error history (JSON)\n"
-            "  dlq requeue ID|--all        put dead letters back at the head of their key\n"
-            "  dlq purge ID|--all|--older-than DURATION\n"
-            "                              delete dead letters for good\n"
-            "  replay [--sink URL] [--topic T] [--count N]\n"
-            "                              re-publish already delivered events from a Redis stream with\n"
-            "                              the same message ids, so consumers' duplicate handling shows\n"
-            "  config-doc                  print the configuration reference (Markdown)\n"
-            "\n"
-            "Options (environment variables in brackets):\n");
+    fprintf(
+        fp,
+        "Usage: outboxctl [OPTIONS] COMMAND [ARGS]\n"
+        "\n"
+        "Commands:\n"
+        "  migrate                     apply pending schema migrations (safe to run concurrently)\n"
+        "  status [--json]             pending count, oldest pending age, per-topic counts,\n"
+        "                              dead letters, and which relay worker holds which lanes\n"
+        "  dlq list [--limit N] [--topic T] [--key K]\n"
+        "                              list dead letters, oldest first\n"
+        "  dlq show ID                 one dead letter with its error history (JSON)\n"
+        "  dlq requeue ID|--all        put dead letters back at the head of their key\n"
+        "  dlq purge ID|--all|--older-than DURATION\n"
+        "                              delete dead letters for good\n"
+        "  replay [--sink URL] [--topic T] [--count N]\n"
+        "                              re-publish already delivered events from a Redis stream "
+        "with\n"
+        "                              the same message ids, so consumers' duplicate handling "
+        "shows\n"
+        "  config-doc                  print the configuration reference (Markdown)\n"
+        "\n"
+        "Options (environment variables in brackets):\n");
     outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_LOG);
     fprintf(fp, "\nExit codes: 0 ok, 1 failed, 2 usage error, 3 not found.\n");
 }
@@ -64,7 +67,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(outbox_store_t *, const outbox_conf_t *, int, char **);
-    } cmds[] = {{"migrate", ctl_migrate}, {"status", ctl_status}, {"dlq", ctl_dlq}, {"replay", ctl_replay}};
+    } cmds[] = {
+        {"migrate", ctl_migrate}, {"status", ctl_status}, {"dlq", ctl_dlq}, {"replay", ctl_replay}};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name))
             continue;

@@ -40,7 +40,9 @@ int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
     else
         snprintf(url, sizeof(url), "%s", sink);
     if (strncmp(url, "redis://", 8)) {
-        fprintf(stderr, "outboxctl: replay reads Redis streams: --sink must be redis://[:password@]host:port%s\n",
+        fprintf(stderr,
+                "outboxctl: replay reads Redis streams: --sink must be "
+                "redis://[:password@]host:port%s\n",
                 strncmp(url, "redis+pubsub:", 13) ? "" : " (Pub/Sub keeps no history to replay)");
         return 2;
     }
@@ -59,7 +61,8 @@ int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
     }
     redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", topic, count);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        fprintf(stderr, "outboxctl: reading stream %s: %s\n", topic, r && r->str ? r->str : rc->errstr);
+        fprintf(stderr, "outboxctl: reading stream %s: %s\n", topic,
+                r && r->str ? r->str : rc->errstr);
         if (r)
             freeReplyObject(r);
         redisFree(rc);
@@ -98,7 +101,7 @@ int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
     }
     freeReplyObject(r);
     redisFree(rc);
-    printf("replayed %d message%s to stream %s (same message ids: consumers should skip them)\n", replayed,
-           replayed == 1 ? "" : "s", topic);
+    printf("replayed %d message%s to stream %s (same message ids: consumers should skip them)\n",
+           replayed, replayed == 1 ? "" : "s", topic);
     return 0;
 }

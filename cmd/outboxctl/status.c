@@ -18,7 +18,8 @@ int ctl_migrate(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **a
     outbox_err_t e = s->ops->migrate(s, &applied, err, sizeof(err));
     if (e)
         return ctl_fail(e, "migrate", err);
-    printf("migrations applied: %d (schema up to date; outbox table \"%s\")\n", applied, s->cfg.table);
+    printf("migrations applied: %d (schema up to date; outbox table \"%s\")\n", applied,
+           s->cfg.table);
     return 0;
 }
 
@@ -45,8 +46,8 @@ static void print_topic(void *arg, const outbox_topic_stats_t *t)
     if (o->json) {
         printf("%s{\"topic\":\"", o->n ? "," : "");
         json_str(t->topic);
-        printf("\",\"pending\":%lld,\"retrying\":%lld,\"oldest_pending_age_seconds\":%.3f}", t->pending, t->retrying,
-               t->oldest_age_s);
+        printf("\",\"pending\":%lld,\"retrying\":%lld,\"oldest_pending_age_seconds\":%.3f}",
+               t->pending, t->retrying, t->oldest_age_s);
     } else {
         printf("%-32s %10lld %10lld %12.3f\n", t->topic, t->pending, t->retrying, t->oldest_age_s);
     }
@@ -69,7 +70,8 @@ static void add_holder(void *arg, const outbox_lane_holder_t *h)
             outbox__buf_printf(&o->json, "\\%c", *p);
         else if ((unsigned char)*p >= 0x20)
             outbox__buf_add(&o->json, p, 1);
-    outbox__buf_printf(&o->json, "\",\"pid\":%d,\"count\":%d,\"lanes\":[%s]}", h->pid, h->count, h->lanes);
+    outbox__buf_printf(&o->json, "\",\"pid\":%d,\"count\":%d,\"lanes\":[%s]}", h->pid, h->count,
+                       h->lanes);
     o->n++;
     o->held += h->count;
 }
@@ -90,15 +92,17 @@ int ctl_status(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
         return ctl_fail(e, "status (did you run 'outboxctl migrate'?)", err);
     status_out_t o = {.json = json};
     if (json)
-        printf("{\"table\":\"%s\",\"pending\":%lld,\"oldest_pending_age_seconds\":%.3f,\"retrying\":%lld,"
+        printf("{\"table\":\"%s\",\"pending\":%lld,\"oldest_pending_age_seconds\":%.3f,"
+               "\"retrying\":%lld,"
                "\"dead_letters\":%lld,\"processed\":%lld,\"topics\":[",
                s->cfg.table, st.pending, st.oldest_age_s, st.retrying, st.dead, st.processed);
     else
-        printf("outbox table:         %s\npending events:       %lld\noldest pending age:   %.3fs\n"
-               "retrying:             %lld\ndead letters:         %lld\nprocessed (kept):     %lld\n"
-               "\n%-32s %10s %10s %12s\n",
-               s->cfg.table, st.pending, st.oldest_age_s, st.retrying, st.dead, st.processed, "TOPIC", "PENDING",
-               "RETRYING", "OLDEST(s)");
+        printf(
+            "outbox table:         %s\npending events:       %lld\noldest pending age:   %.3fs\n"
+            "retrying:             %lld\ndead letters:         %lld\nprocessed (kept):     %lld\n"
+            "\n%-32s %10s %10s %12s\n",
+            s->cfg.table, st.pending, st.oldest_age_s, st.retrying, st.dead, st.processed, "TOPIC",
+            "PENDING", "RETRYING", "OLDEST(s)");
     if ((e = s->ops->topic_stats(s, print_topic, &o, err, sizeof(err))))
         return ctl_fail(e, "status", err);
     if (!json && !o.n)
@@ -114,8 +118,9 @@ int ctl_status(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **ar
     if (!e && json)
         printf("%s]}\n", h.json.p ? h.json.p : "");
     else if (!e)
-        printf("lanes held: %d of %d\n%-48s %8s %6s  %s\n%s%s", h.held, OUTBOX_LANES, "HOLDER", "PID", "LANES", "LIST",
-               h.text.p ? h.text.p : "", h.n ? "" : "(no relay is running)\n");
+        printf("lanes held: %d of %d\n%-48s %8s %6s  %s\n%s%s", h.held, OUTBOX_LANES, "HOLDER",
+               "PID", "LANES", "LIST", h.text.p ? h.text.p : "",
+               h.n ? "" : "(no relay is running)\n");
     free(h.text.p);
     free(h.json.p);
     if (e)

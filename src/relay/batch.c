@@ -42,12 +42,12 @@ typedef enum {
 
 typedef struct batch_s {
     outbox_worker_t *w;
-    int64_t t0, deadline;        /* the transaction's start and its bound */
+    int64_t t0, deadline; /* the transaction's start and its bound */
     outbox_batch_t claimed;
     ev_state_t *state;
-    outbox_pub_result_t *res;    /* per event */
-    outbox__keyset_t stopped;    /* keys that sent nothing more in this batch */
-    outbox_msg_t *round;         /* scratch for one publish call */
+    outbox_pub_result_t *res; /* per event */
+    outbox__keyset_t stopped; /* keys that sent nothing more in this batch */
+    outbox_msg_t *round;      /* scratch for one publish call */
     outbox_pub_result_t *round_res;
     size_t *round_idx;
     int broker_down;
@@ -68,7 +68,8 @@ static int claim(batch_t *b)
     outbox_worker_t *w = b->w;
     outbox_store_t *s = w->store;
     if (s->ops->begin(s, b->err, sizeof(b->err)) ||
-        s->ops->claim(s, w->lanes, w->nlanes, w->relay->o.batch_size, &b->claimed, b->err, sizeof(b->err)))
+        s->ops->claim(s, w->lanes, w->nlanes, w->relay->o.batch_size, &b->claimed, b->err,
+                      sizeof(b->err)))
         return -1;
     size_t n = b->claimed.n;
     if (!n)
@@ -212,12 +213,14 @@ static outbox_err_t settle_failed(batch_t *b, size_t i)
     outbox__metrics_count(w, OUTBOX_M_FAILED, m->topic, 1);
     if (res->err == OUTBOX_ERR_REJECTED || attempt >= o->max_attempts) {
         const char *reason = res->err == OUTBOX_ERR_REJECTED ? "rejected" : "max_attempts";
-        outbox_err_t err = s->ops->dead_letter(s, m->seq, reason, res->errstr, o->park, b->err, sizeof(b->err));
+        outbox_err_t err =
+            s->ops->dead_letter(s, m->seq, reason, res->errstr, o->park, b->err, sizeof(b->err));
         outbox__metrics_count(w, OUTBOX_M_DEAD, m->topic, 1);
         char att[16];
         snprintf(att, sizeof(att), "%d", attempt);
-        outbox__log(OUTBOX_LOG_WARN, COMPONENT, "dead_lettered", res->errstr, "worker", w->name, "event_id", m->id,
-                    "topic", m->topic, "key", m->key, "attempts", att, "reason", reason, NULL);
+        outbox__log(OUTBOX_LOG_WARN, COMPONENT, "dead_lettered", res->errstr, "worker", w->name,
+                    "event_id", m->id, "topic", m->topic, "key", m->key, "attempts", att, "reason",
+                    reason, NULL);
         return err;
     }
     int64_t delay = outbox__backoff_ms(attempt, o->backoff_base_ms, o->backoff_max_ms);
@@ -232,8 +235,8 @@ static outbox_err_t settle_failed(batch_t *b, size_t i)
         char att[16], d[24];
         snprintf(att, sizeof(att), "%d", attempt);
         snprintf(d, sizeof(d), "%lld", (long long)delay);
-        outbox__log(OUTBOX_LOG_DEBUG, COMPONENT, "publish_retry", res->errstr, "worker", w->name, "event_id", m->id,
-                    "attempt", att, "delay_ms", d, NULL);
+        outbox__log(OUTBOX_LOG_DEBUG, COMPONENT, "publish_retry", res->errstr, "worker", w->name,
+                    "event_id", m->id, "attempt", att, "delay_ms", d, NULL);
     }
     return err;
 }
@@ -245,7 +248,8 @@ static int settle(batch_t *b)
     outbox_relay_t *r = w->relay;
     outbox_store_t *s = w->store;
     if (r->o.fault_ack_delay_ms > 0)
-        outbox__sleep_ms(r->o.fault_ack_delay_ms, NULL); /* testing: published, not yet acknowledged */
+        outbox__sleep_ms(r->o.fault_ack_delay_ms,
+                         NULL); /* testing: published, not yet acknowledged */
     size_t n = b->claimed.n, nacked = 0;
     int64_t *acked = calloc(n, sizeof(*acked));
     if (!acked) {
@@ -267,9 +271,10 @@ static int settle(batch_t *b)
          * events are published again (at least once). */
         char ms[24];
         snprintf(ms, sizeof(ms), "%lld", (long long)(outbox__now_ms() - b->t0));
-        outbox__log(OUTBOX_LOG_WARN, COMPONENT, "batch_timeout",
-                    "batch exceeded publish_timeout: rolled back, its events will be published again", "worker",
-                    w->name, "ms", ms, NULL);
+        outbox__log(
+            OUTBOX_LOG_WARN, COMPONENT, "batch_timeout",
+            "batch exceeded publish_timeout: rolled back, its events will be published again",
+            "worker", w->name, "ms", ms, NULL);
         s->ops->rollback(s);
         return 0;
     }
@@ -294,12 +299,14 @@ static void note_broker_down(batch_t *b)
         w->sink_attempt = 0;
         if (atomic_fetch_add(&r->broker_down, 1) == 0)
             outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "broker_down",
-                        "broker unreachable: claiming stopped, probing with backoff; writes keep being accepted "
+                        "broker unreachable: claiming stopped, probing with backoff; writes keep "
+                        "being accepted "
                         "into the outbox",
                         "worker", w->name, "error", b->err, NULL);
     }
     w->next_probe_ms =
-        outbox__now_ms() + outbox__backoff_ms(++w->sink_attempt, r->o.backoff_base_ms, r->o.probe_max_ms);
+        outbox__now_ms() +
+        outbox__backoff_ms(++w->sink_attempt, r->o.backoff_base_ms, r->o.probe_max_ms);
 }
 
 static void batch_term(batch_t *b)
@@ -352,8 +359,8 @@ int outbox__relay_batch(outbox_worker_t *w)
     snprintf(cnt, sizeof(cnt), "%d", nacked);
     snprintf(fl, sizeof(fl), "%d", (int)n - nacked);
     snprintf(mss, sizeof(mss), "%lld", (long long)ms);
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "batch_published", "published batch", "worker", w->name, "published", cnt,
-                "not_published", fl, "ms", mss, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "batch_published", "published batch", "worker", w->name,
+                "published", cnt, "not_published", fl, "ms", mss, NULL);
     if (b.broker_down) {
         note_broker_down(&b);
         return -2;

@@ -49,8 +49,8 @@ int outbox__relay_rebalance(outbox_worker_t *w)
         char lanes[16], live_s[16];
         snprintf(lanes, sizeof(lanes), "%d", w->nlanes);
         snprintf(live_s, sizeof(live_s), "%d", live);
-        outbox__log(OUTBOX_LOG_INFO, "relay", "lanes_changed", "lane ownership changed", "worker", w->name, "lanes",
-                    lanes, "live_workers", live_s, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "relay", "lanes_changed", "lane ownership changed", "worker",
+                    w->name, "lanes", lanes, "live_workers", live_s, NULL);
     }
     return 0;
 fail:

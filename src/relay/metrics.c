@@ -20,13 +20,13 @@
 #include "relay/relay_int.h"
 
 static const double buckets[OUTBOX_BATCH_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                      0.25,  0.5,   1,    2.5,   5,    10};
+                                                     0.25,  0.5,   1,    2.5,   5,    10};
 
 struct outbox_metrics_s {
     outbox_relay_t *relay;
     struct MHD_Daemon *daemon;
-    char addr[64];             /* where it listens */
-    pthread_mutex_t db_lock;   /* the scrape's own store session; no worker takes it */
+    char addr[64];           /* where it listens */
+    pthread_mutex_t db_lock; /* the scrape's own store session; no worker takes it */
     outbox_store_t *store;
 };
 
@@ -47,7 +47,8 @@ void outbox__metrics_count(outbox_worker_t *w, int what, const char *topic, uint
             return;
         }
         snprintf(m->topics[i].topic, sizeof(m->topics[i].topic), "%s", topic);
-        atomic_store_explicit(&m->ntopics, nt + 1, memory_order_release); /* publish the filled slot */
+        atomic_store_explicit(&m->ntopics, nt + 1,
+                              memory_order_release); /* publish the filled slot */
     }
     atomic_fetch_add_explicit(&m->topics[i].v[what], n, memory_order_relaxed);
 }
@@ -88,7 +89,8 @@ static int db_gauges(struct outbox_metrics_s *m, outbox_store_stats_t *st)
     int ok = 0;
     pthread_mutex_lock(&m->db_lock);
     if (!m->store) {
-        outbox_store_cfg_t cfg = {.url = r->o.database_url, .table = r->o.table, .appname = "outbox-relay metrics"};
+        outbox_store_cfg_t cfg = {
+            .url = r->o.database_url, .table = r->o.table, .appname = "outbox-relay metrics"};
         m->store = outbox__store_open(&cfg, err, sizeof(err));
     }
     if (m->store && m->store->ops->stats(m->store, st, err, sizeof(err)) == OUTBOX_OK) {
@@ -110,7 +112,8 @@ static int broker_up(const outbox_relay_t *r)
 }
 
 /* One counter family summed over workers, a series per topic. */
-static void render_counter(outbox__buf_t *b, const outbox_relay_t *r, int what, const char *name, const char *help)
+static void render_counter(outbox__buf_t *b, const outbox_relay_t *r, int what, const char *name,
+                           const char *help)
 {
     outbox__buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     /* Topics in first-seen order across workers; each summed once. */
@@ -153,10 +156,12 @@ static void render(struct outbox_metrics_s *m, outbox__buf_t *b)
     outbox_relay_t *r = m->relay;
     render_counter(b, r, OUTBOX_M_PUBLISHED, "outbox_events_published_total",
                    "Events confirmed by the broker and acknowledged.");
-    render_counter(b, r, OUTBOX_M_FAILED, "outbox_events_failed_total", "Publish attempts that failed.");
+    render_counter(b, r, OUTBOX_M_FAILED, "outbox_events_failed_total",
+                   "Publish attempts that failed.");
     render_counter(b, r, OUTBOX_M_RETRIED, "outbox_events_retried_total",
                    "Failed events scheduled for another attempt.");
-    render_counter(b, r, OUTBOX_M_DEAD, "outbox_events_dead_lettered_total", "Events moved to the dead-letter table.");
+    render_counter(b, r, OUTBOX_M_DEAD, "outbox_events_dead_lettered_total",
+                   "Events moved to the dead-letter table.");
 
     uint64_t bc[OUTBOX_BATCH_BUCKETS] = {0}, count = 0, us = 0;
     for (int wi = 0; wi < r->nworkers; wi++) {
@@ -166,43 +171,59 @@ static void render(struct outbox_metrics_s *m, outbox__buf_t *b)
         count += atomic_load_explicit(&wm->batches, memory_order_relaxed);
         us += atomic_load_explicit(&wm->batch_us, memory_order_relaxed);
     }
-    outbox__buf_printf(b, "# HELP outbox_batch_duration_seconds Claim-publish-acknowledge time of non-empty batches.\n"
+    outbox__buf_printf(b, "# HELP outbox_batch_duration_seconds Claim-publish-acknowledge time of "
+                          "non-empty batches.\n"
                           "# TYPE outbox_batch_duration_seconds histogram\n");
     for (int i = 0; i < OUTBOX_BATCH_BUCKETS; i++)
         outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
                            (unsigned long long)bc[i]);
-    outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)count);
+    outbox__buf_printf(b, "outbox_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                       (unsigned long long)count);
     outbox__buf_printf(b, "outbox_batch_duration_seconds_sum %.6f\n", (double)us / 1e6);
     outbox__buf_printf(b, "outbox_batch_duration_seconds_count %llu\n", (unsigned long long)count);
 
     /* Database gauges: queried outside any lock a worker takes. */
     outbox_store_stats_t st = {0};
     int up = db_gauges(m, &st);
-    outbox__buf_printf(b, "# HELP outbox_database_up 1 if the metrics endpoint reached the database.\n"
-                          "# TYPE outbox_database_up gauge\noutbox_database_up %d\n", up);
+    outbox__buf_printf(b,
+                       "# HELP outbox_database_up 1 if the metrics endpoint reached the database.\n"
+                       "# TYPE outbox_database_up gauge\noutbox_database_up %d\n",
+                       up);
     if (up) {
-        outbox__buf_printf(b, "# HELP outbox_pending_events Events in the outbox not yet published.\n"
-                              "# TYPE outbox_pending_events gauge\noutbox_pending_events %lld\n", st.pending);
-        outbox__buf_printf(b, "# HELP outbox_oldest_pending_age_seconds Age of the oldest unpublished event (lag).\n"
-                              "# TYPE outbox_oldest_pending_age_seconds gauge\noutbox_oldest_pending_age_seconds %.3f\n",
-                           st.oldest_age_s);
-        outbox__buf_printf(b, "# HELP outbox_dead_letters Events in the dead-letter table.\n"
-                              "# TYPE outbox_dead_letters gauge\noutbox_dead_letters %lld\n", st.dead);
+        outbox__buf_printf(b,
+                           "# HELP outbox_pending_events Events in the outbox not yet published.\n"
+                           "# TYPE outbox_pending_events gauge\noutbox_pending_events %lld\n",
+                           st.pending);
+        outbox__buf_printf(
+            b,
+            "# HELP outbox_oldest_pending_age_seconds Age of the oldest unpublished event (lag).\n"
+            "# TYPE outbox_oldest_pending_age_seconds gauge\noutbox_oldest_pending_age_seconds "
+            "%.3f\n",
+            st.oldest_age_s);
+        outbox__buf_printf(b,
+                           "# HELP outbox_dead_letters Events in the dead-letter table.\n"
+                           "# TYPE outbox_dead_letters gauge\noutbox_dead_letters %lld\n",
+                           st.dead);
         if (r->o.ack_mode == OUTBOX_ACK_MARK)
-            outbox__buf_printf(b, "# HELP outbox_processed_events Acknowledged rows kept (ack_mode=mark).\n"
-                                  "# TYPE outbox_processed_events gauge\noutbox_processed_events %lld\n",
-                               st.processed);
+            outbox__buf_printf(
+                b,
+                "# HELP outbox_processed_events Acknowledged rows kept (ack_mode=mark).\n"
+                "# TYPE outbox_processed_events gauge\noutbox_processed_events %lld\n",
+                st.processed);
     }
-    outbox__buf_printf(b, "# HELP outbox_worker_lanes Lanes held by each worker.\n# TYPE outbox_worker_lanes gauge\n");
+    outbox__buf_printf(b, "# HELP outbox_worker_lanes Lanes held by each worker.\n# TYPE "
+                          "outbox_worker_lanes gauge\n");
     for (int i = 0; i < r->nworkers; i++)
         outbox__buf_printf(b, "outbox_worker_lanes{worker=\"%s\"} %d\n", r->workers[i].name,
                            atomic_load(&r->workers[i].lanes_held));
-    outbox__buf_printf(b, "# HELP outbox_broker_up 0 while a worker finds the broker unreachable.\n"
-                          "# TYPE outbox_broker_up gauge\noutbox_broker_up %d\n", broker_up(r));
+    outbox__buf_printf(b,
+                       "# HELP outbox_broker_up 0 while a worker finds the broker unreachable.\n"
+                       "# TYPE outbox_broker_up gauge\noutbox_broker_up %d\n",
+                       broker_up(r));
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body,
-                             size_t len, int take)
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                             char *body, size_t len, int take)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         len, body, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
@@ -214,8 +235,9 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
     return ret;
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                               const char *version, const char *upload, size_t *upload_size, void **ctx)
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **ctx)
 {
     struct outbox_metrics_s *m = cls;
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
@@ -257,21 +279,23 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_in *sa, int port)
 {
     sa->sin_port = htons((uint16_t)port);
-    return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, handler,
-                            m, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
+                            NULL, NULL, handler, m, MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 }
 
 /* How many ports after the default one a relay tries when it is taken, so
  * several relays on one host work out of the box. */
 #define METRICS_PORT_TRIES 32
 
-struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, int explicit_addr,
-                                               char *errstr, size_t errstr_size)
+struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr,
+                                               int explicit_addr, char *errstr, size_t errstr_size)
 {
     char host[128];
     const char *colon = strrchr(addr, ':');
     if (!colon || colon == addr || !colon[1]) {
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "metrics_addr \"%s\" must be host:port", addr);
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "metrics_addr \"%s\" must be host:port",
+                    addr);
         return NULL;
     }
     snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
@@ -280,7 +304,8 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     if (port < 0 || port > 65535 ||
         inet_pton(AF_INET, !strcmp(host, "localhost") ? "127.0.0.1" : host, &sa.sin_addr) != 1) {
         outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                    "metrics_addr \"%s\": need an IPv4 address and port, e.g. 127.0.0.1:9464", addr);
+                    "metrics_addr \"%s\": need an IPv4 address and port, e.g. 127.0.0.1:9464",
+                    addr);
         return NULL;
     }
     struct outbox_metrics_s *m = calloc(1, sizeof(*m));
@@ -296,24 +321,28 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     for (int i = 0; i < tries && !m->daemon && p <= 65535; i++, p++)
         m->daemon = listen_on(m, &sa, p);
     if (!m->daemon) {
-        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                    explicit_addr ? "cannot listen on metrics_addr %s (in use? choose another OUTBOX_METRICS_ADDR, "
-                                    "or \"off\")"
-                                  : "cannot listen on metrics_addr %s nor the next ports (set OUTBOX_METRICS_ADDR, "
-                                    "or \"off\")",
-                    addr);
+        outbox__err(
+            OUTBOX_ERR_IO, errstr, errstr_size,
+            explicit_addr
+                ? "cannot listen on metrics_addr %s (in use? choose another OUTBOX_METRICS_ADDR, "
+                  "or \"off\")"
+                : "cannot listen on metrics_addr %s nor the next ports (set OUTBOX_METRICS_ADDR, "
+                  "or \"off\")",
+            addr);
         pthread_mutex_destroy(&m->db_lock);
         free(m);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    snprintf(m->addr, sizeof(m->addr), "%s:%u", host, info ? (unsigned)info->port : (unsigned)(p - 1));
+    snprintf(m->addr, sizeof(m->addr), "%s:%u", host,
+             info ? (unsigned)info->port : (unsigned)(p - 1));
     if (p - 1 != port && port != 0)
-        outbox__log(OUTBOX_LOG_WARN, "relay", "metrics_port_moved",
-                    "default metrics port taken (another relay on this host?): using the next free one", "wanted",
-                    addr, "addr", m->addr, NULL);
-    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening", "serving /metrics /healthz /readyz", "addr", m->addr,
-                NULL);
+        outbox__log(
+            OUTBOX_LOG_WARN, "relay", "metrics_port_moved",
+            "default metrics port taken (another relay on this host?): using the next free one",
+            "wanted", addr, "addr", m->addr, NULL);
+    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening", "serving /metrics /healthz /readyz",
+                "addr", m->addr, NULL);
     return m;
 }
 

@@ -75,8 +75,8 @@ static int open_session(outbox_worker_t *w)
     if (w->db_down) {
         w->db_down = 0;
         if (atomic_fetch_sub(&r->db_down, 1) == 1)
-            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "db_up", "database connection restored", "worker", w->name,
-                        NULL);
+            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "db_up", "database connection restored",
+                        "worker", w->name, NULL);
     }
     return 0;
 }
@@ -120,8 +120,8 @@ static void maintenance(outbox_worker_t *w)
             continue;
         char rows[24];
         snprintf(rows, sizeof(rows), "%lld", done[i].n);
-        outbox__log(OUTBOX_LOG_INFO, COMPONENT, i == 3 ? "parked" : "purged", done[i].what, "worker", w->name, "rows",
-                    rows, NULL);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, i == 3 ? "parked" : "purged", done[i].what,
+                    "worker", w->name, "rows", rows, NULL);
     }
 }
 
@@ -148,14 +148,15 @@ static int broker_still_down(outbox_worker_t *w, int64_t now)
         return 1;
     }
     if (w->sink->ops->ping(w->sink, err, sizeof(err)) != OUTBOX_OK) {
-        w->next_probe_ms = outbox__now_ms() + outbox__backoff_ms(++w->sink_attempt, r->o.backoff_base_ms,
-                                                                  r->o.probe_max_ms);
+        w->next_probe_ms =
+            outbox__now_ms() +
+            outbox__backoff_ms(++w->sink_attempt, r->o.backoff_base_ms, r->o.probe_max_ms);
         return 1;
     }
     atomic_store(&w->sink_down, 0);
     if (atomic_fetch_sub(&r->broker_down, 1) == 1)
-        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "broker reachable again; resuming", "worker", w->name,
-                    NULL);
+        outbox__log(OUTBOX_LOG_INFO, COMPONENT, "broker_up", "broker reachable again; resuming",
+                    "worker", w->name, NULL);
     return 0;
 }
 
@@ -185,7 +186,8 @@ static void *worker_main(void *arg)
     int64_t start_ms = outbox__now_ms();
     char err[512];
 
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "worker_started", "worker started", "worker", w->name, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "worker_started", "worker started", "worker", w->name,
+                NULL);
     w->sink = open_sink(w, err, sizeof(err));
     if (!w->sink) {
         outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "sink_failed", err, "worker", w->name, NULL);
@@ -197,8 +199,9 @@ static void *worker_main(void *arg)
 
     while (!r->stop) {
         if (!w->store && open_session(w)) {
-            wait_for_work(w, outbox__backoff_ms(++w->db_attempt, o->backoff_base_ms,
-                                                o->backoff_max_ms > 5000 ? 5000 : o->backoff_max_ms));
+            wait_for_work(w,
+                          outbox__backoff_ms(++w->db_attempt, o->backoff_base_ms,
+                                             o->backoff_max_ms > 5000 ? 5000 : o->backoff_max_ms));
             continue;
         }
         /* Wait for this relay's own workers to register (up to 2s) so the
@@ -233,7 +236,8 @@ static void *worker_main(void *arg)
     }
     outbox__sink_destroy(w->sink);
     w->sink = NULL;
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "worker_stopped", "worker stopped", "worker", w->name, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "worker_stopped", "worker stopped", "worker", w->name,
+                NULL);
     atomic_fetch_sub(&r->running, 1);
     return NULL;
 }
@@ -242,7 +246,8 @@ static void *worker_main(void *arg)
 /* Public API                                                                */
 
 /* Resolves the configuration into typed fields, once. */
-static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, char *errstr, size_t errstr_size)
+static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, char *errstr,
+                                 size_t errstr_size)
 {
     outbox_relay_opts_t *o = &r->o;
     o->workers = (int)outbox__conf_int(conf, "workers");
@@ -250,7 +255,8 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     o->max_attempts = (int)outbox__conf_int(conf, "max_attempts");
     o->notify = outbox__conf_bool(conf, "notify");
     o->park = !strcmp(outbox__conf_str(conf, "dlq_mode"), "park");
-    o->ack_mode = !strcmp(outbox__conf_str(conf, "ack_mode"), "mark") ? OUTBOX_ACK_MARK : OUTBOX_ACK_DELETE;
+    o->ack_mode =
+        !strcmp(outbox__conf_str(conf, "ack_mode"), "mark") ? OUTBOX_ACK_MARK : OUTBOX_ACK_DELETE;
     o->poll_ms = outbox__conf_ms(conf, "poll_interval");
     o->publish_timeout_ms = outbox__conf_ms(conf, "publish_timeout");
     o->backoff_base_ms = outbox__conf_ms(conf, "backoff_base");
@@ -260,7 +266,8 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     o->maintenance_ms = outbox__conf_ms(conf, "maintenance_interval");
     o->maint.dlq_retention_ms = outbox__conf_ms(conf, "dlq_retention");
     o->maint.inbox_retention_ms = outbox__conf_ms(conf, "inbox_retention");
-    o->maint.processed_retention_ms = o->ack_mode == OUTBOX_ACK_MARK ? outbox__conf_ms(conf, "processed_retention") : 0;
+    o->maint.processed_retention_ms =
+        o->ack_mode == OUTBOX_ACK_MARK ? outbox__conf_ms(conf, "processed_retention") : 0;
     o->maint.park = o->park;
     o->database_url = outbox__conf_database_url(conf);
     o->table = outbox__conf_str(conf, "outbox_table");
@@ -269,11 +276,13 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     if (!*o->fault_poison_type)
         o->fault_poison_type = NULL;
     if (!outbox__store_table_valid(o->table))
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "outbox_table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)",
-                           o->table);
+        return outbox__err(
+            OUTBOX_ERR_CONFIG, errstr, errstr_size,
+            "outbox_table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)",
+            o->table);
     if (!outbox__store_supported(o->database_url))
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "database_url: no store serves it");
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "database_url: no store serves it");
     const char *rate = outbox__conf_str(conf, "fault_publish_fail_rate");
     char *end;
     o->fault_fail_rate = strtod(rate, &end);
@@ -298,12 +307,14 @@ outbox_relay_t *outbox_relay_new(outbox_conf_t *conf, char *errstr, size_t errst
     if (sink[0])
         snprintf(r->sink_url, sizeof(r->sink_url), "%s", sink);
     else
-        snprintf(r->sink_url, sizeof(r->sink_url), "redis://%s", outbox__conf_str(conf, "redis_addr"));
+        snprintf(r->sink_url, sizeof(r->sink_url), "redis://%s",
+                 outbox__conf_str(conf, "redis_addr"));
     if (!outbox__sink_supported(r->sink_url)) {
         char shown[256];
         outbox__redact_url(r->sink_url, shown, sizeof(shown));
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "sink \"%s\": unsupported URL scheme (supported: %s)",
-                    shown, outbox__sink_schemes());
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                    "sink \"%s\": unsupported URL scheme (supported: %s)", shown,
+                    outbox__sink_schemes());
         free(r);
         return NULL;
     }
@@ -320,7 +331,8 @@ outbox_relay_t *outbox_relay_new(outbox_conf_t *conf, char *errstr, size_t errst
     r->nworkers = r->o.workers;
     r->workers = calloc((size_t)r->nworkers, sizeof(*r->workers));
     if (!r->workers || pipe(r->stop_pipe)) {
-        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot allocate relay: %s", strerror(errno));
+        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "cannot allocate relay: %s",
+                    strerror(errno));
         free(r->workers);
         free(r);
         return NULL;
@@ -353,11 +365,12 @@ void outbox__relay_set_sink_ops(outbox_relay_t *r, const outbox_sink_ops_t *ops)
 outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_size)
 {
     if (!r || r->started)
-        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "relay is NULL or already started");
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "relay is NULL or already started");
     const char *maddr = outbox__conf_str(r->conf, "metrics_addr");
     if (maddr[0] && strcmp(maddr, "off")) {
-        r->metrics = outbox__metrics_start(r, maddr, outbox__conf_is_set(r->conf, "metrics_addr"), errstr,
-                                           errstr_size);
+        r->metrics = outbox__metrics_start(r, maddr, outbox__conf_is_set(r->conf, "metrics_addr"),
+                                           errstr, errstr_size);
         if (!r->metrics)
             return OUTBOX_ERR_IO;
     }
@@ -369,8 +382,8 @@ outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_s
         snprintf(q, sizeof(shown) - (size_t)(q - shown), "?...");
     char nw[16];
     snprintf(nw, sizeof(nw), "%d", r->nworkers);
-    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "relay_started", "Outbox worker started", "relay", r->name,
-                "workers", nw, "sink", shown, NULL);
+    outbox__log(OUTBOX_LOG_INFO, COMPONENT, "relay_started", "Outbox worker started", "relay",
+                r->name, "workers", nw, "sink", shown, NULL);
     for (int i = 0; i < r->nworkers; i++) {
         atomic_fetch_add(&r->running, 1);
         if (pthread_create(&r->workers[i].thread, NULL, worker_main, &r->workers[i])) {
@@ -434,7 +447,8 @@ int outbox_relay_worker_count(const outbox_relay_t *r)
     return r ? r->nworkers : 0;
 }
 
-outbox_err_t outbox_relay_worker_stats(const outbox_relay_t *r, int worker, outbox_worker_stats_t *out)
+outbox_err_t outbox_relay_worker_stats(const outbox_relay_t *r, int worker,
+                                       outbox_worker_stats_t *out)
 {
     if (!r || !out || worker < 0 || worker >= r->nworkers)
         return OUTBOX_ERR_INVALID_ARG;

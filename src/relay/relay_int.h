@@ -21,11 +21,11 @@ typedef struct outbox_relay_opts_s {
     outbox_ack_mode_t ack_mode;
     int64_t poll_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
     int64_t rebalance_ms, maintenance_ms;
-    outbox_maint_t maint;            /* retentions and park */
+    outbox_maint_t maint;             /* retentions and park */
     const char *database_url, *table; /* borrowed from the relay's conf */
     /* testing only */
     double fault_fail_rate;
-    const char *fault_poison_type;   /* NULL when unset */
+    const char *fault_poison_type; /* NULL when unset */
     int64_t fault_ack_delay_ms;
 } outbox_relay_opts_t;
 
@@ -46,19 +46,19 @@ typedef struct outbox_worker_metrics_s {
 
 typedef struct outbox_worker_s {
     outbox_relay_t *relay;
-    int idx;                 /* 0-based */
-    char name[32];           /* "worker-1" */
+    int idx;       /* 0-based */
+    char name[32]; /* "worker-1" */
     pthread_t thread;
     int thread_started;
-    outbox_store_t *store;   /* own session: lanes live and die with it */
+    outbox_store_t *store; /* own session: lanes live and die with it */
     outbox_sink_t *sink;
     int lanes[OUTBOX_LANES];
     int nlanes;
     int64_t next_rebalance_ms;
-    int db_down;             /* state, for log-once-per-change */
+    int db_down; /* state, for log-once-per-change */
     int db_attempt;
     int sink_attempt;
-    _Atomic int sink_down;   /* read by /metrics and /readyz */
+    _Atomic int sink_down; /* read by /metrics and /readyz */
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
@@ -70,7 +70,7 @@ typedef struct outbox_worker_s {
 struct outbox_relay_s {
     outbox_conf_t *conf;
     outbox_relay_opts_t o;
-    char name[128];          /* relay_name or host:pid */
+    char name[128]; /* relay_name or host:pid */
     char sink_url[1024];
     const outbox_sink_ops_t *sink_ops; /* testing: overrides the URL's sink (NULL: by URL) */
     int nworkers;
@@ -83,7 +83,7 @@ struct outbox_relay_s {
     _Atomic int db_down;
     int started;
     struct outbox_metrics_s *metrics; /* NULL when metrics_addr is off */
-    char fatal[512];         /* why the relay stopped by itself ("" if it did not) */
+    char fatal[512];                  /* why the relay stopped by itself ("" if it did not) */
 };
 
 /* ---- src/relay/batch.c ---- */
@@ -103,8 +103,8 @@ void outbox__relay_drop_session(outbox_worker_t *w, const char *err);
 
 /* ---- src/relay/metrics.c ---- */
 struct outbox_metrics_s;
-struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr, int explicit_addr,
-                                               char *errstr, size_t errstr_size);
+struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char *addr,
+                                               int explicit_addr, char *errstr, size_t errstr_size);
 void outbox__metrics_stop(struct outbox_metrics_s *m);
 /** Counts n events of topic for worker w (lock-free; the worker's own thread). */
 void outbox__metrics_count(outbox_worker_t *w, int what, const char *topic, uint64_t n);

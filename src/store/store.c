@@ -11,7 +11,8 @@ extern const outbox_store_ops_t outbox__store_pg_ops;
 extern const outbox_store_ops_t outbox__store_mem_ops;
 
 /* Most specific first: PostgreSQL takes any conninfo, so it comes last. */
-static const outbox_store_ops_t *const backends[] = {&outbox__store_mem_ops, &outbox__store_pg_ops, NULL};
+static const outbox_store_ops_t *const backends[] = {&outbox__store_mem_ops, &outbox__store_pg_ops,
+                                                     NULL};
 
 static const outbox_store_ops_t *find(const char *url)
 {
@@ -40,14 +41,16 @@ outbox_store_t *outbox__store_open(const outbox_store_cfg_t *cfg, char *errstr, 
 {
     const outbox_store_ops_t *ops = find(cfg->url);
     if (!ops) {
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "no store serves database URL \"%.16s...\"",
-                    cfg->url ? cfg->url : "");
+        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                    "no store serves database URL \"%.16s...\"", cfg->url ? cfg->url : "");
         return NULL;
     }
     const char *table = cfg->table && *cfg->table ? cfg->table : "outbox";
     if (!outbox__store_table_valid(table)) {
-        outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                    "outbox table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)", table);
+        outbox__err(
+            OUTBOX_ERR_CONFIG, errstr, errstr_size,
+            "outbox table \"%.60s\": use lower-case letters, digits and _ (at most 48 bytes)",
+            table);
         return NULL;
     }
     outbox_store_t *s = calloc(1, sizeof(*s));

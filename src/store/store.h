@@ -39,13 +39,13 @@ typedef enum {
 
 /** What a session is opened for. Strings are copied by outbox__store_open. */
 typedef struct outbox_store_cfg_s {
-    const char *url;            /**< DATABASE_URL, conninfo, or "mem:NAME" */
-    const char *table;          /**< outbox table ("outbox"); dead letters in <table>_dead_letter */
-    const char *appname;        /**< session label (PostgreSQL application_name) */
+    const char *url;     /**< DATABASE_URL, conninfo, or "mem:NAME" */
+    const char *table;   /**< outbox table ("outbox"); dead letters in <table>_dead_letter */
+    const char *appname; /**< session label (PostgreSQL application_name) */
     outbox_ack_mode_t ack_mode;
-    int64_t tx_timeout_ms;      /**< >0: the server ends any relay transaction step or idle
-                                     gap longer than this (backstop for the engine's bound) */
-    int listen;                 /**< subscribe to the wake-up hint (wait_for_work) */
+    int64_t tx_timeout_ms; /**< >0: the server ends any relay transaction step or idle
+                                gap longer than this (backstop for the engine's bound) */
+    int listen;            /**< subscribe to the wake-up hint (wait_for_work) */
 } outbox_store_cfg_t;
 
 /** A claimed batch. msgs[] and their strings are owned by the batch. */
@@ -57,10 +57,11 @@ typedef struct outbox_batch_s {
 
 /** Maintenance: what to purge and whether parked keys move (see maintain). */
 typedef struct outbox_maint_s {
-    int64_t dlq_retention_ms;       /**< 0: keep dead letters for ever */
-    int64_t inbox_retention_ms;     /**< 0: keep inbox records for ever */
-    int64_t processed_retention_ms; /**< mark mode: purge processed rows older than this (0: never) */
-    int park;                       /**< move pending events of dead-lettered keys to dead letters */
+    int64_t dlq_retention_ms;   /**< 0: keep dead letters for ever */
+    int64_t inbox_retention_ms; /**< 0: keep inbox records for ever */
+    int64_t
+        processed_retention_ms; /**< mark mode: purge processed rows older than this (0: never) */
+    int park;                   /**< move pending events of dead-lettered keys to dead letters */
 } outbox_maint_t;
 
 typedef struct outbox_maint_result_s {
@@ -69,11 +70,11 @@ typedef struct outbox_maint_result_s {
 
 /** Totals shown by outboxctl status and /metrics. */
 typedef struct outbox_store_stats_s {
-    long long pending;     /**< events not yet acknowledged */
-    long long retrying;    /**< pending events with at least one failed attempt */
-    long long dead;        /**< rows in the dead-letter table */
-    long long processed;   /**< mark mode: acknowledged rows kept */
-    double oldest_age_s;   /**< age of the oldest pending event (0 when none) */
+    long long pending;   /**< events not yet acknowledged */
+    long long retrying;  /**< pending events with at least one failed attempt */
+    long long dead;      /**< rows in the dead-letter table */
+    long long processed; /**< mark mode: acknowledged rows kept */
+    double oldest_age_s; /**< age of the oldest pending event (0 when none) */
 } outbox_store_stats_t;
 
 typedef struct outbox_topic_stats_s {
@@ -86,7 +87,7 @@ typedef struct outbox_lane_holder_s {
     const char *holder; /**< the session label of the worker holding the lanes */
     int pid;
     int count;
-    const char *lanes;  /**< "0,5,9" */
+    const char *lanes; /**< "0,5,9" */
 } outbox_lane_holder_t;
 
 typedef struct outbox_dead_letter_s {
@@ -117,20 +118,21 @@ typedef struct outbox_store_ops_s {
      * pending events in seq order; a key whose earlier event is not due yet
      * (retrying) or is in the dead-letter table is skipped whole.
      */
-    outbox_err_t (*claim)(outbox_store_t *s, const int *lanes, int nlanes, int limit, outbox_batch_t *b,
-                          char *errstr, size_t errstr_size);
+    outbox_err_t (*claim)(outbox_store_t *s, const int *lanes, int nlanes, int limit,
+                          outbox_batch_t *b, char *errstr, size_t errstr_size);
     /** Frees what claim put in b (b may be empty). This function can't fail. */
     void (*batch_term)(outbox_store_t *s, outbox_batch_t *b);
     /** Acknowledges (deletes or marks, per cfg.ack_mode) the events seqs[0..n). */
-    outbox_err_t (*ack)(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr, size_t errstr_size);
+    outbox_err_t (*ack)(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr,
+                        size_t errstr_size);
     /** Records a failed attempt: attempts+1, error kept in the history, due again
      *  delay_ms after the moment this call runs (not the transaction's start). */
     outbox_err_t (*retry_at)(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error,
                              char *errstr, size_t errstr_size);
     /** Moves the event to dead letters with reason ("max_attempts", "rejected");
      *  with park, the later pending events of its key follow it ("parked"). */
-    outbox_err_t (*dead_letter)(outbox_store_t *s, int64_t seq, const char *reason, const char *error,
-                                int park, char *errstr, size_t errstr_size);
+    outbox_err_t (*dead_letter)(outbox_store_t *s, int64_t seq, const char *reason,
+                                const char *error, int park, char *errstr, size_t errstr_size);
     /** Ends the batch. OUTBOX_ERR_DB: not committed, or the outcome is unknown
      *  (the connection broke during COMMIT): either way the events stay or
      *  become pending again and are published again (at least once). */
@@ -148,7 +150,8 @@ typedef struct outbox_store_ops_s {
     outbox_err_t (*free_lanes)(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
                                size_t errstr_size);
     /** Tries to take lane; *taken = 1 if this session holds it now. */
-    outbox_err_t (*take_lane)(outbox_store_t *s, int lane, int *taken, char *errstr, size_t errstr_size);
+    outbox_err_t (*take_lane)(outbox_store_t *s, int lane, int *taken, char *errstr,
+                              size_t errstr_size);
     outbox_err_t (*release_lane)(outbox_store_t *s, int lane, char *errstr, size_t errstr_size);
 
     /** Sleeps until the wake-up hint (an event was written), stop_fd readable,
@@ -156,32 +159,36 @@ typedef struct outbox_store_ops_s {
     void (*wait_for_work)(outbox_store_t *s, int stop_fd, int64_t timeout_ms);
 
     /* ---- maintenance and status (outside batches) ---- */
-    outbox_err_t (*maintain)(outbox_store_t *s, const outbox_maint_t *in, outbox_maint_result_t *out,
-                             char *errstr, size_t errstr_size);
-    outbox_err_t (*stats)(outbox_store_t *s, outbox_store_stats_t *out, char *errstr, size_t errstr_size);
+    outbox_err_t (*maintain)(outbox_store_t *s, const outbox_maint_t *in,
+                             outbox_maint_result_t *out, char *errstr, size_t errstr_size);
+    outbox_err_t (*stats)(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
+                          size_t errstr_size);
     /** Calls cb once per topic with pending events, by topic name. */
-    outbox_err_t (*topic_stats)(outbox_store_t *s, void (*cb)(void *arg, const outbox_topic_stats_t *t),
-                                void *arg, char *errstr, size_t errstr_size);
+    outbox_err_t (*topic_stats)(outbox_store_t *s,
+                                void (*cb)(void *arg, const outbox_topic_stats_t *t), void *arg,
+                                char *errstr, size_t errstr_size);
     /** Calls cb once per session holding lanes of this table. */
-    outbox_err_t (*lane_holders)(outbox_store_t *s, void (*cb)(void *arg, const outbox_lane_holder_t *h),
-                                 void *arg, char *errstr, size_t errstr_size);
+    outbox_err_t (*lane_holders)(outbox_store_t *s,
+                                 void (*cb)(void *arg, const outbox_lane_holder_t *h), void *arg,
+                                 char *errstr, size_t errstr_size);
 
     /* ---- dead letters (outboxctl dlq) ---- */
     /** Oldest first; topic/key NULL = any. */
     outbox_err_t (*dlq_list)(outbox_store_t *s, const char *topic, const char *key, int limit,
-                             void (*cb)(void *arg, const outbox_dead_letter_t *d), void *arg, char *errstr,
-                             size_t errstr_size);
+                             void (*cb)(void *arg, const outbox_dead_letter_t *d), void *arg,
+                             char *errstr, size_t errstr_size);
     /** The dead letter with its error history as pretty JSON (caller frees);
      *  OUTBOX_ERR_NOT_FOUND if there is none with that id. */
-    outbox_err_t (*dlq_show)(outbox_store_t *s, const char *id, char **json, char *errstr, size_t errstr_size);
+    outbox_err_t (*dlq_show)(outbox_store_t *s, const char *id, char **json, char *errstr,
+                             size_t errstr_size);
     /** Back into the outbox at the head of its key, attempts reset, due now,
      *  with its parked followers; id NULL = all. */
     outbox_err_t (*dlq_requeue)(outbox_store_t *s, const char *id, long long *n, char *errstr,
                                 size_t errstr_size);
     /** Deletes dead letters: the one with id, or (id NULL) those dead for at
      *  least older_than_ms (0 = all). */
-    outbox_err_t (*dlq_purge)(outbox_store_t *s, const char *id, int64_t older_than_ms, long long *n,
-                              char *errstr, size_t errstr_size);
+    outbox_err_t (*dlq_purge)(outbox_store_t *s, const char *id, int64_t older_than_ms,
+                              long long *n, char *errstr, size_t errstr_size);
 } outbox_store_ops_t;
 
 struct outbox_store_s {

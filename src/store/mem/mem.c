@@ -23,7 +23,7 @@ typedef struct row_s {
     int64_t next_attempt_ms; /* due at (outbox__now_ms clock) */
     int64_t processed_ms;
     char last_error[256];
-    void *locked_by;         /* the session that claimed it, or NULL */
+    void *locked_by; /* the session that claimed it, or NULL */
     /* dead letters */
     char reason[16];
     int64_t dead_ms;
@@ -32,14 +32,14 @@ typedef struct row_s {
 typedef struct mem_db_s {
     char name[64];
     pthread_mutex_t lock;
-    row_t *rows;             /* pending and processed, by seq */
+    row_t *rows; /* pending and processed, by seq */
     size_t n, cap;
     row_t *dead;
     size_t ndead, capdead;
     int64_t next_seq;
     void *lane_owner[OUTBOX_LANES];
-    int live;                /* registered sessions */
-    unsigned wake;           /* bumped by every enqueue and requeue */
+    int live;      /* registered sessions */
+    unsigned wake; /* bumped by every enqueue and requeue */
     int faults[OUTBOX_MEM_FAULT__COUNT];
     struct mem_db_s *next;
 } mem_db_t;
@@ -320,8 +320,8 @@ static int cmp_priority(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static outbox_err_t mem_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit, outbox_batch_t *b,
-                              char *errstr, size_t errstr_size)
+static outbox_err_t mem_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit,
+                              outbox_batch_t *b, char *errstr, size_t errstr_size)
 {
     mem_sess_t *m = SESS(s);
     mem_db_t *d = m->db;
@@ -332,7 +332,8 @@ static outbox_err_t mem_claim(outbox_store_t *s, const int *lanes, int nlanes, i
     pthread_mutex_lock(&d->lock);
     if (fault(d, OUTBOX_MEM_FAIL_CLAIM)) {
         pthread_mutex_unlock(&d->lock);
-        return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "claim failed: injected fault (mem store)");
+        return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size,
+                           "claim failed: injected fault (mem store)");
     }
     int64_t now = outbox__now_ms();
     row_t **pick = calloc(d->n + 1, sizeof(*pick));
@@ -346,8 +347,8 @@ static outbox_err_t mem_claim(outbox_store_t *s, const int *lanes, int nlanes, i
     /* Priority heads first, then the rest in seq order (store.h). */
     for (size_t i = 0; i < d->n; i++) {
         row_t *r = &d->rows[i];
-        if (!r->processed && r->priority > 0 && mine[r->lane] && !r->locked_by && r->next_attempt_ms <= now &&
-            head_of_key(d, i) && !dead_key(d, r->key))
+        if (!r->processed && r->priority > 0 && mine[r->lane] && !r->locked_by &&
+            r->next_attempt_ms <= now && head_of_key(d, i) && !dead_key(d, r->key))
             pick[k++] = r;
     }
     qsort(pick, k, sizeof(*pick), cmp_priority);
@@ -424,14 +425,16 @@ static outbox_err_t push_op(mem_sess_t *m, const op_t *op, char *errstr, size_t 
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_ack(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr, size_t errstr_size)
+static outbox_err_t mem_ack(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr,
+                            size_t errstr_size)
 {
     mem_sess_t *m = SESS(s);
     pthread_mutex_lock(&m->db->lock);
     int f = fault(m->db, OUTBOX_MEM_FAIL_ACK);
     pthread_mutex_unlock(&m->db->lock);
     if (f)
-        return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "acknowledge failed: injected fault (mem store)");
+        return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size,
+                           "acknowledge failed: injected fault (mem store)");
     for (size_t i = 0; i < n; i++) {
         op_t op = {.kind = OP_ACK, .seq = seqs[i]};
         if (push_op(m, &op, errstr, errstr_size))
@@ -440,8 +443,8 @@ static outbox_err_t mem_ack(outbox_store_t *s, const int64_t *seqs, size_t n, ch
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error, char *errstr,
-                                 size_t errstr_size)
+static outbox_err_t mem_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms,
+                                 const char *error, char *errstr, size_t errstr_size)
 {
     op_t op = {.kind = OP_RETRY, .seq = seq, .delay_ms = delay_ms};
     snprintf(op.error, sizeof(op.error), "%s", error ? error : "");
@@ -450,8 +453,8 @@ static outbox_err_t mem_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_m
     return push_op(SESS(s), &op, errstr, errstr_size);
 }
 
-static outbox_err_t mem_dead_letter(outbox_store_t *s, int64_t seq, const char *reason, const char *error, int park,
-                                    char *errstr, size_t errstr_size)
+static outbox_err_t mem_dead_letter(outbox_store_t *s, int64_t seq, const char *reason,
+                                    const char *error, int park, char *errstr, size_t errstr_size)
 {
     op_t op = {.kind = OP_DEAD, .seq = seq, .park = park};
     snprintf(op.reason, sizeof(op.reason), "%s", reason);
@@ -526,7 +529,8 @@ static outbox_err_t mem_commit(outbox_store_t *s, char *errstr, size_t errstr_si
     pthread_mutex_lock(&d->lock);
     outbox_err_t err = OUTBOX_OK;
     if (fault(d, OUTBOX_MEM_FAIL_COMMIT)) {
-        err = outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "commit failed (rolled back): injected fault");
+        err = outbox__err(OUTBOX_ERR_DB, errstr, errstr_size,
+                          "commit failed (rolled back): injected fault");
     } else {
         for (size_t i = 0; i < m->nops; i++)
             apply(m, &m->ops[i], s->cfg.ack_mode == OUTBOX_ACK_MARK);
@@ -586,7 +590,8 @@ static outbox_err_t mem_free_lanes(outbox_store_t *s, int offset, int *lanes, in
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr, size_t errstr_size)
+static outbox_err_t mem_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr,
+                                  size_t errstr_size)
 {
     mem_sess_t *m = SESS(s);
     pthread_mutex_lock(&m->db->lock);
@@ -633,8 +638,8 @@ static void mem_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms
 /* ------------------------------------------------------------------------ */
 /* Maintenance and status                                                    */
 
-static outbox_err_t mem_maintain(outbox_store_t *s, const outbox_maint_t *in, outbox_maint_result_t *out,
-                                 char *errstr, size_t errstr_size)
+static outbox_err_t mem_maintain(outbox_store_t *s, const outbox_maint_t *in,
+                                 outbox_maint_result_t *out, char *errstr, size_t errstr_size)
 {
     mem_db_t *d = SESS(s)->db;
     memset(out, 0, sizeof(*out));
@@ -642,7 +647,8 @@ static outbox_err_t mem_maintain(outbox_store_t *s, const outbox_maint_t *in, ou
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->n;) {
         row_t *r = &d->rows[i];
-        if (r->processed && in->processed_retention_ms > 0 && r->processed_ms < now - in->processed_retention_ms) {
+        if (r->processed && in->processed_retention_ms > 0 &&
+            r->processed_ms < now - in->processed_retention_ms) {
             row_free(r);
             memmove(&d->rows[i], &d->rows[i + 1], (d->n - i - 1) * sizeof(row_t));
             d->n--;
@@ -668,7 +674,8 @@ static outbox_err_t mem_maintain(outbox_store_t *s, const outbox_maint_t *in, ou
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr, size_t errstr_size)
+static outbox_err_t mem_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
+                              size_t errstr_size)
 {
     mem_db_t *d = SESS(s)->db;
     memset(out, 0, sizeof(*out));
@@ -698,7 +705,8 @@ static outbox_err_t mem_dlq_requeue(outbox_store_t *s, const char *id, long long
             snprintf(key, sizeof(key), "%s", d->dead[i].key);
     for (size_t i = 0; i < d->ndead;) {
         row_t *r = &d->dead[i];
-        int match = !id || !strcmp(r->id, id) || (!strcmp(r->reason, "parked") && !strcmp(r->key, key));
+        int match =
+            !id || !strcmp(r->id, id) || (!strcmp(r->reason, "parked") && !strcmp(r->key, key));
         if (!match || grow((void **)&d->rows, &d->cap, d->n + 1, sizeof(row_t))) {
             i++;
             continue;

@@ -20,7 +20,8 @@
 #include "store/pg/pg.h"
 
 /* The columns a dead letter takes from its outbox row, in table order. */
-#define DL_COLS "seq, id, topic, type, key, payload, headers, traceparent, source, created_at, priority"
+#define DL_COLS                                                                                    \
+    "seq, id, topic, type, key, payload, headers, traceparent, source, created_at, priority"
 
 enum { Q_CLAIM, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q__COUNT };
 
@@ -36,9 +37,9 @@ typedef struct pg_store_s {
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
-static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n, const char *const *params,
-                                ExecStatusType want, PGresult **out, const char *what, char *errstr,
-                                size_t errstr_size)
+static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
+                                const char *const *params, ExecStatusType want, PGresult **out,
+                                const char *what, char *errstr, size_t errstr_size)
 {
     PGconn *c = ST(s)->conn;
     PGresult *r = n ? PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
@@ -110,7 +111,8 @@ static const char *const sql_text[Q__COUNT] = {
     "  SELECT o.seq FROM {T} o"
     "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending' AND o.priority > 0"
     "     AND o.next_attempt_at <= now()"
-    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq AND p.status = 'pending')"
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq AND p.status = "
+    "'pending')"
     "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
     "   ORDER BY o.priority DESC, o.seq LIMIT $2::int"
     "   FOR UPDATE OF o SKIP LOCKED),"
@@ -159,7 +161,8 @@ static const char *const sql_text[Q__COUNT] = {
     "        CASE WHEN seq = $1::bigint THEN attempts + 1 ELSE attempts END,"
     "        CASE WHEN seq = $1::bigint THEN $3 ELSE last_error END,"
     "        CASE WHEN seq = $1::bigint THEN errors || jsonb_build_array(jsonb_build_object("
-    "             'at', statement_timestamp(), 'attempt', attempts + 1, 'error', $3::text)) ELSE errors END,"
+    "             'at', statement_timestamp(), 'attempt', attempts + 1, 'error', $3::text)) ELSE "
+    "errors END,"
     "        CASE WHEN seq = $1::bigint THEN $2 ELSE 'parked' END"
     "   FROM dead",
 };
@@ -204,7 +207,8 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     PQsetNoticeProcessor(p->conn, quiet_notice, NULL);
     char sql[256];
     if (s->cfg.tx_timeout_ms > 0) {
-        snprintf(sql, sizeof(sql), "SET idle_in_transaction_session_timeout = %lld; SET statement_timeout = %lld",
+        snprintf(sql, sizeof(sql),
+                 "SET idle_in_transaction_session_timeout = %lld; SET statement_timeout = %lld",
                  (long long)s->cfg.tx_timeout_ms, (long long)s->cfg.tx_timeout_ms);
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
             goto fail;
@@ -255,8 +259,9 @@ static outbox_err_t pg_commit(outbox_store_t *s, char *errstr, size_t errstr_siz
     outbox_err_t err = OUTBOX_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         err = outbox__pg_err(c, r, errstr, errstr_size,
-                             PQstatus(c) == CONNECTION_OK ? "commit failed (rolled back)"
-                                                          : "connection lost during COMMIT (outcome unknown)");
+                             PQstatus(c) == CONNECTION_OK
+                                 ? "commit failed (rolled back)"
+                                 : "connection lost during COMMIT (outcome unknown)");
     PQclear(r);
     return err;
 }
@@ -278,8 +283,8 @@ static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
     memset(b, 0, sizeof(*b));
 }
 
-static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit, outbox_batch_t *b,
-                             char *errstr, size_t errstr_size)
+static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit,
+                             outbox_batch_t *b, char *errstr, size_t errstr_size)
 {
     memset(b, 0, sizeof(*b));
     if (nlanes <= 0)
@@ -290,8 +295,8 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[2] = {arr, lim};
     PGresult *r = NULL;
-    outbox_err_t err =
-        exec_params(s, ST(s)->sql[Q_CLAIM], 2, params, PGRES_TUPLES_OK, &r, "claim failed", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, ST(s)->sql[Q_CLAIM], 2, params, PGRES_TUPLES_OK, &r,
+                                   "claim failed", errstr, errstr_size);
     free(arr);
     if (err)
         return err;
@@ -323,7 +328,8 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
     return OUTBOX_OK;
 }
 
-static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr, size_t errstr_size)
+static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr,
+                           size_t errstr_size)
 {
     if (!n)
         return OUTBOX_OK;
@@ -331,31 +337,31 @@ static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, cha
     if (!arr)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     const char *params[1] = {arr};
-    outbox_err_t err =
-        exec_params(s, ST(s)->sql[Q_ACK], 1, params, PGRES_COMMAND_OK, NULL, "acknowledge failed", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, ST(s)->sql[Q_ACK], 1, params, PGRES_COMMAND_OK, NULL,
+                                   "acknowledge failed", errstr, errstr_size);
     free(arr);
     return err;
 }
 
-static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error, char *errstr,
-                                size_t errstr_size)
+static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error,
+                                char *errstr, size_t errstr_size)
 {
     char q[24], d[24];
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     snprintf(d, sizeof(d), "%lld", (long long)delay_ms);
     const char *params[3] = {q, d, error ? error : ""};
-    return exec_params(s, ST(s)->sql[Q_RETRY], 3, params, PGRES_COMMAND_OK, NULL, "recording failed attempt",
-                       errstr, errstr_size);
+    return exec_params(s, ST(s)->sql[Q_RETRY], 3, params, PGRES_COMMAND_OK, NULL,
+                       "recording failed attempt", errstr, errstr_size);
 }
 
-static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *reason, const char *error, int park,
-                                   char *errstr, size_t errstr_size)
+static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *reason,
+                                   const char *error, int park, char *errstr, size_t errstr_size)
 {
     char q[24];
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     const char *params[3] = {q, reason, error ? error : ""};
-    return exec_params(s, ST(s)->sql[park ? Q_PARK_DEAD : Q_DEAD], 3, params, PGRES_COMMAND_OK, NULL,
-                       "moving event to dead letters", errstr, errstr_size);
+    return exec_params(s, ST(s)->sql[park ? Q_PARK_DEAD : Q_DEAD], 3, params, PGRES_COMMAND_OK,
+                       NULL, "moving event to dead letters", errstr, errstr_size);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -365,7 +371,8 @@ static outbox_err_t pg_register_worker(outbox_store_t *s, char *errstr, size_t e
 {
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d, pg_backend_pid())", ST(s)->worker_ns);
-    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "registering worker", errstr, errstr_size);
+    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "registering worker", errstr,
+                       errstr_size);
 }
 
 #define THIS_DB "(SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -378,8 +385,8 @@ static outbox_err_t pg_live_workers(outbox_store_t *s, int *n, char *errstr, siz
              " AND classid = %d AND objsubid = 2 AND database = " THIS_DB,
              ST(s)->worker_ns);
     PGresult *r = NULL;
-    outbox_err_t err =
-        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "counting live workers", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "counting live workers",
+                                   errstr, errstr_size);
     if (!err) {
         *n = atoi(PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -392,15 +399,18 @@ static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int
 {
     char sql[512], off[16];
     snprintf(off, sizeof(off), "%d", offset);
-    snprintf(sql, sizeof(sql),
-             "SELECT l FROM generate_series(0, %d) AS l"
-             " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
-             "                  AND classid = %d AND objsubid = 2 AND granted AND database = " THIS_DB ")"
-             " ORDER BY (l - $1::int + %d) %% %d",
-             OUTBOX_LANES - 1, ST(s)->lane_ns, OUTBOX_LANES, OUTBOX_LANES);
+    snprintf(
+        sql, sizeof(sql),
+        "SELECT l FROM generate_series(0, %d) AS l"
+        " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
+        "                  AND classid = %d AND objsubid = 2 AND granted AND database = " THIS_DB
+        ")"
+        " ORDER BY (l - $1::int + %d) %% %d",
+        OUTBOX_LANES - 1, ST(s)->lane_ns, OUTBOX_LANES, OUTBOX_LANES);
     const char *params[1] = {off};
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "listing free lanes", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "listing free lanes",
+                                   errstr, errstr_size);
     if (err)
         return err;
     *n = 0;
@@ -410,12 +420,14 @@ static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int
     return OUTBOX_OK;
 }
 
-static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr, size_t errstr_size)
+static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr,
+                                 size_t errstr_size)
 {
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %d)", ST(s)->lane_ns, lane);
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
     if (!err) {
         *taken = PQgetvalue(r, 0, 0)[0] == 't';
         PQclear(r);
@@ -427,7 +439,8 @@ static outbox_err_t pg_release_lane(outbox_store_t *s, int lane, char *errstr, s
 {
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d, %d)", ST(s)->lane_ns, lane);
-    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "releasing a lane", errstr, errstr_size);
+    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "releasing a lane", errstr,
+                       errstr_size);
 }
 
 static void pg_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
@@ -453,11 +466,12 @@ static void pg_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
 /* ------------------------------------------------------------------------ */
 /* Maintenance and status                                                    */
 
-static outbox_err_t count_cmd(outbox_store_t *s, const char *sql, int n, const char *const *params, long long *out,
-                              const char *what, char *errstr, size_t errstr_size)
+static outbox_err_t count_cmd(outbox_store_t *s, const char *sql, int n, const char *const *params,
+                              long long *out, const char *what, char *errstr, size_t errstr_size)
 {
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, n, params, PGRES_COMMAND_OK, &r, what, errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s, sql, n, params, PGRES_COMMAND_OK, &r, what, errstr, errstr_size);
     if (!err) {
         *out = atoll(PQcmdTuples(r));
         PQclear(r);
@@ -465,8 +479,8 @@ static outbox_err_t count_cmd(outbox_store_t *s, const char *sql, int n, const c
     return err;
 }
 
-static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in, outbox_maint_result_t *out,
-                                char *errstr, size_t errstr_size)
+static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in,
+                                outbox_maint_result_t *out, char *errstr, size_t errstr_size)
 {
     pg_store_t *p = ST(s);
     memset(out, 0, sizeof(*out));
@@ -477,18 +491,23 @@ static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in, out
     const char *pa[1] = {a}, *pb[1] = {b}, *pc[1] = {c};
     outbox_err_t err = OUTBOX_OK;
     if (in->dlq_retention_ms > 0 &&
-        (sql = fmt("DELETE FROM {D} WHERE dead_at < now() - $1::bigint * interval '1 millisecond'", p)))
-        err = count_cmd(s, sql, 1, pa, &out->dead_purged, "purging dead letters", errstr, errstr_size);
+        (sql = fmt("DELETE FROM {D} WHERE dead_at < now() - $1::bigint * interval '1 millisecond'",
+                   p)))
+        err = count_cmd(s, sql, 1, pa, &out->dead_purged, "purging dead letters", errstr,
+                        errstr_size);
     free(sql);
     sql = NULL;
     if (!err && in->inbox_retention_ms > 0)
-        err = count_cmd(s, "DELETE FROM outbox_inbox WHERE processed_at < now() - $1::bigint * interval '1 millisecond'",
+        err = count_cmd(s,
+                        "DELETE FROM outbox_inbox WHERE processed_at < now() - $1::bigint * "
+                        "interval '1 millisecond'",
                         1, pb, &out->inbox_purged, "purging inbox records", errstr, errstr_size);
     if (!err && in->processed_retention_ms > 0 &&
         (sql = fmt("DELETE FROM {T} WHERE status = 'processed'"
                    " AND processed_at < now() - $1::bigint * interval '1 millisecond'",
                    p)))
-        err = count_cmd(s, sql, 1, pc, &out->processed_purged, "purging processed events", errstr, errstr_size);
+        err = count_cmd(s, sql, 1, pc, &out->processed_purged, "purging processed events", errstr,
+                        errstr_size);
     free(sql);
     sql = NULL;
     /* Park: events that arrived after their key was dead-lettered follow it. */
@@ -498,24 +517,28 @@ static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in, out
                    " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
                    " SELECT " DL_COLS ", attempts, last_error, errors, 'parked' FROM moved",
                    p)))
-        err = count_cmd(s, sql, 0, NULL, &out->parked, "parking events of dead-lettered keys", errstr, errstr_size);
+        err = count_cmd(s, sql, 0, NULL, &out->parked, "parking events of dead-lettered keys",
+                        errstr, errstr_size);
     free(sql);
     return err;
 }
 
-static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr, size_t errstr_size)
+static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
+                             size_t errstr_size)
 {
     char *sql = fmt("SELECT count(*) FILTER (WHERE status = 'pending'),"
                     " count(*) FILTER (WHERE status = 'pending' AND attempts > 0),"
                     " (SELECT count(*) FROM {D}),"
                     " count(*) FILTER (WHERE status = 'processed'),"
-                    " COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')), 0)"
+                    " COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = "
+                    "'pending')), 0)"
                     " FROM {T}",
                     ST(s));
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed",
+                                   errstr, errstr_size);
     free(sql);
     if (err)
         return err;
@@ -528,7 +551,8 @@ static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char 
     return OUTBOX_OK;
 }
 
-static outbox_err_t pg_topic_stats(outbox_store_t *s, void (*cb)(void *, const outbox_topic_stats_t *), void *arg,
+static outbox_err_t pg_topic_stats(outbox_store_t *s,
+                                   void (*cb)(void *, const outbox_topic_stats_t *), void *arg,
                                    char *errstr, size_t errstr_size)
 {
     char *sql = fmt("SELECT topic, count(*), count(*) FILTER (WHERE attempts > 0),"
@@ -538,7 +562,8 @@ static outbox_err_t pg_topic_stats(outbox_store_t *s, void (*cb)(void *, const o
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed",
+                                   errstr, errstr_size);
     free(sql);
     if (err)
         return err;
@@ -553,18 +578,21 @@ static outbox_err_t pg_topic_stats(outbox_store_t *s, void (*cb)(void *, const o
     return OUTBOX_OK;
 }
 
-static outbox_err_t pg_lane_holders(outbox_store_t *s, void (*cb)(void *, const outbox_lane_holder_t *), void *arg,
+static outbox_err_t pg_lane_holders(outbox_store_t *s,
+                                    void (*cb)(void *, const outbox_lane_holder_t *), void *arg,
                                     char *errstr, size_t errstr_size)
 {
     char sql[640];
     snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, ',' ORDER BY l.objid)"
+             "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, "
+             "',' ORDER BY l.objid)"
              "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
              " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %d AND l.objsubid = 2"
              "   AND l.database = " THIS_DB " GROUP BY 1, 2 ORDER BY 1",
              ST(s)->lane_ns);
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "lane query failed", errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "lane query failed", errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -582,20 +610,22 @@ static outbox_err_t pg_lane_holders(outbox_store_t *s, void (*cb)(void *, const 
 /* Dead letters                                                              */
 
 static outbox_err_t pg_dlq_list(outbox_store_t *s, const char *topic, const char *key, int limit,
-                                void (*cb)(void *, const outbox_dead_letter_t *), void *arg, char *errstr,
-                                size_t errstr_size)
+                                void (*cb)(void *, const outbox_dead_letter_t *), void *arg,
+                                char *errstr, size_t errstr_size)
 {
     char lim[16];
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[3] = {lim, topic, key};
-    char *sql = fmt("SELECT id, topic, type, key, attempts, reason, dead_at, COALESCE(last_error, '')"
-                    "  FROM {D} WHERE ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)"
-                    " ORDER BY seq LIMIT $1::int",
-                    ST(s));
+    char *sql =
+        fmt("SELECT id, topic, type, key, attempts, reason, dead_at, COALESCE(last_error, '')"
+            "  FROM {D} WHERE ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)"
+            " ORDER BY seq LIMIT $1::int",
+            ST(s));
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 3, params, PGRES_TUPLES_OK, &r, "dlq list", errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s, sql, 3, params, PGRES_TUPLES_OK, &r, "dlq list", errstr, errstr_size);
     free(sql);
     if (err)
         return err;
@@ -614,22 +644,26 @@ static outbox_err_t pg_dlq_list(outbox_store_t *s, const char *topic, const char
     return OUTBOX_OK;
 }
 
-static outbox_err_t pg_dlq_show(outbox_store_t *s, const char *id, char **json, char *errstr, size_t errstr_size)
+static outbox_err_t pg_dlq_show(outbox_store_t *s, const char *id, char **json, char *errstr,
+                                size_t errstr_size)
 {
     const char *params[1] = {id};
-    char *sql = fmt("SELECT jsonb_pretty(to_jsonb(d) - 'payload' || jsonb_build_object('payload', d.payload::jsonb))"
+    char *sql = fmt("SELECT jsonb_pretty(to_jsonb(d) - 'payload' || jsonb_build_object('payload', "
+                    "d.payload::jsonb))"
                     "  FROM {D} d WHERE id = $1::uuid",
                     ST(s));
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "dlq show", errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "dlq show", errstr, errstr_size);
     free(sql);
     if (err)
         return err;
     if (!PQntuples(r)) {
         PQclear(r);
-        return outbox__err(OUTBOX_ERR_NOT_FOUND, errstr, errstr_size, "no dead letter with id %s", id);
+        return outbox__err(OUTBOX_ERR_NOT_FOUND, errstr, errstr_size, "no dead letter with id %s",
+                           id);
     }
     *json = strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -641,14 +675,15 @@ static outbox_err_t pg_dlq_requeue(outbox_store_t *s, const char *id, long long 
 {
     /* Back with the original seq, so it is the head of its key again. */
     const char *params[1] = {id};
-    char *sql = fmt("WITH moved AS ("
-                    "  DELETE FROM {D} d"
-                    "   WHERE $1::uuid IS NULL OR d.id = $1::uuid"
-                    "      OR (d.reason = 'parked' AND d.key = (SELECT key FROM {D} WHERE id = $1::uuid))"
-                    "  RETURNING d.*)"
-                    " INSERT INTO {T} (" DL_COLS ", attempts, next_attempt_at, last_error, errors)"
-                    " SELECT " DL_COLS ", 0, now(), last_error, errors FROM moved",
-                    ST(s));
+    char *sql =
+        fmt("WITH moved AS ("
+            "  DELETE FROM {D} d"
+            "   WHERE $1::uuid IS NULL OR d.id = $1::uuid"
+            "      OR (d.reason = 'parked' AND d.key = (SELECT key FROM {D} WHERE id = $1::uuid))"
+            "  RETURNING d.*)"
+            " INSERT INTO {T} (" DL_COLS ", attempts, next_attempt_at, last_error, errors)"
+            " SELECT " DL_COLS ", 0, now(), last_error, errors FROM moved",
+            ST(s));
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     outbox_err_t err = count_cmd(s, sql, 1, params, n, "dlq requeue", errstr, errstr_size);
@@ -660,15 +695,16 @@ static outbox_err_t pg_dlq_requeue(outbox_store_t *s, const char *id, long long 
     return err;
 }
 
-static outbox_err_t pg_dlq_purge(outbox_store_t *s, const char *id, int64_t older_than_ms, long long *n,
-                                 char *errstr, size_t errstr_size)
+static outbox_err_t pg_dlq_purge(outbox_store_t *s, const char *id, int64_t older_than_ms,
+                                 long long *n, char *errstr, size_t errstr_size)
 {
     char older[24];
     snprintf(older, sizeof(older), "%lld", (long long)older_than_ms);
     const char *params[2] = {id, id ? NULL : older};
     char *sql = fmt("DELETE FROM {D}"
                     " WHERE ($1::uuid IS NOT NULL AND id = $1::uuid)"
-                    "    OR ($2::bigint IS NOT NULL AND dead_at <= now() - $2::bigint * interval '1 millisecond')",
+                    "    OR ($2::bigint IS NOT NULL AND dead_at <= now() - $2::bigint * interval "
+                    "'1 millisecond')",
                     ST(s));
     if (!sql)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
