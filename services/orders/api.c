@@ -48,6 +48,42 @@ static void db_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, P
                          down ? "is unreachable" : "returned an error (see the server log)");
 }
 
+/*
+ * The connection broke while COMMIT was on its way or before its answer
+ * came: the order may or may not exist, so the client must not hear
+ * "nothing was written". The idempotency record commits in the same
+ * transaction as the order, so a retry with the same key is the way to
+ * learn the truth: it replays the stored 201 if the commit landed and
+ * creates the order (once) if it did not. Without a key, the order id
+ * tells: GET /orders/{id}.
+ */
+static void commit_unknown(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char *key,
+                           const char *order_id, const char *event_id, const char *err)
+{
+    outbox__log(OUTBOX_LOG_ERROR, "orders", "commit_outcome_unknown",
+                "connection lost during COMMIT: the order may or may not have been created",
+                "order_id", order_id, "event_id", event_id, "idempotency_key",
+                key[0] ? key : "(none)", "error", err, NULL);
+    if (key[0])
+        outbox__http_problem(
+            req, resp, 503, "commit-outcome-unknown", "Commit Outcome Unknown",
+            "the connection to the database broke while order %s was being committed, "
+            "so it may or may not have been created; retry with the same "
+            "Idempotency-Key \"%s\" and the same body: you get the order's stored "
+            "answer if it was created, or it is created once if it was not",
+            order_id, key);
+    else
+        outbox__http_problem(
+            req, resp, 503, "commit-outcome-unknown", "Commit Outcome Unknown",
+            "the connection to the database broke while order %s was being committed, "
+            "so it may or may not have been created; GET /orders/%s tells which (404: "
+            "not created). This request had no Idempotency-Key: a blind retry may "
+            "create a second order; send one to make retries safe",
+            order_id, order_id);
+    outbox__http_problem_member(resp, "order_id", order_id);
+    outbox__http_add_header(resp, "Retry-After", "1");
+}
+
 /* Validates the body; on success *items is a new normalised array. */
 static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char **user,
                     long long *amount, json_t **items)
@@ -301,10 +337,15 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         if (e)
             goto dberr;
     }
-    r = exec(c, "COMMIT", 0, NULL, PGRES_COMMAND_OK, err, sizeof(err));
-    if (!r)
-        goto dberr;
-    PQclear(r);
+    switch (outbox_kit_db_commit(c, err, sizeof(err))) {
+    case OUTBOX_KIT_COMMITTED:
+        break;
+    case OUTBOX_KIT_ROLLED_BACK:
+        goto dberr; /* the server said so: nothing was written */
+    case OUTBOX_KIT_COMMIT_UNKNOWN:
+        commit_unknown(req, resp, key, id, event_id, err);
+        goto done;
+    }
     outbox__http_reply_raw(resp, 201, "application/json", body, strlen(body));
     char loc[64];
     snprintf(loc, sizeof(loc), "/orders/%s", id);

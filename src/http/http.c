@@ -197,6 +197,21 @@ void outbox__http_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp
     va_end(ap);
 }
 
+void outbox__http_problem_member(outbox_http_resp_t *resp, const char *name, const char *value)
+{
+    if (!resp->body || strcmp(resp->content_type, "application/problem+json") != 0)
+        return;
+    json_t *o = json_loadb(resp->body, resp->body_len, 0, NULL);
+    if (json_is_object(o) && !json_object_set_new(o, name, json_string(value))) {
+        char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (text)
+            outbox__http_reply_raw(resp, resp->status, "application/problem+json", text,
+                                   strlen(text));
+        free(text);
+    }
+    json_decref(o);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Request helpers                                                           */
 

@@ -119,6 +119,10 @@ void outbox__http_reply_raw(outbox_http_resp_t *resp, unsigned status, const cha
 void outbox__http_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, unsigned status,
                           const char *slug, const char *title, const char *detail_fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/** Adds the string member name: value (copied) to the problem+json body
+ *  already in resp (an RFC 9457 extension member, e.g. the id a client can
+ *  look up). No-op when resp holds no problem document. */
+void outbox__http_problem_member(outbox_http_resp_t *resp, const char *name, const char *value);
 /** Adds a response header (name and value copied; up to 4). */
 void outbox__http_add_header(outbox_http_resp_t *resp, const char *name, const char *value);
 

@@ -1,0 +1,38 @@
+/* A fault-injecting TCP proxy for PostgreSQL's wire protocol, for tests: it
+ * sits between a service and the server on loopback, forwards bytes both
+ * ways, and, when armed, cuts both connections at the moment the client
+ * sends a COMMIT (a simple-query 'Q' message whose text is COMMIT):
+ *
+ *   PGPROXY_CUT_BEFORE_COMMIT  COMMIT is not forwarded: the server sees the
+ *                              client go away and rolls back.
+ *   PGPROXY_CUT_AFTER_COMMIT   COMMIT is forwarded, the server's answer is
+ *                              read and dropped: committed, reply lost.
+ *
+ * Arming applies to the next COMMIT on any connection, once. Connections
+ * must not use TLS (the proxy reads the messages): give the client
+ * sslmode=disable gssencmode=disable. */
+#ifndef ORDERS_PGPROXY_H
+#define ORDERS_PGPROXY_H
+
+typedef enum {
+    PGPROXY_PASS = 0,
+    PGPROXY_CUT_BEFORE_COMMIT,
+    PGPROXY_CUT_AFTER_COMMIT
+} pgproxy_mode_t;
+
+typedef struct pgproxy_s pgproxy_t;
+
+/** Listens on 127.0.0.1 (a free port) and forwards to host:port. Fails the test on error. */
+pgproxy_t *pgproxy_start(const char *host, int port);
+int pgproxy_port(const pgproxy_t *p);
+/** Cuts at the next COMMIT as mode says (PGPROXY_PASS disarms). */
+void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode);
+/** Cuts done so far. */
+int pgproxy_cuts(const pgproxy_t *p);
+/** After a PGPROXY_CUT_AFTER_COMMIT cut: 1 if the server answered the
+ *  dropped COMMIT with CommandComplete "COMMIT", 0 if not, -1 if no answer. */
+int pgproxy_last_commit_answer(const pgproxy_t *p);
+/** Stops listening. Connections still open keep forwarding until closed. */
+void pgproxy_stop(pgproxy_t *p);
+
+#endif
