@@ -303,7 +303,10 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
                   (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
     char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(data);
-    const char *tp = outbox__http_header(req, "traceparent");
+    size_t tp_len = 0;
+    const char *tp = outbox__http_header_n(req, "traceparent", &tp_len);
+    if (tp && tp_len != strlen(tp))
+        tp = NULL; /* a NUL inside: not a traceparent */
     outbox_event_t ev = {.topic = ORDERS_TOPIC,
                          .type = "OrderCreated",
                          .key = id,
