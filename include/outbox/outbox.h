@@ -32,7 +32,8 @@ typedef enum {
     OUTBOX_ERR_REJECTED,         /**< the broker refused this message for good (dead letter) */
     OUTBOX_ERR_TIMEOUT,          /**< an operation did not finish in time */
     OUTBOX_ERR_NOMEM,            /**< out of memory */
-    OUTBOX_ERR_IO,               /**< a system call failed; errno is kept */
+    OUTBOX_ERR_IO,               /**< a system call or socket failed; errstr names it and the
+                                      system's reason (strerror) */
     OUTBOX_ERR_CONFIG,           /**< unknown or invalid configuration */
     OUTBOX_ERR_NOT_FOUND,        /**< no such object */
     OUTBOX_ERR_UNSUPPORTED,      /**< not supported by this build or back end */
@@ -147,6 +148,11 @@ outbox_err_t outbox_conf_from_env(outbox_conf_t *conf, char *errstr, size_t errs
 /** The current value of name as text, or NULL for an unknown name. Secrets
  *  are returned in clear: never log this; use outbox_conf_dump() for logs. */
 const char *outbox_conf_get(const outbox_conf_t *conf, const char *name);
+
+/** Every property as "name=value" lines, secrets shown as **** and URL
+ *  passwords removed: safe to log. The caller frees the string. NULL on
+ *  ENOMEM or when conf is NULL. */
+char *outbox_conf_dump(const outbox_conf_t *conf);
 
 /* ------------------------------------------------------------------------ */
 /* The relay engine (embeddable)                                             */

@@ -1,6 +1,8 @@
 /* The configuration table and everything it drives. See conf.h. */
 #include "core/conf.h"
 
+#include "core/buf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -614,11 +616,12 @@ void outbox__conf_print_markdown(FILE *fp)
     }
 }
 
-void outbox__conf_log(const outbox_conf_t *conf, const char *component, unsigned scopes)
+/* "name=value" pairs of the given scopes, space-separated, secrets and URL
+ * passwords redacted. Caller frees; NULL on ENOMEM. */
+static char *dump(const outbox_conf_t *conf, unsigned scopes, const char *sep)
 {
-    char line[4096] = "";
-    size_t n = 0;
-    for (int k = 0; k < NPROPS && n < sizeof(line) - 1; k++) {
+    outbox__buf_t b = {0};
+    for (int k = 0; k < NPROPS; k++) {
         const outbox_conf_prop_t *p = &props[k];
         if (!(p->scope & scopes))
             continue;
@@ -629,10 +632,25 @@ void outbox__conf_log(const outbox_conf_t *conf, const char *component, unsigned
             outbox__redact_url(conf->vals[k], shown, sizeof(shown));
         else
             snprintf(shown, sizeof(shown), "%s", conf->vals[k]);
-        int w = snprintf(line + n, sizeof(line) - n, "%s%s=%s", n ? " " : "", p->name, shown);
-        if (w < 0)
-            break;
-        n += (size_t)w;
+        outbox__buf_printf(&b, "%s%s=%s", b.len ? sep : "", p->name, shown);
     }
-    outbox__log(OUTBOX_LOG_INFO, component, "config", line, NULL);
+    if (!b.p)
+        outbox__buf_add(&b, "", 0);
+    if (b.broken) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+char *outbox_conf_dump(const outbox_conf_t *conf)
+{
+    return conf ? dump(conf, OUTBOX_SCOPE_ALL, "\n") : NULL;
+}
+
+void outbox__conf_log(const outbox_conf_t *conf, const char *component, unsigned scopes)
+{
+    char *line = dump(conf, scopes, " ");
+    outbox__log(OUTBOX_LOG_INFO, component, "config", line ? line : "(out of memory)", NULL);
+    free(line);
 }

@@ -6,6 +6,7 @@
  * and dead-letter size come from the store at scrape time, on the
  * endpoint's own session, under a lock no worker takes. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -318,17 +319,21 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     /* An address the user chose is used as given; the default port moves on
      * to the next free one when another relay on this host has it. */
     int tries = explicit_addr || port == 0 ? 1 : METRICS_PORT_TRIES, p = port;
+    int bind_errno = 0;
     for (int i = 0; i < tries && !m->daemon && p <= 65535; i++, p++)
-        m->daemon = listen_on(m, &sa, p);
+        if (!(m->daemon = listen_on(m, &sa, p)))
+            bind_errno = errno;
     if (!m->daemon) {
-        outbox__err(
-            OUTBOX_ERR_IO, errstr, errstr_size,
-            explicit_addr
-                ? "cannot listen on metrics_addr %s (in use? choose another OUTBOX_METRICS_ADDR, "
-                  "or \"off\")"
-                : "cannot listen on metrics_addr %s nor the next ports (set OUTBOX_METRICS_ADDR, "
-                  "or \"off\")",
-            addr);
+        const char *why = bind_errno ? strerror(bind_errno) : "unknown reason";
+        if (explicit_addr)
+            outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
+                        "cannot listen on metrics_addr %s: %s (choose another OUTBOX_METRICS_ADDR, or \"off\")", addr,
+                        why);
+        else
+            outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
+                        "cannot listen on metrics_addr %s nor the %d ports after it: %s (set OUTBOX_METRICS_ADDR, or "
+                        "\"off\")",
+                        addr, METRICS_PORT_TRIES - 1, why);
         pthread_mutex_destroy(&m->db_lock);
         free(m);
         return NULL;

@@ -386,10 +386,11 @@ outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_s
                 r->name, "workers", nw, "sink", shown, NULL);
     for (int i = 0; i < r->nworkers; i++) {
         atomic_fetch_add(&r->running, 1);
-        if (pthread_create(&r->workers[i].thread, NULL, worker_main, &r->workers[i])) {
+        int rc = pthread_create(&r->workers[i].thread, NULL, worker_main, &r->workers[i]);
+        if (rc) {
             atomic_fetch_sub(&r->running, 1);
             outbox_relay_stop(r);
-            return outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start worker thread");
+            return outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start worker thread: %s", strerror(rc));
         }
         r->workers[i].thread_started = 1;
     }
