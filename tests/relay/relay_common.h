@@ -60,6 +60,25 @@ static __attribute__((unused)) void wait_drained(PGconn *c, int timeout_ms)
     tu_wait_drained(c, timeout_ms);
 }
 
+/* Polls the single-number query sql until it returns want; fails the test
+ * after timeout_ms with what was last seen and what. Returns the elapsed
+ * milliseconds. */
+static __attribute__((unused)) long long wait_query_ll(PGconn *c, const char *sql, long long want,
+                                                       int timeout_ms, const char *what)
+{
+    long long t0 = tu_now_ms(), end = t0 + timeout_ms, got = -1;
+    for (;;) {
+        got = tu_query_ll(c, sql);
+        if (got == want)
+            return tu_now_ms() - t0;
+        if (tu_now_ms() >= end)
+            break;
+        tu_sleep_ms(20);
+    }
+    CHECK(0, "%s: after %d ms \"%s\" gives %lld, want %lld", what, timeout_ms, sql, got, want);
+    return -1;
+}
+
 /* One stream entry as the Redis sink writes it. */
 typedef struct entry_s {
     char id[OUTBOX_UUID_STRLEN + 1];
