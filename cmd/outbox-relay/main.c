@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "outbox/outbox.h"
-#include "store/pg/pg.h"
+#include "store/store.h"
 
 static outbox_relay_t *g_relay;
 static volatile sig_atomic_t g_signals;
@@ -69,26 +69,28 @@ int main(int argc, char **argv)
     outbox__conf_log(conf, "relay", OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
 
     if (migrate) {
-        PGconn *c = NULL;
         /* The database may still be starting: retry for a while. */
-        for (int attempt = 0; attempt < 30 && !c; attempt++) {
-            c = outbox__pg_connect(outbox__conf_database_url(conf), "outbox-relay migrate", err, sizeof(err));
-            if (!c) {
+        outbox_store_cfg_t cfg = {.url = outbox__conf_database_url(conf),
+                                  .table = outbox__conf_str(conf, "outbox_table"),
+                                  .appname = "outbox-relay migrate"};
+        outbox_store_t *s = NULL;
+        for (int attempt = 0; attempt < 30 && !s; attempt++) {
+            if (!(s = outbox__store_open(&cfg, err, sizeof(err)))) {
                 outbox__log(OUTBOX_LOG_WARN, "relay", "db_wait", err, NULL);
                 sleep(1);
             }
         }
         int applied = 0;
-        if (!c || outbox_migrate(c, &applied, err, sizeof(err))) {
+        if (!s || s->ops->migrate(s, &applied, err, sizeof(err))) {
             outbox__log(OUTBOX_LOG_ERROR, "relay", "migrate_failed", err, NULL);
-            PQfinish(c);
+            outbox__store_close(s);
             outbox_conf_destroy(conf);
             return 1;
         }
-        PQfinish(c);
+        outbox__store_close(s);
         char a[16];
         snprintf(a, sizeof(a), "%d", applied);
-        outbox__log(OUTBOX_LOG_INFO, "relay", "migrated", "schema up to date", "applied", a, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "relay", "migrated", "schema up to date", "applied", a, "table", cfg.table, NULL);
     }
 
     int64_t shutdown_ms = outbox__conf_ms(conf, "shutdown_timeout");
