@@ -5,7 +5,9 @@
  * Each topic is a durable topic exchange (declared once per connection),
  * the routing key is the event type. Messages are persistent (delivery
  * mode 2) with message-id = event id, type = event type, timestamp = event
- * time and the traceparent as a header. content_mode=structured sends the
+ * time, the traceparent as a header and the event's own headers
+ * (core/headers.h: a string value as it is, any other JSON value as its
+ * compact JSON text). content_mode=structured sends the
  * CloudEvents document (content-type application/cloudevents+json);
  * content_mode=binary sends the data as body (application/json) and the
  * CloudEvents attributes as ce_* headers.
@@ -19,13 +21,13 @@
  * was bound: see amqp_mandatory). The connection is opened lazily, so a relay starts while the
  * broker is down; any connection error drops it, the call returns OUTBOX_ERR_BROKER and the next
  * call or ping() reconnects. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/conf.h"
+#include "core/headers.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "broker/amqp.h"
@@ -207,14 +209,14 @@ static uint64_t epoch_seconds(const char *rfc3339)
     return t < 0 ? 0 : (uint64_t)t;
 }
 
-/* The headers table of one message; strings borrowed from the message and
- * from hdrs (kept alive until after the publish). */
+/* The headers table of one message. The attributes' strings are borrowed
+ * from the message; the event's own headers are copies in owned[]. */
 typedef struct msg_headers_s {
     amqp_table_entry_t *e;
-    int n;
-    json_t *hdrs; /* parsed msg->headers */
-    char **owned; /* non-string header values dumped as JSON */
-    int nowned;
+    int n, cap;
+    char **owned; /* names and values of the event's own headers */
+    int nowned, cap_owned;
+    int nomem;
 } msg_headers_t;
 
 static void headers_term(msg_headers_t *h)
@@ -223,38 +225,78 @@ static void headers_term(msg_headers_t *h)
         free(h->owned[i]);
     free(h->owned);
     free(h->e);
-    json_decref(h->hdrs);
     memset(h, 0, sizeof(*h));
+}
+
+/* Adds key: val (len bytes) unless key is there already: the first one wins,
+ * so ce_* and traceparent beat the event's own headers. */
+static void header_addn(msg_headers_t *h, const char *key, const char *val, size_t len)
+{
+    if (!val || h->nomem)
+        return;
+    for (int i = 0; i < h->n; i++)
+        if (h->e[i].key.len == strlen(key) && !memcmp(h->e[i].key.bytes, key, h->e[i].key.len))
+            return;
+    if (h->n == h->cap) {
+        int cap = h->cap ? 2 * h->cap : 16;
+        amqp_table_entry_t *e = realloc(h->e, (size_t)cap * sizeof(*e));
+        if (!e) {
+            h->nomem = 1;
+            return;
+        }
+        h->e = e;
+        h->cap = cap;
+    }
+    h->e[h->n].key = amqp_cstring_bytes(key);
+    h->e[h->n].value.kind = AMQP_FIELD_KIND_UTF8;
+    h->e[h->n].value.value.bytes.bytes = (void *)val;
+    h->e[h->n].value.value.bytes.len = len;
+    h->n++;
 }
 
 static void header_add(msg_headers_t *h, const char *key, const char *val)
 {
-    if (!val)
-        return;
-    for (int i = 0; i < h->n; i++) /* first one wins: ce_* and traceparent beat user headers */
-        if (h->e[i].key.len == strlen(key) && !memcmp(h->e[i].key.bytes, key, h->e[i].key.len))
-            return;
-    h->e[h->n].key = amqp_cstring_bytes(key);
-    h->e[h->n].value.kind = AMQP_FIELD_KIND_UTF8;
-    h->e[h->n].value.value.bytes = amqp_cstring_bytes(val);
-    h->n++;
+    header_addn(h, key, val, val ? strlen(val) : 0);
+}
+
+/* Keeps a copy of s[0..len) (NUL-terminated) in h->owned; NULL on ENOMEM. */
+static char *own(msg_headers_t *h, const char *s, size_t len)
+{
+    if (h->nowned == h->cap_owned) {
+        int cap = h->cap_owned ? 2 * h->cap_owned : 16;
+        char **o = realloc(h->owned, (size_t)cap * sizeof(*o));
+        if (!o)
+            return NULL;
+        h->owned = o;
+        h->cap_owned = cap;
+    }
+    char *c = malloc(len + 1);
+    if (c) {
+        memcpy(c, s, len);
+        c[len] = '\0';
+        h->owned[h->nowned++] = c;
+    }
+    return c;
+}
+
+/* outbox__headers_each callback: one of the event's own headers. */
+static outbox_err_t add_event_header(void *opaque, const char *name, const char *value, size_t len)
+{
+    msg_headers_t *h = opaque;
+    const char *n = own(h, name, strlen(name));
+    const char *v = n ? own(h, value, len) : NULL;
+    if (!v)
+        return OUTBOX_ERR_NOMEM;
+    header_addn(h, n, v, len);
+    return h->nomem ? OUTBOX_ERR_NOMEM : OUTBOX_OK;
 }
 
 /* Builds the headers: traceparent, ce_* (binary mode), then the event's own
- * headers. -1 on ENOMEM. */
+ * headers (core/headers.h: strings as they are, other JSON values as their
+ * JSON text; headers that are not a JSON object are left out). -1 on ENOMEM. */
 static int headers_build(msg_headers_t *h, const outbox_msg_t *m, int binary)
 {
     memset(h, 0, sizeof(*h));
-    size_t nuser = 0;
-    if (m->headers && *m->headers) {
-        h->hdrs = json_loads(m->headers, 0, NULL);
-        if (h->hdrs && json_is_object(h->hdrs))
-            nuser = json_object_size(h->hdrs);
-    }
-    h->e = calloc(12 + nuser, sizeof(*h->e));
-    h->owned = calloc(nuser + 1, sizeof(*h->owned));
-    if (!h->e || !h->owned)
-        return -1;
     header_add(h, "traceparent", m->traceparent);
     if (binary) {
         header_add(h, "ce_specversion", "1.0");
@@ -267,23 +309,27 @@ static int headers_build(msg_headers_t *h, const outbox_msg_t *m, int binary)
         header_add(h, "ce_datacontenttype", CT_JSON);
         header_add(h, "ce_traceparent", m->traceparent);
     }
-    if (nuser) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(h->hdrs, k, v)
-        {
-            if (json_is_string(v)) {
-                header_add(h, k, json_string_value(v));
-            } else {
-                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                if (!s)
-                    return -1;
-                h->owned[h->nowned++] = s;
-                header_add(h, k, s);
-            }
-        }
+    if (outbox__headers_each(m->headers, add_event_header, h) == OUTBOX_ERR_NOMEM)
+        return -1;
+    return h->nomem ? -1 : 0;
+}
+
+/* Sizes of the event's own headers, for msg_fits. */
+typedef struct header_sizes_s {
+    size_t total;
+    char too_long[40]; /* the first name over 255 bytes (its start), or "" */
+} header_sizes_t;
+
+static outbox_err_t size_header(void *opaque, const char *name, const char *value, size_t len)
+{
+    header_sizes_t *hs = opaque;
+    (void)value;
+    if (strlen(name) > 255) {
+        snprintf(hs->too_long, sizeof(hs->too_long), "%.32s", name);
+        return OUTBOX_ERR_REJECTED;
     }
-    return 0;
+    hs->total += strlen(name) + 8 + len;
+    return OUTBOX_OK;
 }
 
 /* 1 if m can be sent: AMQP short strings (exchange, routing key, header
@@ -301,40 +347,20 @@ static int msg_fits(const outbox_msg_t *m, char *why, size_t why_size)
                  "type must be at most 255 bytes to be an AMQP routing key (got %zu)", yl);
         return 0;
     }
-    size_t total = strlen(m->id) + yl + (m->traceparent ? 2 * strlen(m->traceparent) : 0) +
-                   12 * 64 + strlen(m->source ? m->source : "") + strlen(m->time ? m->time : "") +
-                   2 * strlen(m->key);
-    if (m->headers && *m->headers) {
-        json_t *h = json_loads(m->headers, 0, NULL);
-        const char *k;
-        json_t *v;
-        if (h && json_is_object(h)) {
-            json_object_foreach(h, k, v)
-            {
-                if (strlen(k) > 255) {
-                    snprintf(why, why_size,
-                             "header name \"%.32s...\" is longer than 255 bytes (AMQP limit)", k);
-                    json_decref(h);
-                    return 0;
-                }
-                size_t vl = 0;
-                if (json_is_string(v)) {
-                    vl = json_string_length(v);
-                } else {
-                    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                    vl = d ? strlen(d) : 0;
-                    free(d);
-                }
-                total += strlen(k) + 8 + vl;
-            }
-        }
-        json_decref(h);
+    header_sizes_t hs = {.total = strlen(m->id) + yl +
+                                  (m->traceparent ? 2 * strlen(m->traceparent) : 0) + 12 * 64 +
+                                  strlen(m->source ? m->source : "") +
+                                  strlen(m->time ? m->time : "") + 2 * strlen(m->key)};
+    if (outbox__headers_each(m->headers, size_header, &hs) == OUTBOX_ERR_REJECTED) {
+        snprintf(why, why_size, "header name \"%s...\" is longer than 255 bytes (AMQP limit)",
+                 hs.too_long);
+        return 0;
     }
-    if (total > 64 * 1024) {
+    if (hs.total > 64 * 1024) {
         snprintf(
             why, why_size,
             "headers and key take %zu bytes; AMQP properties must fit in one frame (64 KiB here)",
-            total);
+            hs.total);
         return 0;
     }
     return 1;

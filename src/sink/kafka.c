@@ -10,7 +10,8 @@
  * ce_type, ce_source, ce_specversion for routing without parsing. Binary
  * mode: value = data, attributes as ce_* headers, content-type:
  * application/json. traceparent (when set) and the event's own headers are
- * carried as headers in both modes.
+ * carried as headers in both modes (core/headers.h: a string value as it
+ * is, any other JSON value as its compact JSON text).
  *
  * Confirmation: an event counts as published only from its delivery report
  * (acks=all, enable.idempotence=true). publish() produces the whole call
@@ -28,13 +29,13 @@
  */
 #include "broker/kafka.h"
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/headers.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sink/sink.h"
@@ -199,6 +200,15 @@ static int reserved_header(const char *name)
            !strcasecmp(name, "traceparent");
 }
 
+/* outbox__headers_each callback: one of the event's own headers (reserved
+ * names are left out). rd_kafka_header_add copies name and value. */
+static outbox_err_t add_event_header(void *opaque, const char *name, const char *value, size_t len)
+{
+    if (!reserved_header(name))
+        rd_kafka_header_add(opaque, name, -1, value, (ssize_t)len);
+    return OUTBOX_OK;
+}
+
 /* Builds the headers of m (see the top of this file). NULL on ENOMEM. */
 static rd_kafka_headers_t *build_headers(const kafka_sink_t *k, const outbox_msg_t *m)
 {
@@ -223,18 +233,9 @@ static rd_kafka_headers_t *build_headers(const kafka_sink_t *k, const outbox_msg
     }
     if (m->traceparent && *m->traceparent)
         rd_kafka_header_add(h, "traceparent", -1, m->traceparent, -1);
-    if (m->headers && *m->headers) {
-        json_t *o = json_loads(m->headers, 0, NULL);
-        const char *name;
-        json_t *v;
-        if (json_is_object(o))
-            json_object_foreach(o, name, v)
-            {
-                if (json_is_string(v) && !reserved_header(name))
-                    rd_kafka_header_add(h, name, -1, json_string_value(v),
-                                        (ssize_t)json_string_length(v));
-            }
-        json_decref(o);
+    if (outbox__headers_each(m->headers, add_event_header, h) == OUTBOX_ERR_NOMEM) {
+        rd_kafka_headers_destroy(h);
+        return NULL;
     }
     return h;
 }

@@ -13,7 +13,9 @@
  * application/cloudevents+json. Binary mode (content_mode=binary): body =
  * the data, attributes as ce-* headers, content-type application/json.
  * Both modes carry the W3C "traceparent" header when the event has one and
- * the event's own headers (a JSON object of strings).
+ * the event's own headers (core/headers.h: a string value as it is, any
+ * other JSON value as its compact JSON text; reserved names and values with
+ * a line break are left out).
  *
  * Publishing is asynchronous (js_PublishMsgAsync): the engine hands a call
  * at most one event per key, so the whole call is sent at once and costs
@@ -29,7 +31,6 @@
 #include "broker/nats.h"
 
 #include <ctype.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@
 #include <time.h>
 
 #include "core/conf.h"
+#include "core/headers.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sink/sink.h"
@@ -282,50 +284,55 @@ static int header_value_ok(const char *v)
     return !strpbrk(v, "\r\n");
 }
 
-/* Builds the NATS message for m. Returns OUTBOX_OK or OUTBOX_ERR_REJECTED
- * (a permanent problem with this event) / OUTBOX_ERR_NOMEM, errstr set. */
-static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **out, char *errstr,
-                              size_t errstr_size)
+/* Creates the message for m: subject "<topic>.<type>", the body (the
+ * document, or the data in binary mode). OUTBOX_ERR_REJECTED (a permanent
+ * problem with this event) or OUTBOX_ERR_NOMEM, errstr set. */
+static outbox_err_t create_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **out, char *errstr,
+                               size_t errstr_size)
 {
-    *out = NULL;
     if (!subject_ok(m->topic) || !subject_ok(m->type))
         return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
                            "topic \"%s\" / type \"%s\" cannot form a NATS subject (empty token, "
                            "white space, '*' or '>')",
                            m->topic ? m->topic : "", m->type ? m->type : "");
+    if (s->binary && (strpbrk(m->key ? m->key : "", "\r\n") ||
+                      strpbrk(m->source ? m->source : "", "\r\n") || strpbrk(m->type, "\r\n")))
+        return outbox__err(
+            OUTBOX_ERR_REJECTED, errstr, errstr_size,
+            "event %s: a line break in key/source/type cannot travel as a ce-* header "
+            "(binary mode); use content_mode=structured",
+            m->id);
+    const char *body = s->binary ? (m->payload ? m->payload : "null") : m->envelope;
+    size_t len = s->binary ? strlen(body) : m->envelope_len;
+    if (len > INT_MAX)
+        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
+                           "event body of %zu bytes is too large", len);
     size_t sl = strlen(m->topic) + strlen(m->type) + 2;
     char stack[256];
     char *subj = sl <= sizeof(stack) ? stack : malloc(sl);
     if (!subj)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     snprintf(subj, sl, "%s.%s", m->topic, m->type);
-    const char *body = s->binary ? (m->payload ? m->payload : "null") : m->envelope;
-    size_t len = s->binary ? strlen(body) : m->envelope_len;
-    if (len > INT_MAX) {
-        if (subj != stack)
-            free(subj);
-        return outbox__err(OUTBOX_ERR_REJECTED, errstr, errstr_size,
-                           "event body of %zu bytes is too large", len);
-    }
-    natsMsg *msg = NULL;
-    natsStatus st = natsMsg_Create(&msg, subj, NULL, body, (int)len);
+    natsStatus st = natsMsg_Create(out, subj, NULL, body, (int)len);
     if (subj != stack)
         free(subj);
+    if (st != NATS_OK)
+        return outbox__err(st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr,
+                           errstr_size, "cannot build NATS message: %s", natsStatus_GetText(st));
+    return OUTBOX_OK;
+}
+
+/* Sets the headers the sink owns: Nats-Msg-Id, content-type, ce-* (binary
+ * mode), traceparent. */
+static natsStatus set_attr_headers(nats_sink_t *s, const outbox_msg_t *m, natsMsg *msg)
+{
+    natsStatus st = NATS_OK;
 #define HDR(k, v)                                                                                  \
     do {                                                                                           \
         if (st == NATS_OK && (v))                                                                  \
             st = natsMsgHeader_Set(msg, (k), (v));                                                 \
     } while (0)
     HDR("Nats-Msg-Id", m->id);
-    if (s->binary && (strpbrk(m->key ? m->key : "", "\r\n") ||
-                      strpbrk(m->source ? m->source : "", "\r\n") || strpbrk(m->type, "\r\n"))) {
-        natsMsg_Destroy(msg);
-        return outbox__err(
-            OUTBOX_ERR_REJECTED, errstr, errstr_size,
-            "event %s: a line break in key/source/type cannot travel as a ce-* header "
-            "(binary mode); use content_mode=structured",
-            m->id);
-    }
     if (s->binary) {
         HDR("content-type", "application/json");
         HDR("ce-specversion", "1.0");
@@ -341,23 +348,44 @@ static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **o
     if (m->traceparent && *m->traceparent && header_value_ok(m->traceparent))
         HDR("traceparent", m->traceparent);
 #undef HDR
-    if (st == NATS_OK && m->headers && *m->headers) {
-        json_t *h = json_loads(m->headers, 0, NULL);
-        const char *k;
-        json_t *v;
-        json_object_foreach(h, k, v)
-        {
-            if (!json_is_string(v) || !header_name_ok(k) || !header_value_ok(json_string_value(v)))
-                continue;
-            if ((st = natsMsgHeader_Set(msg, k, json_string_value(v))) != NATS_OK)
-                break;
-        }
-        json_decref(h);
-    }
-    if (st != NATS_OK) {
+    return st;
+}
+
+typedef struct event_headers_s {
+    natsMsg *msg;
+    natsStatus st;
+} event_headers_t;
+
+/* outbox__headers_each callback: one of the event's own headers. Reserved
+ * names, names a NATS header cannot have and values with a line break or a
+ * NUL byte are left out. natsMsgHeader_Set copies name and value. */
+static outbox_err_t add_event_header(void *opaque, const char *name, const char *value, size_t len)
+{
+    event_headers_t *eh = opaque;
+    if (!header_name_ok(name) || strlen(value) != len || !header_value_ok(value))
+        return OUTBOX_OK;
+    eh->st = natsMsgHeader_Set(eh->msg, name, value);
+    return eh->st == NATS_OK ? OUTBOX_OK : OUTBOX_ERR_BROKER;
+}
+
+/* Builds the NATS message for m. Returns OUTBOX_OK or OUTBOX_ERR_REJECTED
+ * (a permanent problem with this event) / OUTBOX_ERR_NOMEM, errstr set. */
+static outbox_err_t build_msg(nats_sink_t *s, const outbox_msg_t *m, natsMsg **out, char *errstr,
+                              size_t errstr_size)
+{
+    *out = NULL;
+    natsMsg *msg = NULL;
+    outbox_err_t err = create_msg(s, m, &msg, errstr, errstr_size);
+    if (err)
+        return err;
+    event_headers_t eh = {.msg = msg, .st = set_attr_headers(s, m, msg)};
+    if (eh.st == NATS_OK &&
+        outbox__headers_each(m->headers, add_event_header, &eh) == OUTBOX_ERR_NOMEM)
+        eh.st = NATS_NO_MEMORY;
+    if (eh.st != NATS_OK) {
         natsMsg_Destroy(msg);
-        return outbox__err(st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr,
-                           errstr_size, "cannot build NATS message: %s", natsStatus_GetText(st));
+        return outbox__err(eh.st == NATS_NO_MEMORY ? OUTBOX_ERR_NOMEM : OUTBOX_ERR_REJECTED, errstr,
+                           errstr_size, "cannot build NATS message: %s", natsStatus_GetText(eh.st));
     }
     *out = msg;
     return OUTBOX_OK;

@@ -4,7 +4,8 @@
  *  - every call holds at most one event per key, as the engine makes them
  *    (run_calls below plays the engine's part);
  *  - a call is confirmed per message from delivery reports, keyed, valid
- *    CloudEvents with the ce_* / content-type / traceparent headers;
+ *    CloudEvents with the ce_* / content-type / traceparent headers and the
+ *    event's own headers, non-string values as their JSON text;
  *  - binary mode: value = data, attributes as ce_* headers;
  *  - a message too large is OUTBOX_ERR_REJECTED and only it: the other
  *    events of the call go through;
@@ -19,6 +20,13 @@
 #include "core/message.h"
 #include "core/util.h"
 #include "sink/sink.h"
+
+/* The events' own headers: a string, a spoofed reserved name, and values
+ * that are not strings (sent as their compact JSON text, numbers as written). */
+#define HEADERS                                                                                    \
+    "{\"tenant\":\"acme\",\"ce_id\":\"spoofed\",\"retries\": 3,\"ratio\":1.50,"                    \
+    "\"big\":123456789012345678901234567890,\"flag\":true,\"none\":null,"                          \
+    "\"obj\":{ \"a\": [1, 2] }}"
 
 static outbox_conf_t *sink_conf(const char *timeout, const char *mode, const char *props)
 {
@@ -54,7 +62,7 @@ static outbox_msg_t *make_msgs(const char *topic, const char *prefix, int from, 
         m[i].key = strdup(key);
         m[i].source = "/tests/kafka";
         m[i].payload = payload;
-        m[i].headers = "{\"tenant\":\"acme\",\"ce_id\":\"spoofed\"}";
+        m[i].headers = HEADERS;
         m[i].traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         m[i].time = "2026-11-22T12:00:00Z";
         char err[256];
@@ -196,6 +204,11 @@ int main(void)
                            "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") &&
                 has_header(&recs[i], "tenant=acme") && !has_header(&recs[i], "spoofed"),
             "headers: %s", recs[i].headers);
+        CHECK(has_header(&recs[i], "retries=3") && has_header(&recs[i], "ratio=1.50") &&
+                  has_header(&recs[i], "big=123456789012345678901234567890") &&
+                  has_header(&recs[i], "flag=true") && has_header(&recs[i], "none=null") &&
+                  has_header(&recs[i], "obj={\"a\":[1,2]}"),
+              "non-string headers not sent as their JSON text: %s", recs[i].headers);
         CHECK(recs[i].env.traceparent, "no traceparent in the envelope");
     }
     kt_recs_free(recs, got);
