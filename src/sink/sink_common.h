@@ -1,7 +1,7 @@
 /*
- * Helpers shared by the libcurl sinks (http.c, opensearch.c) and the other
- * sinks that keep per-key state: a capped growable buffer, a set of keys and
- * the libcurl settings every request needs.
+ * Helpers shared by the libcurl sinks (http.c, opensearch.c) and the file
+ * sink: the libcurl settings every request needs, reading libcurl outcomes,
+ * and text for error messages. (Growable buffers: core/buf.h.)
  *
  * Header-only (static inline): the build registers every src/sink/NAME.c as
  * a sink, so shared code cannot live in a .c file here.
@@ -10,7 +10,6 @@
 #define OUTBOX_SINK_SINK_COMMON_H
 
 #include "core/buf.h"
-#include "core/keyset.h"
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -20,8 +19,6 @@
 #include "core/log.h"
 
 /* outbox__buf_t: see core/buf.h */
-
-/* outbox__keyset_t: see core/keyset.h */
 
 /* ------------------------------------------------------------------------ */
 /* libcurl                                                                   */
