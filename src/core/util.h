@@ -14,6 +14,10 @@ outbox_err_t outbox__err(outbox_err_t err, char *errstr, size_t errstr_size, con
 
 /** Monotonic clock in milliseconds. */
 int64_t outbox__now_ms(void);
+
+/** Removes trailing newlines and spaces from s in place (server and library
+ *  messages end with one); returns s. This function can't fail. */
+char *outbox__rtrim(char *s);
 /** Wall clock in microseconds since the epoch. */
 int64_t outbox__wall_us(void);
 /** Sleeps ms milliseconds (restarts on EINTR unless *stop becomes non-zero). */

@@ -719,10 +719,7 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     outbox_http_t *h = cls;
     char buf[512];
     vsnprintf(buf, sizeof(buf), fmt, ap);
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    outbox__log(OUTBOX_LOG_WARN, h->name, "http_server", buf, NULL);
+    outbox__log(OUTBOX_LOG_WARN, h->name, "http_server", outbox__rtrim(buf), NULL);
 }
 
 /* ------------------------------------------------------------------------ */

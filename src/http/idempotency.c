@@ -29,16 +29,9 @@ static const outbox_migration_t idem_migrations[] = {
     {0, NULL, NULL},
 };
 
-static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size,
-                           const char *what)
+static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size, const char *what)
 {
-    char buf[400];
-    snprintf(buf, sizeof(buf), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what,
-                       buf[0] ? buf : "connection lost");
+    return outbox__pg_err(conn, r, errstr, errstr_size, what);
 }
 
 outbox_err_t outbox__idem_migrate(PGconn *conn, char *errstr, size_t errstr_size)

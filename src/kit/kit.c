@@ -88,9 +88,7 @@ static void pq_reason(PGconn *conn, const PGresult *r, char *errstr, size_t errs
     if (!m || !*m)
         m = PQerrorMessage(conn);
     snprintf(errstr, errstr_size, "%s", m && *m ? m : "connection lost");
-    size_t n = strlen(errstr);
-    while (n && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '))
-        errstr[--n] = '\0';
+    outbox__rtrim(errstr);
 }
 
 outbox_kit_commit_t outbox_kit_db_commit(PGconn *conn, char *errstr, size_t errstr_size)

@@ -271,10 +271,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     (void)cls;
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    outbox__log(OUTBOX_LOG_DEBUG, "relay", "metrics_http", msg, NULL);
+    outbox__log(OUTBOX_LOG_DEBUG, "relay", "metrics_http", outbox__rtrim(msg), NULL);
 }
 
 static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_in *sa, int port)

@@ -15,11 +15,8 @@ outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, siz
     if (!m || !*m)
         m = PQerrorMessage(conn);
     char buf[512];
-    snprintf(buf, sizeof(buf), "%s", m ? m : "unknown error");
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what, buf);
+    snprintf(buf, sizeof(buf), "%s", m && *m ? m : "unknown error");
+    return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what, outbox__rtrim(buf));
 }
 
 static void quiet_notice(void *arg, const char *message)
