@@ -43,7 +43,7 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK,
      "longest wait for broker confirmation of a batch; also bounds each relay transaction"},
     {"outbox_table", OUTBOX_CT_STR, "outbox", "OUTBOX_TABLE", 0, 0, 0, NULL, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY,
-     "outbox table to read (one per service is allowed); its dead letters are in <table>_dead_letter"},
+     "outbox table to read (one per service is allowed); its dead letters are in TABLE_dead_letter"},
     {"ack_mode", OUTBOX_CT_ENUM, "delete", "OUTBOX_ACK_MODE", 0, 0, 0, "delete|mark", OUTBOX_SCOPE_RELAY,
      "on broker confirmation, delete the row, or mark it status='processed' with processed_at and keep it"},
     {"processed_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_PROCESSED_RETENTION", 0, 3650 * MS_D, 0, NULL,
@@ -601,6 +601,24 @@ void outbox__conf_print_help(FILE *fp, unsigned scopes)
 
 void outbox__conf_print_markdown(FILE *fp)
 {
+    fprintf(fp,
+            "# Configuration reference\n"
+            "\n"
+            "Every option is one row of a single table (`src/core/conf.c`). That table\n"
+            "drives command-line flags, environment variables, `--help`, the redaction of\n"
+            "secrets in logs, and this page. Regenerate the page with\n"
+            "`build/bin/outboxctl config-doc > docs/CONFIGURATION.md`. Flags win over the\n"
+            "environment. Durations take `ms`, `s`, `m`, `h`, `d` (a bare number is\n"
+            "milliseconds). Booleans take `true/false`, `1/0`, `yes/no`, `on/off`.\n"
+            "\n"
+            "Database: `DATABASE_URL` (a libpq conninfo or URI) wins. When it is empty, the\n"
+            "connection is built from the seed-style `DB_HOST DB_PORT DB_USER DB_PASSWORD\n"
+            "DB_NAME`. Redis for the default sink and the consumers: `REDIS_ADDR`,\n"
+            "`REDIS_PASSWORD`. Sinks are chosen by URL (`OUTBOX_SINK`); see\n"
+            "[sinks/](sinks/).\n"
+            "\n"
+            "Options marked *testing only* inject faults; never set them in production.\n"
+            "\n");
     fprintf(fp, "| property / flag | environment | type | default | description |\n");
     fprintf(fp, "|---|---|---|---|---|\n");
     for (int k = 0; k < NPROPS; k++) {
@@ -610,8 +628,19 @@ void outbox__conf_print_markdown(FILE *fp)
         for (char *c = flag + 2; *c; c++)
             if (*c == '_')
                 *c = '-';
+        char type[160];
+        if (p->type == OUTBOX_CT_ENUM) { /* "a|b" would split the table cell */
+            size_t n = 0;
+            for (const char *v = p->enum_vals; *v && n + 8 < sizeof(type);) {
+                size_t len = strcspn(v, "|");
+                n += (size_t)snprintf(type + n, sizeof(type) - n, "%s`%.*s`", n ? ", " : "one of ", (int)len, v);
+                v += len + (v[len] == '|');
+            }
+        } else {
+            snprintf(type, sizeof(type), "%s", type_name(p));
+        }
         fprintf(fp, "| `%s` | `%s` | %s | %s%s%s | %s%s |\n", flag, p->env ? p->env : "-",
-                type_name(p), p->def[0] ? "`" : "", p->def[0] ? p->def : "(empty)",
+                type, p->def[0] ? "`" : "", p->def[0] ? p->def : "(empty)",
                 p->def[0] ? "`" : "", p->doc, p->secret == 1 ? " (secret: never logged)" : "");
     }
 }
