@@ -73,31 +73,16 @@ static int migrate(PGconn *c)
 static void check_redis(const outbox_conf_t *conf)
 {
     const char *addr = outbox_kit_conf_str(conf, "redis_addr");
-    char host[256];
-    snprintf(host, sizeof(host), "%s", addr);
-    char *colon = strrchr(host, ':');
-    int port = 6379;
-    if (colon) {
-        *colon = '\0';
-        port = atoi(colon + 1);
-    }
-    struct timeval tv = {3, 0};
-    redisContext *rc = redisConnectWithTimeout(host, port, tv);
-    redisReply *rep = NULL;
-    if (rc && !rc->err && outbox_kit_conf_str(conf, "redis_password")[0]) {
-        const char *av[2] = {"AUTH", outbox_kit_conf_str(conf, "redis_password")};
-        rep = redisCommandArgv(rc, 2, av, NULL);
-        if (rep)
-            freeReplyObject(rep);
-    }
-    rep = rc && !rc->err ? redisCommand(rc, "PING") : NULL;
+    char err[256];
+    redisContext *rc = outbox_kit_redis_connect(conf, 3000, err, sizeof(err));
+    redisReply *rep = rc ? redisCommand(rc, "PING") : NULL;
     if (rep && rep->type != REDIS_REPLY_ERROR)
         outbox__log(OUTBOX_LOG_INFO, "orders", "redis_connected", "Connected to Redis successfully",
                     "addr", addr, NULL);
     else
         outbox__log(OUTBOX_LOG_WARN, "orders", "redis_unreachable",
                     "Redis is not reachable yet: the relay and consumers keep retrying", "addr",
-                    addr, NULL);
+                    addr, "error", rc ? (rep ? rep->str : rc->errstr) : err, NULL);
     if (rep)
         freeReplyObject(rep);
     if (rc)

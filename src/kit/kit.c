@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "broker/redis.h"
 #include "core/util.h"
 #include "store/pg/pg.h"
 
@@ -140,4 +141,21 @@ int64_t outbox_kit_now_ms(void)
 void outbox_kit_sleep_ms(int64_t ms, volatile int *stop)
 {
     outbox__sleep_ms(ms, stop);
+}
+
+struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms, char *errstr,
+                                              size_t errstr_size)
+{
+    const char *addr = outbox__conf_str(conf, "redis_addr");
+    char url[512];
+    if (strstr(addr, "://"))
+        snprintf(url, sizeof(url), "%s", addr);
+    else
+        snprintf(url, sizeof(url), "redis://%s", addr);
+    outbox__redis_url_t u;
+    if (outbox__redis_url_parse(url, &u, errstr, errstr_size) != OUTBOX_OK)
+        return NULL;
+    if (!u.password[0])
+        snprintf(u.password, sizeof(u.password), "%s", outbox__conf_str(conf, "redis_password"));
+    return outbox__redis_connect(&u, timeout_ms, errstr, errstr_size);
 }

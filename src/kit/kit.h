@@ -140,6 +140,14 @@ outbox_err_t outbox_kit_migrate(PGconn *conn, const char *component, const outbo
  *  SIGPIPE: the shutdown set-up every daemon here shares. */
 void outbox_kit_on_stop_signals(void (*handler)(int));
 
+/** Redis from the configuration (redis_addr "host:port" or a redis:// URL,
+ *  redis_password): connects, AUTH, SELECT, with timeout_ms on the connect
+ *  and every command. The caller owns the context (redisFree). NULL with
+ *  errstr saying which step failed (never the password). */
+struct redisContext;
+struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms, char *errstr,
+                                              size_t errstr_size);
+
 /** Monotonic clock in milliseconds. */
 int64_t outbox_kit_now_ms(void);
 
