@@ -89,6 +89,17 @@ static int log_field(const char *path, const char *event, const char *field, cha
     return found;
 }
 
+/* Waits until the relay pid logs metrics_listening; fails at once if it exits. */
+static void wait_listening(pid_t pid, const char *log, int timeout_ms)
+{
+    long long end = tu_now_ms() + timeout_ms;
+    while (log_count(log, "metrics_listening", NULL) == 0) {
+        CHECK(proc_alive(pid), "the relay exited before serving metrics (see %s)", log);
+        CHECK(tu_now_ms() < end, "no metrics_listening line after %d ms (see %s)", timeout_ms, log);
+        tu_sleep_ms(20);
+    }
+}
+
 /* Every line of the log is one JSON object with level, component and event;
  * returns how many lines there are. */
 static int check_all_json(const char *path)
@@ -185,7 +196,7 @@ int main(void)
         relays[i] = spawn(ci, sink, i == NRELAYS - 1 ? debug : info, logs[i]);
     }
     for (int i = 0; i < NRELAYS; i++) {
-        wait_log_event(logs[i], "metrics_listening", 30000);
+        wait_listening(relays[i], logs[i], 30000);
         CHECK(log_field(logs[i], "metrics_listening", "addr", addrs[i], sizeof(addrs[i])),
               "metrics_listening without addr (see %s)", logs[i]);
         char wanted[64] = "", moved_to[64] = "";

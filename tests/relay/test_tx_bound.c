@@ -213,7 +213,8 @@ static int broker_get(broker_t *b, const int *field)
     return v;
 }
 
-/* ---- transactions of the relay's sessions, seen from pg_stat_activity ---- */
+/* ---- transactions of the relay's sessions (this test's database: other tests
+ * may run relays at the same time), seen from pg_stat_activity ---- */
 
 typedef struct watch_s {
     long long longest_ms; /* the oldest open transaction ever seen */
@@ -228,7 +229,8 @@ static void watch_sample(PGconn *c, watch_t *w)
         c, "SELECT pid, application_name LIKE '% worker-%',"
            " CASE WHEN state IN ('idle in transaction', 'active') AND xact_start IS NOT NULL"
            "  THEN (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::bigint END"
-           " FROM pg_stat_activity WHERE application_name LIKE 'outbox-relay%'");
+           " FROM pg_stat_activity"
+           " WHERE datname = current_database() AND application_name LIKE 'outbox-relay%'");
     int any = 0;
     for (int i = 0; i < PQntuples(r); i++) {
         if (!PQgetisnull(r, i, 2)) {
@@ -269,7 +271,8 @@ static void wait_workers(PGconn *c, int n, int timeout_ms)
 {
     long long end = tu_now_ms() + timeout_ms, got = 0;
     while ((got = tu_query_ll(c, "SELECT count(*) FROM pg_stat_activity"
-                                 " WHERE application_name LIKE 'outbox-relay % worker-%'")) < n) {
+                                 " WHERE datname = current_database()"
+                                 "  AND application_name LIKE 'outbox-relay % worker-%'")) < n) {
         CHECK(tu_now_ms() < end, "%lld of %d relay worker sessions after %d ms", got, n,
               timeout_ms);
         tu_sleep_ms(20);
