@@ -39,7 +39,7 @@ static int add_attr(outbox__buf_t *b, const char *name, const char *value, const
 char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size)
 {
     const char *payload = msg->payload ? msg->payload : "null";
-    size_t plen = strlen(payload);
+    size_t plen = msg->payload && msg->payload_len ? msg->payload_len : strlen(payload);
     outbox__json_error_t jerr;
     if (outbox__json_check(payload, plen, &jerr)) {
         outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,

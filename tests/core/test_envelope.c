@@ -181,6 +181,20 @@ int main(void)
               "payload %zu (%s): error %s does not say '%s'", i, m.payload, err, invalid[i].reason);
     }
 
+    /* payload_len, when set, is the payload's length: nothing past it is
+     * read, and a NUL byte inside it is not JSON. */
+    m.payload = "[1,2]garbage";
+    m.payload_len = 5;
+    doc = outbox__envelope_build(&m, &len, err, sizeof(err));
+    CHECK(doc && !strcmp(doc + len - strlen(",\"data\":[1,2]}"), ",\"data\":[1,2]}"),
+          "payload_len ignored: %s", doc ? doc : err);
+    free(doc);
+    m.payload = "[1]\0[2]";
+    m.payload_len = 7;
+    CHECK(!outbox__envelope_build(&m, &len, err, sizeof(err)) && strstr(err, "byte 3"),
+          "NUL byte inside payload_len accepted: %s", err);
+    m.payload_len = 0;
+
     /* Parser rejects what is not CloudEvents 1.0. */
     const char *bad[] = {
         "",
