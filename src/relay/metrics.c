@@ -278,8 +278,8 @@ static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_
 {
     sa->sin_port = htons((uint16_t)port);
     return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
-                            NULL, NULL, handler, m, MHD_OPTION_SOCK_ADDR, sa,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+                            NULL, NULL, handler, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END); /* logger first: MHD wants it so */
 }
 
 /* How many ports after the default one a relay tries when it is taken, so

@@ -130,6 +130,13 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
             goto broken;
     }
     for (size_t i = 0; i < n; i++) {
+        /* hiredis applies the timeout to each read: re-arm it with what is
+         * left, so a broker answering slowly cannot stretch the call past
+         * the deadline one reply at a time. */
+        left = outbox__sink_deadline(sink) - outbox__now_ms();
+        if (left <= 0)
+            goto broken;
+        redisSetTimeout(r->ctx, ms_tv(left));
         redisReply *rep = NULL;
         if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
             goto broken;
