@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -112,15 +114,27 @@ outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, 
         for (int i = 0; attrs[i] && attrs[i + 1]; i += 2)
             if (!strncmp(attrs[i], "ce_", 3) || !strncmp(attrs[i], "ce-", 3))
                 json_object_set_new(o, attrs[i] + 3, json_string(attrs[i + 1]));
-        json_error_t jerr;
-        json_t *data = json_loadb(body ? body : "null", body ? len : 4, JSON_DECODE_ANY, &jerr);
-        json_object_set_new(o, "data",
-                            data ? data : json_stringn(body ? body : "", body ? len : 0));
-        char *doc = json_dumps(o, JSON_COMPACT);
+        /* data: the body as sent when it is JSON (spliced, never re-encoded),
+         * else the body as a JSON string. */
+        int raw = body && len && !outbox__json_check(body, len, NULL);
+        if (!raw)
+            json_object_set_new(o, "data", json_stringn(body ? body : "", body ? len : 0));
+        char *attrs_doc = json_dumps(o, JSON_COMPACT);
         json_decref(o);
-        perr = doc ? outbox_envelope_parse(doc, strlen(doc), &d.env, err, sizeof(err))
-                   : OUTBOX_ERR_NOMEM;
-        free(doc);
+        outbox__buf_t doc = {0};
+        size_t alen = attrs_doc ? strlen(attrs_doc) : 0;
+        if (alen >= 2 && raw) { /* "{...}": reopen it for "data" */
+            outbox__buf_add(&doc, attrs_doc, alen - 1);
+            outbox__buf_adds(&doc, alen > 2 ? ",\"data\":" : "\"data\":");
+            outbox__buf_add(&doc, body, len);
+            outbox__buf_add(&doc, "}", 1);
+        } else if (attrs_doc) {
+            outbox__buf_adds(&doc, attrs_doc);
+        }
+        free(attrs_doc);
+        perr = doc.p && !doc.broken ? outbox_envelope_parse(doc.p, doc.len, &d.env, err, sizeof(err))
+                                    : OUTBOX_ERR_NOMEM;
+        free(doc.p);
     } else {
         perr = outbox_envelope_parse(body, len, &d.env, err, sizeof(err));
     }

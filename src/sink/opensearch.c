@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "core/conf.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sink/sink.h"
@@ -274,12 +275,14 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
         return OUTBOX_ERR_REJECTED;
     }
     int del = is_delete(o, m->type);
-    json_t *doc = NULL;
+    /* The document is the event's data as the producer wrote it (never
+     * parsed into doubles and re-encoded), only its whitespace dropped: one
+     * NDJSON line (a raw newline can only sit outside strings). */
+    const char *doc = m->payload ? m->payload : "null";
+    size_t doc_len = m->payload_len ? m->payload_len : strlen(doc);
     if (!del) {
-        json_error_t jerr;
-        doc = json_loads(m->payload ? m->payload : "null", JSON_DECODE_ANY, &jerr);
-        if (!json_is_object(doc)) {
-            json_decref(doc);
+        size_t i = strspn(doc, " \t\r\n");
+        if (outbox__json_check(doc, doc_len, NULL) || i >= doc_len || doc[i] != '{') {
             set_res(res, OUTBOX_ERR_REJECTED, 0,
                     "event data is not a JSON object; an OpenSearch document must be one");
             return OUTBOX_ERR_REJECTED;
@@ -293,7 +296,6 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
     char *line = action ? json_dumps(action, JSON_COMPACT) : NULL;
     json_decref(action);
     if (!line) {
-        json_decref(doc);
         set_res(res, OUTBOX_ERR_REJECTED, 0,
                 "cannot encode the bulk action (index or key not valid UTF-8?)");
         return OUTBOX_ERR_REJECTED;
@@ -301,12 +303,10 @@ static outbox_err_t add_item(os_sink_t *o, const outbox_msg_t *m, outbox_pub_res
     outbox__buf_adds(&o->body, line);
     outbox__buf_add(&o->body, "\n", 1);
     free(line);
-    if (doc) {
-        /* Compact: jansson escapes control characters, so no raw newline. */
-        char *src = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        json_decref(doc);
+    if (!del) {
+        char *src = malloc(doc_len ? doc_len : 1);
         if (src) {
-            outbox__buf_adds(&o->body, src);
+            outbox__buf_add(&o->body, src, outbox__json_compact(doc, doc_len, src));
             outbox__buf_add(&o->body, "\n", 1);
             free(src);
         } else {
