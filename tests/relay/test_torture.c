@@ -23,15 +23,29 @@ int main(void)
     const char *stream = tu_unique("torture");
     static char ids[N][OUTBOX_UUID_STRLEN + 1];
 
-    char *extra[] = {"OUTBOX_WORKERS=4", "OUTBOX_BATCH_SIZE=100", "OUTBOX_FAULT_PUBLISH_FAIL_RATE=0.02",
-                     "OUTBOX_BACKOFF_BASE=20ms", "OUTBOX_BACKOFF_MAX=500ms", "OUTBOX_REBALANCE_INTERVAL=300ms",
+    char *extra[] = {"OUTBOX_WORKERS=4",
+                     "OUTBOX_BATCH_SIZE=100",
+                     "OUTBOX_FAULT_PUBLISH_FAIL_RATE=0.02",
+                     "OUTBOX_BACKOFF_BASE=20ms",
+                     "OUTBOX_BACKOFF_MAX=500ms",
+                     "OUTBOX_REBALANCE_INTERVAL=300ms",
                      "OUTBOX_LOG_LEVEL=warn",
-                     "OUTBOX_FAULT_ACK_DELAY=30ms", /* widen the publish→ack window the kills aim at */ NULL};
+                     "OUTBOX_FAULT_ACK_DELAY=30ms",
+                     /* widen the publish→ack window the kills aim at */ NULL};
     pid_t relays[RELAYS];
     for (int i = 0; i < RELAYS; i++)
         relays[i] = spawn_relay(ci, sink, extra, "ordering_torture.log");
 
-    producer_t prod = {.conninfo = ci, .topic = stream, .n = N, .nkeys = KEYS, .per_tx = 250, .ids = ids};
+    /* 200 transactions 50 ms apart: production lasts >= 10 s, so the kills
+     * (one every 0.5-1.5 s) land while events are being produced and
+     * published, however fast the relays drain. */
+    producer_t prod = {.conninfo = ci,
+                       .topic = stream,
+                       .n = N,
+                       .nkeys = KEYS,
+                       .per_tx = 250,
+                       .pause_ms = 50,
+                       .ids = ids};
     producer_start(&prod);
 
     srand((unsigned)getpid());
@@ -59,7 +73,8 @@ int main(void)
         CHECK(tu_wait(relays[i], 20000) == 0, "relay %d did not exit 0 on SIGTERM", i);
     }
     CHECK(kills >= 5, "only %d kills happened: run too short to prove anything", kills);
-    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 0, "unexpected dead letters");
+    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 0,
+          "unexpected dead letters");
 
     long n = 0, dups = 0;
     entry_t *got = read_stream(r, stream, &n);
@@ -69,7 +84,8 @@ int main(void)
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS ordering_torture: %d events, %d keys, %d relays x 4 workers, %d SIGKILLs, 2%% injected failures: "
+    printf("PASS ordering_torture: %d events, %d keys, %d relays x 4 workers, %d SIGKILLs, 2%% "
+           "injected failures: "
            "0 missing, per-key order strict, %ld duplicates (re-publish of seen positions)\n",
            N, KEYS, RELAYS, kills, dups);
     return 0;
