@@ -18,7 +18,9 @@
  * Every relay number is also given as a ratio to the same round's SQL drain
  * ceiling. Rounds alternate the configurations so a noisy neighbour hurts
  * all of them alike.
- * Usage: bench_drain [N] [rounds]   (defaults 100000 2) */
+ * Usage: bench_drain [N] [rounds]   (defaults 100000 2)
+ * BENCH_DRAIN_SQL, if set, is run once after the migrations (e.g. to try an
+ * index: CREATE INDEX ... ON outbox (seq) WHERE status = 'pending'). */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -109,9 +111,26 @@ static double sql_drain(PGconn *c, const char *sql)
     return s;
 }
 
-/* The relay draining the backlog: seconds. */
+/* Sequential scans of the outbox table so far (all sessions that have
+ * reported); *rows_read (if not NULL) gets the rows they read. */
+static long long seq_scans(PGconn *c, long long *rows_read)
+{
+    PQclear(tu_exec(c, "SELECT pg_stat_clear_snapshot()"));
+    PGresult *r = tu_exec(c, "SELECT seq_scan, seq_tup_read FROM pg_stat_user_tables"
+                             " WHERE relid = 'outbox'::regclass");
+    long long n = atoll(PQgetvalue(r, 0, 0));
+    if (rows_read)
+        *rows_read = atoll(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return n;
+}
+
+/* The relay draining the backlog: seconds; *seq_n and *seq_read get the
+ * sequential scans of the outbox table during the drain and the rows they
+ * read. */
 static double relay_drain(PGconn *c, redisContext *rc, const char *host, int port,
-                          const char *ack_mode, int workers, int batch)
+                          const char *ack_mode, int workers, int batch, long long *seq_n,
+                          long long *seq_read)
 {
     char err[512], sink[128], v[16];
     fill(c);
@@ -131,19 +150,32 @@ static double relay_drain(PGconn *c, redisContext *rc, const char *host, int por
         snprintf(v, sizeof(v), "%d", batch);
         tu_conf_set(conf, "batch_size", v);
     }
+    long long read0 = 0, scans0 = seq_scans(c, &read0);
     long long t0 = tu_now_ms();
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r && outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    /* Watch the stream (XLEN is O(1)) rather than the table, so watching
+     * costs PostgreSQL nothing; then wait for the last acknowledgement. */
     long long end = t0 + 600000;
+    for (;;) {
+        redisReply *x = redisCommand(rc, "XLEN bench_drain");
+        CHECK(x && x->type == REDIS_REPLY_INTEGER, "XLEN failed");
+        long long len = x->integer;
+        freeReplyObject(x);
+        if (len >= g_n)
+            break;
+        CHECK(tu_now_ms() < end, "relay did not publish the backlog in 600 s");
+        tu_sleep_ms(10);
+    }
     while (tu_query_ll(c, "SELECT count(*) FROM outbox WHERE status = 'pending'") > 0) {
-        CHECK(tu_now_ms() < end, "relay did not drain the backlog in 600 s");
-        tu_sleep_ms(20);
+        CHECK(tu_now_ms() < end, "relay did not acknowledge the backlog in 600 s");
+        tu_sleep_ms(5);
     }
     double s = (double)(tu_now_ms() - t0) / 1000.0;
-    outbox_relay_destroy(r);
-    redisReply *x = redisCommand(rc, "XLEN bench_drain");
-    CHECK(x && x->integer >= g_n, "stream has %lld entries, want %d", x ? x->integer : -1, g_n);
-    freeReplyObject(x);
+    outbox_relay_destroy(r); /* its sessions end: their statistics are flushed */
+    long long read1 = 0;
+    *seq_n = seq_scans(c, &read1) - scans0;
+    *seq_read = read1 - read0;
     long long kept = tu_query_ll(c, "SELECT count(*) FROM outbox");
     CHECK(!strcmp(ack_mode, "mark") ? kept == g_n : kept == 0, "%s mode left %lld rows", ack_mode,
           kept);
@@ -161,6 +193,11 @@ int main(int argc, char **argv)
     g_ci = tu_fresh_db("bench_drain");
     PGconn *c = tu_connect(g_ci);
     CHECK(outbox_migrate(c, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    const char *extra = getenv("BENCH_DRAIN_SQL");
+    if (extra && *extra) {
+        PQclear(tu_exec(c, extra));
+        printf("(after the migrations: %s)\n\n", extra);
+    }
     redisContext *rc = tu_redis_connect(host, port);
 
     char ceiling_sql[512];
@@ -176,18 +213,18 @@ int main(int argc, char **argv)
 
     printf("## drain: %d events of %d-byte payloads on %d keys, delete vs mark\n\n", g_n,
            PAYLOAD_BYTES, KEYS);
-    printf("| round | drained by | ack | seconds | events/s | vs SQL drain ceiling |\n"
-           "|---|---|---|---|---|---|\n");
+    printf("| round | drained by | ack | seconds | events/s | vs SQL drain ceiling |"
+           " seq scans of outbox (rows read) |\n|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     for (int round = 1; round <= rounds; round++) {
         double ceil_s = sql_drain(c, ceiling_sql), ceil_rate = g_n / ceil_s;
         printf("| %d | SQL drain ceiling: %d clients, DELETE ... SKIP LOCKED LIMIT %d RETURNING * "
-               "| delete | %.2f | %.0f | 1.00x |\n",
+               "| delete | %.2f | %.0f | 1.00x | |\n",
                round, SQL_CLIENTS, SQL_BATCH, ceil_s, ceil_rate);
         fflush(stdout);
         double mark_s = sql_drain(c, sql);
         printf("| %d | SQL reference: %d clients, UPDATE ... SET status = 'processed' ... SKIP "
-               "LOCKED LIMIT %d RETURNING * | mark | %.2f | %.0f | %.2fx |\n",
+               "LOCKED LIMIT %d RETURNING * | mark | %.2f | %.0f | %.2fx | |\n",
                round, SQL_CLIENTS, SQL_BATCH, mark_s, g_n / mark_s, (g_n / mark_s) / ceil_rate);
         fflush(stdout);
         const struct {
@@ -200,9 +237,12 @@ int main(int argc, char **argv)
             for (int m = 0; m < 2; m++) {
                 /* alternate which mode goes first, round to round */
                 const char *mode = modes[(m + round + 1) % 2];
-                double s = relay_drain(c, rc, host, port, mode, cfg[k].workers, cfg[k].batch);
-                printf("| %d | %s | %s | %.2f | %.0f | %.2fx |\n", round, cfg[k].label, mode, s,
-                       g_n / s, (g_n / s) / ceil_rate);
+                long long scans = 0, rows_read = 0;
+                double s = relay_drain(c, rc, host, port, mode, cfg[k].workers, cfg[k].batch,
+                                       &scans, &rows_read);
+                printf("| %d | %s | %s | %.2f | %.0f | %.2fx | %lld (%.1fM rows) |\n", round,
+                       cfg[k].label, mode, s, g_n / s, (g_n / s) / ceil_rate, scans,
+                       (double)rows_read / 1e6);
                 fflush(stdout);
             }
     }
