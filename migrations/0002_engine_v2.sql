@@ -55,6 +55,12 @@ BEGIN
                  name || '_pending_lane', name);
   EXECUTE format('CREATE INDEX IF NOT EXISTS %1$I ON %2$I (key, seq) WHERE status = ''pending''',
                  name || '_pending_key', name);
+  -- the claim walks pending rows in seq order, and checks "an earlier event
+  -- of the key is not due yet" through the few rows that are not due
+  EXECUTE format('CREATE INDEX IF NOT EXISTS %1$I ON %2$I (seq) WHERE status = ''pending''',
+                 name || '_pending_seq', name);
+  EXECUTE format('CREATE INDEX IF NOT EXISTS %1$I ON %2$I (next_attempt_at) WHERE status = ''pending''',
+                 name || '_pending_due', name);
   EXECUTE format('CREATE INDEX IF NOT EXISTS %1$I ON %2$I (lane, priority DESC, seq)'
                  ' WHERE status = ''pending'' AND priority > 0', name || '_pending_priority', name);
   EXECUTE format('CREATE INDEX IF NOT EXISTS %1$I ON %2$I (processed_at) WHERE status = ''processed''',

@@ -29,8 +29,15 @@ int outbox__store_supported(const char *url)
 
 int outbox__store_table_valid(const char *name)
 {
-    if (!name || !*name || strlen(name) > 48 || (name[0] >= '0' && name[0] <= '9'))
+    static const char *const taken[] = {"outbox_inbox", "outbox_schema_migrations", "outbox_http_idempotency", NULL};
+    if (!name || !*name || strlen(name) > 48 || (name[0] >= '0' && name[0] <= '9') || !strncmp(name, "pg_", 3))
         return 0;
+    size_t n = strlen(name), dl = strlen("_dead_letter");
+    if (n >= dl && !strcmp(name + n - dl, "_dead_letter"))
+        return 0; /* the dead letters of another table */
+    for (const char *const *t = taken; *t; t++)
+        if (!strcmp(name, *t))
+            return 0;
     for (const char *p = name; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
             return 0;

@@ -206,7 +206,9 @@ outbox_store_t *outbox__store_open(const outbox_store_cfg_t *cfg, char *errstr, 
 void outbox__store_close(outbox_store_t *s);
 /** 1 if some back end serves url. */
 int outbox__store_supported(const char *url);
-/** 1 if name is usable as an outbox table name: [a-z_][a-z0-9_]*, at most 48 bytes. */
+/** 1 if name is usable as an outbox table name: [a-z_][a-z0-9_]*, at most 48
+ *  bytes, and not a name the library uses itself (pg_*, *_dead_letter,
+ *  outbox_inbox, outbox_schema_migrations, outbox_http_idempotency). */
 int outbox__store_table_valid(const char *name);
 
 #endif

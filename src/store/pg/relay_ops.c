@@ -187,9 +187,14 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
         p->lane_ns = OUTBOX_LOCK_NS_LANE;
         p->worker_ns = OUTBOX_LOCK_NS_WORKER;
     } else {
-        uint32_t h = (uint32_t)outbox__keyset_hash(t);
-        p->lane_ns = (int)((h & 0x3ffffffeu) | 0x40000000u);
-        p->worker_ns = p->lane_ns | 1;
+        /* Re-hash until neither namespace is one of the default table's. */
+        uint64_t h = outbox__keyset_hash(t);
+        do {
+            p->lane_ns = (int)(((uint32_t)h & 0x3ffffffeu) | 0x40000000u);
+            p->worker_ns = p->lane_ns | 1;
+            h = h * 1099511628211ULL + 1;
+        } while (p->lane_ns == OUTBOX_LOCK_NS_LANE || p->lane_ns == OUTBOX_LOCK_NS_WORKER ||
+                 p->worker_ns == OUTBOX_LOCK_NS_LANE || p->worker_ns == OUTBOX_LOCK_NS_WORKER);
     }
     for (int q = 0; q < Q__COUNT; q++) {
         const char *text = sql_text[q];
