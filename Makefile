@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build run test test-unit bench deps format clean asan
+.PHONY: all build run test test-unit bench deps format format-check clean asan
 
 all: build
 
@@ -29,6 +29,10 @@ bench: build
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+# The tree as .clang-format wants it (also a unit test of the suite).
+format-check:
+	@tests/core/format_check.sh .
 
 clean:
 	rm -rf $(BUILD) build-asan

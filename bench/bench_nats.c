@@ -30,7 +30,8 @@ static double sink_run(const tn_server_t *srv, int n, int keys, const char *topi
             m->topic = topic;
             m->type = "Bench";
             m->key = keybuf[i];
-            m->payload = "{\"amount\":1234,\"currency\":\"EUR\",\"note\":\"benchmark payload of moderate size\"}";
+            m->payload = "{\"amount\":1234,\"currency\":\"EUR\",\"note\":\"benchmark payload of "
+                         "moderate size\"}";
             m->time = "2026-11-22T10:00:00Z";
             m->envelope = outbox__envelope_build(m, &m->envelope_len, err, sizeof(err));
         }
@@ -58,7 +59,8 @@ int main(int argc, char **argv)
     const int keys[] = {100, 10, 1};
     const char *topics[] = {"b100", "b10", "b1"};
     for (int i = 0; i < 3; i++)
-        printf("| %d | %d | %.0f |\n", keys[i], 100 / keys[i], sink_run(&srv, n, keys[i], topics[i]));
+        printf("| %d | %d | %.0f |\n", keys[i], 100 / keys[i],
+               sink_run(&srv, n, keys[i], topics[i]));
 
     if (getenv("OUTBOX_TEST_PG")) {
         printf("\n## relay drain to NATS: %d events backlog, 1000 keys, batch 100\n\n", n);
@@ -69,12 +71,15 @@ int main(int argc, char **argv)
         for (int w = 0; w < 2; w++) {
             char sql[512];
             snprintf(sql, sizeof(sql),
-                     "INSERT INTO outbox (id, topic, type, key, payload) SELECT gen_random_uuid(), 'drain%d', "
-                     "'Bench', 'k' || (g %% 1000), ('{\"n\":' || g || '}')::json FROM generate_series(1, %d) g",
+                     "INSERT INTO outbox (id, topic, type, key, payload) SELECT gen_random_uuid(), "
+                     "'drain%d', "
+                     "'Bench', 'k' || (g %% 1000), ('{\"n\":' || g || '}')::json FROM "
+                     "generate_series(1, %d) g",
                      w, n);
             PQclear(tu_exec(db, sql));
             long long t0 = tu_now_ms();
-            outbox_relay_t *r = tn_relay(conninfo, srv.url, (const char *const[]){"workers", ws[w], NULL});
+            outbox_relay_t *r =
+                tn_relay(conninfo, srv.url, (const char *const[]){"workers", ws[w], NULL});
             CHECK(tn_wait_drained(db, 120000) == 0, "not drained");
             double secs = (double)(tu_now_ms() - t0) / 1000.0;
             outbox_relay_destroy(r);

@@ -57,7 +57,9 @@ int main(int argc, char **argv)
     CHECK(outbox_migrate(c, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     redisContext *rc = tu_redis_connect(host, port);
 
-    printf("## drain: %d events, 1000 keys, batch 100\n\n| workers | seconds | events/s | vs 1 worker |\n|---|---|---|---|\n", n);
+    printf("## drain: %d events, 1000 keys, batch 100\n\n| workers | seconds | events/s | vs 1 "
+           "worker |\n|---|---|---|---|\n",
+           n);
     double base = 0;
     int ws[] = {1, 2, 5, 10};
     for (size_t k = 0; k < sizeof(ws) / sizeof(ws[0]); k++) {
@@ -67,7 +69,8 @@ int main(int argc, char **argv)
             char key[16], payload[64];
             snprintf(key, sizeof(key), "k%d", i % 1000);
             snprintf(payload, sizeof(payload), "{\"seq\":%d,\"amount\":1000}", i);
-            outbox_event_t ev = {.topic = "bench", .type = "OrderCreated", .key = key, .payload = payload};
+            outbox_event_t ev = {
+                .topic = "bench", .type = "OrderCreated", .key = key, .payload = payload};
             CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
         }
         PQclear(tu_exec(c, "COMMIT"));
@@ -118,7 +121,8 @@ int main(int argc, char **argv)
         }
         outbox_relay_destroy(r);
         qsort(lat, 50, sizeof(lat[0]), cmp_ll);
-        printf("| %s | %lld | %lld | %lld |\n", notify ? "NOTIFY hint" : "poll only (1 s)", lat[25], lat[47], lat[49]);
+        printf("| %s | %lld | %lld | %lld |\n", notify ? "NOTIFY hint" : "poll only (1 s)", lat[25],
+               lat[47], lat[49]);
         fflush(stdout);
     }
     PQfinish(c);

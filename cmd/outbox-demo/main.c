@@ -21,7 +21,8 @@ static void on_signal(int sig)
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "Usage: outbox-demo [OPTIONS]\n\nCommits a demo order and its event every second and shows it arrive in "
+    fprintf(fp, "Usage: outbox-demo [OPTIONS]\n\nCommits a demo order and its event every second "
+                "and shows it arrive in "
                 "Redis.\n\n");
     outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK);
 }
@@ -35,12 +36,15 @@ int main(int argc, char **argv)
         return rc;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    PGconn *c = outbox__pg_connect(outbox__conf_database_url(conf), "outbox-demo", err, sizeof(err));
+    PGconn *c =
+        outbox__pg_connect(outbox__conf_database_url(conf), "outbox-demo", err, sizeof(err));
     if (!c || outbox_migrate(c, NULL, err, sizeof(err))) {
         fprintf(stderr, "outbox-demo: %s\n", err);
         return 1;
     }
-    outbox__pg_exec(c, "CREATE TABLE IF NOT EXISTS demo_orders (id uuid PRIMARY KEY, amount int, created_at timestamptz DEFAULT now())",
+    outbox__pg_exec(c,
+                    "CREATE TABLE IF NOT EXISTS demo_orders (id uuid PRIMARY KEY, amount int, "
+                    "created_at timestamptz DEFAULT now())",
                     err, sizeof(err));
     char host[256];
     snprintf(host, sizeof(host), "%s", outbox__conf_str(conf, "redis_addr"));
@@ -64,9 +68,10 @@ int main(int argc, char **argv)
         char amount[16];
         snprintf(amount, sizeof(amount), "%d", 1000 + i);
         p[1] = amount;
-        PQclear(PQexecParams(c, "INSERT INTO demo_orders (id, amount) VALUES ($1::uuid, $2::int)", 2, NULL, p, NULL,
-                             NULL, 0));
-        outbox_event_t ev = {.id = id, .topic = "orders", .type = "OrderCreated", .key = id, .payload = payload};
+        PQclear(PQexecParams(c, "INSERT INTO demo_orders (id, amount) VALUES ($1::uuid, $2::int)",
+                             2, NULL, p, NULL, NULL, 0));
+        outbox_event_t ev = {
+            .id = id, .topic = "orders", .type = "OrderCreated", .key = id, .payload = payload};
         if (outbox_enqueue(c, &ev, NULL, err, sizeof(err)) != OUTBOX_OK) {
             fprintf(stderr, "outbox-demo: %s\n", err);
             outbox__pg_exec(c, "ROLLBACK", err, sizeof(err));
@@ -75,7 +80,8 @@ int main(int argc, char **argv)
             printf("[producer] committed order %s and its OrderCreated event\n", id);
         }
         fflush(stdout);
-        redisReply *rep = r ? redisCommand(r, "XREAD COUNT 10 BLOCK 1000 STREAMS orders %s", last) : NULL;
+        redisReply *rep =
+            r ? redisCommand(r, "XREAD COUNT 10 BLOCK 1000 STREAMS orders %s", last) : NULL;
         if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements) {
             redisReply *entries = rep->element[0]->element[1];
             for (size_t k = 0; k < entries->elements; k++) {

@@ -11,13 +11,13 @@
 
 typedef struct req_s {
     int idx;
-    int dup_of;         /* -1, or the request whose key and body this repeats */
-    int shared;         /* its key is sent more than once: 409 is expected */
+    int dup_of; /* -1, or the request whose key and body this repeats */
+    int shared; /* its key is sent more than once: 409 is expected */
     char key[64];
     char body[512];
     char *resp;
     size_t resp_len;
-    int replayed;       /* Idempotent-Replayed: true */
+    int replayed; /* Idempotent-Replayed: true */
     double t0;
     struct curl_slist *hdrs;
 } req_t;
@@ -25,7 +25,7 @@ typedef struct req_s {
 static struct {
     const char *url;
     long n, c;
-    double rate;        /* requests per second; 0 = as fast as C allows */
+    double rate; /* requests per second; 0 = as fast as C allows */
     double dup_ratio;
     int keys;
     int verbose;
@@ -46,28 +46,29 @@ static double now_s(void)
 
 static void usage(FILE *fp)
 {
-    fprintf(fp,
-            "Usage: outbox-load [--url URL] [-n N] [-c C] [--rate R] [--dup-keys RATIO] [--no-keys]\n"
-            "\n"
-            "Sends N order requests (POST URL/orders) to the orders service and prints a summary.\n"
-            "\n"
-            "  --url URL          service base URL (default http://127.0.0.1:8080)\n"
-            "  -n N               number of requests (default 100)\n"
-            "  -c C               requests in flight at once (default 50)\n"
-            "  --rate R           start R requests per second instead of as fast as possible\n"
-            "  --dup-keys RATIO   fraction 0..1 of requests that repeat an earlier request's\n"
-            "                     Idempotency-Key and body: expect the replayed response (or 409\n"
-            "                     while the first is in flight), never a second order\n"
-            "  --no-keys          send no Idempotency-Key header\n"
-            "  --timeout S        per-request timeout in seconds (default 10)\n"
-            "  -v, --verbose      print every response: [i] status: body\n"
-            "  -h, --help         this text\n"
-            "\n"
-            "Exit status: 0 when every request succeeded (409 on a repeated key counts as\n"
-            "expected), 1 otherwise, 2 on bad usage.\n"
-            "\n"
-            "Example:\n"
-            "  outbox-load --url http://127.0.0.1:8080 -n 1000 -c 100 --dup-keys 0.1\n");
+    fprintf(
+        fp,
+        "Usage: outbox-load [--url URL] [-n N] [-c C] [--rate R] [--dup-keys RATIO] [--no-keys]\n"
+        "\n"
+        "Sends N order requests (POST URL/orders) to the orders service and prints a summary.\n"
+        "\n"
+        "  --url URL          service base URL (default http://127.0.0.1:8080)\n"
+        "  -n N               number of requests (default 100)\n"
+        "  -c C               requests in flight at once (default 50)\n"
+        "  --rate R           start R requests per second instead of as fast as possible\n"
+        "  --dup-keys RATIO   fraction 0..1 of requests that repeat an earlier request's\n"
+        "                     Idempotency-Key and body: expect the replayed response (or 409\n"
+        "                     while the first is in flight), never a second order\n"
+        "  --no-keys          send no Idempotency-Key header\n"
+        "  --timeout S        per-request timeout in seconds (default 10)\n"
+        "  -v, --verbose      print every response: [i] status: body\n"
+        "  -h, --help         this text\n"
+        "\n"
+        "Exit status: 0 when every request succeeded (409 on a repeated key counts as\n"
+        "expected), 1 otherwise, 2 on bad usage.\n"
+        "\n"
+        "Example:\n"
+        "  outbox-load --url http://127.0.0.1:8080 -n 1000 -c 100 --dup-keys 0.1\n");
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -104,11 +105,12 @@ static void make_body(req_t *r, unsigned *seed)
     for (int i = 0; i < nitems; i++) {
         int q = 1 + (int)(rand_r(seed) % 3);
         amount += q * 500L;
-        len += (size_t)snprintf(items + len, sizeof(items) - len, "%s{\"sku\":\"%s\",\"quantity\":%d}", i ? "," : "",
-                                skus[(first + i) % 4], q);
+        len +=
+            (size_t)snprintf(items + len, sizeof(items) - len, "%s{\"sku\":\"%s\",\"quantity\":%d}",
+                             i ? "," : "", skus[(first + i) % 4], q);
     }
-    snprintf(r->body, sizeof(r->body), "{\"user_id\":\"user-%d\",\"items\":[%s],\"amount\":%ld}", r->idx % 1000,
-             items, amount);
+    snprintf(r->body, sizeof(r->body), "{\"user_id\":\"user-%d\",\"items\":[%s],\"amount\":%ld}",
+             r->idx % 1000, items, amount);
 }
 
 static CURL *start(CURLM *m, req_t *r, const char *endpoint)
@@ -147,8 +149,9 @@ static void progress(double t0, int final)
 {
     double el = now_s() - t0;
     int tty = isatty(2);
-    fprintf(stderr, "%s[progress] %ld/%ld done, %ld ok, %ld failed, %.1f req/s%s", tty ? "\r" : "", st.done, opt.n,
-            st.ok, st.failed, el > 0 ? (double)st.done / el : 0.0, tty && !final ? "   " : "\n");
+    fprintf(stderr, "%s[progress] %ld/%ld done, %ld ok, %ld failed, %.1f req/s%s", tty ? "\r" : "",
+            st.done, opt.n, st.ok, st.failed, el > 0 ? (double)st.done / el : 0.0,
+            tty && !final ? "   " : "\n");
     fflush(stderr);
 }
 
@@ -163,16 +166,46 @@ int main(int argc, char **argv)
     char *end;
     while ((ch = getopt_long(argc, argv, "n:c:vh", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'u': opt.url = optarg; break;
-        case 'n': opt.n = strtol(optarg, &end, 10); if (*end || opt.n <= 0) goto bad; break;
-        case 'c': opt.c = strtol(optarg, &end, 10); if (*end || opt.c <= 0) goto bad; break;
-        case 'r': opt.rate = strtod(optarg, &end); if (*end || opt.rate < 0) goto bad; break;
-        case 'd': opt.dup_ratio = strtod(optarg, &end); if (*end || opt.dup_ratio < 0 || opt.dup_ratio > 1) goto bad; break;
-        case 'K': opt.keys = 0; break;
-        case 't': opt.timeout_s = strtol(optarg, &end, 10); if (*end || opt.timeout_s <= 0) goto bad; break;
-        case 'v': opt.verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'u':
+            opt.url = optarg;
+            break;
+        case 'n':
+            opt.n = strtol(optarg, &end, 10);
+            if (*end || opt.n <= 0)
+                goto bad;
+            break;
+        case 'c':
+            opt.c = strtol(optarg, &end, 10);
+            if (*end || opt.c <= 0)
+                goto bad;
+            break;
+        case 'r':
+            opt.rate = strtod(optarg, &end);
+            if (*end || opt.rate < 0)
+                goto bad;
+            break;
+        case 'd':
+            opt.dup_ratio = strtod(optarg, &end);
+            if (*end || opt.dup_ratio < 0 || opt.dup_ratio > 1)
+                goto bad;
+            break;
+        case 'K':
+            opt.keys = 0;
+            break;
+        case 't':
+            opt.timeout_s = strtol(optarg, &end, 10);
+            if (*end || opt.timeout_s <= 0)
+                goto bad;
+            break;
+        case 'v':
+            opt.verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -185,7 +218,8 @@ int main(int argc, char **argv)
     }
     char endpoint[1024];
     size_t ul = strlen(opt.url);
-    snprintf(endpoint, sizeof(endpoint), "%.*s/orders", (int)(ul && opt.url[ul - 1] == '/' ? ul - 1 : ul), opt.url);
+    snprintf(endpoint, sizeof(endpoint), "%.*s/orders",
+             (int)(ul && opt.url[ul - 1] == '/' ? ul - 1 : ul), opt.url);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     req_t *reqs = calloc((size_t)opt.n, sizeof(req_t));
@@ -218,7 +252,8 @@ int main(int argc, char **argv)
     long next = 0, active = 0;
     int show_progress = 0;
     while (st.done < opt.n) {
-        while (next < opt.n && active < opt.c && (opt.rate <= 0 || now_s() >= t0 + (double)next / opt.rate)) {
+        while (next < opt.n && active < opt.c &&
+               (opt.rate <= 0 || now_s() >= t0 + (double)next / opt.rate)) {
             if (!start(m, &reqs[next], endpoint)) {
                 fprintf(stderr, "outbox-load: out of memory\n");
                 return 1;
@@ -245,7 +280,8 @@ int main(int argc, char **argv)
                 st.failed++;
                 st.transport++;
                 if (opt.verbose || st.transport <= 3)
-                    fprintf(stderr, "[%d] error: %s\n", r->idx, curl_easy_strerror(msg->data.result));
+                    fprintf(stderr, "[%d] error: %s\n", r->idx,
+                            curl_easy_strerror(msg->data.result));
             } else {
                 if (code >= 0 && code < 600)
                     st.status_counts[code]++;
@@ -297,10 +333,11 @@ int main(int argc, char **argv)
         printf("Duration: %.3fs\n", dur);
     printf("Rate: %.2f orders/sec\n", dur > 0 ? (double)opt.n / dur : 0.0);
     if (opt.dup_ratio > 0)
-        printf("Repeated keys: %ld replayed, %ld answered 409 (first still in flight)\n", st.replayed, st.conflicts);
+        printf("Repeated keys: %ld replayed, %ld answered 409 (first still in flight)\n",
+               st.replayed, st.conflicts);
     printf("Latency: p50 %.1fms, p95 %.1fms, p99 %.1fms, max %.1fms\n", lat[(opt.n - 1) / 2] * 1000,
-           lat[(long)((double)(opt.n - 1) * 0.95)] * 1000, lat[(long)((double)(opt.n - 1) * 0.99)] * 1000,
-           lat[opt.n - 1] * 1000);
+           lat[(long)((double)(opt.n - 1) * 0.95)] * 1000,
+           lat[(long)((double)(opt.n - 1) * 0.99)] * 1000, lat[opt.n - 1] * 1000);
     printf("Status codes:");
     for (int s = 0; s < 600; s++)
         if (st.status_counts[s])

@@ -25,23 +25,23 @@ static void on_signal(int sig)
 
 static void usage(FILE *fp)
 {
-    fprintf(fp,
-            "Usage: outbox-relay [OPTIONS]\n"
-            "\n"
-            "Publishes committed events from the PostgreSQL outbox table to a broker,\n"
-            "with N workers claiming batches (FOR UPDATE SKIP LOCKED), per-key order,\n"
-            "retries with backoff, and dead letters. Applies pending migrations at start\n"
-            "unless --no-migrate is given. Every option can also be set by the environment\n"
-            "variable shown; flags win over the environment.\n"
-            "\n"
-            "  --no-migrate               do not apply schema migrations at start\n"
-            "  --version                  print the version and exit\n");
-    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_LOG);
-    fprintf(fp,
-            "\nSignals: SIGTERM/SIGINT stop claiming, finish or roll back the batch in flight\n"
-            "(up to --shutdown-timeout) and exit 0; a second signal exits at once.\n"
-            "\nExample:\n"
-            "  DATABASE_URL=postgres://app@127.0.0.1/app OUTBOX_SINK=redis://127.0.0.1:6379 outbox-relay\n");
+    fprintf(fp, "Usage: outbox-relay [OPTIONS]\n"
+                "\n"
+                "Publishes committed events from the PostgreSQL outbox table to a broker,\n"
+                "with N workers claiming batches (FOR UPDATE SKIP LOCKED), per-key order,\n"
+                "retries with backoff, and dead letters. Applies pending migrations at start\n"
+                "unless --no-migrate is given. Every option can also be set by the environment\n"
+                "variable shown; flags win over the environment.\n"
+                "\n"
+                "  --no-migrate               do not apply schema migrations at start\n"
+                "  --version                  print the version and exit\n");
+    outbox__conf_print_help(fp, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK |
+                                    OUTBOX_SCOPE_LOG);
+    fprintf(fp, "\nSignals: SIGTERM/SIGINT stop claiming, finish or roll back the batch in flight\n"
+                "(up to --shutdown-timeout) and exit 0; a second signal exits at once.\n"
+                "\nExample:\n"
+                "  DATABASE_URL=postgres://app@127.0.0.1/app OUTBOX_SINK=redis://127.0.0.1:6379 "
+                "outbox-relay\n");
 }
 
 int main(int argc, char **argv)
@@ -90,7 +90,8 @@ int main(int argc, char **argv)
         outbox__store_close(s);
         char a[16];
         snprintf(a, sizeof(a), "%d", applied);
-        outbox__log(OUTBOX_LOG_INFO, "relay", "migrated", "schema up to date", "applied", a, "table", cfg.table, NULL);
+        outbox__log(OUTBOX_LOG_INFO, "relay", "migrated", "schema up to date", "applied", a,
+                    "table", cfg.table, NULL);
     }
 
     int64_t shutdown_ms = outbox__conf_ms(conf, "shutdown_timeout");
@@ -111,15 +112,19 @@ int main(int argc, char **argv)
     while (!g_signals && outbox_relay_wait(g_relay, 200) == OUTBOX_ERR_TIMEOUT)
         ;
     if (!g_signals && outbox_relay_fatal(g_relay)) {
-        outbox__log(OUTBOX_LOG_ERROR, "relay", "stopped_on_error", outbox_relay_fatal(g_relay), NULL);
+        outbox__log(OUTBOX_LOG_ERROR, "relay", "stopped_on_error", outbox_relay_fatal(g_relay),
+                    NULL);
         outbox_relay_destroy(g_relay);
         return 1;
     }
-    outbox__log(OUTBOX_LOG_INFO, "relay", "shutting_down", "stop requested; finishing batches in flight", NULL);
+    outbox__log(OUTBOX_LOG_INFO, "relay", "shutting_down",
+                "stop requested; finishing batches in flight", NULL);
     if (outbox_relay_wait(g_relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {
-        outbox__log(OUTBOX_LOG_WARN, "relay", "shutdown_timeout",
-                    "batches still in flight after shutdown_timeout: exiting; their transactions roll back "
-                    "and the events are published again later", NULL);
+        outbox__log(
+            OUTBOX_LOG_WARN, "relay", "shutdown_timeout",
+            "batches still in flight after shutdown_timeout: exiting; their transactions roll back "
+            "and the events are published again later",
+            NULL);
         _exit(0);
     }
     outbox_relay_destroy(g_relay);

@@ -18,11 +18,11 @@ typedef struct outbox_consumer_s outbox_consumer_t;
 
 /** One received message. Valid only during the handler call. */
 typedef struct outbox_delivery_s {
-    const char *topic;         /**< stream / topic / queue / subject it came from */
-    const char *body;          /**< raw body as received */
+    const char *topic; /**< stream / topic / queue / subject it came from */
+    const char *body;  /**< raw body as received */
     size_t body_len;
-    outbox_envelope_t env;     /**< parsed CloudEvents attributes + data (structured or binary mode) */
-    int redelivered;           /**< 1 if the broker says it delivered this before (when known) */
+    outbox_envelope_t env; /**< parsed CloudEvents attributes + data (structured or binary mode) */
+    int redelivered;       /**< 1 if the broker says it delivered this before (when known) */
 } outbox_delivery_t;
 
 /**

@@ -25,18 +25,18 @@ extern "C" {
 /** Error codes. outbox_err_str() gives a short description of each. */
 typedef enum {
     OUTBOX_OK = 0,
-    OUTBOX_ERR_INVALID_ARG,      /**< bad input: missing field, malformed JSON or UUID */
+    OUTBOX_ERR_INVALID_ARG,        /**< bad input: missing field, malformed JSON or UUID */
     OUTBOX_ERR_NOT_IN_TRANSACTION, /**< enqueue/inbox called outside a transaction block */
-    OUTBOX_ERR_DB,               /**< the database returned an error or is unreachable */
-    OUTBOX_ERR_BROKER,           /**< the broker is unreachable or failed (retryable) */
-    OUTBOX_ERR_REJECTED,         /**< the broker refused this message for good (dead letter) */
-    OUTBOX_ERR_TIMEOUT,          /**< an operation did not finish in time */
-    OUTBOX_ERR_NOMEM,            /**< out of memory */
-    OUTBOX_ERR_IO,               /**< a system call or socket failed; errstr names it and the
-                                      system's reason (strerror) */
-    OUTBOX_ERR_CONFIG,           /**< unknown or invalid configuration */
-    OUTBOX_ERR_NOT_FOUND,        /**< no such object */
-    OUTBOX_ERR_UNSUPPORTED,      /**< not supported by this build or back end */
+    OUTBOX_ERR_DB,                 /**< the database returned an error or is unreachable */
+    OUTBOX_ERR_BROKER,             /**< the broker is unreachable or failed (retryable) */
+    OUTBOX_ERR_REJECTED,           /**< the broker refused this message for good (dead letter) */
+    OUTBOX_ERR_TIMEOUT,            /**< an operation did not finish in time */
+    OUTBOX_ERR_NOMEM,              /**< out of memory */
+    OUTBOX_ERR_IO,                 /**< a system call or socket failed; errstr names it and the
+                                        system's reason (strerror) */
+    OUTBOX_ERR_CONFIG,             /**< unknown or invalid configuration */
+    OUTBOX_ERR_NOT_FOUND,          /**< no such object */
+    OUTBOX_ERR_UNSUPPORTED,        /**< not supported by this build or back end */
     OUTBOX_ERR__COUNT
 } outbox_err_t;
 
@@ -138,8 +138,8 @@ outbox_conf_t *outbox_conf_dup(const outbox_conf_t *conf);
 void outbox_conf_destroy(outbox_conf_t *conf);
 
 /** Sets property name (e.g. "workers") to value, validating type and range. */
-outbox_err_t outbox_conf_set(outbox_conf_t *conf, const char *name, const char *value,
-                             char *errstr, size_t errstr_size);
+outbox_err_t outbox_conf_set(outbox_conf_t *conf, const char *name, const char *value, char *errstr,
+                             size_t errstr_size);
 
 /** Reads every property's environment variable (e.g. OUTBOX_WORKERS) that is
  *  set, plus the seed-style DB_HOST/DB_PORT/... and REDIS_ADDR fallbacks. */
@@ -181,10 +181,10 @@ void outbox_relay_destroy(outbox_relay_t *relay);
 
 /** Per-worker counters, for tests and status lines. worker is 0-based. */
 typedef struct outbox_worker_stats_s {
-    uint64_t published;   /**< events acknowledged after broker confirmation */
-    uint64_t failed;      /**< publish attempts that failed */
-    uint64_t batches;     /**< non-empty batches handled */
-    int lanes_held;       /**< lanes this worker owns right now */
+    uint64_t published; /**< events acknowledged after broker confirmation */
+    uint64_t failed;    /**< publish attempts that failed */
+    uint64_t batches;   /**< non-empty batches handled */
+    int lanes_held;     /**< lanes this worker owns right now */
 } outbox_worker_stats_t;
 
 /** Why the relay stopped by itself (e.g. its sink could not be opened), or

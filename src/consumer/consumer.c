@@ -132,8 +132,9 @@ outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, 
             outbox__buf_adds(&doc, attrs_doc);
         }
         free(attrs_doc);
-        perr = doc.p && !doc.broken ? outbox_envelope_parse(doc.p, doc.len, &d.env, err, sizeof(err))
-                                    : OUTBOX_ERR_NOMEM;
+        perr = doc.p && !doc.broken
+                   ? outbox_envelope_parse(doc.p, doc.len, &d.env, err, sizeof(err))
+                   : OUTBOX_ERR_NOMEM;
         free(doc.p);
     } else {
         perr = outbox_envelope_parse(body, len, &d.env, err, sizeof(err));

@@ -11,7 +11,7 @@
 
 typedef struct outbox_consumer_ops_s {
     const char *name;
-    const char *const *schemes;  /**< URL schemes handled, NULL-terminated */
+    const char *const *schemes; /**< URL schemes handled, NULL-terminated */
     /** Parses c->url and prepares c->state; must not fail because the broker is down. */
     outbox_err_t (*open)(outbox_consumer_t *c, char *errstr, size_t errstr_size);
     /** See outbox_consumer_poll(). Use outbox__consumer_dispatch() to parse
@@ -23,11 +23,11 @@ typedef struct outbox_consumer_ops_s {
 
 struct outbox_consumer_s {
     const outbox_consumer_ops_t *ops;
-    char *url;                 /**< owned; may hold a password: never log it raw */
-    char *group, *name;        /**< owned */
-    char **topics;             /**< owned */
+    char *url;          /**< owned; may hold a password: never log it raw */
+    char *group, *name; /**< owned */
+    char **topics;      /**< owned */
     int ntopics;
-    outbox_conf_t *conf;       /**< owned copy */
+    outbox_conf_t *conf; /**< owned copy */
     void *state;
     char errstr[512];
 };

@@ -9,11 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 typedef struct outbox__buf_s {
-    char *p;      /* NUL-terminated while not broken */
+    char *p; /* NUL-terminated while not broken */
     size_t len, cap;
-    size_t max;   /* hard cap in bytes (0 = 1 GiB) */
+    size_t max; /* hard cap in bytes (0 = 1 GiB) */
     int broken;
 } outbox__buf_t;
 
@@ -68,7 +67,8 @@ static inline void outbox__buf_free(outbox__buf_t *b)
 }
 
 /** Appends printf-style text. */
-static inline void outbox__buf_printf(outbox__buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void outbox__buf_printf(outbox__buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline void outbox__buf_printf(outbox__buf_t *b, const char *fmt, ...)
 {
     if (b->broken)

@@ -21,14 +21,18 @@
 static const outbox_conf_prop_t props[] = {
     /* ---- database ---- */
     {"database_url", OUTBOX_CT_STR, "", "DATABASE_URL", 0, 0, 2, NULL, OUTBOX_SCOPE_DB,
-     "PostgreSQL conninfo or URI; when empty it is built from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME"},
+     "PostgreSQL conninfo or URI; when empty it is built from DB_HOST, DB_PORT, DB_USER, "
+     "DB_PASSWORD, DB_NAME"},
     {"db_host", OUTBOX_CT_STR, "localhost", "DB_HOST", 0, 0, 0, NULL, OUTBOX_SCOPE_DB,
      "PostgreSQL host (used when database_url is empty)"},
-    {"db_port", OUTBOX_CT_INT, "5432", "DB_PORT", 1, 65535, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL port"},
-    {"db_user", OUTBOX_CT_STR, "postgres", "DB_USER", 0, 0, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL user"},
+    {"db_port", OUTBOX_CT_INT, "5432", "DB_PORT", 1, 65535, 0, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL port"},
+    {"db_user", OUTBOX_CT_STR, "postgres", "DB_USER", 0, 0, 0, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL user"},
     {"db_password", OUTBOX_CT_STR, "postgres", "DB_PASSWORD", 0, 0, 1, NULL, OUTBOX_SCOPE_DB,
      "PostgreSQL password"},
-    {"db_name", OUTBOX_CT_STR, "outbox_db", "DB_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_DB, "PostgreSQL database"},
+    {"db_name", OUTBOX_CT_STR, "outbox_db", "DB_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_DB,
+     "PostgreSQL database"},
 
     /* ---- relay engine ---- */
     {"workers", OUTBOX_CT_INT, "5", "OUTBOX_WORKERS", 1, 256, 0, NULL, OUTBOX_SCOPE_RELAY,
@@ -36,37 +40,49 @@ static const outbox_conf_prop_t props[] = {
     {"batch_size", OUTBOX_CT_INT, "100", "OUTBOX_BATCH_SIZE", 1, 10000, 0, NULL, OUTBOX_SCOPE_RELAY,
      "events claimed per batch"},
     {"poll_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_POLL_INTERVAL", 1, MS_H, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "longest idle wait between claims (a wake-up hint usually ends it sooner); alias OUTBOX_WORKER_INTERVAL"},
+     OUTBOX_SCOPE_RELAY,
+     "longest idle wait between claims (a wake-up hint usually ends it sooner); alias "
+     "OUTBOX_WORKER_INTERVAL"},
     {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},
     {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK,
      "longest wait for broker confirmation of a batch; also bounds each relay transaction"},
-    {"outbox_table", OUTBOX_CT_STR, "outbox", "OUTBOX_TABLE", 0, 0, 0, NULL, OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY,
-     "outbox table to read (one per service is allowed); its dead letters are in TABLE_dead_letter"},
-    {"ack_mode", OUTBOX_CT_ENUM, "delete", "OUTBOX_ACK_MODE", 0, 0, 0, "delete|mark", OUTBOX_SCOPE_RELAY,
-     "on broker confirmation, delete the row, or mark it status='processed' with processed_at and keep it"},
-    {"processed_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_PROCESSED_RETENTION", 0, 3650 * MS_D, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "ack_mode=mark: processed rows older than this are purged (0 = keep)"},
-    {"max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_MAX_ATTEMPTS", 1, 100000, 0, NULL, OUTBOX_SCOPE_RELAY,
-     "publish attempts before an event moves to the dead-letter table"},
+    {"outbox_table", OUTBOX_CT_STR, "outbox", "OUTBOX_TABLE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_DB | OUTBOX_SCOPE_RELAY,
+     "outbox table to read (one per service is allowed); its dead letters are in "
+     "TABLE_dead_letter"},
+    {"ack_mode", OUTBOX_CT_ENUM, "delete", "OUTBOX_ACK_MODE", 0, 0, 0, "delete|mark",
+     OUTBOX_SCOPE_RELAY,
+     "on broker confirmation, delete the row, or mark it status='processed' with processed_at and "
+     "keep it"},
+    {"processed_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_PROCESSED_RETENTION", 0, 3650 * MS_D,
+     0, NULL, OUTBOX_SCOPE_RELAY,
+     "ack_mode=mark: processed rows older than this are purged (0 = keep)"},
+    {"max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_MAX_ATTEMPTS", 1, 100000, 0, NULL,
+     OUTBOX_SCOPE_RELAY, "publish attempts before an event moves to the dead-letter table"},
     {"backoff_base", OUTBOX_CT_DURATION, "500ms", "OUTBOX_BACKOFF_BASE", 1, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY, "first retry delay; doubles per attempt, with full jitter"},
     {"backoff_max", OUTBOX_CT_DURATION, "60s", "OUTBOX_BACKOFF_MAX", 1, MS_D, 0, NULL,
      OUTBOX_SCOPE_RELAY, "longest retry delay (also caps broker-down probing)"},
-    {"broker_probe_max", OUTBOX_CT_DURATION, "5s", "OUTBOX_BROKER_PROBE_MAX", 10, 10 * 60 * MS_S, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "longest wait between reachability probes while the broker is down (resume delay)"},
-    {"maintenance_interval", OUTBOX_CT_DURATION, "30s", "OUTBOX_MAINTENANCE_INTERVAL", 100, MS_D, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "how often worker-1 purges expired dead letters and inbox rows (and parks, in park mode)"},
-    {"dlq_mode", OUTBOX_CT_ENUM, "hold", "OUTBOX_DLQ_MODE", 0, 0, 0, "hold|park", OUTBOX_SCOPE_RELAY,
+    {"broker_probe_max", OUTBOX_CT_DURATION, "5s", "OUTBOX_BROKER_PROBE_MAX", 10, 10 * 60 * MS_S, 0,
+     NULL, OUTBOX_SCOPE_RELAY,
+     "longest wait between reachability probes while the broker is down (resume delay)"},
+    {"maintenance_interval", OUTBOX_CT_DURATION, "30s", "OUTBOX_MAINTENANCE_INTERVAL", 100, MS_D, 0,
+     NULL, OUTBOX_SCOPE_RELAY,
+     "how often worker-1 purges expired dead letters and inbox rows (and parks, in park mode)"},
+    {"dlq_mode", OUTBOX_CT_ENUM, "hold", "OUTBOX_DLQ_MODE", 0, 0, 0, "hold|park",
+     OUTBOX_SCOPE_RELAY,
      "after a dead letter, later events of its key wait (hold) or are dead-lettered too (park)"},
     {"dlq_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_DLQ_RETENTION", 0, 3650 * MS_D, 0, NULL,
      OUTBOX_SCOPE_RELAY, "dead letters older than this are purged (0 = keep)"},
     {"inbox_retention", OUTBOX_CT_DURATION, "7d", "OUTBOX_INBOX_RETENTION", 0, 3650 * MS_D, 0, NULL,
      OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SERVICE,
-     "inbox records older than this are purged (0 = keep); must exceed the longest redelivery window"},
-    {"rebalance_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_REBALANCE_INTERVAL", 10, 10 * 60 * MS_S,
-     0, NULL, OUTBOX_SCOPE_RELAY, "how often workers re-divide lanes (takeover time after a relay dies)"},
+     "inbox records older than this are purged (0 = keep); must exceed the longest redelivery "
+     "window"},
+    {"rebalance_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_REBALANCE_INTERVAL", 10,
+     10 * 60 * MS_S, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "how often workers re-divide lanes (takeover time after a relay dies)"},
     {"shutdown_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_SHUTDOWN_TIMEOUT", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY, "on SIGTERM/SIGINT, longest wait for batches in flight"},
     {"metrics_addr", OUTBOX_CT_STR, "127.0.0.1:9464", "OUTBOX_METRICS_ADDR", 0, 0, 0, NULL,
@@ -74,15 +90,19 @@ static const outbox_conf_prop_t props[] = {
     {"relay_name", OUTBOX_CT_STR, "", "OUTBOX_RELAY_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "name shown in outboxctl status (default host:pid)"},
     {"fault_publish_fail_rate", OUTBOX_CT_STR, "0", "OUTBOX_FAULT_PUBLISH_FAIL_RATE", 0, 0, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "testing only: fraction (0..1) of publishes failed on purpose before sending"},
-    {"fault_ack_delay", OUTBOX_CT_DURATION, "0", "OUTBOX_FAULT_ACK_DELAY", 0, 10 * 60 * MS_S, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "testing only: pause between broker confirmation and acknowledgement (widens the crash window)"},
+     OUTBOX_SCOPE_RELAY,
+     "testing only: fraction (0..1) of publishes failed on purpose before sending"},
+    {"fault_ack_delay", OUTBOX_CT_DURATION, "0", "OUTBOX_FAULT_ACK_DELAY", 0, 10 * 60 * MS_S, 0,
+     NULL, OUTBOX_SCOPE_RELAY,
+     "testing only: pause between broker confirmation and acknowledgement (widens the crash "
+     "window)"},
     {"fault_poison_type", OUTBOX_CT_STR, "", "OUTBOX_FAULT_POISON_TYPE", 0, 0, 0, NULL,
      OUTBOX_SCOPE_RELAY, "testing only: events of this type always fail to publish (poison)"},
 
     /* ---- sinks ---- */
     {"sink", OUTBOX_CT_STR, "", "OUTBOX_SINK", 0, 0, 2, NULL, OUTBOX_SCOPE_SINK,
-     "broker URL: redis://, redis+pubsub://, kafka://, amqp://, nats://, http(s)://, opensearch+http(s)://, stdout:, file:PATH (default redis://REDIS_ADDR)"},
+     "broker URL: redis://, redis+pubsub://, kafka://, amqp://, nats://, http(s)://, "
+     "opensearch+http(s)://, stdout:, file:PATH (default redis://REDIS_ADDR)"},
     {"redis_addr", OUTBOX_CT_STR, "localhost:6379", "REDIS_ADDR", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "Redis host:port (default sink and consumers)"},
     {"redis_password", OUTBOX_CT_STR, "", "REDIS_PASSWORD", 0, 0, 1, NULL,
@@ -91,105 +111,134 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_SINK, "approximate MAXLEN trim per stream on XADD (0 = never trim)"},
     {"content_mode", OUTBOX_CT_ENUM, "structured", "OUTBOX_CONTENT_MODE", 0, 0, 0,
      "structured|binary", OUTBOX_SCOPE_SINK,
-     "CloudEvents mode where the broker has headers: whole document as body (structured) or attributes as headers (binary)"},
+     "CloudEvents mode where the broker has headers: whole document as body (structured) or "
+     "attributes as headers (binary)"},
     {"webhook_secret", OUTBOX_CT_STR, "", "OUTBOX_WEBHOOK_SECRET", 0, 0, 1, NULL, OUTBOX_SCOPE_SINK,
      "HTTP sink: HMAC-SHA256 key for the signature header (empty = unsigned)"},
     /* ---- services: HTTP layer (src/http/) ---- */
-    {"port", OUTBOX_CT_INT, "8080", "PORT", 1, 65535, 0, NULL, OUTBOX_SCOPE_HTTP, "HTTP port of the service API"},
+    {"port", OUTBOX_CT_INT, "8080", "PORT", 1, 65535, 0, NULL, OUTBOX_SCOPE_HTTP,
+     "HTTP port of the service API"},
     {"http_addr", OUTBOX_CT_STR, "0.0.0.0", "OUTBOX_HTTP_ADDR", 0, 0, 0, NULL, OUTBOX_SCOPE_HTTP,
      "IPv4 address the service API listens on"},
     {"http_max_body", OUTBOX_CT_INT, "65536", "OUTBOX_HTTP_MAX_BODY", 64, 64 * 1024 * 1024, 0, NULL,
      OUTBOX_SCOPE_HTTP, "largest accepted request body in bytes (larger: 413)"},
-    {"http_max_connections", OUTBOX_CT_INT, "512", "OUTBOX_HTTP_MAX_CONNECTIONS", 1, 100000, 0, NULL,
-     OUTBOX_SCOPE_HTTP, "concurrent HTTP connections (one thread each)"},
-    {"http_timeout", OUTBOX_CT_DURATION, "30s", "OUTBOX_HTTP_TIMEOUT", 1000, MS_H, 0, NULL, OUTBOX_SCOPE_HTTP,
-     "idle HTTP connections are closed after this long"},
+    {"http_max_connections", OUTBOX_CT_INT, "512", "OUTBOX_HTTP_MAX_CONNECTIONS", 1, 100000, 0,
+     NULL, OUTBOX_SCOPE_HTTP, "concurrent HTTP connections (one thread each)"},
+    {"http_timeout", OUTBOX_CT_DURATION, "30s", "OUTBOX_HTTP_TIMEOUT", 1000, MS_H, 0, NULL,
+     OUTBOX_SCOPE_HTTP, "idle HTTP connections are closed after this long"},
     {"db_pool_size", OUTBOX_CT_INT, "16", "OUTBOX_DB_POOL_SIZE", 1, 1000, 0, NULL,
-     OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE, "database connections shared by the HTTP request threads"},
-    {"idempotency_retention", OUTBOX_CT_DURATION, "24h", "OUTBOX_IDEMPOTENCY_RETENTION", 1000, 3650 * MS_D, 0,
-     NULL, OUTBOX_SCOPE_HTTP, "how long an Idempotency-Key and its stored response are kept (then purged)"},
-    {"idempotency_key_required", OUTBOX_CT_BOOL, "false", "OUTBOX_IDEMPOTENCY_KEY_REQUIRED", 0, 0, 0, NULL,
-     OUTBOX_SCOPE_HTTP, "POST requests without an Idempotency-Key header are refused (400)"},
+     OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE,
+     "database connections shared by the HTTP request threads"},
+    {"idempotency_retention", OUTBOX_CT_DURATION, "24h", "OUTBOX_IDEMPOTENCY_RETENTION", 1000,
+     3650 * MS_D, 0, NULL, OUTBOX_SCOPE_HTTP,
+     "how long an Idempotency-Key and its stored response are kept (then purged)"},
+    {"idempotency_key_required", OUTBOX_CT_BOOL, "false", "OUTBOX_IDEMPOTENCY_KEY_REQUIRED", 0, 0,
+     0, NULL, OUTBOX_SCOPE_HTTP,
+     "POST requests without an Idempotency-Key header are refused (400)"},
     /* ---- services: which parts run in this process; consumers ---- */
     {"api", OUTBOX_CT_BOOL, "true", "OUTBOX_RUN_API", 0, 0, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "run the HTTP API in this process (--no-api to leave it to another process)"},
     {"relay", OUTBOX_CT_BOOL, "true", "OUTBOX_RUN_RELAY", 0, 0, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "run the relay worker pool in this process (--no-relay)"},
-    {"consumers", OUTBOX_CT_BOOL, "true", "OUTBOX_RUN_CONSUMERS", 0, 0, 0, NULL, OUTBOX_SCOPE_SERVICE,
-     "run the service's consumers in this process (--no-consumers)"},
-    {"consumer_source", OUTBOX_CT_STR, "", "OUTBOX_CONSUMER_SOURCE", 0, 0, 2, NULL, OUTBOX_SCOPE_SERVICE,
-     "broker URL consumers read from: redis:// (Streams) or redis+pubsub:// (default: the sink, else redis://REDIS_ADDR)"},
-    {"consumer_claim_idle", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_CLAIM_IDLE", 10, MS_D, 0, NULL,
-     OUTBOX_SCOPE_SERVICE, "Redis Streams: entries pending this long at a crashed consumer are taken over (XAUTOCLAIM)"},
-    {"consumer_threads", OUTBOX_CT_INT, "2", "OUTBOX_CONSUMER_THREADS", 1, 64, 0, NULL, OUTBOX_SCOPE_SERVICE,
+    {"consumers", OUTBOX_CT_BOOL, "true", "OUTBOX_RUN_CONSUMERS", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SERVICE, "run the service's consumers in this process (--no-consumers)"},
+    {"consumer_source", OUTBOX_CT_STR, "", "OUTBOX_CONSUMER_SOURCE", 0, 0, 2, NULL,
+     OUTBOX_SCOPE_SERVICE,
+     "broker URL consumers read from: redis:// (Streams) or redis+pubsub:// (default: the sink, "
+     "else redis://REDIS_ADDR)"},
+    {"consumer_claim_idle", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_CLAIM_IDLE", 10, MS_D, 0,
+     NULL, OUTBOX_SCOPE_SERVICE,
+     "Redis Streams: entries pending this long at a crashed consumer are taken over (XAUTOCLAIM)"},
+    {"consumer_threads", OUTBOX_CT_INT, "2", "OUTBOX_CONSUMER_THREADS", 1, 64, 0, NULL,
+     OUTBOX_SCOPE_SERVICE,
      "threads per consumer group in a service process (each its own broker and database session)"},
-    {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL, OUTBOX_SCOPE_SERVICE,
-     "messages read per consumer poll"},
+    {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL,
+     OUTBOX_SCOPE_SERVICE, "messages read per consumer poll"},
     {"nats_stream_create", OUTBOX_CT_BOOL, "true", "OUTBOX_NATS_STREAM_CREATE", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: create the JetStream stream <TOPIC> (subjects <topic>.>) when no stream captures them"},
-    {"nats_stream_storage", OUTBOX_CT_ENUM, "file", "OUTBOX_NATS_STREAM_STORAGE", 0, 0, 0, "file|memory",
-     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "NATS: storage of streams that outbox creates"},
+    {"nats_stream_storage", OUTBOX_CT_ENUM, "file", "OUTBOX_NATS_STREAM_STORAGE", 0, 0, 0,
+     "file|memory", OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "NATS: storage of streams that outbox creates"},
     {"nats_stream_replicas", OUTBOX_CT_INT, "1", "OUTBOX_NATS_STREAM_REPLICAS", 1, 5, 0, NULL,
-     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "NATS: replicas of streams that outbox creates (clustered JetStream)"},
-    {"nats_stream_max_age", OUTBOX_CT_DURATION, "0", "OUTBOX_NATS_STREAM_MAX_AGE", 0, 3650 * MS_D, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "NATS: replicas of streams that outbox creates (clustered JetStream)"},
+    {"nats_stream_max_age", OUTBOX_CT_DURATION, "0", "OUTBOX_NATS_STREAM_MAX_AGE", 0, 3650 * MS_D,
+     0, NULL, OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: messages older than this leave streams that outbox creates (0 = keep)"},
     {"nats_dup_window", OUTBOX_CT_DURATION, "2m", "OUTBOX_NATS_DUP_WINDOW", 100, 7 * MS_D, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: duplicate window of created streams; a re-publish of an event id within it is dropped"},
     {"nats_ack_wait", OUTBOX_CT_DURATION, "30s", "OUTBOX_NATS_ACK_WAIT", 100, MS_H, 0, NULL,
-     OUTBOX_SCOPE_SERVICE, "NATS consumer: a message not acknowledged within this long is redelivered"},
+     OUTBOX_SCOPE_SERVICE,
+     "NATS consumer: a message not acknowledged within this long is redelivered"},
     {"nats_nak_delay", OUTBOX_CT_DURATION, "1s", "OUTBOX_NATS_NAK_DELAY", 0, MS_H, 0, NULL,
-     OUTBOX_SCOPE_SERVICE, "NATS consumer: redelivery delay after the handler fails (negative acknowledgement)"},
+     OUTBOX_SCOPE_SERVICE,
+     "NATS consumer: redelivery delay after the handler fails (negative acknowledgement)"},
     {"nats_fetch_batch", OUTBOX_CT_INT, "100", "OUTBOX_NATS_FETCH_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "NATS consumer: messages fetched per poll"},
-    {"webhook_batch", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_BATCH", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
-     "HTTP sink: POST each batch as one application/cloudevents-batch+json array instead of one request per event"},
-    {"webhook_ca_file", OUTBOX_CT_STR, "", "OUTBOX_WEBHOOK_CA_FILE", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
-     "HTTP sink: PEM file of CA certificates that verify https:// endpoints (empty = system store)"},
-    {"webhook_insecure_skip_verify", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_INSECURE_SKIP_VERIFY", 0, 0,
-     0, NULL, OUTBOX_SCOPE_SINK,
+    {"webhook_batch", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_BATCH", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
+     "HTTP sink: POST each batch as one application/cloudevents-batch+json array instead of one "
+     "request per event"},
+    {"webhook_ca_file", OUTBOX_CT_STR, "", "OUTBOX_WEBHOOK_CA_FILE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
+     "HTTP sink: PEM file of CA certificates that verify https:// endpoints (empty = system "
+     "store)"},
+    {"webhook_insecure_skip_verify", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_INSECURE_SKIP_VERIFY",
+     0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
      "HTTP sink: DANGEROUS, testing only: accept any TLS certificate and host name"},
-    {"opensearch_index", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_INDEX", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
+    {"opensearch_index", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_INDEX", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
      "OpenSearch sink: index for every event (empty = URL path prefix + topic, lower-cased)"},
-    {"opensearch_delete_suffix", OUTBOX_CT_STR, "Deleted", "OUTBOX_OPENSEARCH_DELETE_SUFFIX", 0, 0, 0, NULL,
-     OUTBOX_SCOPE_SINK, "OpenSearch sink: an event whose type ends with this deletes the document (empty = never)"},
-    {"opensearch_username", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_USERNAME", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
+    {"opensearch_delete_suffix", OUTBOX_CT_STR, "Deleted", "OUTBOX_OPENSEARCH_DELETE_SUFFIX", 0, 0,
+     0, NULL, OUTBOX_SCOPE_SINK,
+     "OpenSearch sink: an event whose type ends with this deletes the document (empty = never)"},
+    {"opensearch_username", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_USERNAME", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
      "OpenSearch sink: HTTP basic-auth user (user:password@ in the URL also works)"},
-    {"opensearch_password", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_PASSWORD", 0, 0, 1, NULL, OUTBOX_SCOPE_SINK,
-     "OpenSearch sink: HTTP basic-auth password"},
-    {"opensearch_ca_file", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_CA_FILE", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
-     "OpenSearch sink: PEM file of CA certificates that verify opensearch+https:// (empty = system store)"},
-    {"opensearch_insecure_skip_verify", OUTBOX_CT_BOOL, "false", "OUTBOX_OPENSEARCH_INSECURE_SKIP_VERIFY", 0,
-     0, 0, NULL, OUTBOX_SCOPE_SINK,
+    {"opensearch_password", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_PASSWORD", 0, 0, 1, NULL,
+     OUTBOX_SCOPE_SINK, "OpenSearch sink: HTTP basic-auth password"},
+    {"opensearch_ca_file", OUTBOX_CT_STR, "", "OUTBOX_OPENSEARCH_CA_FILE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
+     "OpenSearch sink: PEM file of CA certificates that verify opensearch+https:// (empty = system "
+     "store)"},
+    {"opensearch_insecure_skip_verify", OUTBOX_CT_BOOL, "false",
+     "OUTBOX_OPENSEARCH_INSECURE_SKIP_VERIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
      "OpenSearch sink: DANGEROUS, testing only: accept any TLS certificate and host name"},
     {"kafka_properties", OUTBOX_CT_STR, "", "OUTBOX_KAFKA_PROPERTIES", 0, 0, 1, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
-     "Kafka: extra librdkafka properties \"k=v,k=v\" for producer and consumer, applied last (e.g. security.protocol=SASL_SSL)"},
+     "Kafka: extra librdkafka properties \"k=v,k=v\" for producer and consumer, applied last (e.g. "
+     "security.protocol=SASL_SSL)"},
     {"kafka_linger", OUTBOX_CT_DURATION, "5ms", "OUTBOX_KAFKA_LINGER", 0, 60 * MS_S, 0, NULL,
-     OUTBOX_SCOPE_SINK, "Kafka producer linger.ms: how long to gather a batch before sending (flush ends it early)"},
+     OUTBOX_SCOPE_SINK,
+     "Kafka producer linger.ms: how long to gather a batch before sending (flush ends it early)"},
     {"kafka_compression", OUTBOX_CT_ENUM, "none", "OUTBOX_KAFKA_COMPRESSION", 0, 0, 0,
      "none|gzip|snappy|lz4|zstd", OUTBOX_SCOPE_SINK, "Kafka producer compression.type"},
     {"kafka_offset_reset", OUTBOX_CT_ENUM, "earliest", "OUTBOX_KAFKA_OFFSET_RESET", 0, 0, 0,
      "earliest|latest", OUTBOX_SCOPE_SERVICE,
      "Kafka consumer: where a group without a committed offset starts (auto.offset.reset)"},
-    {"amqp_mandatory", OUTBOX_CT_BOOL, "false", "OUTBOX_AMQP_MANDATORY", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK,
-     "AMQP sink: publish with the mandatory flag, so an event no queue is bound for is returned and retried instead of dropped by the broker"},
+    {"amqp_mandatory", OUTBOX_CT_BOOL, "false", "OUTBOX_AMQP_MANDATORY", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK,
+     "AMQP sink: publish with the mandatory flag, so an event no queue is bound for is returned "
+     "and retried instead of dropped by the broker"},
     {"amqp_prefetch", OUTBOX_CT_INT, "100", "OUTBOX_AMQP_PREFETCH", 1, 65535, 0, NULL,
-     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE, "AMQP consumer: unacknowledged messages the broker may send ahead (basic.qos)"},
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "AMQP consumer: unacknowledged messages the broker may send ahead (basic.qos)"},
     {"amqp_heartbeat", OUTBOX_CT_DURATION, "30s", "OUTBOX_AMQP_HEARTBEAT", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
-     "AMQP consumer: heartbeat interval (0 = off); a handler running longer than twice this loses the connection"},
-    {"amqp_ca_file", OUTBOX_CT_STR, "", "OUTBOX_AMQP_CA_FILE", 0, 0, 0, NULL, OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "AMQP consumer: heartbeat interval (0 = off); a handler running longer than twice this loses "
+     "the connection"},
+    {"amqp_ca_file", OUTBOX_CT_STR, "", "OUTBOX_AMQP_CA_FILE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "AMQP over TLS (amqps://): CA certificates (PEM) to verify the broker with"},
     /* Sink-specific rows (kafka_*, amqp_*, nats_*, webhook_*, opensearch_*) go here. */
 
     /* ---- logging ---- */
     {"log_level", OUTBOX_CT_ENUM, "info", "OUTBOX_LOG_LEVEL", 0, 0, 0, "debug|info|warn|error",
      OUTBOX_SCOPE_LOG, "lowest level logged"},
-    {"log_format", OUTBOX_CT_ENUM, "json", "OUTBOX_LOG_FORMAT", 0, 0, 0, "json|text", OUTBOX_SCOPE_LOG,
-     "one JSON object per line, or plain text"},
+    {"log_format", OUTBOX_CT_ENUM, "json", "OUTBOX_LOG_FORMAT", 0, 0, 0, "json|text",
+     OUTBOX_SCOPE_LOG, "one JSON object per line, or plain text"},
 };
 
 #define NPROPS ((int)(sizeof(props) / sizeof(props[0])))
@@ -197,7 +246,7 @@ static const outbox_conf_prop_t props[] = {
 struct outbox_conf_s {
     char *vals[NPROPS];
     unsigned char set[NPROPS]; /* 1: set by the user (env, flag, outbox_conf_set) */
-    char *dburl; /* cache for outbox__conf_database_url */
+    char *dburl;               /* cache for outbox__conf_database_url */
 };
 
 const outbox_conf_prop_t *outbox__conf_props(int *n)
@@ -325,8 +374,8 @@ static outbox_err_t validate(const outbox_conf_prop_t *p, const char *value, con
     case OUTBOX_CT_DURATION:
         if (outbox__parse_duration_ms(value, &x))
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                               "%s: \"%s\" is not a duration (e.g. 250ms, 1s, 5m, 24h, 7d)",
-                               origin, value);
+                               "%s: \"%s\" is not a duration (e.g. 250ms, 1s, 5m, 24h, 7d)", origin,
+                               value);
         if (x < p->min || x > p->max)
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
                                "%s: %s is out of range [%lldms, %lldms]", origin, value,
@@ -358,11 +407,12 @@ static outbox_err_t set_idx(outbox_conf_t *conf, int k, const char *value, const
     return OUTBOX_OK;
 }
 
-outbox_err_t outbox_conf_set(outbox_conf_t *conf, const char *name, const char *value,
-                             char *errstr, size_t errstr_size)
+outbox_err_t outbox_conf_set(outbox_conf_t *conf, const char *name, const char *value, char *errstr,
+                             size_t errstr_size)
 {
     if (!conf || !name || !value)
-        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "conf, name and value are required");
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "conf, name and value are required");
     int k = prop_index(name);
     if (k < 0)
         return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
@@ -401,7 +451,8 @@ static int must_index(const char *name, outbox_conf_type_t type)
 {
     int k = prop_index(name);
     if (k < 0 || props[k].type != type) {
-        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n", name);
+        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n",
+                name);
         abort();
     }
     return k;
@@ -411,7 +462,8 @@ const char *outbox__conf_str(const outbox_conf_t *conf, const char *name)
 {
     int k = prop_index(name);
     if (k < 0 || (props[k].type != OUTBOX_CT_STR && props[k].type != OUTBOX_CT_ENUM)) {
-        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n", name);
+        fprintf(stderr, "outbox: internal error: configuration property %s missing or mistyped\n",
+                name);
         abort();
     }
     return conf->vals[k];
@@ -530,7 +582,8 @@ outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv,
         else if (i + 1 < argc)
             val = argv[++i];
         else
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "option %s needs a value", a);
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "option %s needs a value",
+                               a);
         outbox_err_t err = set_idx(conf, k, val, a, errstr, errstr_size);
         if (err)
             return err;
@@ -539,8 +592,8 @@ outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv,
     return OUTBOX_OK;
 }
 
-outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp), int *argi,
-                                 int *exit_code)
+outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp),
+                                 int *argi, int *exit_code)
 {
     char err[1024];
     int first = argc, help = 0;
@@ -572,11 +625,16 @@ outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (
 static const char *type_name(const outbox_conf_prop_t *p)
 {
     switch (p->type) {
-    case OUTBOX_CT_STR: return "string";
-    case OUTBOX_CT_INT: return "integer";
-    case OUTBOX_CT_BOOL: return "boolean";
-    case OUTBOX_CT_DURATION: return "duration";
-    case OUTBOX_CT_ENUM: return p->enum_vals;
+    case OUTBOX_CT_STR:
+        return "string";
+    case OUTBOX_CT_INT:
+        return "integer";
+    case OUTBOX_CT_BOOL:
+        return "boolean";
+    case OUTBOX_CT_DURATION:
+        return "duration";
+    case OUTBOX_CT_ENUM:
+        return p->enum_vals;
     }
     return "?";
 }
@@ -601,24 +659,23 @@ void outbox__conf_print_help(FILE *fp, unsigned scopes)
 
 void outbox__conf_print_markdown(FILE *fp)
 {
-    fprintf(fp,
-            "# Configuration reference\n"
-            "\n"
-            "Every option is one row of a single table (`src/core/conf.c`). That table\n"
-            "drives command-line flags, environment variables, `--help`, the redaction of\n"
-            "secrets in logs, and this page. Regenerate the page with\n"
-            "`build/bin/outboxctl config-doc > docs/CONFIGURATION.md`. Flags win over the\n"
-            "environment. Durations take `ms`, `s`, `m`, `h`, `d` (a bare number is\n"
-            "milliseconds). Booleans take `true/false`, `1/0`, `yes/no`, `on/off`.\n"
-            "\n"
-            "Database: `DATABASE_URL` (a libpq conninfo or URI) wins. When it is empty, the\n"
-            "connection is built from the seed-style `DB_HOST DB_PORT DB_USER DB_PASSWORD\n"
-            "DB_NAME`. Redis for the default sink and the consumers: `REDIS_ADDR`,\n"
-            "`REDIS_PASSWORD`. Sinks are chosen by URL (`OUTBOX_SINK`); see\n"
-            "[sinks/](sinks/).\n"
-            "\n"
-            "Options marked *testing only* inject faults; never set them in production.\n"
-            "\n");
+    fprintf(fp, "# Configuration reference\n"
+                "\n"
+                "Every option is one row of a single table (`src/core/conf.c`). That table\n"
+                "drives command-line flags, environment variables, `--help`, the redaction of\n"
+                "secrets in logs, and this page. Regenerate the page with\n"
+                "`build/bin/outboxctl config-doc > docs/CONFIGURATION.md`. Flags win over the\n"
+                "environment. Durations take `ms`, `s`, `m`, `h`, `d` (a bare number is\n"
+                "milliseconds). Booleans take `true/false`, `1/0`, `yes/no`, `on/off`.\n"
+                "\n"
+                "Database: `DATABASE_URL` (a libpq conninfo or URI) wins. When it is empty, the\n"
+                "connection is built from the seed-style `DB_HOST DB_PORT DB_USER DB_PASSWORD\n"
+                "DB_NAME`. Redis for the default sink and the consumers: `REDIS_ADDR`,\n"
+                "`REDIS_PASSWORD`. Sinks are chosen by URL (`OUTBOX_SINK`); see\n"
+                "[sinks/](sinks/).\n"
+                "\n"
+                "Options marked *testing only* inject faults; never set them in production.\n"
+                "\n");
     fprintf(fp, "| property / flag | environment | type | default | description |\n");
     fprintf(fp, "|---|---|---|---|---|\n");
     for (int k = 0; k < NPROPS; k++) {
@@ -633,15 +690,16 @@ void outbox__conf_print_markdown(FILE *fp)
             size_t n = 0;
             for (const char *v = p->enum_vals; *v && n + 8 < sizeof(type);) {
                 size_t len = strcspn(v, "|");
-                n += (size_t)snprintf(type + n, sizeof(type) - n, "%s`%.*s`", n ? ", " : "one of ", (int)len, v);
+                n += (size_t)snprintf(type + n, sizeof(type) - n, "%s`%.*s`", n ? ", " : "one of ",
+                                      (int)len, v);
                 v += len + (v[len] == '|');
             }
         } else {
             snprintf(type, sizeof(type), "%s", type_name(p));
         }
-        fprintf(fp, "| `%s` | `%s` | %s | %s%s%s | %s%s |\n", flag, p->env ? p->env : "-",
-                type, p->def[0] ? "`" : "", p->def[0] ? p->def : "(empty)",
-                p->def[0] ? "`" : "", p->doc, p->secret == 1 ? " (secret: never logged)" : "");
+        fprintf(fp, "| `%s` | `%s` | %s | %s%s%s | %s%s |\n", flag, p->env ? p->env : "-", type,
+                p->def[0] ? "`" : "", p->def[0] ? p->def : "(empty)", p->def[0] ? "`" : "", p->doc,
+                p->secret == 1 ? " (secret: never logged)" : "");
     }
 }
 

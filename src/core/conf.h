@@ -10,7 +10,13 @@
 
 #include "outbox/outbox.h"
 
-typedef enum { OUTBOX_CT_STR, OUTBOX_CT_INT, OUTBOX_CT_BOOL, OUTBOX_CT_DURATION, OUTBOX_CT_ENUM } outbox_conf_type_t;
+typedef enum {
+    OUTBOX_CT_STR,
+    OUTBOX_CT_INT,
+    OUTBOX_CT_BOOL,
+    OUTBOX_CT_DURATION,
+    OUTBOX_CT_ENUM
+} outbox_conf_type_t;
 
 /* Scopes: which programs a property concerns (for --help). */
 #define OUTBOX_SCOPE_DB 0x01      /* anything that connects to the database */
@@ -22,15 +28,15 @@ typedef enum { OUTBOX_CT_STR, OUTBOX_CT_INT, OUTBOX_CT_BOOL, OUTBOX_CT_DURATION,
 #define OUTBOX_SCOPE_ALL 0xff
 
 typedef struct outbox_conf_prop_s {
-    const char *name;        /* "workers"; flag --workers */
+    const char *name; /* "workers"; flag --workers */
     outbox_conf_type_t type;
-    const char *def;         /* default as text ("" = unset) */
-    const char *env;         /* environment variable, or NULL */
-    int64_t min, max;        /* INT: value range; DURATION: milliseconds */
-    int secret;              /* never printed or logged */
-    const char *enum_vals;   /* ENUM: "a|b|c" */
+    const char *def;       /* default as text ("" = unset) */
+    const char *env;       /* environment variable, or NULL */
+    int64_t min, max;      /* INT: value range; DURATION: milliseconds */
+    int secret;            /* never printed or logged */
+    const char *enum_vals; /* ENUM: "a|b|c" */
     unsigned scope;
-    const char *doc;         /* one line */
+    const char *doc; /* one line */
 } outbox_conf_prop_t;
 
 /** The table and its length. */
@@ -62,8 +68,8 @@ outbox_err_t outbox__conf_parse_args(outbox_conf_t *conf, int argc, char **argv,
  * "prog: reason" to stderr for bad input. If argi is NULL a positional
  * argument is an error; otherwise *argi gets the index of the first one.
  */
-outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp), int *argi,
-                                 int *exit_code);
+outbox_conf_t *outbox__conf_load(const char *prog, int argc, char **argv, void (*usage)(FILE *fp),
+                                 int *argi, int *exit_code);
 
 /** Prints the properties of the given scopes as --help text. */
 void outbox__conf_print_help(FILE *fp, unsigned scopes);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 typedef struct outbox__keyset_s {
     const char **slots;
     size_t cap; /* power of two, > 2 * entries */

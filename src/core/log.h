@@ -7,7 +7,12 @@
 
 #include <stddef.h>
 
-typedef enum { OUTBOX_LOG_DEBUG = 0, OUTBOX_LOG_INFO, OUTBOX_LOG_WARN, OUTBOX_LOG_ERROR } outbox_log_level_t;
+typedef enum {
+    OUTBOX_LOG_DEBUG = 0,
+    OUTBOX_LOG_INFO,
+    OUTBOX_LOG_WARN,
+    OUTBOX_LOG_ERROR
+} outbox_log_level_t;
 
 /** Sets the threshold and format ("json" or "text"). Unknown values keep the default. */
 void outbox__log_setup(const char *level, const char *format);

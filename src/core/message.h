@@ -9,20 +9,20 @@
 
 /** One claimed event. All strings are owned by the batch (freed together). */
 typedef struct outbox_msg_s {
-    int64_t seq;          /**< outbox row sequence (insertion order) */
+    int64_t seq; /**< outbox row sequence (insertion order) */
     char id[OUTBOX_UUID_STRLEN + 1];
     const char *topic;
     const char *type;
-    const char *key;      /**< aggregate id; CloudEvents subject and partitionkey */
+    const char *key; /**< aggregate id; CloudEvents subject and partitionkey */
     const char *source;
-    const char *payload;  /**< JSON text: the CloudEvents data, as the producer wrote it */
-    size_t payload_len;   /**< its length (0: use strlen) */
-    const char *headers;  /**< JSON object text or NULL */
+    const char *payload;     /**< JSON text: the CloudEvents data, as the producer wrote it */
+    size_t payload_len;      /**< its length (0: use strlen) */
+    const char *headers;     /**< JSON object text or NULL */
     const char *traceparent; /**< or NULL */
-    const char *time;     /**< RFC 3339 UTC creation time */
-    int attempts;         /**< publish attempts before this one */
-    int priority;         /**< claim priority across keys (0: ordinary) */
-    char *envelope;       /**< the CloudEvents JSON (structured mode), set by the relay */
+    const char *time;        /**< RFC 3339 UTC creation time */
+    int attempts;            /**< publish attempts before this one */
+    int priority;            /**< claim priority across keys (0: ordinary) */
+    char *envelope;          /**< the CloudEvents JSON (structured mode), set by the relay */
     size_t envelope_len;
 } outbox_msg_t;
 
@@ -37,6 +37,7 @@ typedef struct outbox_msg_s {
  * payload is not valid JSON (errstr names the event, the reason and the byte
  * offset), an attribute is not UTF-8, or on ENOMEM.
  */
-char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size);
+char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr,
+                             size_t errstr_size);
 
 #endif

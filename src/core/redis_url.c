@@ -7,7 +7,8 @@
 
 #include "core/util.h"
 
-outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, char *errstr, size_t errstr_size)
+outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, char *errstr,
+                                     size_t errstr_size)
 {
     memset(u, 0, sizeof(*u));
     const char *p = url ? strstr(url, "://") : NULL;
@@ -39,12 +40,14 @@ outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, ch
     if (!u->host[0])
         snprintf(u->host, sizeof(u->host), "127.0.0.1");
     if (u->port < 0)
-        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Redis URL for host %s has a bad port", u->host);
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "Redis URL for host %s has a bad port", u->host);
     if (slash && slash[1]) {
         char *e;
         long db = strtol(slash + 1, &e, 10);
         if (*e || db < 0 || db > 65535)
-            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "Redis URL has a bad database number");
+            return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                               "Redis URL has a bad database number");
         u->db = (int)db;
     }
     return OUTBOX_OK;

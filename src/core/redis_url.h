@@ -18,6 +18,7 @@ typedef struct outbox__redis_url_s {
 
 /** Parses url into *u. OUTBOX_ERR_CONFIG with a message (never showing the
  *  password) for anything that is not a Redis URL with a valid port. */
-outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, char *errstr, size_t errstr_size);
+outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, char *errstr,
+                                     size_t errstr_size);
 
 #endif

@@ -16,7 +16,7 @@ struct outbox_dbpool_s {
     pthread_cond_t freed;
     char *conninfo, *appname;
     int size;
-    int opened;      /* connections in existence (idle + borrowed) */
+    int opened; /* connections in existence (idle + borrowed) */
     int nidle;
     PGconn **idle;
     int closing;
@@ -83,7 +83,8 @@ PGconn *outbox__dbpool_get(outbox_dbpool_t *p, int timeout_ms, char *errstr, siz
         if (pthread_cond_timedwait(&p->freed, &p->lock, &deadline) == ETIMEDOUT) {
             pthread_mutex_unlock(&p->lock);
             outbox__err(OUTBOX_ERR_TIMEOUT, errstr, errstr_size,
-                        "no database connection free within %d ms (all %d in use)", timeout_ms, p->size);
+                        "no database connection free within %d ms (all %d in use)", timeout_ms,
+                        p->size);
             return NULL;
         }
     }

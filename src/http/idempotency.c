@@ -29,7 +29,8 @@ static const outbox_migration_t idem_migrations[] = {
     {0, NULL, NULL},
 };
 
-static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size, const char *what)
+static outbox_err_t db_err(PGconn *conn, PGresult *r, char *errstr, size_t errstr_size,
+                           const char *what)
 {
     return outbox__pg_err(conn, r, errstr, errstr_size, what);
 }

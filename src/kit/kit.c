@@ -143,8 +143,8 @@ void outbox_kit_sleep_ms(int64_t ms, volatile int *stop)
     outbox__sleep_ms(ms, stop);
 }
 
-struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms, char *errstr,
-                                              size_t errstr_size)
+struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms,
+                                              char *errstr, size_t errstr_size)
 {
     const char *addr = outbox__conf_str(conf, "redis_addr");
     char url[512];

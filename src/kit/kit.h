@@ -145,8 +145,8 @@ void outbox_kit_on_stop_signals(void (*handler)(int));
  *  and every command. The caller owns the context (redisFree). NULL with
  *  errstr saying which step failed (never the password). */
 struct redisContext;
-struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms, char *errstr,
-                                              size_t errstr_size);
+struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms,
+                                              char *errstr, size_t errstr_size);
 
 /** Monotonic clock in milliseconds. */
 int64_t outbox_kit_now_ms(void);

@@ -279,7 +279,8 @@ static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_
     sa->sin_port = htons((uint16_t)port);
     return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
                             NULL, NULL, handler, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END); /* logger first: MHD wants it so */
+                            MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_END); /* logger first: MHD wants it so */
 }
 
 /* How many ports after the default one a relay tries when it is taken, so
@@ -324,11 +325,13 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
         const char *why = bind_errno ? strerror(bind_errno) : "unknown reason";
         if (explicit_addr)
             outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                        "cannot listen on metrics_addr %s: %s (choose another OUTBOX_METRICS_ADDR, or \"off\")", addr,
-                        why);
+                        "cannot listen on metrics_addr %s: %s (choose another OUTBOX_METRICS_ADDR, "
+                        "or \"off\")",
+                        addr, why);
         else
             outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                        "cannot listen on metrics_addr %s nor the %d ports after it: %s (set OUTBOX_METRICS_ADDR, or "
+                        "cannot listen on metrics_addr %s nor the %d ports after it: %s (set "
+                        "OUTBOX_METRICS_ADDR, or "
                         "\"off\")",
                         addr, METRICS_PORT_TRIES - 1, why);
         pthread_mutex_destroy(&m->db_lock);

@@ -390,7 +390,8 @@ outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_s
         if (rc) {
             atomic_fetch_sub(&r->running, 1);
             outbox_relay_stop(r);
-            return outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start worker thread: %s", strerror(rc));
+            return outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start worker thread: %s",
+                               strerror(rc));
         }
         r->workers[i].thread_started = 1;
     }

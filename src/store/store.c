@@ -29,8 +29,10 @@ int outbox__store_supported(const char *url)
 
 int outbox__store_table_valid(const char *name)
 {
-    static const char *const taken[] = {"outbox_inbox", "outbox_schema_migrations", "outbox_http_idempotency", NULL};
-    if (!name || !*name || strlen(name) > 48 || (name[0] >= '0' && name[0] <= '9') || !strncmp(name, "pg_", 3))
+    static const char *const taken[] = {"outbox_inbox", "outbox_schema_migrations",
+                                        "outbox_http_idempotency", NULL};
+    if (!name || !*name || strlen(name) > 48 || (name[0] >= '0' && name[0] <= '9') ||
+        !strncmp(name, "pg_", 3))
         return 0;
     size_t n = strlen(name), dl = strlen("_dead_letter");
     if (n >= dl && !strcmp(name + n - dl, "_dead_letter"))

@@ -24,10 +24,9 @@ int main(void)
     const char *relay = tu_bin("outbox-relay"), *ctl = tu_bin("outboxctl");
 
     snprintf(cmd, sizeof(cmd), "%s --help", relay);
-    CHECK(run(cmd, out, sizeof(out)) == 0 && strstr(out, "Usage: outbox-relay") && strstr(out, "OUTBOX_WORKERS") &&
-              strstr(out, "SIGTERM"),
+    CHECK(run(cmd, out, sizeof(out)) == 0 && strstr(out, "Usage: outbox-relay") &&
+              strstr(out, "OUTBOX_WORKERS") && strstr(out, "SIGTERM"),
           "relay --help: %s", out);
-
 
     snprintf(cmd, sizeof(cmd), "%s --workers 0", relay);
     CHECK(run(cmd, out, sizeof(out)) == 2 && strstr(out, "range"), "--workers 0: %s", out);
@@ -37,9 +36,11 @@ int main(void)
     CHECK(run(cmd, out, sizeof(out)) == 2 && strstr(out, "OUTBOX_WORKERS"), "bad env: %s", out);
 
     /* Unusable sinks fail at start with the reason, exit 2, password hidden. */
-    const char *bad_sinks[] = {"ftp://x", "redis://127.0.0.1:99999", "amqp://guest:s3cretpw@127.0.0.1:notaport/"};
+    const char *bad_sinks[] = {"ftp://x", "redis://127.0.0.1:99999",
+                               "amqp://guest:s3cretpw@127.0.0.1:notaport/"};
     for (size_t i = 0; i < sizeof(bad_sinks) / sizeof(bad_sinks[0]); i++) {
-        snprintf(cmd, sizeof(cmd), "OUTBOX_METRICS_ADDR=off OUTBOX_SINK='%s' %s --no-migrate", bad_sinks[i], relay);
+        snprintf(cmd, sizeof(cmd), "OUTBOX_METRICS_ADDR=off OUTBOX_SINK='%s' %s --no-migrate",
+                 bad_sinks[i], relay);
         CHECK(run(cmd, out, sizeof(out)) == 2, "sink %s: want exit 2: %s", bad_sinks[i], out);
         CHECK(strstr(out, "config_error"), "sink %s: no config_error line: %s", bad_sinks[i], out);
         CHECK(!strstr(out, "s3cretpw"), "password leaked: %s", out);
@@ -48,17 +49,21 @@ int main(void)
     /* Secrets given by environment never appear in the effective-config log line. */
     snprintf(cmd, sizeof(cmd),
              "DB_PASSWORD=hunter2pw REDIS_PASSWORD=redispw OUTBOX_SINK=ftp://x "
-             "DATABASE_URL='postgresql://app:urlpw@127.0.0.1:1/x' %s --no-migrate", relay);
+             "DATABASE_URL='postgresql://app:urlpw@127.0.0.1:1/x' %s --no-migrate",
+             relay);
     run(cmd, out, sizeof(out));
-    CHECK(strstr(out, "\"config\"") && !strstr(out, "hunter2pw") && !strstr(out, "redispw") && !strstr(out, "urlpw"),
+    CHECK(strstr(out, "\"config\"") && !strstr(out, "hunter2pw") && !strstr(out, "redispw") &&
+              !strstr(out, "urlpw"),
           "secret in logs: %s", out);
 
     snprintf(cmd, sizeof(cmd), "%s --help", ctl);
-    CHECK(run(cmd, out, sizeof(out)) == 0 && strstr(out, "dlq requeue") && strstr(out, "status"), "ctl help: %s", out);
+    CHECK(run(cmd, out, sizeof(out)) == 0 && strstr(out, "dlq requeue") && strstr(out, "status"),
+          "ctl help: %s", out);
     snprintf(cmd, sizeof(cmd), "%s", ctl);
     CHECK(run(cmd, out, sizeof(out)) == 2 && strstr(out, "Usage"), "ctl without command: %s", out);
     snprintf(cmd, sizeof(cmd), "%s frob", ctl);
-    CHECK(run(cmd, out, sizeof(out)) == 2 && strstr(out, "unknown command"), "ctl unknown: %s", out);
+    CHECK(run(cmd, out, sizeof(out)) == 2 && strstr(out, "unknown command"), "ctl unknown: %s",
+          out);
     snprintf(cmd, sizeof(cmd), "DATABASE_URL='postgresql://u:ctlpw@127.0.0.1:1/x' %s status", ctl);
     CHECK(run(cmd, out, sizeof(out)) == 1 && strstr(out, "cannot connect") && !strstr(out, "ctlpw"),
           "ctl unreachable db: %s", out);

@@ -20,16 +20,22 @@ int main(void)
     /* set: validation with a message naming the property */
     CHECK(outbox_conf_set(c, "workers", "12", err, sizeof(err)) == OUTBOX_OK, "%s", err);
     CHECK(outbox__conf_int(c, "workers") == 12, "workers=12");
-    CHECK(outbox_conf_set(c, "workers", "0", err, sizeof(err)) == OUTBOX_ERR_CONFIG, "0 workers accepted");
+    CHECK(outbox_conf_set(c, "workers", "0", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "0 workers accepted");
     CHECK(strstr(err, "workers") && strstr(err, "range"), "message: %s", err);
-    CHECK(outbox_conf_set(c, "workers", "five", err, sizeof(err)) == OUTBOX_ERR_CONFIG, "non-integer accepted");
-    CHECK(outbox_conf_set(c, "nope", "1", err, sizeof(err)) == OUTBOX_ERR_CONFIG && strstr(err, "nope"),
+    CHECK(outbox_conf_set(c, "workers", "five", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "non-integer accepted");
+    CHECK(outbox_conf_set(c, "nope", "1", err, sizeof(err)) == OUTBOX_ERR_CONFIG &&
+              strstr(err, "nope"),
           "unknown accepted: %s", err);
     CHECK(outbox_conf_set(c, "dlq_mode", "park", err, sizeof(err)) == OUTBOX_OK, "enum");
-    CHECK(outbox_conf_set(c, "dlq_mode", "drop", err, sizeof(err)) == OUTBOX_ERR_CONFIG, "bad enum accepted");
-    CHECK(outbox_conf_set(c, "notify", "off", err, sizeof(err)) == OUTBOX_OK && !outbox__conf_bool(c, "notify"),
+    CHECK(outbox_conf_set(c, "dlq_mode", "drop", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "bad enum accepted");
+    CHECK(outbox_conf_set(c, "notify", "off", err, sizeof(err)) == OUTBOX_OK &&
+              !outbox__conf_bool(c, "notify"),
           "bool off");
-    CHECK(outbox_conf_set(c, "notify", "maybe", err, sizeof(err)) == OUTBOX_ERR_CONFIG, "bad bool accepted");
+    CHECK(outbox_conf_set(c, "notify", "maybe", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "bad bool accepted");
     CHECK(outbox_conf_set(c, "poll-interval", "250ms", err, sizeof(err)) == OUTBOX_OK, "dash name");
     CHECK(outbox__conf_ms(c, "poll_interval") == 250, "250ms");
 
@@ -51,15 +57,18 @@ int main(void)
     CHECK(outbox__conf_int(e, "workers") == 7, "env workers");
     CHECK(outbox__conf_ms(e, "poll_interval") == 5000, "alias OUTBOX_WORKER_INTERVAL");
     setenv("OUTBOX_WORKERS", "lots", 1);
-    CHECK(outbox_conf_from_env(e, err, sizeof(err)) == OUTBOX_ERR_CONFIG && strstr(err, "OUTBOX_WORKERS"),
+    CHECK(outbox_conf_from_env(e, err, sizeof(err)) == OUTBOX_ERR_CONFIG &&
+              strstr(err, "OUTBOX_WORKERS"),
           "bad env names the variable: %s", err);
     unsetenv("OUTBOX_WORKERS");
     outbox_conf_destroy(e);
 
     /* flags beat env; --no-X for booleans; positional args stop parsing */
-    char *argv[] = {"prog", "--workers", "3", "--batch-size=50", "--no-notify", "status", "--x", NULL};
+    char *argv[] = {"prog",        "--workers", "3",   "--batch-size=50",
+                    "--no-notify", "status",    "--x", NULL};
     int argi, help;
-    CHECK(outbox__conf_parse_args(c, 7, argv, &argi, &help, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox__conf_parse_args(c, 7, argv, &argi, &help, err, sizeof(err)) == OUTBOX_OK, "%s",
+          err);
     CHECK(argi == 5 && !help, "argi=%d", argi);
     CHECK(outbox__conf_int(c, "workers") == 3 && outbox__conf_int(c, "batch_size") == 50 &&
               !outbox__conf_bool(c, "notify"),
@@ -69,18 +78,20 @@ int main(void)
               strstr(err, "--frobnicate"),
           "unknown flag: %s", err);
     char *missing[] = {"prog", "--workers", NULL};
-    CHECK(outbox__conf_parse_args(c, 2, missing, &argi, &help, err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+    CHECK(outbox__conf_parse_args(c, 2, missing, &argi, &help, err, sizeof(err)) ==
+              OUTBOX_ERR_CONFIG,
           "missing value accepted");
     char *h[] = {"prog", "--help", NULL};
-    CHECK(outbox__conf_parse_args(c, 2, h, &argi, &help, err, sizeof(err)) == OUTBOX_OK && help, "--help");
+    CHECK(outbox__conf_parse_args(c, 2, h, &argi, &help, err, sizeof(err)) == OUTBOX_OK && help,
+          "--help");
 
     /* DB_* fallback when DATABASE_URL is empty; quoting of odd values */
     outbox_conf_t *d = outbox_conf_new();
     outbox_conf_set(d, "db_host", "db.internal", err, sizeof(err));
     outbox_conf_set(d, "db_password", "p'w d", err, sizeof(err));
     const char *ci = outbox__conf_database_url(d);
-    CHECK(strstr(ci, "host='db.internal'") && strstr(ci, "port='5432'") && strstr(ci, "dbname='outbox_db'") &&
-              strstr(ci, "password='p\\'w d'"),
+    CHECK(strstr(ci, "host='db.internal'") && strstr(ci, "port='5432'") &&
+              strstr(ci, "dbname='outbox_db'") && strstr(ci, "password='p\\'w d'"),
           "conninfo: %s", ci);
     outbox_conf_set(d, "database_url", "postgres://u:secret@h/db", err, sizeof(err));
     CHECK(!strcmp(outbox__conf_database_url(d), "postgres://u:secret@h/db"), "database_url wins");

@@ -26,7 +26,8 @@ int main(void)
         CHECK(ids[i][14] == '7', "version nibble of %s is not 7", ids[i]);
         CHECK(strchr("89ab", ids[i][19]) != NULL, "variant of %s is not RFC 9562", ids[i]);
         if (i)
-            CHECK(strcmp(ids[i - 1], ids[i]) < 0, "not strictly increasing: %s then %s", ids[i - 1], ids[i]);
+            CHECK(strcmp(ids[i - 1], ids[i]) < 0, "not strictly increasing: %s then %s", ids[i - 1],
+                  ids[i]);
     }
     /* The first 48 bits are the Unix time in milliseconds. */
     char hex[13];

@@ -46,7 +46,8 @@ static inline void kt_cluster_stop(kt_cluster_t *c)
 
 static inline void kt_topic(kt_cluster_t *c, const char *topic, int partitions, int replicas)
 {
-    CHECK(rd_kafka_mock_topic_create(c->mc, topic, partitions, replicas) == RD_KAFKA_RESP_ERR_NO_ERROR,
+    CHECK(rd_kafka_mock_topic_create(c->mc, topic, partitions, replicas) ==
+              RD_KAFKA_RESP_ERR_NO_ERROR,
           "mock topic %s", topic);
 }
 
@@ -58,8 +59,8 @@ static inline const char *kt_setup_db(const char *name, PGconn **out)
 
 /* Enqueues events [from, to) on topic, per_tx per transaction; event i has
  * key "<prefix><i % nkeys>" and payload {"seq":i,"key":...}. */
-static inline void kt_enqueue(PGconn *c, const char *topic, const char *type, const char *prefix, int from,
-                              int to, int nkeys, int per_tx)
+static inline void kt_enqueue(PGconn *c, const char *topic, const char *type, const char *prefix,
+                              int from, int to, int nkeys, int per_tx)
 {
     char err[512], key[64], payload[160];
     for (int i = from; i < to; i++) {
@@ -71,7 +72,8 @@ static inline void kt_enqueue(PGconn *c, const char *topic, const char *type, co
                              .type = type,
                              .key = key,
                              .payload = payload,
-                             .traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                             .traceparent =
+                                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                              .headers = "{\"tenant\":\"acme\"}"};
         CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
         if ((i - from) % per_tx == per_tx - 1 || i == to - 1)
@@ -130,7 +132,8 @@ static inline void kt_recs_free(kt_rec_t *r, long n)
 /* Reads the whole topic with the real client (kcat -C ... -e), records in
  * partition, offset order. structured=1: every value must be a valid
  * CloudEvents document (parsed into env). */
-static inline kt_rec_t *kt_kcat_read(const kt_cluster_t *cl, const char *topic, int structured, long *count)
+static inline kt_rec_t *kt_kcat_read(const kt_cluster_t *cl, const char *topic, int structured,
+                                     long *count)
 {
     char out[256], errf[256], cmd[1024];
     snprintf(out, sizeof(out), "/tmp/kt-kcat-%d-%s.out", (int)getpid(), topic);
@@ -176,12 +179,14 @@ static inline kt_rec_t *kt_kcat_read(const kt_cluster_t *cl, const char *topic, 
         const char *data = r->value;
         if (structured) {
             char err[256];
-            CHECK(outbox_envelope_parse(r->value, strlen(r->value), &r->env, err, sizeof(err)) == OUTBOX_OK,
-                  "record %s/%d/%lld is not a valid CloudEvents document: %s: %s", topic, r->partition,
-                  r->offset, err, r->value);
+            CHECK(outbox_envelope_parse(r->value, strlen(r->value), &r->env, err, sizeof(err)) ==
+                      OUTBOX_OK,
+                  "record %s/%d/%lld is not a valid CloudEvents document: %s: %s", topic,
+                  r->partition, r->offset, err, r->value);
             CHECK(r->env.subject && !strcmp(r->env.subject, r->key), "subject %s != message key %s",
                   r->env.subject ? r->env.subject : "(none)", r->key);
-            CHECK(r->env.partitionkey && !strcmp(r->env.partitionkey, r->key), "partitionkey != key");
+            CHECK(r->env.partitionkey && !strcmp(r->env.partitionkey, r->key),
+                  "partitionkey != key");
             data = r->env.data;
         }
         const char *s = strstr(data, "\"seq\":");
@@ -218,19 +223,21 @@ static inline long kt_check(kt_rec_t *recs, long n, const char *prefix, int tota
         CHECK(!strncmp(r->key, prefix, pl), "unexpected key %s", r->key);
         int k = atoi(r->key + pl);
         CHECK(k >= 0 && k < nkeys, "unexpected key %s", r->key);
-        CHECK(r->seq >= 0 && r->seq < total && r->seq % nkeys == k, "seq %d does not belong to key %s", r->seq,
-              r->key);
+        CHECK(r->seq >= 0 && r->seq < total && r->seq % nkeys == k,
+              "seq %d does not belong to key %s", r->seq, r->key);
         if (part[k] < 0)
             part[k] = r->partition;
-        CHECK(part[k] == r->partition, "key %s in partitions %d and %d", r->key, part[k], r->partition);
+        CHECK(part[k] == r->partition, "key %s in partitions %d and %d", r->key, part[k],
+              r->partition);
         if (seen[r->seq]++) {
             dups++;
             CHECK(r->seq <= last[k], "key %s: duplicate %d after %d", r->key, r->seq, last[k]);
             continue;
         }
         int want = last[k] < 0 ? k : last[k] + nkeys;
-        CHECK(r->seq == want, "key %s partition %d offset %lld: seq %d where %d was due (gap or reorder)",
-              r->key, r->partition, r->offset, r->seq, want);
+        CHECK(r->seq == want,
+              "key %s partition %d offset %lld: seq %d where %d was due (gap or reorder)", r->key,
+              r->partition, r->offset, r->seq, want);
         last[k] = r->seq;
     }
     for (int s = 0; s < total; s++)

@@ -41,14 +41,15 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
 {
     (void)opaque;
     const char *p0[1] = {d->env.id};
-    if (!exec_ok(PQexecParams(g_db, "INSERT INTO deliveries (id) VALUES ($1)", 1, NULL, p0, NULL, NULL, 0)))
+    if (!exec_ok(PQexecParams(g_db, "INSERT INTO deliveries (id) VALUES ($1)", 1, NULL, p0, NULL,
+                              NULL, 0)))
         return OUTBOX_ERR_DB;
     /* The binary-mode attributes come back as a full envelope. */
     const char *seqp = d->env.data ? strstr(d->env.data, "\"seq\":") : NULL;
     if (!seqp || !d->env.subject || !d->env.partitionkey || !d->env.time || !d->env.traceparent ||
         strcmp(d->env.type, g_topic_type) || strcmp(d->env.subject, d->env.partitionkey)) {
-        fprintf(stderr, "helper: incomplete envelope for %s (type %s subject %s data %s)\n", d->env.id,
-                d->env.type ? d->env.type : "-", d->env.subject ? d->env.subject : "-",
+        fprintf(stderr, "helper: incomplete envelope for %s (type %s subject %s data %s)\n",
+                d->env.id, d->env.type ? d->env.type : "-", d->env.subject ? d->env.subject : "-",
                 d->env.data ? d->env.data : "-");
         exit(3);
     }
@@ -65,8 +66,8 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
     }
     if (is_new) {
         const char *p[3] = {d->env.id, d->env.subject, seq};
-        if (!exec_ok(PQexecParams(g_db, "INSERT INTO effects (id, key, seq) VALUES ($1, $2, $3)", 3, NULL, p,
-                                  NULL, NULL, 0))) {
+        if (!exec_ok(PQexecParams(g_db, "INSERT INTO effects (id, key, seq) VALUES ($1, $2, $3)", 3,
+                                  NULL, p, NULL, NULL, 0))) {
             exec_ok(PQexec(g_db, "ROLLBACK"));
             return OUTBOX_ERR_DB;
         }
@@ -85,7 +86,8 @@ int main(void)
     g_topic_type = getenv("KT_TYPE") ? getenv("KT_TYPE") : "";
     g_fail_every = getenv("KT_FAIL_EVERY") ? atol(getenv("KT_FAIL_EVERY")) : 0;
     if (!boot || !db || !topic || !group || !name) {
-        fprintf(stderr, "helper: KT_BOOTSTRAPS, KT_DB, KT_TOPIC, KT_GROUP and KT_NAME are required\n");
+        fprintf(stderr,
+                "helper: KT_BOOTSTRAPS, KT_DB, KT_TOPIC, KT_GROUP and KT_NAME are required\n");
         return 2;
     }
     signal(SIGTERM, on_term);

@@ -14,8 +14,8 @@
 #define TOTAL 800
 #define NKEYS 40
 
-static pid_t spawn_helper(const kt_cluster_t *cl, const char *ci, const char *name, const char *fail_every,
-                          const char *log)
+static pid_t spawn_helper(const kt_cluster_t *cl, const char *ci, const char *name,
+                          const char *fail_every, const char *log)
 {
     static char env[8][512];
     snprintf(env[0], sizeof(env[0]), "KT_BOOTSTRAPS=%s", cl->bootstraps);
@@ -23,7 +23,8 @@ static pid_t spawn_helper(const kt_cluster_t *cl, const char *ci, const char *na
     snprintf(env[2], sizeof(env[2]), "KT_TOPIC=payments");
     snprintf(env[3], sizeof(env[3]), "KT_GROUP=ledger");
     snprintf(env[4], sizeof(env[4]), "KT_TYPE=PaymentCaptured");
-    snprintf(env[5], sizeof(env[5]), "OUTBOX_KAFKA_PROPERTIES=session.timeout.ms=3000,heartbeat.interval.ms=300");
+    snprintf(env[5], sizeof(env[5]),
+             "OUTBOX_KAFKA_PROPERTIES=session.timeout.ms=3000,heartbeat.interval.ms=300");
     snprintf(env[6], sizeof(env[6]), "OUTBOX_LOG_LEVEL=warn");
     char *envp[12] = {env[0], env[1], env[2], env[3], env[4], env[5], env[6], NULL};
     snprintf(env[7], sizeof(env[7]), "KT_NAME=%s", name);
@@ -46,7 +47,8 @@ int main(void)
     PGconn *db;
     const char *ci = kt_setup_db("kafka_consumer_inbox", &db);
     PQclear(tu_exec(db, "CREATE TABLE deliveries (n bigserial, id uuid NOT NULL);"
-                        "CREATE TABLE effects (n bigserial, id uuid NOT NULL, key text NOT NULL, seq int NOT NULL)"));
+                        "CREATE TABLE effects (n bigserial, id uuid NOT NULL, key text NOT NULL, "
+                        "seq int NOT NULL)"));
     kt_cluster_t cl;
     kt_cluster_start(&cl, 3);
     kt_topic(&cl, "payments", 4, 3);
@@ -69,7 +71,8 @@ int main(void)
     int first = 0;
     for (long long e; (e = q(db, "SELECT count(*) FROM effects")) < 300;) {
         if (e > 0 && !first++)
-            printf("[%5.1fs] consumer a joined the group and applies\n", (tu_now_ms() - t0) / 1000.0);
+            printf("[%5.1fs] consumer a joined the group and applies\n",
+                   (tu_now_ms() - t0) / 1000.0);
         CHECK(tu_now_ms() - t0 < 30000, "consumer a applied only %lld effects in 30 s (log %s)",
               q(db, "SELECT count(*) FROM effects"), log);
         CHECK(tu_wait(a, 1) == -1, "consumer a exited early (log %s)", log);
@@ -77,31 +80,37 @@ int main(void)
     }
     kill(a, SIGKILL);
     tu_wait(a, 5000);
-    printf("[%5.1fs] consumer a SIGKILLed after %lld effects, %lld deliveries\n", (tu_now_ms() - t0) / 1000.0,
-           q(db, "SELECT count(*) FROM effects"), q(db, "SELECT count(*) FROM deliveries"));
+    printf("[%5.1fs] consumer a SIGKILLed after %lld effects, %lld deliveries\n",
+           (tu_now_ms() - t0) / 1000.0, q(db, "SELECT count(*) FROM effects"),
+           q(db, "SELECT count(*) FROM deliveries"));
 
     /* Two survivors split the group (a's partitions come back after its
      * session (3 s) times out); the relay meanwhile republishes some events, as
      * after a relay crash between publish and acknowledge. */
     pid_t b = spawn_helper(&cl, ci, "ledger-b", "0", log);
     pid_t c = spawn_helper(&cl, ci, "ledger-c", "11", log);
-    PQclear(tu_exec(db, "INSERT INTO outbox (id, topic, type, key, payload, headers, traceparent, source) "
-                        "SELECT id, topic, type, key, payload, headers, traceparent, source FROM replay ORDER BY seq"));
+    PQclear(tu_exec(
+        db, "INSERT INTO outbox (id, topic, type, key, payload, headers, traceparent, source) "
+            "SELECT id, topic, type, key, payload, headers, traceparent, source FROM replay ORDER "
+            "BY seq"));
     conf = kt_relay_conf(ci, &cl);
     kt_conf_set(conf, "content_mode", "binary");
     relay = kt_relay_start(conf);
     kt_wait_drained(db, 30000);
     outbox_relay_destroy(relay);
-    printf("[%5.1fs] relay published %d events a second time\n", (tu_now_ms() - t0) / 1000.0, TOTAL / 8);
+    printf("[%5.1fs] relay published %d events a second time\n", (tu_now_ms() - t0) / 1000.0,
+           TOTAL / 8);
     long long last = -1, stable_since = tu_now_ms();
     while (tu_now_ms() - t0 < 50000) {
-        long long e = q(db, "SELECT count(*) FROM effects"), d = q(db, "SELECT count(*) FROM deliveries");
+        long long e = q(db, "SELECT count(*) FROM effects"),
+                  d = q(db, "SELECT count(*) FROM deliveries");
         if (e + d != last) {
             last = e + d;
             stable_since = tu_now_ms();
         }
         if (e == TOTAL && tu_now_ms() - stable_since > 1500) {
-            printf("[%5.1fs] all %d effects applied; quiet for 1.5 s\n", (stable_since - t0) / 1000.0, TOTAL);
+            printf("[%5.1fs] all %d effects applied; quiet for 1.5 s\n",
+                   (stable_since - t0) / 1000.0, TOTAL);
             break;
         }
         CHECK(tu_wait(b, 1) == -1 && tu_wait(c, 1) == -1, "a consumer exited early (log %s)", log);
@@ -116,17 +125,20 @@ int main(void)
     long long distinct = q(db, "SELECT count(DISTINCT id) FROM effects");
     long long inbox = q(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'ledger'");
     long long deliveries = q(db, "SELECT count(*) FROM deliveries");
-    long long redelivered = q(db, "SELECT count(*) FROM (SELECT id FROM deliveries GROUP BY id HAVING count(*) > 1) x");
-    printf("effects %lld (distinct ids %lld), inbox %lld, deliveries %lld, ids delivered more than once %lld, "
+    long long redelivered =
+        q(db, "SELECT count(*) FROM (SELECT id FROM deliveries GROUP BY id HAVING count(*) > 1) x");
+    printf("effects %lld (distinct ids %lld), inbox %lld, deliveries %lld, ids delivered more than "
+           "once %lld, "
            "%lld ms\n",
            effects, distinct, inbox, deliveries, redelivered, tu_now_ms() - t0);
-    CHECK(effects == TOTAL && distinct == TOTAL && inbox == TOTAL, "effects %lld distinct %lld inbox %lld, want %d",
-          effects, distinct, inbox, TOTAL);
-    CHECK(deliveries > TOTAL && redelivered > 0, "no redelivery happened (%lld deliveries): the test proves nothing",
-          deliveries);
+    CHECK(effects == TOTAL && distinct == TOTAL && inbox == TOTAL,
+          "effects %lld distinct %lld inbox %lld, want %d", effects, distinct, inbox, TOTAL);
+    CHECK(deliveries > TOTAL && redelivered > 0,
+          "no redelivery happened (%lld deliveries): the test proves nothing", deliveries);
     /* Per key, effects were applied in commit order. */
-    long long out_of_order = q(db, "SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY key ORDER BY n) "
-                                   "AS prev FROM effects) x WHERE prev IS NOT NULL AND seq <= prev");
+    long long out_of_order =
+        q(db, "SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY key ORDER BY n) "
+              "AS prev FROM effects) x WHERE prev IS NOT NULL AND seq <= prev");
     CHECK(out_of_order == 0, "%lld effects applied out of per-key order", out_of_order);
     unlink(log);
     PQfinish(db);

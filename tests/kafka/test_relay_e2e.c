@@ -20,7 +20,8 @@ int main(void)
     /* A rolled-back transaction publishes nothing. */
     PQclear(tu_exec(db, "BEGIN"));
     char err[512];
-    outbox_event_t ghost = {.topic = "orders", .type = "Ghost", .key = "order-0", .payload = "{\"seq\":-1}"};
+    outbox_event_t ghost = {
+        .topic = "orders", .type = "Ghost", .key = "order-0", .payload = "{\"seq\":-1}"};
     CHECK(outbox_enqueue(db, &ghost, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     PQclear(tu_exec(db, "ROLLBACK"));
 
@@ -33,8 +34,8 @@ int main(void)
     kt_enqueue(db, "orders", "OrderCreated", "order-", TOTAL / 2, TOTAL, NKEYS, 10);
     kt_wait_drained(db, 45000);
     long long ms = tu_now_ms() - t0;
-    printf("relay drained %d events in %lld ms (%.0f events/s, 4 workers, enqueue included)\n", TOTAL, ms,
-           TOTAL * 1000.0 / (double)(ms ? ms : 1));
+    printf("relay drained %d events in %lld ms (%.0f events/s, 4 workers, enqueue included)\n",
+           TOTAL, ms, TOTAL * 1000.0 / (double)(ms ? ms : 1));
     uint64_t published = 0;
     for (int w = 0; w < outbox_relay_worker_count(relay); w++) {
         outbox_worker_stats_t st;
@@ -42,18 +43,22 @@ int main(void)
         published += st.published;
     }
     outbox_relay_destroy(relay);
-    CHECK(published == TOTAL, "relay acknowledged %llu events, want %d", (unsigned long long)published, TOTAL);
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0, "dead letters in a clean run");
+    CHECK(published == TOTAL, "relay acknowledged %llu events, want %d",
+          (unsigned long long)published, TOTAL);
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_dead_letter") == 0,
+          "dead letters in a clean run");
 
     long n;
     kt_rec_t *recs = kt_kcat_read(&cl, "orders", 1, &n);
     long dups = kt_check(recs, n, "order-", TOTAL, NKEYS);
-    printf("orders: %ld records, %ld duplicates, every key in one partition and in commit order\n", n, dups);
+    printf("orders: %ld records, %ld duplicates, every key in one partition and in commit order\n",
+           n, dups);
     CHECK(dups == 0, "duplicates in a clean run: %ld", dups);
     int partitions_used[6] = {0};
     for (long i = 0; i < n; i++) {
         CHECK(!strcmp(recs[i].env.type, "OrderCreated"), "type %s", recs[i].env.type);
-        CHECK(strstr(recs[i].headers, "content-type=application/cloudevents+json"), "headers %s", recs[i].headers);
+        CHECK(strstr(recs[i].headers, "content-type=application/cloudevents+json"), "headers %s",
+              recs[i].headers);
         partitions_used[recs[i].partition] = 1;
     }
     int used = 0;

@@ -25,7 +25,8 @@ const char *tu_fresh_db(const char *test_name)
     static char conninfo[1024];
     const char *admin = getenv("OUTBOX_TEST_PG");
     if (!admin || !*admin)
-        tu_skip("OUTBOX_TEST_PG is not set: run through 'make test' (scripts/test.sh starts PostgreSQL)");
+        tu_skip("OUTBOX_TEST_PG is not set: run through 'make test' (scripts/test.sh starts "
+                "PostgreSQL)");
     char db[128];
     snprintf(db, sizeof(db), "t_%s", test_name);
     for (char *p = db; *p; p++)
@@ -70,7 +71,8 @@ void tu_redis_addr(char *host, size_t host_size, int *port)
 {
     const char *a = getenv("OUTBOX_TEST_REDIS");
     if (!a || !*a)
-        tu_skip("OUTBOX_TEST_REDIS is not set: run through 'make test' (scripts/test.sh starts Redis)");
+        tu_skip(
+            "OUTBOX_TEST_REDIS is not set: run through 'make test' (scripts/test.sh starts Redis)");
     const char *colon = strrchr(a, ':');
     CHECK(colon, "OUTBOX_TEST_REDIS must be host:port, got %s", a);
     snprintf(host, host_size, "%.*s", (int)(colon - a), a);
@@ -161,7 +163,7 @@ pid_t tu_redis_server_start(int port)
     char portbuf[16];
     snprintf(portbuf, sizeof(portbuf), "%d", port);
     char *argv[] = {"redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", "/tmp", "--logfile", "", NULL};
+                    "--appendonly", "no",     "--dir", "/tmp",   "--logfile", "",       NULL};
     pid_t pid = tu_spawn(argv, NULL, "/dev/null");
     for (int i = 0; i < 200; i++) {
         redisContext *r = redisConnect("127.0.0.1", port);
@@ -215,7 +217,8 @@ const char *tu_outbox_db(const char *test_name, PGconn **out)
 void tu_conf_set(outbox_conf_t *conf, const char *name, const char *value)
 {
     char err[512];
-    CHECK(outbox_conf_set(conf, name, value, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", name, value, err);
+    CHECK(outbox_conf_set(conf, name, value, err, sizeof(err)) == OUTBOX_OK, "%s=%s: %s", name,
+          value, err);
 }
 
 outbox_relay_t *tu_relay_start(outbox_conf_t *conf)

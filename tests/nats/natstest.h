@@ -133,7 +133,8 @@ static __attribute__((unused)) void tn_start(tn_server_t *s)
     char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", s->dir, NULL};
     s->pid = tu_spawn(argv, NULL, s->log);
     tn_track(s->pid, s->dir, 1);
-    CHECK(tn_wait_ready(s, 15000) == 0, "nats-server did not start on port %d (log %s)", s->port, s->log);
+    CHECK(tn_wait_ready(s, 15000) == 0, "nats-server did not start on port %d (log %s)", s->port,
+          s->log);
 }
 
 /* Kills the server with sig (SIGKILL: a crash) and reaps it. */
@@ -193,12 +194,19 @@ static __attribute__((unused)) PGconn *tn_db(const char *name, const char **conn
 
 /* Enqueues one event in its own transaction. id may be NULL (generated);
  * id_out (37 bytes) may be NULL. */
-static __attribute__((unused)) void tn_enqueue(PGconn *c, const char *topic, const char *type, const char *key, const char *payload,
-                       const char *id, const char *traceparent, const char *headers, char *id_out)
+static __attribute__((unused)) void tn_enqueue(PGconn *c, const char *topic, const char *type,
+                                               const char *key, const char *payload, const char *id,
+                                               const char *traceparent, const char *headers,
+                                               char *id_out)
 {
     PQclear(tu_exec(c, "BEGIN"));
-    outbox_event_t ev = {.id = id, .topic = topic, .type = type, .key = key, .payload = payload,
-                         .traceparent = traceparent, .headers = headers};
+    outbox_event_t ev = {.id = id,
+                         .topic = topic,
+                         .type = type,
+                         .key = key,
+                         .payload = payload,
+                         .traceparent = traceparent,
+                         .headers = headers};
     char err[512];
     outbox_err_t e = outbox_enqueue(c, &ev, id_out, err, sizeof(err));
     CHECK(e == OUTBOX_OK, "enqueue: %s", err);
@@ -207,20 +215,38 @@ static __attribute__((unused)) void tn_enqueue(PGconn *c, const char *topic, con
 
 /* Starts a relay on db publishing to sink_url; extra is a NULL-terminated
  * list of name/value pairs overriding the test defaults. */
-static __attribute__((unused)) outbox_relay_t *tn_relay(const char *conninfo, const char *sink_url, const char *const *extra)
+static __attribute__((unused)) outbox_relay_t *tn_relay(const char *conninfo, const char *sink_url,
+                                                        const char *const *extra)
 {
     outbox_conf_t *conf = outbox_conf_new();
     char err[512];
-    const char *defaults[] = {"database_url", conninfo, "sink", sink_url, "workers", "2", "metrics_addr", "off",
-                              "poll_interval", "100ms", "backoff_base", "50ms", "backoff_max", "500ms",
-                              "rebalance_interval", "200ms", "publish_timeout", "3s", "log_level", "warn",
+    const char *defaults[] = {"database_url",
+                              conninfo,
+                              "sink",
+                              sink_url,
+                              "workers",
+                              "2",
+                              "metrics_addr",
+                              "off",
+                              "poll_interval",
+                              "100ms",
+                              "backoff_base",
+                              "50ms",
+                              "backoff_max",
+                              "500ms",
+                              "rebalance_interval",
+                              "200ms",
+                              "publish_timeout",
+                              "3s",
+                              "log_level",
+                              "warn",
                               NULL};
     for (int i = 0; defaults[i]; i += 2)
-        CHECK(outbox_conf_set(conf, defaults[i], defaults[i + 1], err, sizeof(err)) == OUTBOX_OK, "conf %s: %s",
-              defaults[i], err);
+        CHECK(outbox_conf_set(conf, defaults[i], defaults[i + 1], err, sizeof(err)) == OUTBOX_OK,
+              "conf %s: %s", defaults[i], err);
     for (int i = 0; extra && extra[i]; i += 2)
-        CHECK(outbox_conf_set(conf, extra[i], extra[i + 1], err, sizeof(err)) == OUTBOX_OK, "conf %s: %s",
-              extra[i], err);
+        CHECK(outbox_conf_set(conf, extra[i], extra[i + 1], err, sizeof(err)) == OUTBOX_OK,
+              "conf %s: %s", extra[i], err);
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r, "relay_new: %s", err);
     CHECK(outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "relay_start: %s", err);

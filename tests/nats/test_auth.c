@@ -28,8 +28,8 @@ int main(void)
     snprintf(srv.log, sizeof(srv.log), "%s.log", srv.dir);
     char port[16];
     snprintf(port, sizeof(port), "%d", srv.port);
-    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv.dir, "--user", "app",
-                    "--pass", SECRET, NULL};
+    char *argv[] = {"nats-server", "-js",    "-a",  "127.0.0.1", "-p",   port, "-sd",
+                    srv.dir,       "--user", "app", "--pass",    SECRET, NULL};
     srv.pid = tu_spawn(argv, NULL, srv.log);
     tn_track(srv.pid, srv.dir, 1);
     char good[128], bad[128];
@@ -52,7 +52,8 @@ int main(void)
     outbox_err_t e = OUTBOX_ERR_BROKER;
     while (tu_now_ms() < end) { /* the server may still be starting */
         outbox_consumer_destroy(bc);
-        bc = outbox_consumer_new(bad, "g", "g-1", (const char *const[]){"secure"}, 1, conf, err, sizeof(err));
+        bc = outbox_consumer_new(bad, "g", "g-1", (const char *const[]){"secure"}, 1, conf, err,
+                                 sizeof(err));
         CHECK(bc, "consumer_new: %s", err);
         e = outbox_consumer_poll(bc, 100, count_handler, &got);
         if (strstr(outbox_consumer_errstr(bc), "uthoriz"))
@@ -65,13 +66,14 @@ int main(void)
     outbox_consumer_destroy(bc);
 
     /* right password: relay delivers, consumer reads */
-    outbox_relay_t *relay = tn_relay(conninfo, good, (const char *const[]){"log_level", "debug", NULL});
+    outbox_relay_t *relay =
+        tn_relay(conninfo, good, (const char *const[]){"log_level", "debug", NULL});
     for (int i = 0; i < 20; i++)
         tn_enqueue(db, "secure", "Thing", "k", "{\"v\":1}", NULL, NULL, NULL, NULL);
     int drained = tn_wait_drained(db, 20000);
     outbox_relay_destroy(relay);
-    outbox_consumer_t *c = outbox_consumer_new(good, "g", "g-1", (const char *const[]){"secure"}, 1, conf, err,
-                                               sizeof(err));
+    outbox_consumer_t *c = outbox_consumer_new(good, "g", "g-1", (const char *const[]){"secure"}, 1,
+                                               conf, err, sizeof(err));
     CHECK(c, "consumer_new: %s", err);
     for (int i = 0; i < 50 && got < 20; i++)
         outbox_consumer_poll(c, 200, count_handler, &got);
@@ -95,7 +97,8 @@ int main(void)
     }
     fclose(f);
     unlink(logpath);
-    printf("%d log lines (debug level), none with the password; 20 events relayed and consumed\n", lines);
+    printf("%d log lines (debug level), none with the password; 20 events relayed and consumed\n",
+           lines);
 
     PQfinish(db);
     tn_cleanup(&srv);

@@ -36,9 +36,11 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
     outbox_err_t e = outbox_inbox_record(c->db, "ledger", d->env.id, &is_new, err, sizeof(err));
     CHECK(e == OUTBOX_OK, "inbox: %s", err);
     if (is_new) {
-        const char *p[3] = {d->env.id, d->env.subject ? d->env.subject : "", d->env.data ? d->env.data : ""};
-        PGresult *r = PQexecParams(c->db, "INSERT INTO effect (msg_id, key, data) VALUES ($1, $2, $3)", 3, NULL,
-                                   p, NULL, NULL, 0);
+        const char *p[3] = {d->env.id, d->env.subject ? d->env.subject : "",
+                            d->env.data ? d->env.data : ""};
+        PGresult *r =
+            PQexecParams(c->db, "INSERT INTO effect (msg_id, key, data) VALUES ($1, $2, $3)", 3,
+                         NULL, p, NULL, NULL, 0);
         CHECK(PQresultStatus(r) == PGRES_COMMAND_OK, "effect: %s", PQerrorMessage(c->db));
         PQclear(r);
     } else {
@@ -46,9 +48,13 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
     }
     PQclear(tu_exec(c->db, "COMMIT"));
     if (!strcmp(d->topic, "bills")) {
-        CHECK(!strcmp(d->env.type, "BillIssued") && d->env.subject && !strcmp(d->env.subject, "bill-1"),
-              "binary attrs: type %s subject %s", d->env.type, d->env.subject ? d->env.subject : "(null)");
-        CHECK(d->env.traceparent && !strcmp(d->env.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        CHECK(!strcmp(d->env.type, "BillIssued") && d->env.subject &&
+                  !strcmp(d->env.subject, "bill-1"),
+              "binary attrs: type %s subject %s", d->env.type,
+              d->env.subject ? d->env.subject : "(null)");
+        CHECK(d->env.traceparent &&
+                  !strcmp(d->env.traceparent,
+                          "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
               "binary traceparent");
         CHECK(d->env.data && strstr(d->env.data, "\"amount\""), "binary data %s", d->env.data);
         c->bin_ok++;
@@ -65,12 +71,14 @@ static outbox_consumer_t *consumer(const tn_server_t *s, const char *name)
 {
     outbox_conf_t *conf = outbox_conf_new();
     char err[512];
-    const char *kv[] = {"nats_ack_wait", "1s", "nats_nak_delay", "50ms", "nats_fetch_batch", "25", "log_level",
-                        "warn", NULL};
+    const char *kv[] = {
+        "nats_ack_wait", "1s", "nats_nak_delay", "50ms", "nats_fetch_batch", "25", "log_level",
+        "warn",          NULL};
     for (int i = 0; kv[i]; i += 2)
         CHECK(outbox_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)) == OUTBOX_OK, "%s", err);
     const char *topics[] = {"ledger", "bills"};
-    outbox_consumer_t *c = outbox_consumer_new(s->url, "ledger-svc", name, topics, 2, conf, err, sizeof(err));
+    outbox_consumer_t *c =
+        outbox_consumer_new(s->url, "ledger-svc", name, topics, 2, conf, err, sizeof(err));
     CHECK(c, "consumer_new: %s", err);
     outbox_conf_destroy(conf);
     return c;
@@ -81,8 +89,9 @@ int main(void)
     tn_require();
     const char *conninfo;
     PGconn *db = tn_db("nats_consumer", &conninfo);
-    PQclear(tu_exec(db, "CREATE TABLE effect (msg_id uuid NOT NULL, key text, data text, at timestamptz "
-                        "DEFAULT clock_timestamp(), seq bigserial)"));
+    PQclear(tu_exec(
+        db, "CREATE TABLE effect (msg_id uuid NOT NULL, key text, data text, at timestamptz "
+            "DEFAULT clock_timestamp(), seq bigserial)"));
     tn_server_t srv = {0};
     tn_start(&srv);
 
@@ -90,7 +99,8 @@ int main(void)
     PGconn *cdb = tu_connect(conninfo);
     ctx_t ctx = {.db = cdb};
     outbox_consumer_t *c1 = consumer(&srv, "ledger-1");
-    CHECK(outbox_consumer_poll(c1, 100, handler, &ctx) == OUTBOX_OK, "first poll: %s", outbox_consumer_errstr(c1));
+    CHECK(outbox_consumer_poll(c1, 100, handler, &ctx) == OUTBOX_OK, "first poll: %s",
+          outbox_consumer_errstr(c1));
 
     outbox_relay_t *relay = tn_relay(conninfo, srv.url, NULL);
     for (int i = 0; i < N; i++) {
@@ -160,16 +170,17 @@ int main(void)
     }
     long long effects = tu_query_ll(db, "SELECT count(*) FROM effect");
     long long distinct = tu_query_ll(db, "SELECT count(DISTINCT msg_id) FROM effect");
-    long long inbox = tu_query_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'ledger'");
+    long long inbox =
+        tu_query_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'ledger'");
     printf("calls=%d effects=%lld distinct=%lld inbox=%lld crashed-before-ack=%d redelivered=%d "
            "skipped-by-inbox=%d binary=%d broker-errors-while-down=%d\n",
-           ctx.calls, effects, distinct, inbox, ctx.crashed, ctx.redelivered, ctx.skipped, ctx.bin_ok,
-           broker_errs);
+           ctx.calls, effects, distinct, inbox, ctx.crashed, ctx.redelivered, ctx.skipped,
+           ctx.bin_ok, broker_errs);
     CHECK(effects == total, "effects %lld, want %d", effects, total);
     CHECK(distinct == effects, "an effect happened twice");
     CHECK(inbox == total, "inbox rows %lld", inbox);
-    CHECK(ctx.crashed > 0 && ctx.redelivered >= ctx.crashed, "redeliveries %d < crashes %d", ctx.redelivered,
-          ctx.crashed);
+    CHECK(ctx.crashed > 0 && ctx.redelivered >= ctx.crashed, "redeliveries %d < crashes %d",
+          ctx.redelivered, ctx.crashed);
     CHECK(ctx.skipped >= ctx.crashed, "inbox skipped %d, crashes %d", ctx.skipped, ctx.crashed);
     CHECK(ctx.bin_ok >= NBIN, "binary messages handled: %d", ctx.bin_ok);
 
@@ -189,8 +200,10 @@ int main(void)
     long long t0 = tu_now_ms();
     while (tu_query_ll(db, "SELECT count(*) FROM effect") < total + 10 && tu_now_ms() - t0 < 20000)
         outbox_consumer_poll(c1, 200, handler, &ctx);
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM effect") == total + 10, "consumer did not recover after store loss");
-    printf("store lost: consumer re-subscribed and got the 10 new events after %lld ms\n", tu_now_ms() - t0);
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM effect") == total + 10,
+          "consumer did not recover after store loss");
+    printf("store lost: consumer re-subscribed and got the 10 new events after %lld ms\n",
+           tu_now_ms() - t0);
     outbox_consumer_destroy(c1);
 
     PQfinish(cdb);

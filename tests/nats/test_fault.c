@@ -35,9 +35,10 @@ int main(void)
     fflush(stderr);
     int saved_err = dup(2);
     CHECK(freopen(logpath, "w", stderr), "freopen: %s", strerror(errno));
-    outbox_relay_t *relay = tn_relay(conninfo, srv.url,
-                                     (const char *const[]){"workers", "4", "batch_size", "100", "publish_timeout",
-                                                           "1s", "log_level", "info", NULL});
+    outbox_relay_t *relay =
+        tn_relay(conninfo, srv.url,
+                 (const char *const[]){"workers", "4", "batch_size", "100", "publish_timeout", "1s",
+                                       "log_level", "info", NULL});
     long long t_kill = 0, t_up = 0;
     long freeze_off = 0;
     const int burst = 100;
@@ -54,9 +55,11 @@ int main(void)
             char key[32], payload[96];
             snprintf(key, sizeof(key), "acct-%d", i % KEYS);
             snprintf(payload, sizeof(payload), "{\"n\":%d}", i);
-            outbox_event_t ev = {.topic = "ledger", .type = "Posted", .key = key, .payload = payload};
+            outbox_event_t ev = {
+                .topic = "ledger", .type = "Posted", .key = key, .payload = payload};
             char err[256];
-            CHECK(outbox_enqueue(db, &ev, ids[i], err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
+            CHECK(outbox_enqueue(db, &ev, ids[i], err, sizeof(err)) == OUTBOX_OK, "enqueue: %s",
+                  err);
         }
         PQclear(tu_exec(db, "COMMIT"));
         if (b == 3) { /* A: crash with batches in flight */
@@ -69,8 +72,8 @@ int main(void)
         if (b == 6) {
             tn_start(&srv); /* same port, same store */
             t_up = tu_now_ms();
-            printf("A: nats-server restarted after %lld ms down; %lld events waiting\n", t_up - t_kill,
-                   tu_query_ll(db, "SELECT count(*) FROM outbox"));
+            printf("A: nats-server restarted after %lld ms down; %lld events waiting\n",
+                   t_up - t_kill, tu_query_ll(db, "SELECT count(*) FROM outbox"));
             CHECK(tn_wait_drained(db, 20000) == 0, "A: not drained after restart");
             printf("A: drained %lld ms after the restart\n", tu_now_ms() - t_up);
         }
@@ -142,14 +145,16 @@ int main(void)
         outbox_envelope_t env;
         char err[256];
         CHECK(outbox_envelope_parse(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &env, err,
-                                    sizeof(err)) == OUTBOX_OK, "not CloudEvents: %s", err);
+                                    sizeof(err)) == OUTBOX_OK,
+              "not CloudEvents: %s", err);
         json_t *d = json_loads(env.data, 0, NULL);
         int n = (int)json_integer_value(json_object_get(d, "n"));
         json_decref(d);
         CHECK(n >= 0 && n < N && !strcmp(ids[n], env.id), "unexpected event %s", env.id);
         if (seen[n]++)
             dups++;
-        CHECK(n > last[n % KEYS], "key acct-%d out of order: %d after %d", n % KEYS, n, last[n % KEYS]);
+        CHECK(n > last[n % KEYS], "key acct-%d out of order: %d after %d", n % KEYS, n,
+              last[n % KEYS]);
         last[n % KEYS] = n;
         outbox_envelope_term(&env);
         natsMsg_Destroy(m);
@@ -158,7 +163,8 @@ int main(void)
     for (int i = 0; i < N; i++)
         missing += !seen[i];
     printf("stream LEDGER: %lld messages for %d events, %d missing, %d duplicates; "
-           "%d re-published events dropped by Nats-Msg-Id\n", count, N, missing, dups, dropped);
+           "%d re-published events dropped by Nats-Msg-Id\n",
+           count, N, missing, dups, dropped);
     CHECK(missing == 0, "%d events lost", missing);
     CHECK(dups == 0 && count == N, "%d duplicates in the stream", dups);
     CHECK(dropped > 0, "B should have made the relay re-publish events the server already stored");
@@ -169,7 +175,8 @@ int main(void)
     /* C. the server comes back with an empty store (a memory-only or
      *    replaced server): a running relay, whose workers knew the stream
      *    existed, notices (no responders) and creates it again. */
-    relay = tn_relay(conninfo, srv.url, (const char *const[]){"publish_timeout", "1s", "log_level", "error", NULL});
+    relay = tn_relay(conninfo, srv.url,
+                     (const char *const[]){"publish_timeout", "1s", "log_level", "error", NULL});
     for (int i = 0; i < 20; i++)
         tn_enqueue(db, "ledger", "Posted", "acct-c", "{\"n\":-1}", NULL, NULL, NULL, NULL);
     CHECK(tn_wait_drained(db, 20000) == 0, "C: first events");
@@ -180,7 +187,8 @@ int main(void)
     tn_start(&srv);
     for (int i = 0; i < 30; i++)
         tn_enqueue(db, "ledger", "Posted", "acct-c", "{\"n\":-2}", NULL, NULL, NULL, NULL);
-    CHECK(tn_wait_drained(db, 30000) == 0, "C: events after the store was lost not delivered: %lld left",
+    CHECK(tn_wait_drained(db, 30000) == 0,
+          "C: events after the store was lost not delivered: %lld left",
           tu_query_ll(db, "SELECT count(*) FROM outbox"));
     outbox_relay_destroy(relay);
     nc = tn_connect(&srv, &js);

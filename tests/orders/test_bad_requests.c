@@ -31,57 +31,67 @@ int main(void)
         {"no body", "POST", "/orders", NULL, NULL, NULL, 400, "body-required"},
         {"wrong content type", "POST", "/orders", "text/plain", NULL,
          "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 415, "unsupported-media-type"},
-        {"form content type", "POST", "/orders", "application/x-www-form-urlencoded", NULL, "user_id=u", 415,
-         "unsupported-media-type"},
+        {"form content type", "POST", "/orders", "application/x-www-form-urlencoded", NULL,
+         "user_id=u", 415, "unsupported-media-type"},
         {"malformed JSON", "POST", "/orders", J, NULL, "{\"user_id\":", 400, "malformed-json"},
         {"JSON array", "POST", "/orders", J, NULL, "[1,2]", 400, "malformed-json"},
-        {"duplicate member", "POST", "/orders", J, NULL, "{\"user_id\":\"a\",\"user_id\":\"b\"," OK_ITEMS ",\"amount\":1}",
-         400, "malformed-json"},
-        {"invalid UTF-8", "POST", "/orders", J, NULL, "{\"user_id\":\"\xff\xfe\"," OK_ITEMS ",\"amount\":1}", 400,
-         "malformed-json"},
-        {"missing user_id", "POST", "/orders", J, NULL, "{" OK_ITEMS ",\"amount\":1}", 400, "validation-error"},
-        {"user_id number", "POST", "/orders", J, NULL, "{\"user_id\":42," OK_ITEMS ",\"amount\":1}", 400,
+        {"duplicate member", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"a\",\"user_id\":\"b\"," OK_ITEMS ",\"amount\":1}", 400, "malformed-json"},
+        {"invalid UTF-8", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"\xff\xfe\"," OK_ITEMS ",\"amount\":1}", 400, "malformed-json"},
+        {"missing user_id", "POST", "/orders", J, NULL, "{" OK_ITEMS ",\"amount\":1}", 400,
          "validation-error"},
-        {"user_id empty", "POST", "/orders", J, NULL, "{\"user_id\":\"\"," OK_ITEMS ",\"amount\":1}", 400,
+        {"user_id number", "POST", "/orders", J, NULL, "{\"user_id\":42," OK_ITEMS ",\"amount\":1}",
+         400, "validation-error"},
+        {"user_id empty", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"\"," OK_ITEMS ",\"amount\":1}", 400, "validation-error"},
+        {"missing amount", "POST", "/orders", J, NULL, "{\"user_id\":\"u\"," OK_ITEMS "}", 400,
          "validation-error"},
-        {"missing amount", "POST", "/orders", J, NULL, "{\"user_id\":\"u\"," OK_ITEMS "}", 400, "validation-error"},
-        {"amount string", "POST", "/orders", J, NULL, "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":\"1000\"}", 400,
+        {"amount string", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":\"1000\"}", 400, "validation-error"},
+        {"amount negative", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":-5}", 400, "validation-error"},
+        {"amount fractional", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":10.5}", 400, "validation-error"},
+        {"missing items", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"amount\":1}", 400,
          "validation-error"},
-        {"amount negative", "POST", "/orders", J, NULL, "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":-5}", 400,
-         "validation-error"},
-        {"amount fractional", "POST", "/orders", J, NULL, "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":10.5}", 400,
-         "validation-error"},
-        {"missing items", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"amount\":1}", 400, "validation-error"},
-        {"items empty", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"items\":[],\"amount\":1}", 400,
-         "validation-error"},
-        {"items object", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"items\":{\"sku\":\"SKU-1\"},\"amount\":1}", 400,
-         "validation-error"},
+        {"items empty", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"items\":[],\"amount\":1}",
+         400, "validation-error"},
+        {"items object", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\",\"items\":{\"sku\":\"SKU-1\"},\"amount\":1}", 400, "validation-error"},
         {"quantity zero", "POST", "/orders", J, NULL,
-         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":0}],\"amount\":1}", 400, "validation-error"},
-        {"quantity negative", "POST", "/orders", J, NULL,
-         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":-2}],\"amount\":1}", 400, "validation-error"},
-        {"quantity string", "POST", "/orders", J, NULL,
-         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":\"2\"}],\"amount\":1}", 400, "validation-error"},
-        {"sku missing", "POST", "/orders", J, NULL, "{\"user_id\":\"u\",\"items\":[{\"quantity\":2}],\"amount\":1}", 400,
+         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":0}],\"amount\":1}", 400,
          "validation-error"},
+        {"quantity negative", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":-2}],\"amount\":1}", 400,
+         "validation-error"},
+        {"quantity string", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":\"2\"}],\"amount\":1}", 400,
+         "validation-error"},
+        {"sku missing", "POST", "/orders", J, NULL,
+         "{\"user_id\":\"u\",\"items\":[{\"quantity\":2}],\"amount\":1}", 400, "validation-error"},
         {"sku twice", "POST", "/orders", J, NULL,
-         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":1},{\"sku\":\"SKU-1\",\"quantity\":2}],"
-         "\"amount\":1}", 400, "validation-error"},
+         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":1},{\"sku\":\"SKU-1\","
+         "\"quantity\":2}],"
+         "\"amount\":1}",
+         400, "validation-error"},
         {"unknown sku", "POST", "/orders", J, NULL,
-         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":1},{\"sku\":\"NO-SUCH\",\"quantity\":1}],"
-         "\"amount\":1}", 422, "unknown-sku"},
+         "{\"user_id\":\"u\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":1},{\"sku\":\"NO-SUCH\","
+         "\"quantity\":1}],"
+         "\"amount\":1}",
+         422, "unknown-sku"},
         {"body too large", "POST", "/orders", J, NULL, big_body, 413, "body-too-large"},
-        {"empty Idempotency-Key", "POST", "/orders", J, "", "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 400,
-         "invalid-idempotency-key"},
-        {"Idempotency-Key too long", "POST", "/orders", J, long_key, "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 400,
-         "invalid-idempotency-key"},
-        {"Idempotency-Key not ASCII", "POST", "/orders", J, "cl\xc3\xa9", "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}",
-         400, "invalid-idempotency-key"},
+        {"empty Idempotency-Key", "POST", "/orders", J, "",
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 400, "invalid-idempotency-key"},
+        {"Idempotency-Key too long", "POST", "/orders", J, long_key,
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 400, "invalid-idempotency-key"},
+        {"Idempotency-Key not ASCII", "POST", "/orders", J, "cl\xc3\xa9",
+         "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 400, "invalid-idempotency-key"},
         {"order id not a UUID", "GET", "/orders/12345", NULL, NULL, NULL, 400, "invalid-order-id"},
-        {"order absent", "GET", "/orders/01a20326-7e73-74b6-a6a1-b2a243500364", NULL, NULL, NULL, 404,
-         "order-not-found"},
-        {"DELETE an order", "DELETE", "/orders/01a20326-7e73-74b6-a6a1-b2a243500364", NULL, NULL, NULL, 405,
-         "method-not-allowed"},
+        {"order absent", "GET", "/orders/01a20326-7e73-74b6-a6a1-b2a243500364", NULL, NULL, NULL,
+         404, "order-not-found"},
+        {"DELETE an order", "DELETE", "/orders/01a20326-7e73-74b6-a6a1-b2a243500364", NULL, NULL,
+         NULL, 405, "method-not-allowed"},
         {"GET /orders", "GET", "/orders", NULL, NULL, NULL, 405, "method-not-allowed"},
         {"unknown path", "GET", "/nope", NULL, NULL, NULL, 404, "not-found"},
     };
@@ -97,17 +107,22 @@ int main(void)
         snprintf(url, sizeof(url), "%s%s", s.url, c->path);
         http_resp_t r;
         http_do(c->method, url, c->ctype, c->key, c->body, c->body ? strlen(c->body) : 0, &r);
-        CHECK(r.status == c->status, "[%s] status %ld, want %ld: %s", c->name, r.status, c->status, r.body);
-        CHECK(!strcmp(r.content_type, "application/problem+json"), "[%s] content type \"%s\"", c->name, r.content_type);
+        CHECK(r.status == c->status, "[%s] status %ld, want %ld: %s", c->name, r.status, c->status,
+              r.body);
+        CHECK(!strcmp(r.content_type, "application/problem+json"), "[%s] content type \"%s\"",
+              c->name, r.content_type);
         json_t *p = json_loads(r.body, 0, NULL);
         CHECK(p, "[%s] problem body is not JSON: %s", c->name, r.body);
         const char *type = json_string_value(json_object_get(p, "type"));
         const char *title = json_string_value(json_object_get(p, "title"));
         const char *detail = json_string_value(json_object_get(p, "detail"));
-        CHECK(type && strstr(type, c->type), "[%s] type %s, want *%s*", c->name, type ? type : "(none)", c->type);
+        CHECK(type && strstr(type, c->type), "[%s] type %s, want *%s*", c->name,
+              type ? type : "(none)", c->type);
         CHECK(title && *title, "[%s] no title", c->name);
-        CHECK(detail && strlen(detail) > 10, "[%s] detail too thin: %s", c->name, detail ? detail : "(none)");
-        CHECK(json_integer_value(json_object_get(p, "status")) == c->status, "[%s] status member", c->name);
+        CHECK(detail && strlen(detail) > 10, "[%s] detail too thin: %s", c->name,
+              detail ? detail : "(none)");
+        CHECK(json_integer_value(json_object_get(p, "status")) == c->status, "[%s] status member",
+              c->name);
         printf("ok %-28s %ld %s\n", c->name, r.status, detail);
         json_decref(p);
     }
@@ -123,8 +138,8 @@ int main(void)
     snprintf(url, sizeof(url), "%s/orders", s.url);
     http_resp_t r;
     const char *good = "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}";
-    CHECK(http_do("POST", url, "application/json", "after-bad", good, strlen(good), &r) == 201, "good after bad: %ld",
-          r.status);
+    CHECK(http_do("POST", url, "application/json", "after-bad", good, strlen(good), &r) == 201,
+          "good after bad: %ld", r.status);
     svc_teardown(&s);
     PQfinish(db);
     free(big_body);

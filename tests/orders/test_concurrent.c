@@ -20,7 +20,8 @@ int main(void)
         want_sku1 += q1;
         want_sku2 += q2;
         snprintf(bodies[i], sizeof(bodies[i]),
-                 "{\"user_id\":\"user-%d\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":%d},{\"sku\":\"SKU-2\","
+                 "{\"user_id\":\"user-%d\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":%d},{\"sku\":"
+                 "\"SKU-2\","
                  "\"quantity\":%d}],\"amount\":%d}",
                  i, q1, q2, 100 + i);
         snprintf(keys[i], sizeof(keys[i]), "concurrent-%d", i);
@@ -48,17 +49,24 @@ int main(void)
     CHECK(x && x->integer == 2 * N, "stream length %lld, want %d", x ? x->integer : -1, 2 * N);
     freeReplyObject(x);
     redisFree(rc);
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM inventory_reservations") == 2 * N, "one reservation per order and sku");
-    CHECK(tu_query_ll(db, "SELECT 1000000 - stock FROM inventory WHERE sku = 'SKU-1'") == want_sku1, "SKU-1 stock");
-    CHECK(tu_query_ll(db, "SELECT 1000000 - stock FROM inventory WHERE sku = 'SKU-2'") == want_sku2, "SKU-2 stock");
-    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'") == N, "inventory inbox");
-    CHECK(wait_count(s.log, "[EMAIL] Sending confirmation email for Order", N, 15000) == N, "emails");
-    CHECK(count_in_file(s.log, "[EMAIL] \xE2\x9C\x93 Email sent successfully!") == N, "email sent lines");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM inventory_reservations") == 2 * N,
+          "one reservation per order and sku");
+    CHECK(tu_query_ll(db, "SELECT 1000000 - stock FROM inventory WHERE sku = 'SKU-1'") == want_sku1,
+          "SKU-1 stock");
+    CHECK(tu_query_ll(db, "SELECT 1000000 - stock FROM inventory WHERE sku = 'SKU-2'") == want_sku2,
+          "SKU-2 stock");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'") == N,
+          "inventory inbox");
+    CHECK(wait_count(s.log, "[EMAIL] Sending confirmation email for Order", N, 15000) == N,
+          "emails");
+    CHECK(count_in_file(s.log, "[EMAIL] \xE2\x9C\x93 Email sent successfully!") == N,
+          "email sent lines");
     /* Every order has its own email. */
     PGresult *r = tu_exec(db, "SELECT id FROM orders");
     for (int i = 0; i < PQntuples(r); i++) {
         char line[128];
-        snprintf(line, sizeof(line), "Sending confirmation email for Order %s", PQgetvalue(r, i, 0));
+        snprintf(line, sizeof(line), "Sending confirmation email for Order %s",
+                 PQgetvalue(r, i, 0));
         CHECK(count_in_file(s.log, line) == 1, "order %s: emails != 1", PQgetvalue(r, i, 0));
     }
     PQclear(r);

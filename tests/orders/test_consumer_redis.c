@@ -11,7 +11,7 @@
 typedef struct seen_s {
     char ids[32][40];
     int n;
-    int fail_first;   /* fail this many calls, then succeed */
+    int fail_first; /* fail this many calls, then succeed */
     int redelivered;
 } seen_t;
 
@@ -31,7 +31,8 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
 static void event(char *out, size_t size, const char *id)
 {
     snprintf(out, size,
-             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\",\"type\":\"T\",\"subject\":\"k\","
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/"
+             "test\",\"type\":\"T\",\"subject\":\"k\","
              "\"datacontenttype\":\"application/json\",\"data\":{\"n\":1}}",
              id);
 }
@@ -63,7 +64,8 @@ int main(void)
     char url[64], err[256];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     outbox_conf_t *conf = outbox_conf_new();
-    CHECK(outbox_conf_set(conf, "consumer_claim_idle", "300ms", err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    CHECK(outbox_conf_set(conf, "consumer_claim_idle", "300ms", err, sizeof(err)) == OUTBOX_OK,
+          "%s", err);
     const char *topics[1] = {"things"};
 
     char ids[3][40], doc[512];
@@ -110,7 +112,8 @@ int main(void)
     }
     sb.fail_first = 1;
     poll_until(b, &sb, 5, 10000);
-    CHECK(sb.n == 5 && !strcmp(sb.ids[3], more[0]) && !strcmp(sb.ids[4], more[1]), "retry order (n=%d)", sb.n);
+    CHECK(sb.n == 5 && !strcmp(sb.ids[3], more[0]) && !strcmp(sb.ids[4], more[1]),
+          "retry order (n=%d)", sb.n);
     for (int i = 0; i < 10 && pending(rc, "things", "grp") > 0; i++)
         outbox_consumer_poll(b, 100, handler, &sb);
     CHECK(pending(rc, "things", "grp") == 0, "pending after retry");
@@ -118,7 +121,8 @@ int main(void)
 
     /* Pub/Sub. */
     snprintf(url, sizeof(url), "redis+pubsub://127.0.0.1:%d", port);
-    outbox_consumer_t *ps = outbox_consumer_new(url, "grp", "ps", topics, 1, conf, err, sizeof(err));
+    outbox_consumer_t *ps =
+        outbox_consumer_new(url, "grp", "ps", topics, 1, conf, err, sizeof(err));
     CHECK(ps, "pubsub consumer: %s", err);
     seen_t sp = {0};
     outbox_consumer_poll(ps, 100, handler, &sp); /* connects and subscribes */
@@ -139,7 +143,8 @@ int main(void)
     outbox_consumer_t *d = outbox_consumer_new(url, "grp", "d", topics, 1, conf, err, sizeof(err));
     CHECK(d, "consumer with broker down must still be created: %s", err);
     CHECK(outbox_consumer_poll(d, 50, handler, &sp) == OUTBOX_ERR_BROKER, "poll with broker down");
-    CHECK(strstr(outbox_consumer_errstr(d), "cannot connect"), "errstr: %s", outbox_consumer_errstr(d));
+    CHECK(strstr(outbox_consumer_errstr(d), "cannot connect"), "errstr: %s",
+          outbox_consumer_errstr(d));
     outbox_consumer_destroy(d);
     outbox_conf_destroy(conf);
     printf("PASS orders_consumer_redis\n");

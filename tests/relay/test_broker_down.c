@@ -18,7 +18,8 @@ int main(void)
     static char ids[500][OUTBOX_UUID_STRLEN + 1];
     enqueue_many(c, stream, 500, 50, 50, ids);
     tu_sleep_ms(2000);
-    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox") == 500, "events vanished while the broker was down");
+    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox") == 500,
+          "events vanished while the broker was down");
     CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE attempts > 0") == 0,
           "attempts were charged for a broker outage (would dead-letter healthy events)");
 
@@ -31,13 +32,16 @@ int main(void)
     redisContext *r = tu_redis_connect("127.0.0.1", port);
     long n = 0, dups = 0;
     entry_t *got = read_stream(r, stream, &n);
-    CHECK(check_all_present(ids, 500, got, n, &dups) == 500 && dups == 0, "n=%ld dups=%ld", n, dups);
+    CHECK(check_all_present(ids, 500, got, n, &dups) == 500 && dups == 0, "n=%ld dups=%ld", n,
+          dups);
     check_key_order(got, n, 50);
     free(got);
     redisFree(r);
     tu_stop(redis);
     PQfinish(c);
-    printf("PASS scenario_broker_unavailable: 500 events held while Redis was down, all published once %lld ms "
-           "after it came back\n", resume_ms);
+    printf("PASS scenario_broker_unavailable: 500 events held while Redis was down, all published "
+           "once %lld ms "
+           "after it came back\n",
+           resume_ms);
     return 0;
 }

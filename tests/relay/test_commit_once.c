@@ -14,7 +14,9 @@ int main(void)
 
     char err[512], id[OUTBOX_UUID_STRLEN + 1];
     PQclear(tu_exec(c, "BEGIN"));
-    outbox_event_t ev = {.topic = stream, .type = "OrderCreated", .key = "order-1",
+    outbox_event_t ev = {.topic = stream,
+                         .type = "OrderCreated",
+                         .key = "order-1",
                          .payload = "{\"order_id\":\"order-1\",\"amount\":1000}",
                          .traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"};
     CHECK(outbox_enqueue(c, &ev, id, err, sizeof(err)) == OUTBOX_OK, "%s", err);
@@ -46,10 +48,12 @@ int main(void)
     CHECK(!strcmp(env.type, "OrderCreated") && !strcmp(env.subject, "order-1") &&
               !strcmp(env.partitionkey, "order-1"),
           "attributes wrong: %s", doc);
-    CHECK(env.time && strlen(env.time) >= 20 && env.time[strlen(env.time) - 1] == 'Z', "time: %s", env.time);
+    CHECK(env.time && strlen(env.time) >= 20 && env.time[strlen(env.time) - 1] == 'Z', "time: %s",
+          env.time);
     CHECK(env.traceparent && !strcmp(env.traceparent, ev.traceparent), "traceparent not carried");
     CHECK(!strcmp(env.data, "{\"order_id\":\"order-1\",\"amount\":1000}"), "data: %s", env.data);
-    CHECK(strstr(doc, "\"specversion\":\"1.0\"") && strstr(doc, "\"datacontenttype\":\"application/json\""),
+    CHECK(strstr(doc, "\"specversion\":\"1.0\"") &&
+              strstr(doc, "\"datacontenttype\":\"application/json\""),
           "envelope: %s", doc);
     outbox_envelope_term(&env);
     freeReplyObject(rep);

@@ -13,7 +13,8 @@ int main(void)
     tu_redis_addr(host, sizeof(host), &port);
     redisContext *r = tu_redis_connect(host, port);
     const char *topic = tu_unique("rb");
-    PQclear(tu_exec(c, "CREATE TABLE accounts (id text PRIMARY KEY, balance int CHECK (balance >= 0))"));
+    PQclear(tu_exec(
+        c, "CREATE TABLE accounts (id text PRIMARY KEY, balance int CHECK (balance >= 0))"));
     PQclear(tu_exec(c, "INSERT INTO accounts VALUES ('alice', 100), ('bob', 0)"));
     outbox_relay_t *relay = outbox_relay_new(relay_conf(ci, host, port), err, sizeof(err));
     CHECK(relay && outbox_relay_start(relay, err, sizeof(err)) == OUTBOX_OK, "%s", err);
@@ -21,7 +22,8 @@ int main(void)
     char committed[3][OUTBOX_UUID_STRLEN + 1];
     /* 1. transfer that violates a constraint after its event was enqueued */
     PQclear(tu_exec(c, "BEGIN"));
-    outbox_event_t ev = {.topic = topic, .type = "MoneyTransferred", .key = "alice", .payload = "{\"amount\":500}"};
+    outbox_event_t ev = {
+        .topic = topic, .type = "MoneyTransferred", .key = "alice", .payload = "{\"amount\":500}"};
     CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     PGresult *res = PQexec(c, "UPDATE accounts SET balance = balance - 500 WHERE id = 'alice'");
     CHECK(PQresultStatus(res) == PGRES_FATAL_ERROR, "overdraft was allowed");
@@ -68,14 +70,16 @@ int main(void)
         redisReply *f = rep->element[i]->element[1];
         for (size_t j = 0; j + 1 < f->elements; j += 2)
             if (!strcmp(f->element[j]->str, "type"))
-                CHECK(strcmp(f->element[j + 1]->str, "Discarded"), "a rolled-back event was published");
+                CHECK(strcmp(f->element[j + 1]->str, "Discarded"),
+                      "a rolled-back event was published");
     }
     freeReplyObject(rep);
     CHECK(tu_query_ll(c, "SELECT balance FROM accounts WHERE id = 'alice'") == 60, "balance");
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS scenario_database_rollback: constraint failure, explicit rollback and savepoint rollback publish "
+    printf("PASS scenario_database_rollback: constraint failure, explicit rollback and savepoint "
+           "rollback publish "
            "nothing; the 3 committed events published once\n");
     return 0;
 }

@@ -36,8 +36,8 @@ int main(void)
     for (int i = 0; i < outbox_relay_worker_count(relay); i++) {
         outbox_worker_stats_t st;
         CHECK(outbox_relay_worker_stats(relay, i, &st) == OUTBOX_OK, "stats");
-        printf("worker-%d published %llu in %llu batches\n", i + 1, (unsigned long long)st.published,
-               (unsigned long long)st.batches);
+        printf("worker-%d published %llu in %llu batches\n", i + 1,
+               (unsigned long long)st.published, (unsigned long long)st.batches);
         CHECK(st.published > 0, "worker-%d took no share", i + 1);
         total += st.published;
     }
@@ -47,13 +47,14 @@ int main(void)
     long n = 0, dups = 0;
     entry_t *got = read_stream(r, stream, &n);
     long distinct = check_all_present(ids, N, got, n, &dups);
-    CHECK(distinct == N && n == N && dups == 0, "stream has %ld entries, %ld distinct, %ld duplicates", n,
-          distinct, dups);
+    CHECK(distinct == N && n == N && dups == 0,
+          "stream has %ld entries, %ld distinct, %ld duplicates", n, distinct, dups);
     check_key_order(got, n, KEYS);
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS relay_drain_10k_5_workers: %d events, 0 missing, 0 duplicates, %lld ms (%.0f events/s)\n", N, ms,
-           N * 1000.0 / (double)(ms ? ms : 1));
+    printf("PASS relay_drain_10k_5_workers: %d events, 0 missing, 0 duplicates, %lld ms (%.0f "
+           "events/s)\n",
+           N, ms, N * 1000.0 / (double)(ms ? ms : 1));
     return 0;
 }

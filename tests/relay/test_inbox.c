@@ -30,21 +30,29 @@ int main(void)
     char err[256];
     int is_new = -1;
     PQclear(tu_exec(c, "BEGIN"));
-    CHECK(outbox_inbox_record(c, "email", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK && is_new == 1, "first");
+    CHECK(outbox_inbox_record(c, "email", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK &&
+              is_new == 1,
+          "first");
     PQclear(tu_exec(c, "COMMIT"));
     PQclear(tu_exec(c, "BEGIN"));
-    CHECK(outbox_inbox_record(c, "email", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK && is_new == 0, "repeat");
+    CHECK(outbox_inbox_record(c, "email", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK &&
+              is_new == 0,
+          "repeat");
     PQclear(tu_exec(c, "COMMIT"));
     /* Another consumer has its own record. */
     PQclear(tu_exec(c, "BEGIN"));
-    CHECK(outbox_inbox_record(c, "inventory", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK && is_new == 1, "other");
+    CHECK(outbox_inbox_record(c, "inventory", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK &&
+              is_new == 1,
+          "other");
     PQclear(tu_exec(c, "ROLLBACK")); /* effect failed: the record goes with it */
     PQclear(tu_exec(c, "BEGIN"));
-    CHECK(outbox_inbox_record(c, "inventory", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK && is_new == 1,
+    CHECK(outbox_inbox_record(c, "inventory", MSG, &is_new, err, sizeof(err)) == OUTBOX_OK &&
+              is_new == 1,
           "record survived a rollback");
     PQclear(tu_exec(c, "COMMIT"));
     PQclear(tu_exec(c, "BEGIN"));
-    CHECK(outbox_inbox_record(c, "inventory", "nope", &is_new, err, sizeof(err)) == OUTBOX_ERR_INVALID_ARG,
+    CHECK(outbox_inbox_record(c, "inventory", "nope", &is_new, err, sizeof(err)) ==
+              OUTBOX_ERR_INVALID_ARG,
           "bad id accepted");
     PQclear(tu_exec(c, "ROLLBACK"));
 

@@ -57,7 +57,8 @@ int main(void)
     CHECK(relay && outbox_relay_start(relay, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     enqueue_many(c, "metrics-topic", 300, 30, 100, NULL);
     PQclear(tu_exec(c, "BEGIN"));
-    outbox_event_t poison = {.topic = "metrics-topic", .type = "Poison", .key = "px", .payload = "{}"};
+    outbox_event_t poison = {
+        .topic = "metrics-topic", .type = "Poison", .key = "px", .payload = "{}"};
     CHECK(outbox_enqueue(c, &poison, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     PQclear(tu_exec(c, "COMMIT"));
     long long end = tu_now_ms() + 20000;
@@ -98,7 +99,8 @@ int main(void)
     }
     CHECK(strstr(b.buf, "broker"), "/readyz reason: %s", b.buf);
     snprintf(url, sizeof(url), "http://%s/metrics", addr);
-    CHECK(get(url, &b) == 200 && strstr(b.buf, "outbox_pending_events 50") && strstr(b.buf, "outbox_broker_up 0"),
+    CHECK(get(url, &b) == 200 && strstr(b.buf, "outbox_pending_events 50") &&
+              strstr(b.buf, "outbox_broker_up 0"),
           "metrics during outage:\n%s", b.buf);
     snprintf(url, sizeof(url), "http://%s/nope", addr);
     CHECK(get(url, &b) == 404, "unknown path");

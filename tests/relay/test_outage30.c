@@ -11,8 +11,9 @@ static pid_t start_redis_durable(int port, const char *dir)
 {
     char portbuf[16];
     snprintf(portbuf, sizeof(portbuf), "%d", port);
-    char *argv[] = {"redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                    "--appendfsync", "always", "--dir", (char *)dir, NULL};
+    char *argv[] = {"redis-server", "--port", portbuf,        "--bind", "127.0.0.1",
+                    "--save",       "",       "--appendonly", "yes",    "--appendfsync",
+                    "always",       "--dir",  (char *)dir,    NULL};
     pid_t pid = tu_spawn(argv, NULL, "/dev/null");
     for (int i = 0; i < 400; i++) {
         redisContext *r = redisConnect("127.0.0.1", port);
@@ -44,9 +45,15 @@ int main(void)
     CHECK(mkdtemp(dir), "mkdtemp");
     pid_t redis = start_redis_durable(port, dir);
     static char ids[N][OUTBOX_UUID_STRLEN + 1];
-    char *extra[] = {"OUTBOX_WORKERS=5", "OUTBOX_BROKER_PROBE_MAX=1s", "OUTBOX_LOG_FORMAT=text", NULL};
+    char *extra[] = {"OUTBOX_WORKERS=5", "OUTBOX_BROKER_PROBE_MAX=1s", "OUTBOX_LOG_FORMAT=text",
+                     NULL};
     pid_t relay = spawn_relay(ci, sink, extra, "broker_outage_30s.log");
-    producer_t prod = {.conninfo = ci, .topic = "load", .n = N, .nkeys = KEYS, .per_tx = 20, .pause_ms = 80,
+    producer_t prod = {.conninfo = ci,
+                       .topic = "load",
+                       .n = N,
+                       .nkeys = KEYS,
+                       .per_tx = 20,
+                       .pause_ms = 80,
                        .ids = ids};
     producer_start(&prod); /* ~250 events/s for ~24 s... spread over the outage */
 
@@ -68,7 +75,8 @@ int main(void)
             pending_peak = p;
         tu_sleep_ms(500);
     }
-    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE attempts > 0") == 0, "outage charged attempts");
+    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE attempts > 0") == 0,
+          "outage charged attempts");
     redis = start_redis_durable(port, dir);
     r = tu_redis_connect("127.0.0.1", port);
     long long up_at = tu_now_ms();
@@ -89,7 +97,8 @@ int main(void)
     snprintf(rm, sizeof(rm), "rm -rf %s", dir);
     (void)!system(rm);
     PQfinish(c);
-    printf("PASS broker_outage_30s_under_load: %d events (%ld before the outage), pending peaked at %lld during "
+    printf("PASS broker_outage_30s_under_load: %d events (%ld before the outage), pending peaked "
+           "at %lld during "
            "the 30 s outage, drained %lld ms after Redis returned, 0 lost, %ld duplicates\n",
            N, before_n, pending_peak, drained_ms, dups);
     return 0;

@@ -50,20 +50,24 @@ int main(void)
         CHECK(tu_now_ms() < end, "good events did not flow past the failing ones");
     tu_sleep_ms(800);
     CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox") == 200, "bad-topic events left the outbox");
-    CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE attempts > 0 AND last_error LIKE '%WRONGTYPE%'"
-                         " AND next_attempt_at IS NOT NULL") >= 20,
+    CHECK(tu_query_ll(
+              c, "SELECT count(*) FROM outbox WHERE attempts > 0 AND last_error LIKE '%WRONGTYPE%'"
+                 " AND next_attempt_at IS NOT NULL") >= 20,
           "failed attempts not recorded with their error");
-    CHECK(tu_query_ll(c, "SELECT max(jsonb_array_length(errors)) FROM outbox") >= 2, "error history not kept");
+    CHECK(tu_query_ll(c, "SELECT max(jsonb_array_length(errors)) FROM outbox") >= 2,
+          "error history not kept");
     long n = 0, dups = 0;
     entry_t *got = read_stream(r, good, &n);
-    CHECK(check_all_present(gid, 200, got, n, &dups) == 200 && dups == 0, "good topic: n=%ld dups=%ld", n, dups);
+    CHECK(check_all_present(gid, 200, got, n, &dups) == 200 && dups == 0,
+          "good topic: n=%ld dups=%ld", n, dups);
     free(got);
 
     freeReplyObject(redisCommand(r, "DEL %s", bad)); /* the broker accepts again */
     wait_drained(c, 30000);
     outbox_relay_destroy(relay);
     got = read_stream(r, bad, &n);
-    CHECK(check_all_present(bid, 200, got, n, &dups) == 200 && dups == 0, "bad topic: n=%ld dups=%ld", n, dups);
+    CHECK(check_all_present(bid, 200, got, n, &dups) == 200 && dups == 0,
+          "bad topic: n=%ld dups=%ld", n, dups);
     for (int k = 0; k < 20; k++) { /* per-key order on the recovered topic */
         int last = -1;
         for (long i = 0; i < n; i++) {
@@ -78,7 +82,8 @@ int main(void)
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS scenario_partial_batch_processing: 200 accepted events acknowledged while 200 refused ones retried; "
+    printf("PASS scenario_partial_batch_processing: 200 accepted events acknowledged while 200 "
+           "refused ones retried; "
            "after recovery all 400 published once, in per-key order\n");
     return 0;
 }

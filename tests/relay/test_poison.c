@@ -7,11 +7,12 @@
 
 #include "relay_common.h"
 
-static int ctl(const char *ci, const char *a1, const char *a2, const char *a3, char *out, size_t out_size)
+static int ctl(const char *ci, const char *a1, const char *a2, const char *a3, char *out,
+               size_t out_size)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "DATABASE_URL='%s' %s %s %s %s 2>&1", ci, tu_bin("outboxctl"), a1, a2 ? a2 : "",
-             a3 ? a3 : "");
+    snprintf(cmd, sizeof(cmd), "DATABASE_URL='%s' %s %s %s %s 2>&1", ci, tu_bin("outboxctl"), a1,
+             a2 ? a2 : "", a3 ? a3 : "");
     FILE *p = popen(cmd, "r");
     size_t n = p ? fread(out, 1, out_size - 1, p) : 0;
     out[n] = '\0';
@@ -19,7 +20,8 @@ static int ctl(const char *ci, const char *a1, const char *a2, const char *a3, c
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static outbox_relay_t *start(const char *ci, const char *host, int port, const char *poison, const char *mode)
+static outbox_relay_t *start(const char *ci, const char *host, int port, const char *poison,
+                             const char *mode)
 {
     char err[512];
     outbox_conf_t *conf = relay_conf(ci, host, port);
@@ -77,7 +79,8 @@ static void run(const char *mode)
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT attempts FROM outbox_dead_letter WHERE id = '%s'", ids[1]);
     CHECK(tu_query_ll(c, sql) == 3, "dead letter attempts != max_attempts");
-    snprintf(sql, sizeof(sql), "SELECT jsonb_array_length(errors) FROM outbox_dead_letter WHERE id = '%s'", ids[1]);
+    snprintf(sql, sizeof(sql),
+             "SELECT jsonb_array_length(errors) FROM outbox_dead_letter WHERE id = '%s'", ids[1]);
     CHECK(tu_query_ll(c, sql) == 3, "error history should hold the 3 failures");
     long n = 0, dups = 0;
     entry_t *got = read_stream(r, topic, &n);
@@ -89,20 +92,29 @@ static void run(const char *mode)
     check_all_present(want, 3, got, n, &dups);
     free(got);
     if (!strcmp(mode, "hold")) {
-        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE key = 'k0'") == 3, "followers not held");
-        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 1, "hold mode parked followers");
+        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE key = 'k0'") == 3,
+              "followers not held");
+        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 1,
+              "hold mode parked followers");
     } else {
-        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE key = 'k0'") == 0, "followers not parked");
-        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter WHERE reason = 'parked'") == 3,
+        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE key = 'k0'") == 0,
+              "followers not parked");
+        CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter WHERE reason = 'parked'") ==
+                  3,
               "want 3 parked followers, got %lld",
               tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter WHERE reason = 'parked'"));
     }
-    CHECK(ctl(ci, "dlq", "list", NULL, out, sizeof(out)) == 0 && strstr(out, ids[1]), "dlq list: %s", out);
-    CHECK(ctl(ci, "dlq", "show", ids[1], out, sizeof(out)) == 0 && strstr(out, "injected publish failure"),
+    CHECK(ctl(ci, "dlq", "list", NULL, out, sizeof(out)) == 0 && strstr(out, ids[1]),
+          "dlq list: %s", out);
+    CHECK(ctl(ci, "dlq", "show", ids[1], out, sizeof(out)) == 0 &&
+              strstr(out, "injected publish failure"),
           "dlq show: %s", out);
-    CHECK(ctl(ci, "dlq", "show", "00000000-0000-7000-8000-000000000000", out, sizeof(out)) == 3, "show missing id");
-    CHECK(ctl(ci, "dlq", "requeue", "not-a-uuid", out, sizeof(out)) == 2, "bad id not a usage error");
-    CHECK(ctl(ci, "status", NULL, NULL, out, sizeof(out)) == 0 && strstr(out, "dead letters:"), "status: %s", out);
+    CHECK(ctl(ci, "dlq", "show", "00000000-0000-7000-8000-000000000000", out, sizeof(out)) == 3,
+          "show missing id");
+    CHECK(ctl(ci, "dlq", "requeue", "not-a-uuid", out, sizeof(out)) == 2,
+          "bad id not a usage error");
+    CHECK(ctl(ci, "status", NULL, NULL, out, sizeof(out)) == 0 && strstr(out, "dead letters:"),
+          "status: %s", out);
 
     /* The fix ships: restart without the poison, requeue, all in order. */
     outbox_relay_destroy(relay);
@@ -117,7 +129,8 @@ static void run(const char *mode)
     for (long i = 0; i < n; i++) {
         if (strcmp(got[i].key, "k0"))
             continue;
-        CHECK(got[i].seq == last + 1, "k0 out of order after requeue: %d after %d", got[i].seq, last);
+        CHECK(got[i].seq == last + 1, "k0 out of order after requeue: %d after %d", got[i].seq,
+              last);
         last = got[i].seq;
     }
     CHECK(last == 4, "k0 incomplete: last position %d", last);
@@ -131,7 +144,8 @@ static void run(const char *mode)
     while (tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 0)
         CHECK(tu_now_ms() < end, "second poison never dead-lettered");
     outbox_relay_destroy(relay);
-    CHECK(ctl(ci, "dlq", "purge", pid, out, sizeof(out)) == 0 && strstr(out, "purged: 1"), "purge: %s", out);
+    CHECK(ctl(ci, "dlq", "purge", pid, out, sizeof(out)) == 0 && strstr(out, "purged: 1"),
+          "purge: %s", out);
     CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox_dead_letter") == 0, "purge left rows");
     redisFree(r);
     PQfinish(c);
@@ -141,7 +155,8 @@ int main(void)
 {
     run("hold");
     run("park");
-    printf("PASS poison_dead_letter_requeue: hold and park modes; poison dead-lettered after 3 attempts with its "
+    printf("PASS poison_dead_letter_requeue: hold and park modes; poison dead-lettered after 3 "
+           "attempts with its "
            "history, key held, other keys flowed, requeue delivered in order, purge removed\n");
     return 0;
 }

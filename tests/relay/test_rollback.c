@@ -21,7 +21,9 @@ int main(void)
         char key[16];
         snprintf(key, sizeof(key), "k%d", i);
         PQclear(tu_exec(c, "BEGIN"));
-        outbox_event_t ev = {.topic = stream, .type = i % 2 ? "RolledBack" : "Committed", .key = key,
+        outbox_event_t ev = {.topic = stream,
+                             .type = i % 2 ? "RolledBack" : "Committed",
+                             .key = key,
                              .payload = "{}"};
         char id[OUTBOX_UUID_STRLEN + 1];
         CHECK(outbox_enqueue(c, &ev, id, err, sizeof(err)) == OUTBOX_OK, "%s", err);
@@ -64,6 +66,7 @@ int main(void)
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS relay_rollback_publishes_nothing: 10 committed published, 11 rolled back never seen\n");
+    printf("PASS relay_rollback_publishes_nothing: 10 committed published, 11 rolled back never "
+           "seen\n");
     return 0;
 }

@@ -26,8 +26,13 @@ int main(void)
     snprintf(env_sink, sizeof(env_sink), "OUTBOX_SINK=redis://%s:%d", host, port);
     /* Run 1: a 300 ms pause between broker confirmation and acknowledgement
      * makes the kill land inside a batch. */
-    char *env1[] = {env_db, env_sink, "OUTBOX_METRICS_ADDR=off", "OUTBOX_BATCH_SIZE=100",
-                    "OUTBOX_FAULT_ACK_DELAY=300ms", "OUTBOX_WORKERS=5", NULL};
+    char *env1[] = {env_db,
+                    env_sink,
+                    "OUTBOX_METRICS_ADDR=off",
+                    "OUTBOX_BATCH_SIZE=100",
+                    "OUTBOX_FAULT_ACK_DELAY=300ms",
+                    "OUTBOX_WORKERS=5",
+                    NULL};
     char *argv[] = {(char *)tu_bin("outbox-relay"), NULL};
     const char *log = "relay_sigkill.log";
     pid_t pid = tu_spawn(argv, env1, log);
@@ -63,32 +68,39 @@ int main(void)
     CHECK(distinct == N, "distinct %ld != %d", distinct, N);
     CHECK(dups > 0, "no duplicates: the kill did not land between publish and acknowledgement");
     check_key_order(got, n, KEYS);
-    printf("stream: %ld entries, %d distinct events, %ld re-published after the kill\n", n, N, dups);
+    printf("stream: %ld entries, %d distinct events, %ld re-published after the kill\n", n, N,
+           dups);
 
     /* A consumer using the inbox applies each effect exactly once. */
-    PQclear(tu_exec(c, "CREATE TABLE effects (message_id uuid, applied_at timestamptz default now())"));
+    PQclear(
+        tu_exec(c, "CREATE TABLE effects (message_id uuid, applied_at timestamptz default now())"));
     long skipped = 0;
     char err[256];
     for (long i = 0; i < n; i++) {
         PQclear(tu_exec(c, "BEGIN"));
         int is_new = 0;
-        CHECK(outbox_inbox_record(c, "test-consumer", got[i].id, &is_new, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+        CHECK(outbox_inbox_record(c, "test-consumer", got[i].id, &is_new, err, sizeof(err)) ==
+                  OUTBOX_OK,
+              "%s", err);
         if (is_new) {
             const char *p[1] = {got[i].id};
-            PQclear(PQexecParams(c, "INSERT INTO effects (message_id) VALUES ($1::uuid)", 1, NULL, p, NULL, NULL, 0));
+            PQclear(PQexecParams(c, "INSERT INTO effects (message_id) VALUES ($1::uuid)", 1, NULL,
+                                 p, NULL, NULL, 0));
         } else {
             skipped++;
         }
         PQclear(tu_exec(c, "COMMIT"));
     }
-    CHECK(tu_query_ll(c, "SELECT count(*) FROM effects") == N, "effects applied %lld times, want %d",
-          tu_query_ll(c, "SELECT count(*) FROM effects"), N);
-    CHECK(tu_query_ll(c, "SELECT count(DISTINCT message_id) FROM effects") == N, "an effect applied twice");
+    CHECK(tu_query_ll(c, "SELECT count(*) FROM effects") == N,
+          "effects applied %lld times, want %d", tu_query_ll(c, "SELECT count(*) FROM effects"), N);
+    CHECK(tu_query_ll(c, "SELECT count(DISTINCT message_id) FROM effects") == N,
+          "an effect applied twice");
     CHECK(skipped == dups, "skipped %ld, duplicates %ld", skipped, dups);
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS relay_sigkill_mid_batch: 0 lost, %ld duplicates delivered, %ld skipped by the inbox, effects = %d\n",
+    printf("PASS relay_sigkill_mid_batch: 0 lost, %ld duplicates delivered, %ld skipped by the "
+           "inbox, effects = %d\n",
            dups, skipped, N);
     return 0;
 }

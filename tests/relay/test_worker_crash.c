@@ -29,7 +29,8 @@ int main(void)
     while (killed < 3 && tu_now_ms() < end) {
         /* a worker inside its batch transaction, waiting to acknowledge */
         PGresult *res = tu_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                   " WHERE datname = current_database() AND application_name LIKE 'outbox-relay % worker-%'"
+                                   " WHERE datname = current_database() AND application_name LIKE "
+                                   "'outbox-relay % worker-%'"
                                    "   AND state = 'idle in transaction' LIMIT 1");
         killed += PQntuples(res);
         PQclear(res);
@@ -49,11 +50,14 @@ int main(void)
     for (long i = 0; i < n; i++) {
         int is_new;
         PQclear(tu_exec(c, "BEGIN"));
-        CHECK(outbox_inbox_record(c, "effects", got[i].id, &is_new, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+        CHECK(outbox_inbox_record(c, "effects", got[i].id, &is_new, err, sizeof(err)) == OUTBOX_OK,
+              "%s", err);
         if (is_new) {
             const char *p[1] = {got[i].id};
-            PGresult *ins = PQexecParams(c, "INSERT INTO effects VALUES ($1::uuid)", 1, NULL, p, NULL, NULL, 0);
-            CHECK(PQresultStatus(ins) == PGRES_COMMAND_OK, "effect applied twice: %s", PQerrorMessage(c));
+            PGresult *ins =
+                PQexecParams(c, "INSERT INTO effects VALUES ($1::uuid)", 1, NULL, p, NULL, NULL, 0);
+            CHECK(PQresultStatus(ins) == PGRES_COMMAND_OK, "effect applied twice: %s",
+                  PQerrorMessage(c));
             PQclear(ins);
         }
         PQclear(tu_exec(c, "COMMIT"));
@@ -62,7 +66,9 @@ int main(void)
     free(got);
     redisFree(r);
     PQfinish(c);
-    printf("PASS scenario_worker_crash_mid_processing: %d worker sessions killed mid-batch, 0 lost, %ld re-published, "
-           "%d effects applied once\n", killed, dups, N);
+    printf("PASS scenario_worker_crash_mid_processing: %d worker sessions killed mid-batch, 0 "
+           "lost, %ld re-published, "
+           "%d effects applied once\n",
+           killed, dups, N);
     return 0;
 }

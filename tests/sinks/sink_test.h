@@ -22,18 +22,23 @@ static ST_UNUSED const char *st_setup_db(const char *name, PGconn **out)
 }
 
 /* Enqueues one event in its own transaction; returns its outbox seq. */
-static ST_UNUSED long long st_enqueue(PGconn *c, const char *topic, const char *type, const char *key,
-                                      const char *payload, const char *traceparent,
+static ST_UNUSED long long st_enqueue(PGconn *c, const char *topic, const char *type,
+                                      const char *key, const char *payload, const char *traceparent,
                                       char id_out[OUTBOX_UUID_STRLEN + 1])
 {
     char err[512];
     PQclear(tu_exec(c, "BEGIN"));
-    outbox_event_t ev = {.topic = topic, .type = type, .key = key, .payload = payload,
-                         .traceparent = traceparent, .source = "/tests/sinks"};
+    outbox_event_t ev = {.topic = topic,
+                         .type = type,
+                         .key = key,
+                         .payload = payload,
+                         .traceparent = traceparent,
+                         .source = "/tests/sinks"};
     CHECK(outbox_enqueue(c, &ev, id_out, err, sizeof(err)) == OUTBOX_OK, "enqueue: %s", err);
     PQclear(tu_exec(c, "COMMIT"));
     const char *params[1] = {id_out};
-    PGresult *r = PQexecParams(c, "SELECT seq FROM outbox WHERE id = $1", 1, NULL, params, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(c, "SELECT seq FROM outbox WHERE id = $1", 1, NULL, params, NULL, NULL, 0);
     CHECK(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "seq of %s: %s", id_out,
           PQerrorMessage(c));
     long long seq = atoll(PQgetvalue(r, 0, 0));
@@ -125,8 +130,9 @@ typedef struct st_server_s {
     int connections; /* TCP connections accepted so far (keep-alive checks) */
 } st_server_t;
 
-static enum MHD_Result st_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload, size_t *upload_size, void **con_cls)
+static enum MHD_Result st_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
 {
     st_server_t *s = cls;
     st_buf_t *b = *con_cls;
@@ -142,8 +148,13 @@ static enum MHD_Result st_access(void *cls, struct MHD_Connection *conn, const c
         *upload_size = 0;
         return MHD_YES;
     }
-    st_req_t req = {.conn = conn, .method = method, .url = url, .body = b->p, .body_len = b->len,
-                    .status = 200, .content_type = "application/json"};
+    st_req_t req = {.conn = conn,
+                    .method = method,
+                    .url = url,
+                    .body = b->p,
+                    .body_len = b->len,
+                    .status = 200,
+                    .content_type = "application/json"};
     s->fn(&req, s->arg);
     if (!req.resp.p)
         st_buf_add(&req.resp, "", 0);
@@ -183,12 +194,13 @@ static ST_UNUSED int st_server_connections(st_server_t *s)
 }
 
 /* Starts the stand-in; with key_pem and cert_pem (PEM text) it speaks TLS. */
-static ST_UNUSED void st_server_start_tls(st_server_t *s, st_handler_fn fn, void *arg, const char *key_pem,
-                                          const char *cert_pem)
+static ST_UNUSED void st_server_start_tls(st_server_t *s, st_handler_fn fn, void *arg,
+                                          const char *key_pem, const char *cert_pem)
 {
     s->fn = fn;
     s->arg = arg;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (key_pem)
         flags |= MHD_USE_TLS;
     for (int tries = 0; tries < 20 && !s->d; tries++) {
@@ -196,16 +208,17 @@ static ST_UNUSED void st_server_start_tls(st_server_t *s, st_handler_fn fn, void
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (key_pem)
-            s->d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
-                                    MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
-                                    MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
-                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_HTTPS_MEM_KEY, key_pem,
-                                    MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
+            s->d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, st_access, s,
+                                    MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED,
+                                    st_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+                                    st_notify_conn, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                                    MHD_OPTION_HTTPS_MEM_KEY, key_pem, MHD_OPTION_HTTPS_MEM_CERT,
+                                    cert_pem, MHD_OPTION_END);
         else
-            s->d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
-                                    MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL,
-                                    MHD_OPTION_NOTIFY_CONNECTION, st_notify_conn, s,
-                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+            s->d = MHD_start_daemon(
+                flags, (uint16_t)s->port, NULL, NULL, st_access, s, MHD_OPTION_SOCK_ADDR, &a,
+                MHD_OPTION_NOTIFY_COMPLETED, st_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+                st_notify_conn, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     }
     CHECK(s->d, "cannot start the HTTP%s stand-in on 127.0.0.1", key_pem ? "S" : "");
 }

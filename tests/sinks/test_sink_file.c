@@ -64,7 +64,11 @@ int main(void)
         memset(res, 0, sizeof(res));
         const char *payloads[3] = {"{\"a\":1}", "{\n \"multi\": \"line\\nvalue\"\n}", "[1, 2]"};
         for (int i = 0; i < 3; i++) {
-            m[i] = (outbox_msg_t){.seq = i + 1, .topic = "t", .type = "T", .key = "k", .payload = payloads[i],
+            m[i] = (outbox_msg_t){.seq = i + 1,
+                                  .topic = "t",
+                                  .type = "T",
+                                  .key = "k",
+                                  .payload = payloads[i],
                                   .time = "2026-11-22T00:00:00Z"};
             outbox_uuid_v7(m[i].id);
             m[i].envelope = outbox__envelope_build(&m[i], &m[i].envelope_len, err, sizeof(err));
@@ -77,15 +81,16 @@ int main(void)
         fflush(stdout);
         dup2(saved, 1);
         close(saved);
-        CHECK(rc == OUTBOX_OK && res[0].err == OUTBOX_OK && res[2].err == OUTBOX_OK, "stdout publish: %s",
-              res[0].errstr);
+        CHECK(rc == OUTBOX_OK && res[0].err == OUTBOX_OK && res[2].err == OUTBOX_OK,
+              "stdout publish: %s", res[0].errstr);
         size_t len;
         char *text = slurp(out, &len);
         int lines = 0;
         for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++) {
             outbox_envelope_t env;
             CHECK(lines < 3, "more than 3 lines on stdout");
-            CHECK(outbox_envelope_parse(line, (size_t)(nl - line), &env, err, sizeof(err)) == OUTBOX_OK,
+            CHECK(outbox_envelope_parse(line, (size_t)(nl - line), &env, err, sizeof(err)) ==
+                      OUTBOX_OK,
                   "stdout line %d: %s", lines, err);
             CHECK(!strcmp(env.id, m[lines].id), "stdout line %d has id %s", lines, env.id);
             outbox_envelope_term(&env);
@@ -100,10 +105,12 @@ int main(void)
     /* ---- bad paths are refused at open ---- */
     {
         outbox_conf_t *conf = outbox_conf_new();
-        CHECK(!outbox__sink_new("file:/nonexistent-dir-for-outbox/x.ndjson", conf, "t", err, sizeof(err)),
+        CHECK(!outbox__sink_new("file:/nonexistent-dir-for-outbox/x.ndjson", conf, "t", err,
+                                sizeof(err)),
               "an unopenable path was accepted");
         CHECK(strstr(err, "nonexistent-dir-for-outbox"), "error names the path: %s", err);
-        CHECK(!outbox__sink_new("file:", conf, "t", err, sizeof(err)), "file: without a path was accepted");
+        CHECK(!outbox__sink_new("file:", conf, "t", err, sizeof(err)),
+              "file: without a path was accepted");
         outbox_conf_destroy(conf);
     }
 
@@ -143,17 +150,20 @@ int main(void)
         CHECK(!seen[i]++, "event %d written twice", i);
         CHECK(env.subject && !strcmp(env.subject, keys[i]), "line %d: subject", lines + 1);
         json_t *d = json_loads(env.data, 0, NULL);
-        CHECK(json_integer_value(json_object_get(d, "i")) == i, "line %d: data %s", lines + 1, env.data);
+        CHECK(json_integer_value(json_object_get(d, "i")) == i, "line %d: data %s", lines + 1,
+              env.data);
         json_decref(d);
         int k = i % NKEYS;
-        CHECK(i > last_for_key[k], "key %s: event %d written after event %d", keys[i], i, last_for_key[k]);
+        CHECK(i > last_for_key[k], "key %s: event %d written after event %d", keys[i], i,
+              last_for_key[k]);
         last_for_key[k] = i;
         outbox_envelope_term(&env);
     }
     CHECK(lines == N, "%d lines, want exactly %d", lines, N);
     free(text);
-    printf("file: %d events -> exactly %d lines, valid CloudEvents, per-key order kept (3 workers, %lld ms)\n", N,
-           lines, took);
+    printf("file: %d events -> exactly %d lines, valid CloudEvents, per-key order kept (3 workers, "
+           "%lld ms)\n",
+           N, lines, took);
 
     unlink(path);
     char out[600];

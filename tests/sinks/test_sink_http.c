@@ -67,7 +67,8 @@ static ev_t *find(const char *id)
 
 static int json_text_equal(const char *a, size_t alen, const char *b)
 {
-    json_t *x = json_loadb(a, alen, JSON_DECODE_ANY, NULL), *y = json_loads(b, JSON_DECODE_ANY, NULL);
+    json_t *x = json_loadb(a, alen, JSON_DECODE_ANY, NULL),
+           *y = json_loads(b, JSON_DECODE_ANY, NULL);
     int eq = x && y && json_equal(x, y);
     json_decref(x);
     json_decref(y);
@@ -131,15 +132,19 @@ static ev_t *check_envelope(const char *doc, size_t len, const char *idem, const
     else if (idem && strcmp(idem, env.id))
         violation("Idempotency-Key %s != CloudEvents id %s", idem, env.id);
     else if (!env.subject || strcmp(env.subject, ev->key) || strcmp(env.type, ev->type) ||
-             strcmp(env.source, "/tests/sinks") || !env.partitionkey || strcmp(env.partitionkey, ev->key))
-        violation("event %s: subject/type/source/partitionkey differ from the enqueued event", env.id);
+             strcmp(env.source, "/tests/sinks") || !env.partitionkey ||
+             strcmp(env.partitionkey, ev->key))
+        violation("event %s: subject/type/source/partitionkey differ from the enqueued event",
+                  env.id);
     else if (!json_text_equal(env.data, strlen(env.data), ev->payload))
         violation("event %s: data %s != payload %s", env.id, env.data, ev->payload);
-    else if (ev->traceparent[0] ? !env.traceparent || strcmp(env.traceparent, ev->traceparent) : !!env.traceparent)
+    else if (ev->traceparent[0] ? !env.traceparent || strcmp(env.traceparent, ev->traceparent)
+                                : !!env.traceparent)
         violation("event %s: traceparent extension wrong", env.id);
     else if (tp_header != (const char *)-1 &&
              (ev->traceparent[0] ? !tp_header || strcmp(tp_header, ev->traceparent) : !!tp_header))
-        violation("event %s: traceparent header wrong (%s)", env.id, tp_header ? tp_header : "none");
+        violation("event %s: traceparent header wrong (%s)", env.id,
+                  tp_header ? tp_header : "none");
     outbox_envelope_term(&env);
     return ev;
 }
@@ -161,7 +166,9 @@ static ev_t *check_binary(st_req_t *q)
     const char *idem = st_header(q, "Idempotency-Key");
     if (!idem || strcmp(idem, id))
         violation("binary mode: Idempotency-Key %s != ce-id %s", idem ? idem : "(none)", id);
-    const char *want[][2] = {{"ce-type", ev->type}, {"ce-source", "/tests/sinks"}, {"ce-subject", ev->key},
+    const char *want[][2] = {{"ce-type", ev->type},
+                             {"ce-source", "/tests/sinks"},
+                             {"ce-subject", ev->key},
                              {"ce-partitionkey", ev->key}};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const char *v = st_header(q, want[i][0]);
@@ -174,7 +181,8 @@ static ev_t *check_binary(st_req_t *q)
                 violation("binary mode: %s not percent-encoded: %s", want[i][0], v);
         pct_decode(v, buf, sizeof(buf));
         if (strcmp(buf, want[i][1]))
-            violation("binary mode: %s decodes to \"%s\", want \"%s\"", want[i][0], buf, want[i][1]);
+            violation("binary mode: %s decodes to \"%s\", want \"%s\"", want[i][0], buf,
+                      want[i][1]);
     }
     if (!st_header(q, "ce-time"))
         violation("binary mode: ce-time missing");
@@ -265,7 +273,8 @@ static void handle(st_req_t *q, void *arg)
         const char *ct = st_header(q, "Content-Type");
         if (!ct || strcmp(ct, "application/cloudevents+json"))
             violation("structured mode: Content-Type %s", ct ? ct : "(none)");
-        ev = check_envelope(q->body, q->body_len, st_header(q, "Idempotency-Key"), st_header(q, "traceparent"));
+        ev = check_envelope(q->body, q->body_len, st_header(q, "Idempotency-Key"),
+                            st_header(q, "traceparent"));
         if (!st_header(q, "Idempotency-Key"))
             violation("structured mode: no Idempotency-Key");
     }
@@ -288,14 +297,16 @@ static void handle(st_req_t *q, void *arg)
     pthread_mutex_unlock(&mu);
 }
 
-static ev_t *add(PGconn *c, const char *type, const char *key, int rev, const char *tp, int nscript, ...)
+static ev_t *add(PGconn *c, const char *type, const char *key, int rev, const char *tp, int nscript,
+                 ...)
 {
     CHECK(nevs < MAX_EVS, "too many events");
     ev_t *ev = &evs[nevs];
     memset(ev, 0, sizeof(*ev));
     snprintf(ev->type, sizeof(ev->type), "%s", type);
     snprintf(ev->key, sizeof(ev->key), "%s", key);
-    json_t *p = json_pack("{s:s, s:i, s:s}", "key", key, "rev", rev, "note", "multi\nline \"text\" ü");
+    json_t *p =
+        json_pack("{s:s, s:i, s:s}", "key", key, "rev", rev, "note", "multi\nline \"text\" ü");
     char *s = json_dumps(p, JSON_INDENT(1)); /* producer's own formatting, newlines included */
     snprintf(ev->payload, sizeof(ev->payload), "%s", s);
     free(s);
@@ -325,8 +336,9 @@ static void check_order(int from, int to)
     for (int i = from; i < to; i++)
         for (int j = i + 1; j < to; j++)
             if (!strcmp(evs[i].key, evs[j].key) && evs[i].acked && evs[j].acked)
-                CHECK(evs[i].first_ack < evs[j].first_ack, "key %s: event seq %lld acknowledged before seq %lld",
-                      evs[i].key, evs[j].seq, evs[i].seq);
+                CHECK(evs[i].first_ack < evs[j].first_ack,
+                      "key %s: event seq %lld acknowledged before seq %lld", evs[i].key, evs[j].seq,
+                      evs[i].seq);
 }
 
 static void phase0_unreachable(void)
@@ -338,20 +350,28 @@ static void phase0_unreachable(void)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", tu_free_port()); /* nobody listens */
     outbox_sink_t *s = outbox__sink_new(url, conf, "test", err, sizeof(err));
     CHECK(s, "sink_new: %s", err);
-    outbox_msg_t m = {.seq = 1, .topic = "t", .type = "T", .key = "k", .payload = "{}", .time = "2026-11-22T00:00:00Z"};
+    outbox_msg_t m = {.seq = 1,
+                      .topic = "t",
+                      .type = "T",
+                      .key = "k",
+                      .payload = "{}",
+                      .time = "2026-11-22T00:00:00Z"};
     outbox_uuid_v7(m.id);
     m.envelope = outbox__envelope_build(&m, &m.envelope_len, err, sizeof(err));
     CHECK(m.envelope, "envelope: %s", err);
     outbox_pub_result_t res = {0};
-    CHECK(s->ops->publish(s, &m, 1, &res) == OUTBOX_ERR_BROKER, "publish to a closed port must return BROKER");
+    CHECK(s->ops->publish(s, &m, 1, &res) == OUTBOX_ERR_BROKER,
+          "publish to a closed port must return BROKER");
     CHECK(res.err == OUTBOX_ERR_BROKER && res.errstr[0], "res: %d %s", res.err, res.errstr);
-    CHECK(s->ops->ping(s, err, sizeof(err)) == OUTBOX_ERR_BROKER, "ping to a closed port must fail");
+    CHECK(s->ops->ping(s, err, sizeof(err)) == OUTBOX_ERR_BROKER,
+          "ping to a closed port must fail");
     printf("phase 0: unreachable -> OUTBOX_ERR_BROKER (%s)\n", res.errstr);
     free(m.envelope);
     outbox__sink_destroy(s);
     outbox__sink_destroy(NULL);
     /* A bad URL is refused at open. */
-    CHECK(!outbox__sink_new("http://", conf, "test", err, sizeof(err)), "http:// without host accepted");
+    CHECK(!outbox__sink_new("http://", conf, "test", err, sizeof(err)),
+          "http:// without host accepted");
     outbox_conf_destroy(conf);
 }
 
@@ -409,10 +429,13 @@ int main(void)
     for (int i = 0; i < endA; i++) {
         if (&evs[i] == ebad)
             continue;
-        CHECK(evs[i].acked >= 1, "event %d (%s) never acknowledged (%d deliveries)", i, evs[i].id, evs[i].deliveries);
+        CHECK(evs[i].acked >= 1, "event %d (%s) never acknowledged (%d deliveries)", i, evs[i].id,
+              evs[i].deliveries);
     }
-    CHECK(ebad->deliveries == 1 && ebad->acked == 0, "400 event delivered %d times (want once)", ebad->deliveries);
-    CHECK(e500->deliveries >= 2 && eslow->deliveries >= 2 && e429s->deliveries >= 2 && e429d->deliveries >= 2,
+    CHECK(ebad->deliveries == 1 && ebad->acked == 0, "400 event delivered %d times (want once)",
+          ebad->deliveries);
+    CHECK(e500->deliveries >= 2 && eslow->deliveries >= 2 && e429s->deliveries >= 2 &&
+              e429d->deliveries >= 2,
           "scripted failures were not retried");
     long long gap500 = e500->t[1] - e500->t[0], gap429s = e429s->t[1] - e429s->t[0],
               gap429d = e429d->t[1] - e429d->t[0];
@@ -422,8 +445,10 @@ int main(void)
      * (a lower bound fixed by the protocol), and a 500 (plain backoff from
      * 50 ms) comes back sooner than a 429 with Retry-After: 2. */
     CHECK(gap429s >= 1900, "Retry-After: 2 not honoured: retried after %lld ms", gap429s);
-    CHECK(gap429d >= 1000, "Retry-After HTTP-date (+3 s) not honoured: retried after %lld ms", gap429d);
-    CHECK(gap500 < gap429s, "a 500 retry (%lld ms) was not sooner than a Retry-After: 2 retry (%lld ms)", gap500,
+    CHECK(gap429d >= 1000, "Retry-After HTTP-date (+3 s) not honoured: retried after %lld ms",
+          gap429d);
+    CHECK(gap500 < gap429s,
+          "a 500 retry (%lld ms) was not sooner than a Retry-After: 2 retry (%lld ms)", gap500,
           gap429s);
     PGresult *dl = tu_exec(c, "SELECT id, reason FROM outbox_dead_letter");
     CHECK(PQntuples(dl) == 1, "%d dead letters, want 1", PQntuples(dl));
@@ -434,7 +459,8 @@ int main(void)
     for (int i = 0; i < endA; i++)
         deliveries += evs[i].deliveries;
     printf("phase A: %d events, %d requests, drained in %lld ms; retry gaps: 500 -> %lld ms, "
-           "429 Retry-After: 2 -> %lld ms, 429 Retry-After: <date +3s> -> %lld ms; slow event delivered %d times\n",
+           "429 Retry-After: 2 -> %lld ms, 429 Retry-After: <date +3s> -> %lld ms; slow event "
+           "delivered %d times\n",
            endA, deliveries, tA, gap500, gap429s, gap429d, eslow->deliveries);
 
     /* ---- Phase B: binary content mode ---- */
@@ -445,7 +471,8 @@ int main(void)
     int startB = nevs, connsB = st_server_connections(&srv);
     const char *bkeys[] = {"car 7\"\xc3\xbc", "k%x", "plain"};
     for (int i = 0; i < 9; i++)
-        add(c, i < 3 ? "CarCreated" : "CarUpdated", bkeys[i % 3], i, i == 4 ? tp : NULL, i == 5 ? 1 : 0, A_500);
+        add(c, i < 3 ? "CarCreated" : "CarUpdated", bkeys[i % 3], i, i == 4 ? tp : NULL,
+            i == 5 ? 1 : 0, A_500);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/bin", srv.port);
     conf = st_relay_conf(ci, url);
     st_conf_set(conf, "webhook_secret", SECRET);
@@ -464,8 +491,10 @@ int main(void)
         reqB += evs[i].deliveries;
     connsB = st_server_connections(&srv) - connsB;
     /* Keep-alive: one connection per worker (2), not one per request. */
-    CHECK(connsB <= 4 && connsB < reqB, "%d connections for %d requests: the handle is not reused", connsB, reqB);
-    printf("phase B: %d binary-mode events delivered (ce-* headers percent-encoded), %d requests on %d connections\n",
+    CHECK(connsB <= 4 && connsB < reqB, "%d connections for %d requests: the handle is not reused",
+          connsB, reqB);
+    printf("phase B: %d binary-mode events delivered (ce-* headers percent-encoded), %d requests "
+           "on %d connections\n",
            nevs - startB, reqB, connsB);
 
     /* ---- Phase C: batch mode, first batch answered 503 ---- */
@@ -496,8 +525,8 @@ int main(void)
     }
     CHECK(redelivered >= 1, "the 503-answered batch was not retried");
     check_order(startC, nevs);
-    printf("phase C: %d events in %d batch requests; %d redelivered after the scripted 503\n", nevs - startC,
-           batch_requests, redelivered);
+    printf("phase C: %d events in %d batch requests; %d redelivered after the scripted 503\n",
+           nevs - startC, batch_requests, redelivered);
     pthread_mutex_unlock(&mu);
 
     st_server_stop(&srv);

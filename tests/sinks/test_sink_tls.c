@@ -21,8 +21,9 @@ static void handle(st_req_t *q, void *arg)
         __atomic_add_fetch(&posts, 1, __ATOMIC_SEQ_CST);
     } else if (!strcmp(q->method, "POST") && !strcmp(q->url, "/_bulk")) {
         __atomic_add_fetch(&bulks, 1, __ATOMIC_SEQ_CST);
-        const char *r = "{\"took\":1,\"errors\":false,\"items\":[{\"index\":{\"_index\":\"t\",\"_id\":\"k\","
-                        "\"_version\":1,\"result\":\"created\",\"status\":201}}]}";
+        const char *r =
+            "{\"took\":1,\"errors\":false,\"items\":[{\"index\":{\"_index\":\"t\",\"_id\":\"k\","
+            "\"_version\":1,\"result\":\"created\",\"status\":201}}]}";
         st_buf_add(&q->resp, r, strlen(r));
     } else if (!strcmp(q->method, "GET") && !strcmp(q->url, "/")) {
         st_buf_add(&q->resp, "{\"name\":\"stand-in\"}", 19);
@@ -44,12 +45,17 @@ static char *slurp(const char *path)
     return b.p;
 }
 
-static outbox_err_t publish_one(const char *url, outbox_conf_t *conf, outbox_pub_result_t *res, int *ping_ok)
+static outbox_err_t publish_one(const char *url, outbox_conf_t *conf, outbox_pub_result_t *res,
+                                int *ping_ok)
 {
     char err[512];
     outbox_sink_t *s = outbox__sink_new(url, conf, "test", err, sizeof(err));
     CHECK(s, "sink_new %s: %s", url, err);
-    outbox_msg_t m = {.seq = 1, .topic = "t", .type = "T", .key = "k", .payload = "{\"a\":1}",
+    outbox_msg_t m = {.seq = 1,
+                      .topic = "t",
+                      .type = "T",
+                      .key = "k",
+                      .payload = "{\"a\":1}",
                       .time = "2026-11-22T00:00:00Z"};
     outbox_uuid_v7(m.id);
     m.envelope = outbox__envelope_build(&m, &m.envelope_len, err, sizeof(err));
@@ -71,10 +77,11 @@ int main(void)
     char cmd[2048], key[600], cert[600];
     snprintf(key, sizeof(key), "%s/key.pem", dir);
     snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
-    snprintf(cmd, sizeof(cmd),
-             "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=127.0.0.1 "
-             "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
-             key, cert);
+    snprintf(
+        cmd, sizeof(cmd),
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=127.0.0.1 "
+        "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+        key, cert);
     CHECK(system(cmd) == 0, "openssl req failed: %s", cmd);
     char *key_pem = slurp(key), *cert_pem = slurp(cert);
 
@@ -89,35 +96,39 @@ int main(void)
     /* Default: verification on; an unknown certificate = unreachable. */
     outbox_conf_t *conf = outbox_conf_new();
     st_conf_set(conf, "publish_timeout", "3s");
-    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_ERR_BROKER, "self-signed certificate accepted: %s",
-          res.errstr);
+    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_ERR_BROKER,
+          "self-signed certificate accepted: %s", res.errstr);
     CHECK(!ping_ok, "ping accepted a self-signed certificate");
-    CHECK(publish_one(os, conf, &res, &ping_ok) == OUTBOX_ERR_BROKER, "opensearch: self-signed accepted: %s",
-          res.errstr);
+    CHECK(publish_one(os, conf, &res, &ping_ok) == OUTBOX_ERR_BROKER,
+          "opensearch: self-signed accepted: %s", res.errstr);
     CHECK(!ping_ok, "opensearch ping accepted a self-signed certificate");
-    CHECK(__atomic_load_n(&posts, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&bulks, __ATOMIC_SEQ_CST) == 0,
+    CHECK(__atomic_load_n(&posts, __ATOMIC_SEQ_CST) == 0 &&
+              __atomic_load_n(&bulks, __ATOMIC_SEQ_CST) == 0,
           "a request got through an unverified TLS connection");
     printf("verify on by default: %s\n", res.errstr);
 
     /* The certificate as CA file: delivered. */
     st_conf_set(conf, "webhook_ca_file", cert);
     st_conf_set(conf, "opensearch_ca_file", cert);
-    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK, "with CA file: %s",
-          res.errstr);
+    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK,
+          "with CA file: %s", res.errstr);
     CHECK(ping_ok, "ping with CA file failed");
-    CHECK(publish_one(os, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK, "opensearch with CA file: %s",
-          res.errstr);
+    CHECK(publish_one(os, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK,
+          "opensearch with CA file: %s", res.errstr);
     CHECK(ping_ok, "opensearch ping with CA file failed");
     outbox_conf_destroy(conf);
 
     /* The loud opt-out. */
     conf = outbox_conf_new();
     st_conf_set(conf, "webhook_insecure_skip_verify", "true");
-    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK, "insecure: %s", res.errstr);
+    CHECK(publish_one(hook, conf, &res, &ping_ok) == OUTBOX_OK && res.err == OUTBOX_OK,
+          "insecure: %s", res.errstr);
     outbox_conf_destroy(conf);
-    CHECK(__atomic_load_n(&posts, __ATOMIC_SEQ_CST) == 2 && __atomic_load_n(&bulks, __ATOMIC_SEQ_CST) == 1,
+    CHECK(__atomic_load_n(&posts, __ATOMIC_SEQ_CST) == 2 &&
+              __atomic_load_n(&bulks, __ATOMIC_SEQ_CST) == 1,
           "posts %d bulks %d", posts, bulks);
-    printf("webhook_ca_file / opensearch_ca_file: delivered; webhook_insecure_skip_verify: delivered\n");
+    printf("webhook_ca_file / opensearch_ca_file: delivered; webhook_insecure_skip_verify: "
+           "delivered\n");
 
     st_server_stop(&srv);
     free(key_pem);

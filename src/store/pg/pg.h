@@ -14,13 +14,14 @@
 #include "store/store.h"
 
 /* Advisory lock namespaces (two-int form: classid, objid). */
-#define OUTBOX_LOCK_NS_LANE 0x6f627801   /* lane n -> (NS_LANE, n) */
-#define OUTBOX_LOCK_NS_WORKER 0x6f627802 /* live relay worker -> (NS_WORKER, backend pid) */
-#define OUTBOX_LOCK_MIGRATE 0x6f7574626f78LL /* bigint form, migrations */
+#define OUTBOX_LOCK_NS_LANE 0x6f627801        /* lane n -> (NS_LANE, n) */
+#define OUTBOX_LOCK_NS_WORKER 0x6f627802      /* live relay worker -> (NS_WORKER, backend pid) */
+#define OUTBOX_LOCK_MIGRATE 0x6f7574626f78LL  /* bigint form, migrations */
 #define OUTBOX_NOTIFY_CHANNEL "outbox_wakeup" /* <table>_wakeup; this is the default table's */
 
 /** Connects, with application_name set (may be NULL) and a clear error. */
-PGconn *outbox__pg_connect(const char *conninfo, const char *appname, char *errstr, size_t errstr_size);
+PGconn *outbox__pg_connect(const char *conninfo, const char *appname, char *errstr,
+                           size_t errstr_size);
 
 /** Runs a parameterless command; fills errstr from the server on failure. */
 outbox_err_t outbox__pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
@@ -36,6 +37,7 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
 
 /** The server's message for res (or conn's) without the trailing newline,
  *  as "what: message" in errstr; returns OUTBOX_ERR_DB. */
-outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size, const char *what);
+outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
+                            const char *what);
 
 #endif
