@@ -37,12 +37,21 @@ typedef struct pg_store_s {
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
+static char *fmt(const char *f, const struct pg_store_s *p);
+
+/* Runs sql (with {T} and {D} replaced by the session's table names, if it
+ * names them) and checks its status is want; the result goes to *out (or is
+ * cleared). */
 static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
                                 const char *const *params, ExecStatusType want, PGresult **out,
                                 const char *what, char *errstr, size_t errstr_size)
 {
     PGconn *c = ST(s)->conn;
+    char *text = NULL; /* a statement naming {T} or {D} is completed first */
+    if (strchr(sql, '{') && !(sql = text = fmt(sql, ST(s))))
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = n ? PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
+    free(text);
     if (PQresultStatus(r) != want) {
         outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
         PQclear(r);
@@ -487,64 +496,54 @@ static outbox_err_t count_cmd(outbox_store_t *s, const char *sql, int n, const c
 static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in,
                                 outbox_maint_result_t *out, char *errstr, size_t errstr_size)
 {
-    pg_store_t *p = ST(s);
     memset(out, 0, sizeof(*out));
-    char a[24], b[24], c[24], *sql = NULL;
+    char a[24], b[24], c[24];
     snprintf(a, sizeof(a), "%lld", (long long)in->dlq_retention_ms);
     snprintf(b, sizeof(b), "%lld", (long long)in->inbox_retention_ms);
     snprintf(c, sizeof(c), "%lld", (long long)in->processed_retention_ms);
     const char *pa[1] = {a}, *pb[1] = {b}, *pc[1] = {c};
     outbox_err_t err = OUTBOX_OK;
-    if (in->dlq_retention_ms > 0 &&
-        (sql = fmt("DELETE FROM {D} WHERE dead_at < now() - $1::bigint * interval '1 millisecond'",
-                   p)))
-        err = count_cmd(s, sql, 1, pa, &out->dead_purged, "purging dead letters", errstr,
-                        errstr_size);
-    free(sql);
-    sql = NULL;
+    if (in->dlq_retention_ms > 0)
+        err = count_cmd(
+            s, "DELETE FROM {D} WHERE dead_at < now() - $1::bigint * interval '1 millisecond'", 1,
+            pa, &out->dead_purged, "purging dead letters", errstr, errstr_size);
     if (!err && in->inbox_retention_ms > 0)
         err = count_cmd(s,
                         "DELETE FROM outbox_inbox WHERE processed_at < now() - $1::bigint * "
                         "interval '1 millisecond'",
                         1, pb, &out->inbox_purged, "purging inbox records", errstr, errstr_size);
-    if (!err && in->processed_retention_ms > 0 &&
-        (sql = fmt("DELETE FROM {T} WHERE status = 'processed'"
-                   " AND processed_at < now() - $1::bigint * interval '1 millisecond'",
-                   p)))
-        err = count_cmd(s, sql, 1, pc, &out->processed_purged, "purging processed events", errstr,
+    if (!err && in->processed_retention_ms > 0)
+        err = count_cmd(s,
+                        "DELETE FROM {T} WHERE status = 'processed'"
+                        " AND processed_at < now() - $1::bigint * interval '1 millisecond'",
+                        1, pc, &out->processed_purged, "purging processed events", errstr,
                         errstr_size);
-    free(sql);
-    sql = NULL;
     /* Park: events that arrived after their key was dead-lettered follow it. */
-    if (!err && in->park &&
-        (sql = fmt("WITH moved AS (DELETE FROM {T} o WHERE o.status = 'pending' AND EXISTS"
-                   "   (SELECT 1 FROM {D} d WHERE d.key = o.key) RETURNING o.*)"
-                   " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
-                   " SELECT " DL_COLS ", attempts, last_error, errors, 'parked' FROM moved",
-                   p)))
-        err = count_cmd(s, sql, 0, NULL, &out->parked, "parking events of dead-lettered keys",
-                        errstr, errstr_size);
-    free(sql);
+    if (!err && in->park)
+        err = count_cmd(s,
+                        "WITH moved AS (DELETE FROM {T} o WHERE o.status = 'pending' AND EXISTS"
+                        "   (SELECT 1 FROM {D} d WHERE d.key = o.key) RETURNING o.*)"
+                        " INSERT INTO {D} (" DL_COLS ", attempts, last_error, errors, reason)"
+                        " SELECT " DL_COLS ", attempts, last_error, errors, 'parked' FROM moved",
+                        0, NULL, &out->parked, "parking events of dead-lettered keys", errstr,
+                        errstr_size);
     return err;
 }
 
 static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
                              size_t errstr_size)
 {
-    char *sql = fmt("SELECT count(*) FILTER (WHERE status = 'pending'),"
+    PGresult *r = NULL;
+    outbox_err_t err =
+        exec_params(s,
+                    "SELECT count(*) FILTER (WHERE status = 'pending'),"
                     " count(*) FILTER (WHERE status = 'pending' AND attempts > 0),"
                     " (SELECT count(*) FROM {D}),"
                     " count(*) FILTER (WHERE status = 'processed'),"
                     " COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = "
                     "'pending')), 0)"
                     " FROM {T}",
-                    ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed",
-                                   errstr, errstr_size);
-    free(sql);
+                    0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
     if (err)
         return err;
     out->pending = atoll(PQgetvalue(r, 0, 0));
@@ -560,16 +559,13 @@ static outbox_err_t pg_topic_stats(outbox_store_t *s,
                                    void (*cb)(void *, const outbox_topic_stats_t *), void *arg,
                                    char *errstr, size_t errstr_size)
 {
-    char *sql = fmt("SELECT topic, count(*), count(*) FILTER (WHERE attempts > 0),"
+    PGresult *r = NULL;
+    outbox_err_t err =
+        exec_params(s,
+                    "SELECT topic, count(*), count(*) FILTER (WHERE attempts > 0),"
                     " extract(epoch FROM now() - min(created_at))"
                     " FROM {T} WHERE status = 'pending' GROUP BY topic ORDER BY topic",
-                    ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "status query failed",
-                                   errstr, errstr_size);
-    free(sql);
+                    0, NULL, PGRES_TUPLES_OK, &r, "status query failed", errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -621,17 +617,13 @@ static outbox_err_t pg_dlq_list(outbox_store_t *s, const char *topic, const char
     char lim[16];
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[3] = {lim, topic, key};
-    char *sql =
-        fmt("SELECT id, topic, type, key, attempts, reason, dead_at, COALESCE(last_error, '')"
-            "  FROM {D} WHERE ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)"
-            " ORDER BY seq LIMIT $1::int",
-            ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
-    outbox_err_t err =
-        exec_params(s, sql, 3, params, PGRES_TUPLES_OK, &r, "dlq list", errstr, errstr_size);
-    free(sql);
+    outbox_err_t err = exec_params(
+        s,
+        "SELECT id, topic, type, key, attempts, reason, dead_at, COALESCE(last_error, '')"
+        "  FROM {D} WHERE ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)"
+        " ORDER BY seq LIMIT $1::int",
+        3, params, PGRES_TUPLES_OK, &r, "dlq list", errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -653,16 +645,13 @@ static outbox_err_t pg_dlq_show(outbox_store_t *s, const char *id, char **json, 
                                 size_t errstr_size)
 {
     const char *params[1] = {id};
-    char *sql = fmt("SELECT jsonb_pretty(to_jsonb(d) - 'payload' || jsonb_build_object('payload', "
-                    "d.payload::jsonb))"
-                    "  FROM {D} d WHERE id = $1::uuid",
-                    ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = NULL;
     outbox_err_t err =
-        exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "dlq show", errstr, errstr_size);
-    free(sql);
+        exec_params(s,
+                    "SELECT jsonb_pretty(to_jsonb(d) - 'payload' || jsonb_build_object('payload', "
+                    "d.payload::jsonb))"
+                    "  FROM {D} d WHERE id = $1::uuid",
+                    1, params, PGRES_TUPLES_OK, &r, "dlq show", errstr, errstr_size);
     if (err)
         return err;
     if (!PQntuples(r)) {
@@ -680,19 +669,16 @@ static outbox_err_t pg_dlq_requeue(outbox_store_t *s, const char *id, long long 
 {
     /* Back with the original seq, so it is the head of its key again. */
     const char *params[1] = {id};
-    char *sql =
-        fmt("WITH moved AS ("
-            "  DELETE FROM {D} d"
-            "   WHERE $1::uuid IS NULL OR d.id = $1::uuid"
-            "      OR (d.reason = 'parked' AND d.key = (SELECT key FROM {D} WHERE id = $1::uuid))"
-            "  RETURNING d.*)"
-            " INSERT INTO {T} (" DL_COLS ", attempts, next_attempt_at, last_error, errors)"
-            " SELECT " DL_COLS ", 0, now(), last_error, errors FROM moved",
-            ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    outbox_err_t err = count_cmd(s, sql, 1, params, n, "dlq requeue", errstr, errstr_size);
-    free(sql);
+    outbox_err_t err = count_cmd(
+        s,
+        "WITH moved AS ("
+        "  DELETE FROM {D} d"
+        "   WHERE $1::uuid IS NULL OR d.id = $1::uuid"
+        "      OR (d.reason = 'parked' AND d.key = (SELECT key FROM {D} WHERE id = $1::uuid))"
+        "  RETURNING d.*)"
+        " INSERT INTO {T} (" DL_COLS ", attempts, next_attempt_at, last_error, errors)"
+        " SELECT " DL_COLS ", 0, now(), last_error, errors FROM moved",
+        1, params, n, "dlq requeue", errstr, errstr_size);
     if (!err) {
         const char *ch[1] = {ST(s)->channel};
         exec_params(s, "SELECT pg_notify($1, '')", 1, ch, PGRES_TUPLES_OK, NULL, "notify", NULL, 0);
@@ -706,15 +692,13 @@ static outbox_err_t pg_dlq_purge(outbox_store_t *s, const char *id, int64_t olde
     char older[24];
     snprintf(older, sizeof(older), "%lld", (long long)older_than_ms);
     const char *params[2] = {id, id ? NULL : older};
-    char *sql = fmt("DELETE FROM {D}"
-                    " WHERE ($1::uuid IS NOT NULL AND id = $1::uuid)"
-                    "    OR ($2::bigint IS NOT NULL AND dead_at <= now() - $2::bigint * interval "
-                    "'1 millisecond')",
-                    ST(s));
-    if (!sql)
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    outbox_err_t err = count_cmd(s, sql, 2, params, n, "dlq purge", errstr, errstr_size);
-    free(sql);
+    outbox_err_t err =
+        count_cmd(s,
+                  "DELETE FROM {D}"
+                  " WHERE ($1::uuid IS NOT NULL AND id = $1::uuid)"
+                  "    OR ($2::bigint IS NOT NULL AND dead_at <= now() - $2::bigint * interval "
+                  "'1 millisecond')",
+                  2, params, n, "dlq purge", errstr, errstr_size);
     return err;
 }
 
