@@ -19,7 +19,8 @@
  *
  * The whole transaction is bounded by publish_timeout: the sink must return
  * by a deadline that leaves time to settle, and a batch that still overruns
- * is rolled back instead of committed.
+ * is rolled back instead of committed. A stop request lets the batch in
+ * flight finish (within that bound) and is honoured before the next claim.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,9 +152,7 @@ static void hold_rest(batch_t *b)
 
 static void publish(batch_t *b)
 {
-    outbox_worker_t *w = b->w;
-    outbox_relay_t *r = w->relay;
-    outbox_sink_t *sink = w->sink;
+    outbox_sink_t *sink = b->w->sink;
     outbox__keyset_t seen = {0};
     if (outbox__keyset_init(&seen, b->claimed.n)) {
         hold_rest(b);
@@ -163,8 +162,8 @@ static void publish(batch_t *b)
         size_t k = next_round(b, &seen);
         if (!k)
             break;
-        if (r->stop || outbox__now_ms() >= b->deadline) {
-            hold_rest(b); /* out of time, or shutting down: the rest waits */
+        if (outbox__now_ms() >= b->deadline) {
+            hold_rest(b); /* out of time: the rest waits, uncharged */
             break;
         }
         memset(b->round_res, 0, k * sizeof(*b->round_res));
