@@ -7,6 +7,11 @@
 #
 # Exports: OUTBOX_TEST_PG (admin conninfo), OUTBOX_TEST_REDIS (host:port),
 # DATABASE_URL (database "outbox"), REDIS_ADDR.
+#
+# PostgreSQL runs with fsync=off, synchronous_commit=off, full_page_writes=off
+# (fast, for the test suite). SERVERS_PG_DURABLE=1 starts it durable as in
+# production instead (fsync=on, synchronous_commit=on, full_page_writes=on),
+# as the benchmarks want; SERVERS_PG_OPTS adds further "-c name=value" options.
 set -euo pipefail
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 
@@ -29,8 +34,10 @@ start() {
   pgport=$(free_port); redisport=$(free_port)
   as_user "$PGBIN/initdb" -D "$dir/pg/data" -U postgres --auth=trust -E UTF8 >"$dir/pg/initdb.log" 2>&1 \
     || { cat "$dir/pg/initdb.log" >&2; exit 1; }
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${SERVERS_PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
   as_user "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 60 start \
-    -o "-p $pgport -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-p $pgport -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=400 $durability ${SERVERS_PG_OPTS:-}" \
     >/dev/null || { cat "$dir/pg/server.log" >&2; exit 1; }
   as_user redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$dir/redis" --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
