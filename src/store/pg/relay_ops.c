@@ -64,6 +64,28 @@ static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
     return OUTBOX_OK;
 }
 
+/* The same for statement q, prepared once per session at open (the claim's
+ * plan alone costs more than its execution at small batches). */
+static outbox_err_t exec_prepared(outbox_store_t *s, int q, int n, const char *const *params,
+                                  ExecStatusType want, PGresult **out, const char *what,
+                                  char *errstr, size_t errstr_size)
+{
+    PGconn *c = ST(s)->conn;
+    char name[16];
+    snprintf(name, sizeof(name), "outbox_q%d", q);
+    PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != want) {
+        outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
+        PQclear(r);
+        return err;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return OUTBOX_OK;
+}
+
 /* "{1,2,3}" for a bigint[] / smallint[] parameter. Caller frees. */
 static char *int_array(const int64_t *v64, const int *v32, size_t n)
 {
@@ -115,18 +137,24 @@ static int pg_handles(const char *url)
 }
 
 static const char *const sql_text[Q__COUNT] = {
-    /* Q_CLAIM: $1 lanes, $2 limit. Priority heads first, then seq order. */
+/* Q_CLAIM: $1 lanes, $2 limit. Priority heads first, then seq order.
+ * The locked rows' columns come straight out of the two scans (no
+ * second lookup by seq). */
+#define CLAIM_COLS                                                                                 \
+    "o.seq, o.id, o.topic, o.type, o.key, o.source, o.payload, o.headers, o.traceparent,"          \
+    " to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t,"         \
+    " o.attempts, o.priority"
     "WITH hi AS ("
-    "  SELECT o.seq FROM {T} o"
+    "  SELECT " CLAIM_COLS " FROM {T} o"
     "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending' AND o.priority > 0"
     "     AND o.next_attempt_at <= now()"
-    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq AND p.status = "
-    "'pending')"
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"
+    "                      AND p.status = 'pending')"
     "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
     "   ORDER BY o.priority DESC, o.seq LIMIT $2::int"
     "   FOR UPDATE OF o SKIP LOCKED),"
     " lo AS ("
-    "  SELECT o.seq FROM {T} o"
+    "  SELECT " CLAIM_COLS " FROM {T} o"
     "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending'"
     "     AND o.next_attempt_at <= now()"
     "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"
@@ -134,14 +162,11 @@ static const char *const sql_text[Q__COUNT] = {
     "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
     "     AND o.seq NOT IN (SELECT seq FROM hi)"
     "   ORDER BY o.seq LIMIT $2::int"
-    "   FOR UPDATE OF o SKIP LOCKED),"
-    " c AS (SELECT seq, 0 AS part FROM hi UNION ALL SELECT seq, 1 FROM lo)"
-    " SELECT o.seq, o.id, o.topic, o.type, o.key, o.source, o.payload, o.headers, o.traceparent,"
-    "        to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-    "        o.attempts, o.priority"
-    "   FROM c JOIN {T} o ON o.seq = c.seq"
-    "  ORDER BY c.part, CASE WHEN c.part = 0 THEN -o.priority ELSE 0 END, o.seq"
+    "   FOR UPDATE OF o SKIP LOCKED)"
+    " SELECT * FROM (SELECT *, 0 AS part FROM hi UNION ALL SELECT *, 1 FROM lo) c"
+    "  ORDER BY part, CASE WHEN part = 0 THEN -priority ELSE 0 END, seq"
     "  LIMIT $2::int",
+#undef CLAIM_COLS
     /* Q_ACK: $1 seqs; the mark variant is chosen at open. */
     NULL,
     /* Q_RETRY: $1 seq, $2 delay ms, $3 error. Counted from this statement,
@@ -232,6 +257,17 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
             goto fail;
     }
+    for (int q = 0; q < Q__COUNT; q++) {
+        char name[16];
+        snprintf(name, sizeof(name), "outbox_q%d", q);
+        PGresult *r = PQprepare(p->conn, name, p->sql[q], 0, NULL);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            outbox__pg_err(p->conn, r, errstr, errstr_size, "preparing the relay's statements");
+        PQclear(r);
+        if (!ok)
+            goto fail;
+    }
     return OUTBOX_OK;
 nomem:
     outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
@@ -309,8 +345,8 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[2] = {arr, lim};
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, ST(s)->sql[Q_CLAIM], 2, params, PGRES_TUPLES_OK, &r,
-                                   "claim failed", errstr, errstr_size);
+    outbox_err_t err = exec_prepared(s, Q_CLAIM, 2, params, PGRES_TUPLES_OK, &r, "claim failed",
+                                     errstr, errstr_size);
     free(arr);
     if (err)
         return err;
@@ -351,8 +387,8 @@ static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, cha
     if (!arr)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     const char *params[1] = {arr};
-    outbox_err_t err = exec_params(s, ST(s)->sql[Q_ACK], 1, params, PGRES_COMMAND_OK, NULL,
-                                   "acknowledge failed", errstr, errstr_size);
+    outbox_err_t err = exec_prepared(s, Q_ACK, 1, params, PGRES_COMMAND_OK, NULL,
+                                     "acknowledge failed", errstr, errstr_size);
     free(arr);
     return err;
 }
@@ -364,8 +400,8 @@ static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     snprintf(d, sizeof(d), "%lld", (long long)delay_ms);
     const char *params[3] = {q, d, error ? error : ""};
-    return exec_params(s, ST(s)->sql[Q_RETRY], 3, params, PGRES_COMMAND_OK, NULL,
-                       "recording failed attempt", errstr, errstr_size);
+    return exec_prepared(s, Q_RETRY, 3, params, PGRES_COMMAND_OK, NULL, "recording failed attempt",
+                         errstr, errstr_size);
 }
 
 static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *reason,
@@ -374,8 +410,8 @@ static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *r
     char q[24];
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     const char *params[3] = {q, reason, error ? error : ""};
-    return exec_params(s, ST(s)->sql[park ? Q_PARK_DEAD : Q_DEAD], 3, params, PGRES_COMMAND_OK,
-                       NULL, "moving event to dead letters", errstr, errstr_size);
+    return exec_prepared(s, park ? Q_PARK_DEAD : Q_DEAD, 3, params, PGRES_COMMAND_OK, NULL,
+                         "moving event to dead letters", errstr, errstr_size);
 }
 
 /* ------------------------------------------------------------------------ */
