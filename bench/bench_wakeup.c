@@ -1,130 +1,207 @@
-/* bench_relay: relay throughput and wake-up latency against the servers of
- * scripts/servers.sh (OUTBOX_TEST_PG, OUTBOX_TEST_REDIS).
+/* bench_wakeup: how soon an event committed to an idle relay reaches Redis,
+ * against the servers of scripts/servers.sh (OUTBOX_TEST_PG,
+ * OUTBOX_TEST_REDIS). (The drain measurements that used to live here are in
+ * bench_drain.)
  *
- *  1. drain: N events backlog (1,000 keys) drained by W workers, W = 1, 2, 5,
- *     10: events/s (ratio to W=1 is what to compare across machines).
- *  2. wake-up: one event committed every 100 ms to an idle relay; latency
- *     from COMMIT to the Redis entry (its stream id time), with the NOTIFY
- *     hint on and off (off = the poll interval decides).
- * Usage: bench_relay [N]   (default 50000) */
+ * One event committed every INTERVAL ms (outbox_enqueue, which sends the
+ * wake-up hint); latency from COMMIT returning until this program sees the
+ * entry in the Redis stream (XLEN polled every 0.1 ms). Three phases, one
+ * after the other:
+ *
+ *   floor        the least any relay can do: a thread of this program that
+ *                LISTENs for the hint, then runs DELETE ... SKIP LOCKED
+ *                RETURNING, XADDs each row and commits (no envelope, no
+ *                lanes, no retries);
+ *   NOTIFY hint  outbox_relay with its defaults (notify on);
+ *   poll only    outbox_relay with notify=false: the poll interval decides.
+ *
+ * Usage: bench_wakeup [events] [interval_ms]   (defaults 50 100)
+ * BENCH_TSV, if set, gets one tab-separated line per phase appended. */
 #include <hiredis/hiredis.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "outbox/outbox.h"
 #include "testutil.h"
 
-static long long wall_ms(void)
+#define MAX_EVENTS 10000
+
+static const char *g_ci;
+static char g_host[64];
+static int g_port;
+static atomic_int g_stop;
+
+static double now_ms(void)
 {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static outbox_relay_t *relay(const char *ci, const char *host, int port, int workers, int notify)
+static outbox_relay_t *relay(int notify)
 {
-    char err[512], sink[128], w[16];
+    char err[512], sink[128];
     outbox_conf_t *conf = outbox_conf_new();
-    snprintf(sink, sizeof(sink), "redis://%s:%d", host, port);
-    snprintf(w, sizeof(w), "%d", workers);
-    outbox_conf_set(conf, "database_url", ci, err, sizeof(err));
-    outbox_conf_set(conf, "sink", sink, err, sizeof(err));
-    outbox_conf_set(conf, "metrics_addr", "off", err, sizeof(err));
-    outbox_conf_set(conf, "log_level", "warn", err, sizeof(err));
-    outbox_conf_set(conf, "workers", w, err, sizeof(err));
-    outbox_conf_set(conf, "notify", notify ? "true" : "false", err, sizeof(err));
+    snprintf(sink, sizeof(sink), "redis://%s:%d", g_host, g_port);
+    tu_conf_set(conf, "database_url", g_ci);
+    tu_conf_set(conf, "sink", sink);
+    tu_conf_set(conf, "metrics_addr", "off");
+    tu_conf_set(conf, "log_level", "warn");
+    tu_conf_set(conf, "notify", notify ? "true" : "false");
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r && outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     return r;
 }
 
-static int cmp_ll(const void *a, const void *b)
+/* The floor: LISTEN, then claim-delete-publish until the table is empty. */
+static void *floor_relay(void *arg)
 {
-    long long x = *(const long long *)a, y = *(const long long *)b;
+    (void)arg;
+    PGconn *c = tu_connect(g_ci);
+    redisContext *rc = tu_redis_connect(g_host, g_port);
+    PQclear(tu_exec(c, "LISTEN outbox_wakeup"));
+    while (!atomic_load(&g_stop)) {
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        CHECK(PQconsumeInput(c), "%s", PQerrorMessage(c));
+        PGnotify *nt;
+        while ((nt = PQnotifies(c)))
+            PQfreemem(nt);
+        for (;;) {
+            PQclear(tu_exec(c, "BEGIN"));
+            PGresult *r = tu_exec(c, "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+                                     " ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED)"
+                                     " RETURNING topic, payload::text");
+            int n = PQntuples(r);
+            for (int i = 0; i < n; i++) {
+                redisReply *x =
+                    redisCommand(rc, "XADD %s * data %s", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+                CHECK(x && x->type == REDIS_REPLY_STRING, "XADD failed");
+                freeReplyObject(x);
+            }
+            PQclear(r);
+            PQclear(tu_exec(c, "COMMIT"));
+            if (n == 0)
+                break;
+        }
+    }
+    redisFree(rc);
+    PQfinish(c);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* n events, one per interval_ms, to stream `topic`: sorted latencies. */
+static void measure(PGconn *c, redisContext *rc, const char *topic, int n, int interval_ms,
+                    double *lat)
+{
+    char err[512];
+    freeReplyObject(redisCommand(rc, "DEL %s", topic));
+    for (int i = 0; i < n; i++) {
+        PQclear(tu_exec(c, "BEGIN"));
+        outbox_event_t ev = {.topic = topic, .type = "T", .key = "k", .payload = "{}"};
+        CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+        PQclear(tu_exec(c, "COMMIT"));
+        double committed = now_ms(), deadline = committed + 30000;
+        for (;;) {
+            redisReply *x = redisCommand(rc, "XLEN %s", topic);
+            CHECK(x && x->type == REDIS_REPLY_INTEGER, "XLEN failed");
+            long long len = x->integer;
+            freeReplyObject(x);
+            if (len == i + 1) {
+                lat[i] = now_ms() - committed;
+                break;
+            }
+            CHECK(now_ms() < deadline, "event %d not in Redis after 30 s", i);
+            usleep(100);
+        }
+        tu_sleep_ms(interval_ms);
+    }
+    qsort(lat, (size_t)n, sizeof(lat[0]), cmp_double);
 }
 
 int main(int argc, char **argv)
 {
-    int n = argc > 1 ? atoi(argv[1]) : 50000;
-    char host[64], err[512];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    const char *ci = tu_fresh_db("bench_relay");
-    PGconn *c = tu_connect(ci);
+    int n = argc > 1 ? atoi(argv[1]) : 50;
+    int interval = argc > 2 ? atoi(argv[2]) : 100;
+    CHECK(n >= 2 && n <= MAX_EVENTS && interval >= 0,
+          "usage: bench_wakeup [events 2..%d] [interval_ms]", MAX_EVENTS);
+    char err[512];
+    tu_redis_addr(g_host, sizeof(g_host), &g_port);
+    g_ci = tu_fresh_db("bench_wakeup");
+    PGconn *c = tu_connect(g_ci);
     CHECK(outbox_migrate(c, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
-    redisContext *rc = tu_redis_connect(host, port);
-
-    printf("## drain: %d events, 1000 keys, batch 100\n\n| workers | seconds | events/s | vs 1 "
-           "worker |\n|---|---|---|---|\n",
-           n);
-    double base = 0;
-    int ws[] = {1, 2, 5, 10};
-    for (size_t k = 0; k < sizeof(ws) / sizeof(ws[0]); k++) {
-        freeReplyObject(redisCommand(rc, "DEL bench"));
-        PQclear(tu_exec(c, "BEGIN"));
-        for (int i = 0; i < n; i++) {
-            char key[16], payload[64];
-            snprintf(key, sizeof(key), "k%d", i % 1000);
-            snprintf(payload, sizeof(payload), "{\"seq\":%d,\"amount\":1000}", i);
-            outbox_event_t ev = {
-                .topic = "bench", .type = "OrderCreated", .key = key, .payload = payload};
-            CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
-        }
-        PQclear(tu_exec(c, "COMMIT"));
-        PQclear(tu_exec(c, "VACUUM ANALYZE outbox"));
-        long long t0 = tu_now_ms();
-        outbox_relay_t *r = relay(ci, host, port, ws[k], 1);
-        while (tu_query_ll(c, "SELECT count(*) FROM outbox") > 0)
-            tu_sleep_ms(20);
-        double s = (double)(tu_now_ms() - t0) / 1000.0;
-        outbox_relay_destroy(r);
-        double rate = n / s;
-        if (!base)
-            base = rate;
-        printf("| %d | %.2f | %.0f | %.2fx |\n", ws[k], s, rate, rate / base);
-        fflush(stdout);
+    redisContext *rc = tu_redis_connect(g_host, g_port);
+    FILE *tsv = NULL;
+    const char *tsv_path = getenv("BENCH_TSV");
+    if (tsv_path && *tsv_path) {
+        tsv = fopen(tsv_path, "a");
+        CHECK(tsv, "cannot open BENCH_TSV %s", tsv_path);
+        if (ftell(tsv) == 0)
+            fputs("phase\tevents\tinterval_ms\tp50_ms\tp95_ms\tmax_ms\tworkers\tpoll_interval\n",
+                  tsv);
     }
+    outbox_conf_t *defaults = outbox_conf_new();
+    char workers[16], poll_iv[16];
+    snprintf(workers, sizeof(workers), "%s", outbox_conf_get(defaults, "workers"));
+    snprintf(poll_iv, sizeof(poll_iv), "%s", outbox_conf_get(defaults, "poll_interval"));
+    outbox_conf_destroy(defaults);
 
-    printf("\n## wake-up latency: commit → Redis entry, idle relay, 5 workers, 50 events\n\n"
-           "| wake-up | p50 ms | p95 ms | max ms |\n|---|---|---|---|\n");
-    for (int notify = 1; notify >= 0; notify--) {
-        freeReplyObject(redisCommand(rc, "DEL wake"));
-        outbox_relay_t *r = relay(ci, host, port, 5, notify);
-        tu_sleep_ms(2500); /* lanes settled, relay idle */
-        long long lat[50];
-        for (int i = 0; i < 50; i++) {
-            PQclear(tu_exec(c, "BEGIN"));
-            outbox_event_t ev = {.topic = "wake", .type = "T", .key = "k", .payload = "{}"};
-            CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
-            PQclear(tu_exec(c, "COMMIT"));
-            long long committed = wall_ms();
-            for (;;) {
-                redisReply *x = redisCommand(rc, "XREVRANGE wake + - COUNT 1");
-                long long got = -1;
-                if (x && x->elements == 1) {
-                    redisReply *y = redisCommand(rc, "XLEN wake");
-                    if (y && y->integer == i + 1)
-                        got = atoll(x->element[0]->element[0]->str); /* ms part of the entry id */
-                    freeReplyObject(y);
-                }
-                freeReplyObject(x);
-                if (got >= 0) {
-                    lat[i] = got - committed < 0 ? 0 : got - committed;
-                    break;
-                }
-                tu_sleep_ms(1);
-            }
-            tu_sleep_ms(100);
+    printf("## wake-up latency: commit -> Redis entry, idle relay (defaults: %s workers), %d "
+           "events, one every %d ms\n\n"
+           "| wake-up | p50 ms | p95 ms | max ms | p50 vs floor |\n|---|---|---|---|---|\n",
+           workers, n, interval);
+    static double lat[MAX_EVENTS];
+    double floor_p50 = 0;
+    const char *phases[] = {"floor", "notify", "poll"};
+    for (int p = 0; p < 3; p++) {
+        pthread_t th;
+        outbox_relay_t *r = NULL;
+        if (p == 0) {
+            atomic_store(&g_stop, 0);
+            CHECK(pthread_create(&th, NULL, floor_relay, NULL) == 0, "pthread_create");
+            tu_sleep_ms(500);
+        } else {
+            r = relay(p == 1);
+            tu_sleep_ms(2500); /* lanes settled, relay idle */
         }
-        outbox_relay_destroy(r);
-        qsort(lat, 50, sizeof(lat[0]), cmp_ll);
-        printf("| %s | %lld | %lld | %lld |\n", notify ? "NOTIFY hint" : "poll only (1 s)", lat[25],
-               lat[47], lat[49]);
+        measure(c, rc, p == 0 ? "wake_floor" : "wake", n, interval, lat);
+        if (p == 0) {
+            atomic_store(&g_stop, 1);
+            pthread_join(th, NULL);
+        } else {
+            outbox_relay_destroy(r);
+        }
+        double p50 = lat[n / 2], p95 = lat[(n * 95 + 99) / 100 - 1], max = lat[n - 1];
+        if (p == 0)
+            floor_p50 = p50 > 0.01 ? p50 : 0.01;
+        char label[128];
+        if (p == 0)
+            snprintf(label, sizeof(label), "floor: LISTEN, DELETE ... RETURNING, XADD");
+        else if (p == 1)
+            snprintf(label, sizeof(label), "relay, NOTIFY hint");
+        else
+            snprintf(label, sizeof(label), "relay, poll only (poll_interval %s)", poll_iv);
+        printf("| %s | %.1f | %.1f | %.1f | %.1fx |\n", label, p50, p95, max, p50 / floor_p50);
         fflush(stdout);
+        if (tsv)
+            fprintf(tsv, "%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t%s\n", phases[p], n, interval, p50, p95,
+                    max, workers, poll_iv);
     }
+    if (tsv)
+        fclose(tsv);
     PQfinish(c);
     redisFree(rc);
     return 0;
