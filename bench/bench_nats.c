@@ -5,7 +5,10 @@
  *     keys per call (1 / 10 / 100 acknowledgement waves per call);
  *  2. relay drain: N events backlog (1,000 keys) with W = 1 and 4 workers
  *     (needs OUTBOX_TEST_PG, e.g. from scripts/servers.sh).
- * Usage: bench_nats [N]   (default 20000) */
+ * Ratios: each rate against the sink's one-wave rate (100 distinct keys per
+ * call), measured in the same run.
+ * Usage: bench_nats [N]   (default 20000)
+ * BENCH_TSV, if set, gets one tab-separated line per measurement appended. */
 #include "core/conf.h"
 #include "core/message.h"
 #include "nats/natstest.h"
@@ -54,17 +57,33 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 20000;
     tn_server_t srv = {0};
     tn_start(&srv);
+    FILE *tsv = NULL;
+    const char *tsv_path = getenv("BENCH_TSV");
+    if (tsv_path && *tsv_path) {
+        tsv = fopen(tsv_path, "a");
+        CHECK(tsv, "cannot open BENCH_TSV %s", tsv_path);
+        if (ftell(tsv) == 0)
+            fputs("part\tkeys_per_call\tworkers\tn\tevents_per_s\n", tsv);
+    }
     printf("## NATS JetStream sink: %d events, calls of 100, file store, loopback\n\n", n);
-    printf("| distinct keys per call | waves per call | events/s |\n|---|---|---|\n");
+    printf("| distinct keys per call | waves per call | events/s | vs one wave |\n"
+           "|---|---|---|---|\n");
     const int keys[] = {100, 10, 1};
     const char *topics[] = {"b100", "b10", "b1"};
-    for (int i = 0; i < 3; i++)
-        printf("| %d | %d | %.0f |\n", keys[i], 100 / keys[i],
-               sink_run(&srv, n, keys[i], topics[i]));
+    double one_wave = 0;
+    for (int i = 0; i < 3; i++) {
+        double rate = sink_run(&srv, n, keys[i], topics[i]);
+        if (i == 0)
+            one_wave = rate;
+        printf("| %d | %d | %.0f | %.2fx |\n", keys[i], 100 / keys[i], rate, rate / one_wave);
+        fflush(stdout);
+        if (tsv)
+            fprintf(tsv, "sink\t%d\t\t%d\t%.1f\n", keys[i], n, rate);
+    }
 
     if (getenv("OUTBOX_TEST_PG")) {
         printf("\n## relay drain to NATS: %d events backlog, 1000 keys, batch 100\n\n", n);
-        printf("| workers | seconds | events/s |\n|---|---|---|\n");
+        printf("| workers | seconds | events/s | vs sink alone, one wave |\n|---|---|---|---|\n");
         const char *conninfo;
         PGconn *db = tn_db("bench_nats", &conninfo);
         const char *ws[] = {"1", "4"};
@@ -83,10 +102,15 @@ int main(int argc, char **argv)
             CHECK(tn_wait_drained(db, 120000) == 0, "not drained");
             double secs = (double)(tu_now_ms() - t0) / 1000.0;
             outbox_relay_destroy(r);
-            printf("| %s | %.2f | %.0f |\n", ws[w], secs, n / secs);
+            printf("| %s | %.2f | %.0f | %.2fx |\n", ws[w], secs, n / secs, n / secs / one_wave);
+            fflush(stdout);
+            if (tsv)
+                fprintf(tsv, "relay\t\t%s\t%d\t%.1f\n", ws[w], n, n / secs);
         }
         PQfinish(db);
     }
+    if (tsv)
+        fclose(tsv);
     tn_cleanup(&srv);
     return 0;
 }
