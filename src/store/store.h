@@ -108,7 +108,9 @@ typedef struct outbox_store_ops_s {
     /** Creates the schema this session's table needs (idempotent, concurrent-safe). */
     outbox_err_t (*migrate)(outbox_store_t *s, int *applied, char *errstr, size_t errstr_size);
 
-    /* ---- one batch = one transaction: begin, claim, settle, commit ---- */
+    /* ---- one batch = one transaction: begin, claim, settle, commit ----
+     * (begin may be sent with the claim, and ack with commit: PostgreSQL
+     * needs two round trips per batch plus one per failed event) */
     outbox_err_t (*begin)(outbox_store_t *s, char *errstr, size_t errstr_size);
     /**
      * Claims up to limit due events of the given lanes, locked against other
@@ -122,7 +124,9 @@ typedef struct outbox_store_ops_s {
                           outbox_batch_t *b, char *errstr, size_t errstr_size);
     /** Frees what claim put in b (b may be empty). This function can't fail. */
     void (*batch_term)(outbox_store_t *s, outbox_batch_t *b);
-    /** Acknowledges (deletes or marks, per cfg.ack_mode) the events seqs[0..n). */
+    /** Acknowledges (deletes or marks, per cfg.ack_mode) the events seqs[0..n).
+     *  A back end may send it with commit (one round trip): then its errors
+     *  surface from commit, which rolls both back. */
     outbox_err_t (*ack)(outbox_store_t *s, const int64_t *seqs, size_t n, char *errstr,
                         size_t errstr_size);
     /** Records a failed attempt: attempts+1, error kept in the history, due again

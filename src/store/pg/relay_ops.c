@@ -30,6 +30,8 @@ typedef struct pg_store_s {
     int lane_ns, worker_ns;
     char table[64], dead[80], channel[64];
     char *sql[Q__COUNT];
+    int begin_pending; /* BEGIN goes out with the claim, in one round trip */
+    char *ack_pending; /* the acknowledged seqs ("{1,2}"): sent with COMMIT */
 } pg_store_t;
 
 #define ST(s) ((pg_store_t *)(s)->state)
@@ -84,6 +86,66 @@ static outbox_err_t exec_prepared(outbox_store_t *s, int q, int n, const char *c
     else
         PQclear(r);
     return OUTBOX_OK;
+}
+
+/* One statement of a pipeline: sql (no parameters), or prepared statement q. */
+typedef struct step_s {
+    const char *sql;
+    int q, n;
+    const char *const *params;
+    ExecStatusType want;
+    PGresult **out; /* receives the result (else it is cleared) */
+    const char *what;
+} step_t;
+
+/* Runs steps[0..n) in one round trip (libpq pipeline mode). The first step
+ * that fails names the error; the rest are aborted by the server. */
+static outbox_err_t run_steps(outbox_store_t *s, const step_t *steps, int n, char *errstr,
+                              size_t errstr_size)
+{
+    PGconn *c = ST(s)->conn;
+    if (!PQenterPipelineMode(c))
+        return outbox__pg_err(c, NULL, errstr, errstr_size, "entering pipeline mode");
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "outbox_q%d", steps[i].q);
+        int sent = steps[i].sql
+                       ? PQsendQueryParams(c, steps[i].sql, 0, NULL, NULL, NULL, NULL, 0)
+                       : PQsendQueryPrepared(c, name, steps[i].n, steps[i].params, NULL, NULL, 0);
+        if (!sent)
+            return outbox__pg_err(c, NULL, errstr, errstr_size, steps[i].what);
+    }
+    if (!PQpipelineSync(c))
+        return outbox__pg_err(c, NULL, errstr, errstr_size, "sending a pipeline");
+    outbox_err_t err = OUTBOX_OK;
+    for (int i = 0; i < n; i++) {
+        PGresult *r = PQgetResult(c);
+        if (!r)
+            return err ? err : outbox__pg_err(c, NULL, errstr, errstr_size, steps[i].what);
+        if (PQresultStatus(r) != steps[i].want) {
+            if (!err)
+                err = outbox__pg_err(c, r, errstr, errstr_size, steps[i].what);
+            PQclear(r);
+        } else if (steps[i].out) {
+            *steps[i].out = r;
+        } else {
+            PQclear(r);
+        }
+        while ((r = PQgetResult(c)) != NULL) /* the end of this statement's results */
+            PQclear(r);
+    }
+    PGresult *sync = PQgetResult(c);
+    int synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || !PQexitPipelineMode(c)) {
+        for (int i = 0; i < n; i++)
+            if (steps[i].out && *steps[i].out) {
+                PQclear(*steps[i].out);
+                *steps[i].out = NULL;
+            }
+        return err ? err : outbox__pg_err(c, NULL, errstr, errstr_size, "ending a pipeline");
+    }
+    return err;
 }
 
 /* "{1,2,3}" for a bigint[] / smallint[] parameter. Caller frees. */
@@ -283,6 +345,7 @@ static void pg_close(outbox_store_t *s)
         return;
     if (p->conn)
         PQfinish(p->conn); /* ends the session: its lanes are released */
+    free(p->ack_pending);
     for (int q = 0; q < Q__COUNT; q++)
         free(p->sql[q]);
     free(p);
@@ -299,26 +362,41 @@ static outbox_err_t pg_migrate(outbox_store_t *s, int *applied, char *errstr, si
 
 static outbox_err_t pg_begin(outbox_store_t *s, char *errstr, size_t errstr_size)
 {
-    return exec_params(s, "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL, "begin", errstr, errstr_size);
+    ST(s)->begin_pending = 1; /* sent with the claim */
+    return OUTBOX_OK;
 }
 
 static outbox_err_t pg_commit(outbox_store_t *s, char *errstr, size_t errstr_size)
 {
-    PGconn *c = ST(s)->conn;
-    PGresult *r = PQexec(c, "COMMIT");
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = outbox__pg_err(c, r, errstr, errstr_size,
-                             PQstatus(c) == CONNECTION_OK
-                                 ? "commit failed (rolled back)"
-                                 : "connection lost during COMMIT (outcome unknown)");
-    PQclear(r);
+    pg_store_t *p = ST(s);
+    PGconn *c = p->conn;
+    if (p->begin_pending) { /* nothing was claimed: no transaction to end */
+        p->begin_pending = 0;
+        return OUTBOX_OK;
+    }
+    const char *params[1] = {p->ack_pending};
+    step_t steps[2] = {
+        {NULL, Q_ACK, 1, params, PGRES_COMMAND_OK, NULL, "acknowledge failed"},
+        {"COMMIT", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "commit failed (rolled back)"}};
+    outbox_err_t err = p->ack_pending ? run_steps(s, steps, 2, errstr, errstr_size)
+                                      : run_steps(s, steps + 1, 1, errstr, errstr_size);
+    free(p->ack_pending);
+    p->ack_pending = NULL;
+    if (err && PQstatus(c) != CONNECTION_OK)
+        outbox__pg_err(c, NULL, errstr, errstr_size,
+                       "connection lost during COMMIT (outcome unknown)");
     return err;
 }
 
 static void pg_rollback(outbox_store_t *s)
 {
-    PQclear(PQexec(ST(s)->conn, "ROLLBACK"));
+    pg_store_t *p = ST(s);
+    free(p->ack_pending);
+    p->ack_pending = NULL;
+    if (p->begin_pending)
+        p->begin_pending = 0;
+    else
+        PQclear(PQexec(p->conn, "ROLLBACK"));
 }
 
 static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
@@ -345,8 +423,11 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[2] = {arr, lim};
     PGresult *r = NULL;
-    outbox_err_t err = exec_prepared(s, Q_CLAIM, 2, params, PGRES_TUPLES_OK, &r, "claim failed",
-                                     errstr, errstr_size);
+    step_t steps[2] = {{"BEGIN", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "begin"},
+                       {NULL, Q_CLAIM, 2, params, PGRES_TUPLES_OK, &r, "claim failed"}};
+    int begin = ST(s)->begin_pending;
+    ST(s)->begin_pending = 0;
+    outbox_err_t err = run_steps(s, begin ? steps : steps + 1, begin ? 2 : 1, errstr, errstr_size);
     free(arr);
     if (err)
         return err;
@@ -383,14 +464,12 @@ static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, cha
 {
     if (!n)
         return OUTBOX_OK;
-    char *arr = int_array(seqs, NULL, n);
-    if (!arr)
+    pg_store_t *p = ST(s);
+    free(p->ack_pending);
+    /* Sent with COMMIT, in one round trip: an error there rolls back both. */
+    if (!(p->ack_pending = int_array(seqs, NULL, n)))
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    const char *params[1] = {arr};
-    outbox_err_t err = exec_prepared(s, Q_ACK, 1, params, PGRES_COMMAND_OK, NULL,
-                                     "acknowledge failed", errstr, errstr_size);
-    free(arr);
-    return err;
+    return OUTBOX_OK;
 }
 
 static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error,
