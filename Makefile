@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build run test test-unit bench deps format format-check clean asan
+.PHONY: all build run test test-unit bench bench-quick deps format format-check clean asan
 
 all: build
 
@@ -24,8 +24,15 @@ test-unit:
 asan:
 	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh
 
+# The benchmark suite against throwaway durable servers; rewrites
+# docs/BENCHMARKS.md and docs/bench/*.svg (about 15 minutes on 2 cores).
 bench: build
-	@scripts/bench.sh
+	@BUILD=$(BUILD) scripts/bench.sh
+
+# The same suite with small sizes (backlogs <= 10,000, about 1 minute), for
+# development; writes $(BUILD)/bench-quick/BENCHMARKS.md, not docs/.
+bench-quick: build
+	@BUILD=$(BUILD) scripts/bench.sh --quick
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
