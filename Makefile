@@ -25,7 +25,7 @@ asan:
 	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh
 
 # The benchmark suite against throwaway durable servers; rewrites
-# docs/BENCHMARKS.md and docs/bench/*.svg (about 15 minutes on 2 cores).
+# docs/BENCHMARKS.md and docs/bench/*.svg (10 to 20 minutes on 2 cores).
 bench: build
 	@BUILD=$(BUILD) scripts/bench.sh
 

@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh           full mode (make bench): rewrites
 #                              docs/BENCHMARKS.md and docs/bench/*.svg;
-#                              about 15 minutes on 2 cores
+#                              10 to 20 minutes on 2 cores, by load
 #   scripts/bench.sh --quick   quick mode (make bench-quick): backlogs of at
 #                              most 10,000 events, few points, about 1 minute;
 #                              writes $BUILD/bench-quick/BENCHMARKS.md (not
@@ -49,7 +49,7 @@ if [ "$MODE" = quick ]; then
   : "${BENCH_NATS_N:=2000}"
 else
   : "${BENCH_OUT:=docs/BENCHMARKS.md}"
-  : "${BENCH_SIZES:=10000,30000,100000,300000,1000000}" "${BENCH_SIZE_ROUNDS:=2}"
+  : "${BENCH_SIZES:=10000,30000,100000,300000,1000000}" "${BENCH_SIZE_ROUNDS:=1}"
   : "${BENCH_GRID_N:=100000}" "${BENCH_GRID_WORKERS:=1,2,3,4,5,6,7,8}"
   : "${BENCH_GRID_BATCHES:=50,100,250,500,1000,2000}" "${BENCH_GRID_ROUNDS:=1}"
   : "${BENCH_ACK_N:=100000}" "${BENCH_ACK_ROUNDS:=1}"
