@@ -10,6 +10,7 @@
  * Usage: bench_nats [N]   (default 20000)
  * BENCH_TSV, if set, gets one tab-separated line per measurement appended. */
 #include "core/conf.h"
+#include "core/log.h"
 #include "core/message.h"
 #include "nats/natstest.h"
 #include "sink/sink.h"
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 20000;
     tn_server_t srv = {0};
+    outbox__log_setup(getenv("OUTBOX_LOG_LEVEL"), NULL); /* the sink alone logs too */
     tn_start(&srv);
     FILE *tsv = NULL;
     const char *tsv_path = getenv("BENCH_TSV");
