@@ -529,6 +529,29 @@ plot {plots}
         md = re.sub(r"\n{3,}", "\n\n", md)
         with open(self.out, "w") as f:
             f.write(md)
+        return check(md, os.path.dirname(self.out) or ".")
+
+
+def check(md, base):
+    """Well-formedness of the page: every table row has its header's cell
+    count, every image exists, code fences balance. Returns the problems."""
+    problems, cols = [], None
+    lines = md.split("\n")
+    for i, line in enumerate(lines, 1):
+        if line.startswith("|"):
+            n = line.count("|") - 1 - line.count("\\|")
+            if cols is None:
+                cols = n
+            elif n != cols:
+                problems.append(f"line {i}: {n} cells, the table's header has {cols}")
+        else:
+            cols = None
+        for img in re.findall(r"!\[[^]]*\]\(([^)]+)\)", line):
+            if not os.path.exists(os.path.join(base, img)):
+                problems.append(f"line {i}: image {img} missing")
+    if md.count("```") % 2:
+        problems.append("unbalanced code fence")
+    return problems
 
 
 def read_tsv_noheader(path, ncols):
@@ -557,8 +580,14 @@ def main():
     tmp = os.path.join(a.data, "earlier.md")
     with open(tmp, "w") as f:
         f.write(text)
-    r.write(tmp)
+    problems = r.write(tmp)
+    for p in problems:
+        print(f"report: {a.out}: {p}", file=sys.stderr)
+    print(f"report: wrote {a.out} ({open(a.out).read().count(chr(10))} lines, "
+          f"{len(r.svgs)} plots"
+          f"{', ' + str(len(problems)) + ' problems' if problems else ', well-formed'})")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
