@@ -124,7 +124,7 @@ class Report:
         """Runs a gnuplot script writing <svg_dir>/<name>.svg."""
         path = os.path.join(self.svg_dir, name + ".svg")
         full = (
-            f'set terminal svg size 860,400 font "sans,11" background rgb "white"\n'
+            f'set terminal svg size 860,420 font "sans,11" background rgb "white"\n'
             f'set output "{path}"\n'
             "set grid lc rgb '#dddddd'\n"
             "set key left top\n" + script
@@ -248,11 +248,11 @@ class Report:
             crate = median([float(r["events_per_s"]) for r in cc])
             rrate = median([float(r["events_per_s"]) for r in rr])
             ratio = median(ratios)
-            table.append([fsize(n), fnum(crate), fnum(rrate), f"**{ratio:.2f}x**",
-                          ", ".join(f"{x:.2f}x" for x in ratios)])
+            table.append([fsize(n), fnum(crate), fnum(rrate), f"**{ratio:.2f}x**"] +
+                         ([", ".join(f"{x:.2f}x" for x in ratios)] if len(rounds) > 1 else []))
             dat.append((n, crate, rrate, ratio))
         self.table(["backlog", "SQL drain ceiling events/s", "relay events/s",
-                    "relay vs ceiling", "per round"], table)
+                    "relay vs ceiling"] + (["per round"] if len(rounds) > 1 else []), table)
         datf = os.path.join(self.data, "drain_sizes.dat")
         with open(datf, "w") as f:
             for n, c, r, q in dat:
@@ -267,12 +267,12 @@ set format x "%.0s%c"
 set title "relay (defaults) / SQL drain ceiling"
 set ylabel "ratio to the ceiling"
 set yrange [0:{max(0.5, ymax * 1.3):.2f}]
-set key left bottom
+set key below
 plot "{datf}" using 1:4 with linespoints lw 2 pt 7 title "relay defaults ({w} workers, batch {b})"
 set title "drain rate"
 set ylabel "events/s"
 set yrange [0:*]
-set key left top
+set key below
 set format y "%.0s%c"
 plot "{datf}" using 1:2 with linespoints lw 2 pt 5 title "SQL drain ceiling", \\
      "{datf}" using 1:3 with linespoints lw 2 pt 7 title "relay defaults"
@@ -312,8 +312,8 @@ unset multiplot
                 if secs:
                     rate[(wk, bt)] = n / median(secs)
         rounds = len({r["round"] for r in relay})
-        self.w(f"The same {fsize(n)}-event backlog drained by the relay with 1 to {max(ws)} "
-               f"workers and batch sizes {', '.join(str(b) for b in bs)} (ack_mode delete, "
+        self.w(f"The same {fsize(n)}-event backlog drained by the relay with "
+               f"{', '.join(str(x) for x in ws)} workers and batch sizes {', '.join(str(b) for b in bs)} (ack_mode delete, "
                f"everything else at its default). One SQL drain ceiling is measured before "
                f"each batch size's line; every cell is the relay's rate over the median of "
                f"those {len(ceil)} ceilings ({fnum(crate)} events/s; they ranged from "
