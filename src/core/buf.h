@@ -16,14 +16,17 @@ typedef struct outbox__buf_s {
     int broken;
 } outbox__buf_t;
 
-static inline void outbox__buf_add(outbox__buf_t *b, const void *data, size_t n)
+/** Makes room for n more bytes (plus the NUL) without adding them: returns
+ *  where they go (the caller writes them, adds n to b->len and lets the next
+ *  add terminate), or NULL when the buffer is broken. */
+static inline char *outbox__buf_reserve(outbox__buf_t *b, size_t n)
 {
     if (b->broken)
-        return;
+        return NULL;
     size_t max = b->max ? b->max : ((size_t)1 << 30);
     if (b->len + n + 1 > max) {
         b->broken = 1;
-        return;
+        return NULL;
     }
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -34,12 +37,21 @@ static inline void outbox__buf_add(outbox__buf_t *b, const void *data, size_t n)
         char *p = realloc(b->p, cap);
         if (!p) {
             b->broken = 1;
-            return;
+            return NULL;
         }
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->len, data, n);
+    return b->p + b->len;
+}
+
+static inline void outbox__buf_add(outbox__buf_t *b, const void *data, size_t n)
+{
+    char *dst = outbox__buf_reserve(b, n);
+    if (!dst)
+        return;
+    if (n)
+        memcpy(dst, data, n);
     b->len += n;
     b->p[b->len] = '\0';
 }

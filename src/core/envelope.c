@@ -13,26 +13,54 @@
 #include "core/util.h"
 #include "outbox/envelope.h"
 
-/* Appends ,"name":"<value escaped>" (no comma for the first member).
- * Returns 0, or -1 if value is not UTF-8 (*why says so) or on ENOMEM. */
-static int add_attr(outbox__buf_t *b, const char *name, const char *value, const char **why)
+/* Appends ,"name":"<value escaped>" (no comma for the first member), with
+ * JSON string escaping written straight into the buffer (no allocation per
+ * attribute). Returns 0, or -1 if value is not UTF-8. */
+static int add_attr(outbox__buf_t *b, const char *name, const char *value)
 {
-    if (!outbox__json_utf8_valid(value, strlen(value))) {
-        *why = "is not valid UTF-8";
+    size_t vlen = strlen(value);
+    if (!outbox__json_utf8_valid(value, vlen))
         return -1;
-    }
-    json_t *v = json_string(value);
-    char *s = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
-    json_decref(v);
-    if (!s) {
-        *why = "out of memory";
-        return -1;
-    }
     outbox__buf_adds(b, b->len ? ",\"" : "{\"");
     outbox__buf_adds(b, name);
-    outbox__buf_adds(b, "\":");
-    outbox__buf_adds(b, s);
-    free(s);
+    outbox__buf_adds(b, "\":\"");
+    static const char hex[] = "0123456789abcdef";
+    const char *run = value;
+    for (const char *p = value; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        outbox__buf_add(b, run, (size_t)(p - run));
+        char esc[6] = {'\\', (char)ch, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (ch) {
+        case '"':
+        case '\\':
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[ch >> 4], esc[5] = hex[ch & 15];
+            n = 6;
+        }
+        outbox__buf_add(b, esc, n);
+        run = p + 1;
+    }
+    outbox__buf_add(b, run, strlen(run));
+    outbox__buf_add(b, "\"", 1);
     return 0;
 }
 
@@ -58,29 +86,24 @@ char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr,
         {"partitionkey", msg->key},
         {"traceparent", msg->traceparent && *msg->traceparent ? msg->traceparent : NULL},
     };
+    /* One allocation in the usual case: attributes and data fit the guess. */
     outbox__buf_t b = {0};
+    outbox__buf_reserve(&b, plen + 384);
     for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
-        const char *why = NULL;
-        if (attrs[i][1] && add_attr(&b, attrs[i][0], attrs[i][1], &why)) {
+        if (attrs[i][1] && add_attr(&b, attrs[i][0], attrs[i][1])) {
             outbox__buf_free(&b);
-            if (!strcmp(why, "out of memory"))
-                outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size,
-                            "out of memory building envelope");
-            else
-                outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "event %s: %s %s", msg->id,
-                            attrs[i][0], why);
+            outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                        "event %s: %s is not valid UTF-8", msg->id, attrs[i][0]);
             return NULL;
         }
     }
-    char *data = malloc(plen ? plen : 1);
+    outbox__buf_adds(&b, ",\"data\":");
+    char *data = outbox__buf_reserve(&b, plen + 1);
     if (data) {
-        size_t dlen = outbox__json_compact(payload, plen, data);
-        outbox__buf_adds(&b, ",\"data\":");
-        outbox__buf_add(&b, data, dlen);
-        outbox__buf_adds(&b, "}");
-        free(data);
+        b.len += outbox__json_compact(payload, plen, data);
+        outbox__buf_add(&b, "}", 1);
     }
-    if (!data || b.broken) {
+    if (b.broken) {
         outbox__buf_free(&b);
         outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory building envelope");
         return NULL;
