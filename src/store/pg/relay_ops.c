@@ -30,6 +30,8 @@ typedef struct pg_store_s {
     int lane_ns, worker_ns;
     char table[64], dead[80], channel[64];
     char *sql[Q__COUNT];
+    int prepared;      /* the statements are prepared (at their first use: the
+                          tables may not exist when the session opens) */
     int begin_pending; /* BEGIN goes out with the claim, in one round trip */
     char *ack_pending; /* the acknowledged seqs ("{1,2}"): sent with COMMIT */
 } pg_store_t;
@@ -66,13 +68,36 @@ static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
     return OUTBOX_OK;
 }
 
-/* The same for statement q, prepared once per session at open (the claim's
- * plan alone costs more than its execution at small batches). */
+/* Prepares the relay's statements once per session. */
+static outbox_err_t ensure_prepared(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    pg_store_t *p = ST(s);
+    for (int q = 0; q < Q__COUNT && !p->prepared; q++) {
+        char name[16];
+        snprintf(name, sizeof(name), "outbox_q%d", q);
+        PGresult *r = PQprepare(p->conn, name, p->sql[q], 0, NULL);
+        outbox_err_t err = PQresultStatus(r) == PGRES_COMMAND_OK
+                               ? OUTBOX_OK
+                               : outbox__pg_err(p->conn, r, errstr, errstr_size,
+                                                "preparing the relay's statements");
+        PQclear(r);
+        if (err)
+            return err;
+    }
+    p->prepared = 1;
+    return OUTBOX_OK;
+}
+
+/* The same for statement q, prepared once per session (the claim's plan
+ * alone costs more than its execution at small batches). */
 static outbox_err_t exec_prepared(outbox_store_t *s, int q, int n, const char *const *params,
                                   ExecStatusType want, PGresult **out, const char *what,
                                   char *errstr, size_t errstr_size)
 {
     PGconn *c = ST(s)->conn;
+    outbox_err_t perr = ensure_prepared(s, errstr, errstr_size);
+    if (perr)
+        return perr;
     char name[16];
     snprintf(name, sizeof(name), "outbox_q%d", q);
     PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
@@ -104,6 +129,9 @@ static outbox_err_t run_steps(outbox_store_t *s, const step_t *steps, int n, cha
                               size_t errstr_size)
 {
     PGconn *c = ST(s)->conn;
+    outbox_err_t perr = ensure_prepared(s, errstr, errstr_size);
+    if (perr)
+        return perr;
     if (!PQenterPipelineMode(c))
         return outbox__pg_err(c, NULL, errstr, errstr_size, "entering pipeline mode");
     for (int i = 0; i < n; i++) {
@@ -317,17 +345,6 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     if (s->cfg.listen) {
         snprintf(sql, sizeof(sql), "LISTEN \"%s\"", p->channel);
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
-            goto fail;
-    }
-    for (int q = 0; q < Q__COUNT; q++) {
-        char name[16];
-        snprintf(name, sizeof(name), "outbox_q%d", q);
-        PGresult *r = PQprepare(p->conn, name, p->sql[q], 0, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            outbox__pg_err(p->conn, r, errstr, errstr_size, "preparing the relay's statements");
-        PQclear(r);
-        if (!ok)
             goto fail;
     }
     return OUTBOX_OK;
