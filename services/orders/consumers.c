@@ -26,6 +26,7 @@
 typedef struct worker_s {
     const char *name; /* "inventory", "email": consumer group and inbox name */
     outbox_consumer_handler_fn handler;
+    const char *prepare_sql; /* prepared as statement `name` on each new session, or NULL */
     outbox_conf_t *conf;
     char url[1024];
     char instance[160];
@@ -54,19 +55,19 @@ static int session(worker_t *w)
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_down", err, NULL);
         return -1;
     }
-    return 0;
-}
-
-static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params,
-                   ExecStatusType want, const char *consumer)
-{
-    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
-        outbox__log(OUTBOX_LOG_ERROR, consumer, "db_error", PQresultErrorMessage(r), NULL);
+    if (w->prepare_sql) {
+        PGresult *r = PQprepare(w->conn, w->name, w->prepare_sql, 0, NULL);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), NULL);
         PQclear(r);
-        return NULL;
+        if (!ok) {
+            PQfinish(w->conn);
+            w->conn = NULL;
+            return -1;
+        }
     }
-    return r;
+    return 0;
 }
 
 /* BEGIN + inbox record. Returns 1 new (transaction open), 0 duplicate
@@ -110,6 +111,41 @@ static outbox_err_t rollback(worker_t *w)
     return OUTBOX_ERR_DB;
 }
 
+/*
+ * The inventory effect of one order as one statement (one round trip,
+ * prepared per session; see docs/ORDERS.md "Performance"). $1 = order id.
+ *   lk     locks the order's inventory rows in sku order (so concurrent
+ *          consumers cannot deadlock) and tells whether each has enough stock;
+ *   short  the first sku (in sku order) without enough stock, or NULL;
+ *   u      decides the order: confirmed, or rejected with the reason, if it
+ *          is still pending (it returns no row otherwise);
+ *   d, r   deduct every item's stock and record its reservation, only when
+ *          u decided "confirmed".
+ * Each change waits for the values it depends on (d and u need short, which
+ * needs every lock of lk), so nothing is changed before every row is locked.
+ * Returns u's row (status, reason, user_id, amount), or no row when the
+ * order is missing or already decided.
+ */
+static const char inventory_sql[] =
+    "WITH it AS (SELECT sku, quantity FROM order_items WHERE order_id = $1::uuid),"
+    " lk AS (SELECT v.sku, v.stock >= it.quantity AS enough FROM inventory v"
+    "        JOIN it ON v.sku = it.sku ORDER BY v.sku FOR UPDATE OF v),"
+    " short AS (SELECT min(it.sku) AS sku FROM it"
+    "           WHERE NOT EXISTS (SELECT 1 FROM lk WHERE lk.sku = it.sku AND lk.enough)),"
+    " u AS (UPDATE orders SET"
+    "         status = CASE WHEN (SELECT sku FROM short) IS NULL THEN 'confirmed'"
+    "                  ELSE 'rejected' END,"
+    "         reason = 'insufficient stock for ' || (SELECT sku FROM short),"
+    "         updated_at = now()"
+    "       WHERE id = $1::uuid AND status = 'pending'"
+    "       RETURNING status, reason, user_id, amount),"
+    " d AS (UPDATE inventory v SET stock = v.stock - it.quantity, updated_at = now() FROM it"
+    "       WHERE v.sku = it.sku AND EXISTS (SELECT 1 FROM u WHERE u.status = 'confirmed')"
+    "       RETURNING v.sku, it.quantity),"
+    " r AS (INSERT INTO inventory_reservations (order_id, sku, quantity)"
+    "       SELECT $1::uuid, sku, quantity FROM d)"
+    " SELECT status, reason, user_id, amount FROM u";
+
 static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
 {
     worker_t *w = opaque;
@@ -127,72 +163,32 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         return b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
     PGconn *c = w->conn;
     const char *p1[1] = {order_id};
-    PGresult *r = q(c, "SELECT status, user_id, amount FROM orders WHERE id = $1::uuid FOR UPDATE",
-                    1, p1, PGRES_TUPLES_OK, w->name);
-    if (!r)
+    PGresult *r = PQexecPrepared(c, w->name, 1, p1, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), "order_id",
+                    order_id, NULL);
+        PQclear(r);
         return rollback(w);
-    if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), "pending") != 0) {
+    }
+    if (PQntuples(r) == 0) {
         outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending",
                     "order missing or already decided: nothing to do", "order_id", order_id, NULL);
         PQclear(r);
         return commit(w); /* record the message as handled */
     }
-    char user[160], amount[32];
-    snprintf(user, sizeof(user), "%s", PQgetvalue(r, 0, 1));
-    snprintf(amount, sizeof(amount), "%s", PQgetvalue(r, 0, 2));
+    int rejected = strcmp(PQgetvalue(r, 0, 0), "confirmed") != 0;
+    char reason[160];
+    snprintf(reason, sizeof(reason), "%s", PQgetvalue(r, 0, 1));
+    json_t *data = json_pack("{s:s,s:s,s:s,s:I}", "order_id", order_id, "status",
+                             PQgetvalue(r, 0, 0), "user_id", PQgetvalue(r, 0, 2), "amount",
+                             (json_int_t)strtoll(PQgetvalue(r, 0, 3), NULL, 10));
     PQclear(r);
-    PGresult *items =
-        q(c, "SELECT sku, quantity FROM order_items WHERE order_id = $1::uuid ORDER BY sku", 1, p1,
-          PGRES_TUPLES_OK, w->name);
-    if (!items)
-        return rollback(w);
-    char short_sku[80] = "";
-    for (int i = 0; i < PQntuples(items) && !short_sku[0]; i++) {
-        const char *p3[3] = {PQgetvalue(items, i, 0), PQgetvalue(items, i, 1), order_id};
-        r = q(c,
-              "WITH d AS (UPDATE inventory SET stock = stock - $2::int, updated_at = now()"
-              "            WHERE sku = $1 AND stock >= $2::int RETURNING sku)"
-              " INSERT INTO inventory_reservations (order_id, sku, quantity)"
-              " SELECT $3::uuid, sku, $2::int FROM d",
-              3, p3, PGRES_COMMAND_OK, w->name);
-        if (!r) {
-            PQclear(items);
-            return rollback(w);
-        }
-        if (atoi(PQcmdTuples(r)) != 1)
-            snprintf(short_sku, sizeof(short_sku), "%s", PQgetvalue(items, i, 0));
-        PQclear(r);
-    }
-    PQclear(items);
-    char reason[160] = "";
-    if (short_sku[0]) {
-        snprintf(reason, sizeof(reason), "insufficient stock for %s", short_sku);
-        /* Undo the deductions made before the short sku. */
-        r = q(c,
-              "WITH gone AS (DELETE FROM inventory_reservations WHERE order_id = $1::uuid "
-              "RETURNING sku, quantity)"
-              " UPDATE inventory v SET stock = v.stock + g.quantity, updated_at = now() FROM gone g"
-              " WHERE v.sku = g.sku",
-              1, p1, PGRES_COMMAND_OK, w->name);
-        if (!r)
-            return rollback(w);
-        PQclear(r);
-    }
-    const char *status = short_sku[0] ? "rejected" : "confirmed";
-    const char *p3[3] = {order_id, status, short_sku[0] ? reason : NULL};
-    r = q(c, "UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE id = $1::uuid",
-          3, p3, PGRES_COMMAND_OK, w->name);
-    if (!r)
-        return rollback(w);
-    PQclear(r);
-    json_t *data = json_pack("{s:s,s:s,s:s,s:I}", "order_id", order_id, "status", status, "user_id",
-                             user, "amount", (json_int_t)strtoll(amount, NULL, 10));
-    if (data && short_sku[0])
+    if (data && rejected)
         json_object_set_new(data, "reason", json_string(reason));
     char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(data);
     outbox_event_t ev = {.topic = ORDERS_TOPIC,
-                         .type = short_sku[0] ? "OrderRejected" : "OrderConfirmed",
+                         .type = rejected ? "OrderRejected" : "OrderConfirmed",
                          .key = order_id,
                          .payload = payload ? payload : "{}",
                          .traceparent = d->env.traceparent,
@@ -206,10 +202,10 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     }
     if (commit(w) != OUTBOX_OK)
         return OUTBOX_ERR_DB;
-    outbox__log(short_sku[0] ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name,
-                short_sku[0] ? "order_rejected" : "order_confirmed",
-                short_sku[0] ? reason : "stock deducted", "order_id", order_id, "message_id",
-                d->env.id, NULL);
+    outbox__log(rejected ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name,
+                rejected ? "order_rejected" : "order_confirmed",
+                rejected ? reason : "stock deducted", "order_id", order_id, "message_id", d->env.id,
+                NULL);
     return OUTBOX_OK;
 }
 
@@ -284,10 +280,10 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
     char host[128] = "host";
     gethostname(host, sizeof(host) - 1);
     static const struct {
-        const char *name, *started;
+        const char *name, *started, *sql;
         outbox_consumer_handler_fn fn;
-    } defs[2] = {{"inventory", "Inventory consumer started", on_inventory},
-                 {"email", "Email consumer started", on_email}};
+    } defs[2] = {{"inventory", "Inventory consumer started", inventory_sql, on_inventory},
+                 {"email", "Email consumer started", NULL, on_email}};
     int per = (int)outbox_kit_conf_int(conf, "consumer_threads");
     cs->workers = calloc((size_t)(2 * per), sizeof(worker_t));
     if (!cs->workers) {
@@ -300,6 +296,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             worker_t *w = &cs->workers[cs->nworkers++];
             w->name = defs[i].name;
             w->handler = defs[i].fn;
+            w->prepare_sql = defs[i].sql;
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
             snprintf(w->url, sizeof(w->url), "%s", url);
