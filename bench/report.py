@@ -169,7 +169,8 @@ class Report:
                "Compare ratios, not absolute rates across runs or machines. No test asserts "
                "on timing.")
         self.w()
-        self.w("All numbers on this page come from one run of `make bench` "
+        self.w(f"All numbers on this page come from one run of "
+               f"`{'make bench-quick' if quick else 'make bench'}` "
                "(`scripts/bench.sh`: each benchmark against its own throwaway PostgreSQL and "
                "Redis on loopback, then `bench/report.py` writes this page and the plots in "
                "`docs/bench/`). `make bench-quick` runs the same suite with small sizes. The "
@@ -393,8 +394,9 @@ plot {plots}
         for r in rows:
             rate, c = float(r["events_per_s"]), float(r["ceiling_events_per_s"])
             by = label.get(r["drained_by"], f"relay, {r['workers']} workers, batch {r['batch']}")
-            scans = (f"{r['seq_scans']} ({int(r['seq_rows_read']) / 1e6:.1f}M rows)"
-                     if r["seq_scans"] else "")
+            rows_read = int(r["seq_rows_read"] or 0)
+            scans = ((f"{r['seq_scans']} ({rows_read / 1e6:.1f}M rows)" if rows_read >= 1e6
+                      else f"{r['seq_scans']} ({rows_read:,} rows)") if r["seq_scans"] else "")
             table.append([r["round"], by, r["ack"], f"{float(r['seconds']):.2f}", fnum(rate),
                           f"{rate / c:.2f}x", scans])
         self.table(["round", "drained by", "ack", "seconds", "events/s", "vs SQL drain ceiling",
@@ -442,8 +444,9 @@ plot {plots}
         if nt and pl:
             self.w(f"**Wake-up:** with the hint the relay's median wake-up is "
                    f"{float(nt['p50_ms']):.1f} ms, {float(nt['p50_ms']) / fl:.1f}x the floor "
-                   f"({fl:.1f} ms); polling only, {float(pl['p50_ms']):.0f} ms, set by "
-                   f"`poll_interval` ({pl['poll_interval']}).")
+                   f"({fl:.1f} ms); polling only (`notify=false`, `poll_interval` "
+                   f"{pl['poll_interval']}), {float(pl['p50_ms']):.1f} ms at the median and "
+                   f"{float(pl['p95_ms']):.1f} ms at p95.")
             self.w()
 
     def notify_cost(self):
@@ -469,8 +472,10 @@ plot {plots}
                         ratios.append(t / base)
         self.table(["write path", "clients", "tps", "vs without"], table)
         if ratios:
-            self.w(f"**Hint cost:** with `pg_notify` the write path reaches "
-                   f"{min(ratios):.2f}x to {max(ratios):.2f}x of its throughput without it "
+            span = (f"{min(ratios):.2f}x" if f"{min(ratios):.2f}" == f"{max(ratios):.2f}"
+                    else f"{min(ratios):.2f}x to {max(ratios):.2f}x")
+            self.w(f"**Hint cost:** with `pg_notify` the write path reaches {span} of its "
+                   f"throughput without it "
                    f"({r0['clients']} clients). NOTIFY queues its notification at commit under a "
                    f"cluster-wide lock, so the cost grows with concurrent committers; it buys the "
                    f"wake-up above instead of up to `poll_interval`. Where producers' write "
