@@ -41,7 +41,7 @@ static const outbox_conf_prop_t props[] = {
      "events claimed per batch"},
     {"poll_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_POLL_INTERVAL", 1, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY,
-     "longest idle wait between claims (a wake-up hint usually ends it sooner); alias "
+     "longest idle wait between claims: after work the next claim comes within 1 ms and the wait doubles up to this (a wake-up hint ends it sooner); alias "
      "OUTBOX_WORKER_INTERVAL"},
     {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},

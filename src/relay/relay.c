@@ -164,7 +164,16 @@ static int broker_still_down(outbox_worker_t *w, int64_t now)
  * this worker's earliest scheduled retry. */
 static void idle(outbox_worker_t *w)
 {
-    int64_t now = outbox__now_ms(), wait = w->relay->o.poll_ms;
+    /* Adaptive: right after work the next look comes within a millisecond,
+     * and the wait doubles with every empty claim up to poll_interval. So
+     * producers that send no wake-up hint (plain SQL) see millisecond
+     * latency while events keep arriving, and an idle relay costs ~nothing. */
+    int64_t now = outbox__now_ms(), wait = w->idle_wait_ms;
+    if (wait < 1)
+        wait = 1;
+    if (wait > w->relay->o.poll_ms)
+        wait = w->relay->o.poll_ms;
+    w->idle_wait_ms = wait * 2;
     if (w->next_rebalance_ms - now < wait)
         wait = w->next_rebalance_ms - now;
     if (w->next_retry_ms) {
@@ -223,7 +232,9 @@ static void *worker_main(void *arg)
             w->next_maintenance_ms = now + o->maintenance_ms;
         }
         int rc = w->nlanes ? outbox__relay_batch(w) : 0;
-        if (rc == 0)
+        if (rc > 0)
+            w->idle_wait_ms = 1;
+        else if (rc == 0)
             idle(w);
         /* rc > 0: more may be waiting, claim again at once; rc < 0: the
          * session was dropped or the broker is down, handled above. */

@@ -62,6 +62,7 @@ typedef struct outbox_worker_s {
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
+    int64_t idle_wait_ms;        /* next idle wait: 1 ms after work, doubling to poll_interval */
     _Atomic uint64_t published, failed, batches;
     _Atomic int lanes_held;
     outbox_worker_metrics_t m;
