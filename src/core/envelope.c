@@ -16,12 +16,12 @@
 /* Appends ,"name":"<value escaped>" (no comma for the first member), with
  * JSON string escaping written straight into the buffer (no allocation per
  * attribute). Returns 0, or -1 if value is not UTF-8. */
-static int add_attr(outbox__buf_t *b, const char *name, const char *value)
+static int add_attr(outbox__buf_t *b, int first, const char *name, const char *value)
 {
     size_t vlen = strlen(value);
     if (!outbox__json_utf8_valid(value, vlen))
         return -1;
-    outbox__buf_adds(b, b->len ? ",\"" : "{\"");
+    outbox__buf_adds(b, first ? "{\"" : ",\"");
     outbox__buf_adds(b, name);
     outbox__buf_adds(b, "\":\"");
     static const char hex[] = "0123456789abcdef";
@@ -64,17 +64,16 @@ static int add_attr(outbox__buf_t *b, const char *name, const char *value)
     return 0;
 }
 
-char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size)
+outbox_err_t outbox__envelope_append(const outbox_msg_t *msg, outbox__buf_t *b, char *errstr,
+                                     size_t errstr_size)
 {
     const char *payload = msg->payload ? msg->payload : "null";
     size_t plen = msg->payload && msg->payload_len ? msg->payload_len : strlen(payload);
     outbox__json_error_t jerr;
-    if (outbox__json_check(payload, plen, &jerr)) {
-        outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                    "event %s: payload is not valid JSON: %s at byte %zu", msg->id, jerr.what,
-                    jerr.offset);
-        return NULL;
-    }
+    if (outbox__json_check(payload, plen, &jerr))
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "event %s: payload is not valid JSON: %s at byte %zu", msg->id,
+                           jerr.what, jerr.offset);
     const char *attrs[][2] = {
         {"specversion", "1.0"},
         {"id", msg->id},
@@ -86,26 +85,37 @@ char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr,
         {"partitionkey", msg->key},
         {"traceparent", msg->traceparent && *msg->traceparent ? msg->traceparent : NULL},
     };
-    /* One allocation in the usual case: attributes and data fit the guess. */
-    outbox__buf_t b = {0};
-    outbox__buf_reserve(&b, plen + 384);
-    for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
-        if (attrs[i][1] && add_attr(&b, attrs[i][0], attrs[i][1])) {
-            outbox__buf_free(&b);
-            outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                        "event %s: %s is not valid UTF-8", msg->id, attrs[i][0]);
-            return NULL;
+    size_t start = b->len;
+    outbox__buf_reserve(b, plen + 384); /* attributes and data usually fit */
+    for (size_t i = 0, first = 1; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        if (!attrs[i][1])
+            continue;
+        if (add_attr(b, (int)first, attrs[i][0], attrs[i][1])) {
+            b->len = start; /* take the partial envelope back */
+            if (b->p)
+                b->p[start] = '\0';
+            return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                               "event %s: %s is not valid UTF-8", msg->id, attrs[i][0]);
         }
+        first = 0;
     }
-    outbox__buf_adds(&b, ",\"data\":");
-    char *data = outbox__buf_reserve(&b, plen + 1);
+    outbox__buf_adds(b, ",\"data\":");
+    char *data = outbox__buf_reserve(b, plen + 1);
     if (data) {
-        b.len += outbox__json_compact(payload, plen, data);
-        outbox__buf_add(&b, "}", 1);
+        b->len += outbox__json_compact(payload, plen, data);
+        outbox__buf_add(b, "}", 1);
     }
-    if (b.broken) {
+    if (b->broken)
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size,
+                           "out of memory building envelope");
+    return OUTBOX_OK;
+}
+
+char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr, size_t errstr_size)
+{
+    outbox__buf_t b = {0};
+    if (outbox__envelope_append(msg, &b, errstr, errstr_size)) {
         outbox__buf_free(&b);
-        outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory building envelope");
         return NULL;
     }
     if (len)

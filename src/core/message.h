@@ -22,7 +22,8 @@ typedef struct outbox_msg_s {
     const char *time;        /**< RFC 3339 UTC creation time */
     int attempts;            /**< publish attempts before this one */
     int priority;            /**< claim priority across keys (0: ordinary) */
-    char *envelope;          /**< the CloudEvents JSON (structured mode), set by the relay */
+    char *envelope;          /**< the CloudEvents JSON (structured mode), set by the relay
+                                  (owned by the relay's batch, not by the message) */
     size_t envelope_len;
 } outbox_msg_t;
 
@@ -39,5 +40,14 @@ typedef struct outbox_msg_s {
  */
 char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr,
                              size_t errstr_size);
+
+/**
+ * The same, appended to b (the relay builds a whole batch's envelopes in one
+ * buffer). On OUTBOX_ERR_INVALID_ARG b is as it was; on OUTBOX_ERR_NOMEM b is
+ * broken. The envelope is NOT NUL-terminated while more are appended.
+ */
+struct outbox__buf_s;
+outbox_err_t outbox__envelope_append(const outbox_msg_t *msg, struct outbox__buf_s *b, char *errstr,
+                                     size_t errstr_size);
 
 #endif

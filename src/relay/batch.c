@@ -22,11 +22,13 @@
  * is rolled back instead of committed. A stop request lets the batch in
  * flight finish (within that bound) and is honoured before the next claim.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/buf.h"
 #include "core/keyset.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -53,7 +55,8 @@ typedef struct batch_s {
     outbox_pub_result_t *round_res;
     size_t *round_idx;
     int broker_down;
-    int rounds; /* publish calls made */
+    int rounds;          /* publish calls made */
+    outbox__buf_t arena; /* every envelope of the batch, back to back */
     char err[512];
 } batch_t;
 
@@ -103,19 +106,24 @@ static int claim(batch_t *b)
 static void prepare(batch_t *b)
 {
     const outbox_relay_opts_t *o = &b->w->relay->o;
-    for (size_t i = 0; i < b->claimed.n; i++) {
+    size_t n = b->claimed.n, *off = b->round_idx; /* scratch: unused until publish */
+    for (size_t i = 0; i < n; i++) {
         outbox_msg_t *m = &b->claimed.msgs[i];
         outbox_pub_result_t *res = &b->res[i];
+        off[i] = SIZE_MAX;
         if (outbox__keyset_has(&b->stopped, m->key)) {
             b->state[i] = EV_HELD;
             continue;
         }
-        m->envelope = outbox__envelope_build(m, &m->envelope_len, res->errstr, sizeof(res->errstr));
-        if (!m->envelope) {
-            res->err = OUTBOX_ERR_REJECTED;
-            hold_key(b, i, EV_FAILED);
+        size_t start = b->arena.len;
+        outbox_err_t err = outbox__envelope_append(m, &b->arena, res->errstr, sizeof(res->errstr));
+        if (err) {
+            res->err = err == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : OUTBOX_ERR_REJECTED;
+            hold_key(b, i, err == OUTBOX_ERR_NOMEM ? EV_HELD : EV_FAILED);
             continue;
         }
+        off[i] = start;
+        m->envelope_len = b->arena.len - start;
         if ((o->fault_poison_type && !strcmp(m->type, o->fault_poison_type)) ||
             (o->fault_fail_rate > 0 && outbox__rand01() < o->fault_fail_rate)) {
             res->err = OUTBOX_ERR_BROKER;
@@ -125,6 +133,12 @@ static void prepare(batch_t *b)
         }
         b->state[i] = EV_PENDING;
     }
+    /* The arena has stopped moving: point the messages into it. */
+    for (size_t i = 0; i < n; i++)
+        if (off[i] != SIZE_MAX && !b->arena.broken)
+            b->claimed.msgs[i].envelope = b->arena.p + off[i];
+        else if (b->state[i] == EV_PENDING)
+            hold_key(b, i, EV_HELD); /* out of memory: try again later */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -329,6 +343,7 @@ static void batch_term(batch_t *b)
     free(b->round);
     free(b->round_res);
     free(b->round_idx);
+    outbox__buf_free(&b->arena);
 }
 
 int outbox__relay_batch(outbox_worker_t *w)

@@ -36,7 +36,9 @@ typedef struct outbox_sink_ops_s {
     /**
      * Publishes msgs[0..n) in this order and waits for the broker's
      * confirmation of each, until sink->deadline_ms at the latest. Fills
-     * res[i]. The engine hands a call at most one event per key (it alone
+     * res[i]. Each msgs[i].envelope is envelope_len bytes and NOT
+     * NUL-terminated (a batch's envelopes share one buffer). The engine hands
+     * a call at most one event per key (it alone
      * applies the per-key rule, src/relay/batch.c), so a sink may pipeline or
      * parallelise the whole call freely and only reports a result per event.
      * Returns OUTBOX_OK when the broker answered (res[] says per message), or

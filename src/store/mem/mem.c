@@ -411,7 +411,6 @@ static void mem_batch_term(outbox_store_t *s, outbox_batch_t *b)
         free((char *)m->headers);
         free((char *)m->traceparent);
         free((char *)m->time);
-        free(m->envelope);
     }
     free(b->msgs);
     memset(b, 0, sizeof(*b));

@@ -421,8 +421,6 @@ static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
     (void)s;
     if (!b)
         return;
-    for (size_t i = 0; i < b->n; i++)
-        free(b->msgs[i].envelope);
     free(b->msgs);
     PQclear(b->priv);
     memset(b, 0, sizeof(*b));
