@@ -37,10 +37,12 @@
 #   BENCH_ORDERS_DRAIN_SECS    longest wait for the consumers after the load (120)
 #   BENCH_ORDERS_PGSS=1   load pg_stat_statements and keep each run's top statements
 #                         (perturbs the measurement slightly; off by default)
-# Prints a Markdown section on stdout; progress on stderr. Files in the output
-# directory: write_path.csv (one line per run), api_persec.csv and
-# lag_load_persec.csv (outbox-load per second), lag.csv (the samples),
-# <run>.json (outbox-load), pgbench_<run>.log, pgss_<run>.txt, orders.md.
+# Prints a Markdown section on stdout (bench/orders_report.py OUT prints it
+# again from the data); progress on stderr. Files in the output directory:
+# write_path.csv (one line per run), api_persec.csv and lag_load_persec.csv
+# (outbox-load, per second), lag.csv (the samples), lag_summary.tsv,
+# lag_totals.json, <run>.json (outbox-load), meta.json, pgbench_<run>.log,
+# pgss_<run>.txt, orders.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -70,6 +72,9 @@ else
 fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT"/write_path.csv "$OUT"/api_persec.csv "$OUT"/lag.csv "$OUT"/lag_load_persec.csv \
+  "$OUT"/lag_summary.tsv "$OUT"/lag_totals.json "$OUT"/*.json "$OUT"/*.txt "$OUT"/pgbench_*.log \
+  "$OUT"/orders.md
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 for b in orders-service outbox-load; do
   [ -x "$BUILD/bin/$b" ] || { echo "bench_orders: $BUILD/bin/$b missing (make build)" >&2; exit 1; }
@@ -249,8 +254,9 @@ if want lag; then
   sampler=""
   emails=$(($(grep -c 'Email sent successfully' "$TMP/svc.out" || true) - emails0))
   svc_stop
-  python3 - "$TMP/lag.raw" "$OUT/lag.csv" "$t_start" "$t_end" "$emails" >"$TMP/lag.summary" <<'PY'
-import sys
+  python3 - "$TMP/lag.raw" "$OUT/lag.csv" "$t_start" "$t_end" "$emails" "$OUT/lag_totals.json" \
+    >"$OUT/lag_summary.tsv" <<'PY'
+import json, sys
 raw, out, t0, t1, emails = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 rows = []
 for line in open(raw):
@@ -284,97 +290,30 @@ def drain_rate(k):  # effects applied per second while draining (the consumer al
     d = drain(k)
     if not after or d != d or d < 1: return float("nan")
     return lag(end, k) / d
+print("consumer\tmax_lag\tlag_at_end\tdrain_s\tgrowth_per_s\tapplied_per_s\tdrain_per_s")
 for name, k in (("inventory", 2), ("email", 3)):
     print("%s\t%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f" % (name, max((lag(r, k) for r in load), default=0),
           lag(end, k), drain(k), slope(k), rate(k), drain_rate(k)))
-print("committed\t%d\t%d" % (committed, emails))
+json.dump({"committed": committed, "email_lines": emails}, open(sys.argv[6], "w"))
 PY
 fi
 
-# ---- the Markdown section ----
-{
-  echo "## The order system under load"
-  echo
-  echo "Command: \`bench/bench_orders.sh$([ "$MODE" = quick ] && echo " --quick")\` ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end; PostgreSQL $([ "${SERVERS_PG_DURABLE:-0}" = 1 ] && echo durable || echo "fsync=off"))."
-  echo "Write path: $CLIENTS connections for $SECS s per run, a new Idempotency-Key per"
-  echo "order; the ceiling is \`$PGB_CMD\` (bench/orders_write.sql: the"
-  echo "API's statements, one round trip each), measured in the same run."
-  echo
-  python3 - "$OUT/write_path.csv" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-names = {"pgbench": "pgbench, the same transaction (ceiling)",
-         "pgbench_bg": "pgbench, with relay + consumers running (`--no-api`)",
-         "api_only": "POST /orders, API alone (`--no-relay --no-consumers`)",
-         "api": "POST /orders, API + relay + consumers in one process"}
-ceil = next((float(r["orders_per_s"]) for r in rows if r["run"] == "pgbench"), None)
-print("| run | orders/s | vs ceiling | p50 / p95 / p99 / max latency (ms) |")
-print("|---|---|---|---|")
-for r in rows:
-    ratio = "%.2f" % (float(r["orders_per_s"]) / ceil) if ceil else "-"
-    print("| %s | %s | %s | %.1f / %.1f / %.1f / %.1f |" % (names.get(r["run"], r["run"]),
-          "{:,.0f}".format(float(r["orders_per_s"])), ratio, float(r["p50_ms"]), float(r["p95_ms"]),
-          float(r["p99_ms"]), float(r["max_ms"])))
-by = {r["run"]: r for r in rows}
-if ceil and "api" in by:
-    a = by["api"]
-    s = ("POST /orders with relay and consumers in the process reached %.2f of the pgbench ceiling"
-         % (float(a["orders_per_s"]) / ceil))
-    if "api_only" in by:
-        s += " (%.2f with the API alone" % (float(by["api_only"]["orders_per_s"]) / ceil)
-        if "pgbench_bg" in by:
-            s += ", %.2f for pgbench itself with relay and consumers running" % (
-                float(by["pgbench_bg"]["orders_per_s"]) / ceil)
-        s += ")"
-    s += ", p99 %.1f ms (target: 0.8, p99 <= 50 ms)." % float(a["p99_ms"])
-    print()
-    print(s)
-PY
-  if want lag && [ -s "$TMP/lag.summary" ]; then
-    echo
-    echo "Consumers under a steady load: POST /orders at $LAG_RATE orders/s for $LAG_SECS s"
-    echo "(outbox-load --rate, $CLIENTS connections), orders-service as shipped; lag = orders"
-    echo "committed minus orders whose effect is recorded (inbox), sampled every second."
-    echo
-    python3 - "$TMP/lag.summary" "$OUT/lag.json" "$LAG_RATE" <<'PY'
+# ---- the Markdown section (bench/orders_report.py, from the files in $OUT) ----
+awk -F, -v OFS=, 'NR == FNR { if ($1 == "pgbench") c = $2; next }
+  FNR == 1 { print; next } { $3 = c ? sprintf("%.3f", $2 / c) : ""; print }' \
+  "$OUT/write_path.csv" "$OUT/write_path.csv" >"$TMP/wp.csv" && mv "$TMP/wp.csv" "$OUT/write_path.csv"
+python3 - "$OUT/meta.json" <<PY
 import json, sys
-rows = {l.split("\t")[0]: l.rstrip("\n").split("\t")[1:] for l in open(sys.argv[1])}
-j = json.load(open(sys.argv[2]))
-print("| consumer | effects/s during the load | max lag | lag when the load stopped | drained after"
-      " | backlog growth, 2nd half | effects/s while draining |")
-print("|---|---|---|---|---|---|---|")
-na = lambda v, unit: "-" if v == "nan" else v + unit
-for name in ("inventory", "email"):
-    mx, end, drain, slope, rate, drate = rows[name]
-    d = "not within the wait" if drain == "nan" else "%s s" % drain
-    print("| %s | %s | %s | %s | %s | %s | %s |" % (name, na(rate, ""), mx, end, d,
-          na(slope, " /s"), na(drate, "")))
-c, emails = rows["committed"]
-print()
-print("Load achieved %.1f orders/s (%d ok, %d failed; p50 / p99 %.1f / %.1f ms, starts at most"
-      " %.0f ms behind schedule); %s orders committed, %s `Email sent successfully` lines logged."
-      % (j["rate"], j["ok"], j["failed"], j["latency_ms"]["p50"], j["latency_ms"]["p99"],
-         j["behind_schedule_ms"], c, emails))
-target = float(sys.argv[3])
-def kept_up(r):  # the backlog does not grow by 1% of the rate and stays under 2 s of orders
-    mx, end, drain, slope = r[:4]
-    return (slope == "nan" or float(slope) < 0.01 * target) and int(end) <= 2 * target
-behind = [n for n in ("inventory", "email") if not kept_up(rows[n])]
-print()
-if behind:
-    print("At %s orders/s the %s consumer%s fell behind: the backlog grew during the load."
-          % (sys.argv[3], " and ".join(behind), "s" if len(behind) > 1 else ""))
-else:
-    print("At %s orders/s both consumers kept up: no growing backlog." % sys.argv[3])
+json.dump({"command": "bench/bench_orders.sh$([ "$MODE" = quick ] && echo " --quick")",
+           "cores": $(nproc), "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+           "durable": ${SERVERS_PG_DURABLE:-0} == 1, "clients": $CLIENTS, "secs": $SECS,
+           "pgbench": "$PGB_CMD", "lag_rate": "$LAG_RATE", "lag_secs": $LAG_SECS,
+           "date": "$(date -u +%Y-%m-%dT%H:%MZ)"}, open(sys.argv[1], "w"), indent=1)
 PY
-  fi
-  echo
-  echo "Data: write_path.csv, api_persec.csv, lag.csv (t_s, committed, inventory/email done and lag,"
-  echo "unpublished events) in \`$OUT\`."
-} | tee "$OUT/orders.md"
+python3 bench/orders_report.py "$OUT" | tee "$OUT/orders.md"
 
 if [ -n "${BENCH_TSV:-}" ]; then
   tail -n +2 "$OUT/write_path.csv" | tr ',' '\t' | sed 's/^/write_path\t/' >>"$BENCH_TSV"
-  [ -s "$TMP/lag.summary" ] && sed "s/^/lag\t$LAG_RATE\t/" "$TMP/lag.summary" >>"$BENCH_TSV"
+  [ -s "$OUT/lag_summary.tsv" ] && tail -n +2 "$OUT/lag_summary.tsv" | sed "s/^/lag\t$LAG_RATE\t/" >>"$BENCH_TSV"
 fi
 say "data in $OUT"
