@@ -129,14 +129,21 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
         if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK)
             goto broken;
     }
+    int64_t armed_at = outbox__now_ms();
     for (size_t i = 0; i < n; i++) {
         /* hiredis applies the timeout to each read: re-arm it with what is
          * left, so a broker answering slowly cannot stretch the call past
-         * the deadline one reply at a time. */
-        left = outbox__sink_deadline(sink) - outbox__now_ms();
+         * the deadline one reply at a time. At most every 10 ms (a
+         * setsockopt per reply would be a syscall per event); the call may
+         * overrun its deadline by that much. */
+        int64_t now = outbox__now_ms();
+        left = outbox__sink_deadline(sink) - now;
         if (left <= 0)
             goto broken;
-        redisSetTimeout(r->ctx, ms_tv(left));
+        if (now - armed_at >= 10) {
+            redisSetTimeout(r->ctx, ms_tv(left));
+            armed_at = now;
+        }
         redisReply *rep = NULL;
         if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
             goto broken;
