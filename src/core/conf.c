@@ -41,8 +41,14 @@ static const outbox_conf_prop_t props[] = {
      "events claimed per batch"},
     {"poll_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_POLL_INTERVAL", 1, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY,
-     "longest idle wait between claims: after work the next claim comes within 1 ms and the wait doubles up to this (a wake-up hint ends it sooner); alias "
+     "longest idle wait between claims (a wake-up hint ends it sooner); alias "
      "OUTBOX_WORKER_INTERVAL"},
+    {"poll_min_interval", OUTBOX_CT_DURATION, "0", "OUTBOX_POLL_MIN_INTERVAL", 0, MS_H, 0, NULL,
+     OUTBOX_SCOPE_RELAY,
+     "adaptive polling for producers that send no wake-up hint (plain SQL): after work the next "
+     "claim comes "
+     "after this, doubling to poll_interval (e.g. 1ms; costs an empty claim per worker per step; 0 "
+     "= off)"},
     {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},
     {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,

@@ -164,16 +164,19 @@ static int broker_still_down(outbox_worker_t *w, int64_t now)
  * this worker's earliest scheduled retry. */
 static void idle(outbox_worker_t *w)
 {
-    /* Adaptive: right after work the next look comes within a millisecond,
-     * and the wait doubles with every empty claim up to poll_interval. So
-     * producers that send no wake-up hint (plain SQL) see millisecond
-     * latency while events keep arriving, and an idle relay costs ~nothing. */
-    int64_t now = outbox__now_ms(), wait = w->idle_wait_ms;
-    if (wait < 1)
-        wait = 1;
-    if (wait > w->relay->o.poll_ms)
-        wait = w->relay->o.poll_ms;
-    w->idle_wait_ms = wait * 2;
+    /* Adaptive (poll_min_interval > 0): right after work the next look comes
+     * after poll_min_interval, and the wait doubles with every empty claim
+     * up to poll_interval. Producers that send no wake-up hint (plain SQL)
+     * then see millisecond latency while events keep arriving, at the cost
+     * of empty claims; an idle relay still polls once per poll_interval. */
+    int64_t now = outbox__now_ms(), wait = w->relay->o.poll_ms;
+    if (w->relay->o.poll_min_ms > 0) {
+        wait =
+            w->idle_wait_ms < w->relay->o.poll_min_ms ? w->relay->o.poll_min_ms : w->idle_wait_ms;
+        if (wait > w->relay->o.poll_ms)
+            wait = w->relay->o.poll_ms;
+        w->idle_wait_ms = wait * 2;
+    }
     if (w->next_rebalance_ms - now < wait)
         wait = w->next_rebalance_ms - now;
     if (w->next_retry_ms) {
@@ -233,7 +236,7 @@ static void *worker_main(void *arg)
         }
         int rc = w->nlanes ? outbox__relay_batch(w) : 0;
         if (rc > 0)
-            w->idle_wait_ms = 1;
+            w->idle_wait_ms = 0; /* adaptive polling starts again from poll_min_interval */
         else if (rc == 0)
             idle(w);
         /* rc > 0: more may be waiting, claim again at once; rc < 0: the
@@ -269,6 +272,7 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     o->ack_mode =
         !strcmp(outbox__conf_str(conf, "ack_mode"), "mark") ? OUTBOX_ACK_MARK : OUTBOX_ACK_DELETE;
     o->poll_ms = outbox__conf_ms(conf, "poll_interval");
+    o->poll_min_ms = outbox__conf_ms(conf, "poll_min_interval");
     o->publish_timeout_ms = outbox__conf_ms(conf, "publish_timeout");
     o->backoff_base_ms = outbox__conf_ms(conf, "backoff_base");
     o->backoff_max_ms = outbox__conf_ms(conf, "backoff_max");

@@ -19,7 +19,7 @@ typedef struct outbox_relay_opts_s {
     int workers, batch_size, max_attempts;
     int notify, park;
     outbox_ack_mode_t ack_mode;
-    int64_t poll_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
+    int64_t poll_ms, poll_min_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
     int64_t rebalance_ms, maintenance_ms;
     outbox_maint_t maint;             /* retentions and park */
     const char *database_url, *table; /* borrowed from the relay's conf */
@@ -62,7 +62,7 @@ typedef struct outbox_worker_s {
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
-    int64_t idle_wait_ms;        /* next idle wait: 1 ms after work, doubling to poll_interval */
+    int64_t idle_wait_ms;        /* next idle wait: poll_min_interval after work, doubling */
     _Atomic uint64_t published, failed, batches;
     _Atomic int lanes_held;
     outbox_worker_metrics_t m;

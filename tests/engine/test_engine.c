@@ -14,6 +14,8 @@
  *                  committed, nothing more is claimed, the relay exits promptly
  *   priority       high-priority heads are published before the backlog
  *   mark           acknowledged events are kept as processed
+ *   adaptive       without wake-up hints, poll_min_interval keeps the relay
+ *                  looking often while events arrive
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -172,7 +174,7 @@ static outbox_relay_t *start(const char *const *kv)
     tu_conf_set(conf, "database_url", url);
     tu_conf_set(conf, "sink", "stdout:");
     tu_conf_set(conf, "metrics_addr", "off");
-    tu_conf_set(conf, "log_level", "error");
+    tu_conf_set(conf, "log_level", getenv("ENGINE_LOG") ? getenv("ENGINE_LOG") : "error");
     tu_conf_set(conf, "backoff_base", "50ms");
     tu_conf_set(conf, "backoff_max", "100ms");
     tu_conf_set(conf, "broker_probe_max", "100ms");
@@ -403,6 +405,46 @@ static void priority(void)
     outbox__mem_drop(db);
 }
 
+/* No wake-up hint (plain-SQL producers): with poll_min_interval the relay
+ * looks again within milliseconds after work, so an event that follows one
+ * just published does not wait for the 10 s poll interval; without it, it
+ * does. (Margins of seconds: this checks behaviour, not speed.) */
+static void adaptive_polling(int on)
+{
+    begin(on ? "adaptive_on" : "adaptive_off");
+    enqueue(1, 1, NULL, 0);
+    const char *kv[] = {"notify",
+                        "false",
+                        "poll_interval",
+                        "10s",
+                        "rebalance_interval",
+                        "10s",
+                        "poll_min_interval",
+                        on ? "1ms" : "0",
+                        "workers",
+                        "1",
+                        NULL};
+    outbox_relay_t *r = start(kv);
+    WAIT_FOR(published() == 1, 5000, "first event not published");
+    tu_sleep_ms(50); /* the relay is idle now, between polls */
+    char payload[32];
+    snprintf(payload, sizeof(payload), "{\"seq\":1}");
+    outbox_event_t ev = {.topic = "t", .type = "Ok", .key = "k0", .payload = payload};
+    CHECK(outbox__mem_enqueue(db, &ev, NULL) == OUTBOX_OK, "enqueue");
+    long long t0 = tu_now_ms();
+    while (published() < 2 && tu_now_ms() - t0 < 4000)
+        tu_sleep_ms(5);
+    outbox_relay_destroy(r);
+    if (on)
+        CHECK(published() == 2,
+              "adaptive polling on: the second event waited for the poll interval");
+    else
+        CHECK(published() == 1,
+              "adaptive polling off: the second event was claimed before the poll interval "
+              "(the test would prove nothing)");
+    outbox__mem_drop(db);
+}
+
 static void mark_mode(void)
 {
     begin("mark");
@@ -428,8 +470,10 @@ int main(void)
     shutdown_mid_batch();
     priority();
     mark_mode();
+    adaptive_polling(1);
+    adaptive_polling(0);
     printf("PASS engine: rounds, partial failure, hold, park, broker down, store failures after "
            "publish, "
-           "shutdown mid-batch, priority, mark mode\n");
+           "shutdown mid-batch, priority, mark mode, adaptive polling\n");
     return 0;
 }
