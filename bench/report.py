@@ -511,6 +511,15 @@ plot {plots}
                    f"the sink's own one-wave rate ({plural(best['workers'], 'worker')}).")
             self.w()
 
+    def orders(self):
+        if not self.stage_ok("orders", "The order system: write path and consumer lag"):
+            return
+        self.command_block("orders")
+        # bench/bench_orders.sh writes its own section (bench/orders_report.py).
+        md = open(os.path.join(self.data, "orders", "orders.md")).read().strip()
+        self.w(re.sub(r"(?m)^#", "###", md) if md.startswith("#") else md)
+        self.w()
+
     def earlier(self, src):
         text = open(src).read() if os.path.exists(src) else ""
         i, j = text.find(EARLIER_BEGIN), text.find(EARLIER_END)
@@ -522,11 +531,11 @@ plot {plots}
         self.head()
         self.machine()
         for section in (self.drain_sizes, self.drain_grid, self.drain_ack, self.wakeup,
-                        self.notify_cost, self.nats):
+                        self.notify_cost, self.nats, self.orders):
             try:
                 section()
             except (KeyError, IndexError, ValueError, ZeroDivisionError, StopIteration,
-                    TypeError) as e:
+                    TypeError, OSError) as e:
                 self.w(f"**The data of this section could not be read** ({type(e).__name__}: "
                        f"{e}); see the run's data directory.")
                 self.w()

@@ -18,7 +18,7 @@
 #   BENCH_DATA       raw data, logs and gnuplot scripts
 #                    ($BUILD/bench-data/<mode>)
 #   BENCH_ONLY       space-separated subset of: drain_sizes drain_grid
-#                    drain_ack wakeup notify_cost nats (others: "not run")
+#                    drain_ack wakeup notify_cost nats orders (others: "not run")
 #   BENCH_SIZES BENCH_SIZE_ROUNDS                     bench_drain sizes
 #   BENCH_GRID_N BENCH_GRID_WORKERS BENCH_GRID_BATCHES BENCH_GRID_ROUNDS
 #   BENCH_ACK_N BENCH_ACK_ROUNDS                      bench_drain ack
@@ -59,7 +59,7 @@ else
 fi
 : "${BENCH_SVG_DIR:=$(dirname "$BENCH_OUT")/bench}"
 : "${BENCH_DATA:=$BUILD/bench-data/$MODE}"
-: "${BENCH_ONLY:=drain_sizes drain_grid drain_ack wakeup notify_cost nats}"
+: "${BENCH_ONLY:=drain_sizes drain_grid drain_ack wakeup notify_cost nats orders}"
 export SERVERS_PG_DURABLE=1 # every server this suite starts, notify_cost.sh's too
 
 # gnuplot draws the curves (Debian's gnuplot-nox: no X11), installed as
@@ -137,6 +137,8 @@ stage drain_ack 1 "$L $B/bench_drain ack $BENCH_ACK_N $BENCH_ACK_ROUNDS"
 stage wakeup 1 "$L $B/bench_wakeup $BENCH_WAKE_EVENTS 100"
 stage notify_cost 0 "CLIENTS=$BENCH_NOTIFY_CLIENTS SECS=$BENCH_NOTIFY_SECS ROUNDS=$BENCH_NOTIFY_ROUNDS bench/notify_cost.sh"
 stage nats 1 "$L $B/bench_nats $BENCH_NATS_N"
+# The order system: write path against pgbench, consumer lag (own servers).
+stage orders 0 "BENCH_ORDERS_OUT=$DATA/orders bench/bench_orders.sh $([ "$MODE" = quick ] && echo --quick)"
 wait # the tee processes
 
 meta finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
