@@ -84,7 +84,7 @@ int main(int argc, char **argv)
     }
 
     if (getenv("OUTBOX_TEST_PG")) {
-        printf("\n## relay drain to NATS: %d events backlog, 1000 keys, batch 100\n\n", n);
+        printf("\n## relay drain to NATS: %d events backlog, 1000 keys, default batch size\n\n", n);
         printf("| workers | seconds | events/s | vs sink alone, one wave |\n|---|---|---|---|\n");
         const char *conninfo;
         PGconn *db = tn_db("bench_nats", &conninfo);

@@ -181,6 +181,9 @@ class Report:
         m = self.meta
         self.w("## Machine and settings")
         self.w()
+        if m.get("note"):  # set by hand when stages of several runs are combined
+            self.w(f"> {m['note']}")
+            self.w()
         try:
             mins = (int(m["finished_epoch"]) - int(m["started_epoch"])) / 60
             took = f", {mins:.0f} min"
@@ -496,7 +499,7 @@ plot {plots}
         n = rows[0]["n"]
         self.w(f"The sink alone publishing {int(n):,} events in calls of 100 (100, 10 or 1 "
                f"distinct keys per call: 1, 10 or 100 acknowledgement waves per call), then the "
-               f"relay draining a {int(n):,}-event backlog (1,000 keys, batch 100) to a "
+               f"relay draining a {int(n):,}-event backlog (1,000 keys, the default batch size) to a "
                f"throwaway `nats-server -js`. The ceiling is the sink alone at one wave per "
                f"call. More in [the NATS sink page](sinks/nats.md).")
         self.w()
@@ -514,10 +517,13 @@ plot {plots}
     def orders(self):
         if not self.stage_ok("orders", "The order system: write path and consumer lag"):
             return
-        self.command_block("orders")
-        # bench/bench_orders.sh writes its own section (bench/orders_report.py).
+        # bench/bench_orders.sh writes its own section (bench/orders_report.py);
+        # its headings go one level below this section's, its own command line
+        # is the one above.
         md = open(os.path.join(self.data, "orders", "orders.md")).read().strip()
-        self.w(re.sub(r"(?m)^#", "###", md) if md.startswith("#") else md)
+        md = re.sub(r"(?m)^#+ .*\n+", "", md, count=1)
+        md = re.sub(r"(?m)^Command: `bench/bench_orders.sh`", "Run", md)
+        self.w(re.sub(r"(?m)^#+ ", "### ", md))
         self.w()
 
     def earlier(self, src):

@@ -138,7 +138,7 @@ stage wakeup 1 "$L $B/bench_wakeup $BENCH_WAKE_EVENTS 100"
 stage notify_cost 0 "CLIENTS=$BENCH_NOTIFY_CLIENTS SECS=$BENCH_NOTIFY_SECS ROUNDS=$BENCH_NOTIFY_ROUNDS bench/notify_cost.sh"
 stage nats 1 "$L $B/bench_nats $BENCH_NATS_N"
 # The order system: write path against pgbench, consumer lag (own servers).
-stage orders 0 "BENCH_ORDERS_OUT=$DATA/orders bench/bench_orders.sh $([ "$MODE" = quick ] && echo --quick)"
+stage orders 0 "BENCH_ORDERS_OUT=${DATA#"$ROOT"/}/orders bench/bench_orders.sh$([ "$MODE" = quick ] && echo " --quick")"
 wait # the tee processes
 
 meta finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
