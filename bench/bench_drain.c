@@ -100,7 +100,8 @@ static void fill(PGconn *c)
         " SELECT 'bench_drain', 'OrderCreated', 'k' || (i %% %d),"
         "        (p || repeat('x', %d - length(p) - 2) || '\"}')::json"
         "   FROM (SELECT i, format('{\"seq\":%%s,\"order_id\":\"ord-%%s\",\"amount_cents\":%%s,"
-        "\"currency\":\"EUR\",\"note\":\"', i, lpad(i::text, 8, '0'), (i::bigint * 7919) %% 100000) AS p"
+        "\"currency\":\"EUR\",\"note\":\"', i, lpad(i::text, 8, '0'), (i::bigint * 7919) %% "
+        "100000) AS p"
         "           FROM generate_series(0, %d) AS i) s ORDER BY i",
         KEYS, PAYLOAD_BYTES, g_n - 1);
     PQclear(tu_exec(c, sql));

@@ -38,7 +38,8 @@ static const outbox_conf_prop_t props[] = {
     {"workers", OUTBOX_CT_INT, "5", "OUTBOX_WORKERS", 1, 256, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay worker threads, each with its own database session and broker connection"},
     {"batch_size", OUTBOX_CT_INT, "500", "OUTBOX_BATCH_SIZE", 1, 10000, 0, NULL, OUTBOX_SCOPE_RELAY,
-     "most events claimed per batch (a batch is one transaction; docs/BENCHMARKS.md has the curve)"},
+     "most events claimed per batch (a batch is one transaction; docs/BENCHMARKS.md has the "
+     "curve)"},
     {"poll_interval", OUTBOX_CT_DURATION, "1s", "OUTBOX_POLL_INTERVAL", 1, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY,
      "longest idle wait between claims (a wake-up hint ends it sooner); alias "

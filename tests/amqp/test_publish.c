@@ -182,7 +182,8 @@ int main(void)
     PQfinish(db);
     printf("PASS amqp_publish_readback: %d structured events published with confirms in %lld ms "
            "(%.0f events/s, "
-           "4 workers, default batch), %d binary; raw client and outbox consumer each saw all %d once, "
+           "4 workers, default batch), %d binary; raw client and outbox consumer each saw all %d "
+           "once, "
            "in key order\n",
            N, ms, N * 1000.0 / (double)(ms ? ms : 1), NB, N + NB);
     return 0;
