@@ -43,6 +43,23 @@ typedef struct pg_store_s {
 
 static char *fmt(const char *f, const struct pg_store_s *p);
 
+/* Checks r's status is want: the result goes to *out (or is cleared); on
+ * another status it is cleared and errstr says what failed. */
+static outbox_err_t take_result(PGconn *c, PGresult *r, ExecStatusType want, PGresult **out,
+                                const char *what, char *errstr, size_t errstr_size)
+{
+    if (PQresultStatus(r) != want) {
+        outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
+        PQclear(r);
+        return err;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return OUTBOX_OK;
+}
+
 /* Runs sql (with {T} and {D} replaced by the session's table names, if it
  * names them) and checks its status is want; the result goes to *out (or is
  * cleared). */
@@ -56,16 +73,7 @@ static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     PGresult *r = n ? PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
     free(text);
-    if (PQresultStatus(r) != want) {
-        outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
-        PQclear(r);
-        return err;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return OUTBOX_OK;
+    return take_result(c, r, want, out, what, errstr, errstr_size);
 }
 
 /* Prepares the relay's statements once per session. */
@@ -101,16 +109,7 @@ static outbox_err_t exec_prepared(outbox_store_t *s, int q, int n, const char *c
     char name[16];
     snprintf(name, sizeof(name), "outbox_q%d", q);
     PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
-        outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
-        PQclear(r);
-        return err;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return OUTBOX_OK;
+    return take_result(c, r, want, out, what, errstr, errstr_size);
 }
 
 /* One statement of a pipeline: sql (no parameters), or prepared statement q. */
