@@ -134,6 +134,22 @@ int main(void)
            "once %lld, "
            "%lld ms\n",
            effects, distinct, inbox, deliveries, redelivered, tu_now_ms() - t0);
+    if (effects != TOTAL) {
+        /* Tell apart "not in Kafka" from "in Kafka, not consumed". */
+        long nrec = 0;
+        kt_rec_t *recs = kt_kcat_read(&cl, "payments", 0, &nrec);
+        int per[4] = {0};
+        for (long i = 0; i < nrec; i++)
+            if (recs[i].partition >= 0 && recs[i].partition < 4)
+                per[recs[i].partition]++;
+        fprintf(stderr, "diagnosis: %ld records in topic payments (per partition %d %d %d %d)\n",
+                nrec, per[0], per[1], per[2], per[3]);
+        PQclear(tu_exec(db, "SELECT 1"));
+        fprintf(stderr,
+                "diagnosis: effects per key-partition unknown; distinct keys with effects %lld\n",
+                q(db, "SELECT count(DISTINCT key) FROM effects"));
+        kt_recs_free(recs, nrec);
+    }
     CHECK(effects == TOTAL && distinct == TOTAL && inbox == TOTAL,
           "effects %lld distinct %lld inbox %lld, want %d", effects, distinct, inbox, TOTAL);
     CHECK(deliveries > TOTAL && redelivered > 0,
