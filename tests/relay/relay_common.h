@@ -168,6 +168,22 @@ static __attribute__((unused)) long check_all_present(char (*want)[OUTBOX_UUID_S
     return distinct;
 }
 
+/* The stream holds want[0..n) exactly once each, in per-key order (nkeys
+ * keys "k<i % nkeys>"): no loss, no duplicate, no reorder. */
+static __attribute__((unused)) void check_key_order(entry_t *got, long n, int nkeys);
+static __attribute__((unused)) void check_stream_exactly_once(redisContext *r, const char *stream,
+                                                              char (*want)[OUTBOX_UUID_STRLEN + 1],
+                                                              int n, int nkeys)
+{
+    long ngot = 0, dups = 0;
+    entry_t *got = read_stream(r, stream, &ngot);
+    long distinct = check_all_present(want, n, got, ngot, &dups);
+    CHECK(distinct == n && ngot == n && dups == 0,
+          "stream has %ld entries, %ld distinct, %ld duplicates", ngot, distinct, dups);
+    check_key_order(got, ngot, nkeys);
+    free(got);
+}
+
 /* Per-key order from the consumer's side: positions of one key must be
  * increasing, except that a duplicate may repeat an already-seen position. */
 static __attribute__((unused)) void check_key_order(entry_t *got, long n, int nkeys)

@@ -91,13 +91,7 @@ int main(void)
           processed, N);
 
     /* Published: all, once, in per-key order. */
-    long n = 0, dups = 0;
-    entry_t *got = read_stream(r, stream, &n);
-    long distinct = check_all_present(ids, N, got, n, &dups);
-    CHECK(distinct == N && n == N && dups == 0,
-          "stream has %ld entries, %ld distinct, %ld duplicates", n, distinct, dups);
-    check_key_order(got, n, KEYS);
-    free(got);
+    check_stream_exactly_once(r, stream, ids, N, KEYS);
 
     /* Pending lookups use the partial indexes, not the kept rows. */
     PQclear(tu_exec(c, "ANALYZE outbox"));

@@ -44,13 +44,7 @@ int main(void)
     CHECK(total == N, "workers acknowledged %llu, want %d", (unsigned long long)total, N);
     outbox_relay_destroy(relay);
 
-    long n = 0, dups = 0;
-    entry_t *got = read_stream(r, stream, &n);
-    long distinct = check_all_present(ids, N, got, n, &dups);
-    CHECK(distinct == N && n == N && dups == 0,
-          "stream has %ld entries, %ld distinct, %ld duplicates", n, distinct, dups);
-    check_key_order(got, n, KEYS);
-    free(got);
+    check_stream_exactly_once(r, stream, ids, N, KEYS);
     redisFree(r);
     PQfinish(c);
     printf("PASS relay_drain_10k_5_workers: %d events, 0 missing, 0 duplicates, %lld ms (%.0f "
