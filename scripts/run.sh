@@ -5,10 +5,29 @@
 # with a small demo producer so events are seen flowing. Ctrl-C stops all.
 # RUN_SECONDS=N stops it after N seconds (for smoke tests); RUN_DEMO_ORDERS=N
 # demo orders are sent at start (default 3, 0 for none).
+#
+# SYSTEM=NAME (make run SYSTEM=NAME) starts another of the systems instead:
+# scripts/systems/NAME.sh, run with ROOT and BUILD set. `make run SYSTEM=list`
+# lists them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${BUILD:-build}
+export ROOT BUILD
+SYSTEM=${SYSTEM:-orders}
+if [ "$SYSTEM" = list ]; then
+  echo "orders (default)"
+  for f in scripts/systems/*.sh; do [ -e "$f" ] && basename "$f" .sh; done
+  exit 0
+fi
+if [ "$SYSTEM" != orders ]; then
+  if [ ! -f "scripts/systems/$SYSTEM.sh" ]; then
+    echo "make run: unknown SYSTEM '$SYSTEM'; one of:" >&2
+    SYSTEM=list "$0" >&2
+    exit 2
+  fi
+  exec bash "scripts/systems/$SYSTEM.sh"
+fi
 eval "$(scripts/servers.sh start)"
 child=""
 cleanup() {
