@@ -46,10 +46,16 @@ static const outbox_conf_prop_t props[] = {
      "OUTBOX_WORKER_INTERVAL"},
     {"poll_min_interval", OUTBOX_CT_DURATION, "0", "OUTBOX_POLL_MIN_INTERVAL", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY,
-     "adaptive polling for producers that send no wake-up hint (plain SQL): after work the next "
-     "claim comes "
-     "after this, doubling to poll_interval (e.g. 1ms; costs an empty claim per worker per step; 0 "
-     "= off)"},
+     "low latency for producers that send no wake-up hint (plain SQL): a watcher thread looks "
+     "at the newest due events this often while new ones keep coming, backing off (doubling) to "
+     "poll_interval when none do, and wakes only the workers whose lanes have work (e.g. 1ms; "
+     "0 = off: such events wait up to poll_interval)"},
+    {"synchronous_ack", OUTBOX_CT_BOOL, "false", "OUTBOX_SYNCHRONOUS_ACK", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_RELAY,
+     "wait for the database to flush each acknowledgement (a batch's commit) to disk; false: "
+     "the relay's commits do not wait (synchronous_commit=off for its sessions only), and an "
+     "acknowledgement lost in a PostgreSQL crash only means its events are published again "
+     "(at least once; consumers' inbox drops the duplicates). Producers' commits are unaffected"},
     {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},
     {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,

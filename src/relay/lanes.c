@@ -45,6 +45,10 @@ int outbox__relay_rebalance(outbox_worker_t *w)
         }
     }
     atomic_store(&w->lanes_held, w->nlanes);
+    uint64_t mask = 0;
+    for (int i = 0; i < w->nlanes; i++)
+        mask |= (uint64_t)1 << w->lanes[i];
+    atomic_store(&w->lane_mask, mask);
     if (w->nlanes != before) {
         char lanes[16], live_s[16];
         snprintf(lanes, sizeof(lanes), "%d", w->nlanes);

@@ -36,6 +36,7 @@ void outbox__relay_drop_session(outbox_worker_t *w, const char *why)
     }
     w->nlanes = 0;
     atomic_store(&w->lanes_held, 0);
+    atomic_store(&w->lane_mask, 0);
     if (!w->db_down) {
         w->db_down = 1;
         if (atomic_fetch_add(&r->db_down, 1) == 0)
@@ -53,7 +54,8 @@ static int open_session(outbox_worker_t *w)
                               .appname = app,
                               .ack_mode = r->o.ack_mode,
                               .tx_timeout_ms = r->o.publish_timeout_ms,
-                              .listen = r->o.notify};
+                              .listen = r->o.notify,
+                              .async_commit = !r->o.sync_ack};
     outbox_store_t *s = outbox__store_open(&cfg, err, sizeof(err));
     if (s && s->ops->register_worker(s, err, sizeof(err))) {
         outbox__store_close(s);
@@ -87,11 +89,105 @@ static void wait_for_work(outbox_worker_t *w, int64_t timeout_ms)
     if (r->stop || timeout_ms <= 0)
         return;
     if (w->store) {
-        w->store->ops->wait_for_work(w->store, r->stop_pipe[0], timeout_ms);
+        w->store->ops->wait_for_work(w->store, w->wake[0], timeout_ms);
     } else {
-        struct pollfd fd = {.fd = r->stop_pipe[0], .events = POLLIN};
+        struct pollfd fd = {.fd = w->wake[0], .events = POLLIN};
         poll(&fd, 1, (int)(timeout_ms > 60000 ? 60000 : timeout_ms));
     }
+}
+
+/* Empties the worker's wake pipe: what the watcher said so far is about to
+ * be looked at by the claim that follows. */
+static void drain_wake(outbox_worker_t *w)
+{
+    char buf[64];
+    while (!w->relay->stop && read(w->wake[0], buf, sizeof(buf)) > 0) {
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The watcher (poll_min_interval > 0): one thread with its own session that
+ * looks at the newest due events and wakes only the workers whose lanes have
+ * some, so producers that send no wake-up hint (plain SQL) see millisecond
+ * latency without every worker claiming in a loop. It looks every
+ * poll_min_interval while events keep coming (a new one within the last
+ * WATCH_HOT_MS), skipping the look while no worker is idle (busy workers
+ * claim again by themselves), and backs off (doubling, up to WATCH_IDLE_MS or
+ * poll_interval if shorter) once they stop: an idle relay costs 20 indexed
+ * reads of an empty index range a second. Events that are due but not
+ * claimable (their key waits for a retry or is dead-lettered) wake nobody
+ * twice: without progress they count as old. */
+#define WATCH_HOT_MS 1000
+#define WATCH_IDLE_MS 50 /* the longest wait between looks: the first event after a pause */
+
+static void *watcher_main(void *arg)
+{
+    outbox_relay_t *r = arg;
+    const outbox_relay_opts_t *o = &r->o;
+    outbox_store_t *s = NULL;
+    int64_t wait = o->poll_min_ms, last_seq = 0, last_fresh_ms = 0;
+    uint64_t progress_seen = atomic_load(&r->progress);
+    int attempt = 0, down = 0;
+    char err[512];
+    while (!r->stop) {
+        struct pollfd fd = {.fd = r->stop_pipe[0], .events = POLLIN};
+        if (poll(&fd, 1, (int)(wait > 60000 ? 60000 : wait)) > 0 || r->stop)
+            break;
+        if (s && atomic_load(&r->idle_workers) == 0) {
+            wait = o->poll_min_ms; /* all busy: they claim again by themselves */
+            continue;
+        }
+        if (!s) {
+            char app[96];
+            snprintf(app, sizeof(app), "outbox-relay %.40s watcher", r->name);
+            outbox_store_cfg_t cfg = {.url = o->database_url,
+                                      .table = o->table,
+                                      .appname = app,
+                                      .ack_mode = o->ack_mode,
+                                      .tx_timeout_ms = o->publish_timeout_ms};
+            s = outbox__store_open(&cfg, err, sizeof(err));
+            if (!s) {
+                if (!down++)
+                    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "watcher_down", err, NULL);
+                wait = outbox__backoff_ms(++attempt, o->backoff_base_ms, o->poll_ms);
+                continue;
+            }
+            attempt = down = 0;
+        }
+        uint64_t mask = 0;
+        int64_t max_seq = 0;
+        atomic_fetch_add(&r->watch_probes, 1);
+        if (s->ops->newest_due(s, &mask, &max_seq, err, sizeof(err))) {
+            outbox__store_close(s); /* reconnects on the next look */
+            s = NULL;
+            continue;
+        }
+        uint64_t progress = atomic_load(&r->progress);
+        int fresh = max_seq > last_seq, moving = progress != progress_seen;
+        int64_t now = outbox__now_ms();
+        if (fresh) {
+            last_seq = max_seq;
+            last_fresh_ms = now;
+        }
+        progress_seen = progress;
+        if (mask && (fresh || moving)) {
+            for (int i = 0; i < r->nworkers; i++) {
+                if (atomic_load(&r->workers[i].lane_mask) & mask) {
+                    (void)!write(r->workers[i].wake[1], "w", 1);
+                    atomic_fetch_add(&r->watch_wakeups, 1);
+                }
+            }
+            wait = o->poll_min_ms;
+        } else if (now - last_fresh_ms < WATCH_HOT_MS) {
+            wait = o->poll_min_ms; /* events keep coming: look again soon */
+        } else {
+            int64_t most = o->poll_ms < WATCH_IDLE_MS ? o->poll_ms : WATCH_IDLE_MS;
+            wait = wait * 2 > most ? most : wait * 2;
+        }
+    }
+    outbox__store_close(s);
+    atomic_fetch_sub(&r->running, 1);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -164,19 +260,7 @@ static int broker_still_down(outbox_worker_t *w, int64_t now)
  * this worker's earliest scheduled retry. */
 static void idle(outbox_worker_t *w)
 {
-    /* Adaptive (poll_min_interval > 0): right after work the next look comes
-     * after poll_min_interval, and the wait doubles with every empty claim
-     * up to poll_interval. Producers that send no wake-up hint (plain SQL)
-     * then see millisecond latency while events keep arriving, at the cost
-     * of empty claims; an idle relay still polls once per poll_interval. */
     int64_t now = outbox__now_ms(), wait = w->relay->o.poll_ms;
-    if (w->relay->o.poll_min_ms > 0) {
-        wait =
-            w->idle_wait_ms < w->relay->o.poll_min_ms ? w->relay->o.poll_min_ms : w->idle_wait_ms;
-        if (wait > w->relay->o.poll_ms)
-            wait = w->relay->o.poll_ms;
-        w->idle_wait_ms = wait * 2;
-    }
     if (w->next_rebalance_ms - now < wait)
         wait = w->next_rebalance_ms - now;
     if (w->next_retry_ms) {
@@ -187,7 +271,9 @@ static void idle(outbox_worker_t *w)
             wait = w->next_retry_ms - now + 5;
         }
     }
+    atomic_fetch_add(&w->relay->idle_workers, 1);
     wait_for_work(w, wait > 0 ? wait : 1);
+    atomic_fetch_sub(&w->relay->idle_workers, 1);
 }
 
 static void *worker_main(void *arg)
@@ -234,9 +320,10 @@ static void *worker_main(void *arg)
             maintenance(w);
             w->next_maintenance_ms = now + o->maintenance_ms;
         }
+        drain_wake(w);
         int rc = w->nlanes ? outbox__relay_batch(w) : 0;
         if (rc > 0)
-            w->idle_wait_ms = 0; /* adaptive polling starts again from poll_min_interval */
+            atomic_fetch_add(&r->progress, 1);
         else if (rc == 0)
             idle(w);
         /* rc > 0: more may be waiting, claim again at once; rc < 0: the
@@ -259,6 +346,18 @@ static void *worker_main(void *arg)
 /* ------------------------------------------------------------------------ */
 /* Public API                                                                */
 
+static void close_pipes(outbox_relay_t *r)
+{
+    for (int i = 0; i < r->nworkers && r->workers; i++) {
+        if (r->workers[i].wake[0] >= 0)
+            close(r->workers[i].wake[0]);
+        if (r->workers[i].wake[1] >= 0)
+            close(r->workers[i].wake[1]);
+    }
+    close(r->stop_pipe[0]);
+    close(r->stop_pipe[1]);
+}
+
 /* Resolves the configuration into typed fields, once. */
 static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, char *errstr,
                                  size_t errstr_size)
@@ -268,6 +367,7 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     o->batch_size = (int)outbox__conf_int(conf, "batch_size");
     o->max_attempts = (int)outbox__conf_int(conf, "max_attempts");
     o->notify = outbox__conf_bool(conf, "notify");
+    o->sync_ack = outbox__conf_bool(conf, "synchronous_ack");
     o->park = !strcmp(outbox__conf_str(conf, "dlq_mode"), "park");
     o->ack_mode =
         !strcmp(outbox__conf_str(conf, "ack_mode"), "mark") ? OUTBOX_ACK_MARK : OUTBOX_ACK_DELETE;
@@ -362,6 +462,19 @@ outbox_relay_t *outbox_relay_new(outbox_conf_t *conf, char *errstr, size_t errst
         snprintf(r->name, sizeof(r->name), "%s:%d", host, (int)getpid());
     }
     for (int i = 0; i < r->nworkers; i++) {
+        r->workers[i].wake[0] = r->workers[i].wake[1] = -1;
+    }
+    for (int i = 0; i < r->nworkers; i++) {
+        if (pipe(r->workers[i].wake)) {
+            outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot create a pipe: %s",
+                        strerror(errno));
+            close_pipes(r);
+            free(r->workers);
+            free(r);
+            return NULL;
+        }
+        fcntl(r->workers[i].wake[0], F_SETFL, O_NONBLOCK);
+        fcntl(r->workers[i].wake[1], F_SETFL, O_NONBLOCK);
         r->workers[i].relay = r;
         r->workers[i].idx = i;
         snprintf(r->workers[i].name, sizeof(r->workers[i].name), "worker-%d", i + 1);
@@ -410,6 +523,17 @@ outbox_err_t outbox_relay_start(outbox_relay_t *r, char *errstr, size_t errstr_s
         }
         r->workers[i].thread_started = 1;
     }
+    if (r->o.poll_min_ms > 0 && outbox__store_watchable(r->o.database_url)) {
+        atomic_fetch_add(&r->running, 1);
+        int rc = pthread_create(&r->watcher, NULL, watcher_main, r);
+        if (rc) {
+            atomic_fetch_sub(&r->running, 1);
+            outbox_relay_stop(r);
+            return outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
+                               "cannot start the watcher thread: %s", strerror(rc));
+        }
+        r->watcher_started = 1;
+    }
     return OUTBOX_OK;
 }
 
@@ -419,6 +543,8 @@ void outbox_relay_stop(outbox_relay_t *r)
         return;
     r->stop = 1;
     (void)!write(r->stop_pipe[1], "x", 1); /* async-signal-safe */
+    for (int i = 0; i < r->nworkers; i++)
+        (void)!write(r->workers[i].wake[1], "x", 1);
 }
 
 outbox_err_t outbox_relay_wait(outbox_relay_t *r, int timeout_ms)
@@ -437,6 +563,10 @@ outbox_err_t outbox_relay_wait(outbox_relay_t *r, int timeout_ms)
             r->workers[i].thread_started = 0;
         }
     }
+    if (r->watcher_started) {
+        pthread_join(r->watcher, NULL);
+        r->watcher_started = 0;
+    }
     return OUTBOX_OK;
 }
 
@@ -447,8 +577,7 @@ void outbox_relay_destroy(outbox_relay_t *r)
     outbox_relay_stop(r);
     outbox_relay_wait(r, -1);
     outbox__metrics_stop(r->metrics);
-    close(r->stop_pipe[0]);
-    close(r->stop_pipe[1]);
+    close_pipes(r);
     free(r->workers);
     outbox_conf_destroy(r->conf);
     free(r);

@@ -17,7 +17,7 @@ typedef struct outbox_relay_s outbox_relay_t;
 /** The configuration, resolved once at outbox_relay_new into typed fields. */
 typedef struct outbox_relay_opts_s {
     int workers, batch_size, max_attempts;
-    int notify, park;
+    int notify, park, sync_ack;
     outbox_ack_mode_t ack_mode;
     int64_t poll_ms, poll_min_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
     int64_t rebalance_ms, maintenance_ms;
@@ -62,7 +62,8 @@ typedef struct outbox_worker_s {
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
-    int64_t idle_wait_ms;        /* next idle wait: poll_min_interval after work, doubling */
+    int wake[2]; /* readable: the watcher saw work in a lane of this worker, or stop */
+    _Atomic uint64_t lane_mask; /* the lanes held, bit i = lane i (read by the watcher) */
     _Atomic uint64_t published, failed, batches;
     _Atomic int lanes_held;
     outbox_worker_metrics_t m;
@@ -76,11 +77,17 @@ struct outbox_relay_s {
     const outbox_sink_ops_t *sink_ops; /* testing: overrides the URL's sink (NULL: by URL) */
     int nworkers;
     outbox_worker_t *workers;
-    volatile int stop;       /* set by outbox_relay_stop (async-signal-safe) */
-    int stop_pipe[2];        /* readable once stop is requested: wakes every worker */
-    _Atomic int registered;  /* workers that have registered their session */
-    _Atomic int running;     /* worker threads alive */
-    _Atomic int broker_down; /* relay-wide state: logged once per change */
+    volatile int stop; /* set by outbox_relay_stop (async-signal-safe) */
+    int stop_pipe[2];  /* readable once stop is requested (the watcher waits on it) */
+    pthread_t watcher; /* poll_min_interval > 0: see watcher_main in relay.c */
+    int watcher_started;
+    _Atomic uint64_t progress;      /* batches that handled events, all workers */
+    _Atomic int idle_workers;       /* workers waiting for work */
+    _Atomic uint64_t watch_probes;  /* the watcher's looks at the table */
+    _Atomic uint64_t watch_wakeups; /* workers it woke */
+    _Atomic int registered;         /* workers that have registered their session */
+    _Atomic int running;            /* worker threads alive */
+    _Atomic int broker_down;        /* relay-wide state: logged once per change */
     _Atomic int db_down;
     int started;
     struct outbox_metrics_s *metrics; /* NULL when metrics_addr is off */

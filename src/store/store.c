@@ -27,6 +27,12 @@ int outbox__store_supported(const char *url)
     return find(url) != NULL;
 }
 
+int outbox__store_watchable(const char *url)
+{
+    const outbox_store_ops_t *ops = find(url);
+    return ops && ops->newest_due;
+}
+
 int outbox__store_table_valid(const char *name)
 {
     static const char *const taken[] = {"outbox_inbox", "outbox_schema_migrations",

@@ -46,6 +46,8 @@ typedef struct outbox_store_cfg_s {
     int64_t tx_timeout_ms; /**< >0: the server ends any relay transaction step or idle
                                 gap longer than this (backstop for the engine's bound) */
     int listen;            /**< subscribe to the wake-up hint (wait_for_work) */
+    int async_commit;      /**< the session's commits need not wait for durability: one lost
+                                in a crash of the store is redone (published again) */
 } outbox_store_cfg_t;
 
 /** A claimed batch. msgs[] and their strings are owned by the batch. */
@@ -158,6 +160,12 @@ typedef struct outbox_store_ops_s {
                               size_t errstr_size);
     outbox_err_t (*release_lane)(outbox_store_t *s, int lane, char *errstr, size_t errstr_size);
 
+    /** The relay's watcher (poll_min_interval > 0): the lanes of the newest
+     *  due pending events (at most the 64 newest, by seq), as a mask (bit i:
+     *  lane i), and the highest seq among them (0 if none). One cheap indexed
+     *  read, no lock taken. Optional: NULL when the back end cannot tell. */
+    outbox_err_t (*newest_due)(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
+                               char *errstr, size_t errstr_size);
     /** Sleeps until the wake-up hint (an event was written), stop_fd readable,
      *  or timeout_ms. This function can't fail. */
     void (*wait_for_work)(outbox_store_t *s, int stop_fd, int64_t timeout_ms);
@@ -210,6 +218,8 @@ outbox_store_t *outbox__store_open(const outbox_store_cfg_t *cfg, char *errstr, 
 void outbox__store_close(outbox_store_t *s);
 /** 1 if some back end serves url. */
 int outbox__store_supported(const char *url);
+/** 1 if the store serving url can tell the newest due events (the relay's watcher). */
+int outbox__store_watchable(const char *url);
 /** 1 if name is usable as an outbox table name: [a-z_][a-z0-9_]*, at most 48
  *  bytes, and not a name the library uses itself (pg_*, *_dead_letter,
  *  outbox_inbox, outbox_schema_migrations, outbox_http_idempotency). */

@@ -611,6 +611,30 @@ static outbox_err_t mem_release_lane(outbox_store_t *s, int lane, char *errstr, 
     return OUTBOX_OK;
 }
 
+static outbox_err_t mem_newest_due(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
+                                   char *errstr, size_t errstr_size)
+{
+    (void)errstr;
+    (void)errstr_size;
+    mem_db_t *d = SESS(s)->db;
+    int64_t now = outbox__now_ms();
+    int found = 0;
+    *lane_mask = 0;
+    *max_seq = 0;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = d->n; i-- > 0 && found < 64;) {
+        const row_t *r = &d->rows[i];
+        if (r->processed || r->next_attempt_ms > now)
+            continue;
+        *lane_mask |= (uint64_t)1 << r->lane;
+        if (r->seq > *max_seq)
+            *max_seq = r->seq;
+        found++;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return OUTBOX_OK;
+}
+
 /* Polls stop_fd in short slices, watching the table's wake counter. */
 static void mem_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
 {
@@ -747,6 +771,7 @@ const outbox_store_ops_t outbox__store_mem_ops = {
     .free_lanes = mem_free_lanes,
     .take_lane = mem_take_lane,
     .release_lane = mem_release_lane,
+    .newest_due = mem_newest_due,
     .wait_for_work = mem_wait_for_work,
     .maintain = mem_maintain,
     .stats = mem_stats,

@@ -23,7 +23,7 @@
 #define DL_COLS                                                                                    \
     "seq, id, topic, type, key, payload, headers, traceparent, source, created_at, priority"
 
-enum { Q_CLAIM, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q__COUNT };
+enum { Q_CLAIM, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q_NEWEST, Q__COUNT };
 
 typedef struct pg_store_s {
     PGconn *conn;
@@ -303,6 +303,11 @@ static const char *const sql_text[Q__COUNT] = {
     "errors END,"
     "        CASE WHEN seq = $1::bigint THEN $2 ELSE 'parked' END"
     "   FROM dead",
+    /* Q_NEWEST: the watcher's probe. A backward walk of the pending-seq index
+     * (the newest events), no lock: lanes as a bit mask, and the highest seq. */
+    "SELECT coalesce(bit_or(1::bigint << lane), 0), coalesce(max(seq), 0)"
+    "  FROM (SELECT lane, seq FROM {T} WHERE status = 'pending' AND next_attempt_at <= now()"
+    "         ORDER BY seq DESC LIMIT 64) n",
 };
 
 static void quiet_notice(void *arg, const char *message)
@@ -356,6 +361,11 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
             goto fail;
     }
+    /* Acknowledgements need not wait for the WAL flush: one lost in a server
+     * crash leaves its event pending, published again (at least once). */
+    if (s->cfg.async_commit &&
+        outbox__pg_exec(p->conn, "SET synchronous_commit = off", errstr, errstr_size))
+        goto fail;
     if (s->cfg.listen) {
         snprintf(sql, sizeof(sql), "LISTEN \"%s\"", p->channel);
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
@@ -438,6 +448,20 @@ static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
     free(b->msgs);
     PQclear(b->priv);
     memset(b, 0, sizeof(*b));
+}
+
+static outbox_err_t pg_newest_due(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
+                                  char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    step_t step = {NULL, Q_NEWEST, 0, NULL, PGRES_TUPLES_OK, &r, "watching for new events"};
+    outbox_err_t err = run_steps(s, &step, 1, errstr, errstr_size);
+    if (err)
+        return err;
+    *lane_mask = (uint64_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    *max_seq = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    PQclear(r);
+    return OUTBOX_OK;
 }
 
 static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit,
@@ -865,6 +889,7 @@ const outbox_store_ops_t outbox__store_pg_ops = {
     .free_lanes = pg_free_lanes,
     .take_lane = pg_take_lane,
     .release_lane = pg_release_lane,
+    .newest_due = pg_newest_due,
     .wait_for_work = pg_wait_for_work,
     .maintain = pg_maintain,
     .stats = pg_stats,
