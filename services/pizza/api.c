@@ -68,6 +68,27 @@ static int text_ok(json_t *s, size_t max)
     return 1;
 }
 
+/* A required text member: 0 and *out set, or -1 after a 400 naming it. */
+static int check_text(const outbox_http_req_t *req, outbox_http_resp_t *resp, json_t *doc,
+                      const char *name, size_t max, const char **out)
+{
+    json_t *v = json_object_get(doc, name);
+    if (!v) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "%s is required (a non-empty string), e.g. " EXAMPLE, name);
+        return -1;
+    }
+    if (!text_ok(v, max)) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL,
+                             "%s must be a string of 1 to %zu characters without control "
+                             "characters",
+                             name, max);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
 static const char *const sizes[] = {"Small", "Medium", "Large", "Extra Large", NULL};
 
 /* Checks the body; on success fills the text parameters of the INSERT. */
@@ -75,28 +96,8 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
                     char qty[16], char price[32], const char **size)
 {
     json_t *doc = req->json;
-    static const struct {
-        const char *name;
-        size_t max;
-        int idx;
-    } texts[] = {{"flavor", 64, 1}, {"address", 256, 5}, {"user_name", 128, 6}};
-    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        json_t *v = json_object_get(doc, texts[i].name);
-        if (!v) {
-            outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                                 "%s is required (a non-empty string), e.g. " EXAMPLE,
-                                 texts[i].name);
-            return -1;
-        }
-        if (!text_ok(v, texts[i].max)) {
-            outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                                 "%s must be a string of 1 to %zu characters without control "
-                                 "characters",
-                                 texts[i].name, texts[i].max);
-            return -1;
-        }
-        p[texts[i].idx] = json_string_value(v);
-    }
+    if (check_text(req, resp, doc, "flavor", 64, &p[1]))
+        return -1;
     json_t *sz = json_object_get(doc, "size");
     *size = NULL;
     for (int i = 0; json_is_string(sz) && sizes[i]; i++)
@@ -130,6 +131,9 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
     }
     snprintf(price, 32, "%.2f", round(cents) / 100.0);
     p[4] = price;
+    if (check_text(req, resp, doc, "address", 256, &p[5]) ||
+        check_text(req, resp, doc, "user_name", 128, &p[6]))
+        return -1;
     return 0;
 }
 
@@ -146,9 +150,9 @@ static void db_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp, P
 
 /* The order's row, as the event's data and the answer's body. */
 #define ORDER_JSON                                                                                 \
-    "json_build_object('order_id', id, 'flavor', flavor, 'size', size, 'quantity', quantity,"      \
-    " 'price', price, 'address', address, 'user_name', user_name, 'status', status,"               \
-    " 'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+    "row_to_json((SELECT r FROM (SELECT id AS order_id, flavor, size, quantity, price, address,"   \
+    " user_name, status, to_char(created_at AT TIME ZONE 'UTC',"                                   \
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at) r))"
 
 static void create_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
 {
@@ -210,16 +214,17 @@ static void create_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         outbox__http_problem_member(resp, "order_id", id);
         goto done;
     }
-    /* The answer: the order as stored, plus its event id. */
-    json_t *out = json_loads(payload, 0, NULL);
-    if (out)
-        json_object_set_new(out, "event_id", json_string(event_id));
-    char *body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(out);
-    if (body)
-        outbox__http_reply_raw(resp, 201, "application/json", body, strlen(body));
-    else
-        outbox__http_reply_raw(resp, 201, "application/json", payload, strlen(payload));
+    /* The answer: the order as stored (price as PostgreSQL wrote it, not
+     * re-encoded through a double), plus its event id. */
+    size_t pl = strlen(payload);
+    char *body = malloc(pl + 64);
+    if (body && pl > 1 && payload[pl - 1] == '}') {
+        int n =
+            snprintf(body, pl + 64, "%.*s,\"event_id\":\"%s\"}", (int)(pl - 1), payload, event_id);
+        outbox__http_reply_raw(resp, 201, "application/json", body, (size_t)n);
+    } else {
+        outbox__http_reply_raw(resp, 201, "application/json", payload, pl);
+    }
     free(body);
     char loc[64];
     snprintf(loc, sizeof(loc), "/pizza/%s", id);
@@ -254,12 +259,10 @@ static void get_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void *op
     const char *p[1] = {id};
     PGresult *r = PQexecParams(
         c,
-        "SELECT json_build_object('order_id', id, 'flavor', flavor, 'size', size,"
-        " 'quantity', quantity, 'price', price, 'address', address, 'user_name', user_name,"
-        " 'status', status, 'payment_attempts', payment_attempts,"
-        " 'delivery_attempts', delivery_attempts, 'last_error', last_error,"
-        " 'created_at', created_at, 'paid_at', paid_at, 'delivered_at', delivered_at,"
-        " 'completed_at', completed_at)::text FROM pizza_orders WHERE id = $1::uuid",
+        "SELECT row_to_json(r)::text FROM (SELECT id AS order_id, flavor, size, quantity,"
+        " price, address, user_name, status, payment_attempts, delivery_attempts, last_error,"
+        " created_at, paid_at, delivered_at, completed_at FROM pizza_orders"
+        " WHERE id = $1::uuid) r",
         1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         snprintf(err, sizeof(err), "%s", PQresultErrorMessage(r));
