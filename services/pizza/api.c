@@ -35,6 +35,7 @@ static void on_signal(int sig)
 
 typedef struct app_s {
     outbox_dbpool_t *pool;
+    const char *table; /* outbox_table: pizza_order_outbox unless configured */
 } app_t;
 
 static void usage(FILE *fp)
@@ -194,7 +195,7 @@ static void create_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
                          .key = id,
                          .payload = payload,
                          .source = PIZZA_SOURCE,
-                         .table = PIZZA_TABLE};
+                         .table = app->table};
     char event_id[OUTBOX_UUID_STRLEN + 1];
     if (outbox_enqueue(c, &ev, event_id, err, sizeof(err)))
         goto dberr;
@@ -299,12 +300,21 @@ int main(int argc, char **argv)
             printf("pizza-api %s\n", OUTBOX_VERSION_STR);
             return 0;
         }
+    setenv("OUTBOX_TABLE", PIZZA_TABLE, 0); /* the pipeline's table (logged in the config line) */
     outbox_conf_t *conf = outbox_kit_conf_load("pizza-api", argc, argv, usage, NULL, &rc);
     if (!conf)
         return rc;
     outbox_kit_conf_log(conf, "pizza-api", OUTBOX_KIT_SCOPE_DB | OUTBOX_KIT_SCOPE_HTTP);
     outbox_kit_on_stop_signals(on_signal);
     PGconn *db = pizza_connect(conf, "pizza-api", "pizza-api", &g_stop);
+    char err[512];
+    if (db && strcmp(outbox_kit_conf_str(conf, "outbox_table"), PIZZA_TABLE) &&
+        outbox_migrate_table(db, outbox_kit_conf_str(conf, "outbox_table"), NULL, err,
+                             sizeof(err))) {
+        outbox__log(OUTBOX_LOG_ERROR, "pizza-api", "migrate_failed", err, NULL);
+        PQfinish(db);
+        db = NULL;
+    }
     if (!db || pizza_migrate(db, "pizza-api") != 0) {
         PQfinish(db);
         outbox_conf_destroy(conf);
@@ -314,8 +324,8 @@ int main(int argc, char **argv)
     outbox__log(OUTBOX_LOG_INFO, "pizza-api", "db_connected", "Connected to database successfully",
                 NULL);
 
-    char err[512];
-    app_t app = {.pool = outbox__dbpool_new(outbox_kit_conf_database_url(conf),
+    app_t app = {.table = outbox_kit_conf_str(conf, "outbox_table"),
+                 .pool = outbox__dbpool_new(outbox_kit_conf_database_url(conf),
                                             (int)outbox_kit_conf_int(conf, "db_pool_size"),
                                             "pizza-api")};
     outbox_http_opts_t opts = {

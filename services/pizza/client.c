@@ -245,10 +245,18 @@ int main(int argc, char **argv)
     int nfree = (int)opt.c;
     for (int i = 0; i < nfree; i++)
         free_slots[i] = nfree - 1 - i;
-    fprintf(stderr, "pizza-client: sending %s%ld%s orders to %s at %s (seed %u)\n",
-            opt.duration > 0 ? "orders for " : "", opt.duration > 0 ? (long)opt.duration : opt.n,
-            opt.duration > 0 ? " s of" : "", endpoint, opt.rate > 0 ? "a fixed rate" : "full speed",
-            opt.seed);
+    char pace[64] = "full speed";
+    if (opt.rate > 0)
+        snprintf(pace, sizeof(pace), "%.1f orders/s", opt.rate);
+    if (opt.duration > 0)
+        fprintf(stderr,
+                "pizza-client: sending orders for %.0f s to %s at %s, at most %ld in flight "
+                "(seed %u)\n",
+                opt.duration, endpoint, pace, opt.c, opt.seed);
+    else
+        fprintf(stderr,
+                "pizza-client: sending %ld orders to %s at %s, at most %ld in flight (seed %u)\n",
+                opt.n, endpoint, pace, opt.c, opt.seed);
     double t0 = now_s(), last = t0;
     int shown = 0;
     for (;;) {

@@ -167,6 +167,7 @@ int main(int argc, char **argv)
             return 0;
         }
     int rc;
+    setenv("OUTBOX_TABLE", PIZZA_TABLE, 0); /* the pipeline's table (logged in the config line) */
     outbox_conf_t *conf = outbox_kit_conf_load("pizza-consumer", argc, argv, usage, NULL, &rc);
     if (!conf)
         return rc;
