@@ -75,7 +75,7 @@ static const seed_t seeds[] = {
      {{"curl -X POST http://localhost:8080/users \\\n  -H 'Content-Type: application/json' \\\n"
        "  -d '{\"email\": \"user@example.com\", \"password\": \"password123\"}'",
        2,
-       {"code=201", "message=user created successfully", "data.id~present"}}},
+       {"code=201", "message=user created successfully", "data.id~uuid"}}},
      {NULL}},
     {"002",
      "transactions-service",
@@ -85,7 +85,7 @@ static const seed_t seeds[] = {
        "  -d '{\"amount\": 100, \"description\": \"transfer\", \"fromUserId\": \"user-1\", "
        "\"toUserId\": \"user-2\"}'",
        2,
-       {"transactionId~present", "status=PENDING"}},
+       {"transactionId~uuid", "status=PENDING"}},
       {"curl http://localhost:8080/api/v1/transactions/{transactionId}",
        2,
        {"transactionId==prev"}},
