@@ -28,7 +28,9 @@ int main(void)
         big_body[i] = 'x';
     const char *J = "application/json";
     const bad_t cases[] = {
-        {"no body", "POST", "/orders", NULL, NULL, NULL, 400, "body-required"},
+        /* No body at all is seed 001's demo order (see the end); a body of
+         * blanks is a body, and not JSON. */
+        {"blank body", "POST", "/orders", J, NULL, "  ", 400, "malformed-json"},
         {"wrong content type", "POST", "/orders", "text/plain", NULL,
          "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}", 415, "unsupported-media-type"},
         {"form content type", "POST", "/orders", "application/x-www-form-urlencoded", NULL,
@@ -140,6 +142,12 @@ int main(void)
     const char *good = "{\"user_id\":\"u\"," OK_ITEMS ",\"amount\":1}";
     CHECK(http_do("POST", url, "application/json", "after-bad", good, strlen(good), &r) == 201,
           "good after bad: %ld", r.status);
+    /* Seed 001's quick start: no body at all (curl -X POST ... -H
+     * "Idempotency-Key: order-123") is the demo order, user-456 / 1000. */
+    CHECK(http_do("POST", url, NULL, "order-123", NULL, 0, &r) == 201, "no body: %ld %s", r.status,
+          r.body);
+    CHECK(strstr(r.body, "\"user_id\":\"user-456\"") && strstr(r.body, "\"amount\":1000"),
+          "no body is not the demo order: %s", r.body);
     svc_teardown(&s);
     PQfinish(db);
     free(big_body);
