@@ -83,8 +83,7 @@ static void spawn(cars_svc_t *s, char *const extra_env[])
     char *envp[40];
     int k = 0;
     snprintf(env[k], sizeof(env[k]), "DATABASE_URL=%s", s->db), envp[k] = env[k], k++;
-    snprintf(env[k], sizeof(env[k]), "SEARCH_DATABASE_URL=%s", s->search_db), envp[k] = env[k],
-                                                                                k++;
+    snprintf(env[k], sizeof(env[k]), "SEARCH_DATABASE_URL=%s", s->search_db), envp[k] = env[k], k++;
     snprintf(env[k], sizeof(env[k]), "REDIS_ADDR=%s", s->redis_addr), envp[k] = env[k], k++;
     snprintf(env[k], sizeof(env[k]), "PORT=%d", s->port), envp[k] = env[k], k++;
     snprintf(env[k], sizeof(env[k]), "OUTBOX_METRICS_ADDR=off"), envp[k] = env[k], k++;

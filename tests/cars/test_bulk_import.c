@@ -1,2 +1,5 @@
 #include "cars_testlib.h"
-int main(void) { tu_skip("not written yet"); }
+int main(void)
+{
+    tu_skip("not written yet");
+}

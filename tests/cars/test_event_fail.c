@@ -68,8 +68,9 @@ int main(void)
     const char *upd = "{\"make\":\"FailMotors\",\"price\":1}";
     http_do("PUT", url, "application/json", NULL, upd, strlen(upd), &r);
     expect_event_failed(&r, "update");
-    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200 && strstr(r.body, "\"make\":\"Ford\"") &&
-              strstr(r.body, "\"price\":3500000") && strstr(r.body, "\"version\":1"),
+    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200 &&
+              strstr(r.body, "\"make\":\"Ford\"") && strstr(r.body, "\"price\":3500000") &&
+              strstr(r.body, "\"version\":1"),
           "car changed although its update event failed: %s", r.body);
 
     /* Delete while the car's events are refused: 500; the car stays. */
@@ -77,8 +78,9 @@ int main(void)
     PQclear(tu_exec(db, sql));
     http_do("DELETE", url, NULL, NULL, NULL, 0, &r);
     expect_event_failed(&r, "delete");
-    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200, "car gone although its delete "
-                                                                "event failed: %ld",
+    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200,
+          "car gone although its delete "
+          "event failed: %ld",
           r.status);
     CHECK(cars_search_total(&s, "mustang", &r) == 1, "car left the index");
     PQclear(tu_exec(db, "DELETE FROM inject_fail"));

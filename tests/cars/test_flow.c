@@ -18,8 +18,8 @@ static long long wait_first(const cars_svc_t *s, const char *q, const char *name
     while (tu_now_ms() < end) {
         if (cars_search_total(s, q, &r) >= 1) {
             json_t *o = json_loads(r.body, 0, NULL);
-            v = json_integer_value(json_object_get(json_array_get(json_object_get(o, "cars"), 0),
-                                                   name));
+            v = json_integer_value(
+                json_object_get(json_array_get(json_object_get(o, "cars"), 0), name));
             json_decref(o);
             if (v == want)
                 break;
@@ -49,11 +49,10 @@ int main(void)
     CHECK(cars_register(&s, cars_body(vin, "Honda", "Accord", 2003, 1250000), id, &r) == 201,
           "register: %ld %s", r.status, r.body);
     CHECK(outbox_uuid_valid(id), "register body: %s", r.body);
-    CHECK(strstr(r.body, "\"version\":1") && strstr(r.body, "\"event_id\":\""), "body: %s",
-          r.body);
+    CHECK(strstr(r.body, "\"version\":1") && strstr(r.body, "\"event_id\":\""), "body: %s", r.body);
     snprintf(url, sizeof(url), "%s/cars/%s", s.url, id);
-    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200 && strstr(r.body, vin),
-          "GET: %ld %s", r.status, r.body);
+    CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200 && strstr(r.body, vin), "GET: %ld %s",
+          r.status, r.body);
 
     /* Its event reached the stream (published after its commit). */
     redisContext *rc = tu_redis_connect("127.0.0.1", s.redis_port);
@@ -82,8 +81,9 @@ int main(void)
              gvin);
     PQclear(tu_exec(db, sql));
     tu_sleep_ms(1500);
-    CHECK(cars_search_total(&s, "ghostmake", &r) == 0, "search found a car written without an "
-                                                       "event: %s",
+    CHECK(cars_search_total(&s, "ghostmake", &r) == 0,
+          "search found a car written without an "
+          "event: %s",
           r.body);
 
     /* Price change: the index follows, version 2. */
@@ -103,8 +103,7 @@ int main(void)
     CHECK(tu_query_ll(db, "SELECT version FROM cars WHERE make = 'Acura'") == 3, "primary version");
 
     /* Delete: no longer found; a tombstone with the delete's version. */
-    CHECK(http_do("DELETE", url, NULL, NULL, NULL, 0, &r) == 200 &&
-              strstr(r.body, "\"version\":4"),
+    CHECK(http_do("DELETE", url, NULL, NULL, NULL, 0, &r) == 200 && strstr(r.body, "\"version\":4"),
           "DELETE: %ld %s", r.status, r.body);
     CHECK(cars_wait_total(&s, "acura", 0, 10000) == 0, "deleted car still found");
     CHECK(cars_wait_total(&s, vin, 0, 1000) == 0, "deleted car still found by vin");

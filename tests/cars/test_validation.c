@@ -13,8 +13,8 @@ static void expect(const cars_svc_t *s, const char *method, const char *path, co
     http_resp_t r;
     snprintf(url, sizeof(url), "%s%s", s->url, path);
     http_do(method, url, ctype, NULL, body, body ? strlen(body) : 0, &r);
-    CHECK(r.status == status, "%s %s %s: status %ld, want %ld: %s", method, path,
-          body ? body : "", r.status, status, r.body);
+    CHECK(r.status == status, "%s %s %s: status %ld, want %ld: %s", method, path, body ? body : "",
+          r.status, status, r.body);
     CHECK(strstr(r.content_type, "application/problem+json"), "%s %s: content type %s", method,
           path, r.content_type);
     CHECK(!needle || strstr(r.body, needle), "%s %s %s: \"%s\" not in %s", method, path,
@@ -34,8 +34,8 @@ int main(void)
     /* VIN */
     expect(&s, "POST", "/cars", J, cars_body("1HGCM82633A00435", "Honda", "Accord", 2003, 1), 400,
            "exactly 17 characters");
-    expect(&s, "POST", "/cars", J, cars_body("1HGCM82633A0043521", "Honda", "Accord", 2003, 1),
-           400, "exactly 17 characters");
+    expect(&s, "POST", "/cars", J, cars_body("1HGCM82633A0043521", "Honda", "Accord", 2003, 1), 400,
+           "exactly 17 characters");
     expect(&s, "POST", "/cars", J, cars_body("1HGCM82633A00I352", "Honda", "Accord", 2003, 1), 400,
            "except I, O and Q");
     expect(&s, "POST", "/cars", J, cars_body("1HGCM82633A00O352", "Honda", "Accord", 2003, 1), 400,
@@ -127,7 +127,8 @@ int main(void)
           "second car: %ld %s", r.status, r.body);
     snprintf(b, sizeof(b), "{\"vin\":\"%s\"}", other);
     expect(&s, "PUT", path, J, b, 409, "already registered");
-    CHECK(tu_query_ll(db, "SELECT max(version) FROM cars") == 1, "a refused update bumped a version");
+    CHECK(tu_query_ll(db, "SELECT max(version) FROM cars") == 1,
+          "a refused update bumped a version");
 
     /* search */
     expect(&s, "GET", "/cars/search", NULL, NULL, 400, "q is required");
