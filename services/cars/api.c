@@ -221,7 +221,8 @@ static void create_car(outbox_http_req_t *req, outbox_http_resp_t *resp, void *o
     snprintf(loc, sizeof(loc), "/cars/%s", id);
     outbox__http_add_header(resp, "Location", loc);
     outbox__log(OUTBOX_LOG_INFO, "cars", "car_registered", "car registered", "car_id", id, "vin",
-                car.vin, "event_id", event_id, "price", price, NULL);
+                car.vin, "make", car.make, "model", car.model, "event_id", event_id, "price", price,
+                NULL);
     goto done;
 dberr:
     db_problem(req, resp, c, "registering the car", err);
