@@ -56,6 +56,7 @@ typedef struct worker_s {
     pthread_t thread;
     int started;
     int warned_schema;
+    int purger; /* the first thread also purges old inbox records */
     volatile int *stop;
 } worker_t;
 
@@ -234,6 +235,35 @@ out:
     return rc;
 }
 
+/*
+ * Inbox records older than inbox_retention are deleted now and then (every
+ * maintenance_interval) by the first thread: the relay purges the primary
+ * database's inbox, nobody else this one. Safe: a duplicate arriving after
+ * its record is gone is still stale for the version gate. (The kit has no
+ * inbox purge call yet; this is the library's outbox_inbox table.)
+ */
+static void purge_inbox(worker_t *w, int64_t *next_ms)
+{
+    int64_t now = outbox_kit_now_ms(), keep = outbox_kit_conf_ms(w->conf, "inbox_retention");
+    if (!w->purger || keep <= 0 || now < *next_ms)
+        return;
+    *next_ms = now + outbox_kit_conf_ms(w->conf, "maintenance_interval");
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)keep);
+    const char *p[2] = {ms, CARS_SEARCH_GROUP};
+    PGresult *r = PQexecParams(w->conn,
+                               "DELETE FROM outbox_inbox WHERE consumer = $2 AND processed_at <"
+                               " now() - $1::bigint * interval '1 millisecond'",
+                               2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        outbox__log(OUTBOX_LOG_WARN, CARS_SEARCH_GROUP, "purge_failed", PQresultErrorMessage(r),
+                    NULL);
+    else if (atoll(PQcmdTuples(r)) > 0)
+        outbox__log(OUTBOX_LOG_INFO, CARS_SEARCH_GROUP, "inbox_purged",
+                    "purged expired inbox records", "count", PQcmdTuples(r), NULL);
+    PQclear(r);
+}
+
 static void *run(void *arg)
 {
     worker_t *w = arg;
@@ -245,11 +275,13 @@ static void *run(void *arg)
         outbox__log(OUTBOX_LOG_ERROR, CARS_SEARCH_GROUP, "consumer_failed", err, NULL);
         return NULL;
     }
+    int64_t next_purge = 0;
     while (!*w->stop) {
         if (session(w) != 0) {
             outbox_kit_sleep_ms(1000, w->stop);
             continue;
         }
+        purge_inbox(w, &next_purge);
         if (outbox_consumer_poll(c, 500, on_event, w) == OUTBOX_ERR_BROKER)
             outbox_kit_sleep_ms(200, w->stop);
     }
@@ -292,6 +324,7 @@ cars_projection_t *cars_projection_start(const outbox_conf_t *conf, const char *
         w->conf = p->conf;
         w->search_url = p->search_url;
         w->stop = &p->stop;
+        w->purger = k == 0;
         snprintf(w->source, sizeof(w->source), "%s", source);
         snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", CARS_SEARCH_GROUP, host,
                  (int)getpid(), k + 1);

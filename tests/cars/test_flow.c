@@ -63,6 +63,23 @@ int main(void)
         freeReplyObject(x);
     }
     CHECK(n == 1, "stream cars has %lld entries, want 1", n);
+    redisReply *x = redisCommand(rc, "XRANGE cars - +");
+    CHECK(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1, "XRANGE cars");
+    redisReply *fields = x->element[0]->element[1];
+    json_t *doc = NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2)
+        if (!strcmp(fields->element[i]->str, "event"))
+            doc = json_loads(fields->element[i + 1]->str, 0, NULL);
+    json_t *data = json_object_get(doc, "data");
+    CHECK(doc && !strcmp(json_string_value(json_object_get(doc, "type")), "CarCreated") &&
+              !strcmp(json_string_value(json_object_get(doc, "subject")), id) &&
+              json_integer_value(json_object_get(data, "version")) == 1 &&
+              json_integer_value(json_object_get(data, "schema_version")) == 1 &&
+              !strcmp(json_string_value(json_object_get(data, "vin")), vin),
+          "the published event is not the car's CarCreated, version 1, schema 1: %s",
+          fields->elements >= 8 ? fields->element[7]->str : "?");
+    json_decref(doc);
+    freeReplyObject(x);
 
     /* Searchable from the index; the index row has version 1. */
     CHECK(cars_wait_total(&s, "honda accord", 1, 10000) == 1, "search honda accord: %s", r.body);

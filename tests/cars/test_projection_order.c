@@ -1,6 +1,7 @@
 /* The search projection converges whatever the broker does: events fed
  * straight into the cars stream arrive twice (same event id) and out of
- * order (versions 3, 1, 2 ...), on two consumer threads. The index ends at
+ * order (versions 3, 1, 2 ...), on two consumer threads; the inbox records
+ * of the search database expire. The index ends at
  * each car's newest version; a delete leaves a tombstone that older events
  * arriving later do not bring back; a duplicate is skipped by the inbox.
  * Last, an event without a version is refused as poison (OUTBOX_ERR_REJECTED:
@@ -50,7 +51,8 @@ static void xadd(redisContext *rc, const ev_t *e)
 int main(void)
 {
     cars_svc_t s;
-    char *env[] = {"OUTBOX_CONSUMER_THREADS=2", NULL};
+    char *env[] = {"OUTBOX_CONSUMER_THREADS=2", "OUTBOX_INBOX_RETENTION=3s",
+                   "OUTBOX_MAINTENANCE_INTERVAL=500ms", NULL};
     cars_start(&s, "cars_projection_order", env);
     PGconn *sdb = tu_connect(s.search_db);
     redisContext *rc = tu_redis_connect("127.0.0.1", s.redis_port);
@@ -116,6 +118,11 @@ int main(void)
     CHECK(tu_query_ll(sdb, "SELECT price FROM car_search WHERE car_id = '" A "'") == 300,
           "a late update overwrote car A");
     CHECK(cars_search_total(&s, "zombie", &r) == 0, "deleted car B came back: %s", r.body);
+
+    /* Inbox records expire (inbox_retention) in the search database too. */
+    CHECK(wait_ll(sdb, "SELECT count(*) FROM outbox_inbox", 0, 20000) == 0,
+          "the search database's inbox records were not purged");
+    CHECK(count_in_file(s.log, "inbox_purged") >= 1, "no inbox_purged line");
 
     /* A poison event is refused with a reason, and changes nothing. */
     xadd(rc, &px);
