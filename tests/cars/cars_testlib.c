@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,6 +78,20 @@ long long cars_wait_total(const cars_svc_t *s, const char *q, long long want, in
     }
 }
 
+/* The processes of the running test: a failed CHECK exits at once, and
+ * must not leave a cars-service or redis-server behind (a leftover relay
+ * would join the next run's database). */
+static pid_t g_children[2];
+
+static void kill_children(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (g_children[i] > 0) {
+            kill(g_children[i], SIGKILL);
+            tu_wait(g_children[i], 5000);
+        }
+}
+
 static void spawn(cars_svc_t *s, char *const extra_env[])
 {
     static char env[32][1200];
@@ -94,6 +109,7 @@ static void spawn(cars_svc_t *s, char *const extra_env[])
     envp[k] = NULL;
     char *argv[] = {(char *)tu_bin("cars-service"), NULL};
     s->pid = tu_spawn(argv, envp, s->log);
+    g_children[0] = s->pid;
     char url[128];
     snprintf(url, sizeof(url), "%s/readyz", s->url);
     http_resp_t r;
@@ -119,6 +135,8 @@ void cars_start(cars_svc_t *s, const char *name, char *const extra_env[])
     curl_global_init(CURL_GLOBAL_DEFAULT);
     s->redis_port = tu_free_port();
     s->redis_pid = tu_redis_server_start(s->redis_port);
+    g_children[1] = s->redis_pid;
+    atexit(kill_children);
     snprintf(s->redis_addr, sizeof(s->redis_addr), "127.0.0.1:%d", s->redis_port);
     s->port = tu_free_port();
     snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", s->port);
@@ -137,9 +155,11 @@ void cars_teardown(cars_svc_t *s)
             tu_wait(s->pid, 5000);
         }
         s->pid = 0;
+        g_children[0] = 0;
         CHECK(rc == 0, "cars-service did not stop cleanly on SIGTERM (status %d); see %s", rc,
               s->log);
     }
     tu_stop(s->redis_pid);
     s->redis_pid = 0;
+    g_children[1] = 0;
 }
