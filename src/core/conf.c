@@ -167,6 +167,10 @@ static const outbox_conf_prop_t props[] = {
      "threads per consumer group in a service process (each its own broker and database session)"},
     {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "messages read per consumer poll"},
+    {"search_database_url", OUTBOX_CT_STR, "", "SEARCH_DATABASE_URL", 0, 0, 2, NULL,
+     OUTBOX_SCOPE_SERVICE,
+     "cars: PostgreSQL conninfo or URI of the search database the projection writes and "
+     "GET /cars/search reads (empty = the primary database's server, database <name>_search)"},
     {"nats_stream_create", OUTBOX_CT_BOOL, "true", "OUTBOX_NATS_STREAM_CREATE", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: create the JetStream stream <TOPIC> (subjects <topic>.>) when no stream captures them"},

@@ -223,6 +223,12 @@ const char *outbox__http_param(const outbox_http_req_t *req, const char *name)
     return NULL;
 }
 
+const char *outbox__http_query(const outbox_http_req_t *req, const char *name)
+{
+    const conn_ctx_t *ctx = req->internal;
+    return MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
 const char *outbox__http_header(const outbox_http_req_t *req, const char *name)
 {
     const conn_ctx_t *ctx = req->internal;

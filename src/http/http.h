@@ -91,6 +91,9 @@ void outbox__http_stop(outbox_http_t *h, int64_t timeout_ms);
 
 /** Value of path parameter name, or NULL. */
 const char *outbox__http_param(const outbox_http_req_t *req, const char *name);
+/** Value of query-string argument name ("/cars/search?q=red" -> "red"),
+ *  percent-decoded, or NULL when absent. Valid during the handler call. */
+const char *outbox__http_query(const outbox_http_req_t *req, const char *name);
 /** Value of request header name (case-insensitive), or NULL. The C string
  *  ends at the value's first NUL byte: where a cut value would be wrong
  *  (keys, tokens, signatures) use outbox__http_header_n. */
