@@ -12,8 +12,11 @@
  *   watch    plain-SQL producers; relay notify=false, poll_min_interval=1ms:
  *            its watcher looks at the newest due events while they keep
  *            coming and wakes the workers that own them.
- *   notify   outbox_enqueue (INSERT ... RETURNING pg_notify); relay
- *            notify=true: every commit sends the hint the relay LISTENs for.
+ *   watch_enqueue  the same with producers calling outbox_enqueue (no hint:
+ *            its default);
+ *   notify   outbox_enqueue with wakeup_hint = 1 (INSERT ... RETURNING
+ *            pg_notify); relay notify=true, watcher off: every commit sends
+ *            the hint the relay LISTENs for.
  *
  * two measurements:
  *
@@ -32,7 +35,7 @@
  * event written.
  *
  * Usage: bench_latency [rate] [secs] [producers] [cap_secs] [techniques]
- *        (defaults 1000 10 32 5 poll,watch,notify)
+ *        (defaults 1000 10 32 5 poll,watch,watch_enqueue,notify)
  * BENCH_TSV, if set, gets one tab-separated line per technique appended. */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -57,7 +60,8 @@ static int g_port;
 
 /* One measurement. */
 static struct {
-    int enqueue;    /* outbox_enqueue (hint) instead of plain SQL */
+    int enqueue;    /* outbox_enqueue instead of plain SQL */
+    int hint;       /* ... with the wake-up hint */
     int paced;      /* latency run: follow the schedule; else as fast as possible */
     long total;     /* paced: events to write */
     double rate;    /* paced: events/s */
@@ -111,8 +115,12 @@ static void *producer(void *arg)
         snprintf(payload, sizeof(payload), "{\"n\":%ld}", n);
         PQclear(tu_exec(c, "BEGIN"));
         if (g.enqueue) {
-            outbox_event_t ev = {
-                .id = id, .topic = TOPIC, .type = "T", .key = key, .payload = payload};
+            outbox_event_t ev = {.id = id,
+                                 .topic = TOPIC,
+                                 .type = "T",
+                                 .key = key,
+                                 .payload = payload,
+                                 .wakeup_hint = g.hint};
             CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
         } else {
             const char *p[3] = {id, key, payload};
@@ -184,7 +192,7 @@ static outbox_relay_t *relay(const char *technique)
     tu_conf_set(conf, "metrics_addr", "off");
     tu_conf_set(conf, "log_level", "warn");
     tu_conf_set(conf, "notify", strcmp(technique, "notify") ? "false" : "true");
-    tu_conf_set(conf, "poll_min_interval", strcmp(technique, "watch") ? "0" : "1ms");
+    tu_conf_set(conf, "poll_min_interval", strncmp(technique, "watch", 5) ? "0" : "1ms");
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r && outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     return r;
@@ -248,7 +256,7 @@ int main(int argc, char **argv)
     double secs = argc > 2 ? atof(argv[2]) : 10;
     int nprod = argc > 3 ? atoi(argv[3]) : 32;
     double cap_secs = argc > 4 ? atof(argv[4]) : 5;
-    const char *list = argc > 5 ? argv[5] : "poll,watch,notify";
+    const char *list = argc > 5 ? argv[5] : "poll,watch,watch_enqueue,notify";
     CHECK(rate > 0 && secs > 0 && nprod > 0 && nprod <= MAX_PRODUCERS && cap_secs > 0,
           "usage: bench_latency [rate] [secs] [producers 1..%d] [cap_secs] [techniques]",
           MAX_PRODUCERS);
@@ -285,14 +293,16 @@ int main(int argc, char **argv)
     char techs[128];
     snprintf(techs, sizeof(techs), "%s", list);
     for (char *save = NULL, *t = strtok_r(techs, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        CHECK(!strcmp(t, "poll") || !strcmp(t, "watch") || !strcmp(t, "notify"),
-              "unknown technique %s (poll, watch, notify)", t);
+        CHECK(!strcmp(t, "poll") || !strcmp(t, "watch") || !strcmp(t, "notify") ||
+                  !strcmp(t, "watch_enqueue"),
+              "unknown technique %s (poll, watch, watch_enqueue, notify)", t);
         PQclear(tu_exec(c, "TRUNCATE outbox"));
         redisContext *rc = tu_redis_connect(g_host, g_port);
         freeReplyObject(redisCommand(rc, "DEL %s", TOPIC));
         outbox_relay_t *r = relay(t);
         tu_sleep_ms(2500); /* lanes settled, relay idle */
-        g.enqueue = !strcmp(t, "notify");
+        g.enqueue = !strcmp(t, "notify") || !strcmp(t, "watch_enqueue");
+        g.hint = !strcmp(t, "notify");
 
         /* latency at the steady rate */
         memset(g.commit, 0, sizeof(double) * (size_t)g.total);
@@ -367,8 +377,10 @@ int main(int argc, char **argv)
         if (base_tps > 0)
             snprintf(ratio, sizeof(ratio), "%.2fx", tps / base_tps);
         printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f | %s |\n", t,
-               g.enqueue ? "outbox_enqueue (with hint)" : "plain SQL INSERT", p50, p99, max,
-               warm_max, tps, ratio);
+               g.hint      ? "outbox_enqueue, with the hint"
+               : g.enqueue ? "outbox_enqueue, no hint"
+                           : "plain SQL INSERT",
+               p50, p99, max, warm_max, tps, ratio);
         fflush(stdout);
         if (tsv)
             fprintf(tsv,

@@ -3,17 +3,19 @@
  * OUTBOX_TEST_REDIS). (The drain measurements that used to live here are in
  * bench_drain.)
  *
- * One event committed every INTERVAL ms (outbox_enqueue, which sends the
- * wake-up hint); latency from COMMIT returning until this program sees the
- * entry in the Redis stream (XLEN polled every 0.1 ms). Three phases, one
- * after the other:
+ * One event committed every INTERVAL ms (outbox_enqueue); latency from
+ * COMMIT returning until this program sees the entry in the Redis stream
+ * (XLEN polled every 0.1 ms). Four phases, one after the other:
  *
  *   floor        the least any relay can do: a thread of this program that
  *                LISTENs for the hint, then runs DELETE ... SKIP LOCKED
  *                RETURNING, XADDs each row and commits (no envelope, no
- *                lanes, no retries);
- *   NOTIFY hint  outbox_relay with its defaults (notify on);
- *   poll only    outbox_relay with notify=false: the poll interval decides.
+ *                lanes, no retries); events sent with the hint;
+ *   NOTIFY hint  outbox_relay with notify=true (watcher off), events sent
+ *                with the hint (wakeup_hint = 1);
+ *   watcher      outbox_relay with its defaults (notify=false, the watcher
+ *                at poll_min_interval), events sent without the hint;
+ *   poll only    notify=false, watcher off: the poll interval decides.
  *
  * Usage: bench_wakeup [events] [interval_ms]   (defaults 50 100)
  * BENCH_TSV, if set, gets one tab-separated line per phase appended. */
@@ -44,7 +46,10 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static outbox_relay_t *relay(int notify)
+static int g_hint; /* outbox_enqueue sends the hint */
+
+/* phase 1: NOTIFY hint; 2: the watcher (the defaults); 3: poll only. */
+static outbox_relay_t *relay(int phase)
 {
     char err[512], sink[128];
     outbox_conf_t *conf = outbox_conf_new();
@@ -53,7 +58,9 @@ static outbox_relay_t *relay(int notify)
     tu_conf_set(conf, "sink", sink);
     tu_conf_set(conf, "metrics_addr", "off");
     tu_conf_set(conf, "log_level", "warn");
-    tu_conf_set(conf, "notify", notify ? "true" : "false");
+    tu_conf_set(conf, "notify", phase == 1 ? "true" : "false");
+    if (phase != 2)
+        tu_conf_set(conf, "poll_min_interval", "0");
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r && outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     return r;
@@ -111,7 +118,8 @@ static void measure(PGconn *c, redisContext *rc, const char *topic, int n, int i
     freeReplyObject(redisCommand(rc, "DEL %s", topic));
     for (int i = 0; i < n; i++) {
         PQclear(tu_exec(c, "BEGIN"));
-        outbox_event_t ev = {.topic = topic, .type = "T", .key = "k", .payload = "{}"};
+        outbox_event_t ev = {
+            .topic = topic, .type = "T", .key = "k", .payload = "{}", .wakeup_hint = g_hint};
         CHECK(outbox_enqueue(c, &ev, NULL, err, sizeof(err)) == OUTBOX_OK, "%s", err);
         PQclear(tu_exec(c, "COMMIT"));
         double committed = now_ms(), deadline = committed + 30000;
@@ -165,8 +173,9 @@ int main(int argc, char **argv)
            workers, n, interval);
     static double lat[MAX_EVENTS];
     double floor_p50 = 0;
-    const char *phases[] = {"floor", "notify", "poll"};
-    for (int p = 0; p < 3; p++) {
+    const char *phases[] = {"floor", "notify", "watch", "poll"};
+    for (int p = 0; p < 4; p++) {
+        g_hint = p <= 1;
         pthread_t th;
         outbox_relay_t *r = NULL;
         if (p == 0) {
@@ -174,7 +183,7 @@ int main(int argc, char **argv)
             CHECK(pthread_create(&th, NULL, floor_relay, NULL) == 0, "pthread_create");
             tu_sleep_ms(500);
         } else {
-            r = relay(p == 1);
+            r = relay(p);
             tu_sleep_ms(2500); /* lanes settled, relay idle */
         }
         measure(c, rc, p == 0 ? "wake_floor" : "wake", n, interval, lat);
@@ -192,6 +201,8 @@ int main(int argc, char **argv)
             snprintf(label, sizeof(label), "floor: LISTEN, DELETE ... RETURNING, XADD");
         else if (p == 1)
             snprintf(label, sizeof(label), "relay, NOTIFY hint");
+        else if (p == 2)
+            snprintf(label, sizeof(label), "relay, watcher (defaults, no hint)");
         else
             snprintf(label, sizeof(label), "relay, poll only (poll_interval %s)", poll_iv);
         printf("| %s | %.1f | %.1f | %.1f | %.1fx |\n", label, p50, p95, max, p50 / floor_p50);

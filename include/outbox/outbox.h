@@ -75,6 +75,12 @@ typedef struct outbox_event_s {
                                   outbox_migrate_table); default "outbox" */
     int priority;            /**< optional: higher is claimed first across keys (within a
                                   key, order stays commit order); default 0 */
+    int wakeup_hint;         /**< optional: 1 also sends pg_notify('<table>_wakeup'), for
+                                  relays run with notify=true; 0 (default) sends it only when
+                                  OUTBOX_NOTIFY=true is in the process environment. Without
+                                  it a relay's watcher (poll_min_interval, on by default)
+                                  sees the event within milliseconds, and the hint costs
+                                  producers' commit throughput (NOTIFY serialises commits) */
 } outbox_event_t;
 
 /**

@@ -44,7 +44,7 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_RELAY,
      "longest idle wait between claims (a wake-up hint ends it sooner); alias "
      "OUTBOX_WORKER_INTERVAL"},
-    {"poll_min_interval", OUTBOX_CT_DURATION, "0", "OUTBOX_POLL_MIN_INTERVAL", 0, MS_H, 0, NULL,
+    {"poll_min_interval", OUTBOX_CT_DURATION, "1ms", "OUTBOX_POLL_MIN_INTERVAL", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY,
      "low latency for producers that send no wake-up hint (plain SQL): a watcher thread looks "
      "at the newest due events this often while new ones keep coming, backing off (doubling) to "
@@ -56,8 +56,11 @@ static const outbox_conf_prop_t props[] = {
      "the relay's commits do not wait (synchronous_commit=off for its sessions only), and an "
      "acknowledgement lost in a PostgreSQL crash only means its events are published again "
      "(at least once; consumers' inbox drops the duplicates). Producers' commits are unaffected"},
-    {"notify", OUTBOX_CT_BOOL, "true", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
-     "relay LISTENs for the wake-up hint that outbox_enqueue sends with pg_notify"},
+    {"notify", OUTBOX_CT_BOOL, "false", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
+     "the relay LISTENs for the wake-up hint (pg_notify('<table>_wakeup')); in a producer "
+     "process, OUTBOX_NOTIFY=true makes outbox_enqueue send it. Off by default: the watcher "
+     "(poll_min_interval) gives millisecond latency without it, and the hint costs producers' "
+     "commit throughput (NOTIFY serialises commits)"},
     {"publish_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_PUBLISH_TIMEOUT", 10, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY | OUTBOX_SCOPE_SINK,
      "longest wait for broker confirmation of a batch; also bounds each relay transaction"},

@@ -146,9 +146,9 @@ outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key
             "idempotency check needs an open transaction (the key commits with the work)");
     const char *params[2] = {scope, key};
     /* Never wait: a request holding the key's lock is still in flight. */
-    PGresult *r = PQexecParams(
-        conn, "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))", 2, NULL,
-        params, NULL, NULL, 0);
+    PGresult *r = outbox__pg_exec_prepared(
+        conn, "outbox_idem_lock",
+        "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))", 2, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         outbox_err_t e = db_err(conn, r, errstr, errstr_size, "idempotency lock");
         PQclear(r);
@@ -160,10 +160,11 @@ outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key
         out->state = OUTBOX_IDEM_IN_FLIGHT;
         return OUTBOX_OK;
     }
-    r = PQexecParams(conn,
-                     "SELECT fingerprint, status, content_type, body FROM outbox_http_idempotency"
-                     " WHERE scope = $1 AND key = $2 AND expires_at > now()",
-                     2, NULL, params, NULL, NULL, 0);
+    r = outbox__pg_exec_prepared(
+        conn, "outbox_idem_lookup",
+        "SELECT fingerprint, status, content_type, body FROM outbox_http_idempotency"
+        " WHERE scope = $1 AND key = $2 AND expires_at > now()",
+        2, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         outbox_err_t e = db_err(conn, r, errstr, errstr_size, "idempotency lookup");
         PQclear(r);
@@ -199,8 +200,8 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
     snprintf(ret, sizeof(ret), "%lld", (long long)retention_ms);
     const char *params[7] = {scope, key, fingerprint, st, content_type, body, ret};
     /* An expired record of the same key may still be there: replace it. */
-    PGresult *r = PQexecParams(
-        conn,
+    PGresult *r = outbox__pg_exec_prepared(
+        conn, "outbox_idem_finish",
         "INSERT INTO outbox_http_idempotency AS k (scope, key, fingerprint, status, content_type, "
         "body, expires_at)"
         " VALUES ($1, $2, $3, $4::int, $5, $6, now() + $7::bigint * interval '1 millisecond')"
@@ -209,7 +210,7 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
         "   content_type = EXCLUDED.content_type, body = EXCLUDED.body, created_at = now(),"
         "   expires_at = EXCLUDED.expires_at"
         " WHERE k.expires_at <= now()",
-        7, NULL, params, NULL, NULL, 0);
+        7, params);
     outbox_err_t err = OUTBOX_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         err = db_err(conn, r, errstr, errstr_size, "storing idempotency key");

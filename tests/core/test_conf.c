@@ -15,7 +15,8 @@ int main(void)
     CHECK(c, "conf_new");
     CHECK(outbox__conf_int(c, "workers") == 5, "default workers");
     CHECK(outbox__conf_ms(c, "poll_interval") == 1000, "default poll interval");
-    CHECK(outbox__conf_bool(c, "notify") == 1, "default notify");
+    CHECK(outbox__conf_bool(c, "notify") == 0, "default notify");
+    CHECK(outbox__conf_ms(c, "poll_min_interval") == 1, "default poll_min_interval (watcher on)");
 
     /* set: validation with a message naming the property */
     CHECK(outbox_conf_set(c, "workers", "12", err, sizeof(err)) == OUTBOX_OK, "%s", err);
@@ -67,6 +68,7 @@ int main(void)
     char *argv[] = {"prog",        "--workers", "3",   "--batch-size=50",
                     "--no-notify", "status",    "--x", NULL};
     int argi, help;
+    CHECK(outbox_conf_set(c, "notify", "on", err, sizeof(err)) == OUTBOX_OK, "%s", err);
     CHECK(outbox__conf_parse_args(c, 7, argv, &argi, &help, err, sizeof(err)) == OUTBOX_OK, "%s",
           err);
     CHECK(argi == 5 && !help, "argi=%d", argi);

@@ -2,12 +2,79 @@
  * Every statement with values is parameterised. */
 #include "store/pg/pg.h"
 
+#include <libpq-events.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/util.h"
 #include "store/store.h"
+
+/* ------------------------------------------------------------------------ */
+/* Prepared statements of the producer and consumer entry points             */
+
+#define PREP_MAX 64
+typedef struct prep_set_s {
+    int n;
+    uint64_t names[PREP_MAX]; /* hashes of the names prepared on this session */
+} prep_set_t;
+
+static int prep_evproc(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNRESET) { /* a new session: nothing is prepared on it */
+        prep_set_t *p = PQinstanceData(((PGEventConnReset *)info)->conn, prep_evproc);
+        if (p)
+            p->n = 0;
+    } else if (id == PGEVT_CONNDESTROY) {
+        free(PQinstanceData(((PGEventConnDestroy *)info)->conn, prep_evproc));
+    }
+    return 1;
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
+                                   const char *const *params)
+{
+    prep_set_t *p = PQinstanceData(conn, prep_evproc);
+    if (!p && (p = calloc(1, sizeof(*p))) != NULL) {
+        if (!PQregisterEventProc(conn, prep_evproc, "outbox", NULL) ||
+            !PQsetInstanceData(conn, prep_evproc, p)) {
+            free(p); /* registered twice or refused: run unnamed */
+            p = NULL;
+        }
+    }
+    if (!p)
+        return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    uint64_t h = name_hash(name);
+    int have = 0;
+    for (int i = 0; i < p->n && !have; i++)
+        have = p->names[i] == h;
+    if (!have) {
+        if (p->n == PREP_MAX)
+            return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+        PGresult *r = PQprepare(conn, name, sql, n, NULL);
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !(state && !strcmp(state, "42P05")))
+            return r; /* e.g. the transaction is aborted: the caller reports it */
+        PQclear(r);
+        p->names[p->n++] = h;
+    }
+    PGresult *r = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && !strcmp(state, "26000"))
+        p->n = 0; /* the session lost them (DISCARD ALL): prepare again next time */
+    return r;
+}
 
 outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
                             const char *what)
@@ -171,6 +238,24 @@ static int valid_text(const char *s, size_t max)
     return s && *s && strlen(s) <= max;
 }
 
+/* OUTBOX_NOTIFY=true in the environment (what makes a relay LISTEN) makes
+ * every outbox_enqueue of the process send the hint; read once. */
+static int g_env_notify;
+static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
+
+static void read_env_notify(void)
+{
+    const char *v = getenv("OUTBOX_NOTIFY");
+    g_env_notify = v && (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") ||
+                         !strcasecmp(v, "on"));
+}
+
+static int env_notify(void)
+{
+    pthread_once(&g_env_once, read_env_notify);
+    return g_env_notify;
+}
+
 outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out, char *errstr,
                             size_t errstr_size)
 {
@@ -208,6 +293,7 @@ outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
                            "event priority %d is out of range", ev->priority);
 
+    int hint = ev->wakeup_hint || env_notify();
     char id[OUTBOX_UUID_STRLEN + 1], prio[16], sql[512];
     if (ev->id)
         snprintf(id, sizeof(id), "%s", ev->id);
@@ -223,17 +309,20 @@ outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out
                              ev->traceparent,
                              ev->source && *ev->source ? ev->source : "/outbox",
                              prio};
-    /* One round trip: insert, and the wake-up hint for idle relays. The
-     * table name was checked above ([a-z0-9_]), so quoting it is enough. */
-    snprintf(
-        sql, sizeof(sql),
-        "INSERT INTO \"%s\" (id, topic, type, key, payload, headers, traceparent, source, priority)"
-        " VALUES ($1::uuid, $2, $3, $4, $5::json, $6::jsonb, $7, $8, $9::smallint)"
-        " RETURNING pg_notify('%s_wakeup', '')",
-        table, table);
-    PGresult *r = PQexecParams(conn, sql, 9, NULL, params, NULL, NULL, 0);
+    /* One round trip: insert (and the wake-up hint, when asked for), as a
+     * statement prepared once per session. The table name was checked above
+     * ([a-z0-9_]), so quoting it is enough. */
+    char name[64];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO \"%s\" (id, topic, type, key, payload, headers, traceparent, source, "
+             "priority)"
+             " VALUES ($1::uuid, $2, $3, $4, $5::json, $6::jsonb, $7, $8, $9::smallint)%s%s%s",
+             table, hint ? " RETURNING pg_notify('" : "", hint ? table : "",
+             hint ? "_wakeup', '')" : "");
+    snprintf(name, sizeof(name), "outbox_enqueue_%016llx", (unsigned long long)name_hash(sql));
+    PGresult *r = outbox__pg_exec_prepared(conn, name, sql, 9, params);
     outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (PQresultStatus(r) != (hint ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         err = outbox__pg_err(conn, r, errstr, errstr_size, "enqueue failed");
         /* 22P02 invalid text representation (bad JSON), 23505 duplicate id */
@@ -261,11 +350,11 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
                            "outbox_inbox_record needs an open transaction (BEGIN first) so the "
                            "record commits with the consumer's effect");
     const char *params[2] = {consumer, message_id};
-    PGresult *r =
-        PQexecParams(conn,
-                     "INSERT INTO outbox_inbox (consumer, message_id) VALUES ($1, $2::uuid)"
-                     " ON CONFLICT DO NOTHING",
-                     2, NULL, params, NULL, NULL, 0);
+    PGresult *r = outbox__pg_exec_prepared(
+        conn, "outbox_inbox_record",
+        "INSERT INTO outbox_inbox (consumer, message_id) VALUES ($1, $2::uuid)"
+        " ON CONFLICT DO NOTHING",
+        2, params);
     outbox_err_t err = OUTBOX_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         err = outbox__pg_err(conn, r, errstr, errstr_size, "inbox insert failed");

@@ -35,6 +35,18 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
                                     const outbox_migration_t *list, int *applied, char *errstr,
                                     size_t errstr_size);
 
+/**
+ * Runs sql with params as the named prepared statement of conn's session,
+ * preparing it on first use (one extra round trip per session and name).
+ * What is prepared is remembered on the connection itself (libpq event
+ * instance data), so a new or reset connection prepares again. Falls back to
+ * an unnamed statement when the connection cannot keep the record. name must
+ * start with "outbox_" and be unique per sql. Returns the result (check its
+ * status), never NULL unless out of memory.
+ */
+PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
+                                   const char *const *params);
+
 /** The server's message for res (or conn's) without the trailing newline,
  *  as "what: message" in errstr; returns OUTBOX_ERR_DB. */
 outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
