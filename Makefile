@@ -11,7 +11,14 @@ build: deps
 	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
 
-run: build
+# make run shows the service's output, not the build's: the build log goes to
+# $(BUILD)/build.log and is printed only when the build fails.
+run: deps
+	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
+	@echo "make run: building (log: $(BUILD)/build.log) ..."
+	@cmake --build $(BUILD) -j$$(nproc) -- --no-print-directory >$(BUILD)/build.log 2>&1 || \
+	  { grep -E -B2 -A8 'error|Error' $(BUILD)/build.log | head -80; \
+	    echo "make run: build failed (full log: $(BUILD)/build.log)"; exit 1; }
 	@scripts/run.sh
 
 test:
