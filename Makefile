@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build run test test-unit bench bench-quick deps format format-check clean asan
+.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan
 
 all: build
 
@@ -13,6 +13,13 @@ build: deps
 
 # make run shows the service's output, not the build's: the build log goes to
 # $(BUILD)/build.log and is printed only when the build fails.
+# make install PREFIX=/opt/outbox: liboutbox.so and .a, include/outbox/*.h,
+# lib/pkgconfig/outbox.pc, lib/cmake/outbox/ (find_package(outbox)), the
+# executables and their man pages.
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix "$(PREFIX)"
+
 run: deps
 	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
 	@echo "make run: building (log: $(BUILD)/build.log) ..."

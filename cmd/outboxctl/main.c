@@ -8,16 +8,9 @@
 #include "ctl.h"
 
 /* Every command with its usage text: "outboxctl CMD --help" (and "outboxctl
- * help CMD") prints it without touching the database. fn is NULL for the
- * commands that need no database. */
-typedef struct ctl_cmd_s {
-    const char *name;
-    int (*fn)(outbox_store_t *, const outbox_conf_t *, int, char **);
-    const char *args;  /* the argument synopsis */
-    const char *usage; /* what it does, options */
-} ctl_cmd_t;
-
-static const ctl_cmd_t cmds[] = {
+ * help CMD") prints it without touching the database; "outboxctl man
+ * outboxctl" puts them in the man page. */
+const ctl_cmd_t ctl_cmds[] = {
     {"migrate", ctl_migrate, "",
      "Applies pending schema migrations to the outbox table (safe to run concurrently).\n"},
     {"status", ctl_status, "[--json]",
@@ -44,14 +37,18 @@ static const ctl_cmd_t cmds[] = {
      "  --topic T              stream to replay (default orders)\n"
      "  --count N              how many of its last entries (default 10)\n"},
     {"config-doc", NULL, "", "Prints the configuration reference (Markdown).\n"},
+    {"man", NULL, "relay|outboxctl",
+     "Prints a man page (roff) generated from the configuration table, e.g.\n"
+     "  outboxctl man relay > outbox-relay.1\n"},
+    {"version", NULL, "", "Prints the version of outboxctl and of the library.\n"},
 };
-#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+const size_t ctl_ncmds = sizeof(ctl_cmds) / sizeof(ctl_cmds[0]);
 
 static const ctl_cmd_t *find_cmd(const char *name)
 {
-    for (size_t i = 0; i < NCMDS; i++)
-        if (!strcmp(cmds[i].name, name))
-            return &cmds[i];
+    for (size_t i = 0; i < ctl_ncmds; i++)
+        if (!strcmp(ctl_cmds[i].name, name))
+            return &ctl_cmds[i];
     return NULL;
 }
 
@@ -75,6 +72,8 @@ static void usage(FILE *fp)
         "                              re-publish already delivered events from a Redis stream\n"
         "                              with the same message ids\n"
         "  config-doc                  print the configuration reference (Markdown)\n"
+        "  man relay|outboxctl         print a man page (roff)\n"
+        "  version                     print the version\n"
         "  help [COMMAND]              this text, or one command's\n"
         "\n"
         "Options (environment variables in brackets):\n");
@@ -112,9 +111,19 @@ int ctl_fail(outbox_err_t e, const char *what, const char *err)
 
 static int run_local(const char *cmd, int argc, char **argv)
 {
-    (void)cmd, (void)argc, (void)argv;
-    outbox__conf_print_markdown(stdout); /* config-doc */
-    return 0;
+    if (!strcmp(cmd, "config-doc")) {
+        outbox__conf_print_markdown(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version")) {
+        printf("outboxctl %s (liboutbox %s)\n", OUTBOX_VERSION_STR, outbox_version_str());
+        return 0;
+    }
+    if (argc != 1) {
+        fprintf(stderr, "outboxctl: man needs one page: relay or outboxctl\n");
+        return 2;
+    }
+    return ctl_man(argv[0], stdout);
 }
 
 int main(int argc, char **argv)

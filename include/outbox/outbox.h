@@ -20,7 +20,11 @@
 extern "C" {
 #endif
 
+/** The version of these headers, as text ("MAJOR.MINOR.PATCH") and as a
+ *  number 0xMMmmpp (major, minor, patch: one byte each) for #if tests. The
+ *  library that is actually linked says its own with outbox_version(). */
 #define OUTBOX_VERSION_STR "0.1.0"
+#define OUTBOX_VERSION 0x000100
 
 /** Error codes. outbox_err_str() gives a short description of each. */
 typedef enum {
@@ -42,6 +46,13 @@ typedef enum {
 
 /** A short, static, human-readable description of err. Never NULL. */
 const char *outbox_err_str(outbox_err_t err);
+
+/** The version of the linked library as 0xMMmmpp (compare with
+ *  OUTBOX_VERSION to detect a header/library mismatch). Thread-safe. */
+int outbox_version(void);
+/** The version of the linked library as static text, e.g. "0.1.0". Never
+ *  NULL; thread-safe. */
+const char *outbox_version_str(void);
 
 /* ------------------------------------------------------------------------ */
 /* UUIDs                                                                     */
