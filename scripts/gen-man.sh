@@ -7,5 +7,7 @@ BUILD=${BUILD:-build}
 "$BUILD/bin/outboxctl" config-doc > docs/CONFIGURATION.md
 "$BUILD/bin/outboxctl" man relay > docs/man/outbox-relay.1
 "$BUILD/bin/outboxctl" man outboxctl > docs/man/outboxctl.1
-[ -x scripts/gen-api-doc.py ] && python3 scripts/gen-api-doc.py > docs/API.md
-echo "regenerated docs/CONFIGURATION.md docs/man/*.1${API:+ docs/API.md}"
+if [ -f scripts/gen-api-doc.py ]; then
+    python3 scripts/gen-api-doc.py include/outbox/*.h > docs/API.md
+fi
+echo "regenerated docs/CONFIGURATION.md docs/man/*.1 docs/API.md"

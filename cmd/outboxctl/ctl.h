@@ -12,6 +12,12 @@
 int ctl_migrate(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 int ctl_status(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 int ctl_dlq(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
+/* One status snapshot on out (status.c); 0 or an exit code. */
+int ctl_status_once(outbox_store_t *s, int json, FILE *out);
+/* status --watch (watch.c): snapshots every interval_ms, count of them (0: until q/Ctrl-C). */
+int ctl_watch(outbox_store_t *s, int json, int64_t interval_ms, long count);
+/* Follows the events of a topic (tail.c). */
+int ctl_tail(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 /* Re-publishes already delivered events (same ids); see replay.c. */
 int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 

@@ -13,11 +13,15 @@
 const ctl_cmd_t ctl_cmds[] = {
     {"migrate", ctl_migrate, "",
      "Applies pending schema migrations to the outbox table (safe to run concurrently).\n"},
-    {"status", ctl_status, "[--json]",
+    {"status", ctl_status, "[--json] [--watch [--interval DURATION] [--count N]]",
      "Pending count, oldest pending age, per-topic counts, dead letters, and which\n"
      "relay worker holds which lanes.\n"
      "\n"
-     "  --json                 one JSON document instead of text\n"},
+     "  --json                 one JSON document instead of text\n"
+     "  --watch, -w            refresh in place like top (q or Ctrl-C quits); when stdout\n"
+     "                         is not a terminal, print successive snapshots\n"
+     "  --interval DURATION    refresh interval of --watch (default 2s)\n"
+     "  --count N              stop --watch after N snapshots\n"},
     {"dlq", ctl_dlq, "list|show|requeue|purge [ARGS]",
      "Dead letters: events the relay gave up on (attempts exhausted or refused by\n"
      "the broker), and the later events of their key when dlq_mode=park.\n"
@@ -36,6 +40,27 @@ const ctl_cmd_t ctl_cmds[] = {
      "  --sink URL             redis://[:password@]host:port (default REDIS_ADDR)\n"
      "  --topic T              stream to replay (default orders)\n"
      "  --count N              how many of its last entries (default 10)\n"},
+    {"tail", ctl_tail,
+     "TOPIC [--source outbox|redis] [--from-start] [--count N] [--timeout DURATION] [--json]",
+     "Follows the events of TOPIC as they are published.\n"
+     "\n"
+     "Sources:\n"
+     "  outbox   the outbox table, whatever the sink. With ack_mode=mark: the rows\n"
+     "           the relay acknowledged (published), by processed_at. With\n"
+     "           ack_mode=delete (default) published rows are deleted, so it shows\n"
+     "           rows as they are committed, while pending: an event published\n"
+     "           between two polls is missed.\n"
+     "  redis    the Redis stream TOPIC (XREAD, no consumer group): every event\n"
+     "           published, the CloudEvents document as the broker has it.\n"
+     "Default: outbox with ack_mode=mark, else redis when OUTBOX_SINK is redis://\n"
+     "(or unset), else outbox.\n"
+     "\n"
+     "  --from-start           begin with what is already there (default: new only)\n"
+     "  --count N              exit after N events (exit 1 if --timeout comes first)\n"
+     "  --timeout DURATION     exit after this long (default: until Ctrl-C)\n"
+     "  --json                 one JSON object per line: id, topic, type, key, at and\n"
+     "                         data (outbox) or event (redis), as written\n"
+     "  --interval DURATION    outbox poll interval (default 250ms)\n"},
     {"config-doc", NULL, "", "Prints the configuration reference (Markdown).\n"},
     {"man", NULL, "relay|outboxctl",
      "Prints a man page (roff) generated from the configuration table, e.g.\n"
@@ -60,8 +85,12 @@ static void usage(FILE *fp)
         "\n"
         "Commands (outboxctl COMMAND --help describes each):\n"
         "  migrate                     apply pending schema migrations (safe to run concurrently)\n"
-        "  status [--json]             pending count, oldest pending age, per-topic counts,\n"
+        "  status [--json] [--watch [--interval D]]\n"
+        "                              pending count, oldest pending age, per-topic counts,\n"
         "                              dead letters, and which relay worker holds which lanes\n"
+        "                              (--watch: refreshed in place like top)\n"
+        "  tail TOPIC [--json] [--count N]\n"
+        "                              follow the events of a topic as they are published\n"
         "  dlq list [--limit N] [--topic T] [--key K]\n"
         "                              list dead letters, oldest first\n"
         "  dlq show ID                 one dead letter with its error history (JSON)\n"
