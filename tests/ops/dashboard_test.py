@@ -297,6 +297,22 @@ def main():
         print(f"dashboard: clicked Requeue on {target}: requeued, dead again with 2 errors; "
               f"{sent[0]} events written, {published} published during the run")
 
+        # The alert rules only use metrics the relay exports.
+        import re
+        rules = open(os.path.join(SRC, "contrib", "prometheus", "outbox-rules.yml")).read()
+        exported = http("GET", base + "/metrics")[1]
+        used = sorted(set(re.findall(r"\b(outbox_[a-z_]+)\b", rules)))
+        unknown = [m for m in used if m not in exported]
+        if unknown or len(used) < 8:
+            fail(f"outbox-rules.yml uses metrics the relay does not export: {unknown}")
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "rules",
+                                os.path.join(SRC, "contrib", "prometheus", "outbox-rules.yml")],
+                               capture_output=True, text=True)
+            if r.returncode:
+                fail("promtool check rules: " + r.stdout + r.stderr)
+        print(f"alert rules: the {len(used)} metrics they use are all exported")
+
         # The admin API's rules, without a browser.
         good = json.dumps({"id": buttons[1]}).encode()
         js = {"Content-Type": "application/json"}
@@ -340,8 +356,6 @@ def main():
         status = json.loads(http("GET", b3 + "/api/status")[1])
         if status["requeue_enabled"]:
             fail("requeue shown as enabled without admin_token on 0.0.0.0")
-        for p in procs[1:]:
-            pass
         for lf in (relay_log, log2, log3):
             if token in open(lf).read():
                 fail(f"admin_token in {lf}")
