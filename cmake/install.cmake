@@ -19,8 +19,7 @@ install(DIRECTORY ${CMAKE_SOURCE_DIR}/include/outbox DESTINATION include
 install(FILES ${CMAKE_BINARY_DIR}/outbox.pc DESTINATION lib/pkgconfig)
 install(FILES ${CMAKE_BINARY_DIR}/outboxConfig.cmake ${CMAKE_BINARY_DIR}/outboxConfigVersion.cmake
         DESTINATION lib/cmake/outbox)
-install(PROGRAMS ${CMAKE_BINARY_DIR}/bin/outbox-relay ${CMAKE_BINARY_DIR}/bin/outboxctl
-        DESTINATION bin)
+install(TARGETS outbox-relay outboxctl RUNTIME DESTINATION bin)
 install(FILES ${CMAKE_SOURCE_DIR}/docs/man/outbox-relay.1 ${CMAKE_SOURCE_DIR}/docs/man/outboxctl.1
         DESTINATION share/man/man1)
 install(FILES ${CMAKE_SOURCE_DIR}/contrib/systemd/outbox-relay.service

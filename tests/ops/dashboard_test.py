@@ -159,9 +159,11 @@ class CDP:
                     fail(f"{method}: {msg['error']}")
                 return msg.get("result", {})
 
-    def js(self, expr):
+    def js(self, expr, tolerate=False):
         r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in r:
+            if tolerate:
+                return None
             fail(f"page script {expr!r}: {r['exceptionDetails']}")
         return r["result"].get("value")
 
@@ -246,6 +248,9 @@ def main():
         cdp.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                  deviceScaleFactor=1, mobile=False)
         cdp.call("Page.navigate", url=base + "/")
+        wait_for("the dashboard to load", lambda: cdp.js(
+            f"location.href === {json.dumps(base + '/')} && document.readyState === 'complete'"
+            " && !!document.getElementById('live')", tolerate=True))
 
         wait_for("the page to load data", lambda: cdp.js(
             "document.getElementById('live').textContent") == "live")
