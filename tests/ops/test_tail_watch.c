@@ -162,6 +162,36 @@ int main(void)
     outbox_relay_stop(relay);
     outbox_relay_wait(relay, 10000);
     outbox_relay_destroy(relay);
+
+    /* ack_mode=delete, no relay running, a non-Redis sink: the outbox source
+     * shows pending rows, those already there with --from-start and then the
+     * ones committed while it runs. */
+    const char *topic2 = tu_unique("tailpending");
+    for (int i = 0; i < 4; i++) {
+        outbox_event_t e = {
+            .topic = topic2, .type = i < 2 ? "Early" : "Late", .key = "p", .payload = "{}"};
+        if (i == 2) {
+            char *a3[] = {(char *)ctl, "tail", (char *)topic2, "--from-start", "--count", "4",
+                          "--timeout", "30s",  "--json",       "--interval",   "50ms",    NULL};
+            char env_sink2[] = "OUTBOX_SINK=stdout:";
+            char *env2[] = {env_db, env_sink2, NULL};
+            snprintf(log_outbox, sizeof(log_outbox), "%s/ops_tail_pending.log",
+                     OUTBOX_BIN_DIR "/..");
+            unlink(log_outbox);
+            p1 = tu_spawn(a3, env2, log_outbox);
+            tu_sleep_ms(1000);
+        }
+        PQclear(tu_exec(c, "BEGIN"));
+        CHECK(outbox_enqueue(c, &e, ids[i], err, sizeof(err)) == OUTBOX_OK, "%s", err);
+        PQclear(tu_exec(c, "COMMIT"));
+    }
+    s1 = tu_wait(p1, 30000);
+    o1 = slurp(log_outbox);
+    CHECK(s1 == 0 && count_of(o1, "\"type\":\"Early\"") == 2 &&
+              count_of(o1, "\"type\":\"Late\"") == 2 && strstr(o1, "pending"),
+          "tail of pending rows (delete mode): exit %d:\n%s", s1, o1);
+    free(o1);
+    printf("tail: pending rows (ack_mode=delete, outbox source) shown, old and new\n");
     PQfinish(c);
     printf("PASS ctl_tail_and_watch\n");
     return 0;
