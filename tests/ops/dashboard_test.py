@@ -365,6 +365,15 @@ def main():
             if token in open(lf).read():
                 fail(f"admin_token in {lf}")
         print("admin API: token required off loopback, JSON only, same origin only")
+        # The relays stop cleanly on SIGTERM (exit 0; under the sanitizers: no report).
+        stop.set()
+        for p in (relay, r2, r3):
+            p.terminate()
+        for p, lf in ((relay, relay_log), (r2, log2), (r3, log3)):
+            rc = p.wait(timeout=30)
+            text = open(lf).read()
+            if rc != 0 or "Sanitizer" in text or "runtime error" in text:
+                fail(f"relay exit {rc}, log {lf}:\n{text[-3000:]}")
         print("PASS dashboard_requeue_click")
         return 0
     finally:
