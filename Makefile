@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build run test test-unit bench bench-quick deps format format-check clean asan
+.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan
 
 all: build
 
@@ -11,7 +11,21 @@ build: deps
 	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
 
-run: build
+# make run shows the service's output, not the build's: the build log goes to
+# $(BUILD)/build.log and is printed only when the build fails.
+# make install PREFIX=/opt/outbox: liboutbox.so and .a, include/outbox/*.h,
+# lib/pkgconfig/outbox.pc, lib/cmake/outbox/ (find_package(outbox)), the
+# executables and their man pages.
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+run: deps
+	@cmake -S . -B $(BUILD) -DOUTBOX_WERROR=ON >/dev/null
+	@echo "make run: building (log: $(BUILD)/build.log) ..."
+	@cmake --build $(BUILD) -j$$(nproc) -- --no-print-directory >$(BUILD)/build.log 2>&1 || \
+	  { grep -E -B2 -A8 'error|Error' $(BUILD)/build.log | head -80; \
+	    echo "make run: build failed (full log: $(BUILD)/build.log)"; exit 1; }
 	@scripts/run.sh
 
 test:

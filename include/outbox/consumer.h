@@ -39,8 +39,11 @@ typedef outbox_err_t (*outbox_consumer_handler_fn)(const outbox_delivery_t *d, v
  *   group: consumer group / durable / queue name shared by the instances
  *          that split the work (e.g. "inventory");
  *   name:  this instance's name within the group (e.g. "inventory-1").
- * conf is copied where needed; the caller keeps ownership.
- * Connects lazily: a consumer starts while the broker is down.
+ * conf is copied where needed; the caller keeps ownership of it and of the
+ * strings. Connects lazily: a consumer starts while the broker is down.
+ * NULL with errstr for an unsupported or malformed URL (OUTBOX_ERR_CONFIG's
+ * reason) or ENOMEM. Each consumer is used by one thread at a time; run
+ * several consumers (same group, different names) for parallelism.
  */
 outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const char *name,
                                        const char *const *topics, int ntopics,
@@ -52,13 +55,19 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
  * broker is unreachable (call again later; it reconnects). Messages left
  * unacknowledged by a crashed instance of the same group are taken over
  * (Redis: XAUTOCLAIM after min-idle; others: the broker's redelivery).
+ * The handler runs on the calling thread. OUTBOX_ERR_INVALID_ARG without a
+ * handler. One thread at a time per consumer.
  */
 outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
                                   outbox_consumer_handler_fn handler, void *opaque);
 
-/** Last error message of this consumer ("" if none). */
+/** Last error message of this consumer ("" if none). The string belongs to
+ *  the consumer and changes with the next poll. */
 const char *outbox_consumer_errstr(const outbox_consumer_t *c);
 
+/** Closes the broker connection (unacknowledged messages are delivered again
+ *  later, to this group) and frees c. outbox_consumer_destroy(NULL) is a
+ *  no-op. Not while a poll on c is running. */
 void outbox_consumer_destroy(outbox_consumer_t *c);
 
 #ifdef __cplusplus

@@ -21,11 +21,14 @@ typedef struct outbox_envelope_s {
 /** Parses and validates a CloudEvents document: strict JSON (RFC 8259), a
  *  single data member at most, specversion "1.0", id a UUID, source and type
  *  present. On error returns OUTBOX_ERR_INVALID_ARG (or OUTBOX_ERR_NOMEM),
- *  errstr says why, and env is left empty. */
+ *  errstr says why, and env is left empty. json (len bytes, need not be
+ *  NUL-terminated) is borrowed; on success env owns copies (free with
+ *  outbox_envelope_term()). Thread-safe. */
 outbox_err_t outbox_envelope_parse(const char *json, size_t len, outbox_envelope_t *env,
                                    char *errstr, size_t errstr_size);
 
-/** Frees the strings of env; safe on a zeroed or already-termed struct. */
+/** Frees the strings of env; safe on a zeroed or already-termed struct.
+ *  This function can't fail. */
 void outbox_envelope_term(outbox_envelope_t *env);
 
 #ifdef __cplusplus

@@ -102,7 +102,12 @@ static const outbox_conf_prop_t props[] = {
     {"shutdown_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_SHUTDOWN_TIMEOUT", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_RELAY, "on SIGTERM/SIGINT, longest wait for batches in flight"},
     {"metrics_addr", OUTBOX_CT_STR, "127.0.0.1:9464", "OUTBOX_METRICS_ADDR", 0, 0, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "host:port for /metrics, /healthz, /readyz (empty or \"off\" disables)"},
+     OUTBOX_SCOPE_RELAY,
+     "host:port for the admin server: /metrics, /healthz, /readyz, dashboard (empty or \"off\" "
+     "disables)"},
+    {"admin_token", OUTBOX_CT_STR, "", "OUTBOX_ADMIN_TOKEN", 0, 0, 1, NULL, OUTBOX_SCOPE_RELAY,
+     "bearer token for the admin API's actions (dead-letter requeue); required when "
+     "metrics_addr is not loopback"},
     {"relay_name", OUTBOX_CT_STR, "", "OUTBOX_RELAY_NAME", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "name shown in outboxctl status (default host:pid)"},
     {"fault_publish_fail_rate", OUTBOX_CT_STR, "0", "OUTBOX_FAULT_PUBLISH_FAIL_RATE", 0, 0, 0, NULL,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/util.h"
 
@@ -40,27 +41,88 @@ static void timestamp(char *buf, size_t size)
     snprintf(buf + n, size - n, ".%03dZ", (int)((us / 1000) % 1000));
 }
 
+/* Text values: bare when they are one word, else double-quoted with escapes. */
+static size_t text_value(char *out, size_t size, const char *v)
+{
+    int bare = *v != '\0';
+    for (const char *p = v; *p && bare; p++)
+        bare = (unsigned char)*p > ' ' && *p != '"' && *p != '=' && *p != '\\';
+    if (bare)
+        return (size_t)snprintf(out, size, "%s", v);
+    size_t n = 0;
+    if (n + 1 < size)
+        out[n++] = '"';
+    for (const char *p = v; *p && n + 3 < size; p++) {
+        if (*p == '"' || *p == '\\')
+            out[n++] = '\\', out[n++] = *p;
+        else if (*p == '\n')
+            out[n++] = '\\', out[n++] = 'n';
+        else if ((unsigned char)*p < ' ')
+            out[n++] = ' ';
+        else
+            out[n++] = *p;
+    }
+    if (n + 1 < size)
+        out[n++] = '"';
+    out[n < size ? n : size - 1] = '\0';
+    return n;
+}
+
+/* Colour only for a person: stderr is a terminal and NO_COLOR is unset
+ * (https://no-color.org). Decided once. */
+static int use_colour(void)
+{
+    static int decided = -1;
+    if (decided < 0) {
+        const char *nc = getenv("NO_COLOR");
+        decided = isatty(STDERR_FILENO) && !(nc && *nc);
+    }
+    return decided;
+}
+
+/* One line for people: aligned columns time, level, component, event, then
+ * the message and key=value pairs (keys dimmed when coloured). */
+static void text_line(outbox_log_level_t level, const char *ts, const char *component,
+                      const char *event, const char *msg, va_list kv)
+{
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    static const char *const colours[] = {"\033[2m", "\033[32m", "\033[33m", "\033[1;31m"};
+    int c = use_colour();
+    const char *dim = c ? "\033[2m" : "", *reset = c ? "\033[0m" : "", *cyan = c ? "\033[36m" : "",
+               *bold = c ? "\033[1m" : "";
+    char line[4096];
+    /* ts is 2026-01-02T03:04:05.678Z: people get the time of day (UTC). */
+    int n = snprintf(line, sizeof(line), "%s%.12s%s %s%-5s%s %s%-10s%s %s%-22s%s %s", dim, ts + 11,
+                     reset, c ? colours[level] : "", names[level], reset, cyan, component, reset,
+                     bold, event, reset, msg ? msg : "");
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+    const char *k;
+    for (int first = 1; (k = va_arg(kv, const char *)) != NULL; first = 0) {
+        const char *v = va_arg(kv, const char *);
+        if (len + 8 >= sizeof(line))
+            continue;
+        n = snprintf(line + len, sizeof(line) - len, "%s%s%s=%s", first ? "  " : " ", dim, k,
+                     reset);
+        if (n < 0 || (size_t)n >= sizeof(line) - len)
+            break;
+        len += (size_t)n;
+        len += text_value(line + len, sizeof(line) - len, v ? v : "");
+        if (len >= sizeof(line))
+            len = sizeof(line) - 1;
+    }
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
 static void vlog(outbox_log_level_t level, const char *component, const char *event,
                  const char *msg, va_list kv)
 {
     char ts[40];
     timestamp(ts, sizeof(ts));
     if (text_format) {
-        char extra[1024] = "";
-        size_t n = 0;
-        const char *k;
-        while ((k = va_arg(kv, const char *)) != NULL) {
-            const char *v = va_arg(kv, const char *);
-            int w = snprintf(extra + n, sizeof(extra) - n, " %s=%s", k, v ? v : "");
-            if (w < 0 || (size_t)w >= sizeof(extra) - n)
-                break;
-            n += (size_t)w;
-        }
-        pthread_mutex_lock(&log_lock);
-        fprintf(stderr, "%s %-5s [%s] %s: %s%s\n", ts, level_names[level], component, event,
-                msg ? msg : "", extra);
-        fflush(stderr);
-        pthread_mutex_unlock(&log_lock);
+        text_line(level, ts, component, event, msg, kv);
         return;
     }
     json_t *o = json_object();

@@ -1,11 +1,12 @@
 /* The relay's admin endpoint: GET /metrics (Prometheus text format 0.0.4),
  * /healthz (process alive), /readyz (database reachable and broker not
- * down). Binds to metrics_addr, 127.0.0.1:9464 by default (the next free
- * port when that one is taken and the address was not set explicitly).
- * Counters are per worker and lock-free; pending count, oldest-pending age
- * and dead-letter size come from the store at scrape time, on the
- * endpoint's own session, under a lock no worker takes. */
+ * down), and the dashboard with its JSON API (/, /api/..., see admin.c). Binds to metrics_addr,
+ * 127.0.0.1:9464 by default (the next free port when that one is taken and the address was not set
+ * explicitly). Counters are per worker and lock-free; pending count, oldest-pending age and
+ * dead-letter size come from the store at scrape time, on the endpoint's own session, under a lock
+ * no worker takes. */
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "relay/admin.h"
 #include "relay/relay_int.h"
 
 static const double buckets[OUTBOX_BATCH_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -29,6 +31,7 @@ struct outbox_metrics_s {
     char addr[64];           /* where it listens */
     pthread_mutex_t db_lock; /* the scrape's own store session; no worker takes it */
     outbox_store_t *store;
+    outbox_admin_t admin; /* dashboard, admin API, throughput samples */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -82,24 +85,35 @@ static void label(char *out, size_t size, const char *in)
     out[n] = '\0';
 }
 
+/* The scrape's store session, opened on demand; the caller holds db_lock. */
+static outbox_store_t *session(struct outbox_metrics_s *m)
+{
+    if (!m->store) {
+        char err[512];
+        outbox_store_cfg_t cfg = {.url = m->relay->o.database_url,
+                                  .table = m->relay->o.table,
+                                  .appname = "outbox-relay metrics"};
+        m->store = outbox__store_open(&cfg, err, sizeof(err));
+    }
+    return m->store;
+}
+
+/* The database gauges; the caller holds db_lock. 0 when the database is unreachable. */
+static int db_gauges_locked(struct outbox_metrics_s *m, outbox_store_stats_t *st)
+{
+    char err[512];
+    if (session(m) && m->store->ops->stats(m->store, st, err, sizeof(err)) == OUTBOX_OK)
+        return 1;
+    outbox__store_close(m->store); /* reconnect at the next scrape */
+    m->store = NULL;
+    return 0;
+}
+
 /* The database gauges, on the scrape's own session (opened on demand). */
 static int db_gauges(struct outbox_metrics_s *m, outbox_store_stats_t *st)
 {
-    outbox_relay_t *r = m->relay;
-    char err[512];
-    int ok = 0;
     pthread_mutex_lock(&m->db_lock);
-    if (!m->store) {
-        outbox_store_cfg_t cfg = {
-            .url = r->o.database_url, .table = r->o.table, .appname = "outbox-relay metrics"};
-        m->store = outbox__store_open(&cfg, err, sizeof(err));
-    }
-    if (m->store && m->store->ops->stats(m->store, st, err, sizeof(err)) == OUTBOX_OK) {
-        ok = 1;
-    } else if (m->store) {
-        outbox__store_close(m->store); /* reconnect at the next scrape */
-        m->store = NULL;
-    }
+    int ok = db_gauges_locked(m, st);
     pthread_mutex_unlock(&m->db_lock);
     return ok;
 }
@@ -231,9 +245,99 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (!strncmp(ctype, "text/html", 9)) {
+        /* The page's own inline script and style, nothing from elsewhere, no framing. */
+        MHD_add_response_header(resp, "Content-Security-Policy",
+                                "default-src 'none'; script-src 'unsafe-inline'; style-src "
+                                "'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+                                "frame-ancestors 'none'");
+        MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    }
+    if (!strncmp(ctype, "application/json", 16))
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, char *json)
+{
+    if (!json)
+        return reply(c, 500, "text/plain", "out of memory\n", 14, 0);
+    return reply(c, status, "application/json", json, strlen(json), 1);
+}
+
+/* A POST body being received (the connection's context). */
+typedef struct upload_s {
+    char *p;
+    size_t len;
+    int too_big;
+} upload_t;
+#define UPLOAD_MAX 4096
+
+static void request_done(void *cls, struct MHD_Connection *c, void **ctx,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)c, (void)toe;
+    upload_t *u = *ctx;
+    if (u) {
+        free(u->p);
+        free(u);
+        *ctx = NULL;
+    }
+}
+
+static enum MHD_Result handle_post(struct outbox_metrics_s *m, struct MHD_Connection *c,
+                                   const char *url, const char *upload, size_t *upload_size,
+                                   void **ctx)
+{
+    upload_t *u = *ctx;
+    if (!u) { /* first call: headers only */
+        if (strcmp(url, "/api/dlq/requeue"))
+            return reply(c, 404, "text/plain", "not found\n", 10, 0);
+        if (!(u = calloc(1, sizeof(*u))))
+            return MHD_NO;
+        *ctx = u;
+        return MHD_YES;
+    }
+    if (*upload_size) { /* a piece of the body */
+        if (!u->too_big && u->len + *upload_size <= UPLOAD_MAX) {
+            char *p = realloc(u->p, u->len + *upload_size + 1);
+            if (p) {
+                memcpy(p + u->len, upload, *upload_size);
+                u->p = p;
+                u->len += *upload_size;
+                u->p[u->len] = '\0';
+            } else {
+                u->too_big = 1;
+            }
+        } else {
+            u->too_big = 1;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (u->too_big)
+        return reply_json(c, 413, strdup("{\"error\":\"body too large\"}"));
+    const char *why = NULL;
+    int st = outbox__admin_authorize(
+        &m->admin, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"),
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"),
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"), &why);
+    if (st) {
+        json_t *e = json_pack("{s:s}", "error", why);
+        char *text = json_dumps(e, JSON_COMPACT);
+        json_decref(e);
+        outbox__log(OUTBOX_LOG_WARN, "relay", "admin_refused", why, "url", url, NULL);
+        return reply_json(c, (unsigned)st, text);
+    }
+    char *out = NULL;
+    pthread_mutex_lock(&m->db_lock);
+    st = outbox__admin_requeue(&m->admin, session(m), u->p, u->len, &out);
+    pthread_mutex_unlock(&m->db_lock);
+    return reply_json(c, (unsigned)st, out);
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
@@ -241,6 +345,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
                                size_t *upload_size, void **ctx)
 {
     struct outbox_metrics_s *m = cls;
+    if (!strcmp(method, "POST"))
+        return handle_post(m, c, url, upload, upload_size, ctx);
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
         return reply(c, 405, "text/plain", "method not allowed\n", 19, 0);
     if (!strcmp(url, "/metrics")) {
@@ -262,6 +368,20 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             return reply(c, 503, "text/plain", "broker unreachable\n", 19, 0);
         return reply(c, 200, "text/plain", "ready\n", 6, 0);
     }
+    if (!strcmp(url, "/") || !strcmp(url, "/dashboard")) {
+        size_t len;
+        const char *html = outbox__admin_html(&len);
+        return reply(c, 200, "text/html; charset=utf-8", (char *)html, len, 0);
+    }
+    if (!strcmp(url, "/api/status")) {
+        outbox_store_stats_t st = {0};
+        pthread_mutex_lock(&m->db_lock);
+        int up = db_gauges_locked(m, &st);
+        char *json =
+            outbox__admin_status_json(&m->admin, m->store, up, &st, m->addr, broker_up(m->relay));
+        pthread_mutex_unlock(&m->db_lock);
+        return reply_json(c, 200, json);
+    }
     return reply(c, 404, "text/plain", "not found\n", 10, 0);
 }
 
@@ -279,8 +399,8 @@ static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_
     sa->sin_port = htons((uint16_t)port);
     return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
                             NULL, NULL, handler, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                            MHD_OPTION_SOCK_ADDR, sa,
-                            MHD_OPTION_END); /* logger first: MHD wants it so */
+                            MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_SOCK_ADDR,
+                            sa, MHD_OPTION_END); /* logger first: MHD wants it so */
 }
 
 /* How many ports after the default one a relay tries when it is taken, so
@@ -314,6 +434,12 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     }
     m->relay = relay;
     pthread_mutex_init(&m->db_lock, NULL);
+    int loopback = (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+    if (outbox__admin_init(&m->admin, relay, loopback, errstr, errstr_size) != OUTBOX_OK) {
+        pthread_mutex_destroy(&m->db_lock);
+        free(m);
+        return NULL;
+    }
     /* An address the user chose is used as given; the default port moves on
      * to the next free one when another relay on this host has it. */
     int tries = explicit_addr || port == 0 ? 1 : METRICS_PORT_TRIES, p = port;
@@ -334,6 +460,7 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
                         "OUTBOX_METRICS_ADDR, or "
                         "\"off\")",
                         addr, METRICS_PORT_TRIES - 1, why);
+        outbox__admin_term(&m->admin);
         pthread_mutex_destroy(&m->db_lock);
         free(m);
         return NULL;
@@ -346,8 +473,11 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
             OUTBOX_LOG_WARN, "relay", "metrics_port_moved",
             "default metrics port taken (another relay on this host?): using the next free one",
             "wanted", addr, "addr", m->addr, NULL);
-    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening", "serving /metrics /healthz /readyz",
-                "addr", m->addr, NULL);
+    char dash[96];
+    snprintf(dash, sizeof(dash), "http://%s/", m->addr);
+    outbox__log(OUTBOX_LOG_INFO, "relay", "metrics_listening",
+                "serving /metrics /healthz /readyz and the dashboard", "addr", m->addr, "dashboard",
+                dash, NULL);
     return m;
 }
 
@@ -356,6 +486,7 @@ void outbox__metrics_stop(struct outbox_metrics_s *m)
     if (!m)
         return;
     MHD_stop_daemon(m->daemon);
+    outbox__admin_term(&m->admin);
     outbox__store_close(m->store);
     pthread_mutex_destroy(&m->db_lock);
     free(m);

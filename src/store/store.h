@@ -97,6 +97,14 @@ typedef struct outbox_dead_letter_s {
     int attempts;
 } outbox_dead_letter_t;
 
+/** One event as outboxctl tail shows it (strings owned by the store until cb returns). */
+typedef struct outbox_tail_event_s {
+    int64_t seq;
+    const char *id, *topic, *type, *key, *payload;
+    const char *at; /**< processed_at (mark mode) or created_at, ISO 8601 UTC */
+    int64_t at_us;  /**< the same, microseconds since the epoch */
+} outbox_tail_event_t;
+
 typedef struct outbox_store_s outbox_store_t;
 
 typedef struct outbox_store_ops_s {
@@ -183,6 +191,17 @@ typedef struct outbox_store_ops_s {
     outbox_err_t (*lane_holders)(outbox_store_t *s,
                                  void (*cb)(void *arg, const outbox_lane_holder_t *h), void *arg,
                                  char *errstr, size_t errstr_size);
+
+    /**
+     * outboxctl tail: up to limit events of topic (NULL = all topics) whose
+     * time is at or after since_us (microseconds since the epoch), by that
+     * time then seq. processed = 1: rows acknowledged in mark mode, by
+     * processed_at; 0: pending rows, by created_at. *now_us gets the
+     * database's clock (statement time), to start a cursor at "now".
+     */
+    outbox_err_t (*tail)(outbox_store_t *s, const char *topic, int processed, int64_t since_us,
+                         int limit, void (*cb)(void *arg, const outbox_tail_event_t *e), void *arg,
+                         int64_t *now_us, char *errstr, size_t errstr_size);
 
     /* ---- dead letters (outboxctl dlq) ---- */
     /** Oldest first; topic/key NULL = any. */

@@ -775,6 +775,50 @@ static outbox_err_t pg_lane_holders(outbox_store_t *s,
     return OUTBOX_OK;
 }
 
+static outbox_err_t pg_tail(outbox_store_t *s, const char *topic, int processed, int64_t since_us,
+                            int limit, void (*cb)(void *, const outbox_tail_event_t *), void *arg,
+                            int64_t *now_us, char *errstr, size_t errstr_size)
+{
+    /* One row even when there are no events: the first column is the clock. */
+#define TAIL_SQL(col, status)                                                                      \
+    "SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint, e.*"                    \
+    "  FROM (SELECT 1) one LEFT JOIN LATERAL ("                                                    \
+    "   SELECT seq, id, topic, type, key, payload::text,"                                          \
+    "          to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"          \
+    "          (extract(epoch FROM " col ") * 1000000)::bigint"                                    \
+    "     FROM {T} WHERE status = '" status "' AND ($1::text IS NULL OR topic = $1)"               \
+    "      AND " col " >= to_timestamp($2::bigint / 1000000.0)"                                    \
+    "    ORDER BY " col ", seq LIMIT $3::int) e ON true"
+    char since[24], lim[16];
+    snprintf(since, sizeof(since), "%lld", (long long)since_us);
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *params[3] = {topic, since, lim};
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(
+        s, processed ? TAIL_SQL("processed_at", "processed") : TAIL_SQL("created_at", "pending"), 3,
+        params, PGRES_TUPLES_OK, &r, "tail query failed", errstr, errstr_size);
+#undef TAIL_SQL
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (i == 0 && now_us)
+            *now_us = atoll(PQgetvalue(r, 0, 0));
+        if (PQgetisnull(r, i, 1))
+            continue;
+        outbox_tail_event_t e = {.seq = atoll(PQgetvalue(r, i, 1)),
+                                 .id = PQgetvalue(r, i, 2),
+                                 .topic = PQgetvalue(r, i, 3),
+                                 .type = PQgetvalue(r, i, 4),
+                                 .key = PQgetvalue(r, i, 5),
+                                 .payload = PQgetvalue(r, i, 6),
+                                 .at = PQgetvalue(r, i, 7),
+                                 .at_us = atoll(PQgetvalue(r, i, 8))};
+        cb(arg, &e);
+    }
+    PQclear(r);
+    return OUTBOX_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Dead letters                                                              */
 
@@ -895,6 +939,7 @@ const outbox_store_ops_t outbox__store_pg_ops = {
     .stats = pg_stats,
     .topic_stats = pg_topic_stats,
     .lane_holders = pg_lane_holders,
+    .tail = pg_tail,
     .dlq_list = pg_dlq_list,
     .dlq_show = pg_dlq_show,
     .dlq_requeue = pg_dlq_requeue,
