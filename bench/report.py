@@ -524,6 +524,61 @@ plot {plots}
                    f"the sink's own one-wave rate ({plural(best['workers'], 'worker')}).")
             self.w()
 
+    def latency(self):
+        if not self.stage_ok("latency", "Latency at a steady rate, and what each wake-up costs producers"):
+            return
+        rows = read_tsv(os.path.join(self.data, "latency.tsv"))
+        r0 = rows[0]
+        self.w(f"{fnum(float(r0['rate']))} events/s for {r0['secs']} s from {r0['producers']} "
+               f"producer connections (one event per transaction, paced to a common schedule), "
+               f"relay in the same process with its defaults apart from the wake-up, Redis "
+               f"Streams. Latency is from `COMMIT` returning in the producer until a reader "
+               f"thread gets the entry from `XREAD BLOCK`, over the steady state (the first "
+               f"second, when the relay starts idle, is reported apart). Then the same "
+               f"producers commit as fast as they can for a few seconds while the relay drains: "
+               f"their commits/s, against the same with the relay only polling (no wake-up at "
+               f"all), the ceiling.")
+        self.w()
+        label = {"poll": "poll only (`poll_min_interval=0`, `notify=false`)",
+                 "watch": "**watcher (the defaults)**",
+                 "watch_enqueue": "**watcher (the defaults)**",
+                 "notify": "NOTIFY hint (`notify=true`, watcher off)"}
+        who = {"poll": "plain SQL", "watch": "plain SQL", "watch_enqueue": "`outbox_enqueue`",
+               "notify": "`outbox_enqueue` with `wakeup_hint`"}
+        self.table(["wake-up", "producers", "p50 ms", "p99 ms", "max ms", "first second, max ms",
+                    "producer commits/s", "vs poll only"],
+                   [[label.get(r["technique"], r["technique"]), who.get(r["technique"], ""),
+                     f"{float(r['p50_ms']):.1f}", f"{float(r['p99_ms']):.1f}",
+                     f"{float(r['max_ms']):.1f}", f"{float(r['warmup_max_ms']):.1f}",
+                     fnum(float(r["cap_tps"])), f"{float(r['cap_ratio']):.2f}x"] for r in rows])
+        w = {r["technique"]: r for r in rows}
+        if "watch" in w and float(w["watch"]["idle_relay_cpu_s"]) >= 0:
+            wr = w["watch"]
+            self.w(f"**Idle, watcher on:** over 10 s with nothing written the relay process used "
+                   f"{float(wr['idle_relay_cpu_s']):.3f} s of CPU and its PostgreSQL sessions "
+                   f"{float(wr['idle_pg_cpu_s']):.3f} s (workers polling every `poll_interval`, "
+                   f"the watcher looking every 50 ms).")
+            self.w()
+
+    def footprint(self):
+        if not self.stage_ok("footprint", "Footprint: startup, memory, idle CPU"):
+            return
+        rows = {r["what"]: r for r in read_tsv(os.path.join(self.data, "footprint.tsv"))}
+        v = lambda k: rows[k]["value"]
+        self.w("`outbox-relay` as its own process with its defaults (5 workers, batch 500, the "
+               "watcher on), sink Redis Streams. Startup is from `exec` until `/readyz` answers "
+               "200 (session open, lanes taken, broker checked), the median of five starts; its "
+               "floor is `psql -c 'SELECT 1'`, a process that connects once and exits.")
+        self.w()
+        self.table(["what", "value", "target"],
+                   [["startup to ready", f"{v('startup_ms')} ms (psql floor {v('startup_floor_psql_ms')} ms)", "< 100 ms"],
+                    [f"peak resident memory draining {int(v('drain_events')):,} events "
+                     f"({v('drain_seconds')} s)", f"{v('drain_peak_rss_mb')} MB", "<= 20 MB"],
+                    ["relay CPU while draining", f"{v('drain_relay_cpu_s')} s", ""],
+                    [f"idle {v('idle_seconds')} s: relay process CPU", f"{v('idle_relay_cpu_pct')} % of a core", "~0"],
+                    [f"idle {v('idle_seconds')} s: its PostgreSQL sessions' CPU", f"{v('idle_pg_sessions_cpu_pct')} % of a core", "~0"],
+                    ["resident memory when idle", f"{v('idle_rss_mb')} MB", ""]])
+
     def orders(self):
         if not self.stage_ok("orders", "The order system: write path and consumer lag"):
             return
@@ -547,7 +602,7 @@ plot {plots}
         self.head()
         self.machine()
         for section in (self.drain_sizes, self.drain_grid, self.drain_ack, self.wakeup,
-                        self.notify_cost, self.nats, self.orders):
+                        self.latency, self.notify_cost, self.nats, self.footprint, self.orders):
             try:
                 section()
             except (KeyError, IndexError, ValueError, ZeroDivisionError, StopIteration,

@@ -18,13 +18,16 @@
 #   BENCH_DATA       raw data, logs and gnuplot scripts
 #                    ($BUILD/bench-data/<mode>)
 #   BENCH_ONLY       space-separated subset of: drain_sizes drain_grid
-#                    drain_ack wakeup notify_cost nats orders (others: "not run")
+#                    drain_ack wakeup latency notify_cost nats footprint orders
+#                    (others: "not run")
 #   BENCH_SIZES BENCH_SIZE_ROUNDS                     bench_drain sizes
 #   BENCH_GRID_N BENCH_GRID_WORKERS BENCH_GRID_BATCHES BENCH_GRID_ROUNDS
 #   BENCH_ACK_N BENCH_ACK_ROUNDS                      bench_drain ack
 #   BENCH_WAKE_EVENTS                                 bench_wakeup
 #   BENCH_NOTIFY_CLIENTS BENCH_NOTIFY_SECS BENCH_NOTIFY_ROUNDS  notify_cost.sh
 #   BENCH_NATS_N                                      bench_nats
+#   BENCH_LAT_RATE BENCH_LAT_SECS BENCH_LAT_CAP_SECS   bench_latency
+#   BENCH_FOOT_N                                      bench/footprint.sh
 # The hand-written "earlier measurements" block of docs/BENCHMARKS.md
 # (between the bench:earlier markers) is carried over unchanged.
 set -uo pipefail
@@ -47,6 +50,8 @@ if [ "$MODE" = quick ]; then
   : "${BENCH_WAKE_EVENTS:=10}"
   : "${BENCH_NOTIFY_CLIENTS:=4}" "${BENCH_NOTIFY_SECS:=3}" "${BENCH_NOTIFY_ROUNDS:=1}"
   : "${BENCH_NATS_N:=2000}"
+  : "${BENCH_LAT_RATE:=500}" "${BENCH_LAT_SECS:=4}" "${BENCH_LAT_CAP_SECS:=2}"
+  : "${BENCH_FOOT_N:=10000}"
 else
   : "${BENCH_OUT:=docs/BENCHMARKS.md}"
   : "${BENCH_SIZES:=10000,30000,100000,300000,1000000}" "${BENCH_SIZE_ROUNDS:=1}"
@@ -56,10 +61,12 @@ else
   : "${BENCH_WAKE_EVENTS:=50}"
   : "${BENCH_NOTIFY_CLIENTS:=8}" "${BENCH_NOTIFY_SECS:=20}" "${BENCH_NOTIFY_ROUNDS:=2}"
   : "${BENCH_NATS_N:=20000}"
+  : "${BENCH_LAT_RATE:=1000}" "${BENCH_LAT_SECS:=10}" "${BENCH_LAT_CAP_SECS:=5}"
+  : "${BENCH_FOOT_N:=100000}"
 fi
 : "${BENCH_SVG_DIR:=$(dirname "$BENCH_OUT")/bench}"
 : "${BENCH_DATA:=$BUILD/bench-data/$MODE}"
-: "${BENCH_ONLY:=drain_sizes drain_grid drain_ack wakeup notify_cost nats orders}"
+: "${BENCH_ONLY:=drain_sizes drain_grid drain_ack wakeup latency notify_cost nats footprint orders}"
 export SERVERS_PG_DURABLE=1 # every server this suite starts, notify_cost.sh's too
 
 # gnuplot draws the curves (Debian's gnuplot-nox: no X11), installed as
@@ -135,8 +142,10 @@ stage drain_sizes 1 "$L $B/bench_drain sizes $BENCH_SIZES $BENCH_SIZE_ROUNDS"
 stage drain_grid 1 "$L $B/bench_drain grid $BENCH_GRID_N $BENCH_GRID_WORKERS $BENCH_GRID_BATCHES $BENCH_GRID_ROUNDS"
 stage drain_ack 1 "$L $B/bench_drain ack $BENCH_ACK_N $BENCH_ACK_ROUNDS"
 stage wakeup 1 "$L $B/bench_wakeup $BENCH_WAKE_EVENTS 100"
+stage latency 1 "$L $B/bench_latency $BENCH_LAT_RATE $BENCH_LAT_SECS 32 $BENCH_LAT_CAP_SECS"
 stage notify_cost 0 "CLIENTS=$BENCH_NOTIFY_CLIENTS SECS=$BENCH_NOTIFY_SECS ROUNDS=$BENCH_NOTIFY_ROUNDS bench/notify_cost.sh"
 stage nats 1 "$L $B/bench_nats $BENCH_NATS_N"
+stage footprint 1 "bench/footprint.sh $BENCH_FOOT_N 5 10"
 # The order system: write path against pgbench, consumer lag (own servers).
 stage orders 0 "BENCH_ORDERS_OUT=${DATA#"$ROOT"/}/orders bench/bench_orders.sh$([ "$MODE" = quick ] && echo " --quick")"
 wait # the tee processes
