@@ -368,23 +368,25 @@ void ledger_check_books(ledger_t *L, long long want_user_sum)
     expect_zero(c, "transactions still PENDING",
                 "SELECT count(*) FROM transactions WHERE status = 'PENDING'");
     expect_zero(c, "transactions without exactly one outcome event",
-                "SELECT count(*) FROM transactions t WHERE (SELECT count(*) FROM outbox o"
-                " WHERE o.key = t.id::text AND o.type IN ('TransactionCompleted',"
-                " 'TransactionFailed')) <> 1");
+                "SELECT count(*) FROM transactions t LEFT JOIN (SELECT key, count(*) AS n"
+                " FROM outbox WHERE type IN ('TransactionCompleted', 'TransactionFailed')"
+                " GROUP BY key) o ON o.key = t.id::text WHERE o.n IS DISTINCT FROM 1");
     expect_zero(c, "outcome events that disagree with the status",
                 "SELECT count(*) FROM outbox o JOIN transactions t ON o.key = t.id::text"
                 " WHERE (o.type = 'TransactionCompleted' AND t.status <> 'COMPLETED')"
                 "    OR (o.type = 'TransactionFailed' AND t.status <> 'FAILED')");
     expect_zero(c, "transactions without exactly one TransactionCreated event",
-                "SELECT count(*) FROM transactions t WHERE (SELECT count(*) FROM outbox o"
-                " WHERE o.key = t.id::text AND o.type = 'TransactionCreated') <> 1");
+                "SELECT count(*) FROM transactions t LEFT JOIN (SELECT key, count(*) AS n"
+                " FROM outbox WHERE type = 'TransactionCreated' GROUP BY key) o"
+                " ON o.key = t.id::text WHERE o.n IS DISTINCT FROM 1");
     expect_zero(c, "COMPLETED transactions without one DEBIT and one CREDIT of their amount",
-                "SELECT count(*) FROM transactions t WHERE t.status = 'COMPLETED' AND"
-                " ((SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id"
-                "   AND e.side = 'DEBIT' AND e.amount = t.amount) <> 1 OR"
-                "  (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id"
-                "   AND e.side = 'CREDIT' AND e.amount = t.amount) <> 1 OR"
-                "  (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id) <> 2)");
+                "SELECT count(*) FROM transactions t LEFT JOIN (SELECT transaction_id,"
+                " count(*) AS n, count(*) FILTER (WHERE side = 'DEBIT') AS d,"
+                " count(*) FILTER (WHERE side = 'CREDIT') AS c, min(amount) AS lo,"
+                " max(amount) AS hi FROM ledger_entries GROUP BY 1) e"
+                " ON e.transaction_id = t.id WHERE t.status = 'COMPLETED' AND"
+                " (e.n = 2 AND e.d = 1 AND e.c = 1 AND e.lo = t.amount AND e.hi = t.amount)"
+                " IS NOT TRUE");
     expect_zero(c, "accounts debited twice for one transaction",
                 "SELECT count(*) FROM (SELECT transaction_id, account_id FROM ledger_entries"
                 " WHERE side = 'DEBIT' GROUP BY 1, 2 HAVING count(*) > 1) x");
@@ -395,9 +397,10 @@ void ledger_check_books(ledger_t *L, long long want_user_sum)
                 "SELECT coalesce(sum(CASE side WHEN 'DEBIT' THEN amount ELSE -amount END), 0)"
                 " FROM ledger_entries");
     expect_zero(c, "accounts whose balance is not credits - debits",
-                "SELECT count(*) FROM accounts a WHERE a.balance <> coalesce((SELECT"
-                " sum(CASE side WHEN 'CREDIT' THEN amount ELSE -amount END) FROM ledger_entries e"
-                " WHERE e.account_id = a.user_id), 0)");
+                "SELECT count(*) FROM accounts a LEFT JOIN (SELECT account_id,"
+                " sum(CASE side WHEN 'CREDIT' THEN amount ELSE -amount END) AS net"
+                " FROM ledger_entries GROUP BY 1) e ON e.account_id = a.user_id"
+                " WHERE a.balance <> coalesce(e.net, 0)");
     expect_zero(c, "sum of all balances (users + external)",
                 "SELECT coalesce(sum(balance), 0) FROM accounts");
     expect_zero(c, "negative user balances",
