@@ -38,7 +38,8 @@ static void release(tx_pg_t *pg, PGconn *c)
         outbox__dbpool_put(pg->pool, c); /* rolls back anything left open */
         return;
     }
-    if (PQstatus(c) == CONNECTION_OK && outbox_kit_db_in_tx(c))
+    /* A session of its own: end whatever is left open, aborted ones too. */
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
         PQclear(PQexec(c, "ROLLBACK"));
 }
 
