@@ -69,7 +69,12 @@ static users_save_result_t save(void *self, const users_new_t *u, const users_id
                                " VALUES ($1::uuid, $2, $3) ON CONFLICT (email) DO NOTHING",
                                3, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        snprintf(err, sizeof(err), "%s", PQresultErrorMessage(r));
+        /* The primary message only: a DETAIL line may quote the row (the hash). */
+        const char *prim = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(err, sizeof(err), "%s",
+                 prim                           ? prim
+                 : PQstatus(c) != CONNECTION_OK ? PQerrorMessage(c)
+                                                : "error");
         chomp(err);
         PQclear(r);
         res = db_failure(c, "inserting the user", err, errstr, errstr_size);

@@ -74,9 +74,6 @@ static void create_user(outbox_http_req_t *req, outbox_http_resp_t *resp, void *
         }
         outbox__http_reply_raw(resp, 201, "application/json", body, strlen(body));
         free(body);
-        char loc[64];
-        snprintf(loc, sizeof(loc), "/users/%s", out.id);
-        outbox__http_add_header(resp, "Location", loc);
         break;
     case USERS_REG_INVALID:
         outbox__http_problem(req, resp, 400, "validation-error", NULL, "%s", out.message);
@@ -111,6 +108,7 @@ static void create_user(outbox_http_req_t *req, outbox_http_resp_t *resp, void *
         outbox__http_add_header(resp, "Retry-After", "1");
         break;
     case USERS_REG_FAILED:
+        outbox__log(OUTBOX_LOG_ERROR, "users", "create_failed", out.message, NULL);
         outbox__http_problem(req, resp, 500, "internal", NULL,
                              "the user could not be saved (see the server log); nothing was "
                              "written");
