@@ -1,4 +1,5 @@
-/* ledger_conservation: 50 users, 5,000 concurrent random transfers (100
+/* ledger_conservation (Redis Streams) / ledger_conservation_amqp (RabbitMQ):
+ * 50 users, 5,000 concurrent random transfers (100
  * requests in flight at a time), while the transaction processor and the
  * relays of both services are SIGKILLed at random moments and restarted.
  * At the end the users' balances still sum to what was deposited, every
@@ -40,7 +41,12 @@ int main(void)
     srand(seed);
     printf("users %d, transfers %d, kills %d, seed %u\n", nusers, ntx, nkills, seed);
 
-    ledger_init(&L, "ledger_conservation", LEDGER_REDIS);
+#ifndef LEDGER_BROKER
+#define LEDGER_BROKER LEDGER_REDIS
+#endif
+    ledger_init(&L,
+                LEDGER_BROKER == LEDGER_AMQP ? "ledger_conservation_amqp" : "ledger_conservation",
+                LEDGER_BROKER);
     lproc_t *tx_relay = ledger_add(&L, "tx-relay", 1, 0, "--no-api", "--no-consumers", NULL);
     lproc_t *tx_proc = ledger_add(&L, "tx-proc", 1, 0, "--no-api", "--no-relay", NULL);
     ledger_add(&L, "tx-api", 1, 1, "--no-relay", "--no-consumers", NULL);
@@ -148,7 +154,7 @@ int main(void)
     free(resp);
     free(ids);
     free(crash_round);
-    printf("PASS ledger_conservation: %d users, %d transfers, %d crashes, sum %lld kept\n", nusers,
-           ntx, kills, total);
+    printf("PASS %s: %d users, %d transfers, %d crashes, sum %lld kept\n", L.name, nusers, ntx,
+           kills, total);
     return 0;
 }
