@@ -38,7 +38,9 @@ static void usage(FILE *fp)
             "DB_PASSWORD, DB_NAME (default here: users_db), OUTBOX_WORKER_INTERVAL (e.g. 5s).\n"
             "Defaults that differ here: OUTBOX_ACK_MODE=mark.\n"
             "\n"
-            "  --version                  print the version and exit\n");
+            "  --version                  print the version and exit\n"
+            "  --no-api                   run only the outbox relay (OUTBOX_RUN_API=false)\n"
+            "  --no-relay                 run only the HTTP API (OUTBOX_RUN_RELAY=false)\n");
     outbox_kit_conf_print_help(fp, OUTBOX_KIT_SCOPE_DB | OUTBOX_KIT_SCOPE_HTTP |
                                        OUTBOX_KIT_SCOPE_RELAY | OUTBOX_KIT_SCOPE_SINK |
                                        OUTBOX_KIT_SCOPE_LOG);
