@@ -33,7 +33,7 @@ int main(void)
     ledger_add(&L, "users", 0, 1, NULL, NULL, NULL);
     ledger_add(&L, "tx-api", 1, 1, "--no-relay", "--no-consumers", NULL);
     lproc_t *proc = ledger_add(&L, "tx-proc", 1, 0, "--no-api", "--no-relay", NULL);
-    ledger_env(&L, "OUTBOX_FAULT_ACK_DELAY=2s");
+    ledger_env(&L, "OUTBOX_FAULT_ACK_DELAY=4s");
     lproc_t *relay = ledger_add(&L, "tx-relay", 1, 0, "--no-api", "--no-consumers", NULL);
 
     char u[4][37];
@@ -59,7 +59,7 @@ int main(void)
         CHECK(tu_now_ms() < end, "the relay published nothing in 30 s");
         tu_sleep_ms(10);
     }
-    ledger_kill(relay); /* inside the 2 s between publish and ack */
+    ledger_kill(relay); /* inside the 4 s between publish and ack */
     long long pending = tu_query_ll(L.tdb, "SELECT count(*) FROM outbox WHERE status = 'pending'"
                                            " AND type = 'TransactionCreated'");
     long long published = xlen("transactions") - before;
