@@ -4,7 +4,9 @@
  * (PENDING, then COMPLETED, or FAILED with a reason), balances, the
  * Idempotency-Key, no secret anywhere, ack_mode=mark (rows kept,
  * 'processed'), clean shutdown, and the books at the end. */
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ledger_testlib.h"
 
@@ -109,6 +111,75 @@ static void expect_status(const char *id, const char *want, const char *reason_p
               reason_part);
     else
         CHECK(!reason[0], "transaction %s has a reason \"%s\"", id, reason);
+}
+
+/* Value of key in a "k=v k=v" conninfo ("" if absent). */
+static void conninfo_get(const char *ci, const char *key, char *out, size_t size)
+{
+    out[0] = '\0';
+    size_t kl = strlen(key);
+    for (const char *p = ci; (p = strstr(p, key)); p += kl)
+        if ((p == ci || p[-1] == ' ') && p[kl] == '=') {
+            snprintf(out, size, "%.*s", (int)strcspn(p + kl + 1, " "), p + kl + 1);
+            return;
+        }
+}
+
+/* The seed's environment alone (no DATABASE_URL): SERVER_PORT, DB_HOST,
+ * DB_PORT, DB_USER, DB_PASSWORD, DB_NAME, OUTBOX_WORKER_INTERVAL; ack_mode
+ * is mark without being asked. */
+static void seed_environment(void)
+{
+    char host[128], port[16], user[64], dbname[128], env[10][256];
+    conninfo_get(L.users_db, "host", host, sizeof(host));
+    conninfo_get(L.users_db, "port", port, sizeof(port));
+    conninfo_get(L.users_db, "user", user, sizeof(user));
+    conninfo_get(L.users_db, "dbname", dbname, sizeof(dbname));
+    int http = tu_free_port();
+    snprintf(env[0], sizeof(env[0]), "DATABASE_URL=");
+    snprintf(env[1], sizeof(env[1]), "DB_HOST=%s", host[0] ? host : "127.0.0.1");
+    snprintf(env[2], sizeof(env[2]), "DB_PORT=%s", port[0] ? port : "5432");
+    snprintf(env[3], sizeof(env[3]), "DB_USER=%s", user[0] ? user : "postgres");
+    snprintf(env[4], sizeof(env[4]), "DB_PASSWORD=postgres");
+    snprintf(env[5], sizeof(env[5]), "DB_NAME=%s", dbname);
+    snprintf(env[6], sizeof(env[6]), "SERVER_PORT=%d", http);
+    snprintf(env[7], sizeof(env[7]), "OUTBOX_WORKER_INTERVAL=5s");
+    snprintf(env[8], sizeof(env[8]), "OUTBOX_SINK=%s", L.sink);
+    snprintf(env[9], sizeof(env[9]), "OUTBOX_METRICS_ADDR=off");
+    char *envp[11];
+    for (int i = 0; i < 10; i++)
+        envp[i] = env[i];
+    envp[10] = NULL;
+    char log[256];
+    snprintf(log, sizeof(log), "%s/../tests/ledger-%s-seed-env.log", OUTBOX_BIN_DIR, L.name);
+    unlink(log);
+    char *argv[] = {(char *)tu_bin("users-service"), NULL};
+    pid_t pid = tu_spawn(argv, envp, log);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", http);
+    http_resp_t r;
+    int ready = 0;
+    for (int i = 0; i < 600 && !ready; i++) {
+        ready = http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200;
+        if (!ready) {
+            CHECK(tu_wait(pid, 0) == -1, "users-service (seed env) exited; see %s", log);
+            tu_sleep_ms(50);
+        }
+    }
+    CHECK(ready, "users-service (seed env) not ready on SERVER_PORT %d; see %s", http, log);
+    CHECK(count_in_file(log, "poll_interval=5s") == 1 && count_in_file(log, "ack_mode=mark") == 1,
+          "the seed environment was not honoured; see %s", log);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/users", http);
+    const char *body = "{\"email\":\"seed@example.com\",\"password\":\"password123\"}";
+    CHECK(http_do("POST", url, "application/json", NULL, body, strlen(body), &r) == 201,
+          "POST /users on the seed-env service: %ld %s", r.status, r.body);
+    CHECK(wait_ll(L.udb,
+                  "SELECT count(*) FROM outbox WHERE status = 'processed' AND payload::text LIKE "
+                  "'%seed@example.com%'",
+                  1, 30000) == 1,
+          "the seed-env service's event was not published and marked processed");
+    kill(pid, SIGTERM);
+    CHECK(tu_wait(pid, 30000) == 0, "users-service (seed env) did not stop cleanly; see %s", log);
 }
 
 int main(void)
@@ -233,6 +304,9 @@ int main(void)
         CHECK(count_in_file(L.procs[i].log, "argon2id") == 0, "hash in %s", L.procs[i].log);
     }
     (void)b2;
+    seed_environment();
+    CHECK(wait_ll(L.tdb, "SELECT count(*) FROM accounts WHERE kind = 'user'", 4, 30000) == 4,
+          "no account for the user created through the seed environment");
     ledger_teardown(&L); /* every process must exit 0 on SIGTERM */
     printf("PASS ledger flow over %s\n", LEDGER_BROKER == LEDGER_AMQP ? "RabbitMQ" : "Redis");
     return 0;
