@@ -189,9 +189,8 @@ static void get_tx(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaqu
                              id ? id : "");
         return;
     }
-    char err[512];
     tx_view_t v;
-    tx_store_result_t r = app->store.ops->get(app->store.self, id, &v, err, sizeof(err));
+    tx_store_result_t r = tx_get(&app->store, id, &v);
     if (r == TX_STORE_OK)
         outbox__http_reply_raw(resp, 200, "application/json", v.json, strlen(v.json));
     else if (r == TX_STORE_NOT_FOUND)
@@ -212,9 +211,8 @@ static void get_balance(outbox_http_req_t *req, outbox_http_resp_t *resp, void *
                              id ? id : "");
         return;
     }
-    char err[512];
     int64_t bal = 0;
-    tx_store_result_t r = app->store.ops->balance(app->store.self, id, &bal, err, sizeof(err));
+    tx_store_result_t r = tx_balance(&app->store, id, &bal);
     if (r == TX_STORE_OK) {
         json_t *o = json_pack("{s:s,s:I}", "userId", id, "balance", (json_int_t)bal);
         outbox__http_reply_json(resp, 200, o);

@@ -74,6 +74,19 @@ void tx_create(const tx_store_t *store, const tx_create_in_t *in, const tx_idem_
     snprintf(out->id, sizeof(out->id), "%s", t.id);
 }
 
+tx_store_result_t tx_get(const tx_store_t *store, const char *tx_id, tx_view_t *out)
+{
+    char err[512];
+    out->json = NULL;
+    return store->ops->get(store->self, tx_id, out, err, sizeof(err));
+}
+
+tx_store_result_t tx_balance(const tx_store_t *store, const char *user_id, int64_t *balance)
+{
+    char err[512];
+    return store->ops->balance(store->self, user_id, balance, err, sizeof(err));
+}
+
 static tx_msg_verdict_t verdict(tx_store_result_t r)
 {
     switch (r) {

@@ -38,6 +38,11 @@ typedef struct tx_create_out_s {
 void tx_create(const tx_store_t *store, const tx_create_in_t *in, const tx_idem_t *idem,
                tx_create_out_t *out);
 
+/* Reads a transaction (out->json, malloc'd, on TX_STORE_OK) / a user's
+ * balance. tx_id and user_id must be UUIDs (the HTTP layer checks). */
+tx_store_result_t tx_get(const tx_store_t *store, const char *tx_id, tx_view_t *out);
+tx_store_result_t tx_balance(const tx_store_t *store, const char *user_id, int64_t *balance);
+
 /* What a consumer should do with the message. */
 typedef enum {
     TX_MSG_DONE = 0, /* applied, duplicate or not ours: acknowledge */
