@@ -78,7 +78,7 @@ static void tx_errors(const char *a, const char *b)
         snprintf(body, sizeof(body), "{\"amount\":%s,\"toUserId\":\"%s\"}", bad_amounts[i], a);
         expect("POST", T, P, J, body, 400, "validation-error", "amount");
     }
-    snprintf(body, sizeof(body), "{\"amount\":5,\"fromUserId\":\"nope\",\"toUserId\":\"%s\"}", a);
+    snprintf(body, sizeof(body), "{\"amount\":5,\"fromUserId\":\"no pe\",\"toUserId\":\"%s\"}", a);
     expect("POST", T, P, J, body, 400, "validation-error", "fromUserId");
     snprintf(body, sizeof(body), "{\"amount\":5,\"fromUserId\":\"%s\",\"toUserId\":5}", a);
     expect("POST", T, P, J, body, 400, "validation-error", "toUserId");
@@ -94,7 +94,7 @@ static void tx_errors(const char *a, const char *b)
            NULL);
     expect("GET", T, "/api/v1/transactions/01a2297c-a146-75e1-860e-b7d85e7907d7", NULL, NULL, 404,
            "transaction-not-found", NULL);
-    expect("GET", T, "/api/v1/balance/xyz", NULL, NULL, 400, "invalid-user-id", NULL);
+    expect("GET", T, "/api/v1/balance/xyz", NULL, NULL, 404, "account-not-found", NULL);
     expect("GET", T, "/api/v1/balance/01a2297c-a146-75e1-860e-b7d85e7907d7", NULL, NULL, 404,
            "account-not-found", NULL);
     CHECK(tu_query_ll(L.tdb, "SELECT count(*) FROM transactions") == 0,
@@ -267,7 +267,7 @@ int main(void)
     CHECK(ledger_balance(&L, a) == 1000, "alice after the deposit: %lld", ledger_balance(&L, a));
 
     /* Phase B: outcomes that do not depend on each other's order. */
-    char t1[37], wd[37], poor[37], unknown_to[37], unknown_from[37];
+    char t1[37], wd[37], poor[37], unknown_to[37], unknown_from[37], seedstyle[37];
     CHECK(ledger_post_tx(&L, 300, a, b, t1) == 202, "transfer");
     CHECK(ledger_post_tx(&L, 100, a, NULL, wd) == 202, "withdrawal");
     CHECK(ledger_post_tx(&L, 5000, b, a, poor) == 202, "insufficient");
@@ -275,20 +275,24 @@ int main(void)
           "to unknown");
     CHECK(ledger_post_tx(&L, 10, "01a2297c-0000-7000-8000-000000000002", b, unknown_from) == 202,
           "from unknown");
+    /* Seed 002's own example names users "user-1" and "user-2": accepted,
+     * then FAILED (no account has such an id). */
+    CHECK(ledger_post_tx(&L, 100, "user-1", "user-2", seedstyle) == 202, "seed-style ids");
     ledger_wait_settled(&L, 60000);
     expect_status(t1, "COMPLETED", NULL);
     expect_status(wd, "COMPLETED", NULL);
     expect_status(poor, "FAILED", "insufficient funds");
     expect_status(unknown_to, "FAILED", "(toUserId)");
     expect_status(unknown_from, "FAILED", "(fromUserId)");
+    expect_status(seedstyle, "FAILED", "unknown user user-1 (fromUserId)");
     CHECK(ledger_balance(&L, a) == 600, "alice: %lld", ledger_balance(&L, a));
     CHECK(ledger_balance(&L, b) == 300, "bob: %lld", ledger_balance(&L, b));
     CHECK(ledger_balance(&L, stranger) == 50, "stranger: %lld", ledger_balance(&L, stranger));
     ledger_check_books(&L, 1000 + 50 - 100);
 
     /* ack_mode=mark: rows kept as processed (the seed's PENDING -> PROCESSED). */
-    CHECK(tu_query_ll(L.tdb, "SELECT count(*) FROM outbox WHERE status = 'processed'") == 2 * 7,
-          "transactions outbox: 7 created + 7 outcomes, processed");
+    CHECK(tu_query_ll(L.tdb, "SELECT count(*) FROM outbox WHERE status = 'processed'") == 2 * 8,
+          "transactions outbox: 8 created + 8 outcomes, processed");
     CHECK(tu_query_ll(L.udb, "SELECT count(*) FROM outbox WHERE status = 'processed' AND type = "
                              "'UserCreated'") == 3,
           "users outbox: 3 UserCreated, processed");

@@ -133,7 +133,7 @@ static tx_store_result_t create(void *self, const tx_new_t *t, const tx_idem_t *
     const char *p[5] = {t->id, amt, t->description, t->from_user, t->to_user};
     PGresult *r = run(c,
                       "INSERT INTO transactions (id, amount, description, from_user_id, to_user_id)"
-                      " VALUES ($1::uuid, $2::bigint, $3, $4::uuid, $5::uuid)",
+                      " VALUES ($1::uuid, $2::bigint, $3, $4, $5)",
                       5, p, PGRES_COMMAND_OK, err, sizeof(err), state);
     if (!r) {
         res = failure(c, state, "inserting the transaction", err, errstr, errstr_size);

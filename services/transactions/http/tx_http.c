@@ -54,8 +54,8 @@ static int opt_user(json_t *doc, const char *name, const char **out)
     *out = NULL;
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_string(v))
-        return -1;
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return -1; /* not a string, or a NUL inside it */
     *out = json_string_value(v);
     return 0;
 }
@@ -105,12 +105,12 @@ static void create_tx(outbox_http_req_t *req, outbox_http_resp_t *resp, void *op
     }
     if (opt_user(doc, "fromUserId", &in.from_user)) {
         bad(req, resp, "fromUserId",
-            "fromUserId must be a user id (a UUID string), or null/absent for a deposit");
+            "fromUserId must be a user id (a string), or null/absent for a deposit");
         return;
     }
     if (opt_user(doc, "toUserId", &in.to_user)) {
         bad(req, resp, "toUserId",
-            "toUserId must be a user id (a UUID string), or null/absent for a withdrawal");
+            "toUserId must be a user id (a string), or null/absent for a withdrawal");
         return;
     }
 
@@ -205,22 +205,24 @@ static void get_balance(outbox_http_req_t *req, outbox_http_resp_t *resp, void *
 {
     tx_http_app_t *app = opaque;
     const char *id = outbox__http_param(req, "userId");
-    if (!outbox_uuid_valid(id)) {
+    if (!id || !*id || strlen(id) > TX_USER_ID_MAX) {
         outbox__http_problem(req, resp, 400, "invalid-user-id", NULL,
-                             "user id \"%.64s\" is not a UUID (8-4-4-4-12 hex digits)",
-                             id ? id : "");
+                             "a user id is 1..%d characters", TX_USER_ID_MAX);
         return;
     }
     int64_t bal = 0;
-    tx_store_result_t r = tx_balance(&app->store, id, &bal);
+    /* Accounts are opened for the UUIDs of UserCreated events: any other id
+     * ("user-1" in our users' example) has none. */
+    tx_store_result_t r =
+        outbox_uuid_valid(id) ? tx_balance(&app->store, id, &bal) : TX_STORE_NOT_FOUND;
     if (r == TX_STORE_OK) {
         json_t *o = json_pack("{s:s,s:I}", "userId", id, "balance", (json_int_t)bal);
         outbox__http_reply_json(resp, 200, o);
         json_decref(o);
     } else if (r == TX_STORE_NOT_FOUND) {
         outbox__http_problem(req, resp, 404, "account-not-found", NULL,
-                             "no account for user %s (unknown user, or its UserCreated event has "
-                             "not arrived yet)",
+                             "no account for user %.64s (unknown user, or its UserCreated event "
+                             "has not arrived yet)",
                              id);
     } else {
         store_problem(req, resp, r, "reading the balance");

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 
 #define TX_ID_LEN 36
+/* A user id as the caller gives it: 1..64 printable ASCII bytes. A UUID names
+ * the account opened from UserCreated; anything else names no account. */
+#define TX_USER_ID_MAX 64
 
 /* Outcomes shared by the store's calls. */
 typedef enum {
@@ -62,8 +65,8 @@ typedef struct tx_outcome_s {
     char status[16];  /* "COMPLETED" / "FAILED" ("" when missing) */
     char reason[256]; /* FAILED: why */
     int64_t amount;
-    char from_user[TX_ID_LEN + 1]; /* "" for a deposit */
-    char to_user[TX_ID_LEN + 1];   /* "" for a withdrawal */
+    char from_user[TX_USER_ID_MAX + 1]; /* "" for a deposit */
+    char to_user[TX_USER_ID_MAX + 1];   /* "" for a withdrawal */
 } tx_outcome_t;
 
 /* An outcome event to enqueue with the decision. */

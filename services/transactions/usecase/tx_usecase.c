@@ -20,20 +20,32 @@ static int invalid(tx_create_out_t *out, const char *field, const char *msg)
     return -1;
 }
 
+/* 1..TX_USER_ID_MAX printable ASCII bytes, no spaces. */
+static int user_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TX_USER_ID_MAX)
+        return 0;
+    for (; *s; s++)
+        if (*s <= ' ' || *s > '~')
+            return 0;
+    return 1;
+}
+
 static int validate(const tx_create_in_t *in, tx_create_out_t *out)
 {
     if (in->amount <= 0 || in->amount > TX_AMOUNT_MAX)
         return invalid(out, "amount",
                        "amount must be a positive integer number of minor units (cents), at "
                        "most 1000000000000000");
-    if (in->from_user && !outbox_uuid_valid(in->from_user))
+    if (in->from_user && !user_id_valid(in->from_user))
         return invalid(out, "fromUserId",
-                       "fromUserId must be a user id (a UUID), or absent/null "
-                       "for a deposit");
-    if (in->to_user && !outbox_uuid_valid(in->to_user))
+                       "fromUserId must be a user id (1..64 printable characters, e.g. the "
+                       "UUID users-service returned), or absent/null for a deposit");
+    if (in->to_user && !user_id_valid(in->to_user))
         return invalid(out, "toUserId",
-                       "toUserId must be a user id (a UUID), or absent/null for "
-                       "a withdrawal");
+                       "toUserId must be a user id (1..64 printable characters, e.g. the UUID "
+                       "users-service returned), or absent/null for a withdrawal");
     if (!in->from_user && !in->to_user)
         return invalid(out, "toUserId",
                        "give toUserId (a deposit when fromUserId is absent), fromUserId (a "
