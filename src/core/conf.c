@@ -161,6 +161,21 @@ static const outbox_conf_prop_t props[] = {
      "threads per consumer group in a service process (each its own broker and database session)"},
     {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "messages read per consumer poll"},
+    {"consumer_max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_CONSUMER_MAX_ATTEMPTS", 1, 100000, 0,
+     NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: failed handler attempts (counted in the consumer's database) before a message "
+     "moves to outbox_consumer_dead_letter"},
+    {"consumer_retry_backoff", OUTBOX_CT_DURATION, "1s", "OUTBOX_CONSUMER_RETRY_BACKOFF", 1, MS_H,
+     0, NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: first delay before a failed message is handled again; doubles per attempt"},
+    {"consumer_retry_backoff_max", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_RETRY_BACKOFF_MAX",
+     1, MS_D, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: longest delay between two attempts of a failed message (and between probes "
+     "while the consumer's database is down)"},
+    {"consumer_dead_letters", OUTBOX_CT_BOOL, "true", "OUTBOX_CONSUMER_DEAD_LETTERS", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SERVICE,
+     "consumer: count attempts and keep dead letters in the consumer's database (database_url); "
+     "off: a failing message is retried for ever"},
     {"nats_stream_create", OUTBOX_CT_BOOL, "true", "OUTBOX_NATS_STREAM_CREATE", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: create the JetStream stream <TOPIC> (subjects <topic>.>) when no stream captures them"},
