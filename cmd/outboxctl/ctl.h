@@ -10,6 +10,8 @@
 int ctl_migrate(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 int ctl_status(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 int ctl_dlq(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
+/* Dead letters of consumer groups (outbox_consumer_dead_letter); see consumer_dlq.c. */
+int ctl_consumer_dlq(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 /* Re-publishes already delivered events (same ids); see replay.c. */
 int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 

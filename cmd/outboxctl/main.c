@@ -1,4 +1,5 @@
-/* outboxctl: operate an outbox database: migrate, status, dead letters, replay. */
+/* outboxctl: operate an outbox database: migrate, status, dead letters (the
+ * relay's and consumer groups'), replay. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,18 @@ static void usage(FILE *fp)
         "  dlq requeue ID|--all        put dead letters back at the head of their key\n"
         "  dlq purge ID|--all|--older-than DURATION\n"
         "                              delete dead letters for good\n"
+        "  consumer-dlq list [--group G] [--topic T] [--limit N]\n"
+        "                              list consumer dead letters (messages a consumer group's\n"
+        "                              handler rejected or failed consumer_max_attempts times),\n"
+        "                              oldest first; read from the consumer's database\n"
+        "                              (DATABASE_URL)\n"
+        "  consumer-dlq show ID        one consumer dead letter: body, error history (JSON)\n"
+        "  consumer-dlq requeue ID|--all [--group G]\n"
+        "                              hand dead letters to their group's handler again: a\n"
+        "                              running consumer of the group picks them up within ~1 s,\n"
+        "                              attempts start from 0; the inbox keeps the effect once\n"
+        "  consumer-dlq purge ID|--all|--older-than DURATION [--group G]\n"
+        "                              delete consumer dead letters for good\n"
         "  replay [--sink URL] [--topic T] [--count N]\n"
         "                              re-publish already delivered events from a Redis stream "
         "with\n"
@@ -67,8 +80,12 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(outbox_store_t *, const outbox_conf_t *, int, char **);
-    } cmds[] = {
-        {"migrate", ctl_migrate}, {"status", ctl_status}, {"dlq", ctl_dlq}, {"replay", ctl_replay}};
+    } cmds[] = {{"migrate", ctl_migrate},
+                {"status", ctl_status},
+                {"dlq", ctl_dlq},
+                {"replay", ctl_replay},
+                {"consumer-dlq", ctl_consumer_dlq},
+                {"consumer-dead-letters", ctl_consumer_dlq}};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmd, cmds[i].name))
             continue;
