@@ -64,7 +64,7 @@ int64_t outbox__holds_wait(outbox__holds_t *h, const char *key, const char *msg_
  *  key, it holds key until due_ms (expiring at expire_ms). Returns the hold
  *  (its failures counted up), or NULL on ENOMEM or when another message holds key. */
 outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const char *msg_id,
-                                   int64_t due_ms, int64_t expire_ms);
+                                   int64_t now, int64_t due_ms, int64_t expire_ms);
 /** msg_id is done (handled or dead-lettered): the key it held is free. */
 void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id);
 void outbox__holds_term(outbox__holds_t *h);

@@ -112,9 +112,9 @@ int64_t outbox__holds_wait(outbox__holds_t *h, const char *key, const char *msg_
 }
 
 outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const char *msg_id,
-                                   int64_t due_ms, int64_t expire_ms)
+                                   int64_t now, int64_t due_ms, int64_t expire_ms)
 {
-    int i = hold_find(h, key, outbox__now_ms());
+    int i = hold_find(h, key, now);
     if (i >= 0 && strcmp(h->v[i].msg_id, msg_id))
         return NULL; /* a follower: the head decides */
     if (i < 0) {
@@ -297,7 +297,8 @@ static outbox_err_t db_down(outbox_consumer_t *c, const outbox_delivery_t *d, co
     p->pause_until_ms = now + pause;
     *retry_in = pause;
     if (!requeued)
-        outbox__holds_fail(&p->holds, key, d->env.id, now + pause, now + pause + HOLD_GRACE_MS);
+        outbox__holds_fail(&p->holds, key, d->env.id, now, now + pause,
+                           now + pause + HOLD_GRACE_MS);
     if (p->db_failures == 1 || outbox__log_enabled(OUTBOX_LOG_DEBUG)) {
         char in[24];
         snprintf(in, sizeof(in), "%lldms", (long long)pause);
@@ -324,7 +325,7 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
             return db_down(c, d, key, error, requeued, retry_in);
         /* No database to count in or to dead-letter to: retry for ever, with backoff. */
         outbox__hold_t *h =
-            requeued ? NULL : outbox__holds_fail(&p->holds, key, d->env.id, now, now);
+            requeued ? NULL : outbox__holds_fail(&p->holds, key, d->env.id, now, now, now);
         int n = h ? h->failures : 1;
         *retry_in = outbox__consumer_retry_delay(n, p->backoff_ms, p->backoff_max_ms);
         if (h) {
@@ -375,7 +376,7 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
     }
     *retry_in = outbox__consumer_retry_delay(attempts, p->backoff_ms, p->backoff_max_ms);
     if (!requeued)
-        outbox__holds_fail(&p->holds, key, d->env.id, now + *retry_in,
+        outbox__holds_fail(&p->holds, key, d->env.id, now, now + *retry_in,
                            now + *retry_in + HOLD_GRACE_MS);
     char in[24];
     snprintf(in, sizeof(in), "%lldms", (long long)*retry_in);
@@ -397,7 +398,7 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
     if (now < p->pause_until_ms) { /* the database is down: not now */
         *retry_in = p->pause_until_ms - now;
         if (!requeued)
-            outbox__holds_fail(&p->holds, key, d->env.id, p->pause_until_ms,
+            outbox__holds_fail(&p->holds, key, d->env.id, now, p->pause_until_ms,
                                p->pause_until_ms + HOLD_GRACE_MS);
         return OUTBOX_ERR_DB;
     }
