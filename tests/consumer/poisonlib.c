@@ -46,6 +46,9 @@ static outbox_err_t handler(const outbox_delivery_t *d, void *opaque)
     int poison = d->env.data && strstr(d->env.data, "\"poison\"") != NULL;
     if (poison) {
         x->poison_calls++;
+        printf("poison call %ld at +%lld ms, %ld applied\n", x->poison_calls, tu_now_ms() % 100000,
+               x->applied);
+        fflush(stdout);
         snprintf(x->poison_id, sizeof(x->poison_id), "%s", d->env.id);
         if (!x->poison_body) {
             x->poison_body = malloc(d->body_len + 1);
@@ -203,7 +206,7 @@ static void poll_until(outbox_consumer_t *c, ctx_t *x, PGconn *db, const char *c
         if (tu_now_ms() - last_check < 50)
             continue;
         last_check = tu_now_ms();
-        if (q(db, cond_sql) == 1)
+        if (q(db, cond_sql) == 1) /* cond_sql: SELECT (...)::int */
             return;
         CHECK(tu_now_ms() < end, "%s within %d ms: effects %lld, dead letters %lld, attempts %lld",
               what, timeout_ms, q(db, "SELECT count(*) FROM effects"),
@@ -264,8 +267,8 @@ void pl_run(const char *test_name, const pl_broker_t *b)
 
     /* 1. The poison is dead-lettered; the 999 others are applied. */
     poll_until(c, &x, db,
-               "SELECT (SELECT count(*) FROM effects) = 999 AND"
-               " (SELECT count(*) FROM outbox_consumer_dead_letter) = 1",
+               "SELECT ((SELECT count(*) FROM effects) = 999 AND"
+               " (SELECT count(*) FROM outbox_consumer_dead_letter) = 1)::int",
                120000, "999 effects and 1 dead letter");
     printf("[%s] 999 applied, poison dead-lettered after %d calls, in %.1f s\n", b->name,
            (int)x.poison_calls, (tu_now_ms() - t0) / 1000.0);
@@ -318,8 +321,8 @@ void pl_run(const char *test_name, const pl_broker_t *b)
     out = ctl(ci, (char *[]){"consumer-dlq", "requeue", ids, NULL}, 0);
     CHECK(strstr(out, "requeued: 1"), "requeue: %s", out);
     poll_until(c, &x, db,
-               "SELECT (SELECT count(*) FROM effects) = 1000 AND"
-               " (SELECT count(*) FROM outbox_consumer_dead_letter) = 0",
+               "SELECT ((SELECT count(*) FROM effects) = 1000 AND"
+               " (SELECT count(*) FROM outbox_consumer_dead_letter) = 0)::int",
                30000, "the requeued dead letter applied");
     check_effects(db, N);
     printf("[%s] requeued poison applied; no dead letter left\n", b->name);
@@ -344,7 +347,7 @@ void pl_run(const char *test_name, const pl_broker_t *b)
            (tu_now_ms() - x.cut_ms) / 1000.0, x.db_errors - errors_before);
     CHECK(x.db_errors > errors_before, "the handler never saw the outage");
     CHECK(during == N + CUT_AFTER, "effects changed during the outage: %lld", during);
-    poll_until(c, &x, db, "SELECT (SELECT count(*) FROM effects) = 2000", 120000,
+    poll_until(c, &x, db, "SELECT ((SELECT count(*) FROM effects) = 2000)::int", 120000,
                "all 2,000 effects after the outage");
     check_effects(db, 2 * N);
     CHECK(q(db, "SELECT count(*) FROM outbox_consumer_dead_letter") == 0,

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -234,6 +235,9 @@ static void *acceptor(void *arg)
             close(cfd);
             continue;
         }
+        int one = 1; /* forwarded one message at a time: no Nagle + delayed-ACK stalls */
+        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         link_t *l = calloc(1, sizeof(*l));
         CHECK(l, "out of memory");
         l->p = p;
