@@ -28,12 +28,17 @@ typedef struct outbox_consumer_ops_s {
 /* Poison handling (consumer_poison.c)                                       */
 
 /** A key whose head message failed: the head is tried again at due_ms; the
- *  key's later messages wait behind it. A head that does not come back by
- *  expire_ms (another instance took it over) no longer holds the key. */
+ *  key's later messages wait behind it, and when the head is done they go
+ *  one at a time in the order they were first seen (brokers that redeliver
+ *  in any order, like JetStream after naks, cannot reorder them). A head
+ *  that does not come back by expire_ms (another instance took it over) no
+ *  longer holds the key. */
 typedef struct outbox__hold_s {
     char *key, *msg_id;
     int64_t due_ms, expire_ms;
     int failures; /**< in memory, for the delay when attempts are not counted in a database */
+    char **queue; /**< followers, first seen first */
+    int nq, capq;
 } outbox__hold_t;
 
 typedef struct outbox__holds_s {
@@ -57,16 +62,18 @@ int outbox__consumer_is_dead(outbox__fate_t fate, int attempts, int max_attempts
 int64_t outbox__consumer_retry_delay(int failures, int64_t base_ms, int64_t max_ms);
 
 /** 0 if a message (key, msg_id) may be handled at now; else how many ms
- *  (>= 1) it has to wait: its key is held by an earlier failed message, or
- *  it is that message and its retry is not due. Drops expired holds. */
+ *  (>= 1) it has to wait: its key is held by an earlier failed message (it
+ *  joins the key's queue), or it is that message and its retry is not due.
+ *  Drops expired holds. */
 int64_t outbox__holds_wait(outbox__holds_t *h, const char *key, const char *msg_id, int64_t now);
 /** msg_id of key failed (or was not handled): unless another message holds
  *  key, it holds key until due_ms (expiring at expire_ms). Returns the hold
  *  (its failures counted up), or NULL on ENOMEM or when another message holds key. */
 outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const char *msg_id,
                                    int64_t now, int64_t due_ms, int64_t expire_ms);
-/** msg_id is done (handled or dead-lettered): the key it held is free. */
-void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id);
+/** msg_id is done (handled or dead-lettered): the first follower in the
+ *  key's queue becomes the head (due now), or the key is free. */
+void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id, int64_t now);
 void outbox__holds_term(outbox__holds_t *h);
 
 /** Per consumer: the database session for attempts and dead letters, the

@@ -78,6 +78,27 @@ static void hold_free(outbox__hold_t *x)
 {
     free(x->key);
     free(x->msg_id);
+    for (int i = 0; i < x->nq; i++)
+        free(x->queue[i]);
+    free(x->queue);
+}
+
+/* msg_id waits behind x's head: queued once, in the order first seen. */
+static void hold_enqueue(outbox__hold_t *x, const char *msg_id)
+{
+    for (int i = 0; i < x->nq; i++)
+        if (!strcmp(x->queue[i], msg_id))
+            return;
+    if (x->nq == x->capq) {
+        int ncap = x->capq ? 2 * x->capq : 8;
+        char **nq = realloc(x->queue, (size_t)ncap * sizeof(*nq));
+        if (!nq)
+            return; /* it still waits; only its rank is unknown */
+        x->queue = nq;
+        x->capq = ncap;
+    }
+    if ((x->queue[x->nq] = strdup(msg_id)))
+        x->nq++;
 }
 
 static void hold_remove(outbox__holds_t *h, int i)
@@ -104,9 +125,10 @@ int64_t outbox__holds_wait(outbox__holds_t *h, const char *key, const char *msg_
     int i = hold_find(h, key, now);
     if (i < 0)
         return 0;
-    const outbox__hold_t *x = &h->v[i];
+    outbox__hold_t *x = &h->v[i];
     if (!strcmp(x->msg_id, msg_id))
         return x->due_ms > now ? x->due_ms - now : 0;
+    hold_enqueue(x, msg_id);
     int64_t w = x->due_ms - now;
     return w > FOLLOWER_MIN_WAIT_MS ? w : FOLLOWER_MIN_WAIT_MS;
 }
@@ -126,7 +148,7 @@ outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const ch
             h->v = nv;
             h->cap = ncap;
         }
-        outbox__hold_t x = {strdup(key), strdup(msg_id), 0, 0, 0};
+        outbox__hold_t x = {strdup(key), strdup(msg_id), 0, 0, 0, NULL, 0, 0};
         if (!x.key || !x.msg_id) {
             hold_free(&x);
             return NULL;
@@ -140,13 +162,26 @@ outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const ch
     return &h->v[i];
 }
 
-void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id)
+void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id, int64_t now)
 {
-    for (int i = 0; i < h->n; i++)
-        if (!strcmp(h->v[i].key, key) && !strcmp(h->v[i].msg_id, msg_id)) {
+    for (int i = 0; i < h->n; i++) {
+        outbox__hold_t *x = &h->v[i];
+        if (strcmp(x->key, key) || strcmp(x->msg_id, msg_id))
+            continue;
+        if (!x->nq) {
             hold_remove(h, i);
             return;
         }
+        /* The next follower leads now; the others stay behind it. */
+        free(x->msg_id);
+        x->msg_id = x->queue[0];
+        memmove(x->queue, x->queue + 1, (size_t)(x->nq - 1) * sizeof(*x->queue));
+        x->nq--;
+        x->due_ms = now;
+        x->expire_ms = now + HOLD_GRACE_MS;
+        x->failures = 0;
+        return;
+    }
 }
 
 void outbox__holds_term(outbox__holds_t *h)
@@ -365,7 +400,8 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
     p->on_record = 1;
     snprintf(nmax, sizeof(nmax), "%d/%d", attempts, p->max_attempts);
     if (dead) {
-        outbox__holds_release(&p->holds, key, d->env.id); /* its key flows again */
+        outbox__holds_release(&p->holds, key, d->env.id,
+                              outbox__now_ms()); /* its key flows again */
         outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "dead_lettered",
                     fate == OUTBOX__FATE_REJECT
                         ? "handler rejected the message: moved to outbox_consumer_dead_letter"
@@ -395,19 +431,17 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
     const char *key = delivery_key(d);
     int64_t now = outbox__now_ms();
     *retry_in = 1;
+    int64_t w = requeued ? 0 : outbox__holds_wait(&p->holds, key, d->env.id, now);
     if (now < p->pause_until_ms) { /* the database is down: not now */
-        *retry_in = p->pause_until_ms - now;
-        if (!requeued)
+        *retry_in = p->pause_until_ms - now > w ? p->pause_until_ms - now : w;
+        if (!requeued && !w)
             outbox__holds_fail(&p->holds, key, d->env.id, now, p->pause_until_ms,
                                p->pause_until_ms + HOLD_GRACE_MS);
         return OUTBOX_ERR_DB;
     }
-    if (!requeued) {
-        int64_t w = outbox__holds_wait(&p->holds, key, d->env.id, now);
-        if (w > 0) {
-            *retry_in = w;
-            return OUTBOX_ERR_TIMEOUT; /* behind a failed message of its key, or not due */
-        }
+    if (w > 0) {
+        *retry_in = w;
+        return OUTBOX_ERR_TIMEOUT; /* behind a failed message of its key, or not due */
     }
     g_cur.d = d;
     g_cur.text[0] = '\0';
@@ -420,7 +454,7 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
     switch (fate) {
     case OUTBOX__FATE_DONE: {
         p->db_failures = 0;
-        outbox__holds_release(&p->holds, key, d->env.id);
+        outbox__holds_release(&p->holds, key, d->env.id, outbox__now_ms());
         outbox_store_t *s = (p->on_record || d->redelivered || requeued) ? store(c) : NULL;
         char err[512];
         if (s && s->ops->consumer_done(s, c->group, d->env.id, err, sizeof(err)) != OUTBOX_OK)

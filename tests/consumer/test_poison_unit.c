@@ -56,10 +56,21 @@ static void test_holds(void)
     x = outbox__holds_fail(&h, "k1", "m1", now, now + 1500, now + 61500);
     CHECK(x && x->failures == 2 && h.n == 1, "same hold, second failure");
     /* done (or dead-lettered): the key flows again */
-    outbox__holds_release(&h, "k1", "m2"); /* not the head: no effect */
+    outbox__holds_release(&h, "k1", "m2", now + 600); /* not the head: no effect */
     CHECK(outbox__holds_wait(&h, "k1", "m2", now + 600) > 0, "release by a follower is ignored");
-    outbox__holds_release(&h, "k1", "m1");
-    CHECK(outbox__holds_wait(&h, "k1", "m2", now + 600) == 0, "released");
+    /* followers seen in the order m2, m3 (m2 again: no second place) */
+    CHECK(outbox__holds_wait(&h, "k1", "m3", now + 600) > 0, "m3 queued");
+    CHECK(outbox__holds_wait(&h, "k1", "m2", now + 600) > 0, "m2 seen again");
+    outbox__holds_release(&h, "k1", "m1", now + 600);
+    /* the head is done: the first follower leads, the next waits behind it
+     * even if it comes back first (JetStream redelivers in any order) */
+    CHECK(outbox__holds_wait(&h, "k1", "m3", now + 600) > 0, "m3 waits for m2");
+    CHECK(outbox__holds_wait(&h, "k1", "m2", now + 600) == 0, "m2 leads");
+    outbox__holds_release(&h, "k1", "m2", now + 610);
+    CHECK(outbox__holds_wait(&h, "k1", "m3", now + 610) == 0, "m3 leads");
+    outbox__holds_release(&h, "k1", "m3", now + 620);
+    CHECK(h.n == 0, "key free after its queue");
+    CHECK(outbox__holds_wait(&h, "k1", "m4", now + 620) == 0, "released");
     /* a head that never comes back (taken over elsewhere) stops holding */
     outbox__holds_fail(&h, "k3", "m5", now, now + 100, now + 200);
     CHECK(outbox__holds_wait(&h, "k3", "m6", now + 150) > 0, "held until expiry");
