@@ -165,8 +165,8 @@ static const outbox_conf_prop_t props[] = {
      NULL, OUTBOX_SCOPE_SERVICE,
      "consumer: failed handler attempts (counted in the consumer's database) before a message "
      "moves to outbox_consumer_dead_letter"},
-    {"consumer_retry_backoff", OUTBOX_CT_DURATION, "1s", "OUTBOX_CONSUMER_RETRY_BACKOFF", 1, MS_H,
-     0, NULL, OUTBOX_SCOPE_SERVICE,
+    {"consumer_retry_backoff", OUTBOX_CT_DURATION, "200ms", "OUTBOX_CONSUMER_RETRY_BACKOFF", 1,
+     MS_H, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "consumer: first delay before a failed message is handled again; doubles per attempt"},
     {"consumer_retry_backoff_max", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_RETRY_BACKOFF_MAX",
      1, MS_D, 0, NULL, OUTBOX_SCOPE_SERVICE,
