@@ -453,6 +453,13 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
     outbox__fate_t fate = outbox__consumer_fate(rc);
     switch (fate) {
     case OUTBOX__FATE_DONE: {
+        if (p->db_failures) {
+            char n[16];
+            snprintf(n, sizeof(n), "%d", p->db_failures);
+            outbox__log(OUTBOX_LOG_INFO, COMPONENT, "db_recovered",
+                        "handler succeeded again after database failures: consumer resumed",
+                        "consumer", c->name, "group", c->group, "failures", n, NULL);
+        }
         p->db_failures = 0;
         outbox__holds_release(&p->holds, key, d->env.id, outbox__now_ms());
         outbox_store_t *s = (p->on_record || d->redelivered || requeued) ? store(c) : NULL;

@@ -289,9 +289,10 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
             int64_t at = outbox__now_ms() + retry_in;
             if (at < *min_retry)
                 *min_retry = at;
-            snprintf(c->errstr, sizeof(c->errstr),
-                     "handler failed (%s) on %s entry %s: left pending for a retry",
-                     outbox_err_str(rc), c->topics[ti], sid);
+            snprintf(c->errstr, sizeof(c->errstr), "%s entry %s left pending for a retry (%s)",
+                     c->topics[ti], sid,
+                     rc == OUTBOX_ERR_TIMEOUT ? "behind a failed entry of its key"
+                                              : outbox_err_str(rc));
             continue;
         }
         if (xack(r, c->topics[ti], c->group, sid) != 0)
