@@ -168,10 +168,11 @@ static const outbox_conf_prop_t props[] = {
     {"consumer_retry_backoff", OUTBOX_CT_DURATION, "200ms", "OUTBOX_CONSUMER_RETRY_BACKOFF", 1,
      MS_H, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "consumer: first delay before a failed message is handled again; doubles per attempt"},
-    {"consumer_retry_backoff_max", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_RETRY_BACKOFF_MAX",
+    {"consumer_retry_backoff_max", OUTBOX_CT_DURATION, "20s", "OUTBOX_CONSUMER_RETRY_BACKOFF_MAX",
      1, MS_D, 0, NULL, OUTBOX_SCOPE_SERVICE,
-     "consumer: longest delay between two attempts of a failed message (while the consumer's "
-     "database is down, the consumer probes it at least every 5 s)"},
+     "consumer: longest delay between two attempts of a failed message (keep it below "
+     "consumer_claim_idle; while the consumer's database is down it is probed at least every "
+     "5 s)"},
     {"consumer_dead_letters", OUTBOX_CT_BOOL, "true", "OUTBOX_CONSUMER_DEAD_LETTERS", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SERVICE,
      "consumer: count attempts and keep dead letters in the consumer's database (database_url); "
