@@ -3,11 +3,15 @@
  *   1. The relay publishes 1,000 events over 20 keys; one (the 501st, key
  *      k-0) is poison: the handler fails it every time. The consumer's
  *      database goes through a TCP proxy (tests/orders/pgproxy.c).
- *      -> 999 effects applied once each, in per-key order; the poison is
- *         dead-lettered after consumer_max_attempts with its body byte for
- *         byte and its error history; outboxctl consumer-dlq lists and shows
- *         it; the group was never stalled (the 999 include its key's later
- *         events).
+ *      a. consumer_max_attempts 1000: while the poison is retried, every
+ *         event not behind it (its key; on Kafka its partition) is applied
+ *         and none behind it is: the group is not stalled, order is kept;
+ *         the attempt count on record equals the handler's calls.
+ *      b. The consumer is restarted with consumer_max_attempts 3: the count
+ *         survived, the next failure dead-letters the poison (body byte for
+ *         byte, one error history entry per attempt), its key flows again
+ *         -> 999 effects applied once each, in per-key order; outboxctl
+ *         consumer-dlq lists and shows it.
  *   2. The handler is fixed; outboxctl consumer-dlq requeue ID -> the
  *      consumer applies it: 1,000 effects, no dead letter left.
  *   3. 1,000 more events; after the handler applied 200 of them the proxy
@@ -21,11 +25,13 @@
 #define OUTBOX_TESTS_POISONLIB_H
 
 typedef struct pl_broker_s {
-    const char *name;            /**< "redis", ... (logs) */
-    const char *url;             /**< sink and consumer URL */
-    const char *topic;           /**< unique per run where the broker is shared */
-    const char *const *consumer; /**< extra consumer conf pairs, NULL-terminated (or NULL) */
-    const char *const *relay;    /**< extra relay conf pairs (or NULL) */
+    const char *name;             /**< "redis", ... (logs) */
+    const char *url;              /**< sink and consumer URL */
+    const char *topic;            /**< unique per run where the broker is shared */
+    const char *const *consumer;  /**< extra consumer conf pairs, NULL-terminated (or NULL) */
+    const char *const *relay;     /**< extra relay conf pairs (or NULL) */
+    const char *const *held_keys; /**< keys whose events after the poison wait behind it
+                                       (Kafka: every key of its partition); NULL = "k-0" */
 } pl_broker_t;
 
 /** Runs the scenario; fails the test (exit 1) on any violation. */
