@@ -270,17 +270,8 @@ void pl_run(const char *test_name, const pl_broker_t *b)
     /* 1a. Not stalled: every event that is not behind the poison (same key,
      * or same partition on Kafka) is applied while the poison is retried;
      * none of those behind it overtakes it. */
-    static const char *const k0[] = {"k-0", NULL};
-    const char *const *held = b->held_keys ? b->held_keys : k0;
-    int free_n = 0;
-    for (int i = 0; i < N; i++) {
-        char key[16];
-        snprintf(key, sizeof(key), "k-%d", i % NKEYS);
-        int behind = 0;
-        for (int k = 0; held[k]; k++)
-            behind |= !strcmp(held[k], key) && i > POISON;
-        free_n += i != POISON && !behind;
-    }
+    int behind = b->behind ? b->behind(b->arg, POISON) : (N - 1 - POISON) / NKEYS;
+    int free_n = N - 1 - behind;
     char cond[256];
     snprintf(cond, sizeof(cond), "SELECT ((SELECT count(*) FROM effects) = %d)::int", free_n);
     long long end = tu_now_ms() + 120000;

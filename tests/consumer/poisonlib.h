@@ -25,13 +25,16 @@
 #define OUTBOX_TESTS_POISONLIB_H
 
 typedef struct pl_broker_s {
-    const char *name;             /**< "redis", ... (logs) */
-    const char *url;              /**< sink and consumer URL */
-    const char *topic;            /**< unique per run where the broker is shared */
-    const char *const *consumer;  /**< extra consumer conf pairs, NULL-terminated (or NULL) */
-    const char *const *relay;     /**< extra relay conf pairs (or NULL) */
-    const char *const *held_keys; /**< keys whose events after the poison wait behind it
-                                       (Kafka: every key of its partition); NULL = "k-0" */
+    const char *name;            /**< "redis", ... (logs) */
+    const char *url;             /**< sink and consumer URL */
+    const char *topic;           /**< unique per run where the broker is shared */
+    const char *const *consumer; /**< extra consumer conf pairs, NULL-terminated (or NULL) */
+    const char *const *relay;    /**< extra relay conf pairs (or NULL) */
+    /** After the publish: how many events wait behind the poison (Kafka:
+     *  every later record of its partition, read back). NULL: its key's
+     *  later events (the broker keeps per-key order only). */
+    int (*behind)(void *arg, int poison_seq);
+    void *arg;
 } pl_broker_t;
 
 /** Runs the scenario; fails the test (exit 1) on any violation. */
