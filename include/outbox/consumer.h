@@ -72,8 +72,10 @@ typedef outbox_err_t (*outbox_consumer_handler_fn)(const outbox_delivery_t *d, v
  * during the call for d, before returning an error; elsewhere it does
  * nothing. Texts longer than 1 KiB are cut.
  */
-void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...);
 
 /**
  * Creates a consumer for url reading topics[0..ntopics).

@@ -554,9 +554,11 @@ int outbox__poison_before_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
         p->on_record_check_ms = now;
     }
     requeued_t r = {c, fn, opaque, 0};
-    if (s->ops->cdl_list(s, c->group, NULL, 1, REQUEUE_BATCH, on_requeued, &r, err, sizeof(err)) !=
-        OUTBOX_OK)
-        store_lost(c, err);
+    /* Per topic: the instances of a group may read different topics. */
+    for (int i = 0; i < c->ntopics && !r.stop && c->poison.store; i++)
+        if (s->ops->cdl_list(s, c->group, c->topics[i], 1, REQUEUE_BATCH, on_requeued, &r, err,
+                             sizeof(err)) != OUTBOX_OK)
+            store_lost(c, err);
     p->requeue_check_ms = outbox__now_ms();
     return 0;
 }
