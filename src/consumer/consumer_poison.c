@@ -399,6 +399,10 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
     p->db_failures = 0;
     p->on_record = 1;
     snprintf(nmax, sizeof(nmax), "%d/%d", attempts, p->max_attempts);
+    if (dead != outbox__consumer_is_dead(fate, attempts, p->max_attempts))
+        outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "store_disagrees",
+                    "the store's dead-letter decision differs from outbox__consumer_is_dead",
+                    "consumer", c->name, "message_id", d->env.id, "attempt", nmax, NULL);
     if (dead) {
         outbox__holds_release(&p->holds, key, d->env.id,
                               outbox__now_ms()); /* its key flows again */

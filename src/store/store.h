@@ -219,7 +219,8 @@ typedef struct outbox_store_ops_s {
      * consumer's own database; NULL in back ends without them. */
     /** Charges m one failed attempt (error kept in its history) and, when
      *  reject is set or the count reaches max_attempts, moves it to the dead
-     *  letters (reason "rejected" / "max_attempts") in the same transaction.
+     *  letters (reason "rejected" / "max_attempts") in the same transaction
+     *  (the rule of outbox__consumer_is_dead in src/consumer/consumer.h).
      *  *attempts gets the count, *dead 1 if it was dead-lettered. */
     outbox_err_t (*consumer_failed)(outbox_store_t *s, const outbox_consumer_msg_t *m,
                                     const char *error, int reject, int max_attempts, int *attempts,
