@@ -197,7 +197,8 @@ static const outbox_conf_prop_t props[] = {
      "NATS consumer: a message not acknowledged within this long is redelivered"},
     {"nats_nak_delay", OUTBOX_CT_DURATION, "1s", "OUTBOX_NATS_NAK_DELAY", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_SERVICE,
-     "NATS consumer: redelivery delay after the handler fails (negative acknowledgement)"},
+     "NATS consumer: shortest redelivery delay after the handler fails (negative "
+     "acknowledgement; consumer_retry_backoff applies above it)"},
     {"nats_fetch_batch", OUTBOX_CT_INT, "100", "OUTBOX_NATS_FETCH_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "NATS consumer: messages fetched per poll"},
     {"webhook_batch", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_BATCH", 0, 0, 0, NULL,
