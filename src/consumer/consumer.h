@@ -86,7 +86,8 @@ typedef struct outbox__poison_s {
     outbox_store_t *store;
     int64_t store_retry_ms;
     int store_down;
-    int on_record; /**< attempts of this group may be on record: clear them on success */
+    int tables_missing; /**< logged that the migrations are missing */
+    int on_record;      /**< attempts of this group may be on record: clear them on success */
     int64_t on_record_check_ms;
     int64_t requeue_check_ms;
     int requeued; /**< the delivery being handled is a requeued dead letter */

@@ -254,6 +254,24 @@ static void store_lost(outbox_consumer_t *c, const char *why)
     p->store_retry_ms = outbox__now_ms() + STORE_RETRY_MS;
 }
 
+/* A consumer op failed: e OUTBOX_ERR_NOT_FOUND = the tables are missing (the
+ * session is fine: said once, with what to do); else the session is lost. */
+static void store_failed(outbox_consumer_t *c, outbox_err_t e, const char *why)
+{
+    outbox__poison_t *p = &c->poison;
+    if (e != OUTBOX_ERR_NOT_FOUND) {
+        store_lost(c, why);
+        return;
+    }
+    if (!p->tables_missing)
+        outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "consumer_tables_missing",
+                    "the consumer's database lacks outbox_consumer_attempt / "
+                    "outbox_consumer_dead_letter: run outboxctl migrate (or outbox_migrate) on "
+                    "it; until then failed messages are retried without being counted",
+                    "consumer", c->name, "group", c->group, "error", why, NULL);
+    p->tables_missing = 1;
+}
+
 /* The session for attempts and dead letters, opened on demand; NULL while
  * disabled or unreachable. */
 static outbox_store_t *store(outbox_consumer_t *c)
@@ -346,6 +364,35 @@ static outbox_err_t db_down(outbox_consumer_t *c, const outbox_delivery_t *d, co
     return OUTBOX_ERR_DB;
 }
 
+/* No database to count in or to dead-letter to (none configured, or its
+ * tables are missing): retried for ever, with backoff counted in memory. */
+static outbox_err_t retry_uncounted(outbox_consumer_t *c, const outbox_delivery_t *d,
+                                    outbox__fate_t fate, outbox_err_t rc, const char *key,
+                                    const char *error, int requeued, int64_t *retry_in)
+{
+    outbox__poison_t *p = &c->poison;
+    int64_t now = outbox__now_ms();
+    outbox__hold_t *h =
+        requeued ? NULL : outbox__holds_fail(&p->holds, key, d->env.id, now, now, now);
+    int n = h ? h->failures : 1;
+    *retry_in = outbox__consumer_retry_delay(n, p->backoff_ms, p->backoff_max_ms);
+    if (h) {
+        h->due_ms = now + *retry_in;
+        h->expire_ms = h->due_ms + HOLD_GRACE_MS;
+    }
+    char nf[16];
+    snprintf(nf, sizeof(nf), "%d", n);
+    outbox__log(OUTBOX_LOG_WARN, COMPONENT, "handler_failed",
+                fate == OUTBOX__FATE_REJECT
+                    ? "handler rejected the message, but there is no consumer dead-letter table "
+                      "(database_url, migrations) to put it in: retried later"
+                    : "handler failed: retried later (attempts are not counted: no consumer "
+                      "database configured, or its tables are missing)",
+                "consumer", c->name, "group", c->group, "message_id", d->env.id, "topic", d->topic,
+                "failures", nf, "error", error, NULL);
+    return rc;
+}
+
 /* The message failed for good or for now (fate REJECT or RETRY). */
 static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
                            const char *const *attrs, outbox__fate_t fate, outbox_err_t rc,
@@ -358,25 +405,7 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
     if (!s) {
         if (p->enabled) /* configured but unreachable: an outage, not the message's fault */
             return db_down(c, d, key, error, requeued, retry_in);
-        /* No database to count in or to dead-letter to: retry for ever, with backoff. */
-        outbox__hold_t *h =
-            requeued ? NULL : outbox__holds_fail(&p->holds, key, d->env.id, now, now, now);
-        int n = h ? h->failures : 1;
-        *retry_in = outbox__consumer_retry_delay(n, p->backoff_ms, p->backoff_max_ms);
-        if (h) {
-            h->due_ms = now + *retry_in;
-            h->expire_ms = h->due_ms + HOLD_GRACE_MS;
-        }
-        snprintf(nmax, sizeof(nmax), "%d", n);
-        outbox__log(OUTBOX_LOG_WARN, COMPONENT, "handler_failed",
-                    fate == OUTBOX__FATE_REJECT
-                        ? "handler rejected the message, but no consumer database is configured "
-                          "(database_url) to dead-letter it: retried later"
-                        : "handler failed: retried later (no consumer database configured, "
-                          "attempts are not counted)",
-                    "consumer", c->name, "group", c->group, "message_id", d->env.id, "topic",
-                    d->topic, "failures", nmax, "error", error, NULL);
-        return rc;
+        return retry_uncounted(c, d, fate, rc, key, error, requeued, retry_in);
     }
     char *aj = attrs_json(attrs);
     outbox_consumer_msg_t m = {.group = c->group,
@@ -392,10 +421,15 @@ static outbox_err_t failed(outbox_consumer_t *c, const outbox_delivery_t *d,
     outbox_err_t e = s->ops->consumer_failed(s, &m, error, fate == OUTBOX__FATE_REJECT,
                                              p->max_attempts, &attempts, &dead, err, sizeof(err));
     free(aj);
+    if (e == OUTBOX_ERR_NOT_FOUND) {
+        store_failed(c, e, err);
+        return retry_uncounted(c, d, fate, rc, key, error, requeued, retry_in);
+    }
     if (e) {
         store_lost(c, err);
         return db_down(c, d, key, error, requeued, retry_in);
     }
+    p->tables_missing = 0;
     p->db_failures = 0;
     p->on_record = 1;
     snprintf(nmax, sizeof(nmax), "%d/%d", attempts, p->max_attempts);
@@ -452,8 +486,9 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
     outbox_err_t rc = fn(d, opaque);
     g_cur.d = NULL;
     char error[1100];
-    snprintf(error, sizeof(error), "%s%s%s", outbox_err_str(rc), g_cur.text[0] ? ": " : "",
-             g_cur.text);
+    snprintf(error, sizeof(error), "%s%s%s",
+             rc == OUTBOX_ERR_REJECTED ? "rejected by the handler" : outbox_err_str(rc),
+             g_cur.text[0] ? ": " : "", g_cur.text);
     outbox__fate_t fate = outbox__consumer_fate(rc);
     switch (fate) {
     case OUTBOX__FATE_DONE: {
@@ -468,8 +503,10 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
         outbox__holds_release(&p->holds, key, d->env.id, outbox__now_ms());
         outbox_store_t *s = (p->on_record || d->redelivered || requeued) ? store(c) : NULL;
         char err[512];
-        if (s && s->ops->consumer_done(s, c->group, d->env.id, err, sizeof(err)) != OUTBOX_OK)
-            store_lost(c, err); /* a stale count stays; it is cleared next time */
+        outbox_err_t e =
+            s ? s->ops->consumer_done(s, c->group, d->env.id, err, sizeof(err)) : OUTBOX_OK;
+        if (e)
+            store_failed(c, e, err); /* a stale count stays; it is cleared next time */
         return OUTBOX_OK;
     }
     case OUTBOX__FATE_RETRY_FREE:
@@ -550,19 +587,21 @@ int outbox__poison_before_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
     char err[512];
     if (now - p->on_record_check_ms >= ON_RECORD_CHECK_MS) {
         int any = 1;
-        if (s->ops->consumer_has_attempts(s, c->group, &any, err, sizeof(err)) != OUTBOX_OK) {
-            store_lost(c, err);
+        outbox_err_t e = s->ops->consumer_has_attempts(s, c->group, &any, err, sizeof(err));
+        if (e) {
+            store_failed(c, e, err);
             return 0;
         }
         p->on_record = any;
         p->on_record_check_ms = now;
     }
     requeued_t r = {c, fn, opaque, 0};
+    outbox_err_t e;
     /* Per topic: the instances of a group may read different topics. */
     for (int i = 0; i < c->ntopics && !r.stop && c->poison.store; i++)
-        if (s->ops->cdl_list(s, c->group, c->topics[i], 1, REQUEUE_BATCH, on_requeued, &r, err,
-                             sizeof(err)) != OUTBOX_OK)
-            store_lost(c, err);
+        if ((e = s->ops->cdl_list(s, c->group, c->topics[i], 1, REQUEUE_BATCH, on_requeued, &r, err,
+                                  sizeof(err))) != OUTBOX_OK)
+            store_failed(c, e, err);
     p->requeue_check_ms = outbox__now_ms();
     return 0;
 }

@@ -216,7 +216,9 @@ typedef struct outbox_store_ops_s {
 
     /* ---- consumer attempts and dead letters (src/consumer) ----
      * Tables outbox_consumer_attempt and outbox_consumer_dead_letter in the
-     * consumer's own database; NULL in back ends without them. */
+     * consumer's own database; NULL in back ends without them. Each returns
+     * OUTBOX_ERR_NOT_FOUND when the tables do not exist (migrations not
+     * applied; the session stays usable), OUTBOX_ERR_DB on other failures. */
     /** Charges m one failed attempt (error kept in its history) and, when
      *  reject is set or the count reaches max_attempts, moves it to the dead
      *  letters (reason "rejected" / "max_attempts") in the same transaction

@@ -20,7 +20,10 @@ static outbox_err_t run(outbox_store_t *s, const char *sql, int n, const char *c
     PGconn *c = outbox__pg_store_conn(s);
     PGresult *r = PQexecParams(c, sql, n, NULL, params, lengths, formats, 0);
     if (PQresultStatus(r) != want) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         outbox_err_t err = outbox__pg_err(c, r, errstr, errstr_size, what);
+        if (state && !strcmp(state, "42P01")) /* undefined_table: migrations not applied */
+            err = OUTBOX_ERR_NOT_FOUND;
         PQclear(r);
         return err;
     }
