@@ -53,8 +53,9 @@ typedef struct outbox_delivery_s {
  * friends; it must be set explicitly), tables outbox_consumer_attempt and
  * outbox_consumer_dead_letter, created by outbox_migrate() / outboxctl
  * migrate. The consumer opens its own session there. Without a configured
- * database (or with consumer_dead_letters=false) attempts are not counted
- * and a failing or rejected message is retried for ever, with backoff.
+ * database (or with consumer_dead_letters=false, or while those tables are
+ * missing) attempts are not counted and a failing or rejected message is
+ * retried for ever, with backoff.
  * Dead letters are listed, shown, requeued and purged with
  * `outboxctl consumer-dlq` (docs/OPERATIONS.md); a requeued one is handed to
  * this handler again by a consumer of its group within about a second
