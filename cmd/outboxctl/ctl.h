@@ -18,6 +18,8 @@ int ctl_status_once(outbox_store_t *s, int json, FILE *out);
 int ctl_watch(outbox_store_t *s, int json, int64_t interval_ms, long count);
 /* Follows the events of a topic (tail.c). */
 int ctl_tail(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
+/* Dead letters of consumer groups (outbox_consumer_dead_letter); see consumer_dlq.c. */
+int ctl_consumer_dlq(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 /* Re-publishes already delivered events (same ids); see replay.c. */
 int ctl_replay(outbox_store_t *s, const outbox_conf_t *conf, int argc, char **argv);
 

@@ -1,4 +1,5 @@
-/* outboxctl: operate an outbox database: migrate, status, dead letters, replay. */
+/* outboxctl: operate an outbox database: migrate, status, dead letters (the
+ * relay's and consumer groups'), replay. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,22 @@ const ctl_cmd_t ctl_cmds[] = {
      "                         attempts reset, due now, with their parked followers\n"
      "  dlq purge ID|--all|--older-than DURATION\n"
      "                         delete dead letters for good\n"},
+    {"consumer-dlq", ctl_consumer_dlq, "list|show|requeue|purge [ARGS]",
+     "Dead letters of consumer groups: messages a group's handler rejected or\n"
+     "failed consumer_max_attempts times, kept in the consumer's database\n"
+     "(DATABASE_URL) with their error history. Alias: consumer-dead-letters.\n"
+     "\n"
+     "  consumer-dlq list [--group G] [--topic T] [--limit N]\n"
+     "                         list consumer dead letters, oldest first\n"
+     "  consumer-dlq show ID   one consumer dead letter: body, error history (JSON)\n"
+     "  consumer-dlq requeue ID|--all [--group G]\n"
+     "                         hand dead letters to their group's handler again: a\n"
+     "                         running consumer of the group picks them up within ~1 s,\n"
+     "                         attempts start from 0; the inbox keeps the effect once\n"
+     "  consumer-dlq purge ID|--all|--older-than DURATION [--group G]\n"
+     "                         delete consumer dead letters for good\n"},
+    {"consumer-dead-letters", ctl_consumer_dlq, "list|show|requeue|purge [ARGS]",
+     "The same as consumer-dlq.\n"},
     {"replay", ctl_replay, "[--sink URL] [--topic T] [--count N]",
      "Re-publishes already delivered events from a Redis stream with the same\n"
      "message ids, so consumers' duplicate handling shows.\n"
@@ -97,6 +114,18 @@ static void usage(FILE *fp)
         "  dlq requeue ID|--all        put dead letters back at the head of their key\n"
         "  dlq purge ID|--all|--older-than DURATION\n"
         "                              delete dead letters for good\n"
+        "  consumer-dlq list [--group G] [--topic T] [--limit N]\n"
+        "                              list consumer dead letters (messages a consumer group's\n"
+        "                              handler rejected or failed consumer_max_attempts times),\n"
+        "                              oldest first; read from the consumer's database\n"
+        "                              (DATABASE_URL)\n"
+        "  consumer-dlq show ID        one consumer dead letter: body, error history (JSON)\n"
+        "  consumer-dlq requeue ID|--all [--group G]\n"
+        "                              hand dead letters to their group's handler again: a\n"
+        "                              running consumer of the group picks them up within ~1 s,\n"
+        "                              attempts start from 0; the inbox keeps the effect once\n"
+        "  consumer-dlq purge ID|--all|--older-than DURATION [--group G]\n"
+        "                              delete consumer dead letters for good\n"
         "  replay [--sink URL] [--topic T] [--count N]\n"
         "                              re-publish already delivered events from a Redis stream\n"
         "                              with the same message ids\n"

@@ -26,13 +26,57 @@ typedef struct outbox_delivery_s {
 } outbox_delivery_t;
 
 /**
- * Called once per message, in broker order per key. Return OUTBOX_OK to
- * acknowledge it (after your transaction committed); any other value leaves
- * it unacknowledged so the broker delivers it again later.
+ * Called once per message, in broker order per key. Its result says what
+ * happens to the message:
+ *
+ *   OUTBOX_OK            done: the message is acknowledged (return it after
+ *                        your transaction committed).
+ *   OUTBOX_ERR_REJECTED  it can never succeed (e.g. a malformed payload):
+ *                        dead-lettered now, acknowledged, the consumer moves on.
+ *   OUTBOX_ERR_DB        your own database is unreachable or failed: retried
+ *                        later WITHOUT charging an attempt (an outage never
+ *                        dead-letters healthy messages); the whole consumer
+ *                        pauses with backoff (at most 5 s) until a handler
+ *                        call succeeds again.
+ *   any other error      retried later, charging one attempt; after
+ *                        consumer_max_attempts (default 10) failed attempts it
+ *                        is dead-lettered and acknowledged.
+ *
+ * Retries wait consumer_retry_backoff, doubling per attempt up to
+ * consumer_retry_backoff_max. A message waiting for its retry holds back
+ * only the later messages of its own key (Redis Streams, RabbitMQ, NATS) or
+ * of its partition (Kafka: offsets are per partition); every other key
+ * keeps flowing. Dead-lettering it releases its key.
+ *
+ * Attempts and dead letters live in the consumer's own database: the
+ * database_url of the conf given to outbox_consumer_new() (or DB_HOST and
+ * friends; it must be set explicitly), tables outbox_consumer_attempt and
+ * outbox_consumer_dead_letter, created by outbox_migrate() / outboxctl
+ * migrate. The consumer opens its own session there. Without a configured
+ * database (or with consumer_dead_letters=false, or while those tables are
+ * missing) attempts are not counted and a failing or rejected message is
+ * retried for ever, with backoff.
+ * Dead letters are listed, shown, requeued and purged with
+ * `outboxctl consumer-dlq` (docs/OPERATIONS.md); a requeued one is handed to
+ * this handler again by a consumer of its group within about a second
+ * (out of its key's order: its key moved on when it died).
+ *
  * A message whose body is not a valid CloudEvents document is logged and
  * acknowledged without calling the handler (it can never succeed).
  */
 typedef outbox_err_t (*outbox_consumer_handler_fn)(const outbox_delivery_t *d, void *opaque);
+
+/**
+ * Records why the handler is failing d (printf-style); the text goes into
+ * the message's error history (and the dead letter's last_error) after
+ * outbox_err_str() of the handler's result. Call it from the handler,
+ * during the call for d, before returning an error; elsewhere it does
+ * nothing. Texts longer than 1 KiB are cut.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...);
 
 /**
  * Creates a consumer for url reading topics[0..ntopics).

@@ -39,7 +39,8 @@ typedef enum {
     OUTBOX_ERR_NOT_IN_TRANSACTION, /**< enqueue/inbox called outside a transaction block */
     OUTBOX_ERR_DB,                 /**< the database returned an error or is unreachable */
     OUTBOX_ERR_BROKER,             /**< the broker is unreachable or failed (retryable) */
-    OUTBOX_ERR_REJECTED,           /**< the broker refused this message for good (dead letter) */
+    OUTBOX_ERR_REJECTED,           /**< the broker refused this message for good (dead letter);
+                                        from a consumer handler: it can never be applied */
     OUTBOX_ERR_TIMEOUT,            /**< an operation did not finish in time */
     OUTBOX_ERR_NOMEM,              /**< out of memory */
     OUTBOX_ERR_IO,                 /**< a system call or socket failed; errstr names it and the

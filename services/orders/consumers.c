@@ -11,8 +11,12 @@
  *              order (inbox), on stdout.
  *
  * A message already in the inbox is logged "SKIPPING duplicate message <id>"
- * and acknowledged with no effect. A failed transaction leaves the message
- * unacknowledged: the broker delivers it again. */
+ * and acknowledged with no effect. The handlers answer with the consumer
+ * contract (include/outbox/consumer.h): a database failure is
+ * OUTBOX_ERR_DB (retried later, no attempt charged: an outage never
+ * dead-letters an order); an OrderCreated that can never be applied (no
+ * order id, data that is not a JSON object) is OUTBOX_ERR_REJECTED: it goes
+ * to outbox_consumer_dead_letter at once (outboxctl consumer-dlq). */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -76,11 +80,14 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
 {
     char err[512];
     int is_new = 0;
-    if (session(w) != 0)
+    if (session(w) != 0) {
+        outbox_delivery_set_error(d, "no database session");
         return -1;
+    }
     if (outbox_kit_db_exec(w->conn, "BEGIN", err, sizeof(err)) ||
         outbox_inbox_record(w->conn, w->name, d->env.id, &is_new, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "message_id", d->env.id, NULL);
+        outbox_delivery_set_error(d, "%s", err);
         PQclear(PQexec(w->conn, "ROLLBACK"));
         return -1;
     }
@@ -95,12 +102,14 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
     return 1;
 }
 
-static outbox_err_t commit(worker_t *w)
+static outbox_err_t commit(worker_t *w, const outbox_delivery_t *d)
 {
     PGresult *r = PQexec(w->conn, "COMMIT");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
+    if (!ok) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), NULL);
+        outbox_delivery_set_error(d, "COMMIT failed: %s", PQresultErrorMessage(r));
+    }
     PQclear(r);
     return ok ? OUTBOX_OK : OUTBOX_ERR_DB;
 }
@@ -153,10 +162,9 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         return OUTBOX_OK; /* our own OrderConfirmed/OrderRejected */
     const char *order_id = d->env.subject;
     if (!outbox_uuid_valid(order_id)) {
-        outbox__log(OUTBOX_LOG_WARN, w->name, "bad_message",
-                    "OrderCreated without an order id subject: dropped", "message_id", d->env.id,
-                    NULL);
-        return OUTBOX_OK;
+        outbox_delivery_set_error(d, "OrderCreated without an order id subject (got \"%.60s\")",
+                                  order_id ? order_id : "");
+        return OUTBOX_ERR_REJECTED; /* can never succeed: dead-lettered */
     }
     int b = begin_once(w, d);
     if (b <= 0)
@@ -167,6 +175,7 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), "order_id",
                     order_id, NULL);
+        outbox_delivery_set_error(d, "inventory update: %s", PQresultErrorMessage(r));
         PQclear(r);
         return rollback(w);
     }
@@ -174,7 +183,7 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
         outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending",
                     "order missing or already decided: nothing to do", "order_id", order_id, NULL);
         PQclear(r);
-        return commit(w); /* record the message as handled */
+        return commit(w, d); /* record the message as handled */
     }
     int rejected = strcmp(PQgetvalue(r, 0, 0), "confirmed") != 0;
     char reason[160];
@@ -198,9 +207,10 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     free(payload);
     if (e) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
+        outbox_delivery_set_error(d, "enqueue %s: %s", ev.type, err);
         return rollback(w);
     }
-    if (commit(w) != OUTBOX_OK)
+    if (commit(w, d) != OUTBOX_OK)
         return OUTBOX_ERR_DB;
     outbox__log(rejected ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name,
                 rejected ? "order_rejected" : "order_confirmed",
@@ -214,10 +224,19 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
     worker_t *w = opaque;
     if (strcmp(d->env.type, "OrderCreated") != 0)
         return OUTBOX_OK;
+    json_error_t jerr;
+    json_t *data = json_loads(d->env.data ? d->env.data : "{}", 0, &jerr);
+    if (!json_is_object(data)) {
+        outbox_delivery_set_error(d, "OrderCreated data is not a JSON object: %s",
+                                  data ? "another JSON value" : jerr.text);
+        json_decref(data);
+        return OUTBOX_ERR_REJECTED; /* can never succeed: dead-lettered */
+    }
     int b = begin_once(w, d);
-    if (b <= 0)
+    if (b <= 0) {
+        json_decref(data);
         return b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
-    json_t *data = json_loads(d->env.data ? d->env.data : "{}", 0, NULL);
+    }
     const char *order = json_string_value(json_object_get(data, "order_id"));
     const char *user = json_string_value(json_object_get(data, "user_id"));
     json_t *amount = json_object_get(data, "amount");
@@ -232,7 +251,7 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
     fflush(stdout);
     funlockfile(stdout);
     json_decref(data);
-    return commit(w);
+    return commit(w, d);
 }
 
 static void *run(void *arg)

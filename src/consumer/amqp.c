@@ -4,9 +4,18 @@
  * topic exchange, declared here too) with routing key "#": the instances of
  * a group share the queue, other groups get their own copy. Prefetch
  * (amqp_prefetch) bounds the unacknowledged messages per instance. A
- * message is acknowledged after the handler returns OUTBOX_OK and nacked
- * with requeue otherwise; a message left unacknowledged by a dead instance
- * is redelivered by the broker (redelivered flag set). Structured mode
+ * message is acknowledged after the handler returns OUTBOX_OK (or it was
+ * dead-lettered). A message the handler failed is neither acked nor
+ * nacked: this instance keeps it unacknowledged, with a copy, and hands it
+ * to the handler again when its retry is due (a nack would bring it back at
+ * once: a hot loop). Later messages of its key are kept the same way,
+ * behind it, in arrival order; other keys flow. The broker still holds
+ * them all: if this instance dies or its connection drops, they are
+ * redelivered (the copies are dropped). Keep amqp_prefetch well above the
+ * number of keys expected to fail at once, and RabbitMQ's consumer_timeout
+ * (30 min by default) above the longest retry sequence. A message left
+ * unacknowledged by a dead instance is redelivered by the broker
+ * (redelivered flag set). Structured mode
  * (body = CloudEvents document) and binary mode (body = data, ce_* headers)
  * are both understood. Connects lazily and reconnects after a loss. */
 #include <stdio.h>
@@ -19,6 +28,16 @@
 #include "core/util.h"
 #include "broker/amqp.h"
 
+/* A delivery kept unacknowledged for a later retry (copies: the
+ * connection's buffers are reused). */
+typedef struct deferred_s {
+    uint64_t tag;
+    char *topic, *body;
+    size_t len;
+    char **attrs;
+    int64_t due_ms;
+} deferred_t;
+
 typedef struct amqp_consumer_s {
     outbox__amqp_url_t url;
     char ca_file[1024];
@@ -26,7 +45,26 @@ typedef struct amqp_consumer_s {
     int heartbeat_s;
     int64_t connect_timeout_ms;
     amqp_connection_state_t conn;
+    deferred_t *deferred; /* in arrival order */
+    int ndeferred, cap_deferred;
 } amqp_consumer_t;
+
+static void free_attrs(char **attrs);
+
+static void deferred_free(deferred_t *d)
+{
+    free(d->topic);
+    free(d->body);
+    free_attrs(d->attrs);
+}
+
+/* The connection is gone: the broker redelivers what we kept. */
+static void deferred_drop(amqp_consumer_t *a)
+{
+    for (int i = 0; i < a->ndeferred; i++)
+        deferred_free(&a->deferred[i]);
+    a->ndeferred = 0;
+}
 
 static outbox_err_t amqpc_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
 {
@@ -119,6 +157,7 @@ static void lost(outbox_consumer_t *c, const char *why)
     outbox__log(OUTBOX_LOG_WARN, "consumer", "amqp_connection_lost", c->errstr, "consumer", c->name,
                 NULL);
     outbox__amqp_drop(&a->conn);
+    deferred_drop(a);
 }
 
 static char *dup_bytes(amqp_bytes_t b)
@@ -178,22 +217,54 @@ static void free_attrs(char **attrs)
     free(attrs);
 }
 
-/* Handles one delivery: dispatch, then ack or nack+requeue. Returns the
+/* Keeps a failed (or held back) delivery for a retry at due_ms. 0 on success. */
+static int defer(amqp_consumer_t *a, uint64_t tag, const char *topic, const void *body, size_t len,
+                 char **attrs, int64_t due_ms)
+{
+    if (a->ndeferred == a->cap_deferred) {
+        int ncap = a->cap_deferred ? 2 * a->cap_deferred : 16;
+        deferred_t *nd = realloc(a->deferred, (size_t)ncap * sizeof(*nd));
+        if (!nd)
+            return -1;
+        a->deferred = nd;
+        a->cap_deferred = ncap;
+    }
+    deferred_t d = {tag, strdup(topic), malloc(len ? len : 1), len, attrs, due_ms};
+    if (!d.topic || !d.body) {
+        free(d.topic);
+        free(d.body);
+        return -1;
+    }
+    memcpy(d.body, body, len);
+    a->deferred[a->ndeferred++] = d;
+    return 0;
+}
+
+/* Handles one delivery: dispatch, then ack; when the handler did not
+ * finish it, the delivery is kept for a retry (nack + requeue only when
+ * it cannot be kept: out of memory). attrs is taken over. Returns the
  * handler's verdict, or OUTBOX_ERR_BROKER if the ack could not be sent. */
-static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env,
-                           outbox_consumer_handler_fn fn, void *opaque)
+static outbox_err_t handle_one(outbox_consumer_t *c, uint64_t tag, const char *topic,
+                               const void *body, size_t len, char **attrs, int redelivered,
+                               int kept, outbox_consumer_handler_fn fn, void *opaque,
+                               int64_t *due_ms)
 {
     amqp_consumer_t *a = c->state;
-    char *topic = dup_bytes(env->exchange);
-    char **attrs = binary_attrs(&env->message.properties);
-    outbox_err_t rc =
-        topic ? outbox__consumer_dispatch(c, topic, env->message.body.bytes, env->message.body.len,
-                                          (const char *const *)attrs, env->redelivered, fn, opaque)
-              : OUTBOX_ERR_NOMEM;
-    free_attrs(attrs);
-    free(topic);
-    int st = rc == OUTBOX_OK ? amqp_basic_ack(a->conn, env->channel, env->delivery_tag, 0)
-                             : amqp_basic_nack(a->conn, env->channel, env->delivery_tag, 0, 1);
+    int64_t retry_in = 1;
+    outbox_err_t rc = outbox__consumer_dispatch(c, topic, body, len, (const char *const *)attrs,
+                                                redelivered, fn, opaque, &retry_in);
+    int st = AMQP_STATUS_OK;
+    *due_ms = outbox__now_ms() + retry_in;
+    if (rc == OUTBOX_OK) {
+        st = amqp_basic_ack(a->conn, OUTBOX__AMQP_CHANNEL, tag, 0);
+    } else if (!kept) {
+        if (defer(a, tag, topic, body, len, attrs, *due_ms) == 0)
+            attrs = NULL; /* owned by the deferred copy */
+        else
+            st = amqp_basic_nack(a->conn, OUTBOX__AMQP_CHANNEL, tag, 0, 1);
+    }
+    if (!kept)
+        free_attrs(attrs);
     if (st != AMQP_STATUS_OK) {
         lost(c, amqp_error_string2(st));
         return OUTBOX_ERR_BROKER;
@@ -201,11 +272,57 @@ static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env,
     return rc;
 }
 
+static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env,
+                           outbox_consumer_handler_fn fn, void *opaque)
+{
+    char *topic = dup_bytes(env->exchange);
+    char **attrs = binary_attrs(&env->message.properties);
+    if (!topic) {
+        free_attrs(attrs);
+        return OUTBOX_ERR_NOMEM;
+    }
+    int64_t due;
+    outbox_err_t rc =
+        handle_one(c, env->delivery_tag, topic, env->message.body.bytes, env->message.body.len,
+                   attrs, env->redelivered, 0, fn, opaque, &due);
+    free(topic);
+    return rc;
+}
+
+/* Retries the kept deliveries that are due, in arrival order: a key's
+ * later messages stay behind its failed one (the holds say so). */
+static outbox_err_t retry_deferred(outbox_consumer_t *c, outbox_consumer_handler_fn fn,
+                                   void *opaque)
+{
+    amqp_consumer_t *a = c->state;
+    for (int i = 0; i < a->ndeferred && a->conn; i++) {
+        deferred_t *d = &a->deferred[i];
+        if (d->due_ms > outbox__now_ms())
+            continue;
+        int64_t due;
+        outbox_err_t rc =
+            handle_one(c, d->tag, d->topic, d->body, d->len, d->attrs, 1, 1, fn, opaque, &due);
+        if (rc == OUTBOX_ERR_BROKER && !a->conn)
+            return OUTBOX_ERR_BROKER; /* the list was dropped with the connection */
+        if (rc != OUTBOX_OK) {
+            d->due_ms = due;
+            continue;
+        }
+        deferred_free(d);
+        memmove(d, d + 1, (size_t)(a->ndeferred - i - 1) * sizeof(*d));
+        a->ndeferred--;
+        i--;
+    }
+    return OUTBOX_OK;
+}
+
 static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
                                void *opaque)
 {
     amqp_consumer_t *a = c->state;
     if (ensure(c) != OUTBOX_OK)
+        return OUTBOX_ERR_BROKER;
+    if (retry_deferred(c, fn, opaque) != OUTBOX_OK)
         return OUTBOX_ERR_BROKER;
     int64_t deadline = outbox__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
@@ -219,8 +336,6 @@ static outbox_err_t amqpc_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
             amqp_destroy_envelope(&env);
             if (rc == OUTBOX_ERR_BROKER && !a->conn)
                 return OUTBOX_ERR_BROKER;
-            if (rc != OUTBOX_OK)
-                return OUTBOX_OK; /* requeued: let the caller pace the retry */
             if (outbox__now_ms() >= deadline)
                 return OUTBOX_OK;
             continue;
@@ -270,6 +385,8 @@ static void amqpc_close(outbox_consumer_t *c)
     amqp_consumer_t *a = c->state;
     if (!a)
         return;
+    deferred_drop(a);
+    free(a->deferred);
     outbox__amqp_close(&a->conn);
     outbox__amqp_url_term(&a->url);
     free(a);

@@ -53,6 +53,11 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
     for (int i = 0; i < ntopics; i++)
         if (!(c->topics[c->ntopics++] = strdup(topics[i])))
             goto nomem;
+    if (outbox__poison_init(c, errstr, errstr_size) != OUTBOX_OK) {
+        c->ops = NULL;
+        outbox_consumer_destroy(c);
+        return NULL;
+    }
     if (ops->open(c, errstr, errstr_size) != OUTBOX_OK) {
         c->ops = NULL; /* nothing to close */
         outbox_consumer_destroy(c);
@@ -72,6 +77,8 @@ outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
 {
     if (!c || !handler)
         return OUTBOX_ERR_INVALID_ARG;
+    if (outbox__poison_before_poll(c, timeout_ms, handler, opaque))
+        return OUTBOX_OK; /* the consumer's database is down: messages stay in the broker */
     return c->ops->poll(c, timeout_ms, handler, opaque);
 }
 
@@ -92,14 +99,20 @@ void outbox_consumer_destroy(outbox_consumer_t *c)
     free(c->url);
     free(c->group);
     free(c->name);
+    outbox__poison_term(c);
     outbox_conf_destroy(c->conf);
     free(c);
 }
 
 outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, const char *body,
                                        size_t len, const char *const *attrs, int redelivered,
-                                       outbox_consumer_handler_fn fn, void *opaque)
+                                       outbox_consumer_handler_fn fn, void *opaque,
+                                       int64_t *retry_in_ms)
 {
+    int64_t ignored;
+    if (!retry_in_ms)
+        retry_in_ms = &ignored;
+    *retry_in_ms = 1;
     outbox_delivery_t d;
     memset(&d, 0, sizeof(d));
     d.topic = topic;
@@ -144,7 +157,7 @@ outbox_err_t outbox__consumer_dispatch(outbox_consumer_t *c, const char *topic, 
                     topic, NULL);
         return OUTBOX_OK; /* can never succeed: acknowledge and move on */
     }
-    outbox_err_t rc = fn(&d, opaque);
+    outbox_err_t rc = outbox__poison_handle(c, &d, attrs, fn, opaque, retry_in_ms);
     outbox_envelope_term(&d.env);
     return rc;
 }

@@ -7,8 +7,15 @@
  * the handler fails, the partition is rewound to that message (seek) and the
  * rest of the partition's messages fetched in this call are left alone, so
  * the message comes again on a later poll and nothing after it is committed
- * past it. A crash redelivers from the last commit: pair with
- * outbox_inbox_record() for effects exactly once.
+ * past it. The partition is also paused until the message's retry is due
+ * (consumer_retry_backoff, doubling): a failing message holds back its own
+ * partition only (offsets are per partition, so the later messages of the
+ * partition cannot be committed past it), other partitions keep flowing,
+ * and there is no hot loop. Dead-lettering it (consumer_max_attempts, or
+ * OUTBOX_ERR_REJECTED) commits past it and the partition flows again. A
+ * pause does not survive a rebalance: the new owner starts at the last
+ * commit, i.e. at the failed message. A crash redelivers from the last
+ * commit: pair with outbox_inbox_record() for effects exactly once.
  *
  * Content mode per message (CloudEvents Kafka binding): content-type
  * "application/cloudevents..." -> structured (the value is the document);
@@ -29,11 +36,65 @@
 #define MAX_PER_POLL 500 /* messages handled per poll call */
 #define MAX_ATTRS 32     /* ce_* headers kept per message */
 
+typedef struct paused_s {
+    char *topic;
+    int32_t partition;
+    int64_t resume_ms;
+} paused_t;
+
 typedef struct kafka_consumer_s {
     outbox_consumer_t *c;
     rd_kafka_t *rk;
     int all_down;
+    paused_t *paused; /* partitions waiting for a failed message's retry */
+    int npaused, cap_paused;
 } kafka_consumer_t;
+
+/* Pauses topic/partition until resume_ms (the message at the seek position
+ * is offered again then). */
+static void pause_until(kafka_consumer_t *k, const char *topic, int32_t partition,
+                        int64_t resume_ms)
+{
+    int i = 0;
+    while (i < k->npaused &&
+           (k->paused[i].partition != partition || strcmp(k->paused[i].topic, topic)))
+        i++;
+    if (i == k->npaused) {
+        if (k->npaused == k->cap_paused) {
+            int ncap = k->cap_paused ? 2 * k->cap_paused : 8;
+            paused_t *np = realloc(k->paused, (size_t)ncap * sizeof(*np));
+            if (!np)
+                return; /* not paused: retried sooner, still in order */
+            k->paused = np;
+            k->cap_paused = ncap;
+        }
+        if (!(k->paused[i].topic = strdup(topic)))
+            return;
+        k->paused[i].partition = partition;
+        k->npaused++;
+        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, topic, partition);
+        rd_kafka_pause_partitions(k->rk, one);
+        rd_kafka_topic_partition_list_destroy(one);
+    }
+    k->paused[i].resume_ms = resume_ms;
+}
+
+/* Resumes the paused partitions whose retry is due. */
+static void resume_due(kafka_consumer_t *k)
+{
+    int64_t now = outbox__now_ms();
+    for (int i = 0; i < k->npaused; i++) {
+        if (k->paused[i].resume_ms > now)
+            continue;
+        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, k->paused[i].topic, k->paused[i].partition);
+        rd_kafka_resume_partitions(k->rk, one); /* not ours any more after a rebalance: fine */
+        rd_kafka_topic_partition_list_destroy(one);
+        free(k->paused[i].topic);
+        k->paused[i--] = k->paused[--k->npaused];
+    }
+}
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
@@ -105,7 +166,7 @@ static outbox_err_t kc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
 
 /* Dispatches one message; the ce_* headers decide structured or binary. */
 static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
-                           outbox_consumer_handler_fn fn, void *opaque)
+                           outbox_consumer_handler_fn fn, void *opaque, int64_t *retry_in)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     rd_kafka_headers_t *hdrs = NULL;
@@ -147,9 +208,9 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
             attrs[na++] = ctv;
         }
         attrs[na] = NULL;
-        rc = outbox__consumer_dispatch(c, topic, body, m->len, attrs, 0, fn, opaque);
+        rc = outbox__consumer_dispatch(c, topic, body, m->len, attrs, 0, fn, opaque, retry_in);
     } else {
-        rc = outbox__consumer_dispatch(c, topic, body, m->len, NULL, 0, fn, opaque);
+        rc = outbox__consumer_dispatch(c, topic, body, m->len, NULL, 0, fn, opaque, retry_in);
     }
     for (int i = 0; i < ncopies; i++)
         free(copies[i]);
@@ -169,6 +230,7 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
     rd_kafka_topic_partition_list_t *held = rd_kafka_topic_partition_list_new(4);
     int handled = 0, broker_down = 0;
     c->errstr[0] = '\0';
+    resume_due(k);
     for (int i = 0; i < MAX_PER_POLL; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, i == 0 ? timeout_ms : 0);
         if (!m)
@@ -197,7 +259,8 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         }
         k->all_down = 0;
         broker_down = 0;
-        outbox_err_t rc = handle(c, m, fn, opaque);
+        int64_t retry_in = 1;
+        outbox_err_t rc = handle(c, m, fn, opaque, &retry_in);
         handled++;
         if (rc == OUTBOX_OK) {
             rd_kafka_topic_partition_t *p =
@@ -219,6 +282,7 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
                 rd_kafka_error_destroy(se);
             }
             rd_kafka_topic_partition_list_destroy(one);
+            pause_until(k, topic, m->partition, outbox__now_ms() + retry_in);
         }
         rd_kafka_message_destroy(m);
     }
@@ -249,6 +313,9 @@ static void kc_close(outbox_consumer_t *c)
         return;
     rd_kafka_consumer_close(k->rk); /* leaves the group; commits nothing (auto commit is off) */
     rd_kafka_destroy(k->rk);
+    for (int i = 0; i < k->npaused; i++)
+        free(k->paused[i].topic);
+    free(k->paused);
     free(k);
     c->state = NULL;
 }

@@ -10,10 +10,13 @@
  * consumers may start before the first event is published.
  *
  * A message is acknowledged (AckSync: the server confirmed it) only after
- * the handler returned OUTBOX_OK, i.e. after its transaction committed.
- * When the handler fails, the message and the rest of the fetched batch are
- * negatively acknowledged with delay nats_nak_delay, so that no later
- * message of the same key overtakes it in this instance. A message an
+ * the handler returned OUTBOX_OK (or it was dead-lettered), i.e. after its
+ * transaction committed. When the handler fails, the message is negatively
+ * acknowledged with a delay (its retry time: consumer_retry_backoff,
+ * doubling per attempt; at least nats_nak_delay), and so are the later
+ * messages of its key (consumer_poison.c holds the key, also when they come
+ * back before it); other keys are handled on. JetStream may redeliver a
+ * key's nak'ed messages in any order: the hold keeps the handler's order. A message an
  * instance received but never acknowledged (it crashed) is redelivered after
  * nats_ack_wait. delivery.redelivered comes from the JetStream metadata
  * (delivery count > 1); delivery.topic is the topic, not the subject.
@@ -208,9 +211,10 @@ static int binary_attrs(natsMsg *m, const char **attrs, size_t max)
     return 1;
 }
 
-/* Hands one fetched message to the handler; returns its verdict. */
+/* Hands one fetched message to the handler; returns its verdict and, when
+ * it is not done, when to offer it again. */
 static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consumer_handler_fn fn,
-                           void *opaque)
+                           void *opaque, int64_t *retry_in)
 {
     int redelivered = 0;
     jsMsgMetaData *meta = NULL;
@@ -223,7 +227,7 @@ static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consu
     const char *data = natsMsg_GetData(m);
     int len = natsMsg_GetDataLength(m);
     return outbox__consumer_dispatch(c, c->topics[t], data ? data : "", (size_t)(len > 0 ? len : 0),
-                                     bin ? attrs : NULL, redelivered, fn, opaque);
+                                     bin ? attrs : NULL, redelivered, fn, opaque, retry_in);
 }
 
 /* Connects and subscribes every topic; logs the broker going down or
@@ -276,9 +280,9 @@ static void check_durable(outbox_consumer_t *c, int t)
 }
 
 /* Handles a fetched list in order: each message is acknowledged (AckSync)
- * after its handler succeeded; from the first failure on, the rest is
- * handed back (nak, with nats_nak_delay) so no later message overtakes it
- * here. OUTBOX_ERR_BROKER when an acknowledgement failed. */
+ * after its handler succeeded; one that is not done is handed back (nak,
+ * with a delay until its retry). OUTBOX_ERR_BROKER when an acknowledgement
+ * failed: the rest of the list is handed back at once. */
 static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
                                 outbox_consumer_handler_fn fn, void *opaque)
 {
@@ -287,7 +291,8 @@ static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
     int failed = 0;
     for (int i = 0; i < list->Count; i++) {
         natsMsg *m = list->Msgs[i];
-        if (!failed && handle(c, t, m, fn, opaque) == OUTBOX_OK) {
+        int64_t retry_in = n->nak_delay_ms;
+        if (!failed && handle(c, t, m, fn, opaque, &retry_in) == OUTBOX_OK) {
             jsOptions jo;
             jsOptions_Init(&jo);
             jo.Wait = CONNECT_TIMEOUT_MS;
@@ -306,9 +311,10 @@ static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
             }
             continue;
         }
-        failed = 1;
-        if (n->nak_delay_ms > 0)
-            natsMsg_NakWithDelay(m, n->nak_delay_ms, NULL);
+        if (retry_in < n->nak_delay_ms)
+            retry_in = n->nak_delay_ms;
+        if (retry_in > 0)
+            natsMsg_NakWithDelay(m, retry_in, NULL);
         else
             natsMsg_Nak(m, NULL);
     }

@@ -4,9 +4,14 @@
  *   XGROUP CREATE <topic> <group> 0 MKSTREAM (once; a new group reads the
  *   whole stream), then XREADGROUP GROUP <group> <name> ... STREAMS <topics> >.
  *   An entry is acknowledged (XACK) only after the handler returned
- *   OUTBOX_OK, i.e. after the handler's transaction committed. When the
- *   handler fails, the rest of that read is left pending and the consumer
- *   re-reads its own pending entries (id 0) in order before anything new.
+ *   OUTBOX_OK (or it was dead-lettered), i.e. after the handler's
+ *   transaction committed. An entry the handler failed stays pending, and
+ *   so do the later entries of its key (consumer_poison.c holds the key);
+ *   entries of other keys are handled and acknowledged meanwhile, so one
+ *   poison message never stalls the group. When its retry is due the
+ *   consumer re-reads its own pending entries in stream order (id 0, then
+ *   on from the last id read, a pass), which retries the failed entry
+ *   first and then its key's followers.
  *   Every claim_idle/2 it takes over entries that another consumer of the
  *   group left pending for longer than consumer_claim_idle (XAUTOCLAIM,
  *   Redis >= 6.2): a crashed instance's messages are processed by the
@@ -19,6 +24,7 @@
  *
  * The connection is opened lazily and re-opened after errors. */
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +43,12 @@
 typedef struct redis_consumer_s {
     outbox__redis_url_t addr;
     redisContext *ctx;
-    int ready;    /* groups created / subscribed on this connection */
-    int *backlog; /* per topic: 1 = read own pending entries (id 0) first */
+    int ready;         /* groups created / subscribed on this connection */
+    int *backlog;      /* per topic: 1 = own pending entries to read (a pass) */
+    int64_t *due_ms;   /* per topic: not before (a failed entry's retry time) */
+    char **cursor;     /* per topic: where the pass goes on ("0" = from the start) */
+    int *pass_left;    /* per topic: entries the pass left pending */
+    int64_t *pass_min; /* per topic: the soonest retry among them */
     int64_t claim_idle_ms;
     int64_t next_claim_ms;
     char **claim_cursor; /* per topic XAUTOCLAIM cursor */
@@ -65,14 +75,20 @@ static outbox_err_t rc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
     r->claim_idle_ms = outbox__conf_ms(c->conf, "consumer_claim_idle");
     r->batch = (int)outbox__conf_int(c->conf, "consumer_batch");
     r->backlog = calloc((size_t)c->ntopics, sizeof(int));
+    r->due_ms = calloc((size_t)c->ntopics, sizeof(int64_t));
+    r->cursor = calloc((size_t)c->ntopics, sizeof(char *));
+    r->pass_left = calloc((size_t)c->ntopics, sizeof(int));
+    r->pass_min = calloc((size_t)c->ntopics, sizeof(int64_t));
     r->claim_cursor = calloc((size_t)c->ntopics, sizeof(char *));
-    if (!r->backlog || !r->claim_cursor) {
+    if (!r->backlog || !r->claim_cursor || !r->due_ms || !r->cursor || !r->pass_left ||
+        !r->pass_min) {
         rc_close(c);
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     }
     for (int i = 0; i < c->ntopics; i++) {
         r->backlog[i] = 1; /* entries delivered to this name before a restart */
-        if (!(r->claim_cursor[i] = strdup("0-0"))) {
+        r->pass_min[i] = INT64_MAX;
+        if (!(r->claim_cursor[i] = strdup("0-0")) || !(r->cursor[i] = strdup("0"))) {
             rc_close(c);
             return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
         }
@@ -115,6 +131,22 @@ static redisReply *cmd_argv(redis_consumer_t *r, int argc, const char **argv)
     return redisCommandArgv(r->ctx, argc, argv, NULL);
 }
 
+/* Topic i's pending entries are to be read from the start, not before due. */
+static void start_pass(redis_consumer_t *r, int i, int64_t due)
+{
+    if (r->backlog[i] && r->due_ms[i] <= due && !strcmp(r->cursor[i], "0"))
+        return; /* a pass from the start is already planned, sooner */
+    char *z = strdup("0");
+    if (z) {
+        free(r->cursor[i]);
+        r->cursor[i] = z;
+    }
+    r->backlog[i] = 1;
+    r->due_ms[i] = due;
+    r->pass_left[i] = 0;
+    r->pass_min[i] = INT64_MAX;
+}
+
 static outbox_err_t ensure(outbox_consumer_t *c)
 {
     redis_consumer_t *r = c->state;
@@ -151,7 +183,7 @@ static outbox_err_t ensure(outbox_consumer_t *c)
                 return fail(c, "Redis XGROUP CREATE failed", why);
             }
             freeReplyObject(rep);
-            r->backlog[i] = 1;
+            start_pass(r, i, 0);
         }
     }
     r->ready = 1;
@@ -216,7 +248,7 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
                 outbox__log(OUTBOX_LOG_INFO, "consumer", "claimed",
                             "took over messages left pending by another consumer", "consumer",
                             c->name, "topic", c->topics[i], "count", n, NULL);
-                r->backlog[i] = 1;
+                start_pass(r, i, 0);
             }
         }
         freeReplyObject(rep);
@@ -224,11 +256,13 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
     return OUTBOX_OK;
 }
 
-/* Handles the entries of one stream reply; stops at the first handler
- * failure (the rest stays pending, backlog set). */
+/* Handles the entries of one stream reply in order. An entry the handler
+ * did not finish (failed, or behind a failed entry of its key) stays
+ * pending: *left counts them and *min_retry gets the soonest time one of
+ * them may be tried again. OUTBOX_ERR_BROKER when an XACK failed. */
 static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisReply *entries,
                                    int redelivered, outbox_consumer_handler_fn fn, void *opaque,
-                                   int *handled)
+                                   int *left, int64_t *min_retry)
 {
     redis_consumer_t *r = c->state;
     for (size_t e = 0; e < entries->elements; e++) {
@@ -240,6 +274,7 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
         size_t blen = 0;
         const char *body = field(entry->element[1], "event", &blen);
         outbox_err_t rc = OUTBOX_OK;
+        int64_t retry_in = 1;
         if (!body) {
             /* Deleted (trimmed) while pending, or not written by an outbox sink. */
             outbox__log(OUTBOX_LOG_WARN, "consumer", "bad_message",
@@ -247,26 +282,29 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
                         "topic", c->topics[ti], "entry", sid, NULL);
         } else {
             rc = outbox__consumer_dispatch(c, c->topics[ti], body, blen, NULL, redelivered, fn,
-                                           opaque);
+                                           opaque, &retry_in);
         }
         if (rc != OUTBOX_OK) {
-            r->backlog[ti] = 1;
-            snprintf(c->errstr, sizeof(c->errstr),
-                     "handler failed (%s) on %s entry %s: left pending for redelivery",
-                     outbox_err_str(rc), c->topics[ti], sid);
-            return rc;
+            (*left)++;
+            int64_t at = outbox__now_ms() + retry_in;
+            if (at < *min_retry)
+                *min_retry = at;
+            snprintf(c->errstr, sizeof(c->errstr), "%s entry %s left pending for a retry (%s)",
+                     c->topics[ti], sid,
+                     rc == OUTBOX_ERR_TIMEOUT ? "behind a failed entry of its key"
+                                              : outbox_err_str(rc));
+            continue;
         }
         if (xack(r, c->topics[ti], c->group, sid) != 0)
             return fail(c, "Redis XACK failed", r->ctx ? r->ctx->errstr : "");
-        (*handled)++;
     }
     return OUTBOX_OK;
 }
 
 /* Sends XREADGROUP GROUP g name COUNT n [BLOCK ms] STREAMS t... id...: with
- * a backlog, the own pending entries (id 0) of the topics that have one,
- * without blocking; otherwise new entries (">") of every topic, blocking up
- * to timeout_ms. tix[0..*nt) gets the topic index of each stream asked.
+ * a backlog, the own pending entries (after the pass cursor) of the topics
+ * whose pass is due, without blocking; otherwise new entries (">") of every
+ * topic, blocking up to timeout_ms. tix[0..*nt) gets the topic index of each stream asked.
  * Returns the reply (caller frees) or NULL with c->errstr set. */
 static redisReply *xreadgroup(outbox_consumer_t *c, int timeout_ms, int any_backlog, int *tix,
                               int *nt)
@@ -293,13 +331,14 @@ static redisReply *xreadgroup(outbox_consumer_t *c, int timeout_ms, int any_back
     }
     av[ac++] = "STREAMS";
     *nt = 0;
+    int64_t now = outbox__now_ms();
     for (int i = 0; i < c->ntopics; i++)
-        if (!any_backlog || r->backlog[i]) {
+        if (!any_backlog || (r->backlog[i] && r->due_ms[i] <= now)) {
             tix[(*nt)++] = i;
             av[ac++] = c->topics[i];
         }
     for (int k = 0; k < *nt; k++)
-        av[ac++] = any_backlog ? "0" : ">";
+        av[ac++] = any_backlog ? r->cursor[tix[k]] : ">";
     int64_t wait = (int64_t)timeout_ms + CONNECT_TIMEOUT_MS;
     struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
     redisSetTimeout(r->ctx, tv);
@@ -319,37 +358,74 @@ static redisReply *xreadgroup(outbox_consumer_t *c, int timeout_ms, int any_back
     return rep;
 }
 
-/* Handles the streams of an XREADGROUP reply in order; stops at the first
- * handler failure. A backlog read that came back empty clears the backlog. */
+/* Ends topic i's pass over its pending entries: another one is due at the
+ * soonest retry of the entries it left, or none if it left none. */
+static void end_pass(redis_consumer_t *r, int i)
+{
+    int left = r->pass_left[i];
+    int64_t at = r->pass_min[i];
+    r->backlog[i] = 0;
+    if (left)
+        start_pass(r, i, at);
+}
+
+/* Handles the streams of an XREADGROUP reply in order. A backlog read
+ * moves the pass cursor on, and ends the pass when it returned less than a
+ * full batch; a read of new entries plans a pass for the entries it left. */
 static outbox_err_t handle_reply(outbox_consumer_t *c, const redisReply *rep, const int *tix,
                                  int nt, int any_backlog, outbox_consumer_handler_fn fn,
                                  void *opaque)
 {
     redis_consumer_t *r = c->state;
     outbox_err_t result = OUTBOX_OK;
-    int handled = 0;
-    if (rep->type != REDIS_REPLY_ARRAY) {
-        for (int k = 0; any_backlog && k < nt; k++)
-            r->backlog[tix[k]] = 0;
-        return OUTBOX_OK;
-    }
-    for (size_t s = 0; s < rep->elements && result == OUTBOX_OK; s++) {
+    int *seen = calloc((size_t)(nt > 0 ? nt : 1), sizeof(int));
+    if (!seen)
+        return OUTBOX_ERR_NOMEM;
+    for (size_t s = 0; rep->type == REDIS_REPLY_ARRAY && s < rep->elements && !result; s++) {
         const redisReply *st = rep->element[s];
         if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
             st->element[0]->type != REDIS_REPLY_STRING)
             continue;
         int ti = -1;
         for (int k = 0; k < nt; k++)
-            if (!strcmp(c->topics[tix[k]], st->element[0]->str))
+            if (!strcmp(c->topics[tix[k]], st->element[0]->str)) {
                 ti = tix[k];
+                seen[k] = 1;
+            }
         if (ti < 0)
             continue;
         const redisReply *entries = st->element[1];
-        if (any_backlog && entries->type == REDIS_REPLY_ARRAY && entries->elements == 0)
-            r->backlog[ti] = 0; /* own pending list drained */
-        if (entries->type == REDIS_REPLY_ARRAY)
-            result = handle_entries(c, ti, entries, any_backlog, fn, opaque, &handled);
+        if (entries->type != REDIS_REPLY_ARRAY)
+            continue;
+        int left = 0;
+        int64_t min_retry = INT64_MAX;
+        result = handle_entries(c, ti, entries, any_backlog, fn, opaque, &left, &min_retry);
+        if (result)
+            break;
+        if (!any_backlog) {
+            if (left)
+                start_pass(r, ti, min_retry);
+            continue;
+        }
+        r->pass_left[ti] += left;
+        if (min_retry < r->pass_min[ti])
+            r->pass_min[ti] = min_retry;
+        const redisReply *last = entries->elements ? entries->element[entries->elements - 1] : NULL;
+        if ((int)entries->elements >= r->batch && last && last->type == REDIS_REPLY_ARRAY &&
+            last->elements >= 1 && last->element[0]->type == REDIS_REPLY_STRING) {
+            char *cur = strdup(last->element[0]->str); /* more pending: go on from here */
+            if (cur) {
+                free(r->cursor[ti]);
+                r->cursor[ti] = cur;
+            }
+        } else {
+            end_pass(r, ti);
+        }
     }
+    for (int k = 0; any_backlog && !result && k < nt; k++)
+        if (!seen[k]) /* nothing pending after the cursor */
+            end_pass(r, tix[k]);
+    free(seen);
     return result;
 }
 
@@ -366,7 +442,7 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
     }
     int any_backlog = 0;
     for (int i = 0; i < c->ntopics; i++)
-        any_backlog |= r->backlog[i];
+        any_backlog |= r->backlog[i] && r->due_ms[i] <= now;
     int *tix = calloc((size_t)c->ntopics, sizeof(int));
     if (!tix) {
         snprintf(c->errstr, sizeof(c->errstr), "out of memory");
@@ -381,11 +457,6 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
     outbox_err_t result = handle_reply(c, rep, tix, nt, any_backlog, fn, opaque);
     freeReplyObject(rep);
     free(tix);
-    if (result != OUTBOX_OK && result != OUTBOX_ERR_BROKER) {
-        /* Give the failing dependency a moment before the redelivery. */
-        outbox__sleep_ms(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000, NULL);
-        return OUTBOX_OK;
-    }
     return result;
 }
 
@@ -420,7 +491,7 @@ static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_con
             rep->element[2]->type == REDIS_REPLY_STRING) {
             outbox_err_t rc =
                 outbox__consumer_dispatch(c, rep->element[1]->str, rep->element[2]->str,
-                                          rep->element[2]->len, NULL, 0, fn, opaque);
+                                          rep->element[2]->len, NULL, 0, fn, opaque, NULL);
             if (rc != OUTBOX_OK)
                 outbox__log(OUTBOX_LOG_WARN, "consumer", "pubsub_lost",
                             "handler failed on a Pub/Sub message: Pub/Sub cannot redeliver it",
@@ -451,7 +522,13 @@ static void rc_close(outbox_consumer_t *c)
     drop(r);
     for (int i = 0; r->claim_cursor && i < c->ntopics; i++)
         free(r->claim_cursor[i]);
+    for (int i = 0; r->cursor && i < c->ntopics; i++)
+        free(r->cursor[i]);
     free(r->claim_cursor);
+    free(r->cursor);
+    free(r->due_ms);
+    free(r->pass_left);
+    free(r->pass_min);
     free(r->backlog);
     free(r);
     c->state = NULL;

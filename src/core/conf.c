@@ -179,6 +179,22 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_SERVICE,
      "cars: PostgreSQL conninfo or URI of the search database the projection writes and "
      "GET /cars/search reads (empty = the primary database's server, database <name>_search)"},
+    {"consumer_max_attempts", OUTBOX_CT_INT, "10", "OUTBOX_CONSUMER_MAX_ATTEMPTS", 1, 100000, 0,
+     NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: failed handler attempts (counted in the consumer's database) before a message "
+     "moves to outbox_consumer_dead_letter"},
+    {"consumer_retry_backoff", OUTBOX_CT_DURATION, "200ms", "OUTBOX_CONSUMER_RETRY_BACKOFF", 1,
+     MS_H, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: first delay before a failed message is handled again; doubles per attempt"},
+    {"consumer_retry_backoff_max", OUTBOX_CT_DURATION, "20s", "OUTBOX_CONSUMER_RETRY_BACKOFF_MAX",
+     1, MS_D, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "consumer: longest delay between two attempts of a failed message (keep it below "
+     "consumer_claim_idle; while the consumer's database is down it is probed at least every "
+     "5 s)"},
+    {"consumer_dead_letters", OUTBOX_CT_BOOL, "true", "OUTBOX_CONSUMER_DEAD_LETTERS", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SERVICE,
+     "consumer: count attempts and keep dead letters in the consumer's database (database_url); "
+     "off: a failing message is retried for ever"},
     {"nats_stream_create", OUTBOX_CT_BOOL, "true", "OUTBOX_NATS_STREAM_CREATE", 0, 0, 0, NULL,
      OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
      "NATS: create the JetStream stream <TOPIC> (subjects <topic>.>) when no stream captures them"},
@@ -199,7 +215,8 @@ static const outbox_conf_prop_t props[] = {
      "NATS consumer: a message not acknowledged within this long is redelivered"},
     {"nats_nak_delay", OUTBOX_CT_DURATION, "1s", "OUTBOX_NATS_NAK_DELAY", 0, MS_H, 0, NULL,
      OUTBOX_SCOPE_SERVICE,
-     "NATS consumer: redelivery delay after the handler fails (negative acknowledgement)"},
+     "NATS consumer: shortest redelivery delay after the handler fails (negative "
+     "acknowledgement; consumer_retry_backoff applies above it)"},
     {"nats_fetch_batch", OUTBOX_CT_INT, "100", "OUTBOX_NATS_FETCH_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "NATS consumer: messages fetched per poll"},
     {"webhook_batch", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_BATCH", 0, 0, 0, NULL,

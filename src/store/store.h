@@ -104,6 +104,25 @@ typedef struct outbox_tail_event_s {
     const char *at; /**< processed_at (mark mode) or created_at, ISO 8601 UTC */
     int64_t at_us;  /**< the same, microseconds since the epoch */
 } outbox_tail_event_t;
+/** A message a consumer group failed to handle (src/consumer). Borrowed. */
+typedef struct outbox_consumer_msg_s {
+    const char *group, *message_id, *topic, *key, *type;
+    const char *body; /**< as the broker delivered it (not NUL-terminated) */
+    size_t body_len;
+    const char *attrs; /**< binary mode: JSON array of ce_* names and values; else NULL */
+} outbox_consumer_msg_t;
+
+/** A consumer dead letter, as listed by outboxctl consumer-dlq and handed
+ *  back to requeued consumers. */
+typedef struct outbox_consumer_dead_s {
+    long long id;
+    const char *group, *message_id, *topic, *key, *type, *reason, *dead_at, *last_error;
+    const char *requeued_at; /**< "" when not requeued */
+    const char *body;        /**< bytes as delivered */
+    size_t body_len;
+    const char *attrs; /**< JSON text or NULL */
+    int attempts;
+} outbox_consumer_dead_t;
 
 typedef struct outbox_store_s outbox_store_t;
 
@@ -220,6 +239,46 @@ typedef struct outbox_store_ops_s {
      *  least older_than_ms (0 = all). */
     outbox_err_t (*dlq_purge)(outbox_store_t *s, const char *id, int64_t older_than_ms,
                               long long *n, char *errstr, size_t errstr_size);
+
+    /* ---- consumer attempts and dead letters (src/consumer) ----
+     * Tables outbox_consumer_attempt and outbox_consumer_dead_letter in the
+     * consumer's own database; NULL in back ends without them. Each returns
+     * OUTBOX_ERR_NOT_FOUND when the tables do not exist (migrations not
+     * applied; the session stays usable), OUTBOX_ERR_DB on other failures. */
+    /** Charges m one failed attempt (error kept in its history) and, when
+     *  reject is set or the count reaches max_attempts, moves it to the dead
+     *  letters (reason "rejected" / "max_attempts") in the same transaction
+     *  (the rule of outbox__consumer_is_dead in src/consumer/consumer.h).
+     *  *attempts gets the count, *dead 1 if it was dead-lettered. */
+    outbox_err_t (*consumer_failed)(outbox_store_t *s, const outbox_consumer_msg_t *m,
+                                    const char *error, int reject, int max_attempts, int *attempts,
+                                    int *dead, char *errstr, size_t errstr_size);
+    /** The message was handled: forgets its attempts, and its dead letter if
+     *  that was requeued. */
+    outbox_err_t (*consumer_done)(outbox_store_t *s, const char *group, const char *message_id,
+                                  char *errstr, size_t errstr_size);
+    /** *any = 1 if group has failed attempts on record. */
+    outbox_err_t (*consumer_has_attempts)(outbox_store_t *s, const char *group, int *any,
+                                          char *errstr, size_t errstr_size);
+    /** Requeued dead letters of group (group NULL = any), oldest first, up
+     *  to limit; with requeued_only 0, every dead letter (outboxctl list). */
+    outbox_err_t (*cdl_list)(outbox_store_t *s, const char *group, const char *topic,
+                             int requeued_only, int limit,
+                             void (*cb)(void *arg, const outbox_consumer_dead_t *d), void *arg,
+                             char *errstr, size_t errstr_size);
+    /** One dead letter with its error history as pretty JSON (caller frees);
+     *  OUTBOX_ERR_NOT_FOUND if there is none with that id. */
+    outbox_err_t (*cdl_show)(outbox_store_t *s, long long id, char **json, char *errstr,
+                             size_t errstr_size);
+    /** Marks dead letters requeued (id, or id 0 = all of group, group NULL =
+     *  every group) and resets their attempt counts. */
+    outbox_err_t (*cdl_requeue)(outbox_store_t *s, long long id, const char *group, long long *n,
+                                char *errstr, size_t errstr_size);
+    /** Deletes dead letters: the one with id, or (id 0) those of group (NULL
+     *  = any) dead for at least older_than_ms (0 = all). */
+    outbox_err_t (*cdl_purge)(outbox_store_t *s, long long id, const char *group,
+                              int64_t older_than_ms, long long *n, char *errstr,
+                              size_t errstr_size);
 } outbox_store_ops_t;
 
 struct outbox_store_s {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@ struct pgproxy_s {
     int cuts;        /* atomic */
     int last_answer; /* atomic */
     int links;       /* atomic: relay threads alive */
+    int down;        /* atomic: outage: cut everything, refuse new connections */
 };
 
 typedef struct link_s {
@@ -127,11 +129,16 @@ static void *relay(void *arg)
     char tmp[16384];
     while (!done) {
         struct pollfd fds[2] = {{l->cfd, POLLIN, 0}, {l->sfd, POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        int pr = poll(fds, 2, 100);
+        if (pr < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
+        if (__atomic_load_n(&p->down, __ATOMIC_SEQ_CST))
+            break; /* outage: cut */
+        if (pr == 0)
+            continue;
         if (fds[1].revents) {
             ssize_t n = recv(l->sfd, tmp, sizeof(tmp), 0);
             if (n <= 0 || send_all(l->cfd, tmp, (size_t)n) != 0)
@@ -216,6 +223,10 @@ static void *acceptor(void *arg)
         int cfd = accept(p->lfd, NULL, NULL);
         if (cfd < 0)
             continue;
+        if (__atomic_load_n(&p->down, __ATOMIC_SEQ_CST)) {
+            close(cfd); /* outage: the client sees the server go away at once */
+            continue;
+        }
         int sfd = socket(p->up.ss_family, SOCK_STREAM, 0);
         if (sfd < 0 || connect(sfd, (struct sockaddr *)&p->up, p->up_len) != 0) {
             fprintf(stderr, "pgproxy: cannot reach the server: %s\n", strerror(errno));
@@ -224,6 +235,9 @@ static void *acceptor(void *arg)
             close(cfd);
             continue;
         }
+        int one = 1; /* forwarded one message at a time: no Nagle + delayed-ACK stalls */
+        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         link_t *l = calloc(1, sizeof(*l));
         CHECK(l, "out of memory");
         l->p = p;
@@ -276,6 +290,14 @@ void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode)
     if (mode != PGPROXY_PASS)
         __atomic_store_n(&p->last_answer, -1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&p->mode, (int)mode, __ATOMIC_SEQ_CST);
+}
+
+void pgproxy_set_down(pgproxy_t *p, int down)
+{
+    __atomic_store_n(&p->down, down ? 1 : 0, __ATOMIC_SEQ_CST);
+    /* Returns once every connection is cut: nothing gets through after. */
+    for (int i = 0; down && i < 100 && __atomic_load_n(&p->links, __ATOMIC_SEQ_CST) > 0; i++)
+        usleep(20 * 1000);
 }
 
 int pgproxy_cuts(const pgproxy_t *p)

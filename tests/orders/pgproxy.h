@@ -8,7 +8,8 @@
  *   PGPROXY_CUT_AFTER_COMMIT   COMMIT is forwarded, the server's answer is
  *                              read and dropped: committed, reply lost.
  *
- * Arming applies to the next COMMIT on any connection, once. Connections
+ * Arming applies to the next COMMIT on any connection, once. pgproxy_set_down
+ * simulates an outage instead: all connections cut, new ones refused. Connections
  * must not use TLS (the proxy reads the messages): give the client
  * sslmode=disable gssencmode=disable. */
 #ifndef ORDERS_PGPROXY_H
@@ -32,6 +33,10 @@ int pgproxy_cuts(const pgproxy_t *p);
 /** After a PGPROXY_CUT_AFTER_COMMIT cut: 1 if the server answered the
  *  dropped COMMIT with CommandComplete "COMMIT", 0 if not, -1 if no answer. */
 int pgproxy_last_commit_answer(const pgproxy_t *p);
+/** down = 1: a database outage at the TCP boundary: every open connection
+ *  is cut (within 100 ms) and new ones are accepted and closed at once,
+ *  until down = 0. */
+void pgproxy_set_down(pgproxy_t *p, int down);
 /** Stops listening. Connections still open keep forwarding until closed. */
 void pgproxy_stop(pgproxy_t *p);
 

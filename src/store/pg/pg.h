@@ -52,4 +52,28 @@ PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *s
 outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
                             const char *what);
 
+/** The connection of a PostgreSQL store session (relay_ops.c). */
+PGconn *outbox__pg_store_conn(outbox_store_t *s);
+
+/* Consumer attempts and dead letters (consumer_ops.c): the store ops of the
+ * same names in store/store.h. */
+outbox_err_t outbox__pg_consumer_failed(outbox_store_t *s, const outbox_consumer_msg_t *m,
+                                        const char *error, int reject, int max_attempts,
+                                        int *attempts, int *dead, char *errstr, size_t errstr_size);
+outbox_err_t outbox__pg_consumer_done(outbox_store_t *s, const char *group, const char *message_id,
+                                      char *errstr, size_t errstr_size);
+outbox_err_t outbox__pg_consumer_has_attempts(outbox_store_t *s, const char *group, int *any,
+                                              char *errstr, size_t errstr_size);
+outbox_err_t outbox__pg_cdl_list(outbox_store_t *s, const char *group, const char *topic,
+                                 int requeued_only, int limit,
+                                 void (*cb)(void *arg, const outbox_consumer_dead_t *d), void *arg,
+                                 char *errstr, size_t errstr_size);
+outbox_err_t outbox__pg_cdl_show(outbox_store_t *s, long long id, char **json, char *errstr,
+                                 size_t errstr_size);
+outbox_err_t outbox__pg_cdl_requeue(outbox_store_t *s, long long id, const char *group,
+                                    long long *n, char *errstr, size_t errstr_size);
+outbox_err_t outbox__pg_cdl_purge(outbox_store_t *s, long long id, const char *group,
+                                  int64_t older_than_ms, long long *n, char *errstr,
+                                  size_t errstr_size);
+
 #endif

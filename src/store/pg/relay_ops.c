@@ -819,6 +819,11 @@ static outbox_err_t pg_tail(outbox_store_t *s, const char *topic, int processed,
     return OUTBOX_OK;
 }
 
+PGconn *outbox__pg_store_conn(outbox_store_t *s)
+{
+    return ST(s)->conn;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Dead letters                                                              */
 
@@ -944,4 +949,11 @@ const outbox_store_ops_t outbox__store_pg_ops = {
     .dlq_show = pg_dlq_show,
     .dlq_requeue = pg_dlq_requeue,
     .dlq_purge = pg_dlq_purge,
+    .consumer_failed = outbox__pg_consumer_failed,
+    .consumer_done = outbox__pg_consumer_done,
+    .consumer_has_attempts = outbox__pg_consumer_has_attempts,
+    .cdl_list = outbox__pg_cdl_list,
+    .cdl_show = outbox__pg_cdl_show,
+    .cdl_requeue = outbox__pg_cdl_requeue,
+    .cdl_purge = outbox__pg_cdl_purge,
 };
