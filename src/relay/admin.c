@@ -5,6 +5,8 @@
  *   GET  /api/status         JSON the page polls: health, pending and lag per
  *                            topic, throughput history, lanes, dead letters
  *   POST /api/dlq/requeue    {"id": UUID}: a dead letter back at the head of its key
+ *   POST /api/consumer-dlq/requeue {"id": N}: a consumer dead letter handed back
+ *                            to its group (outboxctl consumer-dlq requeue)
  *
  * Actions (POST) are allowed without a token only when the admin address is
  * loopback; otherwise admin_token must be set and sent as "Authorization:
@@ -158,6 +160,18 @@ static void add_dead(void *arg, const outbox_dead_letter_t *d)
                                          d->dead_at, "last_error", d->last_error));
 }
 
+static void add_consumer_dead(void *arg, const outbox_consumer_dead_t *d)
+{
+    json_array_append_new(
+        arg,
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:b}", "id",
+                  (json_int_t)d->id, "consumer", d->group, "message_id", d->message_id, "topic",
+                  d->topic, "type", d->type ? d->type : "", "key", d->key ? d->key : "", "attempts",
+                  d->attempts, "reason", d->reason ? d->reason : "", "dead_at",
+                  d->dead_at ? d->dead_at : "", "last_error", d->last_error ? d->last_error : "",
+                  "requeued", d->requeued_at && *d->requeued_at));
+}
+
 /* Published per topic, summed over workers (first-seen order). */
 static json_t *published_by_topic(const outbox_relay_t *r)
 {
@@ -223,10 +237,17 @@ char *outbox__admin_status_json(outbox_admin_t *a, outbox_store_t *store, int db
     json_object_set_new(o, "lanes", lanes);
     json_object_set_new(o, "lane_count", json_integer(OUTBOX_LANES));
     json_object_set_new(o, "dead_letter_list", dead);
-    /* EXTENSION POINT: consumer dead letters. When the consumer dead-letter
-     * table lands, add "consumer_dead_letters": [{id, consumer, topic, type,
-     * key, attempts, dead_at, last_error}] here (through the store, like
-     * dlq_list); the page shows the section as soon as the key is present. */
+    /* Consumer dead letters (outbox_consumer_dead_letter, in this database
+     * when the consumers share it, as the services do): listed when the table
+     * is there; the page shows the section as soon as the key is present. */
+    if (db_up && store->ops->cdl_list) {
+        json_t *cdl = json_array();
+        if (store->ops->cdl_list(store, NULL, NULL, 0, OUTBOX_ADMIN_DLQ_ROWS, add_consumer_dead,
+                                 cdl, err, sizeof(err)) == OUTBOX_OK)
+            json_object_set_new(o, "consumer_dead_letters", cdl);
+        else
+            json_decref(cdl); /* no such table here: no section */
+    }
     json_t *workers = json_array();
     for (int i = 0; i < r->nworkers; i++)
         json_array_append_new(workers,
@@ -337,6 +358,48 @@ int outbox__admin_requeue(outbox_admin_t *a, outbox_store_t *store, const char *
             snprintf(nbuf, sizeof(nbuf), "%lld", n);
             outbox__log(OUTBOX_LOG_INFO, "relay", "dlq_requeued",
                         "dead letter requeued from the admin API", "id", id, "events", nbuf, NULL);
+        }
+    }
+    json_decref(in);
+    *reply = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    return status;
+}
+
+int outbox__admin_consumer_requeue(outbox_admin_t *a, outbox_store_t *store, const char *body,
+                                   size_t len, char **reply)
+{
+    (void)a;
+    json_error_t jerr;
+    json_t *in = json_loadb(body ? body : "", len, 0, &jerr);
+    json_t *idv = in ? json_object_get(in, "id") : NULL;
+    long long id = json_is_integer(idv) ? (long long)json_integer_value(idv) : 0;
+    int status;
+    char err[512];
+    json_t *out;
+    if (id <= 0) {
+        status = 400;
+        out = json_pack("{s:s}", "error", "want {\"id\": <consumer dead letter id>}");
+    } else if (!store || !store->ops->cdl_requeue) {
+        status = 503;
+        out = json_pack("{s:s}", "error", "database unreachable");
+    } else {
+        long long n = 0;
+        if (store->ops->cdl_requeue(store, id, NULL, &n, err, sizeof(err))) {
+            status = 500;
+            out = json_pack("{s:s}", "error", err);
+        } else if (!n) {
+            status = 404;
+            out = json_pack("{s:s}", "error", "no consumer dead letter with that id");
+        } else {
+            status = 200;
+            out = json_pack("{s:I, s:I}", "id", (json_int_t)id, "requeued", (json_int_t)n);
+            char idbuf[24];
+            snprintf(idbuf, sizeof(idbuf), "%lld", id);
+            outbox__log(OUTBOX_LOG_INFO, "relay", "consumer_dlq_requeued",
+                        "consumer dead letter requeued from the admin API: its group's consumers "
+                        "hand it to their handler again",
+                        "id", idbuf, NULL);
         }
     }
     json_decref(in);

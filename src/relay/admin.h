@@ -44,6 +44,10 @@ char *outbox__admin_status_json(outbox_admin_t *a, outbox_store_t *store, int db
 int outbox__admin_authorize(const outbox_admin_t *a, const char *authorization,
                             const char *content_type, const char *origin, const char *host,
                             const char **why);
+/** Handles POST /api/consumer-dlq/requeue ({"id": N}); like outbox__admin_requeue. */
+int outbox__admin_consumer_requeue(outbox_admin_t *a, outbox_store_t *store, const char *body,
+                                   size_t len, char **reply);
+
 /** Handles POST /api/dlq/requeue with its JSON body; returns the HTTP status
  *  and a JSON reply in *reply (caller frees). */
 int outbox__admin_requeue(outbox_admin_t *a, outbox_store_t *store, const char *body, size_t len,

@@ -294,7 +294,7 @@ static enum MHD_Result handle_post(struct outbox_metrics_s *m, struct MHD_Connec
 {
     upload_t *u = *ctx;
     if (!u) { /* first call: headers only */
-        if (strcmp(url, "/api/dlq/requeue"))
+        if (strcmp(url, "/api/dlq/requeue") && strcmp(url, "/api/consumer-dlq/requeue"))
             return reply(c, 404, "text/plain", "not found\n", 10, 0);
         if (!(u = calloc(1, sizeof(*u))))
             return MHD_NO;
@@ -335,7 +335,10 @@ static enum MHD_Result handle_post(struct outbox_metrics_s *m, struct MHD_Connec
     }
     char *out = NULL;
     pthread_mutex_lock(&m->db_lock);
-    st = outbox__admin_requeue(&m->admin, session(m), u->p, u->len, &out);
+    if (!strcmp(url, "/api/consumer-dlq/requeue"))
+        st = outbox__admin_consumer_requeue(&m->admin, session(m), u->p, u->len, &out);
+    else
+        st = outbox__admin_requeue(&m->admin, session(m), u->p, u->len, &out);
     pthread_mutex_unlock(&m->db_lock);
     return reply_json(c, (unsigned)st, out);
 }

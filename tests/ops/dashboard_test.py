@@ -298,6 +298,27 @@ def main():
             == "2")
         if "dlq_requeued" not in open(relay_log).read():
             fail("no dlq_requeued line in the relay's log")
+        # A consumer dead letter (a group's handler rejected a message): the
+        # consumer section lists it; its Requeue button marks it requeued (the
+        # group's running consumers then hand it to their handler again).
+        cid = psql("INSERT INTO outbox_consumer_dead_letter (group_name, message_id, topic, key,"
+                   " type, body, attempts, reason, last_error, first_failed_at, last_failed_at)"
+                   " VALUES ('inventory', '01a2297c-0000-7000-8000-00000000c0de', 'orders',"
+                   " 'order-9', 'OrderCreated', convert_to('{\"bad\":true}', 'UTF8'), 1,"
+                   " 'rejected', 'malformed order', now(), now()) RETURNING id")
+        wait_for("the consumer dead letter on the page", lambda: cdp.js(
+            "document.querySelectorAll('#consumer-dlq button.requeue-consumer').length") == 1)
+        cdp.js(f"document.querySelector('#consumer-dlq button.requeue-consumer"
+               f"[data-id=\"{cid}\"]').click()")
+        wait_for("the consumer dead letter marked requeued", lambda: psql(
+            f"SELECT requeued_at IS NOT NULL FROM outbox_consumer_dead_letter WHERE id = {cid}")
+            == "t")
+        msg = cdp.js("document.getElementById('msg').textContent") or ""
+        if not msg.startswith(f"requeued 1 event(s) of {cid}"):
+            fail(f"page says {msg!r} after the consumer requeue")
+        if "consumer_dlq_requeued" not in open(relay_log).read():
+            fail("no consumer_dlq_requeued line in the relay's log")
+        print(f"dashboard: clicked Requeue on consumer dead letter {cid}: marked requeued")
         published = int(json.loads(http("GET", base + "/api/status")[1])["published_total"])
         print(f"dashboard: clicked Requeue on {target}: requeued, dead again with 2 errors; "
               f"{sent[0]} events written, {published} published during the run")
