@@ -490,13 +490,12 @@ plot {plots}
             self.w(f"**Hint cost:** with `pg_notify` the write path reaches {span} of its "
                    f"throughput without it "
                    f"({r0['clients']} clients). NOTIFY queues its notification at commit under a "
-                   f"cluster-wide lock, so the cost grows with concurrent committers; it buys the "
-                   f"wake-up above instead of up to `poll_interval`. Where producers' write "
-                   f"throughput matters more, set `OUTBOX_NOTIFY=false` on the relay and lower "
-                   f"its `poll_interval` (e.g. `100ms`); producers writing the outbox with plain "
-                   f"SQL then skip the `pg_notify`. `outbox_enqueue` always sends the hint, "
-                   f"because it cannot know the relay's setting. The relay never depends on the "
-                   f"hint for correctness.")
+                   f"cluster-wide lock, so the cost grows with concurrent committers. This is why "
+                   f"the hint is off by default: the relay's watcher (`poll_min_interval`) gives "
+                   f"the same millisecond wake-up without it (sections above), and "
+                   f"`outbox_enqueue` sends the hint only when asked (`wakeup_hint`, or "
+                   f"`OUTBOX_NOTIFY=true` in the process). The relay never depends on the hint "
+                   f"for correctness.")
             self.w()
 
     def nats(self):
