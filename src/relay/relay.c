@@ -125,7 +125,7 @@ static void *watcher_main(void *arg)
     outbox_relay_t *r = arg;
     const outbox_relay_opts_t *o = &r->o;
     outbox_store_t *s = NULL;
-    int64_t wait = o->poll_min_ms, last_seq = 0, last_fresh_ms = 0;
+    int64_t wait = o->poll_min_ms, last_seq = 0, last_fresh_ms = 0, seq_seen = -1;
     uint64_t progress_seen = atomic_load(&r->progress);
     int attempt = 0, down = 0;
     char err[512];
@@ -144,7 +144,8 @@ static void *watcher_main(void *arg)
                                       .table = o->table,
                                       .appname = app,
                                       .ack_mode = o->ack_mode,
-                                      .tx_timeout_ms = o->publish_timeout_ms};
+                                      .tx_timeout_ms = o->publish_timeout_ms,
+                                      .generic_plans = 1};
             s = outbox__store_open(&cfg, err, sizeof(err));
             if (!s) {
                 if (!down++)
@@ -155,12 +156,26 @@ static void *watcher_main(void *arg)
             attempt = down = 0;
         }
         uint64_t mask = 0;
-        int64_t max_seq = 0;
+        int64_t max_seq = 0, seq_now = 0, now0 = outbox__now_ms();
+        /* While events keep coming (or a worker just made progress) look at
+         * the table every time; when all is quiet, only once the table's
+         * seq counter moved (a new row, committed or about to be). */
+        int hot = now0 - last_fresh_ms < WATCH_HOT_MS || atomic_load(&r->progress) != progress_seen;
         atomic_fetch_add(&r->watch_probes, 1);
-        if (s->ops->newest_due(s, &mask, &max_seq, err, sizeof(err))) {
+        if (s->ops->newest_due(s, hot ? -1 : seq_seen, &mask, &max_seq, &seq_now, err,
+                               sizeof(err))) {
+            if (!down++)
+                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "watcher_failed", err, NULL);
             outbox__store_close(s); /* reconnects on the next look */
             s = NULL;
+            wait = o->poll_ms; /* the workers' own polling covers meanwhile */
             continue;
+        }
+        down = 0;
+        if (seq_now > seq_seen) {
+            if (seq_seen >= 0)
+                last_fresh_ms = now0; /* rows were added: hot from here */
+            seq_seen = seq_now;
         }
         uint64_t progress = atomic_load(&r->progress);
         int fresh = max_seq > last_seq, moving = progress != progress_seen;

@@ -46,6 +46,7 @@ typedef struct outbox_store_cfg_s {
     int64_t tx_timeout_ms; /**< >0: the server ends any relay transaction step or idle
                                 gap longer than this (backstop for the engine's bound) */
     int listen;            /**< subscribe to the wake-up hint (wait_for_work) */
+    int generic_plans;     /**< plan each prepared statement once (the watcher) */
     int async_commit;      /**< the session's commits need not wait for durability: one lost
                                 in a crash of the store is redone (published again) */
 } outbox_store_cfg_t;
@@ -189,10 +190,12 @@ typedef struct outbox_store_ops_s {
 
     /** The relay's watcher (poll_min_interval > 0): the lanes of the newest
      *  due pending events (at most the 64 newest, by seq), as a mask (bit i:
-     *  lane i), and the highest seq among them (0 if none). One cheap indexed
-     *  read, no lock taken. Optional: NULL when the back end cannot tell. */
-    outbox_err_t (*newest_due)(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
-                               char *errstr, size_t errstr_size);
+     *  lane i), and the highest seq among them (0 if none), looked up only
+     *  when the table's seq counter *seq_now (always set) is past gate (-1:
+     *  always). No lock taken. Optional: NULL when the back end cannot tell. */
+    outbox_err_t (*newest_due)(outbox_store_t *s, int64_t gate, uint64_t *lane_mask,
+                               int64_t *max_seq, int64_t *seq_now, char *errstr,
+                               size_t errstr_size);
     /** Sleeps until the wake-up hint (an event was written), stop_fd readable,
      *  or timeout_ms. This function can't fail. */
     void (*wait_for_work)(outbox_store_t *s, int stop_fd, int64_t timeout_ms);

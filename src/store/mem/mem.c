@@ -611,8 +611,9 @@ static outbox_err_t mem_release_lane(outbox_store_t *s, int lane, char *errstr, 
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_newest_due(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
-                                   char *errstr, size_t errstr_size)
+static outbox_err_t mem_newest_due(outbox_store_t *s, int64_t gate, uint64_t *lane_mask,
+                                   int64_t *max_seq, int64_t *seq_now, char *errstr,
+                                   size_t errstr_size)
 {
     (void)errstr;
     (void)errstr_size;
@@ -622,7 +623,8 @@ static outbox_err_t mem_newest_due(outbox_store_t *s, uint64_t *lane_mask, int64
     *lane_mask = 0;
     *max_seq = 0;
     pthread_mutex_lock(&d->lock);
-    for (size_t i = d->n; i-- > 0 && found < 64;) {
+    *seq_now = d->next_seq - 1;
+    for (size_t i = d->n; *seq_now > gate && i-- > 0 && found < 64;) {
         const row_t *r = &d->rows[i];
         if (r->processed || r->next_attempt_ms > now)
             continue;

@@ -303,10 +303,17 @@ static const char *const sql_text[Q__COUNT] = {
     "errors END,"
     "        CASE WHEN seq = $1::bigint THEN $2 ELSE 'parked' END"
     "   FROM dead",
-    /* Q_NEWEST: the watcher's probe. A backward walk of the pending-seq index
-     * (the newest events), no lock: lanes as a bit mask, and the highest seq. */
-    "SELECT coalesce(bit_or(1::bigint << lane), 0), coalesce(max(seq), 0)"
-    "  FROM (SELECT lane, seq FROM {T} WHERE status = 'pending' AND next_attempt_at <= now()"
+    /* Q_NEWEST: the watcher's probe, $1 the gate. A backward walk of the
+     * pending-seq index (the newest events), no lock: lanes as a bit mask,
+     * the highest seq, and the table's sequence. The walk runs only when the
+     * sequence is past $1 (a one-time filter): an idle look reads one
+     * sequence, not an index that may be full of dead entries until vacuum. */
+    "SELECT coalesce(bit_or(1::bigint << lane), 0), coalesce(max(seq), 0),"
+    "       (SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('{T}', 'seq')), 0))"
+    "  FROM (SELECT lane, seq FROM {T}"
+    "         WHERE (SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('{T}', 'seq')),"
+    "                                0)) > $1::bigint"
+    "           AND status = 'pending' AND next_attempt_at <= now()"
     "         ORDER BY seq DESC LIMIT 64) n",
 };
 
@@ -365,6 +372,13 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
      * crash leaves its event pending, published again (at least once). */
     if (s->cfg.async_commit &&
         outbox__pg_exec(p->conn, "SET synchronous_commit = off", errstr, errstr_size))
+        goto fail;
+    /* The watcher runs one small statement many times a second: plan it
+     * once. A custom plan per execution looks at the index ends
+     * (get_actual_variable_range), which after a large drain walks every
+     * dead entry until vacuum: measured 2 ms of planning for a 0.2 ms look. */
+    if (s->cfg.generic_plans &&
+        outbox__pg_exec(p->conn, "SET plan_cache_mode = force_generic_plan", errstr, errstr_size))
         goto fail;
     if (s->cfg.listen) {
         snprintf(sql, sizeof(sql), "LISTEN \"%s\"", p->channel);
@@ -450,16 +464,21 @@ static void pg_batch_term(outbox_store_t *s, outbox_batch_t *b)
     memset(b, 0, sizeof(*b));
 }
 
-static outbox_err_t pg_newest_due(outbox_store_t *s, uint64_t *lane_mask, int64_t *max_seq,
-                                  char *errstr, size_t errstr_size)
+static outbox_err_t pg_newest_due(outbox_store_t *s, int64_t gate, uint64_t *lane_mask,
+                                  int64_t *max_seq, int64_t *seq_now, char *errstr,
+                                  size_t errstr_size)
 {
     PGresult *r = NULL;
-    step_t step = {NULL, Q_NEWEST, 0, NULL, PGRES_TUPLES_OK, &r, "watching for new events"};
+    char g[24];
+    snprintf(g, sizeof(g), "%lld", (long long)gate);
+    const char *params[1] = {g};
+    step_t step = {NULL, Q_NEWEST, 1, params, PGRES_TUPLES_OK, &r, "watching for new events"};
     outbox_err_t err = run_steps(s, &step, 1, errstr, errstr_size);
     if (err)
         return err;
     *lane_mask = (uint64_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     *max_seq = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    *seq_now = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
     PQclear(r);
     return OUTBOX_OK;
 }
