@@ -17,7 +17,10 @@ for f in lib/liboutbox.so lib/liboutbox.a include/outbox/outbox.h include/outbox
     share/man/man1/outbox-relay.1 share/man/man1/outboxctl.1; do
     [ -e "$prefix/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
-cc=${CC:-cc}
+# A sanitized build installs a sanitized library: programs built against it
+# need the same runtime (OUTBOX_EXAMPLE_CFLAGS, set by tests/ops/CMakeLists.txt).
+xflags=${OUTBOX_EXAMPLE_CFLAGS:-}
+cc="${CC:-cc} $xflags"
 cp "$src/examples/enqueue.c" "$src/examples/CMakeLists.txt" "$tmp/"
 
 # 1. pkg-config, shared and static.
@@ -40,6 +43,7 @@ echo "pkg-config (static): $out"
 # 2. find_package(outbox), shared and static.
 for kind in OFF ON; do
     cmake -S "$tmp" -B "$tmp/cm-$kind" -DCMAKE_PREFIX_PATH="$prefix" -DOUTBOX_EXAMPLE_STATIC=$kind \
+        -DCMAKE_C_FLAGS="$xflags" \
         >"$tmp/cm.log" 2>&1 && cmake --build "$tmp/cm-$kind" >>"$tmp/cm.log" 2>&1 ||
         { cat "$tmp/cm.log"; echo "FAIL: find_package(outbox) build (static=$kind)"; exit 1; }
     out=$("$tmp/cm-$kind/enqueue")
