@@ -273,17 +273,7 @@ int main(int argc, char **argv)
     cars_projection_t *projection = NULL;
     outbox_http_t *http = NULL;
     if (run_relay) {
-        outbox_conf_t *rconf = outbox_conf_dup(conf);
-        relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
-        if (!relay) {
-            outbox_conf_destroy(rconf);
-            outbox__log(OUTBOX_LOG_ERROR, "cars", "relay_failed", rconf ? err : "out of memory",
-                        NULL);
-            rc = 1;
-            goto out;
-        }
-        if (outbox_relay_start(relay, err, sizeof(err))) {
-            outbox__log(OUTBOX_LOG_ERROR, "cars", "relay_failed", err, NULL);
+        if (!(relay = outbox_kit_relay_start(conf, "cars"))) {
             rc = 1;
             goto out;
         }

@@ -96,27 +96,6 @@ static int ready(void *opaque, char *why, size_t why_size)
     return outbox__dbpool_ready(app->pool, why, why_size);
 }
 
-/* Purges expired idempotency keys now and then, until *stop. */
-static void purge_keys(orders_app_t *app, int64_t *next_ms)
-{
-    int64_t now = outbox_kit_now_ms();
-    if (now < *next_ms)
-        return;
-    int64_t every = app->idem_retention_ms / 10;
-    *next_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
-    char err[512];
-    PGconn *c = outbox__dbpool_get(app->pool, 1000, err, sizeof(err));
-    if (!c)
-        return;
-    long long n = 0;
-    if (outbox__idem_purge(c, &n, err, sizeof(err)))
-        outbox__log(OUTBOX_LOG_WARN, "orders", "purge_failed", err, NULL);
-    else if (n > 0)
-        outbox__logf(OUTBOX_LOG_INFO, "orders", "keys_purged",
-                     "purged %lld expired idempotency keys", n);
-    outbox__dbpool_put(app->pool, c);
-}
-
 int main(int argc, char **argv)
 {
     char err[1024];
@@ -167,17 +146,7 @@ int main(int argc, char **argv)
                         .idem_retention_ms = outbox_kit_conf_ms(conf, "idempotency_retention"),
                         .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required")};
     if (run_relay) {
-        outbox_conf_t *rconf = outbox_conf_dup(conf);
-        relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
-        if (!relay) {
-            outbox_conf_destroy(rconf);
-            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", rconf ? err : "out of memory",
-                        NULL);
-            rc = 1;
-            goto out;
-        }
-        if (outbox_relay_start(relay, err, sizeof(err))) {
-            outbox__log(OUTBOX_LOG_ERROR, "orders", "relay_failed", err, NULL);
+        if (!(relay = outbox_kit_relay_start(conf, "orders"))) {
             rc = 1;
             goto out;
         }
@@ -217,7 +186,7 @@ int main(int argc, char **argv)
     int64_t next_purge = 0;
     while (!g_stop) {
         if (app.pool)
-            purge_keys(&app, &next_purge);
+            outbox_kit_idem_purge_due(app.pool, app.idem_retention_ms, &next_purge, "orders");
         usleep(100 * 1000);
     }
     outbox__log(OUTBOX_LOG_INFO, "orders", "shutting_down",

@@ -100,23 +100,6 @@ static int migrate(const outbox_conf_t *conf)
     return rc;
 }
 
-static void purge_keys(outbox_dbpool_t *pool, int64_t retention_ms, int64_t *next_ms)
-{
-    int64_t now = outbox_kit_now_ms();
-    if (now < *next_ms)
-        return;
-    int64_t every = retention_ms / 10;
-    *next_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
-    char err[512];
-    PGconn *c = outbox__dbpool_get(pool, 1000, err, sizeof(err));
-    if (!c)
-        return;
-    long long n = 0;
-    if (outbox__idem_purge(c, &n, err, sizeof(err)))
-        outbox__log(OUTBOX_LOG_WARN, "transactions", "purge_failed", err, NULL);
-    outbox__dbpool_put(pool, c);
-}
-
 int main(int argc, char **argv)
 {
     char err[1024];
@@ -157,17 +140,7 @@ int main(int argc, char **argv)
     tx_http_app_t app = {.idem_retention_ms = outbox_kit_conf_ms(conf, "idempotency_retention"),
                          .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required")};
     if (run_relay) {
-        outbox_conf_t *rconf = outbox_conf_dup(conf);
-        relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
-        if (!relay) {
-            outbox_conf_destroy(rconf);
-            outbox__log(OUTBOX_LOG_ERROR, "transactions", "relay_failed",
-                        rconf ? err : "out of memory", NULL);
-            rc = 1;
-            goto out;
-        }
-        if (outbox_relay_start(relay, err, sizeof(err))) {
-            outbox__log(OUTBOX_LOG_ERROR, "transactions", "relay_failed", err, NULL);
+        if (!(relay = outbox_kit_relay_start(conf, "transactions"))) {
             rc = 1;
             goto out;
         }
@@ -212,7 +185,7 @@ int main(int argc, char **argv)
     int64_t next_purge = 0;
     while (!g_stop) {
         if (pg.pool)
-            purge_keys(pg.pool, app.idem_retention_ms, &next_purge);
+            outbox_kit_idem_purge_due(pg.pool, app.idem_retention_ms, &next_purge, "transactions");
         usleep(100 * 1000);
     }
     outbox__log(OUTBOX_LOG_INFO, "transactions", "shutting_down",

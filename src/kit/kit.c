@@ -159,3 +159,43 @@ struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t
         snprintf(u.password, sizeof(u.password), "%s", outbox__conf_str(conf, "redis_password"));
     return outbox__redis_connect(&u, timeout_ms, errstr, errstr_size);
 }
+
+outbox_relay_t *outbox_kit_relay_start(const outbox_conf_t *conf, const char *component)
+{
+    char err[1024];
+    outbox_conf_t *rconf = outbox_conf_dup(conf);
+    outbox_relay_t *relay = rconf ? outbox_relay_new(rconf, err, sizeof(err)) : NULL;
+    if (!relay) {
+        outbox_conf_destroy(rconf);
+        outbox__log(OUTBOX_LOG_ERROR, component, "relay_failed", rconf ? err : "out of memory",
+                    NULL);
+        return NULL;
+    }
+    if (outbox_relay_start(relay, err, sizeof(err))) {
+        outbox__log(OUTBOX_LOG_ERROR, component, "relay_failed", err, NULL);
+        outbox_relay_destroy(relay);
+        return NULL;
+    }
+    return relay;
+}
+
+void outbox_kit_idem_purge_due(outbox_dbpool_t *pool, int64_t retention_ms, int64_t *next_ms,
+                               const char *component)
+{
+    int64_t now = outbox_kit_now_ms();
+    if (now < *next_ms)
+        return;
+    int64_t every = retention_ms / 10;
+    *next_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
+    char err[512];
+    PGconn *c = outbox__dbpool_get(pool, 1000, err, sizeof(err));
+    if (!c)
+        return;
+    long long n = 0;
+    if (outbox__idem_purge(c, &n, err, sizeof(err)))
+        outbox__log(OUTBOX_LOG_WARN, component, "purge_failed", err, NULL);
+    else if (n > 0)
+        outbox__logf(OUTBOX_LOG_INFO, component, "keys_purged",
+                     "purged %lld expired idempotency keys", n);
+    outbox__dbpool_put(pool, c);
+}

@@ -154,4 +154,19 @@ int64_t outbox_kit_now_ms(void);
 /** Sleeps ms milliseconds; returns early once *stop (may be NULL) is non-zero. */
 void outbox_kit_sleep_ms(int64_t ms, volatile int *stop);
 
+/* ------------------------------------------------------------------------ */
+/* The pieces every service's main() has                                     */
+
+/** The embedded relay: outbox_relay_new on a copy of conf, then
+ *  outbox_relay_start. NULL on failure, logged as "<component>
+ *  relay_failed" with the reason. Stop it with outbox_relay_destroy. */
+outbox_relay_t *outbox_kit_relay_start(const outbox_conf_t *conf, const char *component);
+
+/** When *next_ms is due, deletes the expired Idempotency-Key records through
+ *  pool and sets *next_ms to the next time (a tenth of retention_ms, between
+ *  1 s and 60 s). Failures are logged as "<component> purge_failed"; the
+ *  pool being down just skips this round. */
+void outbox_kit_idem_purge_due(outbox_dbpool_t *pool, int64_t retention_ms, int64_t *next_ms,
+                               const char *component);
+
 #endif
