@@ -4,15 +4,15 @@
  * client.id = name. Offsets are committed by hand: after the handler
  * returned OUTBOX_OK for a message, its offset is stored, and the stored
  * offsets are committed synchronously at the end of each poll call. When
- * the handler fails, the partition is rewound to that message (seek) and the
- * rest of the partition's messages fetched in this call are left alone, so
- * the message comes again on a later poll and nothing after it is committed
- * past it. The partition is also paused until the message's retry is due
- * (consumer_retry_backoff, doubling): a failing message holds back its own
- * partition only (offsets are per partition, so the later messages of the
- * partition cannot be committed past it), other partitions keep flowing,
- * and there is no hot loop. Dead-lettering it (consumer_max_attempts, or
- * OUTBOX_ERR_REJECTED) commits past it and the partition flows again. A
+ * the handler fails, the partition is rewound to that message (seek) and
+ * every later message of the partition is dropped unhandled until the failed
+ * one comes back (those fetched before the seek took effect, or all of them
+ * if the seek was refused, as it can be while the group rebalances: it is
+ * then retried), so nothing after it is handled or committed past it. The partition is also paused
+ * until the message's retry is due (consumer_retry_backoff, doubling): a failing message holds back
+ * its own partition only (offsets are per partition, so the later messages of the partition cannot
+ * be committed past it), other partitions keep flowing, and there is no hot loop. Dead-lettering it
+ * (consumer_max_attempts, or OUTBOX_ERR_REJECTED) commits past it and the partition flows again. A
  * pause does not survive a rebalance: the new owner starts at the last
  * commit, i.e. at the failed message. A crash redelivers from the last
  * commit: pair with outbox_inbox_record() for effects exactly once.
@@ -42,13 +42,88 @@ typedef struct paused_s {
     int64_t resume_ms;
 } paused_t;
 
+/* A partition rewound to a failed message: until that message comes back,
+ * anything later from the partition is from before the seek took effect (or
+ * the seek failed) and is dropped, never handled nor committed, so the
+ * committed offset cannot pass the failed message. */
+typedef struct rewind_s {
+    char *topic;
+    int32_t partition;
+    int64_t offset;  /* the failed message */
+    int64_t seek_ms; /* last seek attempt */
+} rewind_t;
+
 typedef struct kafka_consumer_s {
     outbox_consumer_t *c;
     rd_kafka_t *rk;
     int all_down;
     paused_t *paused; /* partitions waiting for a failed message's retry */
     int npaused, cap_paused;
+    rewind_t *rw; /* partitions rewound to a failed message */
+    int nrw, cap_rw;
 } kafka_consumer_t;
+
+static rewind_t *rewind_find(kafka_consumer_t *k, const char *topic, int32_t partition)
+{
+    for (int i = 0; i < k->nrw; i++)
+        if (k->rw[i].partition == partition && !strcmp(k->rw[i].topic, topic))
+            return &k->rw[i];
+    return NULL;
+}
+
+static void rewind_drop(kafka_consumer_t *k, rewind_t *w)
+{
+    free(w->topic);
+    *w = k->rw[--k->nrw];
+}
+
+/* Seeks w's partition back to its failed message. The call's error and the
+ * partition's own error both count: a seek refused for the partition (for
+ * example while the group rebalances) is retried by the next later message
+ * that arrives, at most once a second. */
+static void rewind_seek(kafka_consumer_t *k, rewind_t *w)
+{
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, w->topic, w->partition)->offset = w->offset;
+    rd_kafka_error_t *se = rd_kafka_seek_partitions(k->rk, one, 5000);
+    const char *why = se                  ? rd_kafka_error_string(se)
+                      : one->elems[0].err ? rd_kafka_err2str(one->elems[0].err)
+                                          : NULL;
+    if (why) {
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%d", (int)w->partition);
+        snprintf(off, sizeof(off), "%lld", (long long)w->offset);
+        outbox__log(OUTBOX_LOG_WARN, COMPONENT, "seek_failed", why, "consumer", k->c->name, "topic",
+                    w->topic, "partition", part, "offset", off, NULL);
+    }
+    if (se)
+        rd_kafka_error_destroy(se);
+    rd_kafka_topic_partition_list_destroy(one);
+    w->seek_ms = outbox__now_ms();
+}
+
+static void rewind_to(kafka_consumer_t *k, const char *topic, int32_t partition, int64_t offset)
+{
+    rewind_t *w = rewind_find(k, topic, partition);
+    if (!w) {
+        if (k->nrw == k->cap_rw) {
+            int ncap = k->cap_rw ? 2 * k->cap_rw : 8;
+            rewind_t *nw = realloc(k->rw, (size_t)ncap * sizeof(*nw));
+            if (!nw)
+                return;
+            k->rw = nw;
+            k->cap_rw = ncap;
+        }
+        char *t = strdup(topic);
+        if (!t)
+            return;
+        w = &k->rw[k->nrw++];
+        *w = (rewind_t){.topic = t, .partition = partition, .offset = offset};
+    } else if (offset < w->offset) {
+        w->offset = offset;
+    }
+    rewind_seek(k, w);
+}
 
 /* Pauses topic/partition until resume_ms (the message at the seek position
  * is offered again then). */
@@ -217,17 +292,11 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
     return rc;
 }
 
-static int in_list(rd_kafka_topic_partition_list_t *l, const char *topic, int32_t partition)
-{
-    return rd_kafka_topic_partition_list_find(l, topic, partition) != NULL;
-}
-
 static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,
                             void *opaque)
 {
     kafka_consumer_t *k = c->state;
     rd_kafka_topic_partition_list_t *done = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_t *held = rd_kafka_topic_partition_list_new(4);
     int handled = 0, broker_down = 0;
     c->errstr[0] = '\0';
     resume_due(k);
@@ -253,10 +322,17 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
             continue;
         }
         const char *topic = rd_kafka_topic_name(m->rkt);
-        if (in_list(held, topic, m->partition)) {
-            rd_kafka_message_destroy(m); /* behind a failed message: comes again after the seek */
+        rewind_t *w = rewind_find(k, topic, m->partition);
+        if (w && m->offset > w->offset) {
+            /* Behind a failed message that has not come back yet: it comes
+             * again after the seek (retried if it did not take). */
+            if (outbox__now_ms() - w->seek_ms >= 1000)
+                rewind_seek(k, w);
+            rd_kafka_message_destroy(m);
             continue;
         }
+        if (w)
+            rewind_drop(k, w); /* the failed message is back: in order from here */
         k->all_down = 0;
         broker_down = 0;
         int64_t retry_in = 1;
@@ -270,18 +346,7 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
             p->offset = m->offset + 1; /* the next one to read */
         } else {
             /* Rewind so it is delivered again; later ones of the partition wait. */
-            rd_kafka_topic_partition_t *h =
-                rd_kafka_topic_partition_list_add(held, topic, m->partition);
-            h->offset = m->offset;
-            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(one, topic, m->partition)->offset = m->offset;
-            rd_kafka_error_t *se = rd_kafka_seek_partitions(k->rk, one, 5000);
-            if (se) {
-                outbox__log(OUTBOX_LOG_WARN, COMPONENT, "seek_failed", rd_kafka_error_string(se),
-                            "consumer", c->name, NULL);
-                rd_kafka_error_destroy(se);
-            }
-            rd_kafka_topic_partition_list_destroy(one);
+            rewind_to(k, topic, m->partition, m->offset);
             pause_until(k, topic, m->partition, outbox__now_ms() + retry_in);
         }
         rd_kafka_message_destroy(m);
@@ -297,7 +362,6 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
         }
     }
     rd_kafka_topic_partition_list_destroy(done);
-    rd_kafka_topic_partition_list_destroy(held);
     if (!handled && (broker_down || k->all_down)) {
         if (!c->errstr[0])
             snprintf(c->errstr, sizeof(c->errstr), "Kafka: all brokers are down");
@@ -316,6 +380,9 @@ static void kc_close(outbox_consumer_t *c)
     for (int i = 0; i < k->npaused; i++)
         free(k->paused[i].topic);
     free(k->paused);
+    for (int i = 0; i < k->nrw; i++)
+        free(k->rw[i].topic);
+    free(k->rw);
     free(k);
     c->state = NULL;
 }
