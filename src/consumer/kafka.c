@@ -102,6 +102,32 @@ static void rewind_seek(kafka_consumer_t *k, rewind_t *w)
     w->seek_ms = outbox__now_ms();
 }
 
+/* Rewinds whose failed message has not come back for 2 s: seek again (the
+ * first seek may have been refused and nothing later arrived to retry it),
+ * or forget them when the partition is no longer ours (a rebalance gave it
+ * to another member, which starts at the last commit: not past it). */
+static void rewind_check(kafka_consumer_t *k)
+{
+    if (!k->nrw)
+        return;
+    int64_t now = outbox__now_ms();
+    rd_kafka_topic_partition_list_t *mine = NULL;
+    if (rd_kafka_assignment(k->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    for (int i = 0; i < k->nrw; i++) {
+        rewind_t *w = &k->rw[i];
+        if (now - w->seek_ms < 2000)
+            continue;
+        if (!rd_kafka_topic_partition_list_find(mine, w->topic, w->partition)) {
+            rewind_drop(k, w);
+            i--;
+            continue;
+        }
+        rewind_seek(k, w);
+    }
+    rd_kafka_topic_partition_list_destroy(mine);
+}
+
 static void rewind_to(kafka_consumer_t *k, const char *topic, int32_t partition, int64_t offset)
 {
     rewind_t *w = rewind_find(k, topic, partition);
@@ -300,6 +326,7 @@ static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consume
     int handled = 0, broker_down = 0;
     c->errstr[0] = '\0';
     resume_due(k);
+    rewind_check(k);
     for (int i = 0; i < MAX_PER_POLL; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, i == 0 ? timeout_ms : 0);
         if (!m)
