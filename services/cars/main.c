@@ -289,28 +289,15 @@ int main(int argc, char **argv)
         app.pool = outbox__dbpool_new(url, size, "cars-service api");
         if (search_url[0])
             app.search_pool = outbox__dbpool_new(search_url, size, "cars-service search");
-        outbox_http_opts_t opts = {
-            .name = "cars",
-            .addr = outbox_kit_conf_str(conf, "http_addr"),
-            .port = (int)outbox_kit_conf_int(conf, "port"),
-            .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
-            .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
-            .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
-            .routes = cars_routes,
-            .opaque = &app,
-            .ready = ready};
-        int pools = app.pool && (app.search_pool || !search_url[0]);
-        if (!pools || !(http = outbox__http_start(&opts, err, sizeof(err)))) {
-            outbox__log(OUTBOX_LOG_ERROR, "cars", "listen_failed", pools ? err : "out of memory",
-                        NULL);
+        if (!app.pool || (!app.search_pool && search_url[0])) {
+            outbox__log(OUTBOX_LOG_ERROR, "cars", "listen_failed", "out of memory", NULL);
             rc = 1;
             goto out;
         }
-        char msg[64], port[16];
-        snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
-        snprintf(port, sizeof(port), "%d", outbox__http_port(http));
-        outbox__log(OUTBOX_LOG_INFO, "cars", "listening", msg, "addr", opts.addr, "port", port,
-                    NULL);
+        if (!(http = outbox_kit_http_start(conf, "cars", cars_routes, &app, ready))) {
+            rc = 1;
+            goto out;
+        }
     }
 
     while (!g_stop)

@@ -160,27 +160,15 @@ int main(int argc, char **argv)
         app.pool = outbox__dbpool_new(outbox_kit_conf_database_url(conf),
                                       (int)outbox_kit_conf_int(conf, "db_pool_size"),
                                       "orders-service api");
-        outbox_http_opts_t opts = {
-            .name = "orders",
-            .addr = outbox_kit_conf_str(conf, "http_addr"),
-            .port = (int)outbox_kit_conf_int(conf, "port"),
-            .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
-            .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
-            .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
-            .routes = orders_routes,
-            .opaque = &app,
-            .ready = ready};
-        if (!app.pool || !(http = outbox__http_start(&opts, err, sizeof(err)))) {
-            outbox__log(OUTBOX_LOG_ERROR, "orders", "listen_failed",
-                        app.pool ? err : "out of memory", NULL);
+        if (!app.pool) {
+            outbox__log(OUTBOX_LOG_ERROR, "orders", "listen_failed", "out of memory", NULL);
             rc = 1;
             goto out;
         }
-        char msg[64], port[16];
-        snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
-        snprintf(port, sizeof(port), "%d", outbox__http_port(http));
-        outbox__log(OUTBOX_LOG_INFO, "orders", "listening", msg, "addr", opts.addr, "port", port,
-                    NULL);
+        if (!(http = outbox_kit_http_start(conf, "orders", orders_routes, &app, ready))) {
+            rc = 1;
+            goto out;
+        }
     }
 
     int64_t next_purge = 0;

@@ -328,29 +328,15 @@ int main(int argc, char **argv)
                  .pool = outbox__dbpool_new(outbox_kit_conf_database_url(conf),
                                             (int)outbox_kit_conf_int(conf, "db_pool_size"),
                                             "pizza-api")};
-    outbox_http_opts_t opts = {
-        .name = "pizza-api",
-        .addr = outbox_kit_conf_str(conf, "http_addr"),
-        .port = (int)outbox_kit_conf_int(conf, "port"),
-        .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
-        .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
-        .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
-        .routes = routes,
-        .opaque = &app,
-        .ready = ready};
-    outbox_http_t *http = app.pool ? outbox__http_start(&opts, err, sizeof(err)) : NULL;
+    outbox_http_t *http =
+        app.pool ? outbox_kit_http_start(conf, "pizza-api", routes, &app, ready) : NULL;
     if (!http) {
-        outbox__log(OUTBOX_LOG_ERROR, "pizza-api", "listen_failed",
-                    app.pool ? err : "out of memory", NULL);
+        if (!app.pool)
+            outbox__log(OUTBOX_LOG_ERROR, "pizza-api", "listen_failed", "out of memory", NULL);
         outbox__dbpool_destroy(app.pool);
         outbox_conf_destroy(conf);
         return 1;
     }
-    char msg[64], port[16];
-    snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
-    snprintf(port, sizeof(port), "%d", outbox__http_port(http));
-    outbox__log(OUTBOX_LOG_INFO, "pizza-api", "listening", msg, "addr", opts.addr, "port", port,
-                NULL);
     while (!g_stop)
         usleep(100 * 1000);
     outbox__log(OUTBOX_LOG_INFO, "pizza-api", "shutting_down", "stop requested: draining requests",

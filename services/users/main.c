@@ -110,7 +110,6 @@ static int migrate(const outbox_conf_t *conf)
 
 int main(int argc, char **argv)
 {
-    char err[1024];
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--version")) {
             printf("users-service %s\n", OUTBOX_VERSION_STR);
@@ -169,26 +168,10 @@ int main(int argc, char **argv)
         app.pool = pg.pool;
         deps.repo = users_pg_repo(&pg);
         deps.hasher = users_sodium_hasher(sodium);
-        outbox_http_opts_t opts = {
-            .name = "users",
-            .addr = outbox_kit_conf_str(conf, "http_addr"),
-            .port = (int)outbox_kit_conf_int(conf, "port"),
-            .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
-            .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
-            .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
-            .routes = users_routes,
-            .opaque = &app,
-            .ready = ready};
-        if (!(http = outbox__http_start(&opts, err, sizeof(err)))) {
-            outbox__log(OUTBOX_LOG_ERROR, "users", "listen_failed", err, NULL);
+        if (!(http = outbox_kit_http_start(conf, "users", users_routes, &app, ready))) {
             rc = 1;
             goto out;
         }
-        char msg[64], port[16];
-        snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
-        snprintf(port, sizeof(port), "%d", outbox__http_port(http));
-        outbox__log(OUTBOX_LOG_INFO, "users", "listening", msg, "addr", opts.addr, "port", port,
-                    NULL);
     }
 
     int64_t next_purge = 0;

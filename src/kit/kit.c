@@ -199,3 +199,30 @@ void outbox_kit_idem_purge_due(outbox_dbpool_t *pool, int64_t retention_ms, int6
                      "purged %lld expired idempotency keys", n);
     outbox__dbpool_put(pool, c);
 }
+
+outbox_http_t *outbox_kit_http_start(const outbox_conf_t *conf, const char *name,
+                                     const outbox_http_route_t *routes, void *opaque,
+                                     outbox_http_ready_fn ready)
+{
+    char err[1024];
+    outbox_http_opts_t opts = {
+        .name = name,
+        .addr = outbox_kit_conf_str(conf, "http_addr"),
+        .port = (int)outbox_kit_conf_int(conf, "port"),
+        .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
+        .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
+        .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
+        .routes = routes,
+        .opaque = opaque,
+        .ready = ready};
+    outbox_http_t *http = outbox__http_start(&opts, err, sizeof(err));
+    if (!http) {
+        outbox__log(OUTBOX_LOG_ERROR, name, "listen_failed", err, NULL);
+        return NULL;
+    }
+    char msg[64], port[16];
+    snprintf(msg, sizeof(msg), "Server starting on port %d", outbox__http_port(http));
+    snprintf(port, sizeof(port), "%d", outbox__http_port(http));
+    outbox__log(OUTBOX_LOG_INFO, name, "listening", msg, "addr", opts.addr, "port", port, NULL);
+    return http;
+}

@@ -162,6 +162,14 @@ void outbox_kit_sleep_ms(int64_t ms, volatile int *stop);
  *  relay_failed" with the reason. Stop it with outbox_relay_destroy. */
 outbox_relay_t *outbox_kit_relay_start(const outbox_conf_t *conf, const char *component);
 
+/** The service's HTTP API on the configured http_addr and port, with the
+ *  http_max_body, http_max_connections and http_timeout limits. Logs
+ *  "<name> listening" ("Server starting on port N", the seeds' line), or
+ *  "<name> listen_failed" with the reason and returns NULL. */
+outbox_http_t *outbox_kit_http_start(const outbox_conf_t *conf, const char *name,
+                                     const outbox_http_route_t *routes, void *opaque,
+                                     outbox_http_ready_fn ready);
+
 /** When *next_ms is due, deletes the expired Idempotency-Key records through
  *  pool and sets *next_ms to the next time (a tenth of retention_ms, between
  *  1 s and 60 s). Failures are logged as "<component> purge_failed"; the
