@@ -1,11 +1,18 @@
 /* The shared HTTP layer: routing, bodies, problem+json, request log,
  * health/readiness/metrics endpoints, graceful shutdown. See http.h. */
+#define _GNU_SOURCE /* accept4, pipe2 */
 #include "http/http.h"
 
 #include <arpa/inet.h>
-#include <microhttpd.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +23,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "http/http1.h"
 
 #define MAX_SERIES 256
 #define MAX_HISTOS 64
@@ -38,36 +46,64 @@ typedef struct histo_s {
     double sum;
 } histo_t;
 
+/* One client connection. Between requests it waits in the I/O thread's
+ * epoll set; while a request is handled a worker owns it. */
+typedef struct conn_s {
+    struct conn_s *prev, *next; /* h->conns, every open connection */
+    struct conn_s *qnext;       /* h->ready queue */
+    outbox_http_t *h;
+    int fd;
+    int owned; /* 1 while a worker has it */
+    char *buf; /* received bytes: the head being read, then what follows it */
+    size_t len, cap;
+    int64_t deadline_ms;      /* while waiting: idle or head deadline */
+    int head_started;         /* bytes of a head arrived: head deadline set */
+    outbox_http1_rc_t rc;     /* parse result handed to the worker */
+    unsigned err_status;      /* with rc == ERROR */
+    const char *err_why;      /* with rc == ERROR */
+    outbox_http1_head_t head; /* with rc == DONE */
+} conn_t;
+
 struct outbox_http_s {
     outbox_http_opts_t opts;
     char name[64];
-    struct MHD_Daemon *daemon;
+    char token[256]; /* bearer token, "" when none */
+    int lfd;         /* listening socket */
+    int ep;          /* epoll set: lfd, wake[0] and waiting connections */
+    int wake[2];     /* a byte written: the I/O thread rereads its state */
+    pthread_t io;
     int port;
     pthread_mutex_t lock;
-    pthread_cond_t idle;
-    int inflight;
+    pthread_cond_t work; /* ready queue not empty, or stopping */
+    pthread_cond_t idle; /* inflight, workers or conns went down */
+    int stopping;
+    int inflight; /* requests being handled */
+    int nconns;   /* open connections */
+    int workers, idle_workers;
+    int nqueued; /* connections in the ready queue */
+    conn_t *conns;
+    conn_t *ready_head, *ready_tail;
     series_t series[MAX_SERIES];
     int nseries;
     histo_t histos[MAX_HISTOS];
     int nhistos;
 };
 
-/* Per-request state, from the first access-handler call to completion. */
+/* One request, from its head to its response. */
 typedef struct conn_ctx_s {
     outbox_http_t *h;
+    conn_t *c;
     int64_t t0_ms;
-    char method[8];
+    char method[33];
     char path[256];
     char route[96];
+    const char *query; /* the target after '?', or NULL */
     char *body;
     size_t body_len, body_cap;
-    int too_large;
-    unsigned status; /* queued response status; 0 = none */
-    struct MHD_Connection *conn;
-    const char *raw_method;  /* libmicrohttpd's own pointers into the request's */
-    const char *raw_version; /* header section (see header_true_len) */
+    unsigned status; /* response status; 0 = none */
+    char *qvals[8];  /* decoded query values handed out */
+    int nqvals;
 } conn_ctx_t;
-
 const char *outbox__http_status_text(unsigned s)
 {
     switch (s) {
@@ -225,127 +261,49 @@ const char *outbox__http_param(const outbox_http_req_t *req, const char *name)
 
 const char *outbox__http_query(const outbox_http_req_t *req, const char *name)
 {
-    const conn_ctx_t *ctx = req->internal;
-    return MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, name);
+    conn_ctx_t *ctx = req->internal;
+    if (!ctx || !ctx->query)
+        return NULL;
+    size_t nlen = strlen(name);
+    const char *p = ctx->query;
+    while (*p) {
+        size_t n = strcspn(p, "&");
+        const char *eq = memchr(p, '=', n);
+        size_t klen = eq ? (size_t)(eq - p) : n;
+        char key[128];
+        if (klen < sizeof(key) && outbox__http1_unescape(p, klen, key, sizeof(key), 1) >= 0 &&
+            strlen(key) == nlen && !memcmp(key, name, nlen)) {
+            if (ctx->nqvals >= (int)(sizeof(ctx->qvals) / sizeof(ctx->qvals[0])))
+                return NULL;
+            const char *v = eq ? eq + 1 : p + n;
+            size_t vlen = (size_t)(p + n - v);
+            char *out = malloc(vlen + 1);
+            if (!out || outbox__http1_unescape(v, vlen, out, vlen + 1, 1) < 0) {
+                free(out);
+                return NULL;
+            }
+            ctx->qvals[ctx->nqvals++] = out;
+            return out;
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return NULL;
 }
 
 const char *outbox__http_header(const outbox_http_req_t *req, const char *name)
 {
     const conn_ctx_t *ctx = req->internal;
-    return MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, name);
+    return ctx ? outbox__http1_field(&ctx->c->head, name, NULL) : NULL;
 }
-
-#if MHD_VERSION < 0x01000000
-/*
- * libmicrohttpd before 1.0 parses the header section in place and ends a
- * field value at its first NUL byte, for the _n functions too: for
- * "Idempotency-Key: abc<NUL>def" both MHD_lookup_connection_value_n and the
- * _n iterator report "abc", length 3. The bytes it cut off are still where
- * the client put them: between the end of the reported value and the start
- * of the next line, where otherwise there are only the line terminator's
- * bytes (CR LF or LF, each overwritten with NUL by the parser). This finds
- * the value's true extent from that gap:
- *
- *   - a non-NUL byte in the gap is part of the value: the value runs to the
- *     last such byte;
- *   - more NUL bytes than the terminator has are NULs at the value's end.
- *
- * The terminator's length (2 or 1) is the request line's. The gap after
- * the last header runs to the end of the header section (request start +
- * MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) and also holds the empty line's
- * terminator. Trailing NULs of a request that mixes CR LF and bare LF can
- * still hide in a terminator; any NUL followed by other bytes is found.
- * When the pointers are not laid out as expected, the value is reported one
- * byte longer (its terminating NUL) so that callers refuse it rather than
- * trust a value that may have been cut.
- */
-typedef struct header_scan_s {
-    const char *name;
-    size_t name_len;
-    const char *first_key; /* the first header's name */
-    const char *value;     /* the match */
-    size_t len;
-    int found;
-    const char *next_key; /* the name of the header after the match */
-} header_scan_t;
-
-static enum MHD_Result header_scan_cb(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      size_t key_size, const char *value, size_t value_size)
-{
-    header_scan_t *s = cls;
-    (void)kind;
-    if (!s->first_key)
-        s->first_key = key;
-    if (s->found) {
-        s->next_key = key;
-        return MHD_NO; /* done */
-    }
-    if (key_size == s->name_len && !strncasecmp(key, s->name, key_size)) {
-        s->found = 1;
-        s->value = value;
-        s->len = value_size;
-    }
-    return MHD_YES;
-}
-
-static size_t header_true_len(const conn_ctx_t *ctx, const header_scan_t *s)
-{
-    const size_t suspect = s->len + 1; /* value[len] is its terminating NUL */
-    if (!ctx->raw_method || !ctx->raw_version || !s->first_key)
-        return suspect;
-    const char *ver_end = ctx->raw_version + strlen(ctx->raw_version);
-    ptrdiff_t term = s->first_key - ver_end;
-    if (term != 1 && term != 2)
-        return suspect;
-    const char *vend = s->value + s->len, *end;
-    ptrdiff_t budget;
-    if (s->next_key) {
-        end = s->next_key;
-        budget = term;
-    } else {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(ctx->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-        if (!ci || !ci->header_size)
-            return suspect;
-        end = ctx->raw_method + ci->header_size;
-        budget = 2 * term;
-    }
-    if (s->value <= ctx->raw_method || end < vend || end - vend > 8192)
-        return suspect;
-    const char *last = NULL;
-    for (const char *p = vend; p < end; p++)
-        if (*p)
-            last = p;
-    if (last)
-        return (size_t)(last - s->value) + 1;
-    if (end - vend > budget)
-        return s->len + (size_t)(end - vend - budget);
-    return s->len;
-}
-#endif
 
 const char *outbox__http_header_n(const outbox_http_req_t *req, const char *name, size_t *len)
 {
     const conn_ctx_t *ctx = req->internal;
     *len = 0;
-#if MHD_VERSION < 0x01000000
-    header_scan_t s = {.name = name, .name_len = strlen(name)};
-    MHD_get_connection_values_n(ctx->conn, MHD_HEADER_KIND, header_scan_cb, &s);
-    if (!s.found)
-        return NULL;
-    *len = header_true_len(ctx, &s);
-    return s.value;
-#else
-    const char *v = NULL;
-    size_t n = 0;
-    if (MHD_lookup_connection_value_n(ctx->conn, MHD_HEADER_KIND, name, strlen(name), &v, &n) !=
-        MHD_YES)
-        return NULL;
-    *len = n;
-    return v;
-#endif
+    return ctx ? outbox__http1_field(&ctx->c->head, name, len) : NULL;
 }
-
 /* ------------------------------------------------------------------------ */
 /* Metrics                                                                   */
 
@@ -478,14 +436,44 @@ static int is_json_type(const char *ct)
     return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
 }
 
+/* 1 when the request carries "Authorization: Bearer <h->token>". The
+ * comparison takes the same time wherever the first difference is. */
+static int authorized(const outbox_http_t *h, const conn_ctx_t *ctx)
+{
+    size_t len = 0;
+    const char *v = outbox__http1_field(&ctx->c->head, "Authorization", &len);
+    if (!v || len < 7 || strncasecmp(v, "Bearer ", 7) != 0)
+        return 0;
+    v += 7;
+    len -= 7;
+    while (len && *v == ' ') {
+        v++;
+        len--;
+    }
+    size_t tlen = strlen(h->token);
+    unsigned char diff = (unsigned char)(len != tlen);
+    for (size_t i = 0; i < tlen; i++)
+        diff |= (unsigned char)(h->token[i] ^ (i < len ? v[i] : 0));
+    return diff == 0;
+}
+
 /* Runs the route table (or a built-in endpoint) for a complete request. */
-static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *conn,
-                     outbox_http_resp_t *resp)
+static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, outbox_http_resp_t *resp)
 {
     const char *method = ctx->method;
     const char *path = ctx->path;
     int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics")) {
+    int probe = !strcmp(path, "/healthz") || !strcmp(path, "/readyz");
+    if (h->token[0] && !probe && !authorized(h, ctx)) {
+        snprintf(ctx->route, sizeof(ctx->route), "unauthorized");
+        problem(path, resp, 401, "unauthorized", NULL,
+                "this API needs the header Authorization: Bearer <token> (http_token)");
+        char challenge[96];
+        snprintf(challenge, sizeof(challenge), "Bearer realm=\"%s\"", h->name);
+        outbox__http_add_header(resp, "WWW-Authenticate", challenge);
+        return;
+    }
+    if (probe || !strcmp(path, "/metrics")) {
         snprintf(ctx->route, sizeof(ctx->route), "%s", path);
         if (!is_get) {
             problem(path, resp, 405, NULL, NULL, "%s supports GET only", path);
@@ -553,7 +541,7 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
 
     json_t *doc = NULL;
     if (found->json_body) {
-        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        const char *ct = outbox__http1_field(&ctx->c->head, "Content-Type", NULL);
         if (ctx->body_len == 0) {
             problem(path, resp, 400, "body-required", NULL,
                     "%s %s needs a JSON object body (Content-Type: application/json)", method,
@@ -587,114 +575,108 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, struct MHD_Connection *c
 }
 
 /* ------------------------------------------------------------------------ */
-/* libmicrohttpd callbacks                                                   */
+/* The server. One I/O thread accepts connections and reads request heads   */
+/* for all of them (a slow client costs a socket and a buffer, not a       */
+/* thread); a pool of workers reads bodies, runs handlers and writes       */
+/* responses. Every answer, the layer's own refusals included, is built    */
+/* here, so every error a client can receive is problem+json.              */
 
-static enum MHD_Result queue(conn_ctx_t *ctx, struct MHD_Connection *conn, outbox_http_resp_t *resp)
+#define IO_BUF_MIN 4096
+#define IO_BUF_MAX (OUTBOX_HTTP1_MAX_HEAD + 1024)
+#define MIN_WORKERS 2
+#define WORKER_IDLE_EXIT_MS 10000
+#define LINGER_MS 1000
+
+static int64_t idle_timeout_ms(const outbox_http_t *h)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        resp->body_len, resp->body ? resp->body : (char *)"",
-        resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!r) {
-        free(resp->body);
-        return MHD_NO;
+    return (int64_t)(h->opts.timeout_s ? h->opts.timeout_s : 30) * 1000;
+}
+
+static int64_t head_timeout_ms(const outbox_http_t *h)
+{
+    return h->opts.header_timeout_ms > 0 ? h->opts.header_timeout_ms : 10000;
+}
+
+/* Writes all of p; -1 on an error or when deadline_ms passes first. */
+static int send_all(int fd, const char *p, size_t n, int64_t deadline_ms)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int64_t left = deadline_ms - outbox__now_ms();
+            if (left <= 0)
+                return -1;
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            if (poll(&pf, 1, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR)
+                return -1;
+            continue;
+        }
+        return -1;
     }
-    resp->body = NULL; /* MHD owns it now */
-    if (resp->content_type[0])
-        MHD_add_response_header(r, "Content-Type", resp->content_type);
+    return 0;
+}
+
+/* Reads up to n bytes: > 0 read, 0 end of stream, -1 error, -2 deadline. */
+static ssize_t recv_until(int fd, char *p, size_t n, int64_t deadline_ms)
+{
+    for (;;) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        int64_t left = deadline_ms - outbox__now_ms();
+        if (left <= 0)
+            return -2;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* The status line, headers and (unless head_only) body of resp, sent. */
+static int write_response(const outbox_http_t *h, int fd, const outbox_http_resp_t *resp,
+                          int head_only, int keep)
+{
+    outbox__buf_t b = {0};
+    outbox__buf_printf(&b, "HTTP/1.1 %u %s\r\n", resp->status,
+                       outbox__http_status_text(resp->status));
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    outbox__buf_printf(&b, "Date: %s\r\n", date);
+    int nobody = resp->status == 204 || resp->status == 304;
+    if (resp->content_type[0] && !nobody)
+        outbox__buf_printf(&b, "Content-Type: %s\r\n", resp->content_type);
+    if (!nobody)
+        outbox__buf_printf(&b, "Content-Length: %zu\r\n", resp->body_len);
     for (int i = 0; i < resp->nheaders; i++)
-        MHD_add_response_header(r, resp->headers[i][0], resp->headers[i][1]);
-    ctx->status = resp->status;
-    enum MHD_Result ret = MHD_queue_response(conn, resp->status, r);
-    MHD_destroy_response(r);
-    return ret;
+        if (!strpbrk(resp->headers[i][0], "\r\n:") && !strpbrk(resp->headers[i][1], "\r\n"))
+            outbox__buf_printf(&b, "%s: %s\r\n", resp->headers[i][0], resp->headers[i][1]);
+    if (!keep)
+        outbox__buf_adds(&b, "Connection: close\r\n");
+    outbox__buf_adds(&b, "\r\n");
+    if (!head_only && !nobody && resp->body_len)
+        outbox__buf_add(&b, resp->body, resp->body_len);
+    int rc = b.broken ? -1 : send_all(fd, b.p, b.len, outbox__now_ms() + idle_timeout_ms(h));
+    outbox__buf_free(&b);
+    return rc;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls)
+/* The request log line and the metrics of a finished request. */
+static void finish_log(outbox_http_t *h, conn_ctx_t *ctx, int sent)
 {
-    outbox_http_t *h = cls;
-    conn_ctx_t *ctx = *con_cls;
-    if (!ctx) {
-        ctx = calloc(1, sizeof(*ctx));
-        if (!ctx)
-            return MHD_NO;
-        ctx->h = h;
-        ctx->t0_ms = outbox__now_ms();
-        snprintf(ctx->method, sizeof(ctx->method), "%s", method);
-        snprintf(ctx->path, sizeof(ctx->path), "%s", url);
-        snprintf(ctx->route, sizeof(ctx->route), "unmatched");
-        ctx->conn = conn;
-        ctx->raw_method = method;
-        ctx->raw_version = version;
-        *con_cls = ctx;
-        pthread_mutex_lock(&h->lock);
-        h->inflight++;
-        pthread_mutex_unlock(&h->lock);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > h->opts.max_body) {
-            outbox_http_resp_t resp;
-            memset(&resp, 0, sizeof(resp));
-            problem(url, &resp, 413, "body-too-large", NULL,
-                    "request body of %s bytes exceeds the limit of %zu bytes", cl,
-                    h->opts.max_body);
-            return queue(ctx, conn, &resp);
-        }
-        if (strlen(url) >= sizeof(ctx->path)) {
-            outbox_http_resp_t resp;
-            memset(&resp, 0, sizeof(resp));
-            problem(NULL, &resp, 414, "uri-too-long", "URI Too Long",
-                    "request path longer than %zu bytes", sizeof(ctx->path) - 1);
-            return queue(ctx, conn, &resp);
-        }
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!ctx->status && !ctx->too_large) {
-            if (ctx->body_len + *upload_size > h->opts.max_body) {
-                ctx->too_large = 1;
-                free(ctx->body);
-                ctx->body = NULL;
-                ctx->body_len = ctx->body_cap = 0;
-            } else {
-                if (ctx->body_len + *upload_size + 1 > ctx->body_cap) {
-                    size_t cap = ctx->body_cap ? ctx->body_cap : 1024;
-                    while (cap < ctx->body_len + *upload_size + 1)
-                        cap *= 2;
-                    char *nb = realloc(ctx->body, cap);
-                    if (!nb)
-                        return MHD_NO;
-                    ctx->body = nb;
-                    ctx->body_cap = cap;
-                }
-                memcpy(ctx->body + ctx->body_len, upload, *upload_size);
-                ctx->body_len += *upload_size;
-                ctx->body[ctx->body_len] = '\0';
-            }
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (ctx->status)
-        return MHD_YES; /* already answered (413 on Content-Length) */
-    outbox_http_resp_t resp;
-    memset(&resp, 0, sizeof(resp));
-    if (ctx->too_large)
-        problem(ctx->path, &resp, 413, "body-too-large", NULL,
-                "request body exceeds the limit of %zu bytes", h->opts.max_body);
-    else
-        dispatch(h, ctx, conn, &resp);
-    return queue(ctx, conn, &resp);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    outbox_http_t *h = cls;
-    conn_ctx_t *ctx = *con_cls;
-    if (!ctx)
-        return;
-    *con_cls = NULL;
     double secs = (double)(outbox__now_ms() - ctx->t0_ms) / 1000.0;
     if (ctx->status)
         record(h, ctx, secs);
@@ -704,7 +686,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     snprintf(in, sizeof(in), "%zu", ctx->body_len);
     char msg[400];
     snprintf(msg, sizeof(msg), "%s %s %u%s", ctx->method, ctx->path, ctx->status,
-             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+             sent ? "" : " (connection closed early)");
     int quiet = !strcmp(ctx->route, "/healthz") || !strcmp(ctx->route, "/readyz") ||
                 !strcmp(ctx->route, "/metrics");
     outbox__log(quiet                ? OUTBOX_LOG_DEBUG
@@ -712,23 +694,661 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                      : OUTBOX_LOG_INFO,
                 h->name, "request", msg, "method", ctx->method, "path", ctx->path, "route",
                 ctx->route, "status", st, "duration_ms", dur, "bytes_in", in, NULL);
-    free(ctx->body);
-    free(ctx);
+}
+
+/* Reads the rest of the stream for a moment before closing, so that the
+ * client reads the answer rather than a reset (a body it was still sending
+ * when it was refused). */
+static void linger_close(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    char sink[4096];
+    size_t total = 0;
+    int64_t deadline = outbox__now_ms() + LINGER_MS;
+    while (total < 256 * 1024) {
+        ssize_t r = recv_until(fd, sink, sizeof(sink), deadline);
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+    }
+}
+
+static void conn_free(outbox_http_t *h, conn_t *c, int linger)
+{
     pthread_mutex_lock(&h->lock);
-    if (--h->inflight == 0)
-        pthread_cond_broadcast(&h->idle);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    h->nconns--;
+    pthread_cond_broadcast(&h->idle);
+    pthread_mutex_unlock(&h->lock);
+    if (linger)
+        linger_close(c->fd);
+    close(c->fd);
+    free(c->buf);
+    free(c);
+}
+
+/* An answer made by the layer itself (no handler ran): a problem+json
+ * document, then the connection is closed. */
+static void refuse(outbox_http_t *h, conn_t *c, conn_ctx_t *ctx, unsigned status, const char *slug,
+                   const char *detail, int blocking)
+{
+    outbox_http_resp_t resp;
+    memset(&resp, 0, sizeof(resp));
+    problem(ctx && ctx->path[0] != '-' ? ctx->path : NULL, &resp, status, slug, NULL, "%s", detail);
+    conn_ctx_t local;
+    if (!ctx) {
+        memset(&local, 0, sizeof(local));
+        ctx = &local;
+        ctx->t0_ms = outbox__now_ms();
+        snprintf(ctx->method, sizeof(ctx->method), "-");
+        snprintf(ctx->path, sizeof(ctx->path), "-");
+    }
+    snprintf(ctx->route, sizeof(ctx->route), "refused");
+    ctx->status = status;
+    int sent;
+    if (blocking) {
+        sent = write_response(h, c->fd, &resp, 0, 0) == 0;
+    } else { /* the I/O thread: one try, never wait */
+        outbox__buf_t b = {0};
+        outbox__buf_printf(&b,
+                           "HTTP/1.1 %u %s\r\nContent-Type: application/problem+json\r\n"
+                           "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                           status, outbox__http_status_text(status), resp.body_len);
+        outbox__buf_add(&b, resp.body, resp.body_len);
+        sent = !b.broken && send(c->fd, b.p, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)b.len;
+        outbox__buf_free(&b);
+    }
+    free(resp.body);
+    finish_log(h, ctx, sent);
+}
+
+/* The request path (percent-decoded) and query of the target; 0 or the
+ * status to refuse with. */
+static unsigned split_target(conn_ctx_t *ctx, const char *t, const char **why)
+{
+    if (!strncasecmp(t, "http://", 7) || !strncasecmp(t, "https://", 8)) {
+        const char *auth = strstr(t, "//") + 2;
+        const char *slash = strchr(auth, '/');
+        t = slash ? slash : "/";
+    }
+    if (t[0] != '/') {
+        *why = "the request-target must be a path starting with /";
+        return 400;
+    }
+    const char *q = strchr(t, '?');
+    size_t plen = q ? (size_t)(q - t) : strlen(t);
+    ctx->query = q ? q + 1 : NULL;
+    if (outbox__http1_unescape(t, plen, ctx->path, sizeof(ctx->path), 0) < 0) {
+        snprintf(ctx->path, sizeof(ctx->path), "-");
+        if (plen >= sizeof(ctx->path)) {
+            *why = "the request path is longer than 255 bytes";
+            return 414;
+        }
+        *why = "the request path holds a malformed percent-escape or a control byte";
+        return 400;
+    }
+    return 0;
+}
+
+/* Grows ctx->body to hold need more bytes (and a NUL). */
+static int body_reserve(conn_ctx_t *ctx, size_t need)
+{
+    if (ctx->body_len + need + 1 <= ctx->body_cap)
+        return 0;
+    size_t cap = ctx->body_cap ? ctx->body_cap : 1024;
+    while (cap < ctx->body_len + need + 1)
+        cap *= 2;
+    char *nb = realloc(ctx->body, cap);
+    if (!nb)
+        return -1;
+    ctx->body = nb;
+    ctx->body_cap = cap;
+    return 0;
+}
+
+typedef struct body_result_s {
+    unsigned status; /* 0 = body read; else refuse with it */
+    const char *slug, *why;
+    int gone;      /* the client went away: no answer */
+    size_t after;  /* first byte of c->buf after the request */
+    char *extra;   /* bytes after the request read past c->buf (malloc'd) */
+    size_t nextra; /* their length */
+} body_result_t;
+
+static void read_body(outbox_http_t *h, conn_t *c, conn_ctx_t *ctx, body_result_t *br)
+{
+    const outbox_http1_head_t *hd = &c->head;
+    size_t after = hd->head_len;
+    br->after = after;
+    int64_t deadline = outbox__now_ms() + idle_timeout_ms(h);
+    if (hd->content_length > (int64_t)h->opts.max_body) {
+        br->status = 413;
+        br->slug = "body-too-large";
+        br->why = "the request body is larger than the limit (http_max_body)";
+        return;
+    }
+    if ((hd->content_length > 0 || hd->chunked) && hd->expect_continue &&
+        send_all(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25, deadline) < 0) {
+        br->gone = 1;
+        return;
+    }
+    if (hd->content_length > 0) {
+        size_t cl = (size_t)hd->content_length;
+        if (body_reserve(ctx, cl) < 0) {
+            br->status = 500;
+            br->slug = "internal";
+            br->why = "out of memory";
+            return;
+        }
+        size_t take = c->len - after < cl ? c->len - after : cl;
+        memcpy(ctx->body, c->buf + after, take);
+        ctx->body_len = take;
+        br->after = after + take;
+        while (ctx->body_len < cl) {
+            ssize_t r = recv_until(c->fd, ctx->body + ctx->body_len, cl - ctx->body_len, deadline);
+            if (r == -2) {
+                br->status = 408;
+                br->slug = "request-timeout";
+                br->why = "the request body did not arrive in time (http_timeout)";
+                return;
+            }
+            if (r <= 0) {
+                br->gone = 1;
+                return;
+            }
+            ctx->body_len += (size_t)r;
+        }
+        ctx->body[ctx->body_len] = '\0';
+        return;
+    }
+    if (!hd->chunked)
+        return;
+    outbox_http1_chunked_t ch;
+    memset(&ch, 0, sizeof(ch));
+    const char *in = c->buf + after;
+    size_t avail = c->len - after;
+    char *raw = NULL;
+    const size_t rawcap = 16384;
+    for (;;) {
+        if (body_reserve(ctx, avail) < 0) {
+            br->status = 500;
+            br->slug = "internal";
+            br->why = "out of memory";
+            break;
+        }
+        size_t used = avail, out = 0;
+        const char *why = NULL;
+        outbox_http1_rc_t rc =
+            outbox__http1_chunked(&ch, in, &used, ctx->body + ctx->body_len, &out, &why);
+        ctx->body_len += out;
+        if (ctx->body)
+            ctx->body[ctx->body_len] = '\0';
+        if (ctx->body_len > h->opts.max_body) {
+            br->status = 413;
+            br->slug = "body-too-large";
+            br->why = "the request body is larger than the limit (http_max_body)";
+            break;
+        }
+        if (rc == OUTBOX_HTTP1_ERROR) {
+            br->status = 400;
+            br->slug = "bad-chunked-body";
+            br->why = why;
+            break;
+        }
+        if (rc == OUTBOX_HTTP1_DONE) {
+            if (!raw) {
+                br->after = after + used;
+            } else {
+                br->after = c->len; /* all of c->buf was consumed */
+                br->nextra = avail - used;
+                if (br->nextra) {
+                    br->extra = malloc(br->nextra);
+                    if (br->extra)
+                        memcpy(br->extra, in + used, br->nextra);
+                    else
+                        br->nextra = 0;
+                }
+            }
+            break;
+        }
+        if (!raw && !(raw = malloc(rawcap))) {
+            br->status = 500;
+            br->slug = "internal";
+            br->why = "out of memory";
+            break;
+        }
+        ssize_t r = recv_until(c->fd, raw, rawcap, deadline);
+        if (r == -2) {
+            br->status = 408;
+            br->slug = "request-timeout";
+            br->why = "the request body did not arrive in time (http_timeout)";
+            break;
+        }
+        if (r <= 0) {
+            br->gone = 1;
+            break;
+        }
+        in = raw;
+        avail = (size_t)r;
+    }
+    free(raw);
+}
+
+/* Handles the request whose head is in c->head. Returns 1 when the
+ * connection can carry another request (its bytes are then at the start of
+ * c->buf), 0 when it must be closed (done here, with conn_free). */
+static int handle(outbox_http_t *h, conn_t *c)
+{
+    conn_ctx_t ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.h = h;
+    ctx.c = c;
+    ctx.t0_ms = outbox__now_ms();
+    const outbox_http1_head_t *hd = &c->head;
+    snprintf(ctx.method, sizeof(ctx.method), "%s", hd->method);
+    snprintf(ctx.route, sizeof(ctx.route), "unmatched");
+    const char *why = NULL;
+    unsigned st = split_target(&ctx, hd->target, &why);
+    if (st) {
+        refuse(h, c, &ctx, st, st == 414 ? "uri-too-long" : "bad-request", why, 1);
+        conn_free(h, c, 1);
+        return 0;
+    }
+    body_result_t br;
+    memset(&br, 0, sizeof(br));
+    read_body(h, c, &ctx, &br);
+    if (br.gone || br.status) {
+        if (br.status)
+            refuse(h, c, &ctx, br.status, br.slug, br.why, 1);
+        else
+            finish_log(h, &ctx, 0);
+        free(ctx.body);
+        free(br.extra);
+        conn_free(h, c, br.status != 0);
+        return 0;
+    }
+    outbox_http_resp_t resp;
+    memset(&resp, 0, sizeof(resp));
+    dispatch(h, &ctx, &resp);
+    ctx.status = resp.status;
+    pthread_mutex_lock(&h->lock);
+    int keep = hd->keep_alive && !h->stopping;
+    pthread_mutex_unlock(&h->lock);
+    int sent = write_response(h, c->fd, &resp, !strcmp(ctx.method, "HEAD"), keep) == 0;
+    finish_log(h, &ctx, sent);
+    free(resp.body);
+    free(ctx.body);
+    for (int i = 0; i < ctx.nqvals; i++)
+        free(ctx.qvals[i]);
+    if (!keep || !sent) {
+        free(br.extra);
+        conn_free(h, c, 0);
+        return 0;
+    }
+    /* what follows the request becomes the start of the buffer */
+    memmove(c->buf, c->buf + br.after, c->len - br.after);
+    c->len -= br.after;
+    if (br.nextra) {
+        if (c->len + br.nextra > c->cap) {
+            char *nb = realloc(c->buf, c->len + br.nextra);
+            if (!nb) {
+                free(br.extra);
+                conn_free(h, c, 0);
+                return 0;
+            }
+            c->buf = nb;
+            c->cap = c->len + br.nextra;
+        }
+        memcpy(c->buf + c->len, br.extra, br.nextra);
+        c->len += br.nextra;
+    }
+    free(br.extra);
+    return 1;
+}
+
+/* Parses the head in c->buf. Returns MORE, or DONE/ERROR with the result
+ * kept in c for the worker. */
+static outbox_http1_rc_t parse(conn_t *c)
+{
+    unsigned st = 0;
+    const char *why = NULL;
+    outbox_http1_rc_t rc = outbox__http1_parse_head(c->buf, c->len, &c->head, &st, &why);
+    if (rc == OUTBOX_HTTP1_MORE && c->len >= IO_BUF_MAX) {
+        rc = OUTBOX_HTTP1_ERROR; /* cannot happen: the parser refuses first */
+        st = 431;
+        why = "the request head is larger than 16 KiB";
+    }
+    c->rc = rc;
+    c->err_status = st;
+    c->err_why = why;
+    return rc;
+}
+
+static const char *slug_for(unsigned status)
+{
+    switch (status) {
+    case 408:
+        return "request-timeout";
+    case 414:
+        return "uri-too-long";
+    case 431:
+        return "header-fields-too-large";
+    case 501:
+        return "not-implemented";
+    case 505:
+        return "http-version-not-supported";
+    default:
+        return "bad-request";
+    }
+}
+
+static void *worker_main(void *arg);
+
+/* Hands c (its head parsed, or refused) to a worker. I/O thread or worker. */
+static void hand_off(outbox_http_t *h, conn_t *c)
+{
+    pthread_mutex_lock(&h->lock);
+    c->owned = 1;
+    c->qnext = NULL;
+    if (h->ready_tail)
+        h->ready_tail->qnext = c;
+    else
+        h->ready_head = c;
+    h->ready_tail = c;
+    h->nqueued++;
+    h->inflight++;
+    if (h->nqueued > h->idle_workers && h->workers < (int)h->opts.max_connections + MIN_WORKERS) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, worker_main, h) == 0)
+            h->workers++;
+        pthread_attr_destroy(&attr);
+    }
+    pthread_cond_signal(&h->work);
     pthread_mutex_unlock(&h->lock);
 }
 
-static void mhd_logger(void *cls, const char *fmt, va_list ap)
+/* Gives c back to the I/O thread to wait for its next request (or closes it
+ * when the server is stopping). */
+static void give_back(outbox_http_t *h, conn_t *c)
 {
-    outbox_http_t *h = cls;
-    char buf[512];
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    outbox__log(OUTBOX_LOG_WARN, h->name, "http_server", outbox__rtrim(buf), NULL);
+    pthread_mutex_lock(&h->lock);
+    if (h->stopping) {
+        pthread_mutex_unlock(&h->lock);
+        conn_free(h, c, 0);
+        return;
+    }
+    c->owned = 0;
+    c->head_started = c->len > 0;
+    c->deadline_ms = outbox__now_ms() + (c->len ? head_timeout_ms(h) : idle_timeout_ms(h));
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    int rc = epoll_ctl(h->ep, EPOLL_CTL_ADD, c->fd, &ev);
+    pthread_mutex_unlock(&h->lock);
+    if (rc < 0)
+        conn_free(h, c, 0);
+}
+
+static void serve(outbox_http_t *h, conn_t *c)
+{
+    for (;;) {
+        int keep = 0;
+        if (c->rc == OUTBOX_HTTP1_ERROR) {
+            refuse(h, c, NULL, c->err_status, slug_for(c->err_status), c->err_why, 1);
+            conn_free(h, c, 1);
+        } else {
+            keep = handle(h, c);
+        }
+        pthread_mutex_lock(&h->lock);
+        h->inflight--;
+        pthread_cond_broadcast(&h->idle);
+        pthread_mutex_unlock(&h->lock);
+        if (!keep)
+            return;
+        /* a pipelined request may already be here */
+        if (c->len && memchr(c->buf, '\n', c->len) && parse(c) != OUTBOX_HTTP1_MORE) {
+            pthread_mutex_lock(&h->lock);
+            h->inflight++;
+            pthread_mutex_unlock(&h->lock);
+            continue;
+        }
+        give_back(h, c);
+        return;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    outbox_http_t *h = arg;
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (!h->ready_head && !h->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += WORKER_IDLE_EXIT_MS / 1000;
+            h->idle_workers++;
+            int rc = pthread_cond_timedwait(&h->work, &h->lock, &ts);
+            h->idle_workers--;
+            if (rc == ETIMEDOUT && !h->ready_head && h->workers > MIN_WORKERS)
+                goto out;
+        }
+        conn_t *c = h->ready_head;
+        if (!c)
+            break; /* stopping, nothing queued */
+        h->ready_head = c->qnext;
+        h->nqueued--;
+        if (!h->ready_head)
+            h->ready_tail = NULL;
+        pthread_mutex_unlock(&h->lock);
+        serve(h, c);
+        pthread_mutex_lock(&h->lock);
+    }
+out:
+    h->workers--;
+    pthread_cond_broadcast(&h->idle);
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* ---- the I/O thread ---- */
+
+static void accept_all(outbox_http_t *h)
+{
+    for (;;) {
+        int fd = accept4(h->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                static int64_t last;
+                if (outbox__now_ms() - last > 1000) {
+                    last = outbox__now_ms();
+                    outbox__log(OUTBOX_LOG_WARN, h->name, "http_accept",
+                                "out of file descriptors: new connections wait", NULL);
+                }
+            }
+            return; /* EAGAIN, or try again at the next wake-up */
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        pthread_mutex_lock(&h->lock);
+        int full = h->nconns >= (int)h->opts.max_connections;
+        pthread_mutex_unlock(&h->lock);
+        conn_t *c = full ? NULL : calloc(1, sizeof(*c));
+        if (c)
+            c->buf = malloc(IO_BUF_MIN);
+        if (!c || !c->buf) {
+            static const char body[] =
+                "{\"type\":\"urn:outbox:problem:too-many-connections\",\"title\":\"Service "
+                "Unavailable\",\"status\":503,\"detail\":\"too many open connections "
+                "(http_max_connections); retry\"}";
+            char busy[512];
+            int n = snprintf(busy, sizeof(busy),
+                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                             "application/problem+json\r\nContent-Length: %zu\r\nRetry-After: "
+                             "1\r\nConnection: close\r\n\r\n%s",
+                             sizeof(body) - 1, body);
+            ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+            close(fd);
+            if (c)
+                free(c);
+            static int64_t last;
+            if (outbox__now_ms() - last > 1000) {
+                last = outbox__now_ms();
+                outbox__log(OUTBOX_LOG_WARN, h->name, "http_connection_limit",
+                            "connection refused with 503: http_max_connections reached", NULL);
+            }
+            continue;
+        }
+        c->h = h;
+        c->fd = fd;
+        c->cap = IO_BUF_MIN;
+        c->deadline_ms = outbox__now_ms() + idle_timeout_ms(h);
+        pthread_mutex_lock(&h->lock);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        h->nconns++;
+        pthread_mutex_unlock(&h->lock);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+            conn_free(h, c, 0);
+    }
+}
+
+/* Bytes arrived on a waiting connection. */
+static void readable(outbox_http_t *h, conn_t *c)
+{
+    if (c->len == c->cap) {
+        size_t cap = c->cap * 2 > IO_BUF_MAX ? IO_BUF_MAX : c->cap * 2;
+        char *nb = cap > c->cap ? realloc(c->buf, cap) : NULL;
+        if (!nb) {
+            epoll_ctl(h->ep, EPOLL_CTL_DEL, c->fd, NULL);
+            conn_free(h, c, 0);
+            return;
+        }
+        c->buf = nb;
+        c->cap = cap;
+    }
+    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (r <= 0) {
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        conn_free(h, c, 0);
+        return;
+    }
+    size_t old = c->len;
+    c->len += (size_t)r;
+    if (!c->head_started) {
+        c->head_started = 1;
+        c->deadline_ms = outbox__now_ms() + head_timeout_ms(h);
+    }
+    if (!memchr(c->buf + old, '\n', (size_t)r) && c->len <= OUTBOX_HTTP1_MAX_TARGET + 48 &&
+        c->len < c->cap)
+        return; /* no new line: nothing more to check yet */
+    if (parse(c) == OUTBOX_HTTP1_MORE)
+        return;
+    epoll_ctl(h->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    hand_off(h, c);
+}
+
+/* Closes waiting connections past their deadline: an idle one quietly, one
+ * in the middle of a head with 408. */
+static void sweep(outbox_http_t *h, int64_t now)
+{
+    conn_t *expired = NULL;
+    pthread_mutex_lock(&h->lock);
+    for (conn_t *c = h->conns; c; c = c->next)
+        if (!c->owned && c->deadline_ms <= now) {
+            c->owned = 1; /* taken out of the waiting set, by this thread */
+            c->qnext = expired;
+            expired = c;
+        }
+    pthread_mutex_unlock(&h->lock);
+    while (expired) {
+        conn_t *c = expired;
+        expired = c->qnext;
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        if (c->head_started)
+            refuse(h, c, NULL, 408, "request-timeout",
+                   "the request head did not arrive in time (http_header_timeout)", 0);
+        conn_free(h, c, 0);
+    }
+}
+
+static void *io_main(void *arg)
+{
+    outbox_http_t *h = arg;
+    struct epoll_event evs[64];
+    int64_t next_sweep = outbox__now_ms() + 250;
+    for (;;) {
+        int n = epoll_wait(h->ep, evs, 64, 250);
+        pthread_mutex_lock(&h->lock);
+        int stopping = h->stopping;
+        pthread_mutex_unlock(&h->lock);
+        if (stopping)
+            break;
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &h->lfd)
+                accept_all(h);
+            else if (p != &h->wake)
+                readable(h, p);
+        }
+        int64_t now = outbox__now_ms();
+        if (now >= next_sweep) {
+            sweep(h, now);
+            next_sweep = now + 250;
+        }
+    }
+    /* stopping: no new connections; waiting ones are closed */
+    epoll_ctl(h->ep, EPOLL_CTL_DEL, h->lfd, NULL);
+    close(h->lfd);
+    h->lfd = -1;
+    for (;;) {
+        conn_t *victim = NULL;
+        pthread_mutex_lock(&h->lock);
+        for (conn_t *c = h->conns; c; c = c->next)
+            if (!c->owned) {
+                c->owned = 1;
+                victim = c;
+                break;
+            }
+        pthread_mutex_unlock(&h->lock);
+        if (!victim)
+            break;
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, victim->fd, NULL);
+        conn_free(h, victim, 0);
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
+
+static void start_fail(outbox_http_t *h)
+{
+    if (h->lfd >= 0)
+        close(h->lfd);
+    if (h->ep >= 0)
+        close(h->ep);
+    if (h->wake[0] >= 0)
+        close(h->wake[0]);
+    if (h->wake[1] >= 0)
+        close(h->wake[1]);
+    pthread_cond_destroy(&h->work);
+    pthread_cond_destroy(&h->idle);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
 
 outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, size_t errstr_size)
 {
@@ -751,28 +1371,71 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
         return NULL;
     }
     h->opts = *opts;
+    h->opts.auth_token = NULL; /* copied below; the caller's string may go */
+    h->lfd = h->ep = h->wake[0] = h->wake[1] = -1;
     snprintf(h->name, sizeof(h->name), "%s", opts->name ? opts->name : "http");
+    if (opts->auth_token && *opts->auth_token) {
+        if (strlen(opts->auth_token) >= sizeof(h->token)) {
+            outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                        "http_token is longer than %zu bytes", sizeof(h->token) - 1);
+            free(h);
+            return NULL;
+        }
+        snprintf(h->token, sizeof(h->token), "%s", opts->auth_token);
+    }
     if (!h->opts.max_body)
         h->opts.max_body = 65536;
+    if (!h->opts.max_connections)
+        h->opts.max_connections = 512;
     pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->work, NULL);
     pthread_cond_init(&h->idle, NULL);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    h->daemon = MHD_start_daemon(
-        flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_CONNECTION_LIMIT, opts->max_connections ? opts->max_connections : 512u,
-        MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s ? opts->timeout_s : 30u, MHD_OPTION_END);
-    if (!h->daemon) {
+    int one = 1;
+    h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (h->lfd < 0 || setsockopt(h->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(h->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(h->lfd, 1024) < 0) {
         outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                    "cannot listen on %s:%d (port in use? set PORT)", addr, opts->port);
-        pthread_cond_destroy(&h->idle);
-        pthread_mutex_destroy(&h->lock);
-        free(h);
+                    "cannot listen on %s:%d: %s (port in use? set PORT)", addr, opts->port,
+                    strerror(errno));
+        start_fail(h);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = info && info->port ? info->port : opts->port;
+    socklen_t sl = sizeof(sa);
+    getsockname(h->lfd, (struct sockaddr *)&sa, &sl);
+    h->port = ntohs(sa.sin_port);
+    h->ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &h->lfd};
+    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &h->wake};
+    if (h->ep < 0 || pipe2(h->wake, O_CLOEXEC | O_NONBLOCK) < 0 ||
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, h->lfd, &lev) < 0 ||
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, h->wake[0], &wev) < 0) {
+        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start the HTTP server: %s",
+                    strerror(errno));
+        start_fail(h);
+        return NULL;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&h->lock);
+    for (int i = 0; i < MIN_WORKERS; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, worker_main, h) == 0)
+            h->workers++;
+    }
+    pthread_mutex_unlock(&h->lock);
+    pthread_attr_destroy(&attr);
+    if (h->workers == 0 || pthread_create(&h->io, NULL, io_main, h) != 0) {
+        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot start the HTTP server's threads");
+        pthread_mutex_lock(&h->lock);
+        h->stopping = 1;
+        pthread_cond_broadcast(&h->work);
+        while (h->workers > 0)
+            pthread_cond_wait(&h->idle, &h->lock);
+        pthread_mutex_unlock(&h->lock);
+        start_fail(h);
+        return NULL;
+    }
     return h;
 }
 
@@ -785,15 +1448,33 @@ void outbox__http_stop(outbox_http_t *h, int64_t timeout_ms)
 {
     if (!h)
         return;
-    MHD_socket lsock = MHD_quiesce_daemon(h->daemon);
+    pthread_mutex_lock(&h->lock);
+    h->stopping = 1;
+    pthread_cond_broadcast(&h->work);
+    pthread_mutex_unlock(&h->lock);
+    ssize_t w = write(h->wake[1], "x", 1);
+    (void)w;
+    pthread_join(h->io, NULL); /* listening socket and waiting connections closed */
     int64_t deadline = outbox__now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&h->lock);
-    while (h->inflight > 0 && outbox__now_ms() < deadline) {
-        pthread_mutex_unlock(&h->lock);
-        usleep(20 * 1000);
-        pthread_mutex_lock(&h->lock);
+    while (h->inflight > 0) {
+        int64_t left = deadline - outbox__now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->idle, &h->lock, &ts);
     }
     int left = h->inflight;
+    if (left > 0)
+        for (conn_t *c = h->conns; c; c = c->next)
+            shutdown(c->fd, SHUT_RDWR); /* unblocks reads and writes */
     pthread_mutex_unlock(&h->lock);
     if (left > 0) {
         char n[16];
@@ -801,10 +1482,10 @@ void outbox__http_stop(outbox_http_t *h, int64_t timeout_ms)
         outbox__log(OUTBOX_LOG_WARN, h->name, "shutdown_timeout",
                     "requests still in flight at shutdown: closing", "requests", n, NULL);
     }
-    MHD_stop_daemon(h->daemon);
-    if (lsock != MHD_INVALID_SOCKET)
-        close(lsock);
-    pthread_cond_destroy(&h->idle);
-    pthread_mutex_destroy(&h->lock);
-    free(h);
+    pthread_mutex_lock(&h->lock);
+    while (h->workers > 0 || h->nconns > 0)
+        pthread_cond_wait(&h->idle, &h->lock);
+    pthread_mutex_unlock(&h->lock);
+    h->lfd = -1;
+    start_fail(h); /* closes what is left and frees h */
 }

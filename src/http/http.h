@@ -1,5 +1,6 @@
 /*
- * The small HTTP layer the services share (libmicrohttpd + jansson).
+ * The small HTTP layer the services share: an HTTP/1.1 server of its own
+ * (framing in http1.c) and jansson.
  *
  *   - a route table: method + pattern ("/orders/{id}") + handler;
  *   - request bodies read up to a size limit (413 beyond it), JSON bodies
@@ -10,9 +11,12 @@
  *     (Prometheus text: requests by route and status, latency histogram);
  *   - graceful shutdown: stop accepting, let requests in flight finish.
  *
- * One thread per connection: handlers may block (database calls). A handler
- * fills the response through the outbox__http_reply_* helpers; when it
- * fills nothing the client gets 500.
+ * One I/O thread reads request heads for every connection (a slow client
+ * holds a socket, not a thread) and refuses bad ones itself, with
+ * problem+json like every other error; a pool of workers runs the handlers,
+ * which may block (database calls). A handler fills the response through
+ * the outbox__http_reply_* helpers; when it fills nothing the client gets
+ * 500.
  */
 #ifndef OUTBOX_HTTP_HTTP_H
 #define OUTBOX_HTTP_HTTP_H
@@ -71,7 +75,10 @@ typedef struct outbox_http_opts_s {
     int port;
     size_t max_body; /**< bytes */
     unsigned max_connections;
-    unsigned timeout_s;                /**< idle connection timeout */
+    unsigned timeout_s;                /**< idle connection timeout; also bounds a body */
+    int64_t header_timeout_ms;         /**< a request head must arrive within this (10 s) */
+    const char *auth_token;            /**< when set, every request but /healthz and /readyz needs
+                                            "Authorization: Bearer <auth_token>" (401 otherwise); copied */
     const outbox_http_route_t *routes; /**< borrowed; must outlive the server */
     void *opaque;                      /**< passed to handlers and ready */
     outbox_http_ready_fn ready;        /**< may be NULL (always ready) */

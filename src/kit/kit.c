@@ -212,6 +212,8 @@ outbox_http_t *outbox_kit_http_start(const outbox_conf_t *conf, const char *name
         .max_body = (size_t)outbox_kit_conf_int(conf, "http_max_body"),
         .max_connections = (unsigned)outbox_kit_conf_int(conf, "http_max_connections"),
         .timeout_s = (unsigned)(outbox_kit_conf_ms(conf, "http_timeout") / 1000),
+        .header_timeout_ms = outbox_kit_conf_ms(conf, "http_header_timeout"),
+        .auth_token = outbox_kit_conf_str(conf, "http_token"),
         .routes = routes,
         .opaque = opaque,
         .ready = ready};

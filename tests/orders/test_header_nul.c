@@ -103,8 +103,12 @@ int main(void)
                           last ? "last" : "first", e ? "LF" : "CRLF", b ? 'B' : 'A', st, r.body);
                     CHECK(strstr(r.content_type, "application/problem+json"), "%s: content type %s",
                           bad[i].what, r.content_type);
-                    CHECK(strstr(r.body, "urn:outbox:problem:invalid-idempotency-key"), "%s: %s",
-                          bad[i].what, r.body);
+                    /* refused by the HTTP layer (any header: RFC 9110 5.5) or, for a
+                     * tab (a legal field byte), by the idempotency layer */
+                    CHECK(strstr(r.body, "urn:outbox:problem:invalid-idempotency-key") ||
+                              (strstr(r.body, "urn:outbox:problem:bad-request") &&
+                               strstr(r.body, "byte")),
+                          "%s: %s", bad[i].what, r.body);
                     CHECK(!r.replayed, "%s: replayed k1's answer", bad[i].what);
                     if (bad[i].key[2] == '\0' || bad[i].key[0] == '\0')
                         CHECK(strstr(r.body, "NUL"), "%s: detail should name the NUL byte: %s",
@@ -112,7 +116,7 @@ int main(void)
                     cases++;
                 }
     printf("%d raw requests with NUL/control bytes in Idempotency-Key: all 400 "
-           "invalid-idempotency-key\n",
+           "problem+json\n",
            cases);
     CHECK(tu_query_ll(db, "SELECT count(*) FROM orders") == 1, "an order was created by a bad key");
     CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_http_idempotency") == 1,
