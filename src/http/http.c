@@ -125,22 +125,32 @@ const char *outbox__http_status_text(unsigned s)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 409:
         return "Conflict";
     case 411:
         return "Length Required";
     case 413:
         return "Content Too Large";
+    case 414:
+        return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
     case 422:
         return "Unprocessable Content";
     case 429:
         return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return s >= 500 ? "Server Error" : s >= 400 ? "Client Error" : "OK";
     }
@@ -888,16 +898,17 @@ static void read_body(outbox_http_t *h, conn_t *c, conn_ctx_t *ctx, body_result_
         ctx->body_len += out;
         if (ctx->body)
             ctx->body[ctx->body_len] = '\0';
-        if (ctx->body_len > h->opts.max_body) {
-            br->status = 413;
-            br->slug = "body-too-large";
-            br->why = "the request body is larger than the limit (http_max_body)";
-            break;
-        }
         if (rc == OUTBOX_HTTP1_ERROR) {
             br->status = 400;
             br->slug = "bad-chunked-body";
             br->why = why;
+            break;
+        }
+        /* ch.remaining: what the chunk being read still declares */
+        if (ctx->body_len > h->opts.max_body || ch.remaining > h->opts.max_body - ctx->body_len) {
+            br->status = 413;
+            br->slug = "body-too-large";
+            br->why = "the request body is larger than the limit (http_max_body)";
             break;
         }
         if (rc == OUTBOX_HTTP1_DONE) {
