@@ -5,7 +5,7 @@
 # installed, so `cmake --install build --prefix DIR` works for any DIR.
 set(OUTBOX_PC_REQUIRES "libpq")
 set(OUTBOX_PC_REQUIRES_PRIVATE
-    "hiredis jansson libmicrohttpd rdkafka librabbitmq libnats libcurl libsodium")
+    "hiredis jansson rdkafka librabbitmq libnats libcurl libsodium")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/outbox.pc.in ${CMAKE_BINARY_DIR}/outbox.pc @ONLY)
 configure_file(${CMAKE_SOURCE_DIR}/cmake/outboxConfig.cmake.in
                ${CMAKE_BINARY_DIR}/outboxConfig.cmake @ONLY)

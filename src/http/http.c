@@ -189,7 +189,7 @@ void outbox__http_reply_json(outbox_http_resp_t *resp, unsigned status, const js
 
 void outbox__http_add_header(outbox_http_resp_t *resp, const char *name, const char *value)
 {
-    if (resp->nheaders >= 4)
+    if (resp->nheaders >= (int)(sizeof(resp->headers) / sizeof(resp->headers[0])))
         return;
     snprintf(resp->headers[resp->nheaders][0], sizeof(resp->headers[0][0]), "%s", name);
     snprintf(resp->headers[resp->nheaders][1], sizeof(resp->headers[0][1]), "%s", value);
@@ -500,6 +500,8 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, outbox_http_resp_t *resp
                 outbox__http_reply_raw(resp, 200, "application/json", "{\"status\":\"ready\"}", 18);
         } else {
             outbox__buf_t b = {0};
+            if (h->opts.metrics)
+                h->opts.metrics(h->opts.opaque, &b);
             render_metrics(h, &b);
             if (b.broken || !b.p)
                 outbox__http_reply_raw(resp, 500, "text/plain", "out of memory\n", 14);
@@ -697,8 +699,8 @@ static void finish_log(outbox_http_t *h, conn_ctx_t *ctx, int sent)
     char msg[400];
     snprintf(msg, sizeof(msg), "%s %s %u%s", ctx->method, ctx->path, ctx->status,
              sent ? "" : " (connection closed early)");
-    int quiet = !strcmp(ctx->route, "/healthz") || !strcmp(ctx->route, "/readyz") ||
-                !strcmp(ctx->route, "/metrics");
+    int quiet = h->opts.quiet || !strcmp(ctx->route, "/healthz") ||
+                !strcmp(ctx->route, "/readyz") || !strcmp(ctx->route, "/metrics");
     outbox__log(quiet                ? OUTBOX_LOG_DEBUG
                 : ctx->status >= 500 ? OUTBOX_LOG_WARN
                                      : OUTBOX_LOG_INFO,
@@ -1405,9 +1407,8 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
     h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (h->lfd < 0 || setsockopt(h->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(h->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(h->lfd, 1024) < 0) {
-        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
-                    "cannot listen on %s:%d: %s (port in use? set PORT)", addr, opts->port,
-                    strerror(errno));
+        outbox__err(OUTBOX_ERR_IO, errstr, errstr_size, "cannot listen on %s:%d: %s", addr,
+                    opts->port, strerror(errno));
         start_fail(h);
         return NULL;
     }

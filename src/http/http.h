@@ -51,7 +51,7 @@ typedef struct outbox_http_resp_s {
     char *body;      /**< malloc'd, owned by the layer */
     size_t body_len;
     char content_type[64];
-    char headers[4][2][128]; /**< extra headers (name, value) */
+    char headers[6][2][256]; /**< extra headers (name, value) */
     int nheaders;
 } outbox_http_resp_t;
 
@@ -65,6 +65,10 @@ typedef struct outbox_http_route_s {
     outbox_http_handler_fn handler;
     int json_body; /**< 1: require a JSON object body (400/415 otherwise) */
 } outbox_http_route_t;
+
+struct outbox__buf_s;
+/** Appends Prometheus text to GET /metrics (before the layer's own HTTP series). */
+typedef void (*outbox_http_metrics_fn)(void *opaque, struct outbox__buf_s *b);
 
 /** Readiness probe for GET /readyz: return 0 when ready, else fill why. */
 typedef int (*outbox_http_ready_fn)(void *opaque, char *why, size_t why_size);
@@ -82,6 +86,8 @@ typedef struct outbox_http_opts_s {
     const outbox_http_route_t *routes; /**< borrowed; must outlive the server */
     void *opaque;                      /**< passed to handlers and ready */
     outbox_http_ready_fn ready;        /**< may be NULL (always ready) */
+    outbox_http_metrics_fn metrics;    /**< may be NULL */
+    int quiet; /**< 1: request log lines at debug level (an admin endpoint polled often) */
 } outbox_http_opts_t;
 
 /** Starts listening (threads run at once). NULL with errstr on failure. */
@@ -133,7 +139,7 @@ void outbox__http_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp
  *  already in resp (an RFC 9457 extension member, e.g. the id a client can
  *  look up). No-op when resp holds no problem document. */
 void outbox__http_problem_member(outbox_http_resp_t *resp, const char *name, const char *value);
-/** Adds a response header (name and value copied; up to 4). */
+/** Adds a response header (name and value copied; up to 6, values up to 255 bytes). */
 void outbox__http_add_header(outbox_http_resp_t *resp, const char *name, const char *value);
 
 /** The reason phrase for status ("Not Found"). */

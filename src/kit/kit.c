@@ -219,6 +219,8 @@ outbox_http_t *outbox_kit_http_start(const outbox_conf_t *conf, const char *name
         .ready = ready};
     outbox_http_t *http = outbox__http_start(&opts, err, sizeof(err));
     if (!http) {
+        size_t n = strlen(err);
+        snprintf(err + n, sizeof(err) - n, " (port in use? set PORT or OUTBOX_HTTP_ADDR)");
         outbox__log(OUTBOX_LOG_ERROR, name, "listen_failed", err, NULL);
         return NULL;
     }

@@ -8,7 +8,6 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "http/http.h"
 #include "relay/admin.h"
 #include "relay/relay_int.h"
 
@@ -27,7 +27,7 @@ static const double buckets[OUTBOX_BATCH_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 
 
 struct outbox_metrics_s {
     outbox_relay_t *relay;
-    struct MHD_Daemon *daemon;
+    outbox_http_t *http;
     char addr[64];           /* where it listens */
     pthread_mutex_t db_lock; /* the scrape's own store session; no worker takes it */
     outbox_store_t *store;
@@ -237,173 +237,126 @@ static void render(struct outbox_metrics_s *m, outbox__buf_t *b)
                        broker_up(r));
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
-                             char *body, size_t len, int take)
+/* The security headers of every admin answer. */
+static void secure(outbox_http_resp_t *resp)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        len, body, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Content-Type", ctype);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    if (!strncmp(ctype, "text/html", 9)) {
+    outbox__http_add_header(resp, "X-Content-Type-Options", "nosniff");
+    if (!strncmp(resp->content_type, "text/html", 9)) {
         /* The page's own inline script and style, nothing from elsewhere, no framing. */
-        MHD_add_response_header(resp, "Content-Security-Policy",
+        outbox__http_add_header(resp, "Content-Security-Policy",
                                 "default-src 'none'; script-src 'unsafe-inline'; style-src "
                                 "'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
                                 "frame-ancestors 'none'");
-        MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+        outbox__http_add_header(resp, "X-Frame-Options", "DENY");
     }
-    if (!strncmp(ctype, "application/json", 16))
-        MHD_add_response_header(resp, "Cache-Control", "no-store");
-    enum MHD_Result ret = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    if (!strncmp(resp->content_type, "application/json", 16))
+        outbox__http_add_header(resp, "Cache-Control", "no-store");
 }
 
-static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, char *json)
+/* Takes json (may be NULL: out of memory). */
+static void reply_json(outbox_http_resp_t *resp, unsigned status, char *json)
 {
     if (!json)
-        return reply(c, 500, "text/plain", "out of memory\n", 14, 0);
-    return reply(c, status, "application/json", json, strlen(json), 1);
+        outbox__http_reply_raw(resp, 500, "text/plain", "out of memory\n", 14);
+    else
+        outbox__http_reply_raw(resp, status, "application/json", json, strlen(json));
+    free(json);
+    secure(resp);
 }
 
-/* A POST body being received (the connection's context). */
-typedef struct upload_s {
-    char *p;
+static void get_dashboard(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
+{
+    (void)req, (void)opaque;
     size_t len;
-    int too_big;
-} upload_t;
-#define UPLOAD_MAX 4096
-
-static void request_done(void *cls, struct MHD_Connection *c, void **ctx,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)cls, (void)c, (void)toe;
-    upload_t *u = *ctx;
-    if (u) {
-        free(u->p);
-        free(u);
-        *ctx = NULL;
-    }
+    const char *html = outbox__admin_html(&len);
+    outbox__http_reply_raw(resp, 200, "text/html; charset=utf-8", html, len);
+    secure(resp);
 }
 
-static enum MHD_Result handle_post(struct outbox_metrics_s *m, struct MHD_Connection *c,
-                                   const char *url, const char *upload, size_t *upload_size,
-                                   void **ctx)
+static void get_status(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
 {
-    upload_t *u = *ctx;
-    if (!u) { /* first call: headers only */
-        if (strcmp(url, "/api/dlq/requeue") && strcmp(url, "/api/consumer-dlq/requeue"))
-            return reply(c, 404, "text/plain", "not found\n", 10, 0);
-        if (!(u = calloc(1, sizeof(*u))))
-            return MHD_NO;
-        *ctx = u;
-        return MHD_YES;
-    }
-    if (*upload_size) { /* a piece of the body */
-        if (!u->too_big && u->len + *upload_size <= UPLOAD_MAX) {
-            char *p = realloc(u->p, u->len + *upload_size + 1);
-            if (p) {
-                memcpy(p + u->len, upload, *upload_size);
-                u->p = p;
-                u->len += *upload_size;
-                u->p[u->len] = '\0';
-            } else {
-                u->too_big = 1;
-            }
-        } else {
-            u->too_big = 1;
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (u->too_big)
-        return reply_json(c, 413, strdup("{\"error\":\"body too large\"}"));
+    (void)req;
+    struct outbox_metrics_s *m = opaque;
+    outbox_store_stats_t st = {0};
+    pthread_mutex_lock(&m->db_lock);
+    int up = db_gauges_locked(m, &st);
+    char *json =
+        outbox__admin_status_json(&m->admin, m->store, up, &st, m->addr, broker_up(m->relay));
+    pthread_mutex_unlock(&m->db_lock);
+    reply_json(resp, 200, json);
+}
+
+static void post_requeue(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
+{
+    struct outbox_metrics_s *m = opaque;
     const char *why = NULL;
-    int st = outbox__admin_authorize(
-        &m->admin, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"),
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"),
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"), &why);
+    int st = outbox__admin_authorize(&m->admin, outbox__http_header(req, "Authorization"),
+                                     outbox__http_header(req, "Content-Type"),
+                                     outbox__http_header(req, "Origin"),
+                                     outbox__http_header(req, "Host"), &why);
     if (st) {
         json_t *e = json_pack("{s:s}", "error", why);
         char *text = json_dumps(e, JSON_COMPACT);
         json_decref(e);
-        outbox__log(OUTBOX_LOG_WARN, "relay", "admin_refused", why, "url", url, NULL);
-        return reply_json(c, (unsigned)st, text);
+        outbox__log(OUTBOX_LOG_WARN, "relay", "admin_refused", why, "url", req->path, NULL);
+        reply_json(resp, (unsigned)st, text);
+        return;
     }
     char *out = NULL;
     pthread_mutex_lock(&m->db_lock);
-    if (!strcmp(url, "/api/consumer-dlq/requeue"))
-        st = outbox__admin_consumer_requeue(&m->admin, session(m), u->p, u->len, &out);
+    if (!strcmp(req->path, "/api/consumer-dlq/requeue"))
+        st = outbox__admin_consumer_requeue(&m->admin, session(m), req->body, req->body_len, &out);
     else
-        st = outbox__admin_requeue(&m->admin, session(m), u->p, u->len, &out);
+        st = outbox__admin_requeue(&m->admin, session(m), req->body, req->body_len, &out);
     pthread_mutex_unlock(&m->db_lock);
-    return reply_json(c, (unsigned)st, out);
+    reply_json(resp, (unsigned)st, out);
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **ctx)
+static const outbox_http_route_t admin_routes[] = {
+    {"GET", "/", get_dashboard, 0},
+    {"GET", "/dashboard", get_dashboard, 0},
+    {"GET", "/api/status", get_status, 0},
+    {"POST", "/api/dlq/requeue", post_requeue, 0},
+    {"POST", "/api/consumer-dlq/requeue", post_requeue, 0},
+    {NULL, NULL, NULL, 0},
+};
+
+/* GET /readyz: the database reachable and no sink down. */
+static int admin_ready(void *opaque, char *why, size_t why_size)
 {
-    struct outbox_metrics_s *m = cls;
-    if (!strcmp(method, "POST"))
-        return handle_post(m, c, url, upload, upload_size, ctx);
-    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-        return reply(c, 405, "text/plain", "method not allowed\n", 19, 0);
-    if (!strcmp(url, "/metrics")) {
-        outbox__buf_t b = {0};
-        render(m, &b);
-        if (!b.p || b.broken) {
-            free(b.p);
-            return reply(c, 500, "text/plain", "out of memory\n", 14, 0);
-        }
-        return reply(c, 200, "text/plain; version=0.0.4", b.p, b.len, 1);
+    struct outbox_metrics_s *m = opaque;
+    outbox_store_stats_t st;
+    if (!db_gauges(m, &st)) {
+        snprintf(why, why_size, "database unreachable");
+        return -1;
     }
-    if (!strcmp(url, "/healthz"))
-        return reply(c, 200, "text/plain", "ok\n", 3, 0);
-    if (!strcmp(url, "/readyz")) {
-        outbox_store_stats_t st;
-        if (!db_gauges(m, &st))
-            return reply(c, 503, "text/plain", "database unreachable\n", 21, 0);
-        if (!broker_up(m->relay))
-            return reply(c, 503, "text/plain", "broker unreachable\n", 19, 0);
-        return reply(c, 200, "text/plain", "ready\n", 6, 0);
+    if (!broker_up(m->relay)) {
+        snprintf(why, why_size, "broker unreachable");
+        return -1;
     }
-    if (!strcmp(url, "/") || !strcmp(url, "/dashboard")) {
-        size_t len;
-        const char *html = outbox__admin_html(&len);
-        return reply(c, 200, "text/html; charset=utf-8", (char *)html, len, 0);
-    }
-    if (!strcmp(url, "/api/status")) {
-        outbox_store_stats_t st = {0};
-        pthread_mutex_lock(&m->db_lock);
-        int up = db_gauges_locked(m, &st);
-        char *json =
-            outbox__admin_status_json(&m->admin, m->store, up, &st, m->addr, broker_up(m->relay));
-        pthread_mutex_unlock(&m->db_lock);
-        return reply_json(c, 200, json);
-    }
-    return reply(c, 404, "text/plain", "not found\n", 10, 0);
+    return 0;
 }
 
-/* libmicrohttpd's own messages go to the JSON log, not to stderr as text. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+static void admin_metrics(void *opaque, outbox__buf_t *b)
 {
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    outbox__log(OUTBOX_LOG_DEBUG, "relay", "metrics_http", outbox__rtrim(msg), NULL);
+    render(opaque, b);
 }
 
-static struct MHD_Daemon *listen_on(struct outbox_metrics_s *m, struct sockaddr_in *sa, int port)
+static outbox_http_t *listen_on(struct outbox_metrics_s *m, const char *host, int port, char *err,
+                                size_t err_size)
 {
-    sa->sin_port = htons((uint16_t)port);
-    return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
-                            NULL, NULL, handler, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                            MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_SOCK_ADDR,
-                            sa, MHD_OPTION_END); /* logger first: MHD wants it so */
+    outbox_http_opts_t o = {.name = "relay-admin",
+                            .addr = host,
+                            .port = port,
+                            .max_body = 4096,
+                            .max_connections = 64,
+                            .timeout_s = 30,
+                            .routes = admin_routes,
+                            .opaque = m,
+                            .ready = admin_ready,
+                            .metrics = admin_metrics,
+                            .quiet = 1};
+    return outbox__http_start(&o, err, err_size);
 }
 
 /* How many ports after the default one a relay tries when it is taken, so
@@ -446,12 +399,11 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
     /* An address the user chose is used as given; the default port moves on
      * to the next free one when another relay on this host has it. */
     int tries = explicit_addr || port == 0 ? 1 : METRICS_PORT_TRIES, p = port;
-    int bind_errno = 0;
-    for (int i = 0; i < tries && !m->daemon && p <= 65535; i++, p++)
-        if (!(m->daemon = listen_on(m, &sa, p)))
-            bind_errno = errno;
-    if (!m->daemon) {
-        const char *why = bind_errno ? strerror(bind_errno) : "unknown reason";
+    char why[256] = "unknown reason";
+    for (int i = 0; i < tries && !m->http && p <= 65535; i++, p++)
+        m->http =
+            listen_on(m, !strcmp(host, "localhost") ? "127.0.0.1" : host, p, why, sizeof(why));
+    if (!m->http) {
         if (explicit_addr)
             outbox__err(OUTBOX_ERR_IO, errstr, errstr_size,
                         "cannot listen on metrics_addr %s: %s (choose another OUTBOX_METRICS_ADDR, "
@@ -468,9 +420,7 @@ struct outbox_metrics_s *outbox__metrics_start(outbox_relay_t *relay, const char
         free(m);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    snprintf(m->addr, sizeof(m->addr), "%s:%u", host,
-             info ? (unsigned)info->port : (unsigned)(p - 1));
+    snprintf(m->addr, sizeof(m->addr), "%s:%d", host, outbox__http_port(m->http));
     if (p - 1 != port && port != 0)
         outbox__log(
             OUTBOX_LOG_WARN, "relay", "metrics_port_moved",
@@ -488,7 +438,7 @@ void outbox__metrics_stop(struct outbox_metrics_s *m)
 {
     if (!m)
         return;
-    MHD_stop_daemon(m->daemon);
+    outbox__http_stop(m->http, 1000);
     outbox__admin_term(&m->admin);
     outbox__store_close(m->store);
     pthread_mutex_destroy(&m->db_lock);

@@ -486,7 +486,21 @@ static void graceful_stop(void)
     int idle = dial(f.port); /* an idle keep-alive connection: closed at stop */
     pthread_t t;
     pthread_create(&t, NULL, slow_request, &f);
-    usleep(300 * 1000);
+    /* wait until the slow request is being handled: in flight are then 2
+     * requests, it and the scrape asking */
+    int64_t deadline = outbox__now_ms() + 30000;
+    for (;;) {
+        int fd = dial(f.port);
+        const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        send_raw(fd, req, strlen(req));
+        static char buf[65536];
+        read_all(fd, buf, sizeof(buf));
+        close(fd);
+        if (strstr(buf, "outbox_http_requests_in_flight{service=\"wire\"} 2"))
+            break;
+        CHECK(outbox__now_ms() < deadline, "the slow request never got in flight");
+        usleep(20 * 1000);
+    }
     outbox__http_stop(h, 5000);
     pthread_join(t, NULL);
     CHECK(!strncmp(f.buf, "HTTP/1.1 200 ", 13) && strstr(f.buf, "Connection: close") &&
