@@ -378,22 +378,6 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-/* Checks a complete trailer line held in line[0..n). */
-static int trailer_ok(const char *line, size_t n)
-{
-    if (!n || line[0] == ' ' || line[0] == '\t')
-        return 0;
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)line[i]))
-        i++;
-    if (i == 0 || i == n || line[i] != ':')
-        return 0;
-    for (i++; i < n; i++)
-        if (!is_field_byte((unsigned char)line[i]))
-            return 0;
-    return 1;
-}
-
 #undef FAIL
 #define FAIL(w)                                                                                    \
     do {                                                                                           \
@@ -407,11 +391,6 @@ outbox_http1_rc_t outbox__http1_chunked(outbox_http1_chunked_t *c, const char *i
                                         char *out, size_t *out_len, const char **why)
 {
     size_t n = *in_len, i = 0, o = 0;
-    /* a trailer line is checked when complete: its start is kept in
-     * line_len bytes behind i, which are still in in[] only within one
-     * call, so a trailer line split across calls is checked byte by byte */
-    size_t tl_start = 0;
-    int tl_whole = 0;
     while (i < n) {
         unsigned char ch = (unsigned char)in[i];
         switch (c->state) {
@@ -500,24 +479,24 @@ outbox_http1_rc_t outbox__http1_chunked(outbox_http1_chunked_t *c, const char *i
             }
             c->state = C_TRAILER;
             c->line_len = 0;
-            tl_start = i;
-            tl_whole = 1;
+            c->digits = 0; /* in a trailer line: 1 once its colon was seen */
             /* fallthrough */
         case C_TRAILER:
             if (ch == '\r' || ch == '\n') {
-                if (tl_whole && !trailer_ok(in + tl_start, i - tl_start))
-                    FAIL("a trailer field is malformed");
-                tl_whole = 0;
-                if (ch == '\n') {
-                    c->state = C_TRAILER0;
-                } else {
-                    c->state = C_TRAILER_LF;
-                }
+                if (!c->digits)
+                    FAIL("a trailer field has no colon");
+                c->state = ch == '\n' ? C_TRAILER0 : C_TRAILER_LF;
                 i++;
                 break;
             }
-            if (!is_field_byte(ch) || (c->line_len == 0 && (ch == ' ' || ch == '\t')))
-                FAIL("a trailer field is malformed");
+            if (!c->digits) { /* the field name */
+                if (ch == ':' && c->line_len > 0)
+                    c->digits = 1;
+                else if (!is_tchar(ch))
+                    FAIL("a trailer field name is malformed");
+            } else if (!is_field_byte(ch)) {
+                FAIL("a trailer field value holds a control byte");
+            }
             c->line_len++;
             if (++c->trailer_len > MAX_TRAILER)
                 FAIL("the trailer section is larger than 8 KiB");
