@@ -64,16 +64,18 @@ build() {
 
 # fuzz NAME SECONDS WORKDIR: one libFuzzer run, output in WORKDIR/NAME.log.
 fuzz() {
-    local name=$1 secs=$2 work=$3 bin=$FUZZ_BUILD/fuzz/fuzz_$1 dict=()
+    local name=$1 secs=$2 work=$3 bin=$FUZZ_BUILD/fuzz/fuzz_$1 dict=() opts=()
     [ -x "$bin" ] || { echo "fuzz: no $bin (scripts/fuzz.sh build)"; return 1; }
     [ -d "fuzz/corpus/$name" ] || { echo "fuzz: no seed corpus fuzz/corpus/$name"; return 1; }
     [ -f "fuzz/dict/$name.dict" ] && dict=(-dict="fuzz/dict/$name.dict")
+    # fuzz/NAME.options: the target's own libFuzzer flags, one a line (# comments)
+    [ -f "fuzz/$name.options" ] && mapfile -t opts < <(grep -v -e '^#' -e '^$' "fuzz/$name.options")
     mkdir -p "$work/corpus/$name" "$work/artifacts"
     # -close_fd_mask=2: the library's log lines (bad input is logged) are
     # dropped; libFuzzer, the sanitizers and FUZZ_CHECK report on the real stderr.
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
         "${NICE[@]}" "$bin" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
-        -close_fd_mask=2 -print_final_stats=1 "${dict[@]}" \
+        -close_fd_mask=2 -print_final_stats=1 "${dict[@]}" "${opts[@]}" \
         -artifact_prefix="$work/artifacts/$name-" "$work/corpus/$name" "fuzz/corpus/$name" \
         </dev/null >"$work/$name.log" 2>&1
 }
