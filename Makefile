@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan
+.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan fuzz
 
 all: build
 
@@ -38,6 +38,14 @@ test-unit:
 asan:
 	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh
 
+# The libFuzzer targets (fuzz/README.md): builds build-fuzz with clang, then
+# runs each target for FUZZ_SECONDS (600) in turn, niced; new inputs go to
+# build-fuzz/corpus/, findings to build-fuzz/artifacts/. make test runs a
+# 30-second smoke of each (label fuzz).
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh run
+
 # The benchmark suite against throwaway durable servers; rewrites
 # docs/BENCHMARKS.md and docs/bench/*.svg (10 to 20 minutes on 2 cores).
 bench: build
@@ -56,4 +64,4 @@ format-check:
 	@tests/core/format_check.sh .
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -14,6 +14,7 @@ PKGS=(
   python3 procps util-linux curl
   chromium                           # the dashboard test drives it headless (tests/ops)
   git clang-format                   # make format-check (the suite checks the tree's format)
+  clang libclang-rt-14-dev           # make fuzz and the fuzz smoke tests (libFuzzer, sanitizers)
 )
 missing=()
 for p in "${PKGS[@]}"; do

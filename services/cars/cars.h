@@ -73,6 +73,16 @@ int cars_year_max(void);
 /* ---- api.c / search.c: the route table (opaque is the cars_app_t) ---- */
 extern const outbox_http_route_t cars_routes[];
 void cars_search(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque);
+/**
+ * Checks the search query q (1..200 bytes of UTF-8) and writes its words
+ * (letters and digits; bytes >= 0x80 count as letters, for UTF-8 text) as
+ * "w1:* & w2:*" (fmt_pg: a tsquery) or "w1* w2*" (an OpenSearch
+ * simple_query_string) into out (MAX_Q * 3 + 64 bytes is enough), at most
+ * 16 of them. Returns the number of words, or 0 with a sentence for the
+ * client in why.
+ */
+int cars_search_words(const char *q, int fmt_pg, char *out, size_t out_size, char *why,
+                      size_t why_size);
 
 /* ---- projection.c: the car-search consumer ---- */
 typedef struct cars_projection_s cars_projection_t;

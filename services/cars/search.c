@@ -22,16 +22,28 @@
 #define LIMIT_DEFAULT 20
 #define LIMIT_MAX 100
 
-/*
- * Splits q into words (letters and digits; bytes >= 0x80 count as letters,
- * for UTF-8 text) and writes them as "w1:* & w2:*" (fmt_pg) or "w1* w2*"
- * into out. Returns the number of words (0: none).
- */
-static int words(const char *q, int fmt_pg, char *out, size_t out_size)
+int cars_search_words(const char *q, int fmt_pg, char *out, size_t out_size, char *why,
+                      size_t why_size)
 {
     int n = 0;
     size_t o = 0;
     out[0] = '\0';
+    if (!q || !*q) {
+        snprintf(why, why_size,
+                 "q is required: the words to look for in vin, make, model and year, e.g. "
+                 "/cars/search?q=toyota+corolla");
+        return 0;
+    }
+    if (strlen(q) > MAX_Q) {
+        snprintf(why, why_size, "q is longer than %d bytes", MAX_Q);
+        return 0;
+    }
+    json_t *text = json_string(q); /* NULL: not UTF-8 (the query and the answer are text) */
+    json_decref(text);
+    if (!text) {
+        snprintf(why, why_size, "q is not UTF-8 text (percent-encode UTF-8 bytes)");
+        return 0;
+    }
     for (const unsigned char *p = (const unsigned char *)q; *p && n < MAX_WORDS;) {
         while (*p && !(isalnum(*p) || *p >= 0x80))
             p++;
@@ -47,6 +59,8 @@ static int words(const char *q, int fmt_pg, char *out, size_t out_size)
         o += (size_t)l;
         n++;
     }
+    if (!n)
+        snprintf(why, why_size, "q has no words to look for (letters or digits)");
     return n;
 }
 
@@ -205,15 +219,9 @@ void cars_search(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
     cars_app_t *app = opaque;
     const char *q = outbox__http_query(req, "q");
     const char *l = outbox__http_query(req, "limit");
-    if (!q || !*q) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "q is required: the words to look for in vin, make, model and year, "
-                             "e.g. /cars/search?q=toyota+corolla");
-        return;
-    }
-    if (strlen(q) > MAX_Q) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL, "q is longer than %d bytes",
-                             MAX_Q);
+    char expr[MAX_Q * 3 + 64], why[256];
+    if (cars_search_words(q, app->os_url[0] == '\0', expr, sizeof(expr), why, sizeof(why)) == 0) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL, "%s", why);
         return;
     }
     int limit = LIMIT_DEFAULT;
@@ -226,12 +234,6 @@ void cars_search(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
             return;
         }
         limit = (int)v;
-    }
-    char expr[MAX_Q * 3 + 64];
-    if (words(q, app->os_url[0] == '\0', expr, sizeof(expr)) == 0) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "q has no words to look for (letters or digits)");
-        return;
     }
     if (app->os_url[0])
         search_os(req, resp, app, q, expr, limit);

@@ -18,8 +18,7 @@
 #define EXAMPLE                                                                                    \
     "{\"user_id\":\"user-456\",\"items\":[{\"sku\":\"SKU-1\",\"quantity\":2}],\"amount\":1000}"
 
-/* 1 for a W3C traceparent: 2 hex "-" 32 hex "-" 16 hex "-" 2 hex, ids not all zero. */
-static int traceparent_valid(const char *t)
+int orders_traceparent_valid(const char *t)
 {
     static const int seg[4] = {2, 32, 16, 2};
     if (!t || strlen(t) != 55 || !strncmp(t, "ff", 2))
@@ -136,49 +135,42 @@ static json_t *order_doc(const outbox_http_req_t *req, outbox_http_resp_t *resp)
     return doc;
 }
 
-/* Validates the body; on success *items is a new normalised array. */
-static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char **user,
-                    long long *amount, json_t **items)
+int orders_validate(const json_t *doc, const char **user, long long *amount, json_t **items,
+                    char *why, size_t why_size)
 {
-    json_t *doc = req->json;
     json_t *u = json_object_get(doc, "user_id");
     if (!u) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "user_id is required (a non-empty string), e.g. " EXAMPLE);
+        snprintf(why, why_size, "user_id is required (a non-empty string), e.g. " EXAMPLE);
         return -1;
     }
     if (!json_is_string(u) || json_string_length(u) == 0 || json_string_length(u) > 128) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "user_id must be a string of 1 to 128 characters");
+        snprintf(why, why_size, "user_id must be a string of 1 to 128 characters");
         return -1;
     }
     *user = json_string_value(u);
     json_t *a = json_object_get(doc, "amount");
     if (!a) {
-        outbox__http_problem(
-            req, resp, 400, "validation-error", NULL,
-            "amount is required: an integer number of minor units (cents), e.g. 1000");
+        snprintf(why, why_size,
+                 "amount is required: an integer number of minor units (cents), e.g. 1000");
         return -1;
     }
     if (!json_is_integer(a) || json_integer_value(a) <= 0 || json_integer_value(a) > MAX_AMOUNT) {
-        outbox__http_problem(
-            req, resp, 400, "validation-error", NULL,
-            "amount must be a positive integer number of minor units (1..%lld), e.g. 1000",
-            MAX_AMOUNT);
+        snprintf(why, why_size,
+                 "amount must be a positive integer number of minor units (1..%lld), e.g. 1000",
+                 MAX_AMOUNT);
         return -1;
     }
     *amount = (long long)json_integer_value(a);
     json_t *in = json_object_get(doc, "items");
     if (!in) {
-        outbox__http_problem(
-            req, resp, 400, "validation-error", NULL,
+        snprintf(
+            why, why_size,
             "items is required: a non-empty array of {\"sku\": string, \"quantity\": integer}");
         return -1;
     }
     if (!json_is_array(in) || json_array_size(in) == 0 || json_array_size(in) > MAX_ITEMS) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "items must be an array of 1 to %d {\"sku\", \"quantity\"} objects",
-                             MAX_ITEMS);
+        snprintf(why, why_size, "items must be an array of 1 to %d {\"sku\", \"quantity\"} objects",
+                 MAX_ITEMS);
         return -1;
     }
     json_t *out = json_array();
@@ -199,8 +191,7 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
             bad = "quantity must be an integer from 1 to 10000";
         if (bad) {
             json_decref(out);
-            outbox__http_problem(req, resp, 400, "validation-error", NULL, "items[%zu]: %s", i,
-                                 bad);
+            snprintf(why, why_size, "items[%zu]: %s", i, bad);
             return -1;
         }
         size_t k;
@@ -208,10 +199,9 @@ static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, cons
         json_array_foreach(out, k, prev)
         {
             if (!strcmp(json_string_value(json_object_get(prev, "sku")), json_string_value(sku))) {
-                outbox__http_problem(
-                    req, resp, 400, "validation-error", NULL,
-                    "items[%zu]: sku \"%s\" already appears in items[%zu]; list each sku once", i,
-                    json_string_value(sku), k);
+                snprintf(why, why_size,
+                         "items[%zu]: sku \"%s\" already appears in items[%zu]; list each sku once",
+                         i, json_string_value(sku), k);
                 json_decref(out);
                 return -1;
             }
@@ -348,7 +338,9 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     if (!doc)
         return;
     req->json = doc; /* ours: freed below */
-    if (validate(req, resp, &user, &amount, &items) != 0) {
+    char invalid[512];
+    if (orders_validate(doc, &user, &amount, &items, invalid, sizeof(invalid)) != 0) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL, "%s", invalid);
         req->json = NULL;
         json_decref(doc);
         return;
@@ -442,7 +434,7 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
                          .type = "OrderCreated",
                          .key = id,
                          .payload = payload ? payload : "{}",
-                         .traceparent = traceparent_valid(tp) ? tp : NULL,
+                         .traceparent = orders_traceparent_valid(tp) ? tp : NULL,
                          .source = ORDERS_SOURCE};
     char event_id[OUTBOX_UUID_STRLEN + 1];
     outbox_err_t e = outbox_enqueue(c, &ev, event_id, err, sizeof(err));

@@ -24,6 +24,15 @@ typedef struct orders_app_s {
 /* The API's route table (api.c); opaque is the orders_app_t. */
 extern const outbox_http_route_t orders_routes[];
 
+/* Checks a POST /orders body (a JSON object): 0 with *user (borrowed from
+ * doc), *amount and *items (a new array of {sku, quantity}, each sku
+ * once), or -1 with a sentence for the client in why. */
+int orders_validate(const json_t *doc, const char **user, long long *amount, json_t **items,
+                    char *why, size_t why_size);
+/* 1 for a W3C traceparent: 2 hex "-" 32 hex "-" 16 hex "-" 2 hex, lower
+ * case, version not ff, ids not all zero; 0 otherwise or for NULL. */
+int orders_traceparent_valid(const char *t);
+
 /* The inventory and email consumers (consumers.c), one thread each. */
 typedef struct orders_consumers_s orders_consumers_t;
 orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr,

@@ -18,11 +18,7 @@
 
 #include "pizza.h"
 
-#define EXAMPLE                                                                                    \
-    "{\"flavor\":\"Pepperoni\",\"size\":\"Large\",\"quantity\":2,\"price\":19.99,"                 \
-    "\"address\":\"123 Main St\",\"user_name\":\"Alice\"}"
-#define MAX_QUANTITY 100
-#define MAX_PRICE 100000.0
+#define EXAMPLE PIZZA_EXAMPLE
 
 static volatile sig_atomic_t g_stop;
 
@@ -57,84 +53,21 @@ static void usage(FILE *fp)
             "    -d '" EXAMPLE "'\n");
 }
 
-/* 1 when s is 1..max bytes with no control characters. */
-static int text_ok(json_t *s, size_t max)
-{
-    if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > max)
-        return 0;
-    const char *p = json_string_value(s);
-    for (size_t i = 0; i < json_string_length(s); i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* A required text member: 0 and *out set, or -1 after a 400 naming it. */
-static int check_text(const outbox_http_req_t *req, outbox_http_resp_t *resp, json_t *doc,
-                      const char *name, size_t max, const char **out)
-{
-    json_t *v = json_object_get(doc, name);
-    if (!v) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "%s is required (a non-empty string), e.g. " EXAMPLE, name);
-        return -1;
-    }
-    if (!text_ok(v, max)) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "%s must be a string of 1 to %zu characters without control "
-                             "characters",
-                             name, max);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
-static const char *const sizes[] = {"Small", "Medium", "Large", "Extra Large", NULL};
-
 /* Checks the body; on success fills the text parameters of the INSERT. */
 static int validate(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char *p[7],
-                    char qty[16], char price[32], const char **size)
+                    pizza_order_t *o)
 {
-    json_t *doc = req->json;
-    if (check_text(req, resp, doc, "flavor", 64, &p[1]))
-        return -1;
-    json_t *sz = json_object_get(doc, "size");
-    *size = NULL;
-    for (int i = 0; json_is_string(sz) && sizes[i]; i++)
-        if (!strcasecmp(json_string_value(sz), sizes[i]))
-            *size = sizes[i]; /* stored as spelled here */
-    if (!*size) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "size %s: one of \"Small\", \"Medium\", \"Large\", \"Extra Large\"",
-                             sz ? "must be" : "is required");
+    char why[512];
+    if (pizza_order_check(req->json, o, why, sizeof(why))) {
+        outbox__http_problem(req, resp, 400, "validation-error", NULL, "%s", why);
         return -1;
     }
-    p[2] = *size;
-    json_t *q = json_object_get(doc, "quantity");
-    if (!json_is_integer(q) || json_integer_value(q) < 1 || json_integer_value(q) > MAX_QUANTITY) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "quantity %s an integer from 1 to %d, e.g. 2",
-                             q ? "must be" : "is required:", MAX_QUANTITY);
-        return -1;
-    }
-    snprintf(qty, 16, "%lld", (long long)json_integer_value(q));
-    p[3] = qty;
-    json_t *pr = json_object_get(doc, "price");
-    double v = json_is_number(pr) ? json_number_value(pr) : -1;
-    double cents = v * 100.0;
-    if (!json_is_number(pr) || !(v > 0) || v > MAX_PRICE || fabs(cents - round(cents)) > 1e-6) {
-        outbox__http_problem(req, resp, 400, "validation-error", NULL,
-                             "price %s a positive number of at most %.0f with at most two "
-                             "decimals, e.g. 19.99",
-                             pr ? "must be" : "is required:", MAX_PRICE);
-        return -1;
-    }
-    snprintf(price, 32, "%.2f", round(cents) / 100.0);
-    p[4] = price;
-    if (check_text(req, resp, doc, "address", 256, &p[5]) ||
-        check_text(req, resp, doc, "user_name", 128, &p[6]))
-        return -1;
+    p[1] = o->flavor;
+    p[2] = o->size;
+    p[3] = o->quantity;
+    p[4] = o->price;
+    p[5] = o->address;
+    p[6] = o->user_name;
     return 0;
 }
 
@@ -159,9 +92,9 @@ static void create_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
 {
     app_t *app = opaque;
     const char *p[7];
-    char qty[16], price[32], id[OUTBOX_UUID_STRLEN + 1], err[512];
-    const char *size;
-    if (validate(req, resp, p, qty, price, &size) != 0)
+    pizza_order_t order;
+    char id[OUTBOX_UUID_STRLEN + 1], err[512];
+    if (validate(req, resp, p, &order) != 0)
         return;
     outbox_uuid_v7(id);
     p[0] = id;
@@ -231,7 +164,7 @@ static void create_pizza(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     snprintf(loc, sizeof(loc), "/pizza/%s", id);
     outbox__http_add_header(resp, "Location", loc);
     outbox__log(OUTBOX_LOG_INFO, "pizza-api", "order_placed", "pizza order placed", "order_id", id,
-                "event_id", event_id, "flavor", p[1], "size", size, "quantity", qty, "price", price,
+                "event_id", event_id, "flavor", p[1], "size", p[2], "quantity", p[3], "price", p[4],
                 "user_name", p[6], NULL);
     goto done;
 dberr:

@@ -51,6 +51,22 @@ int pizza_parse_ms(const char *s, int64_t *ms);
 /* A fraction 0..1 into *v; -1 if bad. */
 int pizza_parse_rate(const char *s, double *v);
 
+/* The order POST /pizza takes (and the usage text shows). */
+#define PIZZA_EXAMPLE                                                                              \
+    "{\"flavor\":\"Pepperoni\",\"size\":\"Large\",\"quantity\":2,\"price\":19.99,"                 \
+    "\"address\":\"123 Main St\",\"user_name\":\"Alice\"}"
+
+/* A POST /pizza body, checked: the text parameters of the INSERT. The
+ * strings are borrowed from the body (size: our own spelling). */
+typedef struct pizza_order_s {
+    const char *flavor, *size, *address, *user_name;
+    char quantity[16], price[32];
+} pizza_order_t;
+
+/* Checks the body doc (a JSON object): 0 with *o filled, or -1 with a
+ * sentence for the client in why. */
+int pizza_order_check(const json_t *doc, pizza_order_t *o, char *why, size_t why_size);
+
 /* Connects to the database, retrying for up to 30 s unless *stop; logs as
  * component. NULL when it gave up. */
 PGconn *pizza_connect(const outbox_conf_t *conf, const char *component, const char *appname,

@@ -26,6 +26,12 @@ outbox_err_t outbox__amqp_url_parse(outbox__amqp_url_t *u, const char *url, char
                            "bad AMQP URL \"%s\": expected amqp://user:pass@host:port/vhost",
                            u->shown);
     }
+    if (u->ci.port < 1 || u->ci.port > 65535) { /* rabbitmq-c takes "host:0" */
+        free(u->buf);
+        u->buf = NULL;
+        return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                           "bad AMQP URL \"%s\": port %d is not 1..65535", u->shown, u->ci.port);
+    }
     if (!u->ci.vhost || !*u->ci.vhost)
         u->ci.vhost = "/";
     return OUTBOX_OK;

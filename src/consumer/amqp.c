@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "consumer/consumer.h"
+#include "consumer/consumer_decode.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -49,13 +50,11 @@ typedef struct amqp_consumer_s {
     int ndeferred, cap_deferred;
 } amqp_consumer_t;
 
-static void free_attrs(char **attrs);
-
 static void deferred_free(deferred_t *d)
 {
     free(d->topic);
     free(d->body);
-    free_attrs(d->attrs);
+    outbox__consumer_amqp_attrs_free(d->attrs);
 }
 
 /* The connection is gone: the broker redelivers what we kept. */
@@ -172,7 +171,7 @@ static char *dup_bytes(amqp_bytes_t b)
 
 /* Binary mode: the ce_* string headers as a NULL-terminated name/value list
  * (malloc'd strings), or NULL when the message is structured. */
-static char **binary_attrs(const amqp_basic_properties_t *p)
+char **outbox__consumer_amqp_attrs(const amqp_basic_properties_t *p)
 {
     if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
         const char *ct = "application/cloudevents";
@@ -210,7 +209,7 @@ static char **binary_attrs(const amqp_basic_properties_t *p)
     return attrs;
 }
 
-static void free_attrs(char **attrs)
+void outbox__consumer_amqp_attrs_free(char **attrs)
 {
     for (int i = 0; attrs && attrs[i]; i++)
         free(attrs[i]);
@@ -264,7 +263,7 @@ static outbox_err_t handle_one(outbox_consumer_t *c, uint64_t tag, const char *t
             st = amqp_basic_nack(a->conn, OUTBOX__AMQP_CHANNEL, tag, 0, 1);
     }
     if (!kept)
-        free_attrs(attrs);
+        outbox__consumer_amqp_attrs_free(attrs);
     if (st != AMQP_STATUS_OK) {
         lost(c, amqp_error_string2(st));
         return OUTBOX_ERR_BROKER;
@@ -276,9 +275,9 @@ static outbox_err_t handle(outbox_consumer_t *c, amqp_envelope_t *env,
                            outbox_consumer_handler_fn fn, void *opaque)
 {
     char *topic = dup_bytes(env->exchange);
-    char **attrs = binary_attrs(&env->message.properties);
+    char **attrs = outbox__consumer_amqp_attrs(&env->message.properties);
     if (!topic) {
-        free_attrs(attrs);
+        outbox__consumer_amqp_attrs_free(attrs);
         return OUTBOX_ERR_NOMEM;
     }
     int64_t due;

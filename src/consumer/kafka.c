@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "consumer/consumer.h"
+#include "consumer/consumer_decode.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -265,18 +266,17 @@ static outbox_err_t kc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
     return OUTBOX_OK;
 }
 
-/* Dispatches one message; the ce_* headers decide structured or binary. */
-static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
-                           outbox_consumer_handler_fn fn, void *opaque, int64_t *retry_in)
+outbox_err_t outbox__consumer_kafka_handle(outbox_consumer_t *c, const char *topic,
+                                           const rd_kafka_headers_t *hdrs, const void *payload,
+                                           size_t len, outbox_consumer_handler_fn fn, void *opaque,
+                                           int64_t *retry_in)
 {
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    rd_kafka_headers_t *hdrs = NULL;
     const char *attrs[2 * MAX_ATTRS + 3];
     char *copies[MAX_ATTRS + 1];
     int na = 0, ncopies = 0, has_specversion = 0, structured_ct = 0;
     const char *ct = NULL;
     size_t ct_len = 0;
-    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (hdrs) {
         const char *name;
         const void *val;
         size_t size;
@@ -299,7 +299,7 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
             attrs[na++] = v;
         }
     }
-    const char *body = m->payload ? (const char *)m->payload : ""; /* a tombstone has no value */
+    const char *body = payload ? (const char *)payload : ""; /* a tombstone has no value */
     outbox_err_t rc;
     if (!structured_ct && has_specversion) {
         char *ctv = NULL;
@@ -309,13 +309,24 @@ static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
             attrs[na++] = ctv;
         }
         attrs[na] = NULL;
-        rc = outbox__consumer_dispatch(c, topic, body, m->len, attrs, 0, fn, opaque, retry_in);
+        rc = outbox__consumer_dispatch(c, topic, body, len, attrs, 0, fn, opaque, retry_in);
     } else {
-        rc = outbox__consumer_dispatch(c, topic, body, m->len, NULL, 0, fn, opaque, retry_in);
+        rc = outbox__consumer_dispatch(c, topic, body, len, NULL, 0, fn, opaque, retry_in);
     }
     for (int i = 0; i < ncopies; i++)
         free(copies[i]);
     return rc;
+}
+
+/* Dispatches one message; the ce_* headers decide structured or binary. */
+static outbox_err_t handle(outbox_consumer_t *c, rd_kafka_message_t *m,
+                           outbox_consumer_handler_fn fn, void *opaque, int64_t *retry_in)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    return outbox__consumer_kafka_handle(c, rd_kafka_topic_name(m->rkt), hdrs, m->payload, m->len,
+                                         fn, opaque, retry_in);
 }
 
 static outbox_err_t kc_poll(outbox_consumer_t *c, int timeout_ms, outbox_consumer_handler_fn fn,

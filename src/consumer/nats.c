@@ -34,6 +34,7 @@
 #include <strings.h>
 
 #include "consumer/consumer.h"
+#include "consumer/consumer_decode.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -211,10 +212,9 @@ static int binary_attrs(natsMsg *m, const char **attrs, size_t max)
     return 1;
 }
 
-/* Hands one fetched message to the handler; returns its verdict and, when
- * it is not done, when to offer it again. */
-static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consumer_handler_fn fn,
-                           void *opaque, int64_t *retry_in)
+outbox_err_t outbox__consumer_nats_handle(outbox_consumer_t *c, const char *topic, natsMsg *m,
+                                          outbox_consumer_handler_fn fn, void *opaque,
+                                          int64_t *retry_in)
 {
     int redelivered = 0;
     jsMsgMetaData *meta = NULL;
@@ -226,7 +226,7 @@ static outbox_err_t handle(outbox_consumer_t *c, int t, natsMsg *m, outbox_consu
     int bin = binary_attrs(m, attrs, sizeof(attrs) / sizeof(attrs[0]));
     const char *data = natsMsg_GetData(m);
     int len = natsMsg_GetDataLength(m);
-    return outbox__consumer_dispatch(c, c->topics[t], data ? data : "", (size_t)(len > 0 ? len : 0),
+    return outbox__consumer_dispatch(c, topic, data ? data : "", (size_t)(len > 0 ? len : 0),
                                      bin ? attrs : NULL, redelivered, fn, opaque, retry_in);
 }
 
@@ -292,7 +292,9 @@ static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
     for (int i = 0; i < list->Count; i++) {
         natsMsg *m = list->Msgs[i];
         int64_t retry_in = n->nak_delay_ms;
-        if (!failed && handle(c, t, m, fn, opaque, &retry_in) == OUTBOX_OK) {
+        /* Handed to the handler; when it is not done, offered again in retry_in. */
+        if (!failed &&
+            outbox__consumer_nats_handle(c, c->topics[t], m, fn, opaque, &retry_in) == OUTBOX_OK) {
             jsOptions jo;
             jsOptions_Init(&jo);
             jo.Wait = CONNECT_TIMEOUT_MS;

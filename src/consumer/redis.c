@@ -34,6 +34,7 @@
 
 #include "broker/redis.h"
 #include "consumer/consumer.h"
+#include "consumer/consumer_decode.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -209,6 +210,32 @@ static const char *field(const redisReply *fields, const char *name, size_t *len
     return NULL;
 }
 
+int outbox__consumer_redis_entry(const redisReply *entry, const char **id, const char **body,
+                                 size_t *len)
+{
+    *id = *body = NULL;
+    *len = 0;
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+        entry->element[0]->type != REDIS_REPLY_STRING)
+        return 0;
+    *id = entry->element[0]->str;
+    *body = field(entry->element[1], "event", len);
+    return 1;
+}
+
+int outbox__consumer_redis_pubsub(const redisReply *rep, const char **channel, const char **body,
+                                  size_t *len)
+{
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING || strcmp(rep->element[0]->str, "message") ||
+        rep->element[1]->type != REDIS_REPLY_STRING || rep->element[2]->type != REDIS_REPLY_STRING)
+        return 0;
+    *channel = rep->element[1]->str;
+    *body = rep->element[2]->str;
+    *len = rep->element[2]->len;
+    return 1;
+}
+
 static int xack(redis_consumer_t *r, const char *topic, const char *group, const char *id)
 {
     const char *av[4] = {"XACK", topic, group, id};
@@ -266,13 +293,10 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
 {
     redis_consumer_t *r = c->state;
     for (size_t e = 0; e < entries->elements; e++) {
-        const redisReply *entry = entries->element[e];
-        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
-            entry->element[0]->type != REDIS_REPLY_STRING)
+        const char *sid, *body;
+        size_t blen;
+        if (!outbox__consumer_redis_entry(entries->element[e], &sid, &body, &blen))
             continue;
-        const char *sid = entry->element[0]->str;
-        size_t blen = 0;
-        const char *body = field(entry->element[1], "event", &blen);
         outbox_err_t rc = OUTBOX_OK;
         int64_t retry_in = 1;
         if (!body) {
@@ -484,14 +508,11 @@ static outbox_err_t poll_pubsub(outbox_consumer_t *c, int timeout_ms, outbox_con
             continue;
         }
         redisReply *rep = reply;
-        /* ["message", channel, payload] */
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
-            rep->element[0]->type == REDIS_REPLY_STRING &&
-            !strcmp(rep->element[0]->str, "message") &&
-            rep->element[2]->type == REDIS_REPLY_STRING) {
+        const char *channel, *body;
+        size_t blen;
+        if (outbox__consumer_redis_pubsub(rep, &channel, &body, &blen)) {
             outbox_err_t rc =
-                outbox__consumer_dispatch(c, rep->element[1]->str, rep->element[2]->str,
-                                          rep->element[2]->len, NULL, 0, fn, opaque, NULL);
+                outbox__consumer_dispatch(c, channel, body, blen, NULL, 0, fn, opaque, NULL);
             if (rc != OUTBOX_OK)
                 outbox__log(OUTBOX_LOG_WARN, "consumer", "pubsub_lost",
                             "handler failed on a Pub/Sub message: Pub/Sub cannot redeliver it",

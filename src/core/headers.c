@@ -50,25 +50,32 @@ static size_t value_end(const char *s, size_t len, size_t p)
     return len;
 }
 
+/* Returned for a string no header can carry: valid JSON, but an escape
+ * of a lone surrogate (\ud800) has no UTF-8 form. */
+static char unrepresentable;
+
 /* The JSON string s[0..n) unescaped (may hold NUL bytes: *out_len says how
- * long). malloc'd, NUL-terminated; NULL on ENOMEM. */
+ * long). malloc'd, NUL-terminated; NULL on ENOMEM; &unrepresentable when
+ * jansson refuses it (a lone surrogate). */
 static char *unescape(const char *s, size_t n, size_t *out_len)
 {
     json_t *j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    if (!json_is_string(j)) {
+        json_decref(j);
+        return &unrepresentable;
+    }
     char *r = NULL;
-    if (json_is_string(j)) {
-        *out_len = json_string_length(j);
-        if ((r = malloc(*out_len + 1))) {
-            memcpy(r, json_string_value(j), *out_len);
-            r[*out_len] = '\0';
-        }
+    *out_len = json_string_length(j);
+    if ((r = malloc(*out_len + 1))) {
+        memcpy(r, json_string_value(j), *out_len);
+        r[*out_len] = '\0';
     }
     json_decref(j);
     return r;
 }
 
 /* The header value of the JSON value s[0..n): a string unescaped, anything
- * else as compact JSON text. malloc'd, NUL-terminated; NULL on ENOMEM. */
+ * else as compact JSON text. As unescape() returns. */
 static char *header_value(const char *s, size_t n, size_t *out_len)
 {
     if (s[0] == '"')
@@ -96,14 +103,22 @@ outbox_err_t outbox__headers_each(const char *headers_json, outbox__header_fn fn
         size_t v = skip_ws(s, len, skip_ws(s, len, name_end) + 1); /* past ':' */
         size_t v_end = value_end(s, len, v);
         size_t name_len = 0, value_len = 0;
-        char *name = unescape(s + p, name_end - p, &name_len);
-        char *value = name ? header_value(s + v, v_end - v, &value_len) : NULL;
-        if (!name || !value)
+        char *name = unescape(s + p, name_end - p, &name_len), *value = NULL;
+        /* a lone surrogate cannot be sent: the header is skipped (not an
+         * out-of-memory error retried for ever; found by fuzz/fuzz_json.c) */
+        int skip = name == &unrepresentable;
+        if (name && !skip) {
+            value = header_value(s + v, v_end - v, &value_len);
+            skip = value == &unrepresentable;
+        }
+        if (!skip && (!name || !value))
             rc = OUTBOX_ERR_NOMEM;
-        else if (strlen(name) == name_len)
+        else if (!skip && strlen(name) == name_len)
             rc = fn(opaque, name, value, value_len);
-        free(name);
-        free(value);
+        if (name != &unrepresentable)
+            free(name);
+        if (value != &unrepresentable)
+            free(value);
         p = skip_ws(s, len, v_end);
         if (p < len && s[p] == ',')
             p = skip_ws(s, len, p + 1);

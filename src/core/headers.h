@@ -26,10 +26,10 @@ typedef outbox_err_t (*outbox__header_fn)(void *opaque, const char *name, const 
 /**
  * Calls fn for every member of the JSON object headers_json. NULL or empty
  * text means no headers (OUTBOX_OK). A member whose name holds a NUL byte is
- * skipped (it cannot be a header name). Returns OUTBOX_OK when every header
- * was visited, OUTBOX_ERR_INVALID_ARG (before any call) when the text is not
- * a JSON object, OUTBOX_ERR_NOMEM, or the first value fn returned that was
- * not OUTBOX_OK.
+ * skipped (it cannot be a header name), and so is one whose name or string
+ * value escapes a lone surrogate ("\ud800": valid JSON, but no UTF-8 text). Returns OUTBOX_OK when
+ * every header was visited, OUTBOX_ERR_INVALID_ARG (before any call) when the text is not a JSON
+ * object, OUTBOX_ERR_NOMEM, or the first value fn returned that was not OUTBOX_OK.
  */
 outbox_err_t outbox__headers_each(const char *headers_json, outbox__header_fn fn, void *opaque);
 

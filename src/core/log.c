@@ -1,6 +1,7 @@
 /* Structured logging. See log.h. */
 #include "core/log.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/util.h"
 
 static outbox_log_level_t threshold = OUTBOX_LOG_INFO;
@@ -182,51 +184,76 @@ void outbox__logf(outbox_log_level_t level, const char *component, const char *e
     vlog_none(level, component, event, buf, NULL);
 }
 
+/* The end of a password value starting at v: a quoted one (libpq
+ * conninfo) after its closing quote, else at white space, and in a URI's
+ * query also at '&' or '#'; a backslash escapes the next byte (libpq). */
+static const char *password_end(const char *v, int uri)
+{
+    if (*v == '\'') {
+        for (v++; *v && *v != '\''; v++)
+            if (*v == '\\' && v[1])
+                v++;
+        return *v ? v + 1 : v;
+    }
+    for (; *v && !isspace((unsigned char)*v) && !(uri && (*v == '&' || *v == '#')); v++)
+        if (*v == '\\' && v[1])
+            v++;
+    return v;
+}
+
 void outbox__redact_url(const char *url, char *out, size_t out_size)
 {
     if (!out_size)
         return;
-    snprintf(out, out_size, "%s", url ? url : "");
-    /* URI form: scheme://user:password@host -> scheme://user:****@host */
-    char *scheme = strstr(out, "://");
-    if (scheme) {
-        char *auth = scheme + 3;
-        char *at = strchr(auth, '@');
-        char *slash = strchr(auth, '/');
-        if (at && (!slash || at < slash)) {
-            char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon) {
-                char tail[1024];
-                snprintf(tail, sizeof(tail), "%s", at);
-                size_t keep = (size_t)(colon - out) + 1;
-                snprintf(out + keep, out_size - keep, "****%s", tail);
-            }
-        }
+    /* Worked on whole, then cut to out_size: a copy cut first could lose the
+     * '@' that ends a password and show its start. */
+    const char *u = url ? url : "";
+    outbox__buf_t w = {0}, r = {0};
+    /* URI form: scheme://user:password@host -> scheme://user:****@host; in
+     * scheme://secret@host (a Redis password, a NATS token) the whole user
+     * info is masked. libcurl also takes "scheme:/" and "scheme:" before the user
+     * info. The user info runs to the LAST '@': the NATS and Kafka URL
+     * parsers take the last one, and a password may hold '/' (base64 does).
+     * Masking a port or a path too in a log line hides nothing secret;
+     * stopping short would show the rest of the password. A conninfo may
+     * hold a URI in a value: "://" anywhere starts user info too. */
+    size_t sl = strspn(u, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    int uri = sl > 0 && u[sl] == ':';
+    const char *auth = uri ? u + sl + 1 : strstr(u, "://");
+    if (auth && !uri)
+        auth += 3;
+    while (auth && *auth == '/')
+        auth++;
+    const char *at = auth ? strrchr(auth, '@') : NULL;
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (at) {
+        const char *from = colon ? colon + 1 : auth;
+        outbox__buf_add(&w, u, (size_t)(from - u));
+        outbox__buf_adds(&w, "****");
+        u = at;
     }
-    /* conninfo / query form: password=... -> password=**** */
-    char *p = out;
-    while ((p = strstr(p, "password=")) != NULL) {
-        char *v = p + 9;
-        char *e = v;
-        if (*e == '\'') {
-            e++;
-            while (*e && *e != '\'') {
-                if (*e == '\\' && e[1])
-                    e++;
-                e++;
-            }
-            if (*e)
-                e++;
-        } else {
-            while (*e && *e != ' ' && *e != '&')
-                e++;
+    outbox__buf_adds(&w, u);
+    /* conninfo and URI query forms: password=VALUE -> password=****, for any
+     * key ending in "password" (sslpassword too), with the white space libpq
+     * allows around '=' and its quoted values. */
+    const char *p = w.p && !w.broken ? w.p : "";
+    for (const char *k; (k = strstr(p, "password")) != NULL;) {
+        const char *v = k + 8;
+        while (isspace((unsigned char)*v))
+            v++;
+        if (*v != '=') {
+            outbox__buf_add(&r, p, (size_t)(k + 8 - p));
+            p = k + 8;
+            continue;
         }
-        char tail[1024];
-        snprintf(tail, sizeof(tail), "%s", e);
-        size_t keep = (size_t)(v - out);
-        snprintf(out + keep, out_size - keep, "****%s", tail);
-        p = v + 4;
-        if ((size_t)(p - out) >= strlen(out))
-            break;
+        for (v++; isspace((unsigned char)*v);)
+            v++;
+        outbox__buf_add(&r, p, (size_t)(v - p));
+        outbox__buf_adds(&r, "****");
+        p = password_end(v, uri);
     }
+    outbox__buf_adds(&r, p);
+    snprintf(out, out_size, "%s", w.broken || r.broken ? "(redacted)" : r.p ? r.p : "");
+    outbox__buf_free(&w);
+    outbox__buf_free(&r);
 }

@@ -79,7 +79,7 @@ int outbox__parse_duration_ms(const char *s, int64_t *ms)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
+    if (errno || end == s || !(v >= 0)) /* NaN ("nan") is not a duration either */
         return -1;
     double mult;
     if (!*end || !strcmp(end, "ms"))

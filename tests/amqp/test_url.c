@@ -45,6 +45,10 @@ int main(void)
     CHECK(!s, "a malformed URL was accepted");
     no_secret("bad-URL error", err);
     CHECK(strstr(err, "bob:****@"), "bad-URL error does not show the redacted URL: %s", err);
+    /* Port 0: rabbitmq-c takes it; found by fuzz/fuzz_url.c. */
+    s = outbox__sink_new("amqp://bob:" SECRET "@127.0.0.1:0/", conf, "t", err, sizeof(err));
+    CHECK(!s && strstr(err, "port 0"), "port 0 accepted: %s", s ? "" : err);
+    no_secret("port-0 error", err);
 
     /* Nothing listens: open succeeds (lazy), publish/ping fail as BROKER. */
     int port = tu_free_port();

@@ -134,6 +134,8 @@ int main(void)
     expect(&s, "GET", "/cars/search", NULL, NULL, 400, "q is required");
     expect(&s, "GET", "/cars/search?q=", NULL, NULL, 400, "q is required");
     expect(&s, "GET", "/cars/search?q=%21%21", NULL, NULL, 400, "no words");
+    /* not UTF-8: a 400, not the database's (or OpenSearch's) error (fuzz/fuzz_cars.c) */
+    expect(&s, "GET", "/cars/search?q=toyota%FF", NULL, NULL, 400, "not UTF-8");
     expect(&s, "GET", "/cars/search?q=honda&limit=0", NULL, NULL, 400, "limit must be");
     expect(&s, "GET", "/cars/search?q=honda&limit=x", NULL, NULL, 400, "limit must be");
 

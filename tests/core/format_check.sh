@@ -10,7 +10,7 @@ fi
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     files=$(git ls-files '*.c' '*.h')
 else
-    files=$(find include src cmd services tests bench -name '*.[ch]')
+    files=$(find include src cmd services tests bench fuzz -name '*.[ch]')
 fi
 if ! out=$(echo "$files" | xargs clang-format --dry-run --Werror 2>&1); then
     echo "$out" | grep 'error:' | head -20

@@ -109,6 +109,36 @@ int main(void)
     CHECK(!strstr(out, ":guest@"), "amqp: %s", out);
     outbox__redact_url("redis://127.0.0.1:6379", out, sizeof(out));
     CHECK(!strcmp(out, "redis://127.0.0.1:6379"), "no password changed: %s", out);
+    /* Found by fuzz/fuzz_url.c: every form a parser of ours (or libpq,
+     * libcurl) reads a password from is masked. */
+    static const char *const leaks[][2] = {
+        {"nats://app:pa/ss@n1:4222", "pa/ss"},           /* '/' in a password (base64) */
+        {"kafka://app:pa/ss@k1:9092", "pa/ss"},          /* the same, Kafka */
+        {"nats://app:p@ssw0rd@n1:4222", "ssw0rd"},       /* the NATS parser takes the last '@' */
+        {"redis://s3cretpw@r1:6379", "s3cretpw"},        /* a Redis password without ':' */
+        {"https:/app:s3cret@h/hook", "s3cret"},          /* libcurl takes one slash */
+        {"host=db password = hunter22 x=1", "hunter22"}, /* libpq: spaces around '=' */
+        {"host=db password=a\\ bcdef x=1", "bcdef"},     /* libpq: backslash escape */
+        {"host=db password=a&bcdef x=1", "bcdef"},       /* '&' ends a value in a URI only */
+        {"host=db sslpassword=k3ypass", "k3ypass"},
+        {"postgres://h/db?password=s3cret&sslmode=require", "s3cret"},
+    };
+    for (size_t i = 0; i < sizeof(leaks) / sizeof(leaks[0]); i++) {
+        outbox__redact_url(leaks[i][0], out, sizeof(out));
+        CHECK(!strstr(out, leaks[i][1]), "%s shown as %s", leaks[i][0], out);
+    }
+    outbox__redact_url("postgres://h/db?password=s3cret&sslmode=require", out, sizeof(out));
+    CHECK(strstr(out, "&sslmode=require"), "query after the password kept: %s", out);
+    /* a cut copy must not show the start of a long password */
+    char small[24], lng[256];
+    snprintf(lng, sizeof(lng), "amqp://u:%0200d@h/", 7);
+    outbox__redact_url(lng, small, sizeof(small));
+    CHECK(!strstr(small, "0000"), "cut: %s", small);
+    /* "nan" is no duration (it slipped past v < 0: UB converting it) */
+    CHECK(outbox_conf_set(c, "poll_interval", "nan", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "nan accepted as a duration");
+    CHECK(outbox_conf_set(c, "poll_interval", "-nan", err, sizeof(err)) == OUTBOX_ERR_CONFIG,
+          "-nan accepted as a duration");
 
     /* Backoff: within [cap/2, cap], capped at max. */
     for (int a = 1; a < 20; a++) {

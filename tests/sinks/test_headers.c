@@ -62,6 +62,10 @@ int main(void)
     /* a NUL in a value is passed with its length; a NUL in a name is skipped */
     expect("{\"v\":\"a\\u0000b\",\"bad\\u0000name\":\"x\",\"after\":\"y\"}", OUTBOX_OK,
            "v=a\\0b;after=y;");
+    /* a lone surrogate (valid JSON, no UTF-8 form) in a name or a string
+     * value: that header is skipped, not an out-of-memory error the sinks
+     * would retry until the event is dead-lettered (fuzz/fuzz_json.c) */
+    expect("{\"a\":\"1\",\"v\":\"x\\udce9\",\"\\ud800\":\"y\",\"b\":\"2\"}", OUTBOX_OK, "a=1;b=2;");
     /* order of the text, duplicates as they come */
     expect("{\"b\":\"1\",\"a\":\"2\",\"b\":\"3\"}", OUTBOX_OK, "b=1;a=2;b=3;");
     /* not an object: no header at all */

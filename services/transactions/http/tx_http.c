@@ -48,7 +48,7 @@ static void store_problem(const outbox_http_req_t *req, outbox_http_resp_t *resp
 
 /* Optional user id member: absent or null -> *out NULL; a string -> it;
  * anything else -> -1. */
-static int opt_user(json_t *doc, const char *name, const char **out)
+static int opt_user(const json_t *doc, const char *name, const char **out)
 {
     json_t *v = json_object_get(doc, name);
     *out = NULL;
@@ -57,6 +57,50 @@ static int opt_user(json_t *doc, const char *name, const char **out)
     if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
         return -1; /* not a string, or a NUL inside it */
     *out = json_string_value(v);
+    return 0;
+}
+
+int tx_http_parse_create(const json_t *doc, tx_create_in_t *in, const char **field,
+                         const char **msg)
+{
+    memset(in, 0, sizeof(*in));
+    *field = *msg = NULL;
+    json_t *a = json_object_get(doc, "amount");
+    if (!a) {
+        *field = "amount";
+        *msg = "amount is required: a positive integer number of minor units (cents), "
+               "e.g. " EXAMPLE;
+        return -1;
+    }
+    if (!json_is_integer(a)) {
+        *field = "amount";
+        *msg = "amount must be an integer number of minor units (cents), e.g. 100 for 1.00; "
+               "not a string or a decimal";
+        return -1;
+    }
+    in->amount = (int64_t)json_integer_value(a);
+    json_t *d = json_object_get(doc, "description");
+    if (d && !json_is_null(d) && !json_is_string(d)) {
+        *field = "description";
+        *msg = "description must be a string";
+        return -1;
+    }
+    in->description = json_is_string(d) ? json_string_value(d) : NULL;
+    if (d && json_is_string(d) && strlen(in->description) != json_string_length(d)) {
+        *field = "description";
+        *msg = "description must not contain a NUL character";
+        return -1;
+    }
+    if (opt_user(doc, "fromUserId", &in->from_user)) {
+        *field = "fromUserId";
+        *msg = "fromUserId must be a user id (a string), or null/absent for a deposit";
+        return -1;
+    }
+    if (opt_user(doc, "toUserId", &in->to_user)) {
+        *field = "toUserId";
+        *msg = "toUserId must be a user id (a string), or null/absent for a withdrawal";
+        return -1;
+    }
     return 0;
 }
 
@@ -78,39 +122,10 @@ static void create_tx(outbox_http_req_t *req, outbox_http_resp_t *resp, void *op
         return;
     }
     json_t *doc = req->json;
-    tx_create_in_t in = {0};
-    json_t *a = json_object_get(doc, "amount");
-    if (!a) {
-        bad(req, resp, "amount",
-            "amount is required: a positive integer number of minor units (cents), "
-            "e.g. " EXAMPLE);
-        return;
-    }
-    if (!json_is_integer(a)) {
-        bad(req, resp, "amount",
-            "amount must be an integer number of minor units (cents), e.g. 100 for 1.00; "
-            "not a string or a decimal");
-        return;
-    }
-    in.amount = (int64_t)json_integer_value(a);
-    json_t *d = json_object_get(doc, "description");
-    if (d && !json_is_null(d) && !json_is_string(d)) {
-        bad(req, resp, "description", "description must be a string");
-        return;
-    }
-    in.description = json_is_string(d) ? json_string_value(d) : NULL;
-    if (d && json_is_string(d) && strlen(in.description) != json_string_length(d)) {
-        bad(req, resp, "description", "description must not contain a NUL character");
-        return;
-    }
-    if (opt_user(doc, "fromUserId", &in.from_user)) {
-        bad(req, resp, "fromUserId",
-            "fromUserId must be a user id (a string), or null/absent for a deposit");
-        return;
-    }
-    if (opt_user(doc, "toUserId", &in.to_user)) {
-        bad(req, resp, "toUserId",
-            "toUserId must be a user id (a string), or null/absent for a withdrawal");
+    tx_create_in_t in;
+    const char *field, *msg;
+    if (tx_http_parse_create(doc, &in, &field, &msg)) {
+        bad(req, resp, field, msg);
         return;
     }
 

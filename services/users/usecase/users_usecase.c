@@ -27,6 +27,10 @@ int users_email_normalise(const char *in, size_t len, char *out, char *why, size
     size_t at = len;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)in[i];
+        if (c == '\0') { /* the address would be cut there: another user's */
+            snprintf(why, why_size, "email must not contain a NUL character");
+            return -1;
+        }
         out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         if (c == '@') {
             if (at != len) {
