@@ -142,9 +142,15 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
         return outbox__err(
             OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
             "migrations run in their own transactions: call outside a transaction block");
-    char sql[128];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", (long long)OUTBOX_LOCK_MIGRATE);
-    outbox_err_t err = outbox__pg_exec(conn, sql, errstr, errstr_size);
+    char lock[24];
+    snprintf(lock, sizeof(lock), "%lld", (long long)OUTBOX_LOCK_MIGRATE);
+    const char *lock_param[1] = {lock};
+    PGresult *lr = PQexecParams(conn, "SELECT pg_advisory_lock($1::bigint)", 1, NULL, lock_param,
+                                NULL, NULL, 0);
+    outbox_err_t err = PQresultStatus(lr) == PGRES_TUPLES_OK
+                           ? OUTBOX_OK
+                           : outbox__pg_err(conn, lr, errstr, errstr_size, "query failed");
+    PQclear(lr);
     if (err)
         return err;
     err = outbox__pg_exec(conn,
@@ -196,8 +202,8 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
     }
     if (outbox__pg_in_tx(conn) || PQtransactionStatus(conn) == PQTRANS_INERROR)
         PQclear(PQexec(conn, "ROLLBACK"));
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)OUTBOX_LOCK_MIGRATE);
-    PQclear(PQexec(conn, sql));
+    PQclear(PQexecParams(conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, lock_param, NULL,
+                         NULL, 0));
     if (applied)
         *applied = count;
     return err;
