@@ -187,13 +187,18 @@ void outbox__redact_url(const char *url, char *out, size_t out_size)
     if (!out_size)
         return;
     snprintf(out, out_size, "%s", url ? url : "");
-    /* URI form: scheme://user:password@host -> scheme://user:****@host */
+    /* URI form: scheme://user:password@host -> scheme://user:****@host. The
+     * last '@' before white space or a quote ends the password: one typed
+     * with a raw '@' or '/' in it is masked whole all the same. */
     char *scheme = strstr(out, "://");
     if (scheme) {
         char *auth = scheme + 3;
-        char *at = strchr(auth, '@');
-        char *slash = strchr(auth, '/');
-        if (at && (!slash || at < slash)) {
+        size_t span = strcspn(auth, " \t\r\n\"'<>");
+        char *at = NULL;
+        for (char *q = auth; q < auth + span; q++)
+            if (*q == '@')
+                at = q;
+        if (at) {
             char *colon = memchr(auth, ':', (size_t)(at - auth));
             if (colon) {
                 char tail[1024];
@@ -203,10 +208,20 @@ void outbox__redact_url(const char *url, char *out, size_t out_size)
             }
         }
     }
-    /* conninfo / query form: password=... -> password=**** */
+    /* conninfo / query form: password=... (also "password = '...'", as
+     * libpq allows) -> password=**** */
     char *p = out;
-    while ((p = strstr(p, "password=")) != NULL) {
-        char *v = p + 9;
+    while ((p = strstr(p, "password")) != NULL) {
+        char *v = p + 8;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (*v != '=') {
+            p += 8;
+            continue;
+        }
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         char *e = v;
         if (*e == '\'') {
             e++;
