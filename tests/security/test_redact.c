@@ -5,12 +5,14 @@
  * people type raw ('@', '/', spaces, quotes); errstr must never hold the
  * password. outbox__redact_url and outbox__pg_redact are checked directly,
  * and the configuration dump (what services log at start) too. No server is
- * needed: port 1 on 127.0.0.1 refuses at once. */
+ * needed: port 1 on 127.0.0.1 refuses at once. Also: rediss:// is refused
+ * with its reason (Debian 12's hiredis has no TLS). */
 #include <stdio.h>
 #include <string.h>
 
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/redis_url.h"
 #include "store/pg/pg.h"
 #include "testutil.h"
 
@@ -105,6 +107,14 @@ int main(void)
     no_leak("outbox_conf_dump", dump, PW);
     free(dump);
     outbox_conf_destroy(conf);
+    /* rediss:// is refused with the reason (no TLS in this hiredis), and
+     * the refusal does not echo the URL's password */
+    outbox__redis_url_t ru;
+    CHECK(outbox__redis_url_parse("rediss://:" PW "@h:6380", &ru, err, sizeof(err)) ==
+              OUTBOX_ERR_CONFIG,
+          "rediss:// accepted");
+    CHECK(strstr(err, "not supported") && strstr(err, "TLS"), "rediss:// error: %s", err);
+    no_leak("the rediss:// error", err, PW);
     printf("PASS security_redact\n");
     return 0;
 }
