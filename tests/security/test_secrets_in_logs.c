@@ -373,8 +373,12 @@ int main(void)
     pg_addr();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     PGconn *admin = tu_connect(getenv("OUTBOX_TEST_PG"));
-    PQclear(PQexec(admin, "DROP ROLE IF EXISTS " PG_USER));
-    PQclear(tu_exec(admin, "CREATE ROLE " PG_USER " LOGIN SUPERUSER PASSWORD '" PG_PW "'"));
+    /* the role may be left from an earlier run (it owns that run's tables) */
+    PQclear(tu_exec(admin, "DO $$ BEGIN"
+                           " IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" PG_USER "')"
+                           " THEN CREATE ROLE " PG_USER " LOGIN SUPERUSER PASSWORD '" PG_PW "';"
+                           " ELSE ALTER ROLE " PG_USER " LOGIN SUPERUSER PASSWORD '" PG_PW "';"
+                           " END IF; END $$"));
     PQfinish(admin);
 
     orders_flow();
