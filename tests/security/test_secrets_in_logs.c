@@ -390,18 +390,28 @@ int main(void)
     for (int i = 0; i < nlogs; i++) {
         FILE *f = fopen(logs[i], "r");
         CHECK(f, "log %s is missing", logs[i]);
-        char line[16384];
+        /* the whole file at once: a secret cannot hide across a line buffer */
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        char *text = malloc((size_t)size + 1);
+        CHECK(text && fread(text, 1, (size_t)size, f) == (size_t)size, "reading %s", logs[i]);
+        text[size] = '\0';
+        fclose(f);
         int n = 0;
-        while (fgets(line, sizeof(line), f)) {
+        for (char *line = text, *next; line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
             n++;
             redacted += strstr(line, "****") != NULL;
-            for (const char *const *s = secrets; *s; s++)
-                if (strstr(line, *s)) {
-                    fprintf(stderr, "LEAK of \"%s\" in %s line %d: %s", *s, logs[i], n, line);
+            for (const char *const *sec = secrets; *sec; sec++)
+                if (strstr(line, *sec)) {
+                    fprintf(stderr, "LEAK of \"%s\" in %s line %d: %s\n", *sec, logs[i], n, line);
                     failures++;
                 }
         }
-        fclose(f);
+        free(text);
         CHECK(n > 0, "log %s is empty", logs[i]);
         lines += n;
     }
