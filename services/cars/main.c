@@ -93,8 +93,9 @@ static int default_search_url(PGconn *primary, const char *primary_url, char *ou
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(primary_url, &perr);
     if (!opts) {
-        outbox__log(OUTBOX_LOG_ERROR, "cars", "search_db_failed",
-                    perr ? perr : "cannot parse the database URL", NULL);
+        char shown[512]; /* libpq's message may quote the URL, password and all */
+        outbox__redact_url(perr ? perr : "cannot parse the database URL", shown, sizeof(shown));
+        outbox__log(OUTBOX_LOG_ERROR, "cars", "search_db_failed", shown, NULL);
         PQfreemem(perr);
         return -1;
     }

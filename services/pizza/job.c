@@ -155,28 +155,32 @@ static int publish(job_t *job, const char *id, const char *type, const char *doc
     return ok ? 0 : -1;
 }
 
+/* The two simulated steps. Each names its own columns in fixed statements
+ * (no SQL is built from strings). */
+typedef enum { STEP_PAYMENT = 0, STEP_DELIVERY } step_kind_t;
+
+static const char *const step_failed_sql[] = {
+    "UPDATE pizza_orders SET payment_attempts = payment_attempts + 1, last_error = $3,"
+    " updated_at = now() WHERE id = $1::uuid AND status = $2",
+    "UPDATE pizza_orders SET delivery_attempts = delivery_attempts + 1, last_error = $3,"
+    " updated_at = now() WHERE id = $1::uuid AND status = $2"};
+static const char *const step_done_sql[] = {
+    "UPDATE pizza_orders SET payment_attempts = payment_attempts + 1, status = $3,"
+    " paid_at = now(), updated_at = now() WHERE id = $1::uuid AND status = $2",
+    "UPDATE pizza_orders SET delivery_attempts = delivery_attempts + 1, status = $3,"
+    " delivered_at = now(), updated_at = now() WHERE id = $1::uuid AND status = $2"};
+
 /* One simulated step: sleeps delay_ms, then fails with probability rate.
- * On success moves the order from `from` to `to` (setting at_col = now());
- * on failure counts the attempt and records why. Returns 1 done, 0 failed
- * (why set), -1 database error (err set). */
-static int step(PGconn *c, const char *order_id, const char *from, const char *to,
-                const char *attempts_col, const char *at_col, int64_t delay_ms, double rate,
-                const char *failure, char *err, size_t err_size)
+ * On success moves the order from `from` to `to` (setting the step's time
+ * column to now()); on failure counts the attempt and records why. Returns
+ * 1 done, 0 failed (why set), -1 database error (err set). */
+static int step(PGconn *c, const char *order_id, const char *from, const char *to, step_kind_t kind,
+                int64_t delay_ms, double rate, const char *failure, char *err, size_t err_size)
 {
     if (delay_ms > 0)
         usleep((useconds_t)(delay_ms * 1000));
     int failed = rate > 0 && chance() < rate;
-    char sql[512];
-    if (failed)
-        snprintf(sql, sizeof(sql),
-                 "UPDATE pizza_orders SET %s = %s + 1, last_error = $3, updated_at = now()"
-                 " WHERE id = $1::uuid AND status = $2",
-                 attempts_col, attempts_col);
-    else
-        snprintf(sql, sizeof(sql),
-                 "UPDATE pizza_orders SET %s = %s + 1, status = $3, %s = now(), updated_at = now()"
-                 " WHERE id = $1::uuid AND status = $2",
-                 attempts_col, attempts_col, at_col);
+    const char *sql = failed ? step_failed_sql[kind] : step_done_sql[kind];
     const char *p[3] = {order_id, from, failed ? failure : to};
     if (run(c, sql, 3, p, NULL, 0, err, err_size))
         return -1;
@@ -218,8 +222,8 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
     }
     const char *was = strcmp(status, "completed") ? NULL : "completed";
     if (!strcmp(status, "pending")) {
-        int s = step(c, order, "pending", "paid", "payment_attempts", "paid_at", job->pay_delay_ms,
-                     job->pay_fail, "payment declined (simulated)", err, sizeof(err));
+        int s = step(c, order, "pending", "paid", STEP_PAYMENT, job->pay_delay_ms, job->pay_fail,
+                     "payment declined (simulated)", err, sizeof(err));
         if (s < 0)
             goto dberr;
         if (s == 0) {
@@ -235,9 +239,8 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
         snprintf(status, sizeof(status), "paid");
     }
     if (!strcmp(status, "paid")) {
-        int s =
-            step(c, order, "paid", "delivered", "delivery_attempts", "delivered_at",
-                 job->del_delay_ms, job->del_fail, "delivery failed (simulated)", err, sizeof(err));
+        int s = step(c, order, "paid", "delivered", STEP_DELIVERY, job->del_delay_ms, job->del_fail,
+                     "delivery failed (simulated)", err, sizeof(err));
         if (s < 0)
             goto dberr;
         if (s == 0) {

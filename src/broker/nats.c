@@ -30,9 +30,12 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
 {
     memset(u, 0, sizeof(*u));
     const char *p = url ? strstr(url, "://") : NULL;
-    if (!p || strncasecmp(url, "nats://", 7))
+    if (p && (!strncasecmp(url, "nats+tls://", 11) || !strncasecmp(url, "tls://", 6)))
+        u->tls = 1;
+    else if (!p || strncasecmp(url, "nats://", 7))
         return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
-                           "NATS URL must look like nats://[user:pass@]host:port[,host:port]");
+                           "NATS URL must look like nats://[user:pass@]host:port[,host:port] "
+                           "(nats+tls://... for TLS)");
     p += 3;
     const char *at = strrchr(p, '@');
     if (at) {
@@ -50,9 +53,12 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
         p = at + 1;
     }
     while (*p) {
-        /* host, [v6]:port or host:port; a leading "nats://" per entry is accepted */
+        /* host, [v6]:port or host:port; a leading "nats://" (or, with TLS,
+         * "tls://") per entry is accepted */
         if (!strncasecmp(p, "nats://", 7))
             p += 7;
+        else if (u->tls && !strncasecmp(p, "tls://", 6))
+            p += 6;
         const char *comma = strchr(p, ',');
         const char *end = comma ? comma : p + strlen(p);
         const char *slash = memchr(p, '/', (size_t)(end - p));
@@ -81,8 +87,8 @@ outbox_err_t outbox__nats_parse_url(const char *url, outbox__nats_url_t *u, char
                                "NATS URL has an empty host");
         if (hlen > 255)
             return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size, "NATS URL host is too long");
-        snprintf(u->servers[u->nservers++], sizeof(u->servers[0]), "nats://%.*s:%d", (int)hlen, p,
-                 port);
+        snprintf(u->servers[u->nservers++], sizeof(u->servers[0]), "%s://%.*s:%d",
+                 u->tls ? "tls" : "nats", (int)hlen, p, port);
         p = comma ? comma + 1 : end;
     }
     if (!u->nservers)
@@ -134,6 +140,21 @@ outbox_err_t outbox__nats_connect(const outbox__nats_url_t *u, const char *who, 
                                                : u->password); /* nats://:token@ or nats://token@ */
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
+    if (s == NATS_OK && u->tls) {
+        /* TLS required; nats.c verifies the chain and the URL's host name */
+        s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && u->ca_file[0]) {
+            s = natsOptions_LoadCATrustedCertificates(o, u->ca_file);
+            if (s != NATS_OK) {
+                char t[200];
+                outbox__nats_errtext(s, t, sizeof(t));
+                natsOptions_Destroy(o);
+                return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,
+                                   "nats_ca_file %s: cannot load CA certificates: %s", u->ca_file,
+                                   t);
+            }
+        }
+    }
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, timeout_ms > 0 ? timeout_ms : 2000);
     if (s == NATS_OK)

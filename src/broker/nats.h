@@ -6,6 +6,9 @@
  * URL: nats://[user:pass@]host[:port][,host[:port]...]   (port default 4222)
  *      nats://:token@host:port for token authentication (nats://token@host
  *      works too, but only the ":token" form is redacted in log lines).
+ *      nats+tls://... (or tls://...): the same over TLS, required: the
+ *      server's certificate is verified against nats_ca_file (empty = the
+ *      system store) and must name the host of the URL.
  * The password goes to natsOptions_SetUserInfo, never into a server URL,
  * so nats.c's own messages cannot leak it.
  */
@@ -27,6 +30,9 @@ typedef struct outbox__nats_url_s {
     int nservers;
     char user[256];
     char password[256]; /**< secret: never log */
+    int tls;            /**< nats+tls:// (or tls://): TLS required, server verified */
+    char ca_file[512];  /**< PEM CA certificates for TLS ("" = system store); callers
+                             copy nats_ca_file here after parsing */
 } outbox__nats_url_t;
 
 /** Parses url (see above). OUTBOX_ERR_CONFIG with a sentence on bad input. */

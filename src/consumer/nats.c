@@ -1,6 +1,6 @@
 /* NATS JetStream consumer (nats.c): a durable pull consumer per topic.
  *
- * nats://[user:pass@]host[:port][,host[:port]...]
+ * nats://[user:pass@]host[:port][,host[:port]...]  (nats+tls://... over TLS)
  *
  * For each topic, js_PullSubscribe on "<topic>.>" with durable name = the
  * group (characters a durable cannot hold become '_'): every instance of a
@@ -89,6 +89,8 @@ static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errst
         free(n);
         return err;
     }
+    snprintf(n->url.ca_file, sizeof(n->url.ca_file), "%s",
+             outbox__conf_str(c->conf, "nats_ca_file"));
     size_t i = 0;
     for (; c->group[i] && i + 1 < sizeof(n->durable); i++) {
         unsigned char ch = (unsigned char)c->group[i];
@@ -372,7 +374,7 @@ static void nats_c_close(outbox_consumer_t *c)
     c->state = NULL;
 }
 
-static const char *const nats_c_schemes[] = {"nats", NULL};
+static const char *const nats_c_schemes[] = {"nats", "nats+tls", NULL};
 
 const outbox_consumer_ops_t outbox__consumer_nats_ops = {
     .name = "nats",

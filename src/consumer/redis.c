@@ -555,7 +555,8 @@ static void rc_close(outbox_consumer_t *c)
     c->state = NULL;
 }
 
-static const char *const redis_schemes[] = {"redis", "redis+pubsub", NULL};
+static const char *const redis_schemes[] = {"redis", "redis+pubsub", "rediss", "rediss+pubsub",
+                                            NULL};
 
 const outbox_consumer_ops_t outbox__consumer_redis_ops = {
     .name = "redis",

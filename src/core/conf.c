@@ -224,6 +224,10 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_SERVICE,
      "NATS consumer: shortest redelivery delay after the handler fails (negative "
      "acknowledgement; consumer_retry_backoff applies above it)"},
+    {"nats_ca_file", OUTBOX_CT_STR, "", "OUTBOX_NATS_CA_FILE", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_SINK | OUTBOX_SCOPE_SERVICE,
+     "NATS over TLS (nats+tls://): CA certificates (PEM) to verify the server with (empty = the "
+     "system store)"},
     {"nats_fetch_batch", OUTBOX_CT_INT, "100", "OUTBOX_NATS_FETCH_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "NATS consumer: messages fetched per poll"},
     {"webhook_batch", OUTBOX_CT_BOOL, "false", "OUTBOX_WEBHOOK_BATCH", 0, 0, 0, NULL,

@@ -11,6 +11,12 @@ outbox_err_t outbox__redis_url_parse(const char *url, outbox__redis_url_t *u, ch
                                      size_t errstr_size)
 {
     memset(u, 0, sizeof(*u));
+    if (url && (!strncasecmp(url, "rediss:", 7) || !strncasecmp(url, "rediss+pubsub:", 14)))
+        return outbox__err(
+            OUTBOX_ERR_CONFIG, errstr, errstr_size,
+            "rediss:// (Redis over TLS) is not supported: the hiredis this is built with (Debian "
+            "12: 0.14) has no TLS. Put a TLS tunnel (stunnel, spiped) next to the relay and use "
+            "redis:// to it (docs/SECURITY.md)");
     const char *p = url ? strstr(url, "://") : NULL;
     if (!p || (strncasecmp(url, "redis:", 6) && strncasecmp(url, "redis+pubsub:", 13)))
         return outbox__err(OUTBOX_ERR_CONFIG, errstr, errstr_size,

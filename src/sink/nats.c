@@ -1,7 +1,7 @@
 /* NATS JetStream sink (nats.c).
  *
  * nats://[user:pass@]host[:port][,host[:port]...]      (token: nats://:token@host, so logs redact
- * it)
+ * it); nats+tls://... over TLS (broker/nats.h, nats_ca_file)
  *
  * Each event goes to subject "<topic>.<type>" with header Nats-Msg-Id = the
  * event id: the stream drops a re-publish of an id it stored within its
@@ -248,6 +248,8 @@ static outbox_err_t nats_open(outbox_sink_t *sink, char *errstr, size_t errstr_s
         free(s);
         return err;
     }
+    snprintf(s->url.ca_file, sizeof(s->url.ca_file), "%s",
+             outbox__conf_str(sink->conf, "nats_ca_file"));
     s->binary = !strcmp(outbox__conf_str(sink->conf, "content_mode"), "binary");
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -700,7 +702,7 @@ uint64_t outbox__nats_sink_duplicates(const outbox_sink_t *sink)
     return d;
 }
 
-static const char *const nats_schemes[] = {"nats", NULL};
+static const char *const nats_schemes[] = {"nats", "nats+tls", NULL};
 
 const outbox_sink_ops_t outbox__sink_nats_ops = {
     .name = "nats",

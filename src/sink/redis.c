@@ -197,7 +197,8 @@ static void redis_close(outbox_sink_t *sink)
     sink->state = NULL;
 }
 
-static const char *const redis_schemes[] = {"redis", "redis+pubsub", NULL};
+static const char *const redis_schemes[] = {"redis", "redis+pubsub", "rediss", "rediss+pubsub",
+                                            NULL};
 
 const outbox_sink_ops_t outbox__sink_redis_ops = {
     .name = "redis",

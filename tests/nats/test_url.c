@@ -47,6 +47,18 @@ int main(void)
     CHECK(outbox__nats_parse_url("nats://a,,b", &u, err, sizeof(err)) == OUTBOX_ERR_CONFIG,
           "empty host");
     CHECK(outbox__nats_parse_url("redis://x", &u, err, sizeof(err)) == OUTBOX_ERR_CONFIG, "scheme");
+    CHECK(u.tls == 0, "plain");
+
+    /* TLS: nats+tls:// (and nats.c's own tls://) */
+    CHECK(outbox__nats_parse_url("nats+tls://app:s3cret@n1:4443,tls://n2", &u, err, sizeof(err)) ==
+              OUTBOX_OK,
+          "%s", err);
+    CHECK(u.tls == 1 && u.nservers == 2 && !strcmp(u.servers[0], "tls://n1:4443") &&
+              !strcmp(u.servers[1], "tls://n2:4222") && !strcmp(u.password, "s3cret"),
+          "tls: %d %s %s", u.tls, u.servers[0], u.servers[1]);
+    CHECK(outbox__nats_parse_url("tls://n1", &u, err, sizeof(err)) == OUTBOX_OK && u.tls, "tls://");
+    outbox__redact_url("nats+tls://app:s3cret@n1:4443", shown, sizeof(shown));
+    CHECK(!strstr(shown, "s3cret"), "%s", shown);
 
     char name[64];
     outbox__nats_stream_name("shop.orders v2", name, sizeof(name));

@@ -41,7 +41,11 @@ int main(void)
     pid_t relay = spawn_relay(ci2, sink, NULL, "fresh_db.log");
     c = tu_connect(ci2);
     long long t0 = tu_now_ms();
-    while (tu_query_ll(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'outbox'") == 0) {
+    /* Wait for the whole schema, not the first table: migration 0001 creates
+     * outbox and commits; 0002 (its own transaction, a moment later) gives
+     * the id column its default, which a plain-SQL insert needs. */
+    while (tu_query_ll(c, "SELECT count(*) FROM information_schema.columns WHERE table_name ="
+                          " 'outbox' AND column_name = 'id' AND column_default IS NOT NULL") == 0) {
         CHECK(tu_now_ms() - t0 < 30000, "the relay did not create the schema");
         CHECK(tu_wait(relay, 1) == -1, "the relay exited on an empty database (see fresh_db.log)");
         tu_sleep_ms(20);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "store/store.h"
 
@@ -76,6 +77,102 @@ PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *s
     return r;
 }
 
+/* Replaces every occurrence of needle in buf (NUL-terminated, size bytes)
+ * with "****". */
+static void mask_all(char *buf, size_t size, const char *needle)
+{
+    size_t n = needle ? strlen(needle) : 0;
+    if (!n)
+        return;
+    char *p = buf;
+    while ((p = strstr(p, needle)) != NULL) {
+        size_t tail = strlen(p + n), put = 4;
+        if (n >= 4 || (size_t)(p - buf) + 4 + tail < size) {
+            memmove(p + 4, p + n, tail + 1);
+            memcpy(p, "****", 4);
+        } else {
+            memset(p, '*', n); /* no room to grow: star it in place */
+            put = n;
+        }
+        p += put;
+    }
+}
+
+/* Percent-decodes src[0..len) into out. */
+static void pct_decode(const char *src, size_t len, char *out, size_t out_size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 1 < out_size; i++) {
+        unsigned v;
+        if (src[i] == '%' && i + 2 < len && sscanf(src + i + 1, "%2x", &v) == 1) {
+            out[o++] = (char)v;
+            i += 2;
+        } else {
+            out[o++] = src[i];
+        }
+    }
+    out[o] = '\0';
+}
+
+void outbox__pg_redact(const char *msg, const char *conninfo, const char *password, char *out,
+                       size_t out_size)
+{
+    if (!out_size)
+        return;
+    outbox__redact_url(msg ? msg : "", out, out_size);
+    mask_all(out, out_size, password);
+    if (!conninfo || !*conninfo)
+        return;
+    /* The password as libpq reads it (also when it came percent-encoded). */
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "password"))
+            mask_all(out, out_size, o->val);
+    PQconninfoFree(opts);
+    /* And as written, for a conninfo libpq could not parse (its message may
+     * echo the text): URI user:password@, or password=... */
+    char pw[512];
+    const char *scheme = strstr(conninfo, "://");
+    if (scheme) {
+        const char *auth = scheme + 3;
+        const char *end = auth + strcspn(auth, "/?");
+        const char *at = NULL;
+        for (const char *q = auth; q < end; q++)
+            if (*q == '@')
+                at = q;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon) {
+            size_t len = (size_t)(at - colon - 1);
+            snprintf(pw, sizeof(pw), "%.*s", (int)len, colon + 1);
+            mask_all(out, out_size, pw);
+            pct_decode(colon + 1, len, pw, sizeof(pw));
+            mask_all(out, out_size, pw);
+        }
+    }
+    for (const char *k = strstr(conninfo, "password"); k; k = strstr(k + 8, "password")) {
+        const char *v = k + 8;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (*v++ != '=')
+            continue;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t o = 0;
+        if (*v == '\'') {
+            for (v++; *v && *v != '\'' && o + 1 < sizeof(pw); v++) {
+                if (*v == '\\' && v[1])
+                    v++;
+                pw[o++] = *v;
+            }
+        } else {
+            for (; *v && *v != ' ' && *v != '&' && o + 1 < sizeof(pw); v++)
+                pw[o++] = *v;
+        }
+        pw[o] = '\0';
+        mask_all(out, out_size, pw);
+    }
+}
+
 outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
                             const char *what)
 {
@@ -83,7 +180,8 @@ outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, siz
     if (!m || !*m)
         m = PQerrorMessage(conn);
     char buf[512];
-    snprintf(buf, sizeof(buf), "%s", m && *m ? m : "unknown error");
+    outbox__pg_redact(m && *m ? m : "unknown error", NULL, conn ? PQpass(conn) : NULL, buf,
+                      sizeof(buf));
     return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what, outbox__rtrim(buf));
 }
 
@@ -107,7 +205,12 @@ PGconn *outbox__pg_connect(const char *conninfo, const char *appname, char *errs
     if (PQstatus(c) == CONNECTION_OK)
         PQsetNoticeProcessor(c, quiet_notice, NULL);
     if (PQstatus(c) != CONNECTION_OK) {
-        outbox__pg_err(c, NULL, errstr, errstr_size, "cannot connect to PostgreSQL");
+        /* libpq's message may echo the conninfo (a URI it cannot parse is
+         * quoted whole): no password of it reaches errstr. */
+        char buf[512];
+        outbox__pg_redact(PQerrorMessage(c), conninfo, PQpass(c), buf, sizeof(buf));
+        outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "cannot connect to PostgreSQL: %s",
+                    outbox__rtrim(buf));
         PQfinish(c);
         return NULL;
     }
@@ -142,9 +245,15 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
         return outbox__err(
             OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
             "migrations run in their own transactions: call outside a transaction block");
-    char sql[128];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", (long long)OUTBOX_LOCK_MIGRATE);
-    outbox_err_t err = outbox__pg_exec(conn, sql, errstr, errstr_size);
+    char lock[24];
+    snprintf(lock, sizeof(lock), "%lld", (long long)OUTBOX_LOCK_MIGRATE);
+    const char *lock_param[1] = {lock};
+    PGresult *lr = PQexecParams(conn, "SELECT pg_advisory_lock($1::bigint)", 1, NULL, lock_param,
+                                NULL, NULL, 0);
+    outbox_err_t err = PQresultStatus(lr) == PGRES_TUPLES_OK
+                           ? OUTBOX_OK
+                           : outbox__pg_err(conn, lr, errstr, errstr_size, "query failed");
+    PQclear(lr);
     if (err)
         return err;
     err = outbox__pg_exec(conn,
@@ -196,8 +305,8 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
     }
     if (outbox__pg_in_tx(conn) || PQtransactionStatus(conn) == PQTRANS_INERROR)
         PQclear(PQexec(conn, "ROLLBACK"));
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)OUTBOX_LOCK_MIGRATE);
-    PQclear(PQexec(conn, sql));
+    PQclear(PQexecParams(conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, lock_param, NULL,
+                         NULL, 0));
     if (applied)
         *applied = count;
     return err;

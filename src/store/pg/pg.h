@@ -47,8 +47,20 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
 PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
                                    const char *const *params);
 
+/**
+ * Copies msg (a libpq or server message) into out with every password
+ * masked as "****": URL passwords and password=... (outbox__redact_url),
+ * password (e.g. PQpass(conn); may be NULL), and the password of conninfo
+ * (may be NULL) as libpq reads it and as it is written, so a message that
+ * echoes a conninfo libpq could not parse leaks nothing. Always
+ * NUL-terminates.
+ */
+void outbox__pg_redact(const char *msg, const char *conninfo, const char *password, char *out,
+                       size_t out_size);
+
 /** The server's message for res (or conn's) without the trailing newline,
- *  as "what: message" in errstr; returns OUTBOX_ERR_DB. */
+ *  as "what: message" in errstr, the connection's password masked; returns
+ *  OUTBOX_ERR_DB. */
 outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size,
                             const char *what);
 

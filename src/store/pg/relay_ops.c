@@ -362,10 +362,16 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     PQsetNoticeProcessor(p->conn, quiet_notice, NULL);
     char sql[256];
     if (s->cfg.tx_timeout_ms > 0) {
-        snprintf(sql, sizeof(sql),
-                 "SET idle_in_transaction_session_timeout = %lld; SET statement_timeout = %lld",
-                 (long long)s->cfg.tx_timeout_ms, (long long)s->cfg.tx_timeout_ms);
-        if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%lld", (long long)s->cfg.tx_timeout_ms);
+        const char *params[1] = {ms};
+        PGresult *r =
+            PQexecParams(p->conn,
+                         "SELECT set_config('idle_in_transaction_session_timeout', $1, false),"
+                         "       set_config('statement_timeout', $1, false)",
+                         1, NULL, params, NULL, NULL, 0);
+        if (take_result(p->conn, r, PGRES_TUPLES_OK, NULL, "setting the session's timeouts", errstr,
+                        errstr_size))
             goto fail;
     }
     /* Acknowledgements need not wait for the WAL flush: one lost in a server
@@ -381,6 +387,8 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
         outbox__pg_exec(p->conn, "SET plan_cache_mode = force_generic_plan", errstr, errstr_size))
         goto fail;
     if (s->cfg.listen) {
+        /* LISTEN takes no parameter: the channel is the table name, checked
+         * against [a-z0-9_] by outbox__store_open, plus "_wakeup". */
         snprintf(sql, sizeof(sql), "LISTEN \"%s\"", p->channel);
         if (outbox__pg_exec(p->conn, sql, errstr, errstr_size))
             goto fail;
@@ -570,24 +578,27 @@ static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *r
 
 static outbox_err_t pg_register_worker(outbox_store_t *s, char *errstr, size_t errstr_size)
 {
-    char sql[96];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d, pg_backend_pid())", ST(s)->worker_ns);
-    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "registering worker", errstr,
-                       errstr_size);
+    char ns[16];
+    snprintf(ns, sizeof(ns), "%d", ST(s)->worker_ns);
+    const char *params[1] = {ns};
+    return exec_params(s, "SELECT pg_advisory_lock($1::int, pg_backend_pid())", 1, params,
+                       PGRES_TUPLES_OK, NULL, "registering worker", errstr, errstr_size);
 }
 
 #define THIS_DB "(SELECT oid FROM pg_database WHERE datname = current_database())"
 
 static outbox_err_t pg_live_workers(outbox_store_t *s, int *n, char *errstr, size_t errstr_size)
 {
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-             " AND classid = %d AND objsubid = 2 AND database = " THIS_DB,
-             ST(s)->worker_ns);
+    char ns[16];
+    snprintf(ns, sizeof(ns), "%d", ST(s)->worker_ns);
+    const char *params[1] = {ns};
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "counting live workers",
-                                   errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND granted AND classid = $1::int AND objsubid = 2"
+                    " AND database = " THIS_DB,
+                    1, params, PGRES_TUPLES_OK, &r, "counting live workers", errstr, errstr_size);
     if (!err) {
         *n = atoi(PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -598,20 +609,20 @@ static outbox_err_t pg_live_workers(outbox_store_t *s, int *n, char *errstr, siz
 static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
                                   size_t errstr_size)
 {
-    char sql[512], off[16];
+    char off[16], ns[16], lanes_n[16];
     snprintf(off, sizeof(off), "%d", offset);
-    snprintf(
-        sql, sizeof(sql),
-        "SELECT l FROM generate_series(0, %d) AS l"
-        " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
-        "                  AND classid = %d AND objsubid = 2 AND granted AND database = " THIS_DB
-        ")"
-        " ORDER BY (l - $1::int + %d) %% %d",
-        OUTBOX_LANES - 1, ST(s)->lane_ns, OUTBOX_LANES, OUTBOX_LANES);
-    const char *params[1] = {off};
+    snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
+    snprintf(lanes_n, sizeof(lanes_n), "%d", OUTBOX_LANES);
+    const char *params[3] = {off, ns, lanes_n};
     PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, sql, 1, params, PGRES_TUPLES_OK, &r, "listing free lanes",
-                                   errstr, errstr_size);
+    outbox_err_t err =
+        exec_params(s,
+                    "SELECT l FROM generate_series(0, $3::int - 1) AS l"
+                    " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
+                    "                  AND classid = $2::int AND objsubid = 2 AND granted"
+                    "                  AND database = " THIS_DB ")"
+                    " ORDER BY (l - $1::int + $3::int) % $3::int",
+                    3, params, PGRES_TUPLES_OK, &r, "listing free lanes", errstr, errstr_size);
     if (err)
         return err;
     *n = 0;
@@ -624,11 +635,13 @@ static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int
 static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr,
                                  size_t errstr_size)
 {
-    char sql[96];
-    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, %d)", ST(s)->lane_ns, lane);
+    char ns[16], ln[16];
+    snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
+    snprintf(ln, sizeof(ln), "%d", lane);
+    const char *params[2] = {ns, ln};
     PGresult *r = NULL;
-    outbox_err_t err =
-        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
+    outbox_err_t err = exec_params(s, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params,
+                                   PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
     if (!err) {
         *taken = PQgetvalue(r, 0, 0)[0] == 't';
         PQclear(r);
@@ -638,10 +651,12 @@ static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *
 
 static outbox_err_t pg_release_lane(outbox_store_t *s, int lane, char *errstr, size_t errstr_size)
 {
-    char sql[96];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d, %d)", ST(s)->lane_ns, lane);
-    return exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, NULL, "releasing a lane", errstr,
-                       errstr_size);
+    char ns[16], ln[16];
+    snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
+    snprintf(ln, sizeof(ln), "%d", lane);
+    const char *params[2] = {ns, ln};
+    return exec_params(s, "SELECT pg_advisory_unlock($1::int, $2::int)", 2, params, PGRES_TUPLES_OK,
+                       NULL, "releasing a lane", errstr, errstr_size);
 }
 
 static void pg_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
@@ -770,17 +785,18 @@ static outbox_err_t pg_lane_holders(outbox_store_t *s,
                                     void (*cb)(void *, const outbox_lane_holder_t *), void *arg,
                                     char *errstr, size_t errstr_size)
 {
-    char sql[640];
-    snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, "
-             "',' ORDER BY l.objid)"
-             "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %d AND l.objsubid = 2"
-             "   AND l.database = " THIS_DB " GROUP BY 1, 2 ORDER BY 1",
-             ST(s)->lane_ns);
+    char ns[16];
+    snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
+    const char *params[1] = {ns};
     PGresult *r = NULL;
-    outbox_err_t err =
-        exec_params(s, sql, 0, NULL, PGRES_TUPLES_OK, &r, "lane query failed", errstr, errstr_size);
+    outbox_err_t err = exec_params(
+        s,
+        "SELECT COALESCE(a.application_name, ''), l.pid, count(*), string_agg(l.objid::text, "
+        "',' ORDER BY l.objid)"
+        "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int AND l.objsubid = 2"
+        "   AND l.database = " THIS_DB " GROUP BY 1, 2 ORDER BY 1",
+        1, params, PGRES_TUPLES_OK, &r, "lane query failed", errstr, errstr_size);
     if (err)
         return err;
     for (int i = 0; i < PQntuples(r); i++) {
