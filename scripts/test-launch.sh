@@ -2,11 +2,11 @@
 # Runs one CTest test under a checker, set up by tests/CMakeLists.txt in the
 # instrumented builds (make asan, make tsan, make valgrind):
 #
-#   scripts/test-launch.sh MODE LOGDIR NAME -- COMMAND [ARGS...]
+#   scripts/test-launch.sh MODE BUILD NAME -- COMMAND [ARGS...]
 #
 # MODE is address (AddressSanitizer + UBSan + LeakSanitizer), thread
 # (ThreadSanitizer) or valgrind (memcheck). Every process of the test writes
-# its reports into LOGDIR/NAME/ (the sanitizers' log_path, valgrind's
+# its reports into BUILD/check-logs/NAME/ (the sanitizers' log_path, valgrind's
 # --log-file), whatever spawns it (tu_spawn, system, popen, a script, a
 # service's own child), so a report in a process whose exit status the test
 # never looks at (stopped by tu_stop, SIGTERMed by a harness) still fails
@@ -24,11 +24,11 @@
 # OUTBOX_TEST_SLOWDOWN (2 under ASan, 5 under TSan, 20 under valgrind)
 # stretches the tests' own deadlines (tests/lib/testutil.h tu_ms()).
 set -uo pipefail
-mode=$1 logroot=$2 name=$3
+mode=$1 build=$2 name=$3
 shift 3
 [ "${1:-}" = "--" ] && shift
 root=$(cd "$(dirname "$0")/.." && pwd)
-dir="$logroot/$name"
+dir="$build/check-logs/$name"
 rm -rf "$dir"
 mkdir -p "$dir"
 
@@ -45,6 +45,9 @@ thread)
     # every race it meets; any report still fails the test (below).
     export TSAN_OPTIONS="halt_on_error=0:exitcode=86:second_deadlock_stack=1:history_size=4:suppressions=$root/tsan.supp:log_path=$dir/tsan${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
     export OUTBOX_TEST_SLOWDOWN=${OUTBOX_TEST_SLOWDOWN:-5}
+    # librdkafka's C11 threads started through pthread_create, which
+    # ThreadSanitizer sees (tests/lib/tsan_thrd.c says why).
+    export LD_PRELOAD="$build/lib/liboutbox_tsan_thrd.so${LD_PRELOAD:+:$LD_PRELOAD}"
     ;;
 valgrind)
     vg="valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite,indirect"
