@@ -1,6 +1,7 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan fuzz
+.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan tsan \
+        valgrind fuzz
 
 all: build
 
@@ -34,9 +35,27 @@ test:
 test-unit:
 	@BUILD=$(BUILD) scripts/test.sh -L unit
 
-# Whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Instrumented runs (docs/SANITIZERS.md). Every test runs through
+# scripts/test-launch.sh: a report from any process of a test (the test, the
+# services, relays and consumers it starts) fails that test. Extra ctest
+# arguments: make asan ARGS="-R relay".
+#
+# make asan: the whole suite under AddressSanitizer + UBSan (+ LeakSanitizer).
 asan:
-	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh
+	@BUILD=build-asan CMAKE_ARGS="-DOUTBOX_SANITIZE=ON" scripts/test.sh $(ARGS)
+
+# make tsan: ThreadSanitizer over the suites whose processes run threads of
+# ours: the relay engine (workers, watcher, lanes, metrics, admin server) and
+# the consumers (suites relay, engine, sinks, consumer, kafka, amqp, nats).
+TSAN_SUITES ?= dir:(relay|engine|sinks|consumer|kafka|amqp|nats)
+tsan:
+	@BUILD=build-tsan CMAKE_ARGS="-DOUTBOX_SANITIZE=thread" scripts/test.sh -L '$(TSAN_SUITES)' $(ARGS)
+
+# make valgrind: the integration tests under valgrind memcheck, the test
+# programs and the executables of this build they start (leaks and errors).
+VALGRIND_LABEL ?= integration
+valgrind:
+	@BUILD=build-valgrind CMAKE_ARGS="-DOUTBOX_VALGRIND=ON" scripts/test.sh -L '$(VALGRIND_LABEL)' $(ARGS)
 
 # The libFuzzer targets (fuzz/README.md): builds build-fuzz with clang, then
 # runs each target for FUZZ_SECONDS (600) in turn, niced; new inputs go to
@@ -64,4 +83,4 @@ format-check:
 	@tests/core/format_check.sh .
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-valgrind build-fuzz

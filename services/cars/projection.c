@@ -56,12 +56,12 @@ typedef struct worker_s {
     pthread_t thread;
     int started;
     int warned_schema;
-    int purger; /* the first thread also purges old inbox records */
-    volatile int *stop;
+    int purger;        /* the first thread also purges old inbox records */
+    _Atomic int *stop; /* set by another thread to stop this one */
 } worker_t;
 
 struct cars_projection_s {
-    volatile int stop;
+    _Atomic int stop;
     int n;
     worker_t *workers;
     outbox_conf_t *conf;

@@ -37,11 +37,11 @@ typedef struct worker_s {
     PGconn *conn;
     pthread_t thread;
     int started;
-    volatile int *stop;
+    _Atomic int *stop; /* set by another thread to stop this one */
 } worker_t;
 
 struct orders_consumers_s {
-    volatile int stop;
+    _Atomic int stop;
     int nworkers;
     worker_t *workers;
 };

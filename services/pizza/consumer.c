@@ -21,7 +21,7 @@
 #include "pizza.h"
 
 static volatile sig_atomic_t g_stop;
-static volatile int g_stop_int;
+static _Atomic int g_stop_int; /* for outbox_kit_sleep_ms (lock-free: signal-safe) */
 
 static void on_signal(int sig)
 {

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,10 @@
 #include "core/buf.h"
 #include "core/util.h"
 
-static outbox_log_level_t threshold = OUTBOX_LOG_INFO;
-static int text_format;
+/* Set by outbox__log_setup (a relay or consumer being created) while other
+ * threads may be logging: relaxed atomics, each read on its own. */
+static _Atomic int threshold = OUTBOX_LOG_INFO;
+static _Atomic int text_format;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -23,14 +26,14 @@ void outbox__log_setup(const char *level, const char *format)
 {
     for (int i = 0; level && i < 4; i++)
         if (!strcmp(level, level_names[i]))
-            threshold = (outbox_log_level_t)i;
+            atomic_store_explicit(&threshold, i, memory_order_relaxed);
     if (format)
-        text_format = !strcmp(format, "text");
+        atomic_store_explicit(&text_format, !strcmp(format, "text"), memory_order_relaxed);
 }
 
 int outbox__log_enabled(outbox_log_level_t level)
 {
-    return level >= threshold;
+    return (int)level >= atomic_load_explicit(&threshold, memory_order_relaxed);
 }
 
 static void timestamp(char *buf, size_t size)
@@ -74,12 +77,14 @@ static size_t text_value(char *out, size_t size, const char *v)
  * (https://no-color.org). Decided once. */
 static int use_colour(void)
 {
-    static int decided = -1;
-    if (decided < 0) {
+    static _Atomic int decided = -1; /* threads may decide at once: same answer */
+    int d = atomic_load_explicit(&decided, memory_order_relaxed);
+    if (d < 0) {
         const char *nc = getenv("NO_COLOR");
-        decided = isatty(STDERR_FILENO) && !(nc && *nc);
+        d = isatty(STDERR_FILENO) && !(nc && *nc);
+        atomic_store_explicit(&decided, d, memory_order_relaxed);
     }
-    return decided;
+    return d;
 }
 
 /* One line for people: aligned columns time, level, component, event, then
@@ -123,7 +128,7 @@ static void vlog(outbox_log_level_t level, const char *component, const char *ev
 {
     char ts[40];
     timestamp(ts, sizeof(ts));
-    if (text_format) {
+    if (atomic_load_explicit(&text_format, memory_order_relaxed)) {
         text_line(level, ts, component, event, msg, kv);
         return;
     }
@@ -154,7 +159,7 @@ static void vlog(outbox_log_level_t level, const char *component, const char *ev
 void outbox__log(outbox_log_level_t level, const char *component, const char *event,
                  const char *msg, ...)
 {
-    if (level < threshold)
+    if (!outbox__log_enabled(level))
         return;
     va_list ap;
     va_start(ap, msg);
@@ -174,7 +179,7 @@ static void vlog_none(outbox_log_level_t level, const char *component, const cha
 void outbox__logf(outbox_log_level_t level, const char *component, const char *event,
                   const char *fmt, ...)
 {
-    if (level < threshold)
+    if (!outbox__log_enabled(level))
         return;
     char buf[2048];
     va_list ap;

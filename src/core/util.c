@@ -58,7 +58,7 @@ int64_t outbox__wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void outbox__sleep_ms(int64_t ms, volatile int *stop)
+void outbox__sleep_ms(int64_t ms, _Atomic int *stop)
 {
     int64_t end = outbox__now_ms() + ms;
     while (!(stop && *stop)) {

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "outbox/outbox.h"
@@ -20,8 +21,9 @@ int64_t outbox__now_ms(void);
 char *outbox__rtrim(char *s);
 /** Wall clock in microseconds since the epoch. */
 int64_t outbox__wall_us(void);
-/** Sleeps ms milliseconds (restarts on EINTR unless *stop becomes non-zero). */
-void outbox__sleep_ms(int64_t ms, volatile int *stop);
+/** Sleeps ms milliseconds; returns early once *stop (may be NULL) is
+ *  non-zero (a flag other threads or a signal handler set). */
+void outbox__sleep_ms(int64_t ms, _Atomic int *stop);
 
 /** Parses "250ms", "1s", "5m", "24h", "7d" or a bare number of milliseconds.
  *  Returns 0 and sets *ms, or -1 on bad input. */

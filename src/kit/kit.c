@@ -138,7 +138,7 @@ int64_t outbox_kit_now_ms(void)
     return outbox__now_ms();
 }
 
-void outbox_kit_sleep_ms(int64_t ms, volatile int *stop)
+void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop)
 {
     outbox__sleep_ms(ms, stop);
 }

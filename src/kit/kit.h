@@ -151,8 +151,10 @@ struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t
 /** Monotonic clock in milliseconds. */
 int64_t outbox_kit_now_ms(void);
 
-/** Sleeps ms milliseconds; returns early once *stop (may be NULL) is non-zero. */
-void outbox_kit_sleep_ms(int64_t ms, volatile int *stop);
+/** Sleeps ms milliseconds; returns early once *stop (may be NULL) is
+ *  non-zero. A stop flag that other threads (or a signal handler) set is an
+ *  _Atomic int: a plain or volatile int shared that way is a data race. */
+void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop);
 
 /* ------------------------------------------------------------------------ */
 /* The pieces every service's main() has                                     */

@@ -304,8 +304,11 @@ static void *worker_main(void *arg)
     w->sink = open_sink(w, err, sizeof(err));
     if (!w->sink) {
         outbox__log(OUTBOX_LOG_ERROR, COMPONENT, "sink_failed", err, "worker", w->name, NULL);
-        if (!r->fatal[0])
+        int none = 0; /* the first worker to fail says why; fatal is written once */
+        if (atomic_compare_exchange_strong(&r->fatal_state, &none, 1)) {
             snprintf(r->fatal, sizeof(r->fatal), "%s", err);
+            atomic_store(&r->fatal_state, 2);
+        }
         r->stop = 1;
         (void)!write(r->stop_pipe[1], "x", 1);
     }
@@ -600,7 +603,7 @@ void outbox_relay_destroy(outbox_relay_t *r)
 
 const char *outbox_relay_fatal(const outbox_relay_t *r)
 {
-    return r && r->fatal[0] ? r->fatal : NULL;
+    return r && atomic_load(&r->fatal_state) == 2 ? r->fatal : NULL;
 }
 
 int outbox_relay_worker_count(const outbox_relay_t *r)

@@ -77,7 +77,7 @@ struct outbox_relay_s {
     const outbox_sink_ops_t *sink_ops; /* testing: overrides the URL's sink (NULL: by URL) */
     int nworkers;
     outbox_worker_t *workers;
-    volatile int stop; /* set by outbox_relay_stop (async-signal-safe) */
+    _Atomic int stop;  /* set by outbox_relay_stop (lock-free: async-signal-safe) */
     int stop_pipe[2];  /* readable once stop is requested (the watcher waits on it) */
     pthread_t watcher; /* poll_min_interval > 0: see watcher_main in relay.c */
     int watcher_started;
@@ -91,7 +91,8 @@ struct outbox_relay_s {
     _Atomic int db_down;
     int started;
     struct outbox_metrics_s *metrics; /* NULL when metrics_addr is off */
-    char fatal[512];                  /* why the relay stopped by itself ("" if it did not) */
+    char fatal[512];                  /* why the relay stopped by itself: see fatal_state */
+    _Atomic int fatal_state;          /* 0 none, 1 being written (first worker only), 2 set */
 };
 
 /* ---- src/relay/batch.c ---- */

@@ -45,8 +45,8 @@ static struct {
     const char *fail_type; /* events of this type fail (retryable) */
     int fail_times;        /* ... this many times each (0: always) */
     int unreachable;       /* every call fails as unreachable */
-    volatile int block;    /* calls wait while set (shutdown test) */
-    volatile int in_call;
+    _Atomic int block;     /* calls wait while set (shutdown test) */
+    _Atomic int in_call;   /* a call is in flight (workers set it, the test reads it) */
     char failed_ids[64][OUTBOX_UUID_STRLEN + 1];
     int failed_count[64], nfailed;
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -205,6 +205,14 @@ static outbox_mem_counts_t counts(void)
         }                                                                                          \
     } while (0)
 
+static long calls(void)
+{
+    pthread_mutex_lock(&S.lock);
+    long n = S.calls;
+    pthread_mutex_unlock(&S.lock);
+    return n;
+}
+
 static int published(void)
 {
     pthread_mutex_lock(&S.lock);
@@ -324,7 +332,7 @@ static void broker_down(void)
     S.unreachable = 1;
     const char *kv[] = {"workers", "3", NULL};
     outbox_relay_t *r = start(kv);
-    WAIT_FOR(S.calls >= 3, 5000, "the relay never tried the broker");
+    WAIT_FOR(calls() >= 3, 5000, "the relay never tried the broker");
     tu_sleep_ms(300);
     outbox_mem_counts_t c = counts();
     CHECK(c.pending == 300 && c.max_attempts_seen == 0,

@@ -27,7 +27,7 @@
 #define WAIT_MS 20000
 
 static const char *g_ci;
-static volatile int g_enqueued, g_stop;
+static _Atomic int g_enqueued, g_stop; /* the producer thread and the test */
 
 /* Writes STEP events (transactions of 5) every 150 ms until told to stop. */
 static void *writer(void *arg)

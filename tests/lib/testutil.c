@@ -124,6 +124,25 @@ pid_t tu_spawn(char *const argv[], char *const extra_env[], const char *logfile)
             }
         }
         setpgid(0, 0);
+        const char *wrap = getenv("OUTBOX_TEST_WRAPPER");
+        if (wrap && *wrap &&
+            strncmp(argv[0], OUTBOX_BUILD_DIR "/", strlen(OUTBOX_BUILD_DIR) + 1) == 0) {
+            /* The wrapper's words, then argv; never freed (exec or _exit). */
+            size_t n = 0;
+            while (argv[n])
+                n++;
+            char **wargv = calloc(n + 64, sizeof(char *));
+            char *words = strdup(wrap);
+            size_t k = 0;
+            for (char *save = NULL, *w = strtok_r(words, " ", &save); w && k < 63;
+                 w = strtok_r(NULL, " ", &save))
+                wargv[k++] = w;
+            for (size_t i = 0; i <= n; i++)
+                wargv[k + i] = argv[i];
+            execvp(wargv[0], wargv);
+            fprintf(stderr, "exec %s %s: %s\n", wargv[0], argv[0], strerror(errno));
+            _exit(127);
+        }
         execvp(argv[0], argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -131,9 +150,19 @@ pid_t tu_spawn(char *const argv[], char *const extra_env[], const char *logfile)
     return pid;
 }
 
+long tu_ms(long ms)
+{
+    static long factor;
+    if (!factor) {
+        const char *f = getenv("OUTBOX_TEST_SLOWDOWN");
+        factor = f && atol(f) > 1 ? atol(f) : 1;
+    }
+    return ms * factor;
+}
+
 int tu_wait(pid_t pid, int timeout_ms)
 {
-    long long end = tu_now_ms() + timeout_ms;
+    long long end = tu_now_ms() + tu_ms(timeout_ms);
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
@@ -232,12 +261,12 @@ outbox_relay_t *tu_relay_start(outbox_conf_t *conf)
 
 void tu_wait_drained(PGconn *c, int timeout_ms)
 {
-    long long end = tu_now_ms() + timeout_ms, left = -1;
+    long long end = tu_now_ms() + tu_ms(timeout_ms), left = -1;
     while (tu_now_ms() < end) {
         left = tu_query_ll(c, "SELECT count(*) FROM outbox");
         if (left == 0)
             return;
         tu_sleep_ms(50);
     }
-    CHECK(0, "outbox not drained after %d ms: %lld events left", timeout_ms, left);
+    CHECK(0, "outbox not drained after %ld ms: %lld events left", tu_ms(timeout_ms), left);
 }

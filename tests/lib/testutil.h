@@ -51,11 +51,19 @@ pid_t tu_redis_server_start(int port);
 void tu_stop(pid_t pid);
 
 /** Spawns argv[0] with extra environment entries ("K=V", NULL-terminated),
- *  stdout/stderr appended to logfile (or inherited if NULL). */
+ *  stdout/stderr appended to logfile (or inherited if NULL). With
+ *  OUTBOX_TEST_WRAPPER set (make valgrind, scripts/test-launch.sh), an
+ *  executable of this build runs under that command ("valgrind ...", split at
+ *  spaces); the pid is still the program's. */
 pid_t tu_spawn(char *const argv[], char *const extra_env[], const char *logfile);
-/** Waits for pid up to timeout_ms; returns exit status (>=0), 128+sig if
- *  killed, or -1 on timeout. */
+/** Waits for pid up to tu_ms(timeout_ms); returns exit status (>=0), 128+sig
+ *  if killed, or -1 on timeout. */
 int tu_wait(pid_t pid, int timeout_ms);
+/** A deadline of ms milliseconds stretched by OUTBOX_TEST_SLOWDOWN (a factor
+ *  set by scripts/test-launch.sh in the instrumented builds: sanitizers and
+ *  valgrind make every process several times slower). For bounds on how long
+ *  a state may take to come, never for how soon it must. */
+long tu_ms(long ms);
 /** Path of an executable in build/bin (static storage). */
 const char *tu_bin(const char *name);
 
@@ -67,7 +75,7 @@ const char *tu_outbox_db(const char *test_name, PGconn **out);
 void tu_conf_set(outbox_conf_t *conf, const char *name, const char *value);
 /** outbox_relay_new + outbox_relay_start or fail (the conf is freed with the relay). */
 outbox_relay_t *tu_relay_start(outbox_conf_t *conf);
-/** Waits until the outbox table is empty; fails the test after timeout_ms. */
+/** Waits until the outbox table is empty; fails the test after tu_ms(timeout_ms). */
 void tu_wait_drained(PGconn *c, int timeout_ms);
 
 /** Sleeps ms milliseconds. */

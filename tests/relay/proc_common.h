@@ -37,7 +37,7 @@ typedef struct producer_s {
     const char *conninfo, *topic;
     int n, nkeys, per_tx, pause_ms; /* pause after each transaction */
     char (*ids)[OUTBOX_UUID_STRLEN + 1];
-    volatile int done;
+    _Atomic int done; /* set by the producer thread */
     pthread_t thread;
 } producer_t;
 

@@ -23,9 +23,9 @@
 
 typedef struct watcher_s {
     int port;
-    volatile int subscribed;
+    _Atomic int subscribed;               /* set by the subscriber thread */
     char streams[KEYS * PER_KEY * 4][64]; /* stream of each XADD, in execution order */
-    volatile int n;
+    int n;                                /* read once the thread is joined */
     pthread_t thread;
 } watcher_t;
 

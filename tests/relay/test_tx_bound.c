@@ -51,10 +51,10 @@ typedef struct conn_s {
 
 typedef struct broker_s {
     int lfd, port, mode;
-    volatile int stop;
-    int commands; /* complete commands received (all connections) */
-    int xadds;    /* of which XADD */
-    int answers;  /* answers sent */
+    _Atomic int stop; /* set by the test, read by the stand-in thread */
+    int commands;     /* complete commands received (all connections) */
+    int xadds;        /* of which XADD */
+    int answers;      /* answers sent */
     conn_t conns[MAX_CONNS];
     pthread_t thread;
     pthread_mutex_t mu;

@@ -32,11 +32,11 @@ typedef struct worker_s {
     tx_store_t store;
     pthread_t thread;
     int started;
-    volatile int *stop;
+    _Atomic int *stop; /* set by another thread to stop this one */
 } worker_t;
 
 struct tx_consumers_s {
-    volatile int stop;
+    _Atomic int stop;
     int nworkers;
     worker_t *workers;
 };
