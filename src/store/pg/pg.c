@@ -177,11 +177,13 @@ outbox_err_t outbox__pg_err(PGconn *conn, const PGresult *res, char *errstr, siz
                             const char *what)
 {
     const char *m = res ? PQresultErrorMessage(res) : NULL;
-    if (!m || !*m)
+    const char *pass = NULL; /* a server's message about a statement never holds it */
+    if (!m || !*m) {
         m = PQerrorMessage(conn);
+        pass = conn ? PQpass(conn) : NULL; /* the connection's own message may */
+    }
     char buf[512];
-    outbox__pg_redact(m && *m ? m : "unknown error", NULL, conn ? PQpass(conn) : NULL, buf,
-                      sizeof(buf));
+    outbox__pg_redact(m && *m ? m : "unknown error", NULL, pass, buf, sizeof(buf));
     return outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "%s: %s", what, outbox__rtrim(buf));
 }
 
