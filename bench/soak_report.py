@@ -314,14 +314,23 @@ wide(os.path.join(DATA, "plot_rss.tsv"), rss_cols + pg_cols)
 biz_cols = [(tb, "table:" + tb) for tb in tables if tb in BUSINESS]
 infra_cols = [(tb, "table:" + tb) for tb in tables if tb not in BUSINESS]
 redis_cols = [("Redis used_memory (MB)", "redis:used_memory"), ("stream length (entries)", "s:stream_len")]
-wide(os.path.join(DATA, "plot_tables.tsv"), biz_cols + infra_cols + [("pg_wal", "wal")] + redis_cols)
+redis_cols = [("pg_wal (MB)", "wal")] + redis_cols
+wide(os.path.join(DATA, "plot_tables.tsv"), biz_cols + infra_cols + redis_cols)
 lag_cols = [("inventory lag", "s:inventory_lag"), ("email lag", "s:email_lag"),
             ("outbox rows", "s:outbox_rows"), ("inventory group pending+unread", "grp:inventory"),
             ("email group pending+unread", "grp:email"), ("non-2xx so far", "s:http_non2xx")]
-# achieved rate per sample interval, from outbox-load's own count
-done = [(t, v) for t, ph, v in series["s:load_done"] if ph == "soak" and not math.isnan(v)]
-series["achieved"] = [(done[i][0], "soak", (done[i][1] - done[i - 1][1]) / ((done[i][0] - done[i - 1][0]) * 60))
-                      for i in range(1, len(done))]
+# achieved rate: requests completed per second (outbox-load's --csv), averaged
+# over each sampling interval, at the interval's end
+per_s = []
+try:
+    with open(os.path.join(DATA, "soak_persec.csv")) as f:
+        per_s = [(int(r["second"]), int(r["completed"])) for r in csv.DictReader(f)]
+except OSError:
+    pass
+iv = int(meta["interval"])
+series["achieved"] = [
+    ((T0 + per_s[i + iv - 1][0] - T0) / 60.0, "soak", sum(c for _, c in per_s[i:i + iv]) / float(iv))
+    for i in range(0, len(per_s) - iv + 1, iv)]
 wide(os.path.join(DATA, "plot_lag.tsv"), lag_cols + [("achieved rate", "achieved")])
 
 # ---- gnuplot ----
@@ -330,7 +339,20 @@ def gp_cols(n0, cols, axes=""):
                      for i in range(len(cols)))
 
 
-common = """set terminal svg size 1000,760 dynamic enhanced font "sans,11" background "white"
+common = """set terminal svg size 1000,760 dynamic noenhanced font "sans,11" background "white"
+set linetype 1 lc rgb "#9400d3"
+set linetype 2 lc rgb "#009e73"
+set linetype 3 lc rgb "#56b4e9"
+set linetype 4 lc rgb "#e69f00"
+set linetype 5 lc rgb "#d4c400"
+set linetype 6 lc rgb "#0072b2"
+set linetype 7 lc rgb "#e51e10"
+set linetype 8 lc rgb "#000000"
+set linetype 9 lc rgb "#8c564b"
+set linetype 10 lc rgb "#ff69b4"
+set linetype 11 lc rgb "#7f7f7f"
+set linetype 12 lc rgb "#17becf"
+set linetype cycle 12
 set datafile separator "\\t"
 set datafile missing "NaN"
 set grid
@@ -352,10 +374,10 @@ unset multiplot
 """ % (os.path.join(DOC, "soak-rss.svg"), rss_f, RATE, T, gp_cols(2, rss_cols),
        gp_cols(2 + len(rss_cols), pg_cols))
 tab_f = os.path.join(DATA, "plot_tables.tsv")
-n_biz, n_inf = len(biz_cols), len(infra_cols) + 1
+n_biz, n_inf = len(biz_cols), len(infra_cols)
 gp_tab = common + """set output "%s"
 f = "%s"
-set multiplot layout 3,1 title "Soak: table sizes (pg\\\\_total\\\\_relation\\\\_size), WAL and Redis"
+set multiplot layout 3,1 title "Soak: table sizes (pg_total_relation_size), WAL and Redis"
 set ylabel "MB"
 set title "business history: grows by design (one row per order, line, deduction)"
 plot %s
@@ -363,22 +385,23 @@ set title "infrastructure: must stay flat"
 set logscale y
 plot %s
 unset logscale y
-set title "Redis"
+set title "WAL and Redis"
 set ylabel "MB"
 set y2label "entries"
 set y2tics
 plot %s
 unset multiplot
 """ % (os.path.join(DOC, "soak-tables.svg"), tab_f, gp_cols(2, biz_cols),
-       gp_cols(2 + n_biz, infra_cols + [("", "")]),
-       "f using 1:%d with lines lw 1.5 title columnhead(%d), f using 1:%d axes x1y2 with lines lw 1.5 title columnhead(%d)" % (
-           2 + n_biz + n_inf, 2 + n_biz + n_inf, 3 + n_biz + n_inf, 3 + n_biz + n_inf))
+       gp_cols(2 + n_biz, infra_cols),
+       "f using 1:%d with lines lw 1.5 title columnhead(%d), f using 1:%d with lines lw 1.5 title columnhead(%d), f using 1:%d axes x1y2 with lines lw 1.5 title columnhead(%d)" % (
+           2 + n_biz + n_inf, 2 + n_biz + n_inf, 3 + n_biz + n_inf, 3 + n_biz + n_inf,
+           4 + n_biz + n_inf, 4 + n_biz + n_inf))
 lag_f = os.path.join(DATA, "plot_lag.tsv")
 gp_lag = common + """set output "%s"
 f = "%s"
 set multiplot layout 2,1 title "Soak: consumer lag and outbox backlog"
 set ylabel "orders / events / messages"
-set title "backlog (orders committed whose effect is not applied yet; unpublished events; stream entries not yet acknowledged)"
+set title "backlog: orders without their effect, unpublished events, unacknowledged stream entries"
 plot %s
 set title "load: offered %d/s, achieved per %.0f s interval"
 set ylabel "orders/s"

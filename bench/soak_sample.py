@@ -248,6 +248,7 @@ while True:
         for g in sorted(groups):
             files["rss"].write("\t".join([epoch, phase, g] + [str(x) for x in groups[g]]) + "\n")
 
+        em = emails.update()  # before the orders: an email follows its order's commit
         s = psql(STATE_SQL)[0]
         orders, pending, rejected, outbox_rows, dead, cdead, idem, inbox, dbb, walb = s
         for r in psql(TABLES_SQL):
@@ -262,7 +263,6 @@ while True:
                 name = v
             elif name and k in ("pending", "lag"):
                 gp[(name, k)] = v
-        em = emails.update()
         http = http_counts()
         lprog = load_progress()
         row = [epoch, phase, orders, pending, rejected, str(em),
