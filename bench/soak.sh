@@ -238,6 +238,8 @@ json.dump({"command": "MINUTES=$MINUTES make soak" + ("" if "$RATE_SOURCE" != "g
            "soak_start_epoch": $soak_start_epoch, "soak_end_epoch": $soak_end_epoch,
            "load_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "stock_base": $STOCK_BASE,
            "duplicates_skipped": int("$(cat "$TMP/dups.txt")" or 0),
+           "shared_buffers_mb": $(sql -c "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"),
+           "max_wal_size_mb": $(sql -c "SELECT setting FROM pg_settings WHERE name = 'max_wal_size'"),
            "tol_pct": $TOL_PCT, "tol_mb": $TOL_MB}, open(sys.argv[1], "w"), indent=1)
 PY
 rc=0

@@ -9,8 +9,10 @@ killed, appends one sample to three files in OUT:
                non-2xx so far, the load generator's counts, database and WAL size)
   rss.tsv      one line per sample and process group: processes, VmRSS, RssAnon,
                RssShmem, Pss (kB). Groups: orders-service, redis-server,
-               postmaster, each PostgreSQL client application (application_name),
-               pg-aux (checkpointer, walwriter, autovacuum, ...), outbox-load
+               postmaster, PostgreSQL client backends by role (pg:api, pg:relay,
+               pg:inventory, pg:email, from application_name), pg-aux (checkpointer,
+               walwriter, autovacuum, ...), outbox-load; shm:postgresql is the
+               shared memory PostgreSQL touched (the largest RssShmem of its processes)
   tables.tsv   one line per sample and user table: pg_total_relation_size,
                heap size, live and dead tuples (pg_stat_user_tables)
 
@@ -239,9 +241,16 @@ while True:
             add("redis-server", rp)
         add("postmaster", pm)
         kinds = {int(r[0]): (r[1], r[2]) for r in psql(PROCS_SQL)}
+        shm_max = proc_mem(pm)[2] if proc_mem(pm) else 0
         for pid in children(pm):
             app, bt = kinds.get(pid, ("", "pg-aux"))
             add(group_name(app, bt), pid)
+            m = proc_mem(pid)
+            if m and m[2] > shm_max:
+                shm_max = m[2]
+        # the shared memory PostgreSQL has touched (shared buffers and the rest):
+        # the most any one process maps, bounded by shared_buffers and co
+        groups["shm:postgresql"] = [1, 0, 0, shm_max, 0]
         lp = load_pid()
         if lp:
             add("outbox-load", lp)
