@@ -227,7 +227,7 @@ import json, sys
 json.dump({"command": "MINUTES=$MINUTES make soak" + ("" if "$RATE_SOURCE" != "given" else " (RATE=$RATE)"),
            "minutes": $MINUTES, "rate": $RATE, "rate_source": "$RATE_SOURCE", "max_rate": $MAX_RATE, "max_api": $MAX_API,
            "max_orders": $((orders1 - orders0)),
-           "max_secs": $MAX_SECS, "max_drain_s": $max_drain, "soak_drain_s": $soak_drain,
+           "max_secs": $MAX_SECS, "max_drain_s": $max_drain, "soak_drain_s": $soak_drain, "drain_limit_s": $DRAIN_SECS,
            "clients": $CLIENTS, "interval": $INTERVAL, "retention_s": $RETENTION,
            "durable": "$SERVERS_PG_DURABLE" == "1", "nproc": $(nproc),
            "cpu": """$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')""",

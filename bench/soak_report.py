@@ -116,6 +116,8 @@ for s in samples:
         series["s:" + k].append((t, ph, fnum(s[k])))
     series["redis:used_memory"].append((t, ph, fnum(s["redis_used_memory"]) / 1048576.0))
     series["wal"].append((t, ph, fnum(s["wal_bytes"]) / 1048576.0))
+    series["loadavg"].append((t, ph, fnum(s.get("loadavg1"))))
+    series["cpu_psi"].append((t, ph, fnum(s.get("cpu_some_avg10"))))
     series["db"].append((t, ph, fnum(s["db_bytes"]) / 1048576.0))
     for g in ("inventory", "email"):
         series["grp:" + g].append(
@@ -197,13 +199,24 @@ WAL_MB = meta.get("max_wal_size_mb", 1024)
 judge("table", "WAL (pg_wal)", "wal", "bounded by max_wal_size",
       "segments recycled at checkpoints: grows to about max_wal_size (%d MB), then stays" % WAL_MB,
       TOL_MB, bound=WAL_MB + 64)
+judge("backlog", "Redis stream length (entries)", "s:stream_len", "must stay bounded", "XLEN orders",
+      1000, unit="")
+# The consumers' backlog is shown (and checked below: drained by the end), not
+# judged for flatness: it is a queue, not a size, and on a shared machine it
+# follows the machine's stalls.
 lag_tol = max(RATE * 2.0, 50)
 for key, name, why in (("s:inventory_lag", "inventory lag (orders)", "orders committed, not yet confirmed"),
                        ("s:email_lag", "email lag (orders)", "orders committed without their email"),
-                       ("s:outbox_rows", "outbox rows", "events committed, not yet published"),
-                       ("s:stream_len", "Redis stream length (entries)", "XLEN orders")):
-    judge("backlog", name, key, "must stay bounded", why, lag_tol if key != "s:stream_len" else 1000,
-          unit="")
+                       ("s:outbox_rows", "outbox rows", "events committed, not yet published")):
+    judge("backlog", name, key, "shown", why, lag_tol, unit="", info=True)
+
+def fmt(v, unit):
+    if v != v:
+        return "-"
+    if unit == "MB":
+        return "%.1f MB" % v if v < 1000 else "%.2f GB" % (v / 1024)
+    return "{:,.0f}".format(v)
+
 
 # ---- checks of the end state ----
 checks = []  # (name, ok, detail)
@@ -297,6 +310,19 @@ achieved = soak.get("rate", 0.0)
 check("the rate was offered and achieved (within 2 %)", achieved >= 0.98 * RATE,
       "offered %d/s, achieved %.1f/s, starts at most %.0f ms behind schedule" % (
           RATE, achieved, soak.get("behind_schedule_ms", float("nan"))))
+def peak(key):
+    pts = [(v, t) for t, ph, v in series[key] if ph == "soak" and not math.isnan(v)]
+    return max(pts) if pts else (float("nan"), float("nan"))
+
+
+inv_peak, em_peak = peak("s:inventory_lag"), peak("s:email_lag")
+drain_limit = meta.get("drain_limit_s", 300)
+check("the consumers caught up: every effect applied soon after the load",
+      meta["soak_drain_s"] < min(drain_limit, 120),
+      "%d s after the load (limit %d s); during the load the backlog peaked at %s orders without "
+      "their stock deduction (minute %.1f) and %s without their email (minute %.1f)" % (
+          meta["soak_drain_s"], min(drain_limit, 120), fmt(inv_peak[0], ""), inv_peak[1],
+          fmt(em_peak[0], ""), em_peak[1]))
 judged = [v for v in verdicts if v[9] is not None]
 flat_ok = all(v[9] for v in judged)
 check("flatness: every verdict below", flat_ok,
@@ -349,9 +375,12 @@ iv = int(meta["interval"])
 series["achieved"] = [
     ((T0 + per_s[i + iv - 1][0] - T0) / 60.0, "soak", sum(c for _, c in per_s[i:i + iv]) / float(iv))
     for i in range(0, len(per_s) - iv + 1, iv)]
-wide(os.path.join(DATA, "plot_lag.tsv"), lag_cols + [("achieved rate", "achieved")])
+have_load = any(not math.isnan(v) for _, _, v in series["loadavg"])
+wide(os.path.join(DATA, "plot_lag.tsv"), lag_cols + [("achieved rate", "achieved")] +
+     ([("load average (1 min)", "loadavg")] if have_load else []))
 
-# ---- gnuplot ----
+# ---- gnuplot (run in DOC: the scripts name the data relative to it) ----
+REL = os.path.relpath(DATA, DOC)
 def gp_cols(n0, cols, axes=""):
     return ", ".join("f using 1:%d with lines lw 1.5 title columnhead(%d)%s" % (n0 + i, n0 + i, axes)
                      for i in range(len(cols)))
@@ -375,10 +404,10 @@ set datafile separator "\\t"
 set datafile missing "NaN"
 set grid
 set key outside right top vertical font ",10"
-set xlabel "minutes since the soak started (load ends at %.1f)"
+set xlabel "minutes since the soak started (the load ends at %.1f)"
 set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc "gray"
 """ % (T, T, T)
-rss_f = os.path.join(DATA, "plot_rss.tsv")
+rss_f = os.path.join(REL, "plot_rss.tsv")
 gp_rss = common + """set output "%s"
 f = "%s"
 set multiplot layout 2,1 title "Soak: resident memory, %d orders/s for %.0f min"
@@ -389,9 +418,9 @@ set ylabel "MB"
 set title "PostgreSQL"
 plot %s
 unset multiplot
-""" % (os.path.join(DOC, "soak-rss.svg"), rss_f, RATE, T, gp_cols(2, rss_cols),
+""" % ("soak-rss.svg", rss_f, RATE, T, gp_cols(2, rss_cols),
        gp_cols(2 + len(rss_cols), pg_cols))
-tab_f = os.path.join(DATA, "plot_tables.tsv")
+tab_f = os.path.join(REL, "plot_tables.tsv")
 n_biz, n_inf = len(biz_cols), len(infra_cols)
 gp_tab = common + """set output "%s"
 f = "%s"
@@ -409,12 +438,12 @@ set y2label "entries"
 set y2tics
 plot %s
 unset multiplot
-""" % (os.path.join(DOC, "soak-tables.svg"), tab_f, gp_cols(2, biz_cols),
+""" % ("soak-tables.svg", tab_f, gp_cols(2, biz_cols),
        gp_cols(2 + n_biz, infra_cols),
        "f using 1:%d with lines lw 1.5 title columnhead(%d), f using 1:%d with lines lw 1.5 title columnhead(%d), f using 1:%d axes x1y2 with lines lw 1.5 title columnhead(%d)" % (
            2 + n_biz + n_inf, 2 + n_biz + n_inf, 3 + n_biz + n_inf, 3 + n_biz + n_inf,
            4 + n_biz + n_inf, 4 + n_biz + n_inf))
-lag_f = os.path.join(DATA, "plot_lag.tsv")
+lag_f = os.path.join(REL, "plot_lag.tsv")
 gp_lag = common + """set output "%s"
 f = "%s"
 set multiplot layout 2,1 title "Soak: consumer lag and outbox backlog"
@@ -424,26 +453,22 @@ plot %s
 set title "load: offered %d/s, achieved per %.0f s interval"
 set ylabel "orders/s"
 set yrange [0:*]
-plot f using 1:%d with lines lw 1.5 title "achieved", %d with lines dt 2 lc "black" title "offered"
+%s
+plot f using 1:%d with lines lw 1.5 title "achieved", %d with lines dt 2 lc "black" title "offered"%s
 unset multiplot
-""" % (os.path.join(DOC, "soak-lag.svg"), lag_f, gp_cols(2, lag_cols), RATE, meta["interval"],
-       2 + len(lag_cols), RATE)
+""" % ("soak-lag.svg", lag_f, gp_cols(2, lag_cols), RATE, meta["interval"],
+       'set y2label "load average (%d cores)"\nset y2tics\nset y2range [0:*]' % meta["nproc"] if have_load else "",
+       2 + len(lag_cols), RATE,
+       ', f using 1:%d axes x1y2 with lines lw 1 lc "gray" title columnhead(%d)' % (
+           3 + len(lag_cols), 3 + len(lag_cols)) if have_load else "")
 for name, text in (("rss", gp_rss), ("tables", gp_tab), ("lag", gp_lag)):
     p = os.path.join(DATA, "plot_%s.gp" % name)
     open(p, "w").write(text)
-    r = subprocess.run(["gnuplot", p], capture_output=True, text=True)
+    r = subprocess.run(["gnuplot", os.path.abspath(p)], capture_output=True, text=True, cwd=DOC)
     if r.returncode:
         print("gnuplot %s: %s" % (p, r.stderr), file=sys.stderr)
 
 # ---- soak.md ----
-def fmt(v, unit):
-    if v != v:
-        return "-"
-    if unit == "MB":
-        return "%.1f MB" % v if v < 1000 else "%.2f GB" % (v / 1024)
-    return "{:,.0f}".format(v)
-
-
 biz = []
 o_start, o_mid, o_end = (first_soak("s:orders"),
                          [v for t, ph, v in series["s:orders"] if ph == "soak" and t >= 2 * T / 3],
@@ -504,7 +529,14 @@ w("|---|---|")
 w("| date (UTC) | %s to %s |" % (meta["soak_start"], meta["soak_end"]))
 w("| machine | %d cores (`nproc`), %s, %.1f GB RAM, Linux %s |" % (
     meta["nproc"], meta["cpu"], meta["mem_total_kb"] / 1048576.0, meta["kernel"]))
-w("| load average at the end | %s (the machine is shared: other people's builds and tests ran alongside) |" % meta["load_at_end"])
+la = [v for t, ph, v in series["loadavg"] if ph == "soak" and not math.isnan(v)]
+cp = [v for t, ph, v in series["cpu_psi"] if ph == "soak" and not math.isnan(v)]
+if la:
+    w("| machine load during the soak | load average %.1f to %.1f (median %.1f) on %d cores; some task waiting for CPU %.0f %% of the time (PSI, median); the machine is shared: other people's builds and tests ran alongside |" % (
+        min(la), max(la), sorted(la)[len(la) // 2], meta["nproc"], sorted(cp)[len(cp) // 2] if cp else float("nan")))
+else:
+    w("| load average at the end | %s (1, 5, 15 min) on %d cores: the machine is shared, other people's builds and tests ran alongside |" % (
+        meta["load_at_end"], meta["nproc"]))
 w("| sampling | every %d s: VmRSS/RssAnon/Pss of every process, `pg_total_relation_size` of every table, outbox rows, Redis `INFO memory` and `XLEN`, consumer lag, non-2xx so far |" % meta["interval"])
 w("| retentions during the soak | %d s for idempotency keys, inbox records and acknowledged stream entries (`OUTBOX_IDEMPOTENCY_RETENTION`, `OUTBOX_INBOX_RETENTION`, `OUTBOX_CONSUMER_STREAM_RETENTION`; with the defaults, 24 h, 7 d and 1 h, they would only grow in a soak shorter than that) |" % meta["retention_s"])
 extra = {k: v for k, v in meta.items() if k.startswith("env_")}
@@ -544,11 +576,13 @@ w("## Flatness")
 w("")
 w("Rule: the maximum over the last third of the soak (minutes %.0f to %.0f) may exceed the maximum "
   "over the middle third (minutes %.0f to %.0f) by at most max(%d %%, %d MB) for memory and tables, "
-  "and by at most max(%d %%, %d) for the backlogs (2 s of orders). Two series are bounded by "
+  "and by at most 1,000 entries for the Redis stream. Two series are bounded by "
   "configuration instead: the shared memory PostgreSQL has touched (shared_buffers, %d MB) and "
   "the WAL (max_wal_size, %d MB); they pass while below that (+16 and +64 MB). Start and end are "
-  "the first and last samples under load; the slope is a least-squares fit over the last two thirds." % (
-      2 * T / 3, T, T / 3, 2 * T / 3, TOL_PCT, TOL_MB, TOL_PCT, lag_tol, SHARED_MB, WAL_MB))
+  "the first and last samples under load; the slope is a least-squares fit over the last two thirds. "
+  "The consumers' backlog is shown, not judged: it is a queue that follows the machine's stalls; "
+  "the checks above say whether it drained." % (
+      2 * T / 3, T, T / 3, 2 * T / 3, TOL_PCT, TOL_MB, SHARED_MB, WAL_MB))
 w("")
 w("| | series | what | start | middle third max | last third max | end | slope /min | verdict |")
 w("|---|---|---|---|---|---|---|---|---|")
@@ -606,7 +640,7 @@ w("")
 w("In [soak-data/](soak-data/): `samples.tsv` (progress, backlogs, Redis, HTTP, per sample), "
   "`rss.tsv` (per sample and process group: processes, VmRSS, RssAnon, RssShmem, Pss in kB), "
   "`tables.tsv` (per sample and table: total and heap bytes, live and dead tuples), `verdicts.tsv`, "
-  "`plot_*.tsv`/`plot_*.gp` (the plots' data and gnuplot scripts), `warmup.json`, `max.json`, "
+  "`plot_*.tsv`/`plot_*.gp` (the plots' data and gnuplot scripts, run in this directory), `warmup.json`, `max.json`, "
   "`soak.json` (outbox-load summaries), `max_persec.csv`, `soak_persec.csv` (completions and "
   "latency per second), `end_counts.tsv`, `stock.tsv`, `emails.json`, `http_metrics.txt` (the "
   "service's /metrics at the end), `service_warnings.log` (its WARN/ERROR lines), `meta.json`. "

@@ -6,7 +6,8 @@ killed, appends one sample to three files in OUT:
                (orders, pending, emails, consumer lag in orders, outbox rows,
                dead letters, idempotency keys, inbox records, Redis stream
                length and memory, consumer-group pending/lag, HTTP answers and
-               non-2xx so far, the load generator's counts, database and WAL size)
+               non-2xx so far, the load generator's counts, database and WAL size,
+               the machine's load average and CPU/IO pressure)
   rss.tsv      one line per sample and process group: processes, VmRSS, RssAnon,
                RssShmem, Pss (kB). Groups: orders-service, redis-server,
                postmaster, PostgreSQL client backends by role (pg:api, pg:relay,
@@ -44,7 +45,8 @@ SAMPLE_COLS = ["epoch", "phase", "orders", "pending", "rejected", "emails", "inv
                "idempotency_keys", "inbox_rows", "stream_len", "redis_used_memory",
                "redis_used_memory_rss", "inventory_group_pending", "inventory_group_lag",
                "email_group_pending", "email_group_lag", "http_answers", "http_non2xx",
-               "orders_201", "load_done", "load_ok", "load_failed", "db_bytes", "wal_bytes"]
+               "orders_201", "load_done", "load_ok", "load_failed", "db_bytes", "wal_bytes",
+               "loadavg1", "cpu_some_avg10", "io_some_avg10"]
 
 
 def psql(query):
@@ -160,6 +162,23 @@ def load_progress():
     for m in re.finditer(r"(\d+) done, (\d+) ok, (\d+) failed", tail):
         pass
     return m.groups() if m else ("", "", "")
+
+
+def machine():
+    """The machine's pressure: 1-minute load average, and the share of the last
+    10 s some task waited for CPU / for I/O (PSI, /proc/pressure)."""
+    out = []
+    try:
+        out.append(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        out.append("")
+    for res in ("cpu", "io"):
+        try:
+            line = open("/proc/pressure/" + res).readline()
+            out.append(re.search(r"avg10=([\d.]+)", line).group(1))
+        except (OSError, AttributeError):
+            out.append("")
+    return out
 
 
 def read_phase():
@@ -279,7 +298,7 @@ while True:
                xlen, mem.get("used_memory", "").strip(), mem.get("used_memory_rss", "").strip(),
                gp.get(("inventory", "pending"), ""), gp.get(("inventory", "lag"), ""),
                gp.get(("email", "pending"), ""), gp.get(("email", "lag"), ""),
-               *[str(x) for x in http], *lprog, dbb, walb]
+               *[str(x) for x in http], *lprog, dbb, walb, *machine()]
         files["samples"].write("\t".join(row) + "\n")
     except Exception as e:  # one bad sample must not end the soak's record
         print("sample at %s failed: %s" % (epoch, e), file=sys.stderr)

@@ -57,10 +57,10 @@ typedef struct redis_consumer_s {
     int64_t *pass_min; /* per topic: the soonest retry among them */
     int64_t claim_idle_ms;
     int64_t next_claim_ms;
-    char **claim_cursor; /* per topic XAUTOCLAIM cursor */
-    int64_t retention_ms;  /* consumer_stream_retention; 0 = never trim */
+    char **claim_cursor;  /* per topic XAUTOCLAIM cursor */
+    int64_t retention_ms; /* consumer_stream_retention; 0 = never trim */
     int64_t next_trim_ms;
-    int trim_broken;       /* XTRIM MINID refused (Redis < 6.2): logged once, given up */
+    int trim_broken; /* XTRIM MINID refused (Redis < 6.2): logged once, given up */
     int batch;
     int down; /* for log-once-per-change */
 } redis_consumer_t;
@@ -325,8 +325,7 @@ static void trim_topic(outbox_consumer_t *c, int i)
     int ok = g && g->type == REDIS_REPLY_ARRAY && g->elements > 0;
     for (size_t k = 0; ok && k < g->elements; k++) {
         const redisReply *grp = g->element[k], *name = map_get(grp, "name"),
-                         *last = map_get(grp, "last-delivered-id"),
-                         *pend = map_get(grp, "pending");
+                         *last = map_get(grp, "last-delivered-id"), *pend = map_get(grp, "pending");
         if (!name || name->type != REDIS_REPLY_STRING || !last ||
             last->type != REDIS_REPLY_STRING || !pend || pend->type != REDIS_REPLY_INTEGER) {
             ok = 0;
@@ -553,8 +552,7 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
         for (int i = 0; i < c->ntopics && r->ctx && !r->ctx->err; i++)
             trim_topic(c, i);
         if (!r->ctx || r->ctx->err)
-            return fail(c, "Redis connection lost while trimming",
-                        r->ctx ? r->ctx->errstr : "");
+            return fail(c, "Redis connection lost while trimming", r->ctx ? r->ctx->errstr : "");
         int64_t every = r->retention_ms / 10;
         r->next_trim_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
     }

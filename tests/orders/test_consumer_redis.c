@@ -141,7 +141,8 @@ int main(void)
             snprintf(sid[i], sizeof(sid[i]), "%s", x->str);
             freeReplyObject(x);
         }
-        x = redisCommand(rc, "XGROUP CREATE trimmed g2 0"); /* a second group, reading nothing yet */
+        x = redisCommand(rc,
+                         "XGROUP CREATE trimmed g2 0"); /* a second group, reading nothing yet */
         freeReplyObject(x);
         outbox_consumer_t *t =
             outbox_consumer_new(url, "g1", "t", ttopics, 1, tconf, err, sizeof(err));
@@ -194,7 +195,8 @@ int main(void)
             freeReplyObject(x);
         }
         const char *ktopics[1] = {"kept"};
-        outbox_consumer_t *k = outbox_consumer_new(url, "g1", "k", ktopics, 1, conf, err, sizeof(err));
+        outbox_consumer_t *k =
+            outbox_consumer_new(url, "g1", "k", ktopics, 1, conf, err, sizeof(err));
         CHECK(k, "consumer k: %s", err);
         seen_t sk = {0};
         poll_until(k, &sk, 3, 10000);
