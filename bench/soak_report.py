@@ -503,7 +503,8 @@ if not notes:
 all_ok = all(c[1] for c in checks)
 L = []
 w = L.append
-w("# Soak: the order system for %.0f minutes at half its maximum rate" % T)
+w("# Soak: the order system for %.0f minutes at %s its sustainable maximum rate" % (
+    T, "half" if meta["rate_source"].startswith("0.5 ") else "a given fraction of"))
 w("")
 w("Issue F9 item 4. **%s**: %s." % (
     "PASS" if all_ok else "FAIL",
