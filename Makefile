@@ -1,7 +1,7 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan tsan \
-        valgrind fuzz
+.PHONY: all build install run test test-unit bench bench-quick soak deps format format-check clean asan \
+        tsan valgrind fuzz
 
 all: build
 
@@ -74,6 +74,15 @@ bench: build
 # development; writes $(BUILD)/bench-quick/BENCHMARKS.md, not docs/.
 bench-quick: build
 	@BUILD=$(BUILD) scripts/bench.sh --quick
+
+# The soak (docs/reliability/soak.md): the order system for MINUTES (30) at
+# half its sustainable maximum rate, measured at the start (RATE=N to choose),
+# on throwaway durable servers; checks errors, exactly-once effects and that
+# memory and infrastructure tables stay flat; rewrites docs/reliability/soak.md,
+# soak-*.svg and soak-data/. MINUTES=3 for a quick check (SOAK_DOC=/tmp/x to
+# keep docs/ as it is).
+soak: build
+	@BUILD=$(BUILD) bench/soak.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

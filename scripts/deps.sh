@@ -12,6 +12,7 @@ PKGS=(
   librabbitmq-dev rabbitmq-server    # AMQP sink + test server
   libnats-dev nats-server            # NATS JetStream sink + test server
   python3 procps util-linux curl
+  gnuplot-nox                        # make soak draws its plots (SVG)
   chromium                           # the dashboard test drives it headless (tests/ops)
   git clang-format                   # make format-check (the suite checks the tree's format)
   clang libclang-rt-14-dev           # make fuzz and the fuzz smoke tests (libFuzzer, sanitizers)

@@ -16,6 +16,12 @@
  *   group left pending for longer than consumer_claim_idle (XAUTOCLAIM,
  *   Redis >= 6.2): a crashed instance's messages are processed by the
  *   survivors. Entries deleted from the stream while pending are acked.
+ *   About once a minute (consumer_stream_retention / 10, at least 1 s) it
+ *   trims each stream: XTRIM MINID to the oldest entry some consumer group
+ *   still needs (its oldest pending entry, or the one after the last it was
+ *   delivered), but never past now - consumer_stream_retention (Redis's
+ *   clock). Acknowledged history stays for the retention (outboxctl replay,
+ *   a group added later), then goes: the stream no longer grows without bound.
  *
  * redis+pubsub://[:password@]host[:port][/db]
  *   SUBSCRIBE <topics>. Pub/Sub keeps nothing: messages published while no
@@ -52,7 +58,10 @@ typedef struct redis_consumer_s {
     int64_t *pass_min; /* per topic: the soonest retry among them */
     int64_t claim_idle_ms;
     int64_t next_claim_ms;
-    char **claim_cursor; /* per topic XAUTOCLAIM cursor */
+    char **claim_cursor;  /* per topic XAUTOCLAIM cursor */
+    int64_t retention_ms; /* consumer_stream_retention; 0 = never trim */
+    int64_t next_trim_ms;
+    int trim_broken; /* XTRIM MINID refused (Redis < 6.2): logged once, given up */
     int batch;
     int down; /* for log-once-per-change */
 } redis_consumer_t;
@@ -75,6 +84,7 @@ static outbox_err_t rc_open(outbox_consumer_t *c, char *errstr, size_t errstr_si
                  outbox__conf_str(c->conf, "redis_password"));
     r->claim_idle_ms = outbox__conf_ms(c->conf, "consumer_claim_idle");
     r->batch = (int)outbox__conf_int(c->conf, "consumer_batch");
+    r->retention_ms = outbox__conf_ms(c->conf, "consumer_stream_retention");
     r->backlog = calloc((size_t)c->ntopics, sizeof(int));
     r->due_ms = calloc((size_t)c->ntopics, sizeof(int64_t));
     r->cursor = calloc((size_t)c->ntopics, sizeof(char *));
@@ -283,6 +293,104 @@ static outbox_err_t autoclaim(outbox_consumer_t *c)
     return OUTBOX_OK;
 }
 
+/* A stream entry id "ms-seq" (or "ms") as two numbers; 0 when it is not one. */
+static int parse_sid(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    if (!s || !*s)
+        return 0;
+    *ms = strtoull(s, &end, 10);
+    *seq = 0;
+    if (*end == '-')
+        *seq = strtoull(end + 1, &end, 10);
+    return *end == '\0';
+}
+
+static const redisReply *map_get(const redisReply *m, const char *key)
+{
+    if (!m || m->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < m->elements; i += 2)
+        if (m->element[i]->type == REDIS_REPLY_STRING && !strcmp(m->element[i]->str, key))
+            return m->element[i + 1];
+    return NULL;
+}
+
+/* Lowers (*ms, *seq) to the id s when s is older. */
+static void lower_to(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    uint64_t a, b;
+    if (parse_sid(s, &a, &b) && (a < *ms || (a == *ms && b < *seq))) {
+        *ms = a;
+        *seq = b;
+    }
+}
+
+/* Trims topic i to the entries some group still needs or that are younger
+ * than the retention (see the top of the file). The bound is taken from
+ * XINFO GROUPS before XPENDING: a group moving on in between only makes it
+ * older (safer). Errors are not the consumer's business: they leave the
+ * stream as it is (a refused MINID is logged once and trimming stops). */
+static void trim_topic(outbox_consumer_t *c, int i)
+{
+    redis_consumer_t *r = c->state;
+    const char *topic = c->topics[i];
+    redisReply *t = redisCommand(r->ctx, "TIME");
+    if (!t || t->type != REDIS_REPLY_ARRAY || t->elements < 1 ||
+        t->element[0]->type != REDIS_REPLY_STRING) {
+        if (t)
+            freeReplyObject(t);
+        return;
+    }
+    int64_t now_ms = strtoll(t->element[0]->str, NULL, 10) * 1000;
+    freeReplyObject(t);
+    if (now_ms <= r->retention_ms)
+        return;
+    uint64_t ms = (uint64_t)(now_ms - r->retention_ms), seq = 0;
+    const char *av[4] = {"XINFO", "GROUPS", topic, NULL};
+    redisReply *g = cmd_argv(r, 3, av);
+    int ok = g && g->type == REDIS_REPLY_ARRAY && g->elements > 0;
+    for (size_t k = 0; ok && k < g->elements; k++) {
+        const redisReply *grp = g->element[k], *name = map_get(grp, "name"),
+                         *last = map_get(grp, "last-delivered-id"), *pend = map_get(grp, "pending");
+        if (!name || name->type != REDIS_REPLY_STRING || !last ||
+            last->type != REDIS_REPLY_STRING || !pend || pend->type != REDIS_REPLY_INTEGER) {
+            ok = 0;
+            break;
+        }
+        /* "after the last delivered" is kept as the last delivered: one entry more */
+        lower_to(last->str, &ms, &seq);
+        if (pend->integer > 0) {
+            const char *pv[3] = {"XPENDING", topic, name->str};
+            redisReply *p = cmd_argv(r, 3, pv);
+            if (p && p->type == REDIS_REPLY_ARRAY && p->elements >= 2 &&
+                p->element[1]->type == REDIS_REPLY_STRING)
+                lower_to(p->element[1]->str, &ms, &seq);
+            else if (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 2 ||
+                     p->element[1]->type != REDIS_REPLY_NIL)
+                ok = 0; /* nil: acknowledged meanwhile */
+            if (p)
+                freeReplyObject(p);
+        }
+    }
+    if (g)
+        freeReplyObject(g);
+    if (!ok || (ms == 0 && seq == 0))
+        return;
+    char minid[48];
+    snprintf(minid, sizeof(minid), "%llu-%llu", (unsigned long long)ms, (unsigned long long)seq);
+    const char *xv[4] = {"XTRIM", topic, "MINID", minid};
+    redisReply *x = cmd_argv(r, 4, xv);
+    if (x && x->type == REDIS_REPLY_ERROR) {
+        r->trim_broken = 1;
+        outbox__log(OUTBOX_LOG_WARN, "consumer", "trim_unsupported",
+                    "XTRIM MINID refused (Redis >= 6.2 needed): streams are not trimmed",
+                    "consumer", c->name, "topic", topic, "error", x->str, NULL);
+    }
+    if (x)
+        freeReplyObject(x);
+}
+
 /* Handles the entries of one stream reply in order. An entry the handler
  * did not finish (failed, or behind a failed entry of its key) stays
  * pending: *left counts them and *min_retry gets the soonest time one of
@@ -463,6 +571,14 @@ static outbox_err_t poll_streams(outbox_consumer_t *c, int timeout_ms,
         if (e)
             return e;
         r->next_claim_ms = now + (r->claim_idle_ms / 2 > 0 ? r->claim_idle_ms / 2 : 1);
+    }
+    if (r->retention_ms > 0 && !r->trim_broken && now >= r->next_trim_ms) {
+        for (int i = 0; i < c->ntopics && r->ctx && !r->ctx->err; i++)
+            trim_topic(c, i);
+        if (!r->ctx || r->ctx->err)
+            return fail(c, "Redis connection lost while trimming", r->ctx ? r->ctx->errstr : "");
+        int64_t every = r->retention_ms / 10;
+        r->next_trim_ms = now + (every < 1000 ? 1000 : every > 60000 ? 60000 : every);
     }
     int any_backlog = 0;
     for (int i = 0; i < c->ntopics; i++)

@@ -177,6 +177,11 @@ static const outbox_conf_prop_t props[] = {
     {"consumer_claim_idle", OUTBOX_CT_DURATION, "30s", "OUTBOX_CONSUMER_CLAIM_IDLE", 10, MS_D, 0,
      NULL, OUTBOX_SCOPE_SERVICE,
      "Redis Streams: entries pending this long at a crashed consumer are taken over (XAUTOCLAIM)"},
+    {"consumer_stream_retention", OUTBOX_CT_DURATION, "1h", "OUTBOX_CONSUMER_STREAM_RETENTION", 0,
+     3650 * MS_D, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "Redis Streams consumer: trims its streams (XTRIM MINID, about once a minute) of the "
+     "entries older than this that every consumer group has acknowledged (0 = never trim: "
+     "the stream grows without bound)"},
     {"consumer_threads", OUTBOX_CT_INT, "2", "OUTBOX_CONSUMER_THREADS", 1, 64, 0, NULL,
      OUTBOX_SCOPE_SERVICE,
      "threads per consumer group in a service process (each its own broker and database session)"},

@@ -1,7 +1,8 @@
 /* The generic Redis consumer (src/consumer/redis.c) on its own:
  *   - Streams: consumer group, acknowledge only after the handler succeeds,
  *     a failed message is redelivered in order, a crashed consumer's pending
- *     entries are taken over by another (XAUTOCLAIM), junk is dropped;
+ *     entries are taken over by another (XAUTOCLAIM), junk is dropped, the
+ *     stream is trimmed of what every group acknowledged (after the retention);
  *     (poison handling: tests/consumer/);
  *   - Pub/Sub: subscribe and receive. */
 #include <string.h>
@@ -121,6 +122,90 @@ int main(void)
         outbox_consumer_poll(b, 100, handler, &sb);
     CHECK(pending(rc, "things", "grp") == 0, "pending after retry");
     outbox_consumer_destroy(b);
+
+    /* Trimming (consumer_stream_retention): only what every group has acknowledged
+     * and what is older than the retention leaves the stream. */
+    {
+        outbox_conf_t *tconf = outbox_conf_new();
+        CHECK(outbox_conf_set(tconf, "consumer_stream_retention", "1ms", err, sizeof(err)) ==
+                  OUTBOX_OK,
+              "%s", err);
+        const char *ttopics[1] = {"trimmed"};
+        char sid[5][48];
+        for (int i = 0; i < 5; i++) {
+            char eid[40];
+            outbox_uuid_v7(eid);
+            event(doc, sizeof(doc), eid);
+            x = redisCommand(rc, "XADD trimmed * id %s event %s", eid, doc);
+            CHECK(x && x->type == REDIS_REPLY_STRING, "XADD trimmed");
+            snprintf(sid[i], sizeof(sid[i]), "%s", x->str);
+            freeReplyObject(x);
+        }
+        x = redisCommand(rc,
+                         "XGROUP CREATE trimmed g2 0"); /* a second group, reading nothing yet */
+        freeReplyObject(x);
+        outbox_consumer_t *t =
+            outbox_consumer_new(url, "g1", "t", ttopics, 1, tconf, err, sizeof(err));
+        CHECK(t, "trimming consumer: %s", err);
+        seen_t st = {0};
+        poll_until(t, &st, 5, 10000);
+        CHECK(st.n == 5, "trimming consumer handled %d of 5", st.n);
+        tu_sleep_ms(1100);
+        outbox_consumer_poll(t, 100, handler, &st);
+        x = redisCommand(rc, "XLEN trimmed");
+        CHECK(x && x->integer == 5, "g2 read nothing: nothing may be trimmed, XLEN %lld",
+              x ? x->integer : -1);
+        freeReplyObject(x);
+        /* g2 reads two, acknowledges the first: the second is still needed */
+        x = redisCommand(rc, "XREADGROUP GROUP g2 x COUNT 2 STREAMS trimmed >");
+        freeReplyObject(x);
+        x = redisCommand(rc, "XACK trimmed g2 %s", sid[0]);
+        freeReplyObject(x);
+        tu_sleep_ms(1100);
+        outbox_consumer_poll(t, 100, handler, &st);
+        x = redisCommand(rc, "XRANGE trimmed - +");
+        CHECK(x && x->type == REDIS_REPLY_ARRAY && x->elements == 4 &&
+                  !strcmp(x->element[0]->element[0]->str, sid[1]),
+              "trimmed to g2's pending entry: %zu entries", x ? x->elements : 0);
+        freeReplyObject(x);
+        /* g2 reads and acknowledges everything: all but the last delivered go */
+        x = redisCommand(rc, "XREADGROUP GROUP g2 x STREAMS trimmed >");
+        freeReplyObject(x);
+        for (int i = 1; i < 5; i++) {
+            x = redisCommand(rc, "XACK trimmed g2 %s", sid[i]);
+            freeReplyObject(x);
+        }
+        tu_sleep_ms(1100);
+        outbox_consumer_poll(t, 100, handler, &st);
+        x = redisCommand(rc, "XRANGE trimmed - +");
+        CHECK(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
+                  !strcmp(x->element[0]->element[0]->str, sid[4]),
+              "all acknowledged: %zu entries left", x ? x->elements : 0);
+        freeReplyObject(x);
+        CHECK(st.n == 5, "trimming delivered something again (%d)", st.n);
+        outbox_consumer_destroy(t);
+        outbox_conf_destroy(tconf);
+
+        /* The default retention (1h) keeps acknowledged entries. */
+        for (int i = 0; i < 3; i++) {
+            char eid[40];
+            outbox_uuid_v7(eid);
+            event(doc, sizeof(doc), eid);
+            x = redisCommand(rc, "XADD kept * id %s event %s", eid, doc);
+            freeReplyObject(x);
+        }
+        const char *ktopics[1] = {"kept"};
+        outbox_consumer_t *k =
+            outbox_consumer_new(url, "g1", "k", ktopics, 1, conf, err, sizeof(err));
+        CHECK(k, "consumer k: %s", err);
+        seen_t sk = {0};
+        poll_until(k, &sk, 3, 10000);
+        CHECK(sk.n == 3, "k handled %d of 3", sk.n);
+        x = redisCommand(rc, "XLEN kept");
+        CHECK(x && x->integer == 3, "default retention trimmed: XLEN %lld", x ? x->integer : -1);
+        freeReplyObject(x);
+        outbox_consumer_destroy(k);
+    }
 
     /* Pub/Sub. */
     snprintf(url, sizeof(url), "redis+pubsub://127.0.0.1:%d", port);
