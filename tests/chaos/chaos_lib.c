@@ -427,6 +427,22 @@ static long attempt(CURL *h, const char *method, const char *url, const char *bo
     return out->status;
 }
 
+void chaos_client_init(chaos_t *C, chaos_client_t *cl, int id)
+{
+    memset(cl, 0, sizeof(*cl));
+    cl->C = C;
+    cl->id = id;
+    cl->rnd = C->seed + (unsigned)id;
+    cl->curl = curl_easy_init();
+    CHECK(cl->curl, "curl_easy_init");
+}
+
+void chaos_client_term(chaos_client_t *cl)
+{
+    curl_easy_cleanup(cl->curl);
+    cl->curl = NULL;
+}
+
 unsigned chaos_rand(chaos_client_t *cl, unsigned n)
 {
     return n ? (unsigned)rand_r(&cl->rnd) % n : 0;
@@ -745,7 +761,7 @@ static void *load_thread(void *arg)
         L->op(&L->cl, i, L->ud);
         ADD(C->done);
     }
-    curl_easy_cleanup(L->cl.curl);
+    chaos_client_term(&L->cl);
     __atomic_store_n(&L->finished, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
@@ -759,10 +775,9 @@ void chaos_run(chaos_t *C, chaos_op_fn op, void *ud)
     load_t *L = calloc((size_t)C->clients, sizeof(*L));
     CHECK(L, "oom");
     for (int i = 0; i < C->clients; i++) {
-        L[i].cl = (chaos_client_t){.C = C, .id = i, .curl = curl_easy_init(), .rnd = C->seed + i};
+        chaos_client_init(C, &L[i].cl, i);
         L[i].op = op;
         L[i].ud = ud;
-        CHECK(L[i].cl.curl, "curl_easy_init");
         CHECK(pthread_create(&L[i].t, NULL, load_thread, &L[i]) == 0, "pthread_create");
     }
     long long last = tu_now_ms();

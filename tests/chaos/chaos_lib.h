@@ -142,6 +142,9 @@ void chaos_run(chaos_t *C, chaos_op_fn op, void *ud);
  *  key may be NULL (no header). Fails the test after 10 minutes of retries. */
 long chaos_call(chaos_client_t *cl, const char *group, const char *method, const char *path,
                 const char *body, const char *key, http_resp_t *out);
+/** A client for requests outside chaos_run (set-up before the load). */
+void chaos_client_init(chaos_t *C, chaos_client_t *cl, int id);
+void chaos_client_term(chaos_client_t *cl);
 /** A random number in [0, n) for this client. */
 unsigned chaos_rand(chaos_client_t *cl, unsigned n);
 
