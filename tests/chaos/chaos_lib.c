@@ -511,7 +511,7 @@ long chaos_call(chaos_client_t *cl, const char *group, const char *method, const
 
 /* ---- faults ---- */
 
-typedef enum { F_KILL, F_PG, F_REDIS, F_SLOW, F_STALL, F_CUT } fault_kind_t;
+typedef enum { F_KILL, F_PG, F_REDIS, F_SLOW, F_STALL, F_CUT, F_FREEZE, F_CATCHUP } fault_kind_t;
 
 typedef struct fault_s {
     double at; /* fraction of the events accepted before it */
@@ -656,6 +656,24 @@ static void pg_outage(chaos_t *C)
         problems, rec);
 }
 
+/* SIGSTOP (on) or SIGCONT every child that serves no API. */
+static void freeze(chaos_t *C, int on)
+{
+    pthread_mutex_lock(&C->lock);
+    for (int i = 0; i < C->nprocs; i++)
+        if (!C->procs[i].port && C->procs[i].pid > 0)
+            kill(C->procs[i].pid, on ? SIGSTOP : SIGCONT);
+    pthread_mutex_unlock(&C->lock);
+    say(C,
+        on ? "relays and consumers frozen (SIGSTOP) while the load goes on (%ld of %ld "
+             "operations done)"
+           : "relays and consumers thawed (SIGCONT): a backlog to work through (%ld of %ld "
+             "operations done)",
+        GET(C->done), C->ops);
+    if (on)
+        C->freezes++;
+}
+
 static void redis_outage(chaos_t *C)
 {
     say(C, "Redis: stop, down for %d ms", C->redis_down_ms);
@@ -693,12 +711,16 @@ static void net_fault(chaos_t *C, fault_kind_t k)
 static void *fault_thread(void *arg)
 {
     chaos_t *C = arg;
-    int n = C->kills + 5 * C->outages;
+    /* At the end: every relay and consumer frozen (SIGSTOP) for the last
+     * 15% of the load, then, once the load is over, thawed and PostgreSQL
+     * stopped while they work through the backlog with no API commits
+     * around (an API's commit would flush the WAL of theirs). */
+    int n = C->kills + 5 * C->outages + 2;
     fault_t *plan = calloc((size_t)n, sizeof(*plan));
     CHECK(plan, "oom");
     int k = 0;
     for (int i = 0; i < C->kills; i++)
-        plan[k++] = (fault_t){0.02 + 0.95 * frand(), F_KILL};
+        plan[k++] = (fault_t){0.02 + 0.9 * frand(), F_KILL};
     for (int i = 0; i < C->outages; i++) {
         double slot = 1.0 / C->outages;
         plan[k++] = (fault_t){slot * (i + 0.2 + 0.6 * frand()), F_PG};
@@ -707,17 +729,19 @@ static void *fault_thread(void *arg)
         plan[k++] = (fault_t){0.05 + 0.9 * frand(), F_STALL};
         plan[k++] = (fault_t){0.05 + 0.9 * frand(), F_CUT};
     }
+    plan[k++] = (fault_t){0.85, F_FREEZE};
+    plan[k++] = (fault_t){1.0, F_CATCHUP};
     qsort(plan, (size_t)n, sizeof(*plan), by_at);
     /* The load may run only a little ahead of the next fault (the gate), so
      * that every fault lands while requests flow, however fast they go. */
-    long margin = C->events / 50 + C->clients + 10;
-    __atomic_store_n(&C->gate, (long)(plan[0].at * (double)C->events) + margin, __ATOMIC_SEQ_CST);
+    long margin = C->ops / 100 + C->clients + 2;
+    __atomic_store_n(&C->gate, (long)(plan[0].at * (double)C->ops) + margin, __ATOMIC_SEQ_CST);
     int kills = 0;
     for (int i = 0; i < n; i++) {
-        while (!GET(C->load_done) && GET(C->done) < (long)(plan[i].at * (double)C->events))
+        while (!GET(C->load_done) && GET(C->done) < (long)(plan[i].at * (double)C->ops))
             tu_sleep_ms(20);
         tu_sleep_ms(rand() % 400); /* a random moment */
-        long next = i + 1 < n ? (long)(plan[i + 1].at * (double)C->events) + margin : C->events;
+        long next = i + 1 < n ? (long)(plan[i + 1].at * (double)C->ops) + margin : C->ops;
         __atomic_store_n(&C->gate, next, __ATOMIC_SEQ_CST);
         switch (plan[i].kind) {
         case F_KILL:
@@ -729,12 +753,22 @@ static void *fault_thread(void *arg)
         case F_REDIS:
             redis_outage(C);
             break;
+        case F_FREEZE:
+            freeze(C, 1);
+            break;
+        case F_CATCHUP:
+            while (!GET(C->load_done))
+                tu_sleep_ms(20);
+            freeze(C, 0);
+            tu_sleep_ms(50 + rand() % 300);
+            pg_outage(C);
+            break;
         default:
             net_fault(C, plan[i].kind);
         }
     }
     free(plan);
-    __atomic_store_n(&C->gate, C->events, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&C->gate, C->ops, __ATOMIC_SEQ_CST);
     __atomic_store_n(&C->faults_done, 1, __ATOMIC_SEQ_CST);
     say(C, "every fault done");
     return NULL;
@@ -755,7 +789,7 @@ static void *load_thread(void *arg)
     load_t *L = arg;
     chaos_t *C = L->cl.C;
     long i;
-    while ((i = __atomic_fetch_add(&C->next, 1, __ATOMIC_SEQ_CST)) < C->events) {
+    while ((i = __atomic_fetch_add(&C->next, 1, __ATOMIC_SEQ_CST)) < C->ops) {
         while (i >= GET(C->gate))
             tu_sleep_ms(10);
         L->op(&L->cl, i, L->ud);
@@ -766,8 +800,14 @@ static void *load_thread(void *arg)
     return NULL;
 }
 
-void chaos_run(chaos_t *C, chaos_op_fn op, void *ud)
+void chaos_accepted(chaos_t *C)
 {
+    ADD(C->accepted);
+}
+
+void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud)
+{
+    C->ops = ops > 0 ? ops : 1;
     long long t0 = tu_now_ms();
     C->gate = 0; /* set by the fault thread */
     pthread_t ft;
@@ -788,7 +828,7 @@ void chaos_run(chaos_t *C, chaos_op_fn op, void *ud)
         if (finished == C->clients && !GET(C->load_done)) {
             C->t_load_end = tu_now_ms();
             __atomic_store_n(&C->load_done, 1, __ATOMIC_SEQ_CST);
-            say(C, "load done: %ld accepted in %.1f s", GET(C->done),
+            say(C, "load done: %ld writes accepted in %.1f s", GET(C->accepted),
                 (double)(C->t_load_end - t0) / 1000.0);
         }
         if (GET(C->load_done) && GET(C->faults_done))
@@ -800,9 +840,9 @@ void chaos_run(chaos_t *C, chaos_op_fn op, void *ud)
         if (tu_now_ms() - last >= 15000) {
             last = tu_now_ms();
             say(C,
-                "%ld/%ld accepted, %ld requests, %ld retries, %d kills, %d pg / %d redis "
+                "%ld/%ld writes accepted, %ld requests, %ld retries, %d kills, %d pg / %d redis "
                 "outages, broker slow/stall/cut %d/%d/%d",
-                GET(C->done), C->events, GET(C->requests), GET(C->retries), C->kills_done,
+                GET(C->accepted), C->events, GET(C->requests), GET(C->retries), C->kills_done,
                 C->pg_outages, C->redis_outages, C->net_slow, C->net_stall, C->net_cut);
         }
         tu_sleep_ms(100);
@@ -1046,12 +1086,12 @@ void chaos_finish(chaos_t *C)
            total_s = (double)(t_end - C->t_start) / 1000.0;
     printf("CHAOS %s: %ld events accepted (%ld requests, %ld retries, %ld replayed), %d kills "
            "(%s), %d PostgreSQL outages (503 problem+json: %ld probes, %ld clients; APIs back "
-           "within %lld ms), %d Redis outages, broker slow/stall/cut %d/%d/%d, load %.1f s, "
-           "total %.1f s, lost 0, seed %u;%s\n",
-           C->name, C->events, C->requests, C->retries, C->replayed, C->kills_done, kills,
+           "within %lld ms), %d Redis outages, broker slow/stall/cut %d/%d/%d, %d freezes, "
+           "load %.1f s, total %.1f s, lost 0, seed %u;%s\n",
+           C->name, C->accepted, C->requests, C->retries, C->replayed, C->kills_done, kills,
            C->pg_outages, C->probe_503_problem, C->s503_problem, C->max_recovery_ms,
-           C->redis_outages, C->net_slow, C->net_stall, C->net_cut, load_s, total_s, C->seed,
-           metrics);
+           C->redis_outages, C->net_slow, C->net_stall, C->net_cut, C->freezes, load_s, total_s,
+           C->seed, metrics);
     fflush(stdout);
 
     const char *report = getenv("OUTBOX_CHAOS_REPORT");
@@ -1063,7 +1103,7 @@ void chaos_finish(chaos_t *C)
     for (int i = 0; i < C->nmetrics; i++)
         json_object_set_new(mj, C->metric_name[i], json_integer(C->metric_value[i]));
     json_object_set_new(o, "test", json_string(C->name));
-    json_object_set_new(o, "events", json_integer(C->events));
+    json_object_set_new(o, "events", json_integer(C->accepted));
     json_object_set_new(o, "requests", json_integer(C->requests));
     json_object_set_new(o, "retries", json_integer(C->retries));
     json_object_set_new(o, "replayed", json_integer(C->replayed));
@@ -1079,6 +1119,7 @@ void chaos_finish(chaos_t *C)
     json_object_set_new(o, "broker_slow", json_integer(C->net_slow));
     json_object_set_new(o, "broker_partition", json_integer(C->net_stall));
     json_object_set_new(o, "broker_cut", json_integer(C->net_cut));
+    json_object_set_new(o, "freezes", json_integer(C->freezes));
     json_object_set_new(o, "load_s", json_real(load_s));
     json_object_set_new(o, "total_s", json_real(total_s));
     json_object_set_new(o, "lost", json_integer(0));

@@ -19,10 +19,16 @@
  * other tests running in parallel.
  *
  * Environment:
- *   OUTBOX_CHAOS_EVENTS    accepted write requests to send (default 3000)
+ *   OUTBOX_CHAOS_EVENTS    write requests to have accepted (default 3000); each
+ *                          creates at least one event
  *   OUTBOX_CHAOS_KILLS     SIGKILLs (default 8)
- *   OUTBOX_CHAOS_OUTAGES   PostgreSQL and Redis outages each, and broker
- *                          network faults (default 1 + events / 40000)
+ *   OUTBOX_CHAOS_OUTAGES   PostgreSQL outages, Redis outages, and broker slow,
+ *                          partition and cut periods during the load, each
+ *                          (default 1 + events / 40000); plus, at the end,
+ *                          relays and consumers frozen (SIGSTOP) for the last
+ *                          15% of the load, then thawed and one more
+ *                          PostgreSQL outage while they work through the
+ *                          backlog
  *   OUTBOX_CHAOS_CLIENTS   client threads (default 8)
  *   OUTBOX_CHAOS_SEED      fixes the random choices (printed)
  *   OUTBOX_CHAOS_PG_DOWN_MS, OUTBOX_CHAOS_REDIS_DOWN_MS  outage lengths (3000)
@@ -75,7 +81,8 @@ typedef struct chaos_client_s {
     int attempts;  /* attempts of the last chaos_call */
 } chaos_client_t;
 
-/* One operation of the load: sends request number i (0..events-1). */
+/* One operation of the load, number i (0..ops-1); calls chaos_accepted
+ * for each write accepted. */
 typedef void (*chaos_op_fn)(chaos_client_t *cl, long i, void *ud);
 
 struct chaos_s {
@@ -98,11 +105,12 @@ struct chaos_s {
     char probe_group[8][16];
     int nprobes;
     /* progress and statistics (atomics) */
-    long next, done, gate; /* gate: the load waits before request number gate */
+    long ops, next, done, gate; /* operations; gate: the load waits before operation gate */
+    long accepted;              /* writes accepted (chaos_accepted) */
     long requests, retries, transport_errors, replayed, in_flight_409, commit_unknown;
     long s2xx, s4xx, s500, s503, s503_problem, s5xx_other;
     long probe_503_problem, probe_other;
-    int pg_outages, redis_outages, net_slow, net_stall, net_cut, kills_done;
+    int pg_outages, redis_outages, net_slow, net_stall, net_cut, kills_done, freezes;
     long long max_recovery_ms;
     int load_done, faults_done;
     long long t_start, t_load_end;
@@ -133,9 +141,12 @@ chaos_proc_t *chaos_add(chaos_t *C, const char *name, const char *kind, const ch
  *  during PostgreSQL outages besides /readyz. */
 void chaos_probe(chaos_t *C, const char *group, const char *path);
 
-/** Runs the load (clients threads, op for i = 0..events-1) and the faults;
- *  returns when every operation and every fault is done. */
-void chaos_run(chaos_t *C, chaos_op_fn op, void *ud);
+/** Runs the load (clients threads, op for i = 0..ops-1) and the faults;
+ *  returns when every operation and every fault is done. Faults are
+ *  planned by the operations done; an operation may send several writes. */
+void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud);
+/** Counts one accepted write (the "events" of the summary). */
+void chaos_accepted(chaos_t *C);
 
 /** One request to an API of group, with retries as above; returns the
  *  final status (2xx or a 4xx other than 409 idempotency-key-in-flight).

@@ -48,6 +48,7 @@ static void op(chaos_client_t *cl, long i, void *ud)
     CHECK(st == 202, "transfer %ld: %ld %s", i, st, r.body);
     json_member(r.body, "transactionId", x->tx_id[i], 40);
     CHECK(outbox_uuid_valid(x->tx_id[i]), "transfer %ld: no transactionId in %s", i, r.body);
+    chaos_accepted(cl->C);
 }
 
 static void on_entry(const char *id, const char *type, const char *event, void *ud)
@@ -91,7 +92,7 @@ int main(void)
     chaos_env(&C, "OUTBOX_HTTP_ADDR=127.0.0.1");
     chaos_env(&C, "OUTBOX_WORKERS=2");
     chaos_env(&C, "OUTBOX_WORKER_INTERVAL=500ms");
-    chaos_env(&C, "OUTBOX_CONSUMER_CLAIM_IDLE=3s");
+    chaos_env(&C, "OUTBOX_CONSUMER_CLAIM_IDLE=10s");
 
     const char *u[] = {uenv, NULL}, *t[] = {tenv, NULL};
     const char *api[] = {"--no-relay", "--no-consumers", NULL};
@@ -153,7 +154,7 @@ int main(void)
     PQfinish(tc);
     tc = NULL;
 
-    chaos_run(&C, op, &x);
+    chaos_run(&C, n, op, &x);
 
     /* Settled: nothing PENDING, every outbox row of both services processed. */
     chaos_wait_ll(&C, &tc, tdb, "SELECT count(*) FROM transactions WHERE status = 'PENDING'", 0,

@@ -60,6 +60,7 @@ static void op(chaos_client_t *cl, long i, void *ud)
     json_member(r.body, "event_id", x->event_id[i], 40);
     CHECK(outbox_uuid_valid(x->order_id[i]) && outbox_uuid_valid(x->event_id[i]),
           "order %ld: no order_id/event_id in %s", i, r.body);
+    chaos_accepted(cl->C);
 }
 
 typedef struct scan_s {
@@ -99,7 +100,7 @@ int main(void)
     chaos_env(&C, "OUTBOX_METRICS_ADDR=off");
     chaos_env(&C, "OUTBOX_HTTP_ADDR=127.0.0.1");
     chaos_env(&C, "OUTBOX_WORKERS=3");
-    chaos_env(&C, "OUTBOX_CONSUMER_CLAIM_IDLE=3s");
+    chaos_env(&C, "OUTBOX_CONSUMER_CLAIM_IDLE=10s");
 
     const char *api[] = {"--no-relay", "--no-consumers", NULL};
     const char *relay[] = {"--no-api", "--no-consumers", NULL};
@@ -119,7 +120,7 @@ int main(void)
     long n = C.events;
     orders_ctx_t x = {calloc((size_t)n, 40), calloc((size_t)n, 40)};
     CHECK(x.order_id && x.event_id, "oom");
-    chaos_run(&C, op, &x);
+    chaos_run(&C, n, op, &x);
 
     /* Drained: every order decided, both groups' inbox complete, outbox empty. */
     PGconn *c = NULL;
