@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build install run test test-unit bench bench-quick deps format format-check clean asan
+.PHONY: all build install run test test-unit test-chaos bench bench-quick deps format format-check clean asan
 
 all: build
 
@@ -33,6 +33,13 @@ test:
 
 test-unit:
 	@BUILD=$(BUILD) scripts/test.sh -L unit
+
+# The chaos suite at full size: each system under 100,000 writes and 50
+# SIGKILLs with PostgreSQL/Redis outages and broker partitions, one after the
+# other (tests/chaos/; the short versions run in make test). Results are
+# appended to $(BUILD)/chaos-report.jsonl.
+test-chaos:
+	@BUILD=$(BUILD) scripts/test-chaos.sh
 
 # Whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:

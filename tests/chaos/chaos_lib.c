@@ -173,6 +173,17 @@ static void find_pgbin(chaos_t *C)
     globfree(&g);
 }
 
+/* The test's own time limit: CTest's is generous (large runs), this one
+ * fits the size asked for; on expiry the clean-up still runs (atexit). */
+static void *watchdog(void *arg)
+{
+    chaos_t *C = arg;
+    tu_sleep_ms((long)C->timeout_s * 1000);
+    fprintf(stderr, "FAIL chaos %s: still running after OUTBOX_CHAOS_TIMEOUT=%d s\n", C->name,
+            C->timeout_s);
+    exit(1);
+}
+
 void chaos_init(chaos_t *C, const char *name)
 {
     memset(C, 0, sizeof(*C));
@@ -185,6 +196,10 @@ void chaos_init(chaos_t *C, const char *name)
     C->pg_down_ms = env_int("OUTBOX_CHAOS_PG_DOWN_MS", 3000);
     C->redis_down_ms = env_int("OUTBOX_CHAOS_REDIS_DOWN_MS", 3000);
     C->seed = (unsigned)env_int("OUTBOX_CHAOS_SEED", (int)(tu_now_ms() % 1000000) + 1);
+    C->timeout_s = env_int("OUTBOX_CHAOS_TIMEOUT", 600 + (int)(C->events * 60 / 1000));
+    pthread_t wd;
+    CHECK(pthread_create(&wd, NULL, watchdog, C) == 0, "pthread_create");
+    pthread_detach(wd);
     srand(C->seed);
     signal(SIGPIPE, SIG_IGN);
     /* The suite's servers are not ours: no child may reach them by accident. */

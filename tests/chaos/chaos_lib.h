@@ -32,6 +32,8 @@
  *   OUTBOX_CHAOS_CLIENTS   client threads (default 8)
  *   OUTBOX_CHAOS_SEED      fixes the random choices (printed)
  *   OUTBOX_CHAOS_PG_DOWN_MS, OUTBOX_CHAOS_REDIS_DOWN_MS  outage lengths (3000)
+ *   OUTBOX_CHAOS_TIMEOUT   seconds before the test gives up (default
+ *                          600 + 60 ms per event; CTest allows 4 hours)
  *   OUTBOX_CHAOS_REPORT    a file: one JSON line per test is appended
  *
  * Every client request carries an Idempotency-Key; chaos_call retries an
@@ -90,7 +92,7 @@ struct chaos_s {
     long events;
     int kills, outages, clients;
     unsigned seed;
-    int pg_down_ms, redis_down_ms;
+    int pg_down_ms, redis_down_ms, timeout_s;
     /* servers */
     char dir[256], user[32], pgbin[256], pg_opts[512], pg_log[512];
     int pg_port, redis_port;
