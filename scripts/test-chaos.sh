@@ -8,6 +8,7 @@
 #   OUTBOX_CHAOS_EVENTS (100000), OUTBOX_CHAOS_KILLS (50)   the size
 #   OUTBOX_CHAOS_OUTAGES, OUTBOX_CHAOS_CLIENTS, OUTBOX_CHAOS_SEED   see chaos_lib.h
 #   OUTBOX_CHAOS_REPORT (BUILD/chaos-report.jsonl)   one JSON line per test
+#   OUTBOX_CHAOS_AMQP (1)   also chaos_ledger_amqp, the ledger on a RabbitMQ node
 #   CTEST_ARGS (-j1)   one system at a time: each loads the machine alone
 #
 # Extra arguments go to ctest (e.g. -R chaos_orders). The short versions
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 export OUTBOX_CHAOS_EVENTS=${OUTBOX_CHAOS_EVENTS:-100000}
 export OUTBOX_CHAOS_KILLS=${OUTBOX_CHAOS_KILLS:-50}
+export OUTBOX_CHAOS_AMQP=${OUTBOX_CHAOS_AMQP:-1}
 export OUTBOX_CHAOS_REPORT=${OUTBOX_CHAOS_REPORT:-$PWD/$BUILD/chaos-report.jsonl}
 mkdir -p "$BUILD"
 echo "chaos: $OUTBOX_CHAOS_EVENTS writes and $OUTBOX_CHAOS_KILLS kills per system;" \

@@ -125,6 +125,40 @@ static void redis_stop(chaos_t *C)
     C->redis_pid = 0;
 }
 
+/* scripts/rabbitmq.sh SUB on this test's node (halt, restart, stop). */
+static void rmq(chaos_t *C, const char *sub)
+{
+    int rc = shell("'%s/scripts/rabbitmq.sh' %s '%s' </dev/null >/dev/null 2>&1", OUTBOX_SOURCE_DIR,
+                   sub, C->rmq_dir);
+    if (!strcmp(sub, "stop"))
+        C->rmq_dir[0] = '\0';
+    else
+        CHECK(rc == 0, "rabbitmq.sh %s failed (%d)", sub, rc);
+}
+
+/* A RabbitMQ node of our own (scripts/rabbitmq.sh, stopped when we exit
+ * however we exit): sets rmq_dir and broker_port. */
+static void rmq_start(chaos_t *C)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d '%s/scripts/rabbitmq.sh' start </dev/null",
+             (int)getpid(), OUTBOX_SOURCE_DIR);
+    FILE *p = popen(cmd, "r");
+    CHECK(p, "popen rabbitmq.sh");
+    char line[512];
+    while (fgets(line, sizeof(line), p)) {
+        char *v;
+        if ((v = strstr(line, "RABBITMQ_DIR='"))) {
+            v += 14;
+            snprintf(C->rmq_dir, sizeof(C->rmq_dir), "%.*s", (int)strcspn(v, "'"), v);
+        } else if ((v = strstr(line, "OUTBOX_TEST_AMQP_PORT='"))) {
+            C->broker_port = atoi(v + 23);
+        }
+    }
+    int rc = pclose(p);
+    CHECK(rc == 0 && C->rmq_dir[0] && C->broker_port > 0, "rabbitmq.sh start failed (%d)", rc);
+}
+
 static void copy_pg_log(chaos_t *C)
 {
     char dst[512];
@@ -148,6 +182,8 @@ static void cleanup(void)
         kill(C->redis_pid, SIGKILL);
         tu_wait(C->redis_pid, 5000);
     }
+    if (C->rmq_dir[0])
+        rmq(C, "stop");
     if (C->pg_port) {
         pg_stop(C);
         copy_pg_log(C);
@@ -184,7 +220,19 @@ static void *watchdog(void *arg)
     exit(1);
 }
 
+static void init(chaos_t *C, const char *name, int amqp);
+
 void chaos_init(chaos_t *C, const char *name)
+{
+    init(C, name, 0);
+}
+
+void chaos_init_amqp(chaos_t *C, const char *name)
+{
+    init(C, name, 1);
+}
+
+static void init(chaos_t *C, const char *name, int amqp)
 {
     memset(C, 0, sizeof(*C));
     pthread_mutex_init(&C->lock, NULL);
@@ -194,7 +242,7 @@ void chaos_init(chaos_t *C, const char *name)
     C->outages = env_int("OUTBOX_CHAOS_OUTAGES", 1 + (int)(C->events / 40000));
     C->clients = env_int("OUTBOX_CHAOS_CLIENTS", 8);
     C->pg_down_ms = env_int("OUTBOX_CHAOS_PG_DOWN_MS", 3000);
-    C->redis_down_ms = env_int("OUTBOX_CHAOS_REDIS_DOWN_MS", 3000);
+    C->broker_down_ms = env_int("OUTBOX_CHAOS_BROKER_DOWN_MS", 3000);
     C->seed = (unsigned)env_int("OUTBOX_CHAOS_SEED", (int)(tu_now_ms() % 1000000) + 1);
     C->timeout_s = env_int("OUTBOX_CHAOS_TIMEOUT", 600 + (int)(C->events * 60 / 1000));
     pthread_t wd;
@@ -212,8 +260,11 @@ void chaos_init(chaos_t *C, const char *name)
     find_pgbin(C);
     if (!C->pgbin[0])
         tu_skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb)");
-    if (shell("command -v redis-server >/dev/null 2>&1") != 0)
+    if (!amqp && shell("command -v redis-server >/dev/null 2>&1") != 0)
         tu_skip("redis-server is not installed");
+    if (amqp && access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) != 0)
+        tu_skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)");
+    C->amqp = amqp;
     snprintf(C->user, sizeof(C->user), "postgres");
     struct passwd *pw = getpwnam(C->user);
     if (!pw) {
@@ -251,16 +302,20 @@ void chaos_init(chaos_t *C, const char *name)
              "-c synchronous_commit=on",
              C->pg_port, C->dir);
     CHECK(pg_start(C) == 0, "PostgreSQL did not start; see %s", C->pg_log);
-    C->redis_port = tu_free_port();
-    redis_start(C);
-    C->proxy = tcpproxy_start("127.0.0.1", C->redis_port);
+    if (amqp) {
+        rmq_start(C);
+    } else {
+        C->redis_port = C->broker_port = tu_free_port();
+        redis_start(C);
+    }
+    C->proxy = tcpproxy_start("127.0.0.1", C->broker_port);
     snprintf(C->broker_addr, sizeof(C->broker_addr), "127.0.0.1:%d", tcpproxy_port(C->proxy));
     curl_global_init(CURL_GLOBAL_DEFAULT);
     say(C,
         "events %ld, kills %d, outages %d, clients %d, seed %u (OUTBOX_CHAOS_SEED=%u repeats "
-        "the choices); PostgreSQL :%d, Redis :%d behind proxy %s",
-        C->events, C->kills, C->outages, C->clients, C->seed, C->seed, C->pg_port, C->redis_port,
-        C->broker_addr);
+        "the choices); PostgreSQL :%d, %s :%d behind proxy %s",
+        C->events, C->kills, C->outages, C->clients, C->seed, C->seed, C->pg_port,
+        amqp ? "RabbitMQ" : "Redis", C->broker_port, C->broker_addr);
 }
 
 void chaos_db(chaos_t *C, const char *dbname, char *out, size_t out_size)
@@ -689,14 +744,22 @@ static void freeze(chaos_t *C, int on)
         C->freezes++;
 }
 
-static void redis_outage(chaos_t *C)
+static void broker_outage(chaos_t *C)
 {
-    say(C, "Redis: stop, down for %d ms", C->redis_down_ms);
-    redis_stop(C);
-    tu_sleep_ms(C->redis_down_ms);
-    redis_start(C);
-    C->redis_outages++;
-    say(C, "Redis back (same port, same append-only file)");
+    if (C->amqp) {
+        say(C, "RabbitMQ: stop (halt), down for %d ms", C->broker_down_ms);
+        rmq(C, "halt");
+        tu_sleep_ms(C->broker_down_ms);
+        rmq(C, "restart");
+        say(C, "RabbitMQ back (same port, same data)");
+    } else {
+        say(C, "Redis: stop, down for %d ms", C->broker_down_ms);
+        redis_stop(C);
+        tu_sleep_ms(C->broker_down_ms);
+        redis_start(C);
+        say(C, "Redis back (same port, same append-only file)");
+    }
+    C->broker_outages++;
 }
 
 static void net_fault(chaos_t *C, fault_kind_t k)
@@ -766,7 +829,7 @@ static void *fault_thread(void *arg)
             pg_outage(C);
             break;
         case F_REDIS:
-            redis_outage(C);
+            broker_outage(C);
             break;
         case F_FREEZE:
             freeze(C, 1);
@@ -823,7 +886,7 @@ void chaos_accepted(chaos_t *C)
 void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud)
 {
     C->ops = ops > 0 ? ops : 1;
-    long long t0 = tu_now_ms();
+    long long t0 = C->t_run = tu_now_ms();
     C->gate = 0; /* set by the fault thread */
     pthread_t ft;
     CHECK(pthread_create(&ft, NULL, fault_thread, C) == 0, "pthread_create");
@@ -855,10 +918,10 @@ void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud)
         if (tu_now_ms() - last >= 15000) {
             last = tu_now_ms();
             say(C,
-                "%ld/%ld writes accepted, %ld requests, %ld retries, %d kills, %d pg / %d redis "
+                "%ld/%ld writes accepted, %ld requests, %ld retries, %d kills, %d pg / %d broker "
                 "outages, broker slow/stall/cut %d/%d/%d",
                 GET(C->accepted), C->events, GET(C->requests), GET(C->retries), C->kills_done,
-                C->pg_outages, C->redis_outages, C->net_slow, C->net_stall, C->net_cut);
+                C->pg_outages, C->broker_outages, C->net_slow, C->net_stall, C->net_cut);
         }
         tu_sleep_ms(100);
     }
@@ -988,6 +1051,7 @@ long chaos_stream_scan(chaos_t *C, const char *stream,
                        void (*fn)(const char *id, const char *type, const char *event, void *ud),
                        void *ud)
 {
+    CHECK(!C->amqp, "chaos_stream_scan reads Redis streams only");
     redisContext *r = tu_redis_connect("127.0.0.1", C->redis_port);
     char start[64] = "-";
     long n = 0;
@@ -1067,6 +1131,8 @@ void chaos_finish(chaos_t *C)
               p->name, rc, p->log);
     }
     redis_stop(C);
+    if (C->rmq_dir[0])
+        rmq(C, "stop");
     tcpproxy_stop(C->proxy);
     C->proxy = NULL;
     pg_stop(C);
@@ -1097,16 +1163,17 @@ void chaos_finish(chaos_t *C)
     for (int i = 0; i < C->nmetrics && off < sizeof(metrics); i++)
         off += (size_t)snprintf(metrics + off, sizeof(metrics) - off, " %s=%lld", C->metric_name[i],
                                 C->metric_value[i]);
-    double load_s = (double)(C->t_load_end - C->t_start) / 1000.0,
+    double load_s = (double)(C->t_load_end - C->t_run) / 1000.0,
+           after_s = (double)(t_end - C->t_load_end) / 1000.0,
            total_s = (double)(t_end - C->t_start) / 1000.0;
     printf("CHAOS %s: %ld events accepted (%ld requests, %ld retries, %ld replayed), %d kills "
            "(%s), %d PostgreSQL outages (503 problem+json: %ld probes, %ld clients; APIs back "
-           "within %lld ms), %d Redis outages, broker slow/stall/cut %d/%d/%d, %d freezes, "
-           "load %.1f s, total %.1f s, lost 0, seed %u;%s\n",
+           "within %lld ms), %d broker outages, broker slow/stall/cut %d/%d/%d, %d freezes, "
+           "load %.1f s, drain and checks %.1f s, total %.1f s, lost 0, seed %u;%s\n",
            C->name, C->accepted, C->requests, C->retries, C->replayed, C->kills_done, kills,
            C->pg_outages, C->probe_503_problem, C->s503_problem, C->max_recovery_ms,
-           C->redis_outages, C->net_slow, C->net_stall, C->net_cut, C->freezes, load_s, total_s,
-           C->seed, metrics);
+           C->broker_outages, C->net_slow, C->net_stall, C->net_cut, C->freezes, load_s, after_s,
+           total_s, C->seed, metrics);
     fflush(stdout);
 
     const char *report = getenv("OUTBOX_CHAOS_REPORT");
@@ -1118,6 +1185,7 @@ void chaos_finish(chaos_t *C)
     for (int i = 0; i < C->nmetrics; i++)
         json_object_set_new(mj, C->metric_name[i], json_integer(C->metric_value[i]));
     json_object_set_new(o, "test", json_string(C->name));
+    json_object_set_new(o, "broker", json_string(C->amqp ? "amqp" : "redis"));
     json_object_set_new(o, "events", json_integer(C->accepted));
     json_object_set_new(o, "requests", json_integer(C->requests));
     json_object_set_new(o, "retries", json_integer(C->retries));
@@ -1130,13 +1198,14 @@ void chaos_finish(chaos_t *C)
     json_object_set_new(o, "kills_by_kind", kj);
     json_object_set_new(o, "pg_outages", json_integer(C->pg_outages));
     json_object_set_new(o, "pg_recovery_ms_max", json_integer(C->max_recovery_ms));
-    json_object_set_new(o, "redis_outages", json_integer(C->redis_outages));
+    json_object_set_new(o, "broker_outages", json_integer(C->broker_outages));
     json_object_set_new(o, "broker_slow", json_integer(C->net_slow));
     json_object_set_new(o, "broker_partition", json_integer(C->net_stall));
     json_object_set_new(o, "broker_cut", json_integer(C->net_cut));
     json_object_set_new(o, "freezes", json_integer(C->freezes));
-    json_object_set_new(o, "load_s", json_real(load_s));
-    json_object_set_new(o, "total_s", json_real(total_s));
+    json_object_set_new(o, "load_ms", json_integer(C->t_load_end - C->t_run));
+    json_object_set_new(o, "drain_and_checks_ms", json_integer(t_end - C->t_load_end));
+    json_object_set_new(o, "total_ms", json_integer(t_end - C->t_start));
     json_object_set_new(o, "lost", json_integer(0));
     json_object_set_new(o, "seed", json_integer(C->seed));
     json_object_set_new(o, "checks", mj);

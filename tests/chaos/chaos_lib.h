@@ -7,7 +7,8 @@
  *   - stops PostgreSQL (pg_ctl stop -m immediate), holds it down, checks that
  *     the APIs answer 503 application/problem+json meanwhile, starts it again
  *     and checks that every API recovers by itself;
- *   - stops Redis (the broker) and starts it again on the same port and data;
+ *   - stops Redis (the broker; or RabbitMQ, chaos_init_amqp) and starts it
+ *     again on the same port and data;
  *   - slows, partitions and cuts the network to Redis through a TCP proxy
  *     (tcpproxy.h) that every child reaches Redis through.
  *
@@ -22,7 +23,7 @@
  *   OUTBOX_CHAOS_EVENTS    write requests to have accepted (default 3000); each
  *                          creates at least one event
  *   OUTBOX_CHAOS_KILLS     SIGKILLs (default 8)
- *   OUTBOX_CHAOS_OUTAGES   PostgreSQL outages, Redis outages, and broker slow,
+ *   OUTBOX_CHAOS_OUTAGES   PostgreSQL outages, broker outages, and broker slow,
  *                          partition and cut periods during the load, each
  *                          (default 1 + events / 40000); plus, at the end,
  *                          relays and consumers frozen (SIGSTOP) for the last
@@ -31,7 +32,7 @@
  *                          backlog
  *   OUTBOX_CHAOS_CLIENTS   client threads (default 8)
  *   OUTBOX_CHAOS_SEED      fixes the random choices (printed)
- *   OUTBOX_CHAOS_PG_DOWN_MS, OUTBOX_CHAOS_REDIS_DOWN_MS  outage lengths (3000)
+ *   OUTBOX_CHAOS_PG_DOWN_MS, OUTBOX_CHAOS_BROKER_DOWN_MS  outage lengths (3000)
  *   OUTBOX_CHAOS_TIMEOUT   seconds before the test gives up (default
  *                          600 + 60 ms per event; CTest allows 4 hours)
  *   OUTBOX_CHAOS_REPORT    a file: one JSON line per test is appended
@@ -92,10 +93,11 @@ struct chaos_s {
     long events;
     int kills, outages, clients;
     unsigned seed;
-    int pg_down_ms, redis_down_ms, timeout_s;
+    int pg_down_ms, broker_down_ms, timeout_s;
     /* servers */
     char dir[256], user[32], pgbin[256], pg_opts[512], pg_log[512];
-    int pg_port, redis_port;
+    int pg_port, redis_port, broker_port, amqp;
+    char rmq_dir[256]; /* the RabbitMQ node's directory (chaos_init_amqp) */
     pid_t redis_pid;
     tcpproxy_t *proxy;
     char broker_addr[64]; /* host:port of the proxy: what the children use */
@@ -112,10 +114,10 @@ struct chaos_s {
     long requests, retries, transport_errors, replayed, in_flight_409, commit_unknown;
     long s2xx, s4xx, s500, s503, s503_problem, s5xx_other;
     long probe_503_problem, probe_other;
-    int pg_outages, redis_outages, net_slow, net_stall, net_cut, kills_done, freezes;
+    int pg_outages, broker_outages, net_slow, net_stall, net_cut, kills_done, freezes;
     long long max_recovery_ms;
     int load_done, faults_done;
-    long long t_start, t_load_end;
+    long long t_start, t_run, t_load_end;
     char metric_name[CHAOS_MAX_METRICS][48];
     long long metric_value[CHAOS_MAX_METRICS];
     int nmetrics;
@@ -128,6 +130,11 @@ struct chaos_s {
  *  keeps what it acknowledged), and the proxy in front of Redis. Skips
  *  (exit 77) when initdb or redis-server is missing. */
 void chaos_init(chaos_t *C, const char *name);
+/** The same with a RabbitMQ node (scripts/rabbitmq.sh, 10-45 s to start) as
+ *  the broker instead of Redis: the broker outages halt and restart it; the
+ *  proxy sits in front of its AMQP port (amqp://guest:guest@broker_addr/).
+ *  Skips when rabbitmq-server is missing. */
+void chaos_init_amqp(chaos_t *C, const char *name);
 /** Creates database dbname on the private server; out gets its conninfo. */
 void chaos_db(chaos_t *C, const char *dbname, char *out, size_t out_size);
 /** An environment entry "K=V" for every child started after. */
