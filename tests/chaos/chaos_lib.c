@@ -1,10 +1,9 @@
-/* The chaos harness. See chaos_lib.h. */
-#define _GNU_SOURCE /* strverscmp */
-#include "chaos_lib.h"
+/* The chaos harness: set-up, children, HTTP clients, the load, the report.
+ * See chaos_lib.h; faults in chaos_faults.c, private servers in
+ * chaos_servers.c, checks in chaos_check.c. */
+#include "chaos_int.h"
 
 #include <errno.h>
-#include <glob.h>
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <pwd.h>
 #include <signal.h>
@@ -17,16 +16,13 @@
 
 static chaos_t *g_C; /* for the clean-up when a check fails */
 
-#define ADD(field) __atomic_add_fetch(&(field), 1, __ATOMIC_SEQ_CST)
-#define GET(field) __atomic_load_n(&(field), __ATOMIC_SEQ_CST)
-
 static int env_int(const char *name, int dflt)
 {
     const char *v = getenv(name);
     return v && atoi(v) > 0 ? atoi(v) : dflt;
 }
 
-static void say(const chaos_t *C, const char *fmt, ...)
+void chaos__say(const chaos_t *C, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -39,7 +35,7 @@ static void say(const chaos_t *C, const char *fmt, ...)
 }
 
 /* Runs a shell command; returns its exit status. */
-static int shell(const char *fmt, ...)
+int chaos__shell(const char *fmt, ...)
 {
     char cmd[4096];
     va_list ap;
@@ -51,119 +47,13 @@ static int shell(const char *fmt, ...)
 }
 
 /* "runuser -u USER -- " when we are root (PostgreSQL refuses root), else "". */
-static const char *as_user(const chaos_t *C)
+const char *chaos__as_user(const chaos_t *C)
 {
     static char prefix[64];
     if (geteuid() != 0)
         return "";
     snprintf(prefix, sizeof(prefix), "runuser -u %s -- ", C->user);
     return prefix;
-}
-
-/* ---- private servers ---- */
-
-static int pg_start(chaos_t *C)
-{
-    return shell("%s'%s/pg_ctl' -D '%s/pg/data' -l '%s' -w -t 120 start -o '%s' >/dev/null",
-                 as_user(C), C->pgbin, C->dir, C->pg_log, C->pg_opts);
-}
-
-static int pg_stop(chaos_t *C)
-{
-    return shell("%s'%s/pg_ctl' -D '%s/pg/data' -m immediate -w -t 60 stop >/dev/null 2>&1",
-                 as_user(C), C->pgbin, C->dir);
-}
-
-static void redis_start(chaos_t *C)
-{
-    char port[16], dir[300], log[320];
-    snprintf(port, sizeof(port), "%d", C->redis_port);
-    snprintf(dir, sizeof(dir), "%s/redis", C->dir);
-    snprintf(log, sizeof(log), "%s/redis/redis.log", C->dir);
-    char *argv[] = {"redis-server",
-                    "--port",
-                    port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--dir",
-                    dir,
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--logfile",
-                    log,
-                    NULL};
-    C->redis_pid = tu_spawn(argv, NULL, "/dev/null");
-    for (int i = 0; i < 2400; i++) {
-        redisContext *r = redisConnect("127.0.0.1", C->redis_port);
-        redisReply *x = r && !r->err ? redisCommand(r, "PING") : NULL;
-        int ok = x && x->type == REDIS_REPLY_STATUS;
-        if (x)
-            freeReplyObject(x);
-        if (r)
-            redisFree(r);
-        if (ok)
-            return;
-        CHECK(tu_wait(C->redis_pid, 0) == -1, "redis-server exited at start; see %s", log);
-        tu_sleep_ms(25);
-    }
-    CHECK(0, "redis-server not answering after 60 s; see %s", log);
-}
-
-static void redis_stop(chaos_t *C)
-{
-    if (C->redis_pid <= 0)
-        return;
-    kill(C->redis_pid, SIGTERM); /* writes and syncs its append-only file */
-    if (tu_wait(C->redis_pid, 30000) == -1) {
-        kill(C->redis_pid, SIGKILL);
-        tu_wait(C->redis_pid, 5000);
-    }
-    C->redis_pid = 0;
-}
-
-/* scripts/rabbitmq.sh SUB on this test's node (halt, restart, stop). */
-static void rmq(chaos_t *C, const char *sub)
-{
-    int rc = shell("'%s/scripts/rabbitmq.sh' %s '%s' </dev/null >/dev/null 2>&1", OUTBOX_SOURCE_DIR,
-                   sub, C->rmq_dir);
-    if (!strcmp(sub, "stop"))
-        C->rmq_dir[0] = '\0';
-    else
-        CHECK(rc == 0, "rabbitmq.sh %s failed (%d)", sub, rc);
-}
-
-/* A RabbitMQ node of our own (scripts/rabbitmq.sh, stopped when we exit
- * however we exit): sets rmq_dir and broker_port. */
-static void rmq_start(chaos_t *C)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "RABBITMQ_OWNER_PID=%d '%s/scripts/rabbitmq.sh' start </dev/null",
-             (int)getpid(), OUTBOX_SOURCE_DIR);
-    FILE *p = popen(cmd, "r");
-    CHECK(p, "popen rabbitmq.sh");
-    char line[512];
-    while (fgets(line, sizeof(line), p)) {
-        char *v;
-        if ((v = strstr(line, "RABBITMQ_DIR='"))) {
-            v += 14;
-            snprintf(C->rmq_dir, sizeof(C->rmq_dir), "%.*s", (int)strcspn(v, "'"), v);
-        } else if ((v = strstr(line, "OUTBOX_TEST_AMQP_PORT='"))) {
-            C->broker_port = atoi(v + 23);
-        }
-    }
-    int rc = pclose(p);
-    CHECK(rc == 0 && C->rmq_dir[0] && C->broker_port > 0, "rabbitmq.sh start failed (%d)", rc);
-}
-
-static void copy_pg_log(chaos_t *C)
-{
-    char dst[512];
-    snprintf(dst, sizeof(dst), "%s/../tests/chaos-%s-pg.log", OUTBOX_BIN_DIR, C->name);
-    shell("cp '%s' '%s' 2>/dev/null", C->pg_log, dst);
 }
 
 static void cleanup(void)
@@ -183,30 +73,15 @@ static void cleanup(void)
         tu_wait(C->redis_pid, 5000);
     }
     if (C->rmq_dir[0])
-        rmq(C, "stop");
+        chaos__rmq(C, "stop");
     if (C->pg_port) {
-        pg_stop(C);
-        copy_pg_log(C);
+        chaos__pg_stop(C);
+        chaos__copy_pg_log(C);
     }
     if (C->dir[0])
-        shell("rm -rf '%s'", C->dir);
+        chaos__shell("rm -rf '%s'", C->dir);
     fprintf(stderr, "chaos %s: logs in %s/../tests/chaos-%s-*.log\n", C->name, OUTBOX_BIN_DIR,
             C->name);
-}
-
-static void find_pgbin(chaos_t *C)
-{
-    glob_t g;
-    C->pgbin[0] = '\0';
-    if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-        /* the newest version: the last in version order */
-        const char *best = g.gl_pathv[0];
-        for (size_t i = 1; i < g.gl_pathc; i++)
-            if (strverscmp(g.gl_pathv[i], best) > 0)
-                best = g.gl_pathv[i];
-        snprintf(C->pgbin, sizeof(C->pgbin), "%.*s", (int)(strrchr(best, '/') - best), best);
-    }
-    globfree(&g);
 }
 
 /* The test's own time limit: CTest's is generous (large runs), this one
@@ -257,10 +132,10 @@ static void init(chaos_t *C, const char *name, int amqp)
     for (size_t i = 0; i < sizeof(inherited) / sizeof(inherited[0]); i++)
         unsetenv(inherited[i]);
 
-    find_pgbin(C);
+    chaos__find_pgbin(C);
     if (!C->pgbin[0])
         tu_skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb)");
-    if (!amqp && shell("command -v redis-server >/dev/null 2>&1") != 0)
+    if (!amqp && chaos__shell("command -v redis-server >/dev/null 2>&1") != 0)
         tu_skip("redis-server is not installed");
     if (amqp && access("/usr/lib/rabbitmq/bin/rabbitmq-server", X_OK) != 0)
         tu_skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)");
@@ -288,9 +163,10 @@ static void init(chaos_t *C, const char *name, int amqp)
     snprintf(C->pg_log, sizeof(C->pg_log), "%s/pg/server.log", C->dir);
 
     C->t_start = tu_now_ms();
-    CHECK(shell("%s'%s/initdb' -D '%s/pg/data' -U postgres --auth=trust -E UTF8 >'%s/initdb.log' "
-                "2>&1",
-                as_user(C), C->pgbin, C->dir, C->dir) == 0,
+    CHECK(chaos__shell(
+              "%s'%s/initdb' -D '%s/pg/data' -U postgres --auth=trust -E UTF8 >'%s/initdb.log' "
+              "2>&1",
+              chaos__as_user(C), C->pgbin, C->dir, C->dir) == 0,
           "initdb failed; see %s/initdb.log", C->dir);
     C->pg_port = tu_free_port();
     /* fsync off (the machine does not crash here, processes do), but
@@ -301,17 +177,18 @@ static void init(chaos_t *C, const char *name, int amqp)
              "-c shared_buffers=64MB -c fsync=off -c full_page_writes=off "
              "-c synchronous_commit=on",
              C->pg_port, C->dir);
-    CHECK(pg_start(C) == 0, "PostgreSQL did not start; see %s", C->pg_log);
+    CHECK(chaos__pg_start(C) == 0, "PostgreSQL did not start; see %s", C->pg_log);
     if (amqp) {
-        rmq_start(C);
+        chaos__rmq_start(C);
     } else {
         C->redis_port = C->broker_port = tu_free_port();
-        redis_start(C);
+        chaos__redis_start(C);
     }
     C->proxy = tcpproxy_start("127.0.0.1", C->broker_port);
     snprintf(C->broker_addr, sizeof(C->broker_addr), "127.0.0.1:%d", tcpproxy_port(C->proxy));
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    say(C,
+    chaos__say(
+        C,
         "events %ld, kills %d, outages %d, clients %d, seed %u (OUTBOX_CHAOS_SEED=%u repeats "
         "the choices); PostgreSQL :%d, %s :%d behind proxy %s",
         C->events, C->kills, C->outages, C->clients, C->seed, C->seed, C->pg_port,
@@ -339,7 +216,7 @@ void chaos_env(chaos_t *C, const char *kv)
 
 /* ---- children ---- */
 
-static void spawn(chaos_t *C, chaos_proc_t *p)
+void chaos__spawn(chaos_t *C, chaos_proc_t *p)
 {
     char env[CHAOS_MAX_ENV + 10][1200];
     char *envp[CHAOS_MAX_ENV + 11];
@@ -405,7 +282,7 @@ chaos_proc_t *chaos_add(chaos_t *C, const char *name, const char *kind, const ch
     snprintf(log, sizeof(log), "%s/../tests/chaos-%s-%s.log", OUTBOX_BIN_DIR, C->name, name);
     memcpy(p->log, log, sizeof(log));
     unlink(p->log);
-    spawn(C, p);
+    chaos__spawn(C, p);
     return p;
 }
 
@@ -418,7 +295,7 @@ void chaos_probe(chaos_t *C, const char *group, const char *path)
 
 /* A child that exited without being killed is a crash: fail with its log.
  * Called with C->lock held. */
-static void check_children(chaos_t *C)
+void chaos__check_children(chaos_t *C)
 {
     for (int i = 0; i < C->nprocs; i++) {
         chaos_proc_t *p = &C->procs[i];
@@ -518,7 +395,7 @@ unsigned chaos_rand(chaos_client_t *cl, unsigned n)
     return n ? (unsigned)rand_r(&cl->rnd) % n : 0;
 }
 
-static int is_problem(const http_resp_t *r)
+int chaos__is_problem(const http_resp_t *r)
 {
     return !strncasecmp(r->content_type, "application/problem+json", 24);
 }
@@ -558,7 +435,7 @@ long chaos_call(chaos_client_t *cl, const char *group, const char *method, const
             return st;
         } else if (st == 503) {
             ADD(C->s503);
-            if (is_problem(out))
+            if (chaos__is_problem(out))
                 ADD(C->s503_problem);
             if (strstr(out->body, "commit-outcome-unknown")) {
                 ADD(C->commit_unknown);
@@ -577,279 +454,6 @@ long chaos_call(chaos_client_t *cl, const char *group, const char *method, const
         tu_sleep_ms(backoff / 2 + (long)chaos_rand(cl, (unsigned)backoff / 2 + 1));
         backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
     }
-}
-
-/* ---- faults ---- */
-
-typedef enum { F_KILL, F_PG, F_REDIS, F_SLOW, F_STALL, F_CUT, F_FREEZE, F_CATCHUP } fault_kind_t;
-
-typedef struct fault_s {
-    double at; /* fraction of the events accepted before it */
-    fault_kind_t kind;
-} fault_t;
-
-static int by_at(const void *a, const void *b)
-{
-    double x = ((const fault_t *)a)->at, y = ((const fault_t *)b)->at;
-    return x < y ? -1 : x > y;
-}
-
-static double frand(void)
-{
-    return (double)rand() / ((double)RAND_MAX + 1.0);
-}
-
-static void kill_one(chaos_t *C, int nth)
-{
-    int victims[CHAOS_MAX_PROCS], n = 0;
-    char kinds[CHAOS_MAX_PROCS][16];
-    int nkinds = 0;
-    for (int i = 0; i < C->nprocs; i++) {
-        if (!C->procs[i].victim)
-            continue;
-        victims[n++] = i;
-        int seen = 0;
-        for (int k = 0; k < nkinds; k++)
-            seen |= !strcmp(kinds[k], C->procs[i].kind);
-        if (!seen)
-            snprintf(kinds[nkinds++], sizeof(kinds[0]), "%s", C->procs[i].kind);
-    }
-    CHECK(n > 0, "no process to kill");
-    chaos_proc_t *p;
-    if (nth < nkinds) { /* the first kills visit every kind once */
-        int of[CHAOS_MAX_PROCS], m = 0;
-        for (int i = 0; i < n; i++)
-            if (!strcmp(C->procs[victims[i]].kind, kinds[nth]))
-                of[m++] = victims[i];
-        p = &C->procs[of[rand() % m]];
-    } else {
-        p = &C->procs[victims[rand() % n]];
-    }
-    pthread_mutex_lock(&C->lock);
-    check_children(C);
-    say(C, "SIGKILL %s (pid %d)", p->name, (int)p->pid);
-    kill(p->pid, SIGKILL);
-    tu_wait(p->pid, 10000);
-    p->pid = 0;
-    p->kills++;
-    C->kills_done++;
-    pthread_mutex_unlock(&C->lock);
-    tu_sleep_ms(rand() % 1000); /* down for a while */
-    pthread_mutex_lock(&C->lock);
-    spawn(C, p);
-    pthread_mutex_unlock(&C->lock);
-}
-
-/* GET every API's /readyz and probe paths once; counts 503 problem+json.
- * Returns how many answers were 2xx/4xx (served normally). */
-static int probe_apis(chaos_t *C, int *problems, int *others)
-{
-    int fine = 0;
-    for (int i = 0; i < C->nprocs; i++) {
-        chaos_proc_t *p = &C->procs[i];
-        if (!p->port || p->pid <= 0)
-            continue;
-        for (int j = -1; j < C->nprobes; j++) {
-            if (j >= 0 && strcmp(C->probe_group[j], p->group))
-                continue;
-            char url[256];
-            snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", p->port,
-                     j < 0 ? "/readyz" : C->probe_path[j]);
-            http_resp_t r;
-            long st = http_do("GET", url, NULL, NULL, NULL, 0, &r);
-            if (st == 503 && is_problem(&r))
-                (*problems)++;
-            else if (st >= 200 && st < 500)
-                fine++;
-            else
-                (*others)++;
-        }
-    }
-    return fine;
-}
-
-/* The number of answers one probe_apis round gets from healthy APIs. */
-static int api_count(const chaos_t *C)
-{
-    int n = 0;
-    for (int i = 0; i < C->nprocs; i++) {
-        if (!C->procs[i].port)
-            continue;
-        n++;
-        for (int j = 0; j < C->nprobes; j++)
-            n += !strcmp(C->probe_group[j], C->procs[i].group);
-    }
-    return n;
-}
-
-static void pg_outage(chaos_t *C)
-{
-    say(C, "PostgreSQL: immediate stop, down for %d ms", C->pg_down_ms);
-    pthread_mutex_lock(&C->lock); /* no child restarts while the database is away */
-    CHECK(pg_stop(C) == 0, "pg_ctl stop failed");
-    long long t0 = tu_now_ms();
-    int problems = 0, others = 0;
-    while (tu_now_ms() - t0 < C->pg_down_ms) {
-        probe_apis(C, &problems, &others);
-        tu_sleep_ms(200);
-    }
-    CHECK(pg_start(C) == 0, "PostgreSQL did not start again; see %s", C->pg_log);
-    long long up = tu_now_ms();
-    pthread_mutex_unlock(&C->lock);
-    __atomic_add_fetch(&C->probe_503_problem, problems, __ATOMIC_SEQ_CST);
-    __atomic_add_fetch(&C->probe_other, others, __ATOMIC_SEQ_CST);
-    CHECK(problems > 0,
-          "no API answered 503 application/problem+json while PostgreSQL was down (%d other "
-          "answers)",
-          others);
-    /* Recovery by themselves: no restart, every API serves again. */
-    int want = api_count(C);
-    for (;;) {
-        int p2 = 0, o2 = 0;
-        pthread_mutex_lock(&C->lock);
-        int fine = probe_apis(C, &p2, &o2);
-        pthread_mutex_unlock(&C->lock);
-        if (fine >= want)
-            break;
-        CHECK(tu_now_ms() - up < 120000,
-              "the APIs did not recover within 120 s of PostgreSQL's restart (%d of %d probes "
-              "served)",
-              fine, want);
-        tu_sleep_ms(100);
-    }
-    long long rec = tu_now_ms() - up;
-    if (rec > C->max_recovery_ms)
-        C->max_recovery_ms = rec;
-    C->pg_outages++;
-    say(C,
-        "PostgreSQL back; %d answers 503 problem+json while down, APIs served again after %lld ms",
-        problems, rec);
-}
-
-/* SIGSTOP (on) or SIGCONT every child that serves no API. */
-static void freeze(chaos_t *C, int on)
-{
-    pthread_mutex_lock(&C->lock);
-    for (int i = 0; i < C->nprocs; i++)
-        if (!C->procs[i].port && C->procs[i].pid > 0)
-            kill(C->procs[i].pid, on ? SIGSTOP : SIGCONT);
-    pthread_mutex_unlock(&C->lock);
-    say(C,
-        on ? "relays and consumers frozen (SIGSTOP) while the load goes on (%ld of %ld "
-             "operations done)"
-           : "relays and consumers thawed (SIGCONT): a backlog to work through (%ld of %ld "
-             "operations done)",
-        GET(C->done), C->ops);
-    if (on)
-        C->freezes++;
-}
-
-static void broker_outage(chaos_t *C)
-{
-    if (C->amqp) {
-        say(C, "RabbitMQ: stop (halt), down for %d ms", C->broker_down_ms);
-        rmq(C, "halt");
-        tu_sleep_ms(C->broker_down_ms);
-        rmq(C, "restart");
-        say(C, "RabbitMQ back (same port, same data)");
-    } else {
-        say(C, "Redis: stop, down for %d ms", C->broker_down_ms);
-        redis_stop(C);
-        tu_sleep_ms(C->broker_down_ms);
-        redis_start(C);
-        say(C, "Redis back (same port, same append-only file)");
-    }
-    C->broker_outages++;
-}
-
-static void net_fault(chaos_t *C, fault_kind_t k)
-{
-    if (k == F_SLOW) {
-        say(C, "broker network: +150 ms per chunk for 4 s");
-        tcpproxy_set_delay(C->proxy, 150);
-        tu_sleep_ms(4000);
-        tcpproxy_set_delay(C->proxy, 0);
-        C->net_slow++;
-    } else if (k == F_STALL) {
-        say(C, "broker network: partitioned (nothing moves, nothing closes) for 4 s");
-        tcpproxy_set_stall(C->proxy, 1);
-        tu_sleep_ms(4000);
-        tcpproxy_set_stall(C->proxy, 0);
-        C->net_stall++;
-    } else {
-        say(C, "broker network: every connection cut, new ones refused, for 3 s");
-        tcpproxy_set_down(C->proxy, 1);
-        tu_sleep_ms(3000);
-        tcpproxy_set_down(C->proxy, 0);
-        C->net_cut++;
-    }
-    say(C, "broker network healed");
-}
-
-static void *fault_thread(void *arg)
-{
-    chaos_t *C = arg;
-    /* At the end: every relay and consumer frozen (SIGSTOP) for the last
-     * 15% of the load, then, once the load is over, thawed and PostgreSQL
-     * stopped while they work through the backlog with no API commits
-     * around (an API's commit would flush the WAL of theirs). */
-    int n = C->kills + 5 * C->outages + 2;
-    fault_t *plan = calloc((size_t)n, sizeof(*plan));
-    CHECK(plan, "oom");
-    int k = 0;
-    for (int i = 0; i < C->kills; i++)
-        plan[k++] = (fault_t){0.02 + 0.9 * frand(), F_KILL};
-    for (int i = 0; i < C->outages; i++) {
-        double slot = 1.0 / C->outages;
-        plan[k++] = (fault_t){slot * (i + 0.2 + 0.6 * frand()), F_PG};
-        plan[k++] = (fault_t){slot * (i + 0.2 + 0.6 * frand()), F_REDIS};
-        plan[k++] = (fault_t){0.05 + 0.9 * frand(), F_SLOW};
-        plan[k++] = (fault_t){0.05 + 0.9 * frand(), F_STALL};
-        plan[k++] = (fault_t){0.05 + 0.9 * frand(), F_CUT};
-    }
-    plan[k++] = (fault_t){0.85, F_FREEZE};
-    plan[k++] = (fault_t){1.0, F_CATCHUP};
-    qsort(plan, (size_t)n, sizeof(*plan), by_at);
-    /* The load may run only a little ahead of the next fault (the gate), so
-     * that every fault lands while requests flow, however fast they go. */
-    long margin = C->ops / 100 + C->clients + 2;
-    __atomic_store_n(&C->gate, (long)(plan[0].at * (double)C->ops) + margin, __ATOMIC_SEQ_CST);
-    int kills = 0;
-    for (int i = 0; i < n; i++) {
-        while (!GET(C->load_done) && GET(C->done) < (long)(plan[i].at * (double)C->ops))
-            tu_sleep_ms(20);
-        tu_sleep_ms(rand() % 400); /* a random moment */
-        long next = i + 1 < n ? (long)(plan[i + 1].at * (double)C->ops) + margin : C->ops;
-        __atomic_store_n(&C->gate, next, __ATOMIC_SEQ_CST);
-        switch (plan[i].kind) {
-        case F_KILL:
-            kill_one(C, kills++);
-            break;
-        case F_PG:
-            pg_outage(C);
-            break;
-        case F_REDIS:
-            broker_outage(C);
-            break;
-        case F_FREEZE:
-            freeze(C, 1);
-            break;
-        case F_CATCHUP:
-            while (!GET(C->load_done))
-                tu_sleep_ms(20);
-            freeze(C, 0);
-            tu_sleep_ms(50 + rand() % 300);
-            pg_outage(C);
-            break;
-        default:
-            net_fault(C, plan[i].kind);
-        }
-    }
-    free(plan);
-    __atomic_store_n(&C->gate, C->ops, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&C->faults_done, 1, __ATOMIC_SEQ_CST);
-    say(C, "every fault done");
-    return NULL;
 }
 
 /* ---- load ---- */
@@ -889,7 +493,7 @@ void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud)
     long long t0 = C->t_run = tu_now_ms();
     C->gate = 0; /* set by the fault thread */
     pthread_t ft;
-    CHECK(pthread_create(&ft, NULL, fault_thread, C) == 0, "pthread_create");
+    CHECK(pthread_create(&ft, NULL, chaos__fault_thread, C) == 0, "pthread_create");
     load_t *L = calloc((size_t)C->clients, sizeof(*L));
     CHECK(L, "oom");
     for (int i = 0; i < C->clients; i++) {
@@ -906,18 +510,19 @@ void chaos_run(chaos_t *C, long ops, chaos_op_fn op, void *ud)
         if (finished == C->clients && !GET(C->load_done)) {
             C->t_load_end = tu_now_ms();
             __atomic_store_n(&C->load_done, 1, __ATOMIC_SEQ_CST);
-            say(C, "load done: %ld writes accepted in %.1f s", GET(C->accepted),
-                (double)(C->t_load_end - t0) / 1000.0);
+            chaos__say(C, "load done: %ld writes accepted in %.1f s", GET(C->accepted),
+                       (double)(C->t_load_end - t0) / 1000.0);
         }
         if (GET(C->load_done) && GET(C->faults_done))
             break;
         if (pthread_mutex_trylock(&C->lock) == 0) {
-            check_children(C);
+            chaos__check_children(C);
             pthread_mutex_unlock(&C->lock);
         }
         if (tu_now_ms() - last >= 15000) {
             last = tu_now_ms();
-            say(C,
+            chaos__say(
+                C,
                 "%ld/%ld writes accepted, %ld requests, %ld retries, %d kills, %d pg / %d broker "
                 "outages, broker slow/stall/cut %d/%d/%d",
                 GET(C->accepted), C->events, GET(C->requests), GET(C->retries), C->kills_done,
@@ -943,174 +548,6 @@ void chaos_metric(chaos_t *C, const char *name, long long value)
     C->metric_value[C->nmetrics++] = value;
 }
 
-void chaos_wait_ll(chaos_t *C, PGconn **c, const char *conninfo, const char *sql, long long want,
-                   int timeout_ms, const char *what)
-{
-    long long t0 = tu_now_ms(), last = t0, v = -1;
-    for (;;) {
-        if (!*c || PQstatus(*c) != CONNECTION_OK) {
-            PQfinish(*c);
-            *c = PQconnectdb(conninfo);
-        }
-        PGresult *r = PQexec(*c, sql);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-            v = atoll(PQgetvalue(r, 0, 0));
-        PQclear(r);
-        if (v == want)
-            return;
-        CHECK(tu_now_ms() - t0 < timeout_ms, "%s: %lld after %d ms, want %lld (%s)", what, v,
-              timeout_ms, want, sql);
-        if (tu_now_ms() - last >= 30000) {
-            last = tu_now_ms();
-            say(C, "waiting: %s: %lld, want %lld", what, v, want);
-        }
-        pthread_mutex_lock(&C->lock);
-        check_children(C);
-        pthread_mutex_unlock(&C->lock);
-        tu_sleep_ms(200);
-    }
-}
-
-int chaos_drain_ms(const chaos_t *C)
-{
-    return 180000 + (int)(C->events * 6);
-}
-
-/* ---- id sets ---- */
-
-void chaos_ids_add(chaos_ids_t *s, const char *id)
-{
-    if (s->n == s->cap) {
-        long cap = s->cap ? s->cap * 2 : 1024;
-        void *v = realloc(s->v, (size_t)cap * sizeof(*s->v));
-        CHECK(v, "oom");
-        s->v = v;
-        s->cap = cap;
-    }
-    snprintf(s->v[s->n++], sizeof(s->v[0]), "%s", id);
-}
-
-static int cmp_id(const void *a, const void *b)
-{
-    return strcmp(a, b);
-}
-
-long chaos_ids_sort(chaos_ids_t *s, int dedupe)
-{
-    if (s->n)
-        qsort(s->v, (size_t)s->n, sizeof(s->v[0]), cmp_id);
-    long dups = 0, w = 0;
-    for (long i = 0; i < s->n; i++) {
-        if (i > 0 && !strcmp(s->v[i], s->v[i - 1])) {
-            dups++;
-            if (dedupe)
-                continue;
-        }
-        if (w != i)
-            memcpy(s->v[w], s->v[i], sizeof(s->v[0]));
-        w++;
-    }
-    s->n = w;
-    return dups;
-}
-
-static long lower_bound(const chaos_ids_t *s, const char *id)
-{
-    long lo = 0, hi = s->n;
-    while (lo < hi) {
-        long mid = (lo + hi) / 2;
-        if (strcmp(s->v[mid], id) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-int chaos_ids_has(const chaos_ids_t *s, const char *id)
-{
-    long i = lower_bound(s, id);
-    return i < s->n && !strcmp(s->v[i], id);
-}
-
-long chaos_ids_count(const chaos_ids_t *s, const char *id)
-{
-    long n = 0;
-    for (long i = lower_bound(s, id); i < s->n && !strcmp(s->v[i], id); i++)
-        n++;
-    return n;
-}
-
-void chaos_ids_free(chaos_ids_t *s)
-{
-    free(s->v);
-    memset(s, 0, sizeof(*s));
-}
-
-long chaos_stream_scan(chaos_t *C, const char *stream,
-                       void (*fn)(const char *id, const char *type, const char *event, void *ud),
-                       void *ud)
-{
-    CHECK(!C->amqp, "chaos_stream_scan reads Redis streams only");
-    redisContext *r = tu_redis_connect("127.0.0.1", C->redis_port);
-    char start[64] = "-";
-    long n = 0;
-    for (;;) {
-        redisReply *x = redisCommand(r, "XRANGE %s %s + COUNT 1000", stream, start);
-        CHECK(x && x->type == REDIS_REPLY_ARRAY, "XRANGE %s: %s", stream,
-              x && x->str ? x->str : r->errstr);
-        if (x->elements == 0) {
-            freeReplyObject(x);
-            break;
-        }
-        for (size_t i = 0; i < x->elements; i++) {
-            redisReply *e = x->element[i], *f = e->element[1];
-            const char *id = "", *type = "", *event = "";
-            for (size_t j = 0; j + 1 < f->elements; j += 2) {
-                const char *name = f->element[j]->str;
-                if (!strcmp(name, "id"))
-                    id = f->element[j + 1]->str;
-                else if (!strcmp(name, "type"))
-                    type = f->element[j + 1]->str;
-                else if (!strcmp(name, "event"))
-                    event = f->element[j + 1]->str;
-            }
-            fn(id, type, event, ud);
-            n++;
-            snprintf(start, sizeof(start), "(%s", e->element[0]->str);
-        }
-        freeReplyObject(x);
-    }
-    redisFree(r);
-    return n;
-}
-
-void chaos_log_ids(chaos_t *C, const char *kind, const char *needle, chaos_ids_t *ids)
-{
-    size_t nl = strlen(needle);
-    for (int i = 0; i < C->nprocs; i++) {
-        if (kind && strcmp(C->procs[i].kind, kind))
-            continue;
-        FILE *f = fopen(C->procs[i].log, "r");
-        if (!f)
-            continue;
-        char *line = NULL;
-        size_t cap = 0;
-        while (getline(&line, &cap, f) > 0) {
-            for (const char *p = line; (p = strstr(p, needle)); p += nl) {
-                const char *w = p + nl;
-                size_t len = strspn(w, "0123456789abcdefABCDEF-");
-                char id[64];
-                snprintf(id, sizeof(id), "%.*s", (int)(len < 63 ? len : 63), w);
-                if (len)
-                    chaos_ids_add(ids, id);
-            }
-        }
-        free(line);
-        fclose(f);
-    }
-}
-
 /* ---- the end ---- */
 
 void chaos_finish(chaos_t *C)
@@ -1130,15 +567,15 @@ void chaos_finish(chaos_t *C)
         CHECK(rc == 0, "%s did not stop cleanly on SIGTERM after the chaos (status %d); see %s",
               p->name, rc, p->log);
     }
-    redis_stop(C);
+    chaos__redis_stop(C);
     if (C->rmq_dir[0])
-        rmq(C, "stop");
+        chaos__rmq(C, "stop");
     tcpproxy_stop(C->proxy);
     C->proxy = NULL;
-    pg_stop(C);
-    copy_pg_log(C);
+    chaos__pg_stop(C);
+    chaos__copy_pg_log(C);
     C->pg_port = 0;
-    shell("rm -rf '%s'", C->dir);
+    chaos__shell("rm -rf '%s'", C->dir);
     C->dir[0] = '\0';
     g_C = NULL;
 
