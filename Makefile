@@ -1,7 +1,7 @@
 # The front door. `make run` and `make test` are the contract (README).
 BUILD ?= build
-.PHONY: all build install run test test-unit bench bench-quick soak deps format format-check clean asan \
-        tsan valgrind fuzz
+.PHONY: all build install run test test-unit test-chaos bench bench-quick soak deps format \
+        format-check clean asan tsan valgrind fuzz
 
 all: build
 
@@ -34,6 +34,13 @@ test:
 
 test-unit:
 	@BUILD=$(BUILD) scripts/test.sh -L unit
+
+# The chaos suite at full size: each system under 100,000 writes and 50
+# SIGKILLs with PostgreSQL/Redis outages and broker partitions, one after the
+# other (tests/chaos/; the short versions run in make test). Results are
+# appended to $(BUILD)/chaos-report.jsonl.
+test-chaos:
+	@BUILD=$(BUILD) scripts/test-chaos.sh
 
 # Instrumented runs (docs/SANITIZERS.md). Every test runs through
 # scripts/test-launch.sh: a report from any process of a test (the test, the

@@ -80,10 +80,10 @@ static int session(worker_t *w)
         outbox__log(OUTBOX_LOG_ERROR, CARS_SEARCH_GROUP, "search_db_down", err, NULL);
         return -1;
     }
-    /* The projection can be rebuilt from the events: a commit lost in a
-     * crash is applied again on redelivery (the inbox row goes with it). */
-    PGresult *s = PQexec(w->conn, "SET synchronous_commit = off");
-    PQclear(s);
+    /* Commits stay synchronous: the message is acknowledged to the broker
+     * right after the commit, so a commit that a PostgreSQL crash loses
+     * (synchronous_commit = off) would never be delivered again and the
+     * index would keep an old state for good (found by chaos_cars). */
     PGresult *r = PQprepare(w->conn, APPLY_STMT, apply_sql, 0, NULL);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
