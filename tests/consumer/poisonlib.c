@@ -226,6 +226,20 @@ static void check_effects(PGconn *db, int want)
     long long bad = q(db, "SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY key "
                           "ORDER BY n) AS prev FROM effects WHERE seq <> 500) x "
                           "WHERE prev IS NOT NULL AND seq <= prev");
+    if (bad) { /* which, for the diagnosis */
+        PGresult *r = tu_exec(db, "SELECT key, seq, prev, n FROM (SELECT key, seq, n, lag(seq) "
+                                  "OVER (PARTITION BY key ORDER BY n) AS prev FROM effects WHERE "
+                                  "seq <> 500) x WHERE prev IS NOT NULL AND seq <= prev");
+        for (int i = 0; i < PQntuples(r); i++)
+            fprintf(stderr, "out of order: key %s seq %s applied (n %s) after seq %s\n",
+                    PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 3),
+                    PQgetvalue(r, i, 2));
+        PQclear(r);
+        r = tu_exec(db, "SELECT string_agg(seq::text || '@' || n::text, ' ' ORDER BY n) FROM "
+                        "effects WHERE key = 'k-0'");
+        fprintf(stderr, "key k-0 (seq@n): %s\n", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
     CHECK(bad == 0, "%lld effects applied out of per-key order", bad);
 }
 

@@ -28,9 +28,13 @@
     "\"big\":123456789012345678901234567890,\"flag\":true,\"none\":null,"                          \
     "\"obj\":{ \"a\": [1, 2] }}"
 
-static outbox_conf_t *sink_conf(const char *timeout, const char *mode, const char *props)
+/* publish_timeout timeout_ms, stretched by tu_ms: the mock cluster runs in
+ * this process, as slow as it is under valgrind or the sanitizers. */
+static outbox_conf_t *sink_conf(long timeout_ms, const char *mode, const char *props)
 {
     outbox_conf_t *conf = outbox_conf_new();
+    char timeout[32];
+    snprintf(timeout, sizeof(timeout), "%ldms", tu_ms(timeout_ms));
     kt_conf_set(conf, "publish_timeout", timeout);
     kt_conf_set(conf, "content_mode", mode);
     kt_conf_set(conf, "kafka_properties", props);
@@ -93,7 +97,7 @@ static outbox_sink_t *open_sink(const kt_cluster_t *cl, outbox_conf_t *conf)
 static void expect_open_fails(const char *url, const char *props, const char *must,
                               const char *must_not)
 {
-    outbox_conf_t *conf = sink_conf("3s", "structured", props);
+    outbox_conf_t *conf = sink_conf(3000, "structured", props);
     char err[512] = "";
     outbox_sink_t *s = outbox__sink_new(url, conf, "w", err, sizeof(err));
     CHECK(!s, "sink_new(%s, %s) should fail", url, props);
@@ -176,9 +180,13 @@ int main(void)
     kt_topic(&cl, "contract-down", 3, 3);
 
     /* 1. A structured batch, confirmed per message. */
-    outbox_conf_t *conf = sink_conf("3s", "structured", "");
+    outbox_conf_t *conf = sink_conf(3000, "structured", "");
     outbox_sink_t *s = open_sink(&cl, conf);
-    CHECK(s->ops->ping(s, err, sizeof(err)) == OUTBOX_OK, "ping: %s", err);
+    /* The cluster answers: a state to wait for (its brokers run in this
+     * process, slow under valgrind), not the first ping's luck. */
+    long long tp = tu_now_ms();
+    while (s->ops->ping(s, err, sizeof(err)) != OUTBOX_OK)
+        CHECK(tu_now_ms() - tp < tu_ms(10000), "ping: %s", err);
     int n = 200;
     outbox_msg_t *m = make_msgs("contract", "c", 0, n, 10, -1, 0);
     outbox_pub_result_t *res;
@@ -216,7 +224,7 @@ int main(void)
 
     /* 2. Too large: rejected for good, alone; the other events of the call
      * (one per key) go through. */
-    outbox_conf_t *conf_small = sink_conf("3s", "structured", "message.max.bytes=2000");
+    outbox_conf_t *conf_small = sink_conf(3000, "structured", "message.max.bytes=2000");
     outbox_sink_t *s_small = open_sink(&cl, conf_small);
     m = make_msgs("contract-big", "b", 0, 4, 4, 2, 5000); /* keys b0..b3; #2 (b2) is big */
     res = calloc(4, sizeof(*res));
@@ -248,13 +256,14 @@ int main(void)
     for (int i = 0; i < 4; i++)
         CHECK(res[i].err == OUTBOX_ERR_TIMEOUT && res[i].not_sent, "past deadline %d: %d %s", i,
               res[i].err, res[i].errstr);
-    s_small->deadline_ms = outbox__now_ms() + 1500;
+    s_small->deadline_ms = outbox__now_ms() + tu_ms(1500);
     t0 = tu_now_ms();
     CHECK(s_small->ops->publish(s_small, m, 4, res) == OUTBOX_OK, "publish with deadline");
     long long took_dl = tu_now_ms() - t0;
     for (int i = 0; i < 4; i++)
         CHECK(res[i].err == OUTBOX_OK, "deadline 1.5 s, event %d: %s", i, res[i].errstr);
-    CHECK(took_dl <= 1500 + 100, "publish took %lld ms with a 1.5 s deadline", took_dl);
+    CHECK(took_dl <= tu_ms(1500 + 100), "publish took %lld ms with a %ld ms deadline", took_dl,
+          tu_ms(1500));
     s_small->deadline_ms = 0;
     recs = kt_kcat_read(&cl, "contract-big", 1, &got);
     CHECK(got == 10, "contract-big holds %ld records, want 10 (4 after the deadline tests)", got);
@@ -266,7 +275,7 @@ int main(void)
     outbox_conf_destroy(conf_small);
 
     /* 3. Binary mode. */
-    outbox_conf_t *conf_bin = sink_conf("3s", "binary", "");
+    outbox_conf_t *conf_bin = sink_conf(3000, "binary", "");
     outbox_sink_t *s_bin = open_sink(&cl, conf_bin);
     m = make_msgs("contract-bin", "x", 0, 6, 6, -1, 0);
     res = calloc(6, sizeof(*res));
@@ -333,7 +342,7 @@ int main(void)
     /* The relay's part: probe, then publish what is left, in order. */
     t0 = tu_now_ms();
     while (s->ops->ping(s, err, sizeof(err)) != OUTBOX_OK)
-        CHECK(tu_now_ms() - t0 < 10000, "ping after the fatal error: %s", err);
+        CHECK(tu_now_ms() - t0 < tu_ms(10000), "ping after the fatal error: %s", err);
     left = run_calls(s, m, n, done, &perr);
     CHECK(left == 0 && perr == OUTBOX_OK, "republish after fatal: %d left", left);
     recs = kt_kcat_read(&cl, "contract-fatal", 1, &got);
@@ -355,7 +364,8 @@ int main(void)
            res[0].errstr);
     CHECK(perr == OUTBOX_ERR_BROKER, "publish with every broker down returned %s",
           outbox_err_str(perr));
-    CHECK(took < 3000 + 4000, "publish took %lld ms with a 3 s timeout", took);
+    CHECK(took < tu_ms(3000 + 4000), "publish took %lld ms with a %ld ms timeout", took,
+          tu_ms(3000));
     for (int i = 0; i < 20; i++)
         CHECK(res[i].err != OUTBOX_OK, "message %d confirmed while all brokers are down", i);
     CHECK(s->ops->ping(s, err, sizeof(err)) == OUTBOX_ERR_BROKER, "ping while down");
@@ -365,8 +375,8 @@ int main(void)
         rd_kafka_mock_broker_set_up(cl.mc, b);
     t0 = tu_now_ms();
     while (s->ops->ping(s, err, sizeof(err)) != OUTBOX_OK)
-        CHECK(tu_now_ms() - t0 < 20000, "ping still failing 20 s after the brokers came back: %s",
-              err);
+        CHECK(tu_now_ms() - t0 < tu_ms(20000),
+              "ping still failing 20 s after the brokers came back: %s", err);
     printf("ping ok %lld ms after the brokers came back\n", tu_now_ms() - t0);
     m = make_msgs("contract-down", "d", 100, 20, 20, -1, 0);
     CHECK(s->ops->publish(s, m, 20, res) == OUTBOX_OK, "publish after recovery");

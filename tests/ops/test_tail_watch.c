@@ -29,6 +29,27 @@ static int count_of(const char *hay, const char *needle)
     return n;
 }
 
+/* Waits until the tail writing to log says it follows (its start position
+ * is taken), within a bound as generous as a slow machine needs. */
+static void wait_following(const char *log, pid_t pid)
+{
+    long long end = tu_now_ms() + tu_ms(30000);
+    for (;;) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        int found = 0;
+        while (f && !found && fgets(line, sizeof(line), f))
+            found = strstr(line, "outboxctl tail: following") != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return;
+        CHECK(tu_wait(pid, 1) == -1, "the tail exited before following (see %s)", log);
+        CHECK(tu_now_ms() < end, "the tail does not follow yet (see %s)", log);
+        tu_sleep_ms(20);
+    }
+}
+
 /* Every id appears once; the events of one key (i % 3) in commit order. */
 static void check_ids(const char *what, const char *out, char ids[N][OUTBOX_UUID_STRLEN + 1])
 {
@@ -74,10 +95,12 @@ int main(void)
     snprintf(log_redis, sizeof(log_redis), "%s/ops_tail_redis.log", OUTBOX_BIN_DIR "/..");
     unlink(log_outbox);
     unlink(log_redis);
+    char tmo[16]; /* the tails' own bound, stretched like the test's */
+    snprintf(tmo, sizeof(tmo), "%lds", tu_ms(60000) / 1000);
     char *a1[] = {(char *)ctl, "tail", (char *)topic, "--json", "--count", count,
-                  "--timeout", "60s",  "--source",    "outbox", NULL};
+                  "--timeout", tmo,    "--source",    "outbox", NULL};
     char *a2[] = {(char *)ctl, "tail", (char *)topic, "--json", "--count", count,
-                  "--timeout", "60s",  "--source",    "redis",  NULL};
+                  "--timeout", tmo,    "--source",    "redis",  NULL};
     /* An event from before the tails start is not shown. */
     static char ids[N][OUTBOX_UUID_STRLEN + 1];
     char old_id[OUTBOX_UUID_STRLEN + 1];
@@ -85,10 +108,19 @@ int main(void)
     outbox_event_t ev = {.topic = topic, .type = "Before", .key = "k0", .payload = "{\"n\":-1}"};
     CHECK(outbox_enqueue(c, &ev, old_id, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     PQclear(tu_exec(c, "COMMIT"));
-    tu_sleep_ms(1500); /* published and processed before the tails start */
+    /* published and processed before the tails start */
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM outbox WHERE id = '%s' AND status = 'processed'", old_id);
+    long long tp = tu_now_ms();
+    while (tu_query_ll(c, sql) != 1) {
+        CHECK(tu_now_ms() - tp < tu_ms(30000), "the first event was not processed");
+        tu_sleep_ms(20);
+    }
 
     pid_t p1 = tu_spawn(a1, env, log_outbox), p2 = tu_spawn(a2, env, log_redis);
-    tu_sleep_ms(1500);
+    wait_following(log_outbox, p1);
+    wait_following(log_redis, p2);
     for (int i = 0; i < N; i++) {
         char payload[64], key[16];
         snprintf(payload, sizeof(payload), "{\"n\":%d,\"big\":12345678901234567890}", i);
@@ -179,7 +211,7 @@ int main(void)
                      OUTBOX_BIN_DIR "/..");
             unlink(log_outbox);
             p1 = tu_spawn(a3, env2, log_outbox);
-            tu_sleep_ms(1000);
+            wait_following(log_outbox, p1);
         }
         PQclear(tu_exec(c, "BEGIN"));
         CHECK(outbox_enqueue(c, &e, ids[i], err, sizeof(err)) == OUTBOX_OK, "%s", err);
