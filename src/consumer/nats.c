@@ -16,10 +16,14 @@
  * doubling per attempt; at least nats_nak_delay), and so are the later
  * messages of its key (consumer_poison.c holds the key, also when they come
  * back before it); other keys are handled on. JetStream may redeliver a
- * key's nak'ed messages in any order: the hold keeps the handler's order. A message an
- * instance received but never acknowledged (it crashed) is redelivered after
- * nats_ack_wait. delivery.redelivered comes from the JetStream metadata
- * (delivery count > 1); delivery.topic is the topic, not the subject.
+ * key's nak'ed messages in any order: the hold keeps the handler's order.
+ * The holds are in memory: on close, the messages this instance nak'ed and
+ * has not acknowledged since are nak'ed once more, in stream order and with
+ * one delay, so that the next instance gets each key's messages back in
+ * order (hand_back). A message an instance received but never acknowledged
+ * (it crashed) is redelivered after nats_ack_wait. delivery.redelivered
+ * comes from the JetStream metadata (delivery count > 1); delivery.topic is
+ * the topic, not the subject.
  * Binary-mode messages (a ce-specversion header) are rebuilt from their ce-*
  * headers, content-type and traceparent.
  *
@@ -44,6 +48,14 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_ATTRS 64
 #define CHECK_INTERVAL_MS 5000
+#define NAKED_MAX 65536 /* nak'ed messages remembered for close() */
+
+/* A message this instance nak'ed and has not acknowledged since. */
+typedef struct naked_s {
+    int t;         /* topic index */
+    uint64_t sseq; /* stream sequence */
+    char *reply;   /* its latest ack subject */
+} naked_t;
 
 typedef struct nats_consumer_s {
     outbox__nats_url_t url;
@@ -54,7 +66,9 @@ typedef struct nats_consumer_s {
     int64_t *checked_ms;     /* per topic: last check that the durable still exists */
     int batch;
     int64_t ack_wait_ms, nak_delay_ms;
-    int down; /* log once per change */
+    int down;       /* log once per change */
+    naked_t *naked; /* sorted by (t, sseq) */
+    int nnaked, capnaked;
 } nats_consumer_t;
 
 static void drop_conn(outbox_consumer_t *c)
@@ -70,6 +84,123 @@ static void drop_conn(outbox_consumer_t *c)
     n->js = NULL;
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Nak'ed messages, handed back in stream order on close                     */
+
+/* Where (t, sseq) is in n->naked, or would go: 1 if it is there. */
+static int naked_find(const nats_consumer_t *n, int t, uint64_t sseq, int *at)
+{
+    int lo = 0, hi = n->nnaked;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const naked_t *e = &n->naked[mid];
+        if (e->t < t || (e->t == t && e->sseq < sseq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *at = lo;
+    return lo < n->nnaked && n->naked[lo].t == t && n->naked[lo].sseq == sseq;
+}
+
+static uint64_t stream_seq(natsMsg *m)
+{
+    jsMsgMetaData *meta = NULL;
+    uint64_t sseq = 0;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+        sseq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+    }
+    return sseq;
+}
+
+/* m (topic t) was nak'ed: remember its latest ack subject. Best effort:
+ * without memory (or past NAKED_MAX messages) it is not handed back on
+ * close. */
+static void naked_put(nats_consumer_t *n, int t, natsMsg *m)
+{
+    uint64_t sseq = stream_seq(m);
+    const char *reply = natsMsg_GetReply(m);
+    char *r = sseq && reply ? strdup(reply) : NULL;
+    if (!r)
+        return;
+    int at;
+    if (naked_find(n, t, sseq, &at)) {
+        free(n->naked[at].reply);
+        n->naked[at].reply = r;
+        return;
+    }
+    if (n->nnaked == n->capnaked) {
+        int ncap = n->capnaked ? 2 * n->capnaked : 64;
+        naked_t *nv = ncap <= NAKED_MAX ? realloc(n->naked, (size_t)ncap * sizeof(*nv)) : NULL;
+        if (!nv) {
+            free(r);
+            return;
+        }
+        n->naked = nv;
+        n->capnaked = ncap;
+    }
+    memmove(&n->naked[at + 1], &n->naked[at], (size_t)(n->nnaked - at) * sizeof(*n->naked));
+    n->naked[at] = (naked_t){t, sseq, r};
+    n->nnaked++;
+}
+
+/* m (topic t) was acknowledged. */
+static void naked_drop(nats_consumer_t *n, int t, natsMsg *m)
+{
+    int at;
+    if (!n->nnaked || !naked_find(n, t, stream_seq(m), &at))
+        return;
+    free(n->naked[at].reply);
+    memmove(&n->naked[at], &n->naked[at + 1], (size_t)(n->nnaked - at - 1) * sizeof(*n->naked));
+    n->nnaked--;
+}
+
+/* On close: naks every message this instance nak'ed and has not
+ * acknowledged since once more, in stream order, all with the same delay.
+ * The holds that keep a key's order (consumer_poison.c) are in memory and
+ * end with this instance, and JetStream redelivers in the order the delays
+ * run out. Left as they were (the head nak'ed for its backoff, a follower
+ * for what was left of the head's wait, at least nats_nak_delay, so a
+ * follower seen while the head was due but not back yet gets 50 ms while
+ * the head, back and failed again, gets its next backoff), a follower can
+ * come back before its head or an earlier follower, and the next instance,
+ * holding nothing, hands it to the handler first. Nak'ed anew one after the
+ * other with one delay, they come back in stream order. The delay is never
+ * 0: a plain nak leaves a message already due where it is in the server's
+ * redelivery queue. The server ignores naks of messages acknowledged since
+ * (by another instance). */
+static void hand_back(outbox_consumer_t *c)
+{
+    nats_consumer_t *n = c->state;
+    if (!n->nnaked || !n->nc || natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+        return;
+    char body[64];
+    int64_t delay = n->nak_delay_ms > 0 ? n->nak_delay_ms : 1;
+    int len = snprintf(body, sizeof(body), "-NAK {\"delay\": %lld}", (long long)delay * 1000000);
+    int sent = 0;
+    for (int i = 0; i < n->nnaked; i++)
+        if (natsConnection_Publish(n->nc, n->naked[i].reply, body, len) == NATS_OK)
+            sent++;
+    natsStatus st = natsConnection_FlushTimeout(n->nc, CONNECT_TIMEOUT_MS);
+    char cnt[16];
+    snprintf(cnt, sizeof(cnt), "%d", sent);
+    outbox__log(st == NATS_OK ? OUTBOX_LOG_DEBUG : OUTBOX_LOG_WARN, COMPONENT, "handed_back",
+                st == NATS_OK
+                    ? "unacknowledged messages nak'ed again in stream order"
+                    : "unacknowledged messages nak'ed again in stream order: flush failed",
+                "consumer", c->name, "messages", cnt, NULL);
+}
+
+static void naked_term(nats_consumer_t *n)
+{
+    for (int i = 0; i < n->nnaked; i++)
+        free(n->naked[i].reply);
+    free(n->naked);
+    n->naked = NULL;
+    n->nnaked = n->capnaked = 0;
 }
 
 static outbox_err_t nats_c_open(outbox_consumer_t *c, char *errstr, size_t errstr_size)
@@ -302,7 +433,9 @@ static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
             jo.Wait = CONNECT_TIMEOUT_MS;
             jsErrCode jerr = 0;
             natsStatus as = natsMsg_AckSync(m, &jo, &jerr);
-            if (as != NATS_OK) {
+            if (as == NATS_OK) {
+                naked_drop(n, t, m);
+            } else {
                 /* Redelivered later; the inbox makes the second delivery a no-op. */
                 char txt[200];
                 outbox__nats_errtext(as, txt, sizeof(txt));
@@ -321,6 +454,7 @@ static outbox_err_t handle_list(outbox_consumer_t *c, int t, natsMsgList *list,
             natsMsg_NakWithDelay(m, retry_in, NULL);
         else
             natsMsg_Nak(m, NULL);
+        naked_put(n, t, m);
     }
     return rc;
 }
@@ -367,7 +501,9 @@ static void nats_c_close(outbox_consumer_t *c)
     nats_consumer_t *n = c->state;
     if (!n)
         return;
+    hand_back(c);
     drop_conn(c);
+    naked_term(n);
     free(n->subs);
     free(n->checked_ms);
     free(n);
