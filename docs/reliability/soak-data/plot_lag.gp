@@ -17,16 +17,18 @@ set datafile missing "NaN"
 set grid
 set key outside right top vertical font ",10"
 set xlabel "minutes since the soak started (the load ends at 30.0)"
-set arrow from 30.004, graph 0 to 30.004, graph 1 nohead dt 2 lc "gray"
+set arrow from 30.028, graph 0 to 30.028, graph 1 nohead dt 2 lc "gray"
 set output "soak-lag.svg"
 f = "soak-data/plot_lag.tsv"
 set multiplot layout 2,1 title "Soak: consumer lag and outbox backlog"
 set ylabel "orders / events / messages"
 set title "backlog: orders without their effect, unpublished events, unacknowledged stream entries"
 plot f using 1:2 with lines lw 1.5 title columnhead(2), f using 1:3 with lines lw 1.5 title columnhead(3), f using 1:4 with lines lw 1.5 title columnhead(4), f using 1:5 with lines lw 1.5 title columnhead(5), f using 1:6 with lines lw 1.5 title columnhead(6), f using 1:7 with lines lw 1.5 title columnhead(7)
-set title "load: offered 97/s, achieved per 10 s interval"
+set title "load: offered 101/s, achieved per 10 s interval"
 set ylabel "orders/s"
 set yrange [0:*]
-
-plot f using 1:8 with lines lw 1.5 title "achieved", 97 with lines dt 2 lc "black" title "offered"
+set y2label "load average (2 cores)"
+set y2tics
+set y2range [0:*]
+plot f using 1:8 with lines lw 1.5 title "achieved", 101 with lines dt 2 lc "black" title "offered", f using 1:9 axes x1y2 with lines lw 1 lc "gray" title columnhead(9)
 unset multiplot

@@ -17,10 +17,10 @@ set datafile missing "NaN"
 set grid
 set key outside right top vertical font ",10"
 set xlabel "minutes since the soak started (the load ends at 30.0)"
-set arrow from 30.004, graph 0 to 30.004, graph 1 nohead dt 2 lc "gray"
+set arrow from 30.028, graph 0 to 30.028, graph 1 nohead dt 2 lc "gray"
 set output "soak-rss.svg"
 f = "soak-data/plot_rss.tsv"
-set multiplot layout 2,1 title "Soak: resident memory, 97 orders/s for 30 min"
+set multiplot layout 2,1 title "Soak: resident memory, 101 orders/s for 30 min"
 set ylabel "MB (VmRSS)"
 set title "processes"
 plot f using 1:2 with lines lw 1.5 title columnhead(2), f using 1:3 with lines lw 1.5 title columnhead(3), f using 1:4 with lines lw 1.5 title columnhead(4), f using 1:5 with lines lw 1.5 title columnhead(5)

@@ -17,7 +17,7 @@ set datafile missing "NaN"
 set grid
 set key outside right top vertical font ",10"
 set xlabel "minutes since the soak started (the load ends at 30.0)"
-set arrow from 30.004, graph 0 to 30.004, graph 1 nohead dt 2 lc "gray"
+set arrow from 30.028, graph 0 to 30.028, graph 1 nohead dt 2 lc "gray"
 set output "soak-tables.svg"
 f = "soak-data/plot_tables.tsv"
 set multiplot layout 3,1 title "Soak: table sizes (pg_total_relation_size), WAL and Redis"
