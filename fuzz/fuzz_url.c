@@ -88,7 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (outbox__nats_parse_url(url, &n, err, sizeof(err)) == OUTBOX_OK) {
         FUZZ_CHECK(n.nservers >= 1, "nats without a server");
         for (int i = 0; i < n.nservers; i++)
-            FUZZ_CHECK(!strncmp(n.servers[i], "nats://", 7), "nats server %s", n.servers[i]);
+            FUZZ_CHECK(!strncmp(n.servers[i], "nats://", 7) || !strncmp(n.servers[i], "tls://", 6),
+                       "nats server %s", n.servers[i]); /* tls:// from nats+tls:// */
         check_hidden(url, n.password, shown, "nats");
     }
 
