@@ -10,7 +10,8 @@
 #                                       seed corpus in a scratch directory (the CTest
 #                                       fuzz_smoke_NAME tests)
 #   scripts/fuzz.sh merge [NAME...]     minimises fuzz/corpus/NAME together with what runs
-#                                       found (-merge=1): the corpus to commit (files named
+#                                       found (-merge=1; edges only when that leaves over
+#                                       300 files): the corpus to commit (files named
 #                                       regress-*, inputs of fixed findings, are kept)
 #   scripts/fuzz.sh list                the target names
 #
@@ -140,6 +141,14 @@ merge)
         tmp=$(mktemp -d)
         "${NICE[@]}" "$bin" -merge=1 -close_fd_mask=2 "$tmp" "fuzz/corpus/$name" \
             "$FUZZ_BUILD/corpus/$name" </dev/null >"$FUZZ_BUILD/$name.merge.log" 2>&1
+        if [ "$(ls "$tmp" | wc -l)" -gt 300 ]; then
+            # keep the committed corpus small: edges only, not hit counts
+            rm -rf "$tmp"
+            tmp=$(mktemp -d)
+            "${NICE[@]}" "$bin" -merge=1 -use_counters=0 -close_fd_mask=2 "$tmp" \
+                "fuzz/corpus/$name" "$FUZZ_BUILD/corpus/$name" </dev/null \
+                >"$FUZZ_BUILD/$name.merge.log" 2>&1
+        fi
         # regress-*: the inputs of findings fixed, kept whatever they cover
         find "fuzz/corpus/$name" -type f ! -name 'regress-*' -delete
         cp "$tmp"/* "fuzz/corpus/$name/" 2>/dev/null || true
