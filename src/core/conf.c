@@ -56,6 +56,13 @@ static const outbox_conf_prop_t props[] = {
      "the relay's commits do not wait (synchronous_commit=off for its sessions only), and an "
      "acknowledgement lost in a PostgreSQL crash only means its events are published again "
      "(at least once; consumers' inbox drops the duplicates). Producers' commits are unaffected"},
+    {"ack_on_claim", OUTBOX_CT_BOOL, "true", "OUTBOX_ACK_ON_CLAIM", 0, 0, 0, NULL,
+     OUTBOX_SCOPE_RELAY,
+     "PostgreSQL: the claim deletes (ack_mode delete) or marks (mark) the events it hands out "
+     "in the same statement, inside the batch's transaction, and a batch whose events were all "
+     "published just commits; when some were not, that transaction is rolled back and only the "
+     "published ones are acknowledged, before the failures are recorded. false: the claim locks "
+     "and a second statement acknowledges after publishing (docs/BENCHMARKS.md compares both)"},
     {"notify", OUTBOX_CT_BOOL, "false", "OUTBOX_NOTIFY", 0, 0, 0, NULL, OUTBOX_SCOPE_RELAY,
      "the relay LISTENs for the wake-up hint (pg_notify('<table>_wakeup')); in a producer "
      "process, OUTBOX_NOTIFY=true makes outbox_enqueue send it. Off by default: the watcher "

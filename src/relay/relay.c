@@ -55,7 +55,8 @@ static int open_session(outbox_worker_t *w)
                               .ack_mode = r->o.ack_mode,
                               .tx_timeout_ms = r->o.publish_timeout_ms,
                               .listen = r->o.notify,
-                              .async_commit = !r->o.sync_ack};
+                              .async_commit = !r->o.sync_ack,
+                              .ack_on_claim = r->o.ack_on_claim};
     outbox_store_t *s = outbox__store_open(&cfg, err, sizeof(err));
     if (s && s->ops->register_worker(s, err, sizeof(err))) {
         outbox__store_close(s);
@@ -386,6 +387,7 @@ static outbox_err_t resolve_opts(outbox_relay_t *r, const outbox_conf_t *conf, c
     o->max_attempts = (int)outbox__conf_int(conf, "max_attempts");
     o->notify = outbox__conf_bool(conf, "notify");
     o->sync_ack = outbox__conf_bool(conf, "synchronous_ack");
+    o->ack_on_claim = outbox__conf_bool(conf, "ack_on_claim");
     o->park = !strcmp(outbox__conf_str(conf, "dlq_mode"), "park");
     o->ack_mode =
         !strcmp(outbox__conf_str(conf, "ack_mode"), "mark") ? OUTBOX_ACK_MARK : OUTBOX_ACK_DELETE;

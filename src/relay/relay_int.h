@@ -17,7 +17,7 @@ typedef struct outbox_relay_s outbox_relay_t;
 /** The configuration, resolved once at outbox_relay_new into typed fields. */
 typedef struct outbox_relay_opts_s {
     int workers, batch_size, max_attempts;
-    int notify, park, sync_ack;
+    int notify, park, sync_ack, ack_on_claim;
     outbox_ack_mode_t ack_mode;
     int64_t poll_ms, poll_min_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
     int64_t rebalance_ms, maintenance_ms;

@@ -23,7 +23,7 @@
 #define DL_COLS                                                                                    \
     "seq, id, topic, type, key, payload, headers, traceparent, source, created_at, priority"
 
-enum { Q_CLAIM, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q_NEWEST, Q__COUNT };
+enum { Q_CLAIM, Q_CLAIM_ACK, Q_ACK, Q_RETRY, Q_DEAD, Q_PARK_DEAD, Q_NEWEST, Q__COUNT };
 
 typedef struct pg_store_s {
     PGconn *conn;
@@ -34,6 +34,10 @@ typedef struct pg_store_s {
                           tables may not exist when the session opens) */
     int begin_pending; /* BEGIN goes out with the claim, in one round trip */
     char *ack_pending; /* the acknowledged seqs ("{1,2}"): sent with COMMIT */
+    int ack_on_claim;  /* claims with Q_CLAIM_ACK */
+    int claim_acked;   /* the open transaction acknowledged every claimed event */
+    size_t nclaimed;   /* events of the open transaction's claim */
+    size_t nacked;     /* of which the engine acknowledged (pg_ack) */
 } pg_store_t;
 
 #define ST(s) ((pg_store_t *)(s)->state)
@@ -96,22 +100,6 @@ static outbox_err_t ensure_prepared(outbox_store_t *s, char *errstr, size_t errs
     return OUTBOX_OK;
 }
 
-/* The same for statement q, prepared once per session (the claim's plan
- * alone costs more than its execution at small batches). */
-static outbox_err_t exec_prepared(outbox_store_t *s, int q, int n, const char *const *params,
-                                  ExecStatusType want, PGresult **out, const char *what,
-                                  char *errstr, size_t errstr_size)
-{
-    PGconn *c = ST(s)->conn;
-    outbox_err_t perr = ensure_prepared(s, errstr, errstr_size);
-    if (perr)
-        return perr;
-    char name[16];
-    snprintf(name, sizeof(name), "outbox_q%d", q);
-    PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
-    return take_result(c, r, want, out, what, errstr, errstr_size);
-}
-
 /* One statement of a pipeline: sql (no parameters), or prepared statement q. */
 typedef struct step_s {
     const char *sql;
@@ -121,6 +109,15 @@ typedef struct step_s {
     PGresult **out; /* receives the result (else it is cleared) */
     const char *what;
 } step_t;
+
+/* Undoes an ack_on_claim claim (its deletes or marks) and opens the
+ * transaction again: the first steps of whatever follows it. The events'
+ * lanes stay this worker's, so no other relay claims them in between. */
+#define UNDO_STEPS                                                                                 \
+    {"ROLLBACK", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "undoing the claim's acknowledgement"},       \
+    {                                                                                              \
+        "BEGIN", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "begin"                                       \
+    }
 
 /* Runs steps[0..n) in one round trip (libpq pipeline mode). The first step
  * that fails names the error; the rest are aborted by the server. */
@@ -240,37 +237,56 @@ static int pg_handles(const char *url)
     return strncmp(url, "mem:", 4) && strncmp(url, "sqlite:", 7);
 }
 
-static const char *const sql_text[Q__COUNT] = {
-/* Q_CLAIM: $1 lanes, $2 limit. Priority heads first, then seq order.
- * The locked rows' columns come straight out of the two scans (no
- * second lookup by seq). */
+/* The claim's candidates, $1 lanes, $2 limit: priority heads first (hi),
+ * then seq order (lo), each row locked; cols are the columns each part
+ * selects from o. A key's event qualifies only when no earlier event of the
+ * key is pending and not yet due (lo) or pending at all (hi), and the key
+ * has no dead letter (parked). */
+#define CLAIM_CTES(cols)                                                                           \
+    "WITH hi AS ("                                                                                 \
+    "  SELECT " cols " FROM {T} o"                                                                 \
+    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending' AND o.priority > 0"            \
+    "     AND o.next_attempt_at <= now()"                                                          \
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"               \
+    "                      AND p.status = 'pending')"                                              \
+    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"                                \
+    "   ORDER BY o.priority DESC, o.seq LIMIT $2::int"                                             \
+    "   FOR UPDATE OF o SKIP LOCKED),"                                                             \
+    " lo AS ("                                                                                     \
+    "  SELECT " cols " FROM {T} o"                                                                 \
+    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending'"                               \
+    "     AND o.next_attempt_at <= now()"                                                          \
+    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"               \
+    "                      AND p.status = 'pending' AND p.next_attempt_at > now())"                \
+    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"                                \
+    "     AND o.seq NOT IN (SELECT seq FROM hi)"                                                   \
+    "   ORDER BY o.seq LIMIT $2::int"                                                              \
+    "   FOR UPDATE OF o SKIP LOCKED)"
+/* What the relay reads of a claimed event (pg_claim's column order). */
 #define CLAIM_COLS                                                                                 \
     "o.seq, o.id, o.topic, o.type, o.key, o.source, o.payload, o.headers, o.traceparent,"          \
     " to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t,"         \
     " o.attempts, o.priority"
-    "WITH hi AS ("
-    "  SELECT " CLAIM_COLS " FROM {T} o"
-    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending' AND o.priority > 0"
-    "     AND o.next_attempt_at <= now()"
-    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"
-    "                      AND p.status = 'pending')"
-    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
-    "   ORDER BY o.priority DESC, o.seq LIMIT $2::int"
-    "   FOR UPDATE OF o SKIP LOCKED),"
-    " lo AS ("
-    "  SELECT " CLAIM_COLS " FROM {T} o"
-    "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending'"
-    "     AND o.next_attempt_at <= now()"
-    "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"
-    "                      AND p.status = 'pending' AND p.next_attempt_at > now())"
-    "     AND NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key)"
-    "     AND o.seq NOT IN (SELECT seq FROM hi)"
-    "   ORDER BY o.seq LIMIT $2::int"
-    "   FOR UPDATE OF o SKIP LOCKED)"
-    " SELECT * FROM (SELECT *, 0 AS part FROM hi UNION ALL SELECT *, 1 FROM lo) c"
-    "  ORDER BY part, CASE WHEN part = 0 THEN -priority ELSE 0 END, seq"
-    "  LIMIT $2::int",
-#undef CLAIM_COLS
+/* The claim's order: priority heads by priority, then seq. */
+#define CLAIM_ORDER                                                                                \
+    " ORDER BY part, CASE WHEN part = 0 THEN -priority ELSE 0 END, seq LIMIT $2::int"
+
+/* Q_CLAIM_ACK (ack_on_claim): the claim that acknowledges in the same
+ * statement, by the locked rows' ctid (no second lookup): DELETE or UPDATE,
+ * then this RETURNING. pg_commit undoes it for the events not published. */
+#define CLAIM_ACK_HEAD                                                                             \
+    CLAIM_CTES("o.ctid AS tid, o.seq, o.priority")                                                 \
+    ", c AS (SELECT * FROM (SELECT tid, seq, priority, 0 AS part FROM hi"                          \
+    "                       UNION ALL SELECT tid, seq, priority, 1 FROM lo) u" CLAIM_ORDER ") "
+#define CLAIM_ACK_RETURNING " WHERE o.ctid = c.tid RETURNING " CLAIM_COLS ", c.part"
+
+static const char *const sql_text[Q__COUNT] = {
+    /* Q_CLAIM: $1 lanes, $2 limit. The locked rows' columns come straight
+     * out of the two scans (no second lookup by seq). */
+    CLAIM_CTES(CLAIM_COLS) " SELECT * FROM (SELECT *, 0 AS part FROM hi UNION ALL SELECT *, 1 FROM "
+                           "lo) c" CLAIM_ORDER,
+    /* Q_CLAIM_ACK: chosen at open with the ack mode. */
+    NULL,
     /* Q_ACK: $1 seqs; the mark variant is chosen at open. */
     NULL,
     /* Q_RETRY: $1 seq, $2 delay ms, $3 error. Counted from this statement,
@@ -329,6 +345,7 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     if (!p)
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     s->state = p;
+    p->ack_on_claim = s->cfg.ack_on_claim;
     const char *t = s->cfg.table;
     snprintf(p->table, sizeof(p->table), "\"%s\"", t);
     snprintf(p->dead, sizeof(p->dead), "\"%s_dead_letter\"", t);
@@ -348,11 +365,17 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     }
     for (int q = 0; q < Q__COUNT; q++) {
         const char *text = sql_text[q];
+        int mark = s->cfg.ack_mode == OUTBOX_ACK_MARK;
         if (q == Q_ACK)
-            text = s->cfg.ack_mode == OUTBOX_ACK_MARK
+            text = mark
                        ? "UPDATE {T} SET status = 'processed', processed_at = statement_timestamp()"
                          " WHERE seq = ANY($1::bigint[])"
                        : "DELETE FROM {T} WHERE seq = ANY($1::bigint[])";
+        else if (q == Q_CLAIM_ACK)
+            text = mark ? CLAIM_ACK_HEAD
+                       "UPDATE {T} o SET status = 'processed',"
+                       " processed_at = statement_timestamp() FROM c" CLAIM_ACK_RETURNING
+                        : CLAIM_ACK_HEAD "DELETE FROM {T} o USING c" CLAIM_ACK_RETURNING;
         if (!(p->sql[q] = fmt(text, p)))
             goto nomem;
     }
@@ -438,13 +461,22 @@ static outbox_err_t pg_commit(outbox_store_t *s, char *errstr, size_t errstr_siz
         return OUTBOX_OK;
     }
     const char *params[1] = {p->ack_pending};
-    step_t steps[2] = {
+    step_t steps[4] = {
+        UNDO_STEPS,
         {NULL, Q_ACK, 1, params, PGRES_COMMAND_OK, NULL, "acknowledge failed"},
         {"COMMIT", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "commit failed (rolled back)"}};
-    outbox_err_t err = p->ack_pending ? run_steps(s, steps, 2, errstr, errstr_size)
-                                      : run_steps(s, steps + 1, 1, errstr, errstr_size);
+    outbox_err_t err;
+    if (p->claim_acked && p->nacked == p->nclaimed) /* all published: as claimed */
+        err = run_steps(s, steps + 3, 1, errstr, errstr_size);
+    else if (p->claim_acked) /* undo the claim's acknowledgement, redo the published's */
+        err = p->ack_pending ? run_steps(s, steps, 4, errstr, errstr_size)
+                             : run_steps(s, steps, 1, errstr, errstr_size); /* ROLLBACK */
+    else
+        err = p->ack_pending ? run_steps(s, steps + 2, 2, errstr, errstr_size)
+                             : run_steps(s, steps + 3, 1, errstr, errstr_size);
     free(p->ack_pending);
     p->ack_pending = NULL;
+    p->claim_acked = 0;
     if (err && PQstatus(c) != CONNECTION_OK)
         outbox__pg_err(c, NULL, errstr, errstr_size,
                        "connection lost during COMMIT (outcome unknown)");
@@ -456,6 +488,7 @@ static void pg_rollback(outbox_store_t *s)
     pg_store_t *p = ST(s);
     free(p->ack_pending);
     p->ack_pending = NULL;
+    p->claim_acked = 0;
     if (p->begin_pending)
         p->begin_pending = 0;
     else
@@ -491,6 +524,52 @@ static outbox_err_t pg_newest_due(outbox_store_t *s, int64_t gate, uint64_t *lan
     return OUTBOX_OK;
 }
 
+/* A DELETE's or UPDATE's RETURNING has no guaranteed order: puts the
+ * claimed events in the claim's order (part, priority heads, seq), which
+ * the per-key rule relies on. Column 12 is the part. Usually a no-op. */
+typedef struct {
+    int part, prio;
+    int64_t seq;
+    size_t i;
+} claim_pos_t;
+
+static int claim_pos_cmp(const void *a, const void *b)
+{
+    const claim_pos_t *x = a, *y = b;
+    if (x->part != y->part)
+        return x->part - y->part;
+    if (x->part == 0 && x->prio != y->prio)
+        return y->prio - x->prio;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int sort_claimed(outbox_batch_t *b, const PGresult *r)
+{
+    size_t n = b->n, sorted = 1;
+    claim_pos_t *pos = calloc(n, sizeof(*pos));
+    outbox_msg_t *tmp = calloc(n, sizeof(*tmp));
+    if (!pos || !tmp) {
+        free(pos);
+        free(tmp);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pos[i] =
+            (claim_pos_t){atoi(PQgetvalue(r, (int)i, 12)), b->msgs[i].priority, b->msgs[i].seq, i};
+        if (i && claim_pos_cmp(&pos[i - 1], &pos[i]) > 0)
+            sorted = 0;
+    }
+    if (!sorted) {
+        qsort(pos, n, sizeof(*pos), claim_pos_cmp);
+        for (size_t i = 0; i < n; i++)
+            tmp[i] = b->msgs[pos[i].i];
+        memcpy(b->msgs, tmp, n * sizeof(*tmp));
+    }
+    free(pos);
+    free(tmp);
+    return 0;
+}
+
 static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, int limit,
                              outbox_batch_t *b, char *errstr, size_t errstr_size)
 {
@@ -503,8 +582,12 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
     snprintf(lim, sizeof(lim), "%d", limit);
     const char *params[2] = {arr, lim};
     PGresult *r = NULL;
+    pg_store_t *p = ST(s);
     step_t steps[2] = {{"BEGIN", 0, 0, NULL, PGRES_COMMAND_OK, NULL, "begin"},
-                       {NULL, Q_CLAIM, 2, params, PGRES_TUPLES_OK, &r, "claim failed"}};
+                       {NULL, p->ack_on_claim ? Q_CLAIM_ACK : Q_CLAIM, 2, params, PGRES_TUPLES_OK,
+                        &r, "claim failed"}};
+    p->claim_acked = 0;
+    p->nclaimed = p->nacked = 0;
     int begin = ST(s)->begin_pending;
     ST(s)->begin_pending = 0;
     outbox_err_t err = run_steps(s, begin ? steps : steps + 1, begin ? 2 : 1, errstr, errstr_size);
@@ -513,6 +596,8 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
         return err;
     int rows = PQntuples(r);
     b->priv = r;
+    p->claim_acked = p->ack_on_claim;
+    p->nclaimed = (size_t)rows;
     if (!rows)
         return OUTBOX_OK;
     if (!(b->msgs = calloc((size_t)rows, sizeof(outbox_msg_t)))) {
@@ -536,6 +621,8 @@ static outbox_err_t pg_claim(outbox_store_t *s, const int *lanes, int nlanes, in
         m->priority = atoi(PQgetvalue(r, i, 11));
     }
     b->n = (size_t)rows;
+    if (p->ack_on_claim && sort_claimed(b, r))
+        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return OUTBOX_OK;
 }
 
@@ -545,11 +632,24 @@ static outbox_err_t pg_ack(outbox_store_t *s, const int64_t *seqs, size_t n, cha
     if (!n)
         return OUTBOX_OK;
     pg_store_t *p = ST(s);
+    p->nacked = n;
     free(p->ack_pending);
     /* Sent with COMMIT, in one round trip: an error there rolls back both. */
     if (!(p->ack_pending = int_array(seqs, NULL, n)))
         return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return OUTBOX_OK;
+}
+
+/* Runs steps[2] (after steps[0..1], UNDO_STEPS, when the claim acknowledged
+ * every event: a failure is recorded on the event as it was claimed). */
+static outbox_err_t run_undone(outbox_store_t *s, const step_t *steps, char *errstr,
+                               size_t errstr_size)
+{
+    pg_store_t *p = ST(s);
+    if (!p->claim_acked)
+        return run_steps(s, steps + 2, 1, errstr, errstr_size);
+    p->claim_acked = 0;
+    return run_steps(s, steps, 3, errstr, errstr_size);
 }
 
 static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms, const char *error,
@@ -559,8 +659,9 @@ static outbox_err_t pg_retry_at(outbox_store_t *s, int64_t seq, int64_t delay_ms
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     snprintf(d, sizeof(d), "%lld", (long long)delay_ms);
     const char *params[3] = {q, d, error ? error : ""};
-    return exec_prepared(s, Q_RETRY, 3, params, PGRES_COMMAND_OK, NULL, "recording failed attempt",
-                         errstr, errstr_size);
+    step_t steps[3] = {
+        UNDO_STEPS, {NULL, Q_RETRY, 3, params, PGRES_COMMAND_OK, NULL, "recording failed attempt"}};
+    return run_undone(s, steps, errstr, errstr_size);
 }
 
 static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *reason,
@@ -569,8 +670,10 @@ static outbox_err_t pg_dead_letter(outbox_store_t *s, int64_t seq, const char *r
     char q[24];
     snprintf(q, sizeof(q), "%lld", (long long)seq);
     const char *params[3] = {q, reason, error ? error : ""};
-    return exec_prepared(s, park ? Q_PARK_DEAD : Q_DEAD, 3, params, PGRES_COMMAND_OK, NULL,
-                         "moving event to dead letters", errstr, errstr_size);
+    step_t steps[3] = {UNDO_STEPS,
+                       {NULL, park ? Q_PARK_DEAD : Q_DEAD, 3, params, PGRES_COMMAND_OK, NULL,
+                        "moving event to dead letters"}};
+    return run_undone(s, steps, errstr, errstr_size);
 }
 
 /* ------------------------------------------------------------------------ */
