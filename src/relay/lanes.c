@@ -12,15 +12,25 @@
 
 #include "core/keyset.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "relay/relay_int.h"
 
 int outbox__relay_rebalance(outbox_worker_t *w)
 {
     outbox_store_t *s = w->store;
     char err[512];
-    int live = 0;
-    if (s->ops->live_workers(s, &live, err, sizeof(err)))
-        goto fail;
+    /* One count of live workers per rebalance interval for the whole
+     * process, not one per worker: it reads the server's lock table
+     * (pg_locks), the dearest statement of an idle relay. */
+    outbox_relay_t *r = w->relay;
+    int64_t now = outbox__now_ms(), at = atomic_load(&r->live_at_ms);
+    int live = atomic_load(&r->live_count);
+    if (!at || now - at >= r->o.rebalance_ms) {
+        if (s->ops->live_workers(s, &live, err, sizeof(err)))
+            goto fail;
+        atomic_store(&r->live_count, live);
+        atomic_store(&r->live_at_ms, now);
+    }
     if (live < 1)
         live = 1;
     int fair = (OUTBOX_LANES + live - 1) / live, before = w->nlanes;

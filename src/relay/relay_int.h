@@ -86,6 +86,8 @@ struct outbox_relay_s {
     _Atomic uint64_t watch_probes;  /* the watcher's looks at the table */
     _Atomic uint64_t watch_wakeups; /* workers it woke */
     _Atomic int registered;         /* workers that have registered their session */
+    _Atomic int64_t live_at_ms;     /* when live_count was read (0: never) */
+    _Atomic int live_count;         /* live workers of every relay on the table, as read then */
     _Atomic int running;            /* worker threads alive */
     _Atomic int broker_down;        /* relay-wide state: logged once per change */
     _Atomic int db_down;

@@ -20,6 +20,7 @@
 #include <sys/time.h>
 
 #include "broker/redis.h"
+#include "core/buf.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -29,7 +30,33 @@ typedef struct redis_sink_s {
     outbox__redis_url_t addr;
     long long maxlen;
     redisContext *ctx;
+    outbox__buf_t out; /* a call's commands in RESP, reused from call to call */
 } redis_sink_t;
+
+/* Appends one RESP bulk string ($len CRLF bytes CRLF). */
+static void resp_bulk(outbox__buf_t *b, const char *s, size_t len)
+{
+    char *p = outbox__buf_reserve(b, len + 24);
+    if (!p)
+        return;
+    char digits[20];
+    int k = 0;
+    size_t u = len;
+    do
+        digits[k++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    char *q = p;
+    *q++ = '$';
+    while (k)
+        *q++ = digits[--k];
+    *q++ = '\r';
+    *q++ = '\n';
+    memcpy(q, s, len);
+    q += len;
+    *q++ = '\r';
+    *q++ = '\n';
+    b->len += (size_t)(q - p);
+}
 
 static outbox_err_t redis_open(outbox_sink_t *sink, char *errstr, size_t errstr_size)
 {
@@ -97,6 +124,9 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
     redisSetTimeout(r->ctx, ms_tv(outbox__sink_deadline(sink) - outbox__now_ms()));
     char maxlen[24];
     snprintf(maxlen, sizeof(maxlen), "%lld", r->maxlen);
+    /* Every command of the call written once, in RESP, into one buffer
+     * handed to hiredis as is (no per-argument formatting, one copy). */
+    outbox__buf_reset(&r->out);
     for (size_t i = 0; i < n; i++) {
         outbox_msg_t *m = &msgs[i];
         const char *argv[14];
@@ -126,9 +156,23 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
             ARG(m->envelope, m->envelope_len);
         }
 #undef ARG
-        if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK)
-            goto broken;
+        char head[24];
+        int hl = snprintf(head, sizeof(head), "*%d\r\n", argc);
+        outbox__buf_add(&r->out, head, (size_t)hl);
+        for (int a = 0; a < argc; a++)
+            resp_bulk(&r->out, argv[a], lens[a]);
     }
+    if (r->out.broken) {
+        outbox__buf_free(&r->out);
+        for (size_t i = 0; i < n; i++) {
+            res[i].err = OUTBOX_ERR_BROKER;
+            res[i].not_sent = 1;
+            snprintf(res[i].errstr, sizeof(res[i].errstr), "out of memory for %zu commands", n);
+        }
+        return OUTBOX_OK;
+    }
+    if (redisAppendFormattedCommand(r->ctx, r->out.p, r->out.len) != REDIS_OK)
+        goto broken;
     int64_t armed_at = outbox__now_ms();
     for (size_t i = 0; i < n; i++) {
         /* hiredis applies the timeout to each read: re-arm it with what is
@@ -193,6 +237,7 @@ static void redis_close(outbox_sink_t *sink)
     if (!r)
         return;
     drop(r);
+    outbox__buf_free(&r->out);
     free(r);
     sink->state = NULL;
 }
