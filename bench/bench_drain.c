@@ -56,6 +56,7 @@
 #define SMALL_REPS 5
 
 static const char *g_ci;
+static const char *g_ack_on_claim; /* NULL: the relay's default */
 static int g_n;
 static FILE *g_tsv;
 static char g_ceiling_sql[512], g_mark_sql[512];
@@ -195,6 +196,8 @@ static double relay_drain(PGconn *c, redisContext *rc, const char *host, int por
     tu_conf_set(conf, "metrics_addr", "off");
     tu_conf_set(conf, "log_level", "warn");
     tu_conf_set(conf, "ack_mode", ack_mode);
+    if (g_ack_on_claim)
+        tu_conf_set(conf, "ack_on_claim", g_ack_on_claim);
     if (workers) {
         snprintf(v, sizeof(v), "%d", workers);
         tu_conf_set(conf, "workers", v);
@@ -269,42 +272,47 @@ static void run_ack(PGconn *c, redisContext *rc, const char *host, int port, int
 {
     printf("## drain: %d events of %d-byte payloads on %d keys, delete vs mark\n\n", g_n,
            PAYLOAD_BYTES, KEYS);
-    printf("| round | drained by | ack | seconds | events/s | vs SQL drain ceiling |"
-           " seq scans of outbox (rows read) |\n|---|---|---|---|---|---|---|\n");
+    printf("| round | drained by | ack | ack_on_claim | seconds | events/s | vs SQL drain ceiling |"
+           " seq scans of outbox (rows read) |\n|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     for (int round = 1; round <= rounds; round++) {
         double ceil_s = sql_drain(c, g_ceiling_sql), ceil_rate = g_n / ceil_s;
         printf("| %d | SQL drain ceiling: %d clients, DELETE ... SKIP LOCKED LIMIT %d RETURNING * "
-               "| delete | %.2f | %.0f | 1.00x | |\n",
+               "| delete | | %.2f | %.0f | 1.00x | |\n",
                round, SQL_CLIENTS, SQL_BATCH, ceil_s, ceil_rate);
         tsv("ack", round, "ceiling", "delete", SQL_CLIENTS, SQL_BATCH, ceil_s, ceil_rate, -1, 0);
         fflush(stdout);
         double mark_s = sql_drain(c, g_mark_sql);
         printf("| %d | SQL reference: %d clients, UPDATE ... SET status = 'processed' ... SKIP "
-               "LOCKED LIMIT %d RETURNING * | mark | %.2f | %.0f | %.2fx | |\n",
+               "LOCKED LIMIT %d RETURNING * | mark | | %.2f | %.0f | %.2fx | |\n",
                round, SQL_CLIENTS, SQL_BATCH, mark_s, g_n / mark_s, (g_n / mark_s) / ceil_rate);
         tsv("ack", round, "sql_mark", "mark", SQL_CLIENTS, SQL_BATCH, mark_s, ceil_rate, -1, 0);
         fflush(stdout);
         const struct {
             int workers, batch;
         } cfg[] = {{0, 0}, {2, 1000}};
-        const char *modes[] = {"delete", "mark"};
+        const char *modes[] = {"delete", "mark"}, *aoc[] = {"true", "false"};
         for (size_t k = 0; k < sizeof(cfg) / sizeof(cfg[0]); k++)
-            for (int m = 0; m < 2; m++) {
-                /* alternate which mode goes first, round to round */
-                const char *mode = modes[(m + round + 1) % 2];
+            for (int m = 0; m < 4; m++) {
+                /* alternate which mode goes first, round to round; each mode
+                 * with the claim acknowledging (ack_on_claim, the default)
+                 * and with a second statement after publishing */
+                const char *mode = modes[(m / 2 + round + 1) % 2];
+                g_ack_on_claim = aoc[(m + round + 1) % 2];
                 long long scans = 0, rows_read = 0;
                 double s = relay_drain(c, rc, host, port, mode, cfg[k].workers, cfg[k].batch,
                                        &scans, &rows_read);
                 int w = cfg[k].workers ? cfg[k].workers : atoi(g_def_workers);
                 int b = cfg[k].batch ? cfg[k].batch : atoi(g_def_batch);
-                printf("| %d | relay%s (%d workers, batch %d) | %s | %.2f | %.0f | %.2fx | %lld "
-                       "(%.1fM rows) |\n",
-                       round, cfg[k].workers ? "" : " defaults", w, b, mode, s, g_n / s,
-                       (g_n / s) / ceil_rate, scans, (double)rows_read / 1e6);
-                tsv("ack", round, "relay", mode, w, b, s, ceil_rate, scans, rows_read);
+                printf("| %d | relay%s (%d workers, batch %d) | %s | %s | %.2f | %.0f | %.2fx | "
+                       "%lld (%.1fM rows) |\n",
+                       round, cfg[k].workers ? "" : " defaults", w, b, mode, g_ack_on_claim, s,
+                       g_n / s, (g_n / s) / ceil_rate, scans, (double)rows_read / 1e6);
+                tsv("ack", round, !strcmp(g_ack_on_claim, "true") ? "relay" : "relay_two_step",
+                    mode, w, b, s, ceil_rate, scans, rows_read);
                 fflush(stdout);
             }
+        g_ack_on_claim = NULL;
     }
 }
 

@@ -387,7 +387,11 @@ plot {plots}
         n = int(rows[0]["n"])
         self.w(f"A {fsize(n)}-event backlog drained to an empty table (ack_mode delete) or to "
                f"an all-`processed` one (ack_mode mark), at the relay's defaults and with 2 "
-               f"workers and batch 1,000. The SQL reference is the ceiling's loop as `UPDATE "
+               f"workers and batch 1,000, each with `ack_on_claim` on (the default: the claim "
+               f"deletes or marks the rows it hands out in the same statement, and a batch "
+               f"whose events were all published only commits) and off (the claim locks the "
+               f"rows, a second statement acknowledges them after publishing: the relay before "
+               f"this technique). The SQL reference is the ceiling's loop as `UPDATE "
                f"... SET status = 'processed'`, which is what mark mode does per row. The last "
                f"column comes from `pg_stat_user_tables` (all sessions during the drain).")
         self.w()
@@ -397,13 +401,14 @@ plot {plots}
         for r in rows:
             rate, c = float(r["events_per_s"]), float(r["ceiling_events_per_s"])
             by = label.get(r["drained_by"], f"relay, {r['workers']} workers, batch {r['batch']}")
+            aoc = {"relay": "on", "relay_two_step": "off"}.get(r["drained_by"], "")
             rows_read = int(r["seq_rows_read"] or 0)
             scans = ((f"{r['seq_scans']} ({rows_read / 1e6:.1f}M rows)" if rows_read >= 1e6
                       else f"{r['seq_scans']} ({rows_read:,} rows)") if r["seq_scans"] else "")
-            table.append([r["round"], by, r["ack"], f"{float(r['seconds']):.2f}", fnum(rate),
+            table.append([r["round"], by, r["ack"], aoc, f"{float(r['seconds']):.2f}", fnum(rate),
                           f"{rate / c:.2f}x", scans])
-        self.table(["round", "drained by", "ack", "seconds", "events/s", "vs SQL drain ceiling",
-                    "seq scans of outbox (rows read)"], table)
+        self.table(["round", "drained by", "ack", "ack_on_claim", "seconds", "events/s",
+                    "vs SQL drain ceiling", "seq scans of outbox (rows read)"], table)
 
         def ratio(by, ack, w=None, b=None):
             xs = [float(r["events_per_s"]) / float(r["ceiling_events_per_s"]) for r in rows
@@ -422,6 +427,17 @@ plot {plots}
                f"ceiling mark mode is judged against (a new row version per event where delete "
                f"only marks the row dead).")
         self.w()
+        if any(r["drained_by"] == "relay_two_step" for r in rows):
+            self.w(f"**ack_on_claim, before and after:** at the defaults, deleting: "
+                   f"{ratio('relay_two_step', 'delete', dw, db):.2f}x of the ceiling with a "
+                   f"second statement, {ratio('relay', 'delete', dw, db):.2f}x with the claim "
+                   f"acknowledging; marking: {ratio('relay_two_step', 'mark', dw, db):.2f}x and "
+                   f"{ratio('relay', 'mark', dw, db):.2f}x. With 2 workers and batch 1,000: "
+                   f"{ratio('relay_two_step', 'delete', '2', '1000'):.2f}x and "
+                   f"{ratio('relay', 'delete', '2', '1000'):.2f}x deleting, "
+                   f"{ratio('relay_two_step', 'mark', '2', '1000'):.2f}x and "
+                   f"{ratio('relay', 'mark', '2', '1000'):.2f}x marking.")
+            self.w()
 
     def wakeup(self):
         if not self.stage_ok("wakeup", "Wake-up latency: NOTIFY hint vs polling"):
