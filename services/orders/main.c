@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/conf.h"
 #include "orders.h"
 
 static volatile sig_atomic_t g_stop;
@@ -108,6 +109,10 @@ int main(int argc, char **argv)
     outbox_conf_t *conf = outbox_kit_conf_load("orders-service", argc, argv, usage, NULL, &rc);
     if (!conf)
         return rc;
+    /* Seed 000: five workers, [Worker-1] to [Worker-5], share the outbox
+     * (the library's default is 2). OUTBOX_WORKERS still decides. */
+    if (!outbox__conf_is_set(conf, "workers"))
+        outbox_conf_set(conf, "workers", "5", err, sizeof(err));
     int run_api = outbox_kit_conf_bool(conf, "api"),
         run_relay = outbox_kit_conf_bool(conf, "relay"),
         run_consumers = outbox_kit_conf_bool(conf, "consumers");
