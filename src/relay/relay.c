@@ -295,6 +295,26 @@ static void idle(outbox_worker_t *w)
     atomic_fetch_sub(&w->relay->idle_workers, 1);
 }
 
+/* Adaptive claiming (with the watcher): after a partial batch of k events,
+ * the next claim starts no sooner than poll_min_interval x k/2 (at most 4x)
+ * after the last one. Below about 2 events per poll_min_interval per worker
+ * this is poll_min_interval itself, so latency stays the watcher's; above,
+ * the gap grows with the rate until batches carry ~4 intervals' worth,
+ * cutting the claim transactions a busy relay runs, which cost producers
+ * the most when they write the fastest. A full batch claims again at once. */
+static void pace(outbox_worker_t *w)
+{
+    const outbox_relay_opts_t *o = &w->relay->o;
+    if (o->poll_min_ms <= 0 || w->claim_n <= 2 || w->claim_n >= o->batch_size)
+        return;
+    int64_t k = w->claim_n / 2 > 4 ? 4 : w->claim_n / 2;
+    int64_t wait = w->claim_at_ms + o->poll_min_ms * k - outbox__now_ms();
+    if (wait > 0 && !w->relay->stop) {
+        struct pollfd fd = {.fd = w->relay->stop_pipe[0], .events = POLLIN};
+        poll(&fd, 1, (int)wait);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     outbox_worker_t *w = arg;
@@ -342,8 +362,11 @@ static void *worker_main(void *arg)
             maintenance(w);
             w->next_maintenance_ms = now + o->maintenance_ms;
         }
+        pace(w);
         drain_wake(w);
+        w->claim_at_ms = outbox__now_ms();
         int rc = w->nlanes ? outbox__relay_batch(w) : 0;
+        w->claim_n = rc > 0 ? rc : 0;
         if (rc > 0)
             atomic_fetch_add(&r->progress, 1);
         if (rc == 0 || (rc > 0 && rc < o->batch_size && o->poll_min_ms > 0))

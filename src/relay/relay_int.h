@@ -62,6 +62,8 @@ typedef struct outbox_worker_s {
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
+    int64_t claim_at_ms;         /* when the last claim started */
+    int claim_n;                 /* events it handed out */
     int wake[2]; /* readable: the watcher saw work in a lane of this worker, or stop */
     _Atomic uint64_t lane_mask; /* the lanes held, bit i = lane i (read by the watcher) */
     _Atomic uint64_t published, failed, batches;
