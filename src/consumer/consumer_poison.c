@@ -37,7 +37,8 @@
 #define STORE_RETRY_MS 1000      /* between attempts to open the database session */
 #define REQUEUE_INTERVAL_MS 1000 /* requeued dead letters are looked for this often */
 #define REQUEUE_BATCH 50
-#define ON_RECORD_CHECK_MS 5000 /* re-checks whether any attempts are on record */
+#define ON_RECORD_CHECK_MS 5000   /* re-checks whether any attempts are on record */
+#define BATCH_BROKEN_RETRY_MS 100 /* messages of an aborted batch are offered again no sooner */
 
 /* ------------------------------------------------------------------------ */
 /* The decision (pure)                                                       */
@@ -184,6 +185,15 @@ void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_
     }
 }
 
+void outbox__holds_drop(outbox__holds_t *h, const char *key)
+{
+    for (int i = 0; i < h->n; i++)
+        if (!strcmp(h->v[i].key, key)) {
+            hold_remove(h, i);
+            return;
+        }
+}
+
 void outbox__holds_term(outbox__holds_t *h)
 {
     for (int i = 0; i < h->n; i++)
@@ -197,8 +207,14 @@ void outbox__holds_term(outbox__holds_t *h)
 
 static _Thread_local struct {
     const outbox_delivery_t *d;
+    int batched; /* the call runs in a batch's savepoint */
     char text[1024];
 } g_cur;
+
+int outbox_delivery_batched(const outbox_delivery_t *d)
+{
+    return d && d == g_cur.d && g_cur.batched;
+}
 
 void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...)
 {
@@ -481,10 +497,27 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
         *retry_in = w;
         return OUTBOX_ERR_TIMEOUT; /* behind a failed message of its key, or not due */
     }
+    outbox__batch_t *b = &c->batch;
+    int sp = b->open && !requeued;
+    if (sp && b->fn(OUTBOX_BATCH_SAVEPOINT, b->opaque) != OUTBOX_OK) {
+        b->broken = 1; /* the batch is aborted: this one comes again with it */
+        *retry_in = BATCH_BROKEN_RETRY_MS;
+        return OUTBOX_ERR_TIMEOUT;
+    }
     g_cur.d = d;
+    g_cur.batched = sp;
     g_cur.text[0] = '\0';
     outbox_err_t rc = fn(d, opaque);
     g_cur.d = NULL;
+    g_cur.batched = 0;
+    if (sp && b->fn(rc == OUTBOX_OK ? OUTBOX_BATCH_RELEASE : OUTBOX_BATCH_ROLLBACK_TO, b->opaque) !=
+                  OUTBOX_OK) {
+        b->broken = 1;
+        if (rc == OUTBOX_OK) { /* its work goes with the aborted batch: not done */
+            *retry_in = BATCH_BROKEN_RETRY_MS;
+            return OUTBOX_ERR_TIMEOUT;
+        }
+    }
     char error[1100];
     snprintf(error, sizeof(error), "%s%s%s",
              rc == OUTBOX_ERR_REJECTED ? "rejected by the handler" : outbox_err_str(rc),
@@ -520,7 +553,26 @@ outbox_err_t outbox__poison_handle(outbox_consumer_t *c, outbox_delivery_t *d,
                                    const char *const *attrs, outbox_consumer_handler_fn fn,
                                    void *opaque, int64_t *retry_in_ms)
 {
-    return handle(c, d, attrs, fn, opaque, c->poison.requeued, retry_in_ms);
+    outbox__batch_t *b = &c->batch;
+    if (b->open && b->broken) { /* the batch is aborted: the rest of it waits too */
+        *retry_in_ms = BATCH_BROKEN_RETRY_MS;
+        return OUTBOX_ERR_TIMEOUT;
+    }
+    outbox_err_t rc = handle(c, d, attrs, fn, opaque, c->poison.requeued, retry_in_ms);
+    if (rc == OUTBOX_OK && b->open) {
+        b->ndone++;
+        if (b->nkeys == b->capkeys) {
+            int ncap = b->capkeys ? 2 * b->capkeys : 64;
+            char **nk = realloc(b->keys, (size_t)ncap * sizeof(*nk));
+            if (nk) {
+                b->keys = nk;
+                b->capkeys = ncap;
+            }
+        }
+        if (b->nkeys < b->capkeys && (b->keys[b->nkeys] = strdup(delivery_key(d))))
+            b->nkeys++;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,4 +1,5 @@
-/* PostgreSQL: connections, migrations, enqueue and the inbox.
+/* PostgreSQL: connections, migrations, enqueue, the inbox and the
+ * consumer's batch transaction.
  * Every statement with values is parameterised. */
 #include "store/pg/pg.h"
 
@@ -11,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "outbox/consumer.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------------------ */
@@ -473,4 +475,30 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
         *is_new = atoi(PQcmdTuples(r)) == 1;
     PQclear(r);
     return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The consumer's batch transaction (include/outbox/consumer.h)              */
+
+outbox_err_t outbox_consumer_batch_pg(outbox_batch_op_t op, void *opaque)
+{
+    PGconn **connp = opaque;
+    PGconn *conn = connp ? *connp : NULL;
+    static const char *const sql[] = {
+        [OUTBOX_BATCH_BEGIN] = "BEGIN",
+        [OUTBOX_BATCH_SAVEPOINT] = "SAVEPOINT outbox_message",
+        [OUTBOX_BATCH_RELEASE] = "RELEASE SAVEPOINT outbox_message",
+        [OUTBOX_BATCH_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT outbox_message",
+        [OUTBOX_BATCH_COMMIT] = "COMMIT",
+        [OUTBOX_BATCH_ABORT] = "ROLLBACK",
+    };
+    if (!conn || PQstatus(conn) != CONNECTION_OK || (unsigned)op > OUTBOX_BATCH_ABORT)
+        return OUTBOX_ERR_DB;
+    PGresult *r = PQexec(conn, sql[op]);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
+    if (ok && op == OUTBOX_BATCH_COMMIT)
+        ok = !strcmp(PQcmdStatus(r), "COMMIT");
+    PQclear(r);
+    return ok ? OUTBOX_OK : OUTBOX_ERR_DB;
 }
