@@ -107,36 +107,42 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
 outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
                                   outbox_consumer_handler_fn handler, void *opaque);
 
-/** What a batch hook is asked to do (outbox_consumer_set_batch()). */
+/** What a batch hook is asked to do (outbox_consumer_set_batch()). A
+ *  handler call's work goes in a savepoint of its own; after OUTBOX_OK the
+ *  savepoint stays open until the next handler call that works (NEXT) or
+ *  the COMMIT, which saves a round trip per message. */
 typedef enum {
-    OUTBOX_BATCH_BEGIN,       /**< open the batch's transaction (BEGIN) */
-    OUTBOX_BATCH_SAVEPOINT,   /**< before each handler call in the batch (SAVEPOINT) */
-    OUTBOX_BATCH_RELEASE,     /**< the handler returned OUTBOX_OK (RELEASE SAVEPOINT) */
-    OUTBOX_BATCH_ROLLBACK_TO, /**< the handler failed: undo its work only (ROLLBACK TO SAVEPOINT) */
-    OUTBOX_BATCH_COMMIT,      /**< end the batch, keeping its work (COMMIT) */
-    OUTBOX_BATCH_ABORT        /**< end the batch, undoing all of it (ROLLBACK) */
-} outbox_batch_op_t;
+    OUTBOX_CONSUMER_BATCH_BEGIN,       /**< open the batch's transaction (BEGIN) */
+    OUTBOX_CONSUMER_BATCH_SAVEPOINT,   /**< before the first handler call (SAVEPOINT) */
+    OUTBOX_CONSUMER_BATCH_NEXT,        /**< before a handler call that follows a successful one:
+                                            keep that one's work, open a new savepoint
+                                            (RELEASE SAVEPOINT; SAVEPOINT) */
+    OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, /**< the handler failed: undo its work only (ROLLBACK TO
+                                            SAVEPOINT; the savepoint stays, empty, for the next
+                                            handler call) */
+    OUTBOX_CONSUMER_BATCH_COMMIT,      /**< end the batch, keeping its work (COMMIT) */
+    OUTBOX_CONSUMER_BATCH_ABORT        /**< end the batch, undoing all of it (ROLLBACK) */
+} outbox_consumer_batch_op_t;
 
 /** A batch hook: does op on the session the handler uses and returns
  *  OUTBOX_OK, or an error when it failed (OUTBOX_ERR_DB). For
- *  OUTBOX_BATCH_COMMIT, OUTBOX_OK only when the transaction is known to
- *  have committed: a COMMIT whose answer was lost is an error. */
-typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_batch_op_t op, void *opaque);
+ *  OUTBOX_CONSUMER_BATCH_COMMIT, OUTBOX_OK only when the transaction is
+ *  known to have committed: a COMMIT whose answer was lost is an error. */
+typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, void *opaque);
 
 /**
  * Opts c into batches: one database transaction per poll instead of one per
  * message, so one commit (one WAL flush) covers up to consumer_batch
  * messages. When a poll returns two messages or more, the consumer asks fn
- * to BEGIN, runs each handler call inside a SAVEPOINT (RELEASE after
- * OUTBOX_OK, ROLLBACK TO after any error: a failing message undoes only its
- * own work, the others of the batch still commit), then COMMIT; it
- * acknowledges the batch's messages to the broker only after the COMMIT
- * succeeded. The handler contract is unchanged, except that inside a batch
- * (outbox_delivery_batched() says so) the handler neither begins nor
- * commits: it does its work, outbox_inbox_record() included, on the open
- * transaction and returns OUTBOX_OK. Retries, attempts, dead letters and
- * the per-key rule are as for single messages: a later message of a failed
- * message's key is not handed to the handler in the same batch.
+ * to BEGIN, runs the work of each handler call inside a savepoint of its
+ * own (opened by outbox_delivery_batched(); ROLLBACK TO it after any error: a failing message
+ * undoes only its own work, the others of the batch still commit), then COMMIT; it acknowledges the
+ * batch's messages to the broker only after the COMMIT succeeded. The handler contract is
+ * unchanged, except that inside a batch (outbox_delivery_batched() says so, called before any
+ * database work) the handler neither begins nor commits: it does its work, outbox_inbox_record()
+ * included, on the open transaction and returns OUTBOX_OK. Retries, attempts, dead letters and the
+ * per-key rule are as for single messages: a later message of a failed message's key is not handed
+ * to the handler in the same batch.
  *
  * When the COMMIT fails or its outcome is unknown (connection lost), no
  * message of the batch is acknowledged: all are delivered again, and the
@@ -157,16 +163,23 @@ void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn
 /**
  * A batch hook for PostgreSQL: opaque is a PGconn ** (the handler's
  * session, which the application may replace between polls). Runs BEGIN,
- * SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT, COMMIT or ROLLBACK
- * on it. OUTBOX_ERR_DB without a usable session, when the statement
+ * SAVEPOINT, RELEASE SAVEPOINT + SAVEPOINT (one round trip), ROLLBACK TO
+ * SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB without a usable session, when the statement
  * fails, or when COMMIT did not commit (the transaction had failed, or the
  * answer was lost).
  */
-outbox_err_t outbox_consumer_batch_pg(outbox_batch_op_t op, void *opaque);
+outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, void *opaque);
 
-/** 1 when d's handler call runs inside a batch (outbox_consumer_set_batch()):
- *  the transaction is open (in a savepoint); the handler must not BEGIN,
- *  COMMIT or ROLLBACK. 0 otherwise, and outside the handler call for d. */
+/**
+ * Call from the handler before its database work: 1 when d's handler call
+ * runs inside a batch (outbox_consumer_set_batch()); the first call for d
+ * then opens d's savepoint on the batch's transaction, and the handler
+ * must not BEGIN, COMMIT or ROLLBACK. 0 outside a batch (open your own
+ * transaction), and outside the handler call for d. A handler that returns
+ * without calling it (a message it ignores) costs no savepoint; it must
+ * then not have touched the database. If the savepoint cannot be opened,
+ * the batch is rolled back and delivered again whatever the handler does.
+ */
 int outbox_delivery_batched(const outbox_delivery_t *d);
 
 /** Last error message of this consumer ("" if none). The string belongs to

@@ -3,9 +3,10 @@
  * the threads of a group share its messages):
  *
  *   inventory  OrderCreated -> in one transaction with its inbox record:
- *              deduct every item's stock (skus in order) and mark the order confirmed with
- *              an OrderConfirmed event; if any sku lacks stock, deduct
- *              nothing and mark it rejected with an OrderRejected event.
+ *              deduct every item's stock (skus in order) and mark the
+ *              order confirmed with an OrderConfirmed event; if any sku
+ *              lacks stock, deduct nothing and mark it rejected with an
+ *              OrderRejected event.
  *   email      OrderCreated -> prints the confirmation email once per
  *              order (inbox), on stdout.
  *
@@ -14,11 +15,13 @@
  * off): one COMMIT, one WAL flush, for up to consumer_batch orders, each
  * order in its own savepoint, acknowledged after the COMMIT. A batch of
  * inventory holds the sku locks of all its orders until it commits, taken
- * order after order, not in one sku order: every inventory transaction
- * takes one advisory lock first (inventory_lock_sql), so the threads and
- * processes of the group apply their batches one after the other and never
- * deadlock. The order_confirmed / order_rejected log lines of a batch come
- * before its COMMIT (a batch that does not commit is applied again).
+ * order after order, not in one sku order: with batches on, every
+ * inventory transaction takes one advisory lock first
+ * (inventory_begin_sql), so the threads and processes of the group apply
+ * their batches one after the other and never deadlock (the next thread's
+ * batch runs while the last one's COMMIT waits for its WAL flush). The
+ * order_confirmed / order_rejected log lines of a batch come before its
+ * COMMIT (a batch that does not commit is applied again).
  *
  * A message already in the inbox is logged "SKIPPING duplicate message <id>"
  * and acknowledged with no effect. The handlers answer with the consumer
@@ -47,6 +50,7 @@ typedef struct worker_s {
     PGconn *conn;
     pthread_t thread;
     int started;
+    int batches;       /* consumer_batch_transaction: inventory transactions take the lock */
     _Atomic int *stop; /* set by another thread to stop this one */
 } worker_t;
 
@@ -90,31 +94,30 @@ static int session(worker_t *w)
  * first (transaction scope): a batch locks the skus of many orders, not in
  * one sku order, so two batches at once could deadlock. The 4 skus of the
  * load make them wait for each other anyway. */
-static const char inventory_lock_sql[] = "SELECT pg_advisory_xact_lock(7308604897068083556)";
+static const char inventory_begin_sql[] =
+    "BEGIN; SELECT pg_advisory_xact_lock(7308604897068083556)";
 
-/* Opens the worker's transaction: BEGIN, and the inventory lock. */
+/* Opens the worker's transaction: BEGIN, and for inventory the lock (one
+ * round trip; without batches, one transaction per message locks its skus
+ * in order and needs none). */
 static int begin_tx(worker_t *w, char *err, size_t err_size)
 {
-    if (outbox_kit_db_exec(w->conn, "BEGIN", err, err_size))
-        return -1;
-    if (w->handler == on_inventory) {
-        PGresult *r = PQexec(w->conn, inventory_lock_sql);
-        int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-        if (!ok)
-            snprintf(err, err_size, "%s", PQresultErrorMessage(r));
-        PQclear(r);
-        if (!ok)
-            return -1;
-    }
-    return 0;
+    if (w->handler != on_inventory || !w->batches)
+        return outbox_kit_db_exec(w->conn, "BEGIN", err, err_size) ? -1 : 0;
+    PGresult *r = PQexec(w->conn, inventory_begin_sql);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, err_size, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
 }
 
 /* The batch hook (outbox_consumer_set_batch()): outbox_consumer_batch_pg on
  * the worker's session, and the inventory lock after BEGIN. */
-static outbox_err_t batch_hook(outbox_batch_op_t op, void *opaque)
+static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, void *opaque)
 {
     worker_t *w = opaque;
-    if (op != OUTBOX_BATCH_BEGIN)
+    if (op != OUTBOX_CONSUMER_BATCH_BEGIN)
         return outbox_consumer_batch_pg(op, &w->conn);
     char err[512];
     if (session(w) != 0)
@@ -385,6 +388,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->prepare_sql = defs[i].sql;
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
+            w->batches = outbox_kit_conf_bool(conf, "consumer_batch_transaction");
             snprintf(w->url, sizeof(w->url), "%s", url);
             snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(),
                      k + 1);

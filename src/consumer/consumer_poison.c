@@ -207,13 +207,30 @@ void outbox__holds_term(outbox__holds_t *h)
 
 static _Thread_local struct {
     const outbox_delivery_t *d;
-    int batched; /* the call runs in a batch's savepoint */
+    outbox_consumer_t *c; /* whose handler call this is */
+    int batched;          /* the call runs in a batch */
+    int opened;           /* ... and opened its savepoint (outbox_delivery_batched) */
     char text[1024];
 } g_cur;
 
 int outbox_delivery_batched(const outbox_delivery_t *d)
 {
-    return d && d == g_cur.d && g_cur.batched;
+    if (!d || d != g_cur.d || !g_cur.batched)
+        return 0;
+    if (g_cur.opened)
+        return 1;
+    /* The message's savepoint, on demand: a handler that does no database
+     * work (an event it ignores) costs no round trip. A savepoint that
+     * cannot be opened breaks the batch: it is rolled back whatever the
+     * handler does now, and delivered again. */
+    outbox__batch_t *b = &g_cur.c->batch;
+    g_cur.opened = 1;
+    if (b->sp != 2 && b->fn(b->sp ? OUTBOX_CONSUMER_BATCH_NEXT : OUTBOX_CONSUMER_BATCH_SAVEPOINT,
+                            b->opaque) != OUTBOX_OK)
+        b->broken = 1;
+    else
+        b->sp = 2; /* open, empty until the handler's result */
+    return 1;
 }
 
 void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...)
@@ -498,25 +515,24 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
         return OUTBOX_ERR_TIMEOUT; /* behind a failed message of its key, or not due */
     }
     outbox__batch_t *b = &c->batch;
-    int sp = b->open && !requeued;
-    if (sp && b->fn(OUTBOX_BATCH_SAVEPOINT, b->opaque) != OUTBOX_OK) {
-        b->broken = 1; /* the batch is aborted: this one comes again with it */
+    g_cur.d = d;
+    g_cur.c = c;
+    g_cur.batched = b->open && !requeued;
+    g_cur.opened = 0;
+    g_cur.text[0] = '\0';
+    outbox_err_t rc = fn(d, opaque);
+    int opened = g_cur.opened;
+    g_cur.d = NULL;
+    g_cur.c = NULL;
+    g_cur.batched = g_cur.opened = 0;
+    if (opened && b->broken) { /* its savepoint failed: its work goes with the batch */
         *retry_in = BATCH_BROKEN_RETRY_MS;
         return OUTBOX_ERR_TIMEOUT;
     }
-    g_cur.d = d;
-    g_cur.batched = sp;
-    g_cur.text[0] = '\0';
-    outbox_err_t rc = fn(d, opaque);
-    g_cur.d = NULL;
-    g_cur.batched = 0;
-    if (sp && b->fn(rc == OUTBOX_OK ? OUTBOX_BATCH_RELEASE : OUTBOX_BATCH_ROLLBACK_TO, b->opaque) !=
-                  OUTBOX_OK) {
-        b->broken = 1;
-        if (rc == OUTBOX_OK) { /* its work goes with the aborted batch: not done */
-            *retry_in = BATCH_BROKEN_RETRY_MS;
-            return OUTBOX_ERR_TIMEOUT;
-        }
+    if (opened) {
+        b->sp = rc == OUTBOX_OK ? 1 : 2;
+        if (rc != OUTBOX_OK && b->fn(OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, b->opaque) != OUTBOX_OK)
+            b->broken = 1; /* it failed anyway: charged as usual below */
     }
     char error[1100];
     snprintf(error, sizeof(error), "%s%s%s",

@@ -480,25 +480,30 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
 /* ------------------------------------------------------------------------ */
 /* The consumer's batch transaction (include/outbox/consumer.h)              */
 
-outbox_err_t outbox_consumer_batch_pg(outbox_batch_op_t op, void *opaque)
+outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, void *opaque)
 {
     PGconn **connp = opaque;
     PGconn *conn = connp ? *connp : NULL;
     static const char *const sql[] = {
-        [OUTBOX_BATCH_BEGIN] = "BEGIN",
-        [OUTBOX_BATCH_SAVEPOINT] = "SAVEPOINT outbox_message",
-        [OUTBOX_BATCH_RELEASE] = "RELEASE SAVEPOINT outbox_message",
-        [OUTBOX_BATCH_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT outbox_message",
-        [OUTBOX_BATCH_COMMIT] = "COMMIT",
-        [OUTBOX_BATCH_ABORT] = "ROLLBACK",
+        [OUTBOX_CONSUMER_BATCH_BEGIN] = "BEGIN",
+        [OUTBOX_CONSUMER_BATCH_SAVEPOINT] = "SAVEPOINT outbox_message",
+        [OUTBOX_CONSUMER_BATCH_NEXT] = "RELEASE SAVEPOINT outbox_message; SAVEPOINT outbox_message",
+        [OUTBOX_CONSUMER_BATCH_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT outbox_message",
+        [OUTBOX_CONSUMER_BATCH_COMMIT] = "COMMIT",
+        [OUTBOX_CONSUMER_BATCH_ABORT] = "ROLLBACK",
     };
-    if (!conn || PQstatus(conn) != CONNECTION_OK || (unsigned)op > OUTBOX_BATCH_ABORT)
+    if (!conn || PQstatus(conn) != CONNECTION_OK || (unsigned)op > OUTBOX_CONSUMER_BATCH_ABORT)
         return OUTBOX_ERR_DB;
-    PGresult *r = PQexec(conn, sql[op]);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
-    if (ok && op == OUTBOX_BATCH_COMMIT)
-        ok = !strcmp(PQcmdStatus(r), "COMMIT");
-    PQclear(r);
-    return ok ? OUTBOX_OK : OUTBOX_ERR_DB;
+    /* Simple query (NEXT is two statements); every result must be OK. */
+    int ok = PQsendQuery(conn, sql[op]);
+    PGresult *r;
+    while ((r = PQgetResult(conn))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ok = 0;
+        /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
+        else if (op == OUTBOX_CONSUMER_BATCH_COMMIT && strcmp(PQcmdStatus(r), "COMMIT"))
+            ok = 0;
+        PQclear(r);
+    }
+    return ok && PQstatus(conn) == CONNECTION_OK ? OUTBOX_OK : OUTBOX_ERR_DB;
 }
