@@ -107,28 +107,34 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
 outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
                                   outbox_consumer_handler_fn handler, void *opaque);
 
-/** What a batch hook is asked to do (outbox_consumer_set_batch()). A
- *  handler call's work goes in a savepoint of its own; after OUTBOX_OK the
- *  savepoint stays open until the next handler call that works (NEXT) or
- *  the COMMIT, which saves a round trip per message. */
+/** What a batch hook is asked to do (outbox_consumer_set_batch()). The
+ *  work of each handler call goes in a savepoint of its own, numbered from
+ *  1 in each batch (savepoint names never repeat within a batch). */
 typedef enum {
     OUTBOX_CONSUMER_BATCH_BEGIN,       /**< open the batch's transaction (BEGIN) */
-    OUTBOX_CONSUMER_BATCH_SAVEPOINT,   /**< before the first handler call (SAVEPOINT) */
-    OUTBOX_CONSUMER_BATCH_NEXT,        /**< before a handler call that follows a successful one:
-                                            keep that one's work, open a new savepoint
-                                            (RELEASE SAVEPOINT; SAVEPOINT) */
+    OUTBOX_CONSUMER_BATCH_SAVEPOINT,   /**< open savepoint n (SAVEPOINT), for the first handler
+                                            call that works */
+    OUTBOX_CONSUMER_BATCH_NEXT,        /**< a handler call succeeded in savepoint n - 1: keep its
+                                            work, open savepoint n for the next one (RELEASE
+                                            SAVEPOINT; SAVEPOINT) */
     OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, /**< the handler failed: undo its work only (ROLLBACK TO
-                                            SAVEPOINT; the savepoint stays, empty, for the next
+                                            SAVEPOINT n; it stays open, empty, for the next
                                             handler call) */
     OUTBOX_CONSUMER_BATCH_COMMIT,      /**< end the batch, keeping its work (COMMIT) */
     OUTBOX_CONSUMER_BATCH_ABORT        /**< end the batch, undoing all of it (ROLLBACK) */
 } outbox_consumer_batch_op_t;
 
-/** A batch hook: does op on the session the handler uses and returns
- *  OUTBOX_OK, or an error when it failed (OUTBOX_ERR_DB). For
- *  OUTBOX_CONSUMER_BATCH_COMMIT, OUTBOX_OK only when the transaction is
- *  known to have committed: a COMMIT whose answer was lost is an error. */
-typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, void *opaque);
+/** A batch hook: does op on the session the handler uses (n: the savepoint
+ *  of SAVEPOINT, NEXT and ROLLBACK_TO; 0 for the others) and returns
+ *  OUTBOX_OK, or an error when it failed (OUTBOX_ERR_DB). NEXT may return
+ *  before its answer comes (outbox_consumer_batch_pg does: the next
+ *  statement on the session waits for it); if it failed, the transaction
+ *  is aborted, savepoint n does not exist, and so the next ROLLBACK TO or
+ *  the COMMIT fails. For OUTBOX_CONSUMER_BATCH_COMMIT, OUTBOX_OK only when
+ *  the transaction is known to have committed: a COMMIT whose answer was
+ *  lost is an error. */
+typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, int n,
+                                                 void *opaque);
 
 /**
  * Opts c into batches: one database transaction per poll instead of one per
@@ -163,12 +169,13 @@ void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn
 /**
  * A batch hook for PostgreSQL: opaque is a PGconn ** (the handler's
  * session, which the application may replace between polls). Runs BEGIN,
- * SAVEPOINT, RELEASE SAVEPOINT + SAVEPOINT (one round trip), ROLLBACK TO
- * SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB without a usable session, when the statement
- * fails, or when COMMIT did not commit (the transaction had failed, or the
- * answer was lost).
+ * SAVEPOINT outbox_message_<n>, RELEASE SAVEPOINT + SAVEPOINT (sent
+ * without waiting for the answer: it overlaps with the consumer's work on
+ * the next message), ROLLBACK TO SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB without a
+ * usable session, when the statement fails, or when COMMIT did not commit (the transaction had
+ * failed, or the answer was lost).
  */
-outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, void *opaque);
+outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, int n, void *opaque);
 
 /**
  * Call from the handler before its database work: 1 when d's handler call

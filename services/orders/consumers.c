@@ -114,11 +114,11 @@ static int begin_tx(worker_t *w, char *err, size_t err_size)
 
 /* The batch hook (outbox_consumer_set_batch()): outbox_consumer_batch_pg on
  * the worker's session, and the inventory lock after BEGIN. */
-static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, void *opaque)
+static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, int n, void *opaque)
 {
     worker_t *w = opaque;
     if (op != OUTBOX_CONSUMER_BATCH_BEGIN)
-        return outbox_consumer_batch_pg(op, &w->conn);
+        return outbox_consumer_batch_pg(op, n, &w->conn);
     char err[512];
     if (session(w) != 0)
         return OUTBOX_ERR_DB;

@@ -108,7 +108,7 @@ int outbox__batch_begin(outbox_consumer_t *c, int nmsgs)
     batch_forget(b);
     b->broken = 0;
     b->sp = 0;
-    if (b->fn(OUTBOX_CONSUMER_BATCH_BEGIN, b->opaque) != OUTBOX_OK) {
+    if (b->fn(OUTBOX_CONSUMER_BATCH_BEGIN, 0, b->opaque) != OUTBOX_OK) {
         outbox__log(OUTBOX_LOG_WARN, "consumer", "batch_begin_failed",
                     "could not open the batch transaction: messages handled one by one", "consumer",
                     c->name, "group", c->group, NULL);
@@ -126,9 +126,9 @@ outbox_err_t outbox__batch_end(outbox_consumer_t *c)
     b->open = 0;
     outbox_err_t rc = OUTBOX_ERR_DB;
     if (!b->broken)
-        rc = b->fn(OUTBOX_CONSUMER_BATCH_COMMIT, b->opaque);
+        rc = b->fn(OUTBOX_CONSUMER_BATCH_COMMIT, 0, b->opaque);
     else
-        (void)b->fn(OUTBOX_CONSUMER_BATCH_ABORT, b->opaque);
+        (void)b->fn(OUTBOX_CONSUMER_BATCH_ABORT, 0, b->opaque);
     if (rc != OUTBOX_OK && b->ndone) {
         char n[16];
         snprintf(n, sizeof(n), "%d", b->ndone);

@@ -106,8 +106,9 @@ typedef struct outbox__batch_s {
     int enabled; /**< consumer_batch_transaction */
     int open;    /**< a batch transaction is open: handler calls go in savepoints */
     int broken;  /**< a savepoint operation failed: the batch is aborted at its end */
-    int sp;      /**< savepoint: 0 none yet, 1 open with the last message's work, 2 open, empty */
-    int ndone;   /**< messages of the open batch that are done (to acknowledge) */
+    int sp;    /**< number of the open savepoint (empty: the next handler call works in it), 0: none
+                  yet */
+    int ndone; /**< messages of the open batch that are done (to acknowledge) */
     char **keys; /**< their keys (owned), for the holds when the batch is aborted */
     int nkeys, capkeys;
 } outbox__batch_t;

@@ -220,16 +220,17 @@ int outbox_delivery_batched(const outbox_delivery_t *d)
     if (g_cur.opened)
         return 1;
     /* The message's savepoint, on demand: a handler that does no database
-     * work (an event it ignores) costs no round trip. A savepoint that
+     * work (an event it ignores) costs no round trip. After a handler that
+     * worked, the next savepoint is already open (NEXT, below). One that
      * cannot be opened breaks the batch: it is rolled back whatever the
      * handler does now, and delivered again. */
     outbox__batch_t *b = &g_cur.c->batch;
     g_cur.opened = 1;
-    if (b->sp != 2 && b->fn(b->sp ? OUTBOX_CONSUMER_BATCH_NEXT : OUTBOX_CONSUMER_BATCH_SAVEPOINT,
-                            b->opaque) != OUTBOX_OK)
-        b->broken = 1;
-    else
-        b->sp = 2; /* open, empty until the handler's result */
+    if (!b->sp) {
+        if (b->fn(OUTBOX_CONSUMER_BATCH_SAVEPOINT, 1, b->opaque) != OUTBOX_OK)
+            b->broken = 1;
+        b->sp = 1;
+    }
     return 1;
 }
 
@@ -529,10 +530,15 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
         *retry_in = BATCH_BROKEN_RETRY_MS;
         return OUTBOX_ERR_TIMEOUT;
     }
-    if (opened) {
-        b->sp = rc == OUTBOX_OK ? 1 : 2;
-        if (rc != OUTBOX_OK && b->fn(OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, b->opaque) != OUTBOX_OK)
-            b->broken = 1; /* it failed anyway: charged as usual below */
+    if (opened && rc == OUTBOX_OK) {
+        /* Keep its work; the next savepoint opens now, its answer read by
+         * the next statement (outbox_consumer_batch_pg): the round trip
+         * overlaps with the next message. */
+        if (b->fn(OUTBOX_CONSUMER_BATCH_NEXT, b->sp + 1, b->opaque) != OUTBOX_OK)
+            b->broken = 1; /* after it, nothing commits: ack nothing */
+        b->sp++;
+    } else if (opened && b->fn(OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, b->sp, b->opaque) != OUTBOX_OK) {
+        b->broken = 1; /* it failed anyway: charged as usual below */
     }
     char error[1100];
     snprintf(error, sizeof(error), "%s%s%s",
