@@ -141,14 +141,16 @@ typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, 
  * message, so one commit (one WAL flush) covers up to consumer_batch
  * messages. When a poll returns two messages or more, the consumer asks fn
  * to BEGIN, runs the work of each handler call inside a savepoint of its
- * own (opened by outbox_delivery_batched(); ROLLBACK TO it after any error: a failing message
- * undoes only its own work, the others of the batch still commit), then COMMIT; it acknowledges the
- * batch's messages to the broker only after the COMMIT succeeded. The handler contract is
- * unchanged, except that inside a batch (outbox_delivery_batched() says so, called before any
- * database work) the handler neither begins nor commits: it does its work, outbox_inbox_record()
- * included, on the open transaction and returns OUTBOX_OK. Retries, attempts, dead letters and the
- * per-key rule are as for single messages: a later message of a failed message's key is not handed
- * to the handler in the same batch.
+ * own (opened by outbox_delivery_batched(); ROLLBACK TO it after any error:
+ * a failing message undoes only its own work, the others of the batch still
+ * commit), then COMMIT; it acknowledges the batch's messages to the broker
+ * only after the COMMIT succeeded. The handler contract is unchanged,
+ * except that inside a batch (outbox_delivery_batched() says so, called
+ * before any database work) the handler neither begins nor commits: it does
+ * its work, outbox_inbox_record() included, on the open transaction and
+ * returns OUTBOX_OK. Retries, attempts, dead letters and the per-key rule
+ * are as for single messages: a later message of a failed message's key is
+ * not handed to the handler in the same batch.
  *
  * When the COMMIT fails or its outcome is unknown (connection lost), no
  * message of the batch is acknowledged: all are delivered again, and the
@@ -160,20 +162,20 @@ typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, 
  *
  * Redis Streams only for now; the other consumers (and Redis Pub/Sub, and
  * requeued dead letters) keep calling the handler outside a batch. The
- * setting consumer_batch_transaction=false turns batches off. fn NULL
- * turns them off too. opaque is passed to fn; the caller keeps ownership.
- * Not while a poll on c is running.
+ * setting consumer_batch_transaction=false turns batches off. fn NULL turns
+ * them off too. opaque is passed to fn; the caller keeps ownership. Not
+ * while a poll on c is running.
  */
 void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn, void *opaque);
 
 /**
  * A batch hook for PostgreSQL: opaque is a PGconn ** (the handler's
  * session, which the application may replace between polls). Runs BEGIN,
- * SAVEPOINT outbox_message_<n>, RELEASE SAVEPOINT + SAVEPOINT (sent
- * without waiting for the answer: it overlaps with the consumer's work on
- * the next message), ROLLBACK TO SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB without a
- * usable session, when the statement fails, or when COMMIT did not commit (the transaction had
- * failed, or the answer was lost).
+ * SAVEPOINT outbox_message_<n>, RELEASE SAVEPOINT + SAVEPOINT (sent without
+ * waiting for the answer: it overlaps with the consumer's work on the next
+ * message), ROLLBACK TO SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB
+ * without a usable session, when the statement fails, or when COMMIT did
+ * not commit (the transaction had failed, or the answer was lost).
  */
 outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, int n, void *opaque);
 
