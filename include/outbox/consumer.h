@@ -30,7 +30,9 @@ typedef struct outbox_delivery_s {
  * happens to the message:
  *
  *   OUTBOX_OK            done: the message is acknowledged (return it after
- *                        your transaction committed).
+ *                        your transaction committed; inside a batch, after
+ *                        your work: the batch's COMMIT comes first, see
+ *                        outbox_consumer_set_batch()).
  *   OUTBOX_ERR_REJECTED  it can never succeed (e.g. a malformed payload):
  *                        dead-lettered now, acknowledged, the consumer moves on.
  *   OUTBOX_ERR_DB        your own database is unreachable or failed: retried
@@ -104,6 +106,90 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
  */
 outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
                                   outbox_consumer_handler_fn handler, void *opaque);
+
+/** What a batch hook is asked to do (outbox_consumer_set_batch()). The
+ *  work of each handler call goes in a savepoint of its own, numbered from
+ *  1 in each batch (savepoint names never repeat within a batch). */
+typedef enum {
+    OUTBOX_CONSUMER_BATCH_BEGIN,       /**< open the batch's transaction (BEGIN) */
+    OUTBOX_CONSUMER_BATCH_SAVEPOINT,   /**< open savepoint n (SAVEPOINT), for the first handler
+                                            call that works */
+    OUTBOX_CONSUMER_BATCH_NEXT,        /**< a handler call succeeded in savepoint n - 1: keep its
+                                            work, open savepoint n for the next one (RELEASE
+                                            SAVEPOINT; SAVEPOINT) */
+    OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, /**< the handler failed: undo its work only (ROLLBACK TO
+                                            SAVEPOINT n; it stays open, empty, for the next
+                                            handler call) */
+    OUTBOX_CONSUMER_BATCH_COMMIT,      /**< end the batch, keeping its work (COMMIT) */
+    OUTBOX_CONSUMER_BATCH_ABORT        /**< end the batch, undoing all of it (ROLLBACK) */
+} outbox_consumer_batch_op_t;
+
+/** A batch hook: does op on the session the handler uses (n: the savepoint
+ *  of SAVEPOINT, NEXT and ROLLBACK_TO; 0 for the others) and returns
+ *  OUTBOX_OK, or an error when it failed (OUTBOX_ERR_DB). NEXT may return
+ *  before its answer comes (outbox_consumer_batch_pg does: the next
+ *  statement on the session waits for it); if it failed, the transaction
+ *  is aborted, savepoint n does not exist, and so the next ROLLBACK TO or
+ *  the COMMIT fails. For OUTBOX_CONSUMER_BATCH_COMMIT, OUTBOX_OK only when
+ *  the transaction is known to have committed: a COMMIT whose answer was
+ *  lost is an error. */
+typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, int n,
+                                                 void *opaque);
+
+/**
+ * Opts c into batches: one database transaction per poll instead of one per
+ * message, so one commit (one WAL flush) covers up to consumer_batch
+ * messages. When a poll returns two messages or more, the consumer asks fn
+ * to BEGIN, runs the work of each handler call inside a savepoint of its
+ * own (opened by outbox_delivery_batched(); ROLLBACK TO it after any error:
+ * a failing message undoes only its own work, the others of the batch still
+ * commit), then COMMIT; it acknowledges the batch's messages to the broker
+ * only after the COMMIT succeeded. The handler contract is unchanged,
+ * except that inside a batch (outbox_delivery_batched() says so, called
+ * before any database work) the handler neither begins nor commits: it does
+ * its work, outbox_inbox_record() included, on the open transaction and
+ * returns OUTBOX_OK. Retries, attempts, dead letters and the per-key rule
+ * are as for single messages: a later message of a failed message's key is
+ * not handed to the handler in the same batch.
+ *
+ * When the COMMIT fails or its outcome is unknown (connection lost), no
+ * message of the batch is acknowledged: all are delivered again, and the
+ * inbox turns the ones that did commit into duplicates. When BEGIN fails
+ * the poll's messages go one by one, as without a batch (the handler then
+ * opens its own transaction, sees the database down, and answers
+ * OUTBOX_ERR_DB). A savepoint operation that fails ends the batch: it is
+ * aborted and its messages are delivered again.
+ *
+ * Redis Streams only for now; the other consumers (and Redis Pub/Sub, and
+ * requeued dead letters) keep calling the handler outside a batch. The
+ * setting consumer_batch_transaction=false turns batches off. fn NULL turns
+ * them off too. opaque is passed to fn; the caller keeps ownership. Not
+ * while a poll on c is running.
+ */
+void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn, void *opaque);
+
+/**
+ * A batch hook for PostgreSQL: opaque is a PGconn ** (the handler's
+ * session, which the application may replace between polls). Runs BEGIN,
+ * SAVEPOINT outbox_message_<n>, RELEASE SAVEPOINT + SAVEPOINT (sent without
+ * waiting for the answer: it overlaps with the consumer's work on the next
+ * message), ROLLBACK TO SAVEPOINT, COMMIT or ROLLBACK on it. OUTBOX_ERR_DB
+ * without a usable session, when the statement fails, or when COMMIT did
+ * not commit (the transaction had failed, or the answer was lost).
+ */
+outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, int n, void *opaque);
+
+/**
+ * Call from the handler before its database work: 1 when d's handler call
+ * runs inside a batch (outbox_consumer_set_batch()); the first call for d
+ * then opens d's savepoint on the batch's transaction, and the handler
+ * must not BEGIN, COMMIT or ROLLBACK. 0 outside a batch (open your own
+ * transaction), and outside the handler call for d. A handler that returns
+ * without calling it (a message it ignores) costs no savepoint; it must
+ * then not have touched the database. If the savepoint cannot be opened,
+ * the batch is rolled back and delivered again whatever the handler does.
+ */
+int outbox_delivery_batched(const outbox_delivery_t *d);
 
 /** Last error message of this consumer ("" if none). The string belongs to
  *  the consumer and changes with the next poll. */

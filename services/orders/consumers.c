@@ -3,12 +3,25 @@
  * the threads of a group share its messages):
  *
  *   inventory  OrderCreated -> in one transaction with its inbox record:
- *              deduct every item's stock (skus in order, so concurrent
- *              instances cannot deadlock) and mark the order confirmed with
- *              an OrderConfirmed event; if any sku lacks stock, deduct
- *              nothing and mark it rejected with an OrderRejected event.
+ *              deduct every item's stock (skus in order) and mark the
+ *              order confirmed with an OrderConfirmed event; if any sku
+ *              lacks stock, deduct nothing and mark it rejected with an
+ *              OrderRejected event.
  *   email      OrderCreated -> prints the confirmation email once per
  *              order (inbox), on stdout.
+ *
+ * Both apply the messages of one poll in one transaction (a batch, see
+ * outbox_consumer_set_batch(); consumer_batch_transaction=false turns it
+ * off): one COMMIT, one WAL flush, for up to consumer_batch orders, each
+ * order in its own savepoint, acknowledged after the COMMIT. A batch of
+ * inventory holds the sku locks of all its orders until it commits, taken
+ * order after order, not in one sku order: with batches on, every
+ * inventory transaction takes one advisory lock first
+ * (inventory_begin_sql), so the threads and processes of the group apply
+ * their batches one after the other and never deadlock (the next thread's
+ * batch runs while the last one's COMMIT waits for its WAL flush). The
+ * order_confirmed / order_rejected log lines of a batch come before its
+ * COMMIT (a batch that does not commit is applied again).
  *
  * A message already in the inbox is logged "SKIPPING duplicate message <id>"
  * and acknowledged with no effect. The handlers answer with the consumer
@@ -37,6 +50,7 @@ typedef struct worker_s {
     PGconn *conn;
     pthread_t thread;
     int started;
+    int batches;       /* consumer_batch_transaction: inventory transactions take the lock */
     _Atomic int *stop; /* set by another thread to stop this one */
 } worker_t;
 
@@ -45,6 +59,8 @@ struct orders_consumers_s {
     int nworkers;
     worker_t *workers;
 };
+
+static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque);
 
 /* (Re)connects the worker's session; 0 when usable. */
 static int session(worker_t *w)
@@ -74,25 +90,75 @@ static int session(worker_t *w)
     return 0;
 }
 
-/* BEGIN + inbox record. Returns 1 new (transaction open), 0 duplicate
- * (rolled back, logged), -1 error (rolled back). */
+/* The inventory transactions of every thread and process take this lock
+ * first (transaction scope): a batch locks the skus of many orders, not in
+ * one sku order, so two batches at once could deadlock. The 4 skus of the
+ * load make them wait for each other anyway. */
+static const char inventory_begin_sql[] =
+    "BEGIN; SELECT pg_advisory_xact_lock(7308604897068083556)";
+
+/* Opens the worker's transaction: BEGIN, and for inventory the lock (one
+ * round trip; without batches, one transaction per message locks its skus
+ * in order and needs none). */
+static int begin_tx(worker_t *w, char *err, size_t err_size)
+{
+    if (w->handler != on_inventory || !w->batches)
+        return outbox_kit_db_exec(w->conn, "BEGIN", err, err_size) ? -1 : 0;
+    PGresult *r = PQexec(w->conn, inventory_begin_sql);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, err_size, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* The batch hook (outbox_consumer_set_batch()): outbox_consumer_batch_pg on
+ * the worker's session, and the inventory lock after BEGIN. */
+static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, int n, void *opaque)
+{
+    worker_t *w = opaque;
+    if (op != OUTBOX_CONSUMER_BATCH_BEGIN)
+        return outbox_consumer_batch_pg(op, n, &w->conn);
+    char err[512];
+    if (session(w) != 0)
+        return OUTBOX_ERR_DB;
+    if (begin_tx(w, err, sizeof(err))) {
+        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+        return OUTBOX_ERR_DB;
+    }
+    return OUTBOX_OK;
+}
+
+/* Undoes the handler's work: the whole transaction, or inside a batch
+ * nothing here (the consumer rolls back to the message's savepoint). */
+static void undo(worker_t *w, const outbox_delivery_t *d)
+{
+    if (!outbox_delivery_batched(d))
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+}
+
+/* BEGIN (unless inside a batch: the transaction is open) + inbox record.
+ * Returns 1 new (transaction open), 0 duplicate (undone, logged), -1
+ * error (undone). */
 static int begin_once(worker_t *w, const outbox_delivery_t *d)
 {
     char err[512];
     int is_new = 0;
-    if (session(w) != 0) {
+    int batched = outbox_delivery_batched(d);
+    if (!batched && session(w) != 0) {
         outbox_delivery_set_error(d, "no database session");
         return -1;
     }
-    if (outbox_kit_db_exec(w->conn, "BEGIN", err, sizeof(err)) ||
+    if ((!batched && begin_tx(w, err, sizeof(err))) ||
         outbox_inbox_record(w->conn, w->name, d->env.id, &is_new, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "message_id", d->env.id, NULL);
         outbox_delivery_set_error(d, "%s", err);
-        PQclear(PQexec(w->conn, "ROLLBACK"));
+        undo(w, d);
         return -1;
     }
     if (!is_new) {
-        PQclear(PQexec(w->conn, "ROLLBACK"));
+        undo(w, d);
         char msg[96];
         snprintf(msg, sizeof(msg), "SKIPPING duplicate message %s", d->env.id);
         outbox__log(OUTBOX_LOG_INFO, w->name, "duplicate", msg, "message_id", d->env.id, "type",
@@ -102,8 +168,11 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
     return 1;
 }
 
+/* COMMIT, or inside a batch nothing (the batch commits). */
 static outbox_err_t commit(worker_t *w, const outbox_delivery_t *d)
 {
+    if (outbox_delivery_batched(d))
+        return OUTBOX_OK;
     PGresult *r = PQexec(w->conn, "COMMIT");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
@@ -114,9 +183,9 @@ static outbox_err_t commit(worker_t *w, const outbox_delivery_t *d)
     return ok ? OUTBOX_OK : OUTBOX_ERR_DB;
 }
 
-static outbox_err_t rollback(worker_t *w)
+static outbox_err_t rollback(worker_t *w, const outbox_delivery_t *d)
 {
-    PQclear(PQexec(w->conn, "ROLLBACK"));
+    undo(w, d);
     return OUTBOX_ERR_DB;
 }
 
@@ -177,7 +246,7 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
                     order_id, NULL);
         outbox_delivery_set_error(d, "inventory update: %s", PQresultErrorMessage(r));
         PQclear(r);
-        return rollback(w);
+        return rollback(w, d);
     }
     if (PQntuples(r) == 0) {
         outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending",
@@ -208,7 +277,7 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     if (e) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
         outbox_delivery_set_error(d, "enqueue %s: %s", ev.type, err);
-        return rollback(w);
+        return rollback(w, d);
     }
     if (commit(w, d) != OUTBOX_OK)
         return OUTBOX_ERR_DB;
@@ -265,6 +334,7 @@ static void *run(void *arg)
         outbox__log(OUTBOX_LOG_ERROR, w->name, "consumer_failed", err, NULL);
         return NULL;
     }
+    outbox_consumer_set_batch(c, batch_hook, w);
     while (!*w->stop) {
         if (session(w) != 0) {
             outbox_kit_sleep_ms(1000, w->stop);
@@ -318,6 +388,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->prepare_sql = defs[i].sql;
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
+            w->batches = outbox_kit_conf_bool(conf, "consumer_batch_transaction");
             snprintf(w->url, sizeof(w->url), "%s", url);
             snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(),
                      k + 1);

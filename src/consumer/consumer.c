@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json.h"
 #include "core/buf.h"
+#include "core/conf.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -21,6 +22,14 @@ static const outbox_consumer_ops_t *find(const char *url)
             if (outbox__url_scheme_is(url, *s))
                 return *o;
     return NULL;
+}
+
+static void batch_forget(outbox__batch_t *b)
+{
+    for (int i = 0; i < b->nkeys; i++)
+        free(b->keys[i]);
+    b->nkeys = 0;
+    b->ndone = 0;
 }
 
 outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const char *name,
@@ -53,6 +62,7 @@ outbox_consumer_t *outbox_consumer_new(const char *url, const char *group, const
     for (int i = 0; i < ntopics; i++)
         if (!(c->topics[c->ntopics++] = strdup(topics[i])))
             goto nomem;
+    c->batch.enabled = outbox__conf_bool(c->conf, "consumer_batch_transaction");
     if (outbox__poison_init(c, errstr, errstr_size) != OUTBOX_OK) {
         c->ops = NULL;
         outbox_consumer_destroy(c);
@@ -82,6 +92,61 @@ outbox_err_t outbox_consumer_poll(outbox_consumer_t *c, int timeout_ms,
     return c->ops->poll(c, timeout_ms, handler, opaque);
 }
 
+void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn, void *opaque)
+{
+    if (!c)
+        return;
+    c->batch.fn = fn;
+    c->batch.opaque = opaque;
+}
+
+int outbox__batch_begin(outbox_consumer_t *c, int nmsgs)
+{
+    outbox__batch_t *b = &c->batch;
+    if (!b->fn || !b->enabled || nmsgs < 2 || b->open)
+        return 0;
+    batch_forget(b);
+    b->broken = 0;
+    b->sp = 0;
+    if (b->fn(OUTBOX_CONSUMER_BATCH_BEGIN, 0, b->opaque) != OUTBOX_OK) {
+        outbox__log(OUTBOX_LOG_WARN, "consumer", "batch_begin_failed",
+                    "could not open the batch transaction: messages handled one by one", "consumer",
+                    c->name, "group", c->group, NULL);
+        return 0;
+    }
+    b->open = 1;
+    return 1;
+}
+
+outbox_err_t outbox__batch_end(outbox_consumer_t *c)
+{
+    outbox__batch_t *b = &c->batch;
+    if (!b->open)
+        return OUTBOX_OK;
+    b->open = 0;
+    outbox_err_t rc = OUTBOX_ERR_DB;
+    if (!b->broken)
+        rc = b->fn(OUTBOX_CONSUMER_BATCH_COMMIT, 0, b->opaque);
+    else
+        (void)b->fn(OUTBOX_CONSUMER_BATCH_ABORT, 0, b->opaque);
+    if (rc != OUTBOX_OK && b->ndone) {
+        char n[16];
+        snprintf(n, sizeof(n), "%d", b->ndone);
+        outbox__log(OUTBOX_LOG_WARN, "consumer", "batch_not_committed",
+                    b->broken ? "a savepoint failed: batch rolled back, its messages are "
+                                "delivered again"
+                              : "batch COMMIT failed or its outcome is unknown: nothing "
+                                "acknowledged, its messages are delivered again",
+                    "consumer", c->name, "group", c->group, "messages", n, NULL);
+        /* Their keys start over from the broker's order. */
+        for (int i = 0; i < b->nkeys; i++)
+            outbox__holds_drop(&c->poison.holds, b->keys[i]);
+    }
+    batch_forget(b);
+    b->broken = 0;
+    return rc;
+}
+
 const char *outbox_consumer_errstr(const outbox_consumer_t *c)
 {
     return c ? c->errstr : "";
@@ -100,6 +165,8 @@ void outbox_consumer_destroy(outbox_consumer_t *c)
     free(c->group);
     free(c->name);
     outbox__poison_term(c);
+    batch_forget(&c->batch);
+    free(c->batch.keys);
     outbox_conf_destroy(c->conf);
     free(c);
 }

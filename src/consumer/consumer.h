@@ -74,6 +74,8 @@ outbox__hold_t *outbox__holds_fail(outbox__holds_t *h, const char *key, const ch
 /** msg_id is done (handled or dead-lettered): the first follower in the
  *  key's queue becomes the head (due now), or the key is free. */
 void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_id, int64_t now);
+/** Forgets key's hold, its queue included (the key is free). */
+void outbox__holds_drop(outbox__holds_t *h, const char *key);
 void outbox__holds_term(outbox__holds_t *h);
 
 /** Per consumer: the database session for attempts and dead letters, the
@@ -96,6 +98,21 @@ typedef struct outbox__poison_s {
     outbox__holds_t holds;
 } outbox__poison_t;
 
+/** Per consumer: the application's batch hook (outbox_consumer_set_batch())
+ *  and the batch open on the current poll. */
+typedef struct outbox__batch_s {
+    outbox_consumer_batch_fn fn; /**< NULL: no batches */
+    void *opaque;
+    int enabled; /**< consumer_batch_transaction */
+    int open;    /**< a batch transaction is open: handler calls go in savepoints */
+    int broken;  /**< a savepoint operation failed: the batch is aborted at its end */
+    int sp;    /**< number of the open savepoint (empty: the next handler call works in it), 0: none
+                  yet */
+    int ndone; /**< messages of the open batch that are done (to acknowledge) */
+    char **keys; /**< their keys (owned), for the holds when the batch is aborted */
+    int nkeys, capkeys;
+} outbox__batch_t;
+
 struct outbox_consumer_s {
     const outbox_consumer_ops_t *ops;
     char *url;          /**< owned; may hold a password: never log it raw */
@@ -106,6 +123,7 @@ struct outbox_consumer_s {
     void *state;
     char errstr[512];
     outbox__poison_t poison;
+    outbox__batch_t batch;
 };
 
 /** Sets up c->poison from c->conf. */
@@ -123,6 +141,18 @@ int outbox__poison_before_poll(outbox_consumer_t *c, int timeout_ms, outbox_cons
 outbox_err_t outbox__poison_handle(outbox_consumer_t *c, outbox_delivery_t *d,
                                    const char *const *attrs, outbox_consumer_handler_fn fn,
                                    void *opaque, int64_t *retry_in_ms);
+
+/** Opens a batch for the nmsgs messages of one poll when the application
+ *  gave a batch hook, batches are on and nmsgs >= 2. 1: open (the broker
+ *  file then calls outbox__batch_end() after dispatching them, before
+ *  acknowledging any); 0: handle them one by one (also when BEGIN failed). */
+int outbox__batch_begin(outbox_consumer_t *c, int nmsgs);
+/** Ends the open batch: COMMIT, or ROLLBACK when a savepoint operation
+ *  failed. OUTBOX_OK: committed, acknowledge the messages dispatch said
+ *  OUTBOX_OK for. Any other value: acknowledge none of them (they are
+ *  delivered again; the inbox makes the committed ones duplicates); the
+ *  holds of their keys are dropped so they come back in their order. */
+outbox_err_t outbox__batch_end(outbox_consumer_t *c);
 
 /**
  * Parses body as a structured-mode CloudEvents document (or, when attrs is

@@ -37,7 +37,8 @@
 #define STORE_RETRY_MS 1000      /* between attempts to open the database session */
 #define REQUEUE_INTERVAL_MS 1000 /* requeued dead letters are looked for this often */
 #define REQUEUE_BATCH 50
-#define ON_RECORD_CHECK_MS 5000 /* re-checks whether any attempts are on record */
+#define ON_RECORD_CHECK_MS 5000   /* re-checks whether any attempts are on record */
+#define BATCH_BROKEN_RETRY_MS 100 /* messages of an aborted batch are offered again no sooner */
 
 /* ------------------------------------------------------------------------ */
 /* The decision (pure)                                                       */
@@ -184,6 +185,15 @@ void outbox__holds_release(outbox__holds_t *h, const char *key, const char *msg_
     }
 }
 
+void outbox__holds_drop(outbox__holds_t *h, const char *key)
+{
+    for (int i = 0; i < h->n; i++)
+        if (!strcmp(h->v[i].key, key)) {
+            hold_remove(h, i);
+            return;
+        }
+}
+
 void outbox__holds_term(outbox__holds_t *h)
 {
     for (int i = 0; i < h->n; i++)
@@ -197,8 +207,32 @@ void outbox__holds_term(outbox__holds_t *h)
 
 static _Thread_local struct {
     const outbox_delivery_t *d;
+    outbox_consumer_t *c; /* whose handler call this is */
+    int batched;          /* the call runs in a batch */
+    int opened;           /* ... and opened its savepoint (outbox_delivery_batched) */
     char text[1024];
 } g_cur;
+
+int outbox_delivery_batched(const outbox_delivery_t *d)
+{
+    if (!d || d != g_cur.d || !g_cur.batched)
+        return 0;
+    if (g_cur.opened)
+        return 1;
+    /* The message's savepoint, on demand: a handler that does no database
+     * work (an event it ignores) costs no round trip. After a handler that
+     * worked, the next savepoint is already open (NEXT, below). One that
+     * cannot be opened breaks the batch: it is rolled back whatever the
+     * handler does now, and delivered again. */
+    outbox__batch_t *b = &g_cur.c->batch;
+    g_cur.opened = 1;
+    if (!b->sp) {
+        if (b->fn(OUTBOX_CONSUMER_BATCH_SAVEPOINT, 1, b->opaque) != OUTBOX_OK)
+            b->broken = 1;
+        b->sp = 1;
+    }
+    return 1;
+}
 
 void outbox_delivery_set_error(const outbox_delivery_t *d, const char *fmt, ...)
 {
@@ -481,10 +515,31 @@ static outbox_err_t handle(outbox_consumer_t *c, outbox_delivery_t *d, const cha
         *retry_in = w;
         return OUTBOX_ERR_TIMEOUT; /* behind a failed message of its key, or not due */
     }
+    outbox__batch_t *b = &c->batch;
     g_cur.d = d;
+    g_cur.c = c;
+    g_cur.batched = b->open && !requeued;
+    g_cur.opened = 0;
     g_cur.text[0] = '\0';
     outbox_err_t rc = fn(d, opaque);
+    int opened = g_cur.opened;
     g_cur.d = NULL;
+    g_cur.c = NULL;
+    g_cur.batched = g_cur.opened = 0;
+    if (opened && b->broken) { /* its savepoint failed: its work goes with the batch */
+        *retry_in = BATCH_BROKEN_RETRY_MS;
+        return OUTBOX_ERR_TIMEOUT;
+    }
+    if (opened && rc == OUTBOX_OK) {
+        /* Keep its work; the next savepoint opens now, its answer read by
+         * the next statement (outbox_consumer_batch_pg): the round trip
+         * overlaps with the next message. */
+        if (b->fn(OUTBOX_CONSUMER_BATCH_NEXT, b->sp + 1, b->opaque) != OUTBOX_OK)
+            b->broken = 1; /* after it, nothing commits: ack nothing */
+        b->sp++;
+    } else if (opened && b->fn(OUTBOX_CONSUMER_BATCH_ROLLBACK_TO, b->sp, b->opaque) != OUTBOX_OK) {
+        b->broken = 1; /* it failed anyway: charged as usual below */
+    }
     char error[1100];
     snprintf(error, sizeof(error), "%s%s%s",
              rc == OUTBOX_ERR_REJECTED ? "rejected by the handler" : outbox_err_str(rc),
@@ -520,7 +575,26 @@ outbox_err_t outbox__poison_handle(outbox_consumer_t *c, outbox_delivery_t *d,
                                    const char *const *attrs, outbox_consumer_handler_fn fn,
                                    void *opaque, int64_t *retry_in_ms)
 {
-    return handle(c, d, attrs, fn, opaque, c->poison.requeued, retry_in_ms);
+    outbox__batch_t *b = &c->batch;
+    if (b->open && b->broken) { /* the batch is aborted: the rest of it waits too */
+        *retry_in_ms = BATCH_BROKEN_RETRY_MS;
+        return OUTBOX_ERR_TIMEOUT;
+    }
+    outbox_err_t rc = handle(c, d, attrs, fn, opaque, c->poison.requeued, retry_in_ms);
+    if (rc == OUTBOX_OK && b->open) {
+        b->ndone++;
+        if (b->nkeys == b->capkeys) {
+            int ncap = b->capkeys ? 2 * b->capkeys : 64;
+            char **nk = realloc(b->keys, (size_t)ncap * sizeof(*nk));
+            if (nk) {
+                b->keys = nk;
+                b->capkeys = ncap;
+            }
+        }
+        if (b->nkeys < b->capkeys && (b->keys[b->nkeys] = strdup(delivery_key(d))))
+            b->nkeys++;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -5,7 +5,11 @@
  *   whole stream), then XREADGROUP GROUP <group> <name> ... STREAMS <topics> >.
  *   An entry is acknowledged (XACK) only after the handler returned
  *   OUTBOX_OK (or it was dead-lettered), i.e. after the handler's
- *   transaction committed. An entry the handler failed stays pending, and
+ *   transaction committed. With a batch hook (outbox_consumer_set_batch())
+ *   the entries of one read are handled in one transaction, each in a
+ *   savepoint, and acknowledged together (one XACK) after its COMMIT; a
+ *   batch that did not commit leaves them all pending, read again after
+ *   BATCH_REDELIVER_MS. An entry the handler failed stays pending, and
  *   so do the later entries of its key (consumer_poison.c holds the key);
  *   entries of other keys are handled and acknowledged meanwhile, so one
  *   poison message never stalls the group. When its retry is due the
@@ -46,6 +50,7 @@
 #include "core/util.h"
 
 #define CONNECT_TIMEOUT_MS 5000
+#define BATCH_REDELIVER_MS 200 /* a batch that did not commit is read again no sooner */
 
 typedef struct redis_consumer_s {
     outbox__redis_url_t addr;
@@ -246,16 +251,6 @@ int outbox__consumer_redis_pubsub(const redisReply *rep, const char **channel, c
     return 1;
 }
 
-static int xack(redis_consumer_t *r, const char *topic, const char *group, const char *id)
-{
-    const char *av[4] = {"XACK", topic, group, id};
-    redisReply *rep = cmd_argv(r, 4, av);
-    int ok = rep && rep->type == REDIS_REPLY_INTEGER;
-    if (rep)
-        freeReplyObject(rep);
-    return ok ? 0 : -1;
-}
-
 /* XAUTOCLAIM ... JUSTID for every topic: claimed entries join this
  * consumer's pending list and are processed through the backlog read. */
 static outbox_err_t autoclaim(outbox_consumer_t *c)
@@ -391,15 +386,26 @@ static void trim_topic(outbox_consumer_t *c, int i)
         freeReplyObject(x);
 }
 
-/* Handles the entries of one stream reply in order. An entry the handler
- * did not finish (failed, or behind a failed entry of its key) stays
- * pending: *left counts them and *min_retry gets the soonest time one of
- * them may be tried again. OUTBOX_ERR_BROKER when an XACK failed. */
+/* Handles the entries of one stream reply in order, in one batch
+ * transaction when the application gave a batch hook (see
+ * outbox_consumer_set_batch()), then acknowledges the finished ones with
+ * one XACK (after the batch's COMMIT). An entry the handler did not finish
+ * (failed, or behind a failed entry of its key), or every entry of a batch
+ * that did not commit, stays pending: *left counts them and *min_retry gets
+ * the soonest time one of them may be tried again. OUTBOX_ERR_BROKER when
+ * the XACK failed. */
 static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisReply *entries,
                                    int redelivered, outbox_consumer_handler_fn fn, void *opaque,
                                    int *left, int64_t *min_retry)
 {
     redis_consumer_t *r = c->state;
+    const char **av = calloc(entries->elements + 3, sizeof(char *));
+    if (!av) {
+        snprintf(c->errstr, sizeof(c->errstr), "out of memory");
+        return OUTBOX_ERR_NOMEM;
+    }
+    int nack = 0;
+    int batch = outbox__batch_begin(c, (int)entries->elements);
     for (size_t e = 0; e < entries->elements; e++) {
         const char *sid, *body;
         size_t blen;
@@ -427,10 +433,34 @@ static outbox_err_t handle_entries(outbox_consumer_t *c, int ti, const redisRepl
                                               : outbox_err_str(rc));
             continue;
         }
-        if (xack(r, c->topics[ti], c->group, sid) != 0)
-            return fail(c, "Redis XACK failed", r->ctx ? r->ctx->errstr : "");
+        av[3 + nack++] = sid;
     }
-    return OUTBOX_OK;
+    if (batch && outbox__batch_end(c) != OUTBOX_OK) {
+        /* Not committed, or not known to be: acknowledge nothing. */
+        *left += nack;
+        int64_t at = outbox__now_ms() + BATCH_REDELIVER_MS;
+        if (nack && at < *min_retry)
+            *min_retry = at;
+        if (nack)
+            snprintf(c->errstr, sizeof(c->errstr),
+                     "%s: a batch of %d entries did not commit: left pending for redelivery",
+                     c->topics[ti], nack);
+        nack = 0;
+    }
+    outbox_err_t result = OUTBOX_OK;
+    if (nack) {
+        av[0] = "XACK";
+        av[1] = c->topics[ti];
+        av[2] = c->group;
+        redisReply *rep = cmd_argv(r, 3 + nack, av);
+        int ok = rep && rep->type == REDIS_REPLY_INTEGER;
+        if (rep)
+            freeReplyObject(rep);
+        if (!ok)
+            result = fail(c, "Redis XACK failed", r->ctx ? r->ctx->errstr : "");
+    }
+    free(av);
+    return result;
 }
 
 /* Sends XREADGROUP GROUP g name COUNT n [BLOCK ms] STREAMS t... id...: with

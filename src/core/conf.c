@@ -197,6 +197,11 @@ static const outbox_conf_prop_t props[] = {
      "threads per consumer group in a service process (each its own broker and database session)"},
     {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "messages read per consumer poll"},
+    {"consumer_batch_transaction", OUTBOX_CT_BOOL, "true", "OUTBOX_CONSUMER_BATCH_TRANSACTION", 0,
+     0, 0, NULL, OUTBOX_SCOPE_SERVICE,
+     "consumers whose application gives a batch hook apply the messages of one poll in one "
+     "database transaction (a savepoint each, one COMMIT, acknowledged after it); false: one "
+     "transaction per message"},
     {"search_database_url", OUTBOX_CT_STR, "", "SEARCH_DATABASE_URL", 0, 0, 2, NULL,
      OUTBOX_SCOPE_SERVICE,
      "cars: PostgreSQL conninfo or URI of the search database the projection writes and "

@@ -1,4 +1,5 @@
-/* PostgreSQL: connections, migrations, enqueue and the inbox.
+/* PostgreSQL: connections, migrations, enqueue, the inbox and the
+ * consumer's batch transaction.
  * Every statement with values is parameterised. */
 #include "store/pg/pg.h"
 
@@ -11,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "outbox/consumer.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------------------ */
@@ -473,4 +475,69 @@ outbox_err_t outbox_inbox_record(PGconn *conn, const char *consumer, const char 
         *is_new = atoi(PQcmdTuples(r)) == 1;
     PQclear(r);
     return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The consumer's batch transaction (include/outbox/consumer.h)              */
+
+/* Reads the answers still due on conn (a NEXT sent without waiting); 0 if
+ * one of them is an error. */
+static int batch_pending_ok(PGconn *conn)
+{
+    int ok = 1;
+    PGresult *r;
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ok = 0;
+        PQclear(r);
+    }
+    return ok;
+}
+
+outbox_err_t outbox_consumer_batch_pg(outbox_consumer_batch_op_t op, int n, void *opaque)
+{
+    PGconn **connp = opaque;
+    PGconn *conn = connp ? *connp : NULL;
+    if (!conn || PQstatus(conn) != CONNECTION_OK || (unsigned)op > OUTBOX_CONSUMER_BATCH_ABORT)
+        return OUTBOX_ERR_DB;
+    char sql[128];
+    switch (op) {
+    case OUTBOX_CONSUMER_BATCH_BEGIN:
+        snprintf(sql, sizeof(sql), "BEGIN");
+        break;
+    case OUTBOX_CONSUMER_BATCH_SAVEPOINT:
+        snprintf(sql, sizeof(sql), "SAVEPOINT outbox_message_%d", n);
+        break;
+    case OUTBOX_CONSUMER_BATCH_NEXT:
+        snprintf(sql, sizeof(sql),
+                 "RELEASE SAVEPOINT outbox_message_%d; SAVEPOINT outbox_message_%d", n - 1, n);
+        break;
+    case OUTBOX_CONSUMER_BATCH_ROLLBACK_TO:
+        snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT outbox_message_%d", n);
+        break;
+    case OUTBOX_CONSUMER_BATCH_COMMIT:
+        snprintf(sql, sizeof(sql), "COMMIT");
+        break;
+    default:
+        snprintf(sql, sizeof(sql), "ROLLBACK");
+        break;
+    }
+    /* A NEXT still unanswered: its failure fails this op (the transaction is
+     * aborted anyway; COMMIT would answer ROLLBACK). */
+    int ok = batch_pending_ok(conn);
+    if (!PQsendQuery(conn, sql))
+        return OUTBOX_ERR_DB;
+    if (op == OUTBOX_CONSUMER_BATCH_NEXT)
+        return ok ? OUTBOX_OK : OUTBOX_ERR_DB; /* answered later: see the header */
+    /* Simple query; every result must be OK. */
+    PGresult *r;
+    while ((r = PQgetResult(conn))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ok = 0;
+        /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
+        else if (op == OUTBOX_CONSUMER_BATCH_COMMIT && strcmp(PQcmdStatus(r), "COMMIT"))
+            ok = 0;
+        PQclear(r);
+    }
+    return ok && PQstatus(conn) == CONNECTION_OK ? OUTBOX_OK : OUTBOX_ERR_DB;
 }
