@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/conf.h"
 #include "orders.h"
 
 static volatile sig_atomic_t g_stop;
@@ -111,8 +110,7 @@ int main(int argc, char **argv)
         return rc;
     /* Seed 000: five workers, [Worker-1] to [Worker-5], share the outbox
      * (the library's default is 2). OUTBOX_WORKERS still decides. */
-    if (!outbox__conf_is_set(conf, "workers"))
-        outbox_conf_set(conf, "workers", "5", err, sizeof(err));
+    outbox_kit_conf_default(conf, "workers", "5");
     int run_api = outbox_kit_conf_bool(conf, "api"),
         run_relay = outbox_kit_conf_bool(conf, "relay"),
         run_consumers = outbox_kit_conf_bool(conf, "consumers");

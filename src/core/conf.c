@@ -164,9 +164,11 @@ static const outbox_conf_prop_t props[] = {
     {"http_token", OUTBOX_CT_STR, "", "OUTBOX_HTTP_TOKEN", 0, 0, 1, NULL, OUTBOX_SCOPE_HTTP,
      "bearer token every API request must carry (Authorization: Bearer ...), but /healthz and "
      "/readyz; empty = no authentication"},
-    {"db_pool_size", OUTBOX_CT_INT, "16", "OUTBOX_DB_POOL_SIZE", 1, 1000, 0, NULL,
+    {"db_pool_size", OUTBOX_CT_INT, "32", "OUTBOX_DB_POOL_SIZE", 1, 1000, 0, NULL,
      OUTBOX_SCOPE_HTTP | OUTBOX_SCOPE_SERVICE,
-     "database connections shared by the HTTP request threads"},
+     "database connections shared by the HTTP request threads (as many as concurrent clients: "
+     "commits that wait for the disk together share its flush; 16 reached 0.59 of the "
+     "database's ceiling at 32 clients, 32 reached 0.80, docs/BENCHMARKS.md)"},
     {"idempotency_retention", OUTBOX_CT_DURATION, "24h", "OUTBOX_IDEMPOTENCY_RETENTION", 1000,
      3650 * MS_D, 0, NULL, OUTBOX_SCOPE_HTTP,
      "how long an Idempotency-Key and its stored response are kept (then purged)"},

@@ -46,6 +46,14 @@ int64_t outbox_kit_conf_ms(const outbox_conf_t *conf, const char *name)
     return outbox__conf_ms(conf, name);
 }
 
+int outbox_kit_conf_default(outbox_conf_t *conf, const char *name, const char *value)
+{
+    char err[256];
+    if (outbox__conf_is_set(conf, name))
+        return 0;
+    return outbox_conf_set(conf, name, value, err, sizeof(err)) == OUTBOX_OK ? 1 : -1;
+}
+
 const char *outbox_kit_conf_database_url(const outbox_conf_t *conf)
 {
     return outbox__conf_database_url(conf);

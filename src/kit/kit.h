@@ -76,6 +76,11 @@ int outbox_kit_conf_bool(const outbox_conf_t *conf, const char *name);
 /** A duration property in milliseconds. */
 int64_t outbox_kit_conf_ms(const outbox_conf_t *conf, const char *name);
 
+/** The service's own default for name: sets value unless the command line,
+ *  the environment or a file set name. 1 set, 0 left as it was, -1 value
+ *  refused. */
+int outbox_kit_conf_default(outbox_conf_t *conf, const char *name, const char *value);
+
 /** The database conninfo: database_url, else built from DB_HOST, DB_PORT,
  *  DB_USER, DB_PASSWORD, DB_NAME. Owned by conf. Contains the password:
  *  never log it. */

@@ -59,6 +59,7 @@ static int open_session(outbox_worker_t *w)
                               /* the claim's custom plan took 0.7 ms to make,
                                  more than a small batch takes to run: plan once */
                               .generic_plans = 1,
+                              .claims = 1,
                               .ack_on_claim = r->o.ack_on_claim};
     outbox_store_t *s = outbox__store_open(&cfg, err, sizeof(err));
     if (s && s->ops->register_worker(s, err, sizeof(err))) {

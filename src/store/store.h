@@ -49,6 +49,8 @@ typedef struct outbox_store_cfg_s {
     int generic_plans;     /**< plan each prepared statement once (the watcher) */
     int async_commit;      /**< the session's commits need not wait for durability: one lost
                                 in a crash of the store is redone (published again) */
+    int claims;            /**< a relay worker's session: plan the claim as a queue (an ordered
+                                index scan that stops at its limit) */
     int ack_on_claim;      /**< the claim acknowledges what it hands out in the same
                                 statement; the store undoes it at commit for the events
                                 that were not acknowledged (store-specific; pg only) */

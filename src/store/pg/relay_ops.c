@@ -409,6 +409,17 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     if (s->cfg.generic_plans &&
         outbox__pg_exec(p->conn, "SET plan_cache_mode = force_generic_plan", errstr, errstr_size))
         goto fail;
+    /* Planned on a nearly empty table, the claim preferred a bitmap scan of
+     * the due-time index: under a steady load (measured: 14,000 dead
+     * entries between autovacuums) every claim then visited every dead
+     * row's heap page, 2-15 ms for 3 events, and a bitmap scan never marks
+     * an index entry dead. A plain index scan marks them (kill_prior_tuple),
+     * so the next claim steps over them in the index alone. Measured with
+     * orders-service at 32 connections: 0.45 -> 0.57 of the write path's
+     * ceiling. */
+    if (s->cfg.claims &&
+        outbox__pg_exec(p->conn, "SET enable_bitmapscan = off", errstr, errstr_size))
+        goto fail;
     if (s->cfg.listen) {
         /* LISTEN takes no parameter: the channel is the table name, checked
          * against [a-z0-9_] by outbox__store_open, plus "_wakeup". */
