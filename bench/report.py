@@ -580,7 +580,8 @@ plot {plots}
             return
         rows = {r["what"]: r for r in read_tsv(os.path.join(self.data, "footprint.tsv"))}
         v = lambda k: rows[k]["value"]
-        self.w("`outbox-relay` as its own process with its defaults (5 workers, batch 500, the "
+        self.w(f"`outbox-relay` as its own process with its defaults ({self.meta_default('workers', 1)} "
+               f"workers, batch {self.meta_default('batch', 1)}, the "
                "watcher on), sink Redis Streams. Startup is from `exec` until `/readyz` answers "
                "200 (session open, lanes taken, broker checked), the median of five starts; its "
                "floor is `psql -c 'SELECT 1'`, a process that connects once and exits.")

@@ -190,24 +190,34 @@ static outbox_err_t rollback(worker_t *w, const outbox_delivery_t *d)
 }
 
 /*
- * The inventory effect of one order as one statement (one round trip,
- * prepared per session; see docs/ORDERS.md "Performance"). $1 = order id.
+ * The inventory effect of one order as one statement: one round trip per
+ * order, prepared per session (see docs/ORDERS.md "Performance").
+ * $1 order id, $2 this consumer's name, $3 the message id, $4 its
+ * traceparent (or NULL).
+ *   ib     the inbox record: a row only when this message is new; every
+ *          change below waits for it, so a duplicate changes nothing;
  *   lk     locks the order's inventory rows in sku order (so concurrent
  *          consumers cannot deadlock) and tells whether each has enough stock;
  *   short  the first sku (in sku order) without enough stock, or NULL;
  *   u      decides the order: confirmed, or rejected with the reason, if it
  *          is still pending (it returns no row otherwise);
  *   d, r   deduct every item's stock and record its reservation, only when
- *          u decided "confirmed".
+ *          u decided "confirmed";
+ *   e      the OrderConfirmed / OrderRejected event, in the outbox, in the
+ *          same transaction (what outbox_enqueue would write: a UUIDv7 id,
+ *          source /inventory, the payload compact JSON in this key order).
  * Each change waits for the values it depends on (d and u need short, which
  * needs every lock of lk), so nothing is changed before every row is locked.
- * Returns u's row (status, reason, user_id, amount), or no row when the
- * order is missing or already decided.
+ * Returns one row: is_new (0 for a duplicate), then u's status, reason,
+ * user_id and amount (NULL when the order is missing or already decided).
  */
 static const char inventory_sql[] =
-    "WITH it AS (SELECT sku, quantity FROM order_items WHERE order_id = $1::uuid),"
+    "WITH ib AS (INSERT INTO outbox_inbox (consumer, message_id) VALUES ($2, $3::uuid)"
+    "            ON CONFLICT DO NOTHING RETURNING 1),"
+    " it AS (SELECT sku, quantity FROM order_items"
+    "        WHERE order_id = $1::uuid AND EXISTS (SELECT 1 FROM ib)),"
     " lk AS (SELECT v.sku, v.stock >= it.quantity AS enough FROM inventory v"
-    "        JOIN it ON v.sku = it.sku ORDER BY v.sku FOR UPDATE OF v),"
+    "        JOIN it ON v.sku = it.sku ORDER BY v.sku FOR NO KEY UPDATE OF v),"
     " short AS (SELECT min(it.sku) AS sku FROM it"
     "           WHERE NOT EXISTS (SELECT 1 FROM lk WHERE lk.sku = it.sku AND lk.enough)),"
     " u AS (UPDATE orders SET"
@@ -215,14 +225,25 @@ static const char inventory_sql[] =
     "                  ELSE 'rejected' END,"
     "         reason = 'insufficient stock for ' || (SELECT sku FROM short),"
     "         updated_at = now()"
-    "       WHERE id = $1::uuid AND status = 'pending'"
+    "       WHERE id = $1::uuid AND status = 'pending' AND EXISTS (SELECT 1 FROM ib)"
     "       RETURNING status, reason, user_id, amount),"
     " d AS (UPDATE inventory v SET stock = v.stock - it.quantity, updated_at = now() FROM it"
     "       WHERE v.sku = it.sku AND EXISTS (SELECT 1 FROM u WHERE u.status = 'confirmed')"
     "       RETURNING v.sku, it.quantity),"
     " r AS (INSERT INTO inventory_reservations (order_id, sku, quantity)"
-    "       SELECT $1::uuid, sku, quantity FROM d)"
-    " SELECT status, reason, user_id, amount FROM u";
+    "       SELECT $1::uuid, sku, quantity FROM d),"
+    " e AS (INSERT INTO outbox (id, topic, type, key, payload, traceparent, source)"
+    "       SELECT outbox_uuid_v7(), '" ORDERS_TOPIC "',"
+    "              CASE WHEN u.status = 'confirmed' THEN 'OrderConfirmed' ELSE 'OrderRejected' END,"
+    "              $1, ('{\"order_id\":' || to_json($1::text) || ',\"status\":' || "
+    "to_json(u.status)"
+    "                   || ',\"user_id\":' || to_json(u.user_id) || ',\"amount\":' || u.amount"
+    "                   || CASE WHEN u.status = 'confirmed' THEN ''"
+    "                      ELSE ',\"reason\":' || to_json(coalesce(u.reason, '')) END || "
+    "'}')::json,"
+    "              $4, '/inventory' FROM u)"
+    " SELECT (SELECT count(*) FROM ib), u.status, u.reason, u.user_id, u.amount"
+    "   FROM (SELECT 1) one LEFT JOIN u ON true";
 
 static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
 {
@@ -235,50 +256,48 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
                                   order_id ? order_id : "");
         return OUTBOX_ERR_REJECTED; /* can never succeed: dead-lettered */
     }
-    int b = begin_once(w, d);
-    if (b <= 0)
-        return b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
+    char err[512];
+    if (!outbox_delivery_batched(d)) { /* its own transaction (in a batch: its savepoint) */
+        if (session(w) != 0) {
+            outbox_delivery_set_error(d, "no database session");
+            return OUTBOX_ERR_DB;
+        }
+        if (begin_tx(w, err, sizeof(err))) {
+            outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "message_id", d->env.id, NULL);
+            outbox_delivery_set_error(d, "%s", err);
+            return rollback(w, d);
+        }
+    }
     PGconn *c = w->conn;
-    const char *p1[1] = {order_id};
-    PGresult *r = PQexecPrepared(c, w->name, 1, p1, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char *p1[4] = {order_id, w->name, d->env.id,
+                         d->env.traceparent && *d->env.traceparent ? d->env.traceparent : NULL};
+    PGresult *r = PQexecPrepared(c, w->name, 4, p1, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), "order_id",
                     order_id, NULL);
         outbox_delivery_set_error(d, "inventory update: %s", PQresultErrorMessage(r));
         PQclear(r);
         return rollback(w, d);
     }
-    if (PQntuples(r) == 0) {
+    if (strcmp(PQgetvalue(r, 0, 0), "0") == 0) { /* already in the inbox: nothing changed */
+        PQclear(r);
+        undo(w, d);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "SKIPPING duplicate message %s", d->env.id);
+        outbox__log(OUTBOX_LOG_INFO, w->name, "duplicate", msg, "message_id", d->env.id, "type",
+                    d->env.type, NULL);
+        return OUTBOX_OK;
+    }
+    if (PQgetisnull(r, 0, 1)) {
         outbox__log(OUTBOX_LOG_WARN, w->name, "not_pending",
                     "order missing or already decided: nothing to do", "order_id", order_id, NULL);
         PQclear(r);
         return commit(w, d); /* record the message as handled */
     }
-    int rejected = strcmp(PQgetvalue(r, 0, 0), "confirmed") != 0;
+    int rejected = strcmp(PQgetvalue(r, 0, 1), "confirmed") != 0;
     char reason[160];
-    snprintf(reason, sizeof(reason), "%s", PQgetvalue(r, 0, 1));
-    json_t *data = json_pack("{s:s,s:s,s:s,s:I}", "order_id", order_id, "status",
-                             PQgetvalue(r, 0, 0), "user_id", PQgetvalue(r, 0, 2), "amount",
-                             (json_int_t)strtoll(PQgetvalue(r, 0, 3), NULL, 10));
+    snprintf(reason, sizeof(reason), "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
-    if (data && rejected)
-        json_object_set_new(data, "reason", json_string(reason));
-    char *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(data);
-    outbox_event_t ev = {.topic = ORDERS_TOPIC,
-                         .type = rejected ? "OrderRejected" : "OrderConfirmed",
-                         .key = order_id,
-                         .payload = payload ? payload : "{}",
-                         .traceparent = d->env.traceparent,
-                         .source = "/inventory"};
-    char err[512];
-    outbox_err_t e = outbox_enqueue(c, &ev, NULL, err, sizeof(err));
-    free(payload);
-    if (e) {
-        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
-        outbox_delivery_set_error(d, "enqueue %s: %s", ev.type, err);
-        return rollback(w, d);
-    }
     if (commit(w, d) != OUTBOX_OK)
         return OUTBOX_ERR_DB;
     outbox__log(rejected ? OUTBOX_LOG_WARN : OUTBOX_LOG_INFO, w->name,

@@ -146,6 +146,10 @@ outbox_err_t outbox__poison_handle(outbox_consumer_t *c, outbox_delivery_t *d,
  *  gave a batch hook, batches are on and nmsgs >= 2. 1: open (the broker
  *  file then calls outbox__batch_end() after dispatching them, before
  *  acknowledging any); 0: handle them one by one (also when BEGIN failed). */
+/* The most messages one batch transaction holds (a savepoint each): under
+ * PostgreSQL's 64 cached subtransactions per backend. */
+#define OUTBOX__BATCH_TX_MAX 48
+
 int outbox__batch_begin(outbox_consumer_t *c, int nmsgs);
 /** Ends the open batch: COMMIT, or ROLLBACK when a savepoint operation
  *  failed. OUTBOX_OK: committed, acknowledge the messages dispatch said

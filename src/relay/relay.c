@@ -348,7 +348,7 @@ static void *worker_main(void *arg)
         /* Wait for this relay's own workers to register (up to 2s) so the
          * first lane split already counts all of them. */
         if (atomic_load(&r->registered) < r->nworkers && outbox__now_ms() - start_ms < 2000) {
-            wait_for_work(w, 20);
+            wait_for_work(w, 2);
             continue;
         }
         int64_t now = outbox__now_ms();
