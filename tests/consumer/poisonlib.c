@@ -253,20 +253,7 @@ void pl_run(const char *test_name, const pl_broker_t *b)
                         "NULL, seq int NOT NULL)"));
 
     /* The consumer's database through the proxy. */
-    PQconninfoOption *opts = PQconninfoParse(ci, NULL);
-    CHECK(opts, "cannot parse %s", ci);
-    char host[256] = "127.0.0.1";
-    int port = 5432;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!strcmp(o->keyword, "host") && o->val && *o->val)
-            snprintf(host, sizeof(host), "%s", o->val);
-        if (!strcmp(o->keyword, "port") && o->val && *o->val)
-            port = atoi(o->val);
-    }
-    PQconninfoFree(opts);
-    if (host[0] == '/')
-        tu_skip("PostgreSQL is on a Unix socket: the proxy needs TCP");
-    pgproxy_t *px = pgproxy_start(host, port);
+    pgproxy_t *px = pgproxy_start_for(ci);
     char sql_a[256];
     char proxied[1200];
     snprintf(proxied, sizeof(proxied),

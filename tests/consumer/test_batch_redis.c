@@ -219,20 +219,7 @@ int main(void)
 
     /* 2. The connection cut at the batch's COMMIT. */
     {
-        PQconninfoOption *opts = PQconninfoParse(ci, NULL);
-        CHECK(opts, "cannot parse %s", ci);
-        char host[256] = "127.0.0.1";
-        int port = 5432;
-        for (PQconninfoOption *o = opts; o->keyword; o++) {
-            if (!strcmp(o->keyword, "host") && o->val && *o->val)
-                snprintf(host, sizeof(host), "%s", o->val);
-            if (!strcmp(o->keyword, "port") && o->val && *o->val)
-                port = atoi(o->val);
-        }
-        PQconninfoFree(opts);
-        if (host[0] == '/')
-            tu_skip("PostgreSQL is on a Unix socket: the proxy needs TCP");
-        pgproxy_t *px = pgproxy_start(host, port);
+        pgproxy_t *px = pgproxy_start_for(ci);
         char proxied[1200];
         snprintf(proxied, sizeof(proxied),
                  "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable connect_timeout=3",

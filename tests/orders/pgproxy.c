@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "testutil.h"
 
 #define SSL_REQUEST_CODE 80877103
@@ -322,4 +324,22 @@ void pgproxy_stop(pgproxy_t *p)
         usleep(50 * 1000);
     if (__atomic_load_n(&p->links, __ATOMIC_SEQ_CST) == 0)
         free(p);
+}
+
+pgproxy_t *pgproxy_start_for(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    CHECK(opts, "cannot parse %s", conninfo);
+    char host[256] = "127.0.0.1";
+    int port = 5432;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!strcmp(o->keyword, "host") && o->val && *o->val)
+            snprintf(host, sizeof(host), "%s", o->val);
+        if (!strcmp(o->keyword, "port") && o->val && *o->val)
+            port = atoi(o->val);
+    }
+    PQconninfoFree(opts);
+    if (host[0] == '/')
+        tu_skip("PostgreSQL is on a Unix socket: the proxy needs TCP");
+    return pgproxy_start(host, port);
 }

@@ -25,6 +25,10 @@ typedef struct pgproxy_s pgproxy_t;
 
 /** Listens on 127.0.0.1 (a free port) and forwards to host:port. Fails the test on error. */
 pgproxy_t *pgproxy_start(const char *host, int port);
+/** The same in front of the server conninfo names (its host and port;
+ *  127.0.0.1:5432 when it names none). Skips the test (77) when the server
+ *  is on a Unix socket: the proxy needs TCP. */
+pgproxy_t *pgproxy_start_for(const char *conninfo);
 int pgproxy_port(const pgproxy_t *p);
 /** Cuts at the next COMMIT as mode says (PGPROXY_PASS disarms). */
 void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode);

@@ -94,20 +94,7 @@ int main(void)
 
     char direct[1024];
     snprintf(direct, sizeof(direct), "%s", s.db);
-    PQconninfoOption *opts = PQconninfoParse(direct, NULL);
-    CHECK(opts, "cannot parse %s", direct);
-    char host[256] = "127.0.0.1";
-    int port = 5432;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!strcmp(o->keyword, "host") && o->val && *o->val)
-            snprintf(host, sizeof(host), "%s", o->val);
-        if (!strcmp(o->keyword, "port") && o->val && *o->val)
-            port = atoi(o->val);
-    }
-    PQconninfoFree(opts);
-    if (host[0] == '/')
-        tu_skip("PostgreSQL is on a Unix socket: the proxy needs TCP");
-    pgproxy_t *px = pgproxy_start(host, port);
+    pgproxy_t *px = pgproxy_start_for(direct);
     snprintf(s.db, sizeof(s.db), "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable",
              direct, pgproxy_port(px));
     svc_spawn(&s, env);
