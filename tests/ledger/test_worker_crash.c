@@ -48,6 +48,14 @@ int main(void)
     }
     ledger_wait_settled(&L, 60000);
 
+    /* The processor takes 20 ms per decision from here on, so that part 2
+     * finds it in the middle of the backlog however fast the relay
+     * publishes it in part 1 (one batch of 2,000 takes all 200 at once). */
+    PQclear(tu_exec(L.tdb, "CREATE FUNCTION slow_ledger() RETURNS trigger LANGUAGE plpgsql AS"
+                           " $$ BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$"));
+    PQclear(tu_exec(L.tdb, "CREATE TRIGGER slow_ledger AFTER INSERT ON ledger_entries"
+                           " FOR EACH STATEMENT EXECUTE FUNCTION slow_ledger()"));
+
     /* 1. The relay: killed between the broker's confirmation and the ack. */
     ledger_kill(relay);
     long long before = xlen("transactions");
@@ -69,10 +77,6 @@ int main(void)
     CHECK(pending > 0 && published > 0, "the crash did not fall between publish and ack");
 
     /* 2. The processor: killed in the middle of the backlog. */
-    PQclear(tu_exec(L.tdb, "CREATE FUNCTION slow_ledger() RETURNS trigger LANGUAGE plpgsql AS"
-                           " $$ BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$"));
-    PQclear(tu_exec(L.tdb, "CREATE TRIGGER slow_ledger AFTER INSERT ON ledger_entries"
-                           " FOR EACH STATEMENT EXECUTE FUNCTION slow_ledger()"));
     ledger_spawn(&L, relay);
     const char *decided = "SELECT count(*) FROM transactions WHERE status <> 'PENDING'";
     long long base = 4, got;
