@@ -34,11 +34,13 @@ struct pgproxy_s {
     int last_answer; /* atomic */
     int links;       /* atomic: relay threads alive */
     int down;        /* atomic: outage: cut everything, refuse new connections */
+    char only[64];   /* arm only for connections whose application_name starts so ("": any) */
 };
 
 typedef struct link_s {
     pgproxy_t *p;
     int cfd, sfd;
+    char app[64]; /* the startup message's application_name */
 } link_t;
 
 static uint32_t be32(const unsigned char *b)
@@ -74,9 +76,30 @@ static int is_commit(const char *q, size_t len)
     return len == 6 && !strncasecmp(q, "COMMIT", 6);
 }
 
-/* Claims the armed mode (once, for one connection); PGPROXY_PASS if none. */
-static int claim(pgproxy_t *p)
+/* Copies the application_name of a startup message (len bytes from its
+ * start: length, protocol, then NUL-terminated name/value pairs). */
+static void startup_app(const unsigned char *m, size_t len, char *app, size_t app_size)
 {
+    size_t off = 8;
+    while (off < len && m[off]) {
+        const char *k = (const char *)m + off;
+        size_t kl = strnlen(k, len - off);
+        const char *v = k + kl + 1;
+        if (off + kl + 1 >= len)
+            return;
+        size_t vl = strnlen(v, len - off - kl - 1);
+        if (!strcmp(k, "application_name"))
+            snprintf(app, app_size, "%.*s", (int)vl, v);
+        off += kl + 1 + vl + 1;
+    }
+}
+
+/* Claims the armed mode (once, for one connection); PGPROXY_PASS if none,
+ * or if the proxy is armed only for other applications. */
+static int claim(pgproxy_t *p, const link_t *l)
+{
+    if (p->only[0] && strncmp(l->app, p->only, strlen(p->only)) != 0)
+        return PGPROXY_PASS;
     int m = __atomic_load_n(&p->mode, __ATOMIC_SEQ_CST);
     if (m != PGPROXY_PASS && __atomic_compare_exchange_n(&p->mode, &m, PGPROXY_PASS, 0,
                                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
@@ -174,8 +197,10 @@ static void *relay(void *arg)
                 if (left < total)
                     break;
                 uint32_t code = be32(cbuf + off + 4);
-                if (code != SSL_REQUEST_CODE && code != GSSENC_REQUEST_CODE)
+                if (code != SSL_REQUEST_CODE && code != GSSENC_REQUEST_CODE) {
+                    startup_app(cbuf + off, total, l->app, sizeof(l->app));
                     startup = 0;
+                }
             } else {
                 if (left < 5)
                     break;
@@ -183,7 +208,7 @@ static void *relay(void *arg)
                 if (left < total)
                     break;
                 if (cbuf[off] == 'Q' && is_commit((const char *)cbuf + off + 5, total - 5)) {
-                    int m = claim(p);
+                    int m = claim(p, l);
                     if (m == PGPROXY_CUT_AFTER_COMMIT) {
                         int ok = send_all(l->sfd, cbuf + off, total);
                         __atomic_store_n(&p->last_answer, ok == 0 ? swallow_answer(l->sfd) : -1,
@@ -285,6 +310,13 @@ pgproxy_t *pgproxy_start(const char *host, int port)
 int pgproxy_port(const pgproxy_t *p)
 {
     return p->port;
+}
+
+void pgproxy_arm_for(pgproxy_t *p, pgproxy_mode_t mode, const char *app_prefix)
+{
+    pgproxy_arm(p, PGPROXY_PASS);
+    snprintf(p->only, sizeof(p->only), "%s", app_prefix ? app_prefix : "");
+    pgproxy_arm(p, mode);
 }
 
 void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode)

@@ -32,6 +32,9 @@ pgproxy_t *pgproxy_start_for(const char *conninfo);
 int pgproxy_port(const pgproxy_t *p);
 /** Cuts at the next COMMIT as mode says (PGPROXY_PASS disarms). */
 void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode);
+/** The same, but only on a connection whose application_name (from its
+ *  startup message) starts with app_prefix ("" or NULL: any). */
+void pgproxy_arm_for(pgproxy_t *p, pgproxy_mode_t mode, const char *app_prefix);
 /** Cuts done so far. */
 int pgproxy_cuts(const pgproxy_t *p);
 /** After a PGPROXY_CUT_AFTER_COMMIT cut: 1 if the server answered the
