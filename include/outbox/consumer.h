@@ -169,6 +169,19 @@ typedef outbox_err_t (*outbox_consumer_batch_fn)(outbox_consumer_batch_op_t op, 
 void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn, void *opaque);
 
 /**
+ * The most messages one batch takes (a poll reads no more while batches are
+ * on): 48 by default, because each message's savepoint is a subtransaction
+ * and past 64 in one transaction PostgreSQL's shared cache overflows and
+ * every snapshot of the server gets slower. A handler that opens no
+ * savepoint in a batch (it collects the messages and the hook applies them
+ * in a few statements before the COMMIT, as docs/ORDERS.md describes) can take
+ * up to consumer_batch; set it back to 0 (the default) before a poll whose
+ * handler calls will open savepoints. Not while a poll on c is running.
+ * Redis Streams consumers (the ones with batches).
+ */
+void outbox_consumer_set_batch_max(outbox_consumer_t *c, int max);
+
+/**
  * A batch hook for PostgreSQL: opaque is a PGconn ** (the handler's
  * session, which the application may replace between polls). Runs BEGIN,
  * SAVEPOINT outbox_message_<n>, RELEASE SAVEPOINT + SAVEPOINT (sent without

@@ -66,6 +66,7 @@ typedef struct worker_s {
     int in_batch;   /* between the batch hook's BEGIN and its COMMIT/ABORT */
     int one_by_one; /* an apply failed: a savepoint per message until a clean batch */
     int failed;     /* a handler call of the current batch failed */
+    int batch_max;  /* consumer_batch: the most messages of a set-based batch */
     pending_t *pend;
     int npend, pend_cap;
 } worker_t;
@@ -882,6 +883,10 @@ static void *run(void *arg)
             outbox_kit_sleep_ms(1000, w->stop);
             continue;
         }
+        /* Set-based batches open no savepoint per message: as many as a
+         * poll reads (consumer_batch); one message per savepoint after a
+         * failed apply: the library's cap. */
+        outbox_consumer_set_batch_max(c, w->one_by_one ? 0 : w->batch_max);
         outbox_consumer_poll(c, 500, handle, w);
     }
     outbox_consumer_destroy(c);
@@ -934,6 +939,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
             w->batches = outbox_kit_conf_bool(conf, "consumer_batch_transaction");
+            w->batch_max = (int)outbox_kit_conf_int(conf, "consumer_batch");
             snprintf(w->url, sizeof(w->url), "%s", url);
             snprintf(w->instance, sizeof(w->instance), "%s-%s-%d-%d", w->name, host, (int)getpid(),
                      k + 1);

@@ -100,6 +100,12 @@ void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn
     c->batch.opaque = opaque;
 }
 
+void outbox_consumer_set_batch_max(outbox_consumer_t *c, int max)
+{
+    if (c)
+        c->batch.max = max > 0 ? max : 0;
+}
+
 int outbox__batch_begin(outbox_consumer_t *c, int nmsgs)
 {
     outbox__batch_t *b = &c->batch;

@@ -104,6 +104,7 @@ typedef struct outbox__batch_s {
     outbox_consumer_batch_fn fn; /**< NULL: no batches */
     void *opaque;
     int enabled; /**< consumer_batch_transaction */
+    int max;     /**< most messages per batch (outbox_consumer_set_batch_max); 0: default */
     int open;    /**< a batch transaction is open: handler calls go in savepoints */
     int broken;  /**< a savepoint operation failed: the batch is aborted at its end */
     int sp;    /**< number of the open savepoint (empty: the next handler call works in it), 0: none

@@ -482,10 +482,12 @@ static redisReply *xreadgroup(outbox_consumer_t *c, int timeout_ms, int any_back
      * PostgreSQL backend's subtransactions overflow its shared cache and
      * every snapshot in the server then reads pg_subtrans (measured: the
      * inventory consumer fell from 1,386 to 81 orders/s under load, waiting
-     * on SubtransSLRU). Reads stay under that while batches are on. */
-    int n = r->batch;
-    if (c->batch.fn && c->batch.enabled && n > OUTBOX__BATCH_TX_MAX)
-        n = OUTBOX__BATCH_TX_MAX;
+     * on SubtransSLRU). Reads stay under that while batches are on, unless
+     * the application says its batches need no savepoint per message
+     * (outbox_consumer_set_batch_max()). */
+    int n = r->batch, most = c->batch.max > 0 ? c->batch.max : OUTBOX__BATCH_TX_MAX;
+    if (c->batch.fn && c->batch.enabled && n > most)
+        n = most;
     snprintf(count, sizeof(count), "%d", n);
     snprintf(block, sizeof(block), "%d", timeout_ms > 0 ? timeout_ms : 1);
     int ac = 0;

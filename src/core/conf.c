@@ -97,6 +97,12 @@ static const outbox_conf_prop_t props[] = {
     {"maintenance_interval", OUTBOX_CT_DURATION, "30s", "OUTBOX_MAINTENANCE_INTERVAL", 100, MS_D, 0,
      NULL, OUTBOX_SCOPE_RELAY,
      "how often worker-1 purges expired dead letters and inbox rows (and parks, in park mode)"},
+    {"vacuum_after", OUTBOX_CT_INT, "20000", "OUTBOX_VACUUM_AFTER", 0, 1000000000, 0, NULL,
+     OUTBOX_SCOPE_RELAY,
+     "PostgreSQL: after this many events acknowledged by this relay, worker-1 runs VACUUM "
+     "(SKIP_LOCKED) on the outbox table, at most once a second (0 = off: autovacuum only). Each "
+     "acknowledgement leaves a dead row that claims and inserts walk past until a vacuum, and "
+     "autovacuum looks at most once a minute (docs/OPERATIONS.md)"},
     {"dlq_mode", OUTBOX_CT_ENUM, "hold", "OUTBOX_DLQ_MODE", 0, 0, 0, "hold|park",
      OUTBOX_SCOPE_RELAY,
      "after a dead letter, later events of its key wait (hold) or are dead-lettered too (park)"},

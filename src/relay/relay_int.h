@@ -21,7 +21,8 @@ typedef struct outbox_relay_opts_s {
     outbox_ack_mode_t ack_mode;
     int64_t poll_ms, poll_min_ms, publish_timeout_ms, backoff_base_ms, backoff_max_ms, probe_max_ms;
     int64_t rebalance_ms, maintenance_ms;
-    outbox_maint_t maint;             /* retentions and park */
+    long long vacuum_after; /* events acknowledged between two VACUUMs of the table (0: off) */
+    outbox_maint_t maint;   /* retentions and park */
     const char *database_url, *table; /* borrowed from the relay's conf */
     /* testing only */
     double fault_fail_rate;
@@ -61,6 +62,7 @@ typedef struct outbox_worker_s {
     _Atomic int sink_down; /* read by /metrics and /readyz */
     int64_t next_probe_ms;
     int64_t next_maintenance_ms; /* worker-1 only */
+    int64_t vacuum_at_ms;        /* worker-1 only: when VACUUM may run next */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
     int64_t claim_at_ms;         /* when the last claim started */
     int claim_n;                 /* events it handed out */
@@ -84,6 +86,7 @@ struct outbox_relay_s {
     pthread_t watcher; /* poll_min_interval > 0: see watcher_main in relay.c */
     int watcher_started;
     _Atomic uint64_t progress;      /* batches that handled events, all workers */
+    _Atomic long long unvacuumed;   /* events handed out since worker-1's last VACUUM */
     _Atomic int idle_workers;       /* workers waiting for work */
     _Atomic uint64_t watch_probes;  /* the watcher's looks at the table */
     _Atomic uint64_t watch_wakeups; /* workers it woke */

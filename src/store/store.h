@@ -210,6 +210,10 @@ typedef struct outbox_store_ops_s {
                              outbox_maint_result_t *out, char *errstr, size_t errstr_size);
     outbox_err_t (*stats)(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
                           size_t errstr_size);
+    /** Reclaims the space of acknowledged events (PostgreSQL: VACUUM
+     *  (SKIP_LOCKED) of the table; skipped when another vacuum runs).
+     *  Optional: NULL when the back end needs none. */
+    outbox_err_t (*vacuum)(outbox_store_t *s, char *errstr, size_t errstr_size);
     /** Calls cb once per topic with pending events, by topic name. */
     outbox_err_t (*topic_stats)(outbox_store_t *s,
                                 void (*cb)(void *arg, const outbox_topic_stats_t *t), void *arg,

@@ -846,6 +846,18 @@ static outbox_err_t pg_maintain(outbox_store_t *s, const outbox_maint_t *in,
     return err;
 }
 
+/* VACUUM outside any transaction (worker-1, between batches). SKIP_LOCKED:
+ * when another relay's or autovacuum's vacuum of the table runs, this one
+ * returns at once instead of waiting for it. */
+static outbox_err_t pg_vacuum(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    PGresult *r = NULL;
+    outbox_err_t err = exec_params(s, "VACUUM (SKIP_LOCKED) {T}", 0, NULL, PGRES_COMMAND_OK, &r,
+                                   "vacuum of the outbox table", errstr, errstr_size);
+    PQclear(r);
+    return err;
+}
+
 static outbox_err_t pg_stats(outbox_store_t *s, outbox_store_stats_t *out, char *errstr,
                              size_t errstr_size)
 {
@@ -1090,6 +1102,7 @@ const outbox_store_ops_t outbox__store_pg_ops = {
     .newest_due = pg_newest_due,
     .wait_for_work = pg_wait_for_work,
     .maintain = pg_maintain,
+    .vacuum = pg_vacuum,
     .stats = pg_stats,
     .topic_stats = pg_topic_stats,
     .lane_holders = pg_lane_holders,

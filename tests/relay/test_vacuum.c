@@ -1,0 +1,62 @@
+/* vacuum_after: the relay vacuums its outbox table after that many events
+ * (PostgreSQL counts the VACUUM: pg_stat_user_tables.vacuum_count), and
+ * not at all with 0; either way every event is published exactly once. */
+#include "relay_common.h"
+
+#define N 6000
+#define KEYS 500
+
+static long long vacuums(PGconn *c)
+{
+    /* A fresh snapshot of the statistics each time. */
+    PQclear(tu_exec(c, "SELECT pg_stat_clear_snapshot()"));
+    return tu_query_ll(c, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'");
+}
+
+static void drain(PGconn *c, const char *ci, const char *host, int port, const char *after,
+                  redisContext *r, const char *what)
+{
+    const char *stream = tu_unique(what);
+    static char ids[N][OUTBOX_UUID_STRLEN + 1];
+    enqueue_many(c, stream, N, KEYS, 200, ids);
+    char err[512];
+    outbox_conf_t *conf = relay_conf(ci, host, port);
+    conf_set(conf, "workers", "2");
+    conf_set(conf, "batch_size", "500");
+    conf_set(conf, "vacuum_after", after);
+    outbox_relay_t *relay = outbox_relay_new(conf, err, sizeof(err));
+    CHECK(relay, "%s", err);
+    CHECK(outbox_relay_start(relay, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    wait_drained(c, 120000);
+    outbox_relay_stop(relay);
+    CHECK(outbox_relay_wait(relay, 15000) == OUTBOX_OK, "workers did not stop");
+    outbox_relay_destroy(relay);
+    check_stream_exactly_once(r, stream, ids, N, KEYS);
+}
+
+int main(void)
+{
+    PGconn *c;
+    const char *ci = setup_db("relay_vacuum", &c);
+    char host[64];
+    int port;
+    tu_redis_addr(host, sizeof(host), &port);
+    redisContext *r = tu_redis_connect(host, port);
+    /* Autovacuum must not be the one counted. */
+    PQclear(tu_exec(c, "ALTER TABLE outbox SET (autovacuum_enabled = false)"));
+
+    long long v0 = vacuums(c);
+    drain(c, ci, host, port, "1000", r, "vacuum_on");
+    long long v1 = vacuums(c);
+    CHECK(v1 > v0, "vacuum_after=1000: %d events acknowledged, no VACUUM of outbox (%lld -> %lld)",
+          N, v0, v1);
+
+    drain(c, ci, host, port, "0", r, "vacuum_off");
+    long long v2 = vacuums(c);
+    CHECK(v2 == v1, "vacuum_after=0: the relay vacuumed (%lld -> %lld)", v1, v2);
+
+    redisFree(r);
+    PQfinish(c);
+    printf("PASS relay_vacuum: %lld VACUUM(s) with vacuum_after=1000, none with 0\n", v1 - v0);
+    return 0;
+}
