@@ -37,7 +37,8 @@
  * BENCH_TSV, if set, is a file that gets one tab-separated line per
  * measurement appended (columns in tsv_header below), for scripts/bench.sh.
  * BENCH_DRAIN_SQL, if set, is run once after the migrations (e.g. to try an
- * index: CREATE INDEX ... ON outbox (seq) WHERE status = 'pending'). */
+ * index: CREATE INDEX ... ON outbox (seq) WHERE status = 'pending').
+ * BENCH_DRAIN_VACUUM_AFTER, if set, is the relays' vacuum_after (0: off). */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -198,6 +199,8 @@ static double relay_drain(PGconn *c, redisContext *rc, const char *host, int por
     tu_conf_set(conf, "ack_mode", ack_mode);
     if (g_ack_on_claim)
         tu_conf_set(conf, "ack_on_claim", g_ack_on_claim);
+    if (getenv("BENCH_DRAIN_VACUUM_AFTER")) /* the relay's VACUUM, for a before/after */
+        tu_conf_set(conf, "vacuum_after", getenv("BENCH_DRAIN_VACUUM_AFTER"));
     if (workers) {
         snprintf(v, sizeof(v), "%d", workers);
         tu_conf_set(conf, "workers", v);
