@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "core/conf.h"
 #include "core/log.h"
@@ -33,6 +36,34 @@ static void on_signal(int sig)
     if (++g_signals > 1)
         _exit(1); /* second signal: leave now; open transactions roll back */
     outbox_relay_stop(g_relay);
+}
+
+/* Gives the memory the batches freed back to the system once the relay has
+ * gone quiet after work: no batch ended during the last tick (200 ms), some
+ * since the last trim. glibc keeps what a worker freed in that thread's arena
+ * at its high-water mark: after a drain at the defaults (3 workers, batch
+ * 2000) the relay stayed at ~18 MB resident, ~4.3 MB of it free heap, which
+ * malloc_trim(0) returns (bench/footprint.sh idle: 18.1 -> 12-13 MB). Once
+ * per quiet spell, so a draining relay never pays for it. Here, not in the
+ * library: a process embedding the relay owns its allocator's policy. */
+static void trim_when_quiet(uint64_t *last, uint64_t *trimmed)
+{
+#ifdef __GLIBC__
+    uint64_t batches = 0;
+    for (int i = 0; i < outbox_relay_worker_count(g_relay); i++) {
+        outbox_worker_stats_t st;
+        if (outbox_relay_worker_stats(g_relay, i, &st) == OUTBOX_OK)
+            batches += st.batches;
+    }
+    if (batches == *last && batches != *trimmed) {
+        malloc_trim(0);
+        *trimmed = batches;
+    }
+    *last = batches;
+#else
+    (void)last;
+    (void)trimmed;
+#endif
 }
 
 static void usage(FILE *fp)
@@ -121,8 +152,9 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Sleep until a signal asks us to stop (or every worker exits). */
+    uint64_t batches = 0, trimmed = 0;
     while (!g_signals && outbox_relay_wait(g_relay, 200) == OUTBOX_ERR_TIMEOUT)
-        ;
+        trim_when_quiet(&batches, &trimmed);
     if (!g_signals && outbox_relay_fatal(g_relay)) {
         outbox__log(OUTBOX_LOG_ERROR, "relay", "stopped_on_error", outbox_relay_fatal(g_relay),
                     NULL);

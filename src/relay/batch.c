@@ -22,6 +22,7 @@
  * is rolled back instead of committed. A stop request lets the batch in
  * flight finish (within that bound) and is honoured before the next claim.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,11 +50,22 @@ typedef struct batch_s {
     int64_t t0, deadline; /* the transaction's start and its bound */
     outbox_batch_t claimed;
     ev_state_t *state;
-    outbox_pub_result_t *res; /* per event */
+    /* The results of the EV_FAILED events only (at most one per key: a
+     * failure stops its key), fails[fail_at[i]] for event i. A result is
+     * 280 bytes (its errstr): one per event was 560 KB a batch of 2,000 for
+     * nothing but "OK". */
+    outbox_pub_result_t *fails;
+    size_t nfails, fails_cap;
+    int *fail_at;
     outbox__keyset_t stopped; /* keys that sent nothing more in this batch */
-    outbox_msg_t *round;      /* scratch for one publish call */
+    /* Scratch for one publish call, round_cap entries: as many as the
+     * first round's events (one per key), since a later round only holds
+     * keys of the round before. Sized by the batch (2,000) they were 830 KB
+     * a batch; the footprint bench's batches have ~333 keys a worker. */
+    outbox_msg_t *round;
     outbox_pub_result_t *round_res;
-    size_t *round_idx;
+    size_t round_cap;
+    size_t *round_idx; /* per event */
     int broker_down;
     int rounds;          /* publish calls made */
     outbox__buf_t arena; /* every envelope of the batch, back to back */
@@ -73,6 +85,25 @@ static void hold_key(batch_t *b, size_t i, ev_state_t st)
     outbox__keyset_add(&b->stopped, b->claimed.msgs[i].key);
 }
 
+/* Event i failed with res: an attempt is charged at settle. Out of memory to
+ * keep res, it is held instead (untouched, no attempt charged). */
+static void fail(batch_t *b, size_t i, const outbox_pub_result_t *res)
+{
+    if (b->nfails == b->fails_cap) {
+        size_t cap = b->fails_cap ? 2 * b->fails_cap : 8;
+        outbox_pub_result_t *p = realloc(b->fails, cap * sizeof(*p));
+        if (!p) {
+            hold_key(b, i, EV_HELD);
+            return;
+        }
+        b->fails = p;
+        b->fails_cap = cap;
+    }
+    b->fails[b->nfails] = *res;
+    b->fail_at[i] = (int)b->nfails++;
+    hold_key(b, i, EV_FAILED);
+}
+
 /* ------------------------------------------------------------------------ */
 /* claim                                                                     */
 
@@ -88,12 +119,9 @@ static int claim(batch_t *b)
     if (!n)
         return 0;
     b->state = calloc(n, sizeof(*b->state));
-    b->res = calloc(n, sizeof(*b->res));
-    b->round = calloc(n, sizeof(*b->round));
-    b->round_res = calloc(n, sizeof(*b->round_res));
+    b->fail_at = calloc(n, sizeof(*b->fail_at));
     b->round_idx = calloc(n, sizeof(*b->round_idx));
-    if (!b->state || !b->res || !b->round || !b->round_res || !b->round_idx ||
-        outbox__keyset_init(&b->stopped, n)) {
+    if (!b->state || !b->fail_at || !b->round_idx || outbox__keyset_init(&b->stopped, n)) {
         snprintf(b->err, sizeof(b->err), "out of memory for a batch of %zu events", n);
         return -1;
     }
@@ -107,28 +135,33 @@ static void prepare(batch_t *b)
 {
     const outbox_relay_opts_t *o = &b->w->relay->o;
     size_t n = b->claimed.n, *off = b->round_idx; /* scratch: unused until publish */
+    outbox_pub_result_t res;                      /* of an event that fails here */
     for (size_t i = 0; i < n; i++) {
         outbox_msg_t *m = &b->claimed.msgs[i];
-        outbox_pub_result_t *res = &b->res[i];
         off[i] = SIZE_MAX;
         if (outbox__keyset_has(&b->stopped, m->key)) {
             b->state[i] = EV_HELD;
             continue;
         }
         size_t start = b->arena.len;
-        outbox_err_t err = outbox__envelope_append(m, &b->arena, res->errstr, sizeof(res->errstr));
+        memset(&res, 0, offsetof(outbox_pub_result_t, errstr) + 1);
+        outbox_err_t err = outbox__envelope_append(m, &b->arena, res.errstr, sizeof(res.errstr));
+        if (err == OUTBOX_ERR_NOMEM) {
+            hold_key(b, i, EV_HELD);
+            continue;
+        }
         if (err) {
-            res->err = err == OUTBOX_ERR_NOMEM ? OUTBOX_ERR_BROKER : OUTBOX_ERR_REJECTED;
-            hold_key(b, i, err == OUTBOX_ERR_NOMEM ? EV_HELD : EV_FAILED);
+            res.err = OUTBOX_ERR_REJECTED;
+            fail(b, i, &res);
             continue;
         }
         off[i] = start;
         m->envelope_len = b->arena.len - start;
         if ((o->fault_poison_type && !strcmp(m->type, o->fault_poison_type)) ||
             (o->fault_fail_rate > 0 && outbox__rand01() < o->fault_fail_rate)) {
-            res->err = OUTBOX_ERR_BROKER;
-            snprintf(res->errstr, sizeof(res->errstr), "injected publish failure (testing)");
-            hold_key(b, i, EV_FAILED);
+            res.err = OUTBOX_ERR_BROKER;
+            snprintf(res.errstr, sizeof(res.errstr), "injected publish failure (testing)");
+            fail(b, i, &res);
             continue;
         }
         b->state[i] = EV_PENDING;
@@ -145,7 +178,7 @@ static void prepare(batch_t *b)
 /* publish                                                                   */
 
 /* Collects the next round: the first still-pending event of every key that
- * has not stopped. Returns its size. */
+ * has not stopped, their indexes in round_idx. Returns its size. */
 static size_t next_round(batch_t *b, outbox__keyset_t *seen)
 {
     size_t k = 0;
@@ -160,7 +193,6 @@ static size_t next_round(batch_t *b, outbox__keyset_t *seen)
         if (outbox__keyset_has(seen, key))
             continue; /* a later round */
         outbox__keyset_add(seen, key);
-        b->round[k] = b->claimed.msgs[i];
         b->round_idx[k++] = i;
     }
     return k;
@@ -189,6 +221,19 @@ static void publish(batch_t *b)
             hold_rest(b); /* out of time: the rest waits, uncharged */
             break;
         }
+        if (k > b->round_cap) { /* the first round (later ones are no larger) */
+            free(b->round);
+            free(b->round_res);
+            b->round = malloc(k * sizeof(*b->round));
+            b->round_res = malloc(k * sizeof(*b->round_res));
+            b->round_cap = b->round && b->round_res ? k : 0;
+            if (!b->round_cap) {
+                hold_rest(b); /* out of memory: the rest waits, uncharged */
+                break;
+            }
+        }
+        for (size_t j = 0; j < k; j++)
+            b->round[j] = b->claimed.msgs[b->round_idx[j]];
         memset(b->round_res, 0, k * sizeof(*b->round_res));
         b->rounds++;
         sink->deadline_ms = b->deadline;
@@ -205,11 +250,12 @@ static void publish(batch_t *b)
         }
         for (size_t j = 0; j < k; j++) {
             size_t i = b->round_idx[j];
-            b->res[i] = b->round_res[j];
             if (b->round_res[j].err == OUTBOX_OK)
                 b->state[i] = EV_ACKED;
+            else if (b->round_res[j].not_sent)
+                hold_key(b, i, EV_HELD);
             else
-                hold_key(b, i, b->round_res[j].not_sent ? EV_HELD : EV_FAILED);
+                fail(b, i, &b->round_res[j]);
         }
         /* The next round starts with a fresh view of which keys went out. */
         outbox__keyset_term(&seen);
@@ -230,7 +276,7 @@ static outbox_err_t settle_failed(batch_t *b, size_t i)
     const outbox_relay_opts_t *o = &w->relay->o;
     outbox_store_t *s = w->store;
     outbox_msg_t *m = &b->claimed.msgs[i];
-    outbox_pub_result_t *res = &b->res[i];
+    const outbox_pub_result_t *res = &b->fails[b->fail_at[i]];
     int attempt = m->attempts + 1;
     atomic_fetch_add(&w->failed, 1);
     outbox__metrics_count(w, OUTBOX_M_FAILED, m->topic, 1);
@@ -339,7 +385,8 @@ static void batch_term(batch_t *b)
         s->ops->batch_term(s, &b->claimed);
     outbox__keyset_term(&b->stopped);
     free(b->state);
-    free(b->res);
+    free(b->fails);
+    free(b->fail_at);
     free(b->round);
     free(b->round_res);
     free(b->round_idx);
