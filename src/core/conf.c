@@ -100,7 +100,8 @@ static const outbox_conf_prop_t props[] = {
     {"vacuum_after", OUTBOX_CT_INT, "20000", "OUTBOX_VACUUM_AFTER", 0, 1000000000, 0, NULL,
      OUTBOX_SCOPE_RELAY,
      "PostgreSQL: after this many events acknowledged by this relay, worker-1 runs VACUUM "
-     "(SKIP_LOCKED) on the outbox table, at most once a second (0 = off: autovacuum only). Each "
+     "(SKIP_LOCKED) on the outbox table, at most once a second and not while draining a backlog "
+     "(0 = off: autovacuum only). Each "
      "acknowledgement leaves a dead row that claims and inserts walk past until a vacuum, and "
      "autovacuum looks at most once a minute (docs/OPERATIONS.md)"},
     {"dlq_mode", OUTBOX_CT_ENUM, "hold", "OUTBOX_DLQ_MODE", 0, 0, 0, "hold|park",

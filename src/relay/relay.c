@@ -242,7 +242,8 @@ static void maintenance(outbox_worker_t *w)
 }
 
 /* Worker-1, between batches: VACUUM of the table once the relay has handed
- * out vacuum_after events since the last one, at most once a second. A
+ * out vacuum_after events since the last one, at most once a second, when
+ * its last batch was not full (the relay keeps up with its producers). A
  * delete (or a mark) leaves a dead row version; the claim's index scan
  * starts at the oldest seq, so it steps over every dead entry of the
  * acknowledged events, and producers' inserts split pages full of them,
@@ -257,6 +258,11 @@ static void maybe_vacuum(outbox_worker_t *w, int64_t now)
     outbox_relay_t *r = w->relay;
     if (r->o.vacuum_after <= 0 || !w->store->ops->vacuum || now < w->vacuum_at_ms ||
         atomic_load(&r->unvacuumed) < r->o.vacuum_after)
+        return;
+    /* Not while draining a backlog (full batches): a VACUUM then reads the
+     * whole backlog (measured: 300,000 events drained 5-8% slower with one
+     * a second), and the dead rows wait behind the claims anyway. */
+    if (w->claim_n >= r->o.batch_size)
         return;
     long long n = atomic_exchange(&r->unvacuumed, 0);
     char err[512];
