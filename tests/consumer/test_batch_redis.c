@@ -16,7 +16,9 @@
  *      the committed ones coming back as inbox duplicates.
  *   3. A consumer process is SIGKILLed in the middle of a batch; another
  *      instance takes its messages over (XAUTOCLAIM): every effect exactly
- *      once. */
+ *      once.
+ *   4. A read takes at most 48 messages while batches are on, and up to
+ *      consumer_batch after outbox_consumer_set_batch_max(). */
 #include <jansson.h>
 #include <signal.h>
 #include <string.h>
@@ -295,6 +297,33 @@ int main(void)
         printf("3. SIGKILL mid-batch with %lld of %d committed: the survivor took over, every "
                "effect once (%d handler calls, %d inbox duplicates)\n",
                at_kill, N, x.calls, x.dups);
+        outbox_consumer_destroy(c);
+        PQfinish(x.conn);
+        PQclear(tu_exec(db, "TRUNCATE effects, outbox_inbox"));
+    }
+
+    /* 4. A batch takes at most 48 messages (a savepoint each), or what
+     * outbox_consumer_set_batch_max() says. */
+    {
+        char stream[64];
+        snprintf(stream, sizeof(stream), "%s", tu_unique("batchmax"));
+        static const char *const keys[4] = {"a", "b", "c", "d"};
+        ctx_t x = {.ci = ci, .fail_seq = -1};
+        outbox_consumer_t *c = consumer(stream, "max", ci, redis_url, &x);
+        poll_once(c, &x); /* creates the group */
+        publish(rc, stream, 0, 120, keys, 4);
+        poll_once(c, &x);
+        CHECK(x.calls == 48 && x.batched == 48, "first read of 120: %d calls (%d batched), want 48",
+              x.calls, x.batched);
+        outbox_consumer_set_batch_max(c, 100);
+        poll_once(c, &x);
+        CHECK(x.calls == 48 + 72 && x.batched == 120,
+              "with outbox_consumer_set_batch_max(100): %d more calls, want the 72 left",
+              x.calls - 48);
+        outbox_consumer_set_batch_max(c, 0);
+        drain(c, &x, rc, stream, db, 120);
+        exactly_once(db, 120);
+        printf("4. batch size: 48 by default, 72 in one batch with set_batch_max(100)\n");
         outbox_consumer_destroy(c);
         PQfinish(x.conn);
     }
