@@ -193,6 +193,8 @@ static outbox_relay_t *relay(const char *technique)
     tu_conf_set(conf, "log_level", "warn");
     tu_conf_set(conf, "notify", strcmp(technique, "notify") ? "false" : "true");
     tu_conf_set(conf, "poll_min_interval", strncmp(technique, "watch", 5) ? "0" : "1ms");
+    if (getenv("BENCH_LATENCY_VACUUM_AFTER")) /* the relay's VACUUM, for a before/after */
+        tu_conf_set(conf, "vacuum_after", getenv("BENCH_LATENCY_VACUUM_AFTER"));
     outbox_relay_t *r = outbox_relay_new(conf, err, sizeof(err));
     CHECK(r && outbox_relay_start(r, err, sizeof(err)) == OUTBOX_OK, "%s", err);
     return r;

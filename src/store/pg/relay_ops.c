@@ -39,6 +39,7 @@ typedef struct pg_store_s {
     size_t nclaimed;    /* events of the open transaction's claim */
     size_t nacked;      /* of which the engine acknowledged (pg_ack) */
     int64_t planned_ms; /* when the claim was last prepared (generic plans: see replan_claim) */
+    int claims;         /* claims since then */
 } pg_store_t;
 
 #define ST(s) ((pg_store_t *)(s)->state)
@@ -604,15 +605,20 @@ static int sort_claimed(outbox_batch_t *b, const PGresult *r)
  * (the waiting keys, the priority heads), so after an outage a million-row
  * backlog would be read on every claim; one made on a backlog is wrong the
  * other way. Every REPLAN_MS the claim is prepared again, so its plan
- * follows the table (one planning, 0.7 ms, a second per worker). */
+ * follows the table (one planning, 0.7 ms, a second per busy worker), once
+ * it ran REPLAN_CLAIMS times since (an idle worker claims once a
+ * poll_interval: a new plan each time cost 0.8 ms a second). */
 #define REPLAN_MS 1000
+#define REPLAN_CLAIMS 10 /* and not for an idle worker's one claim a second */
 static outbox_err_t replan_claim(outbox_store_t *s, char *errstr, size_t errstr_size)
 {
     pg_store_t *p = ST(s);
     int64_t now = outbox__now_ms();
-    if (!s->cfg.generic_plans || !p->prepared || now - p->planned_ms < REPLAN_MS)
+    if (!s->cfg.generic_plans || !p->prepared || ++p->claims < REPLAN_CLAIMS ||
+        now - p->planned_ms < REPLAN_MS)
         return OUTBOX_OK;
     p->planned_ms = now;
+    p->claims = 0;
     int q = p->ack_on_claim ? Q_CLAIM_ACK : Q_CLAIM;
     char name[16], sql[48];
     snprintf(name, sizeof(name), "outbox_q%d", q);
