@@ -579,6 +579,25 @@ static void log_duplicate(const worker_t *w, const char *id)
                 "OrderCreated", NULL);
 }
 
+/* The batch's messages to send, each once: their ids (and, when orders is
+ * not NULL, their orders) as array elements, sent[k] = index in w->pend of
+ * element k + 1; a repeat is logged as a duplicate. Returns how many. */
+static int pend_collect(worker_t *w, int *sent, sbuf_t *ids, sbuf_t *orders)
+{
+    int nsent = 0;
+    for (int i = 0; i < w->npend; i++) {
+        if (pend_repeat(w, i)) {
+            log_duplicate(w, w->pend[i].id);
+            continue;
+        }
+        sent[nsent++] = i;
+        arr_add(ids, w->pend[i].id);
+        if (orders)
+            arr_add(orders, w->pend[i].order);
+    }
+    return nsent;
+}
+
 /* Runs sql with n text parameters; the result, or NULL with err set. */
 static PGresult *exec_params(worker_t *w, const char *sql, int n, const char *const *params,
                              ExecStatusType want, const char *what, char *err, size_t err_size)
@@ -668,15 +687,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     PGresult *r = NULL, *r2 = NULL;
     if (!sent || !dec)
         goto nomem;
-    for (int i = 0; i < n; i++) {
-        if (pend_repeat(w, i)) {
-            log_duplicate(w, w->pend[i].id);
-            continue;
-        }
-        sent[nsent++] = i;
-        arr_add(&ids, w->pend[i].id);
-        arr_add(&keys, w->pend[i].order);
-    }
+    nsent = pend_collect(w, sent, &ids, &keys);
     const char *p1[3] = {w->name, arr_end(&ids), arr_end(&keys)};
     if (!p1[1] || !p1[2])
         goto nomem;
@@ -821,14 +832,7 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        if (pend_repeat(w, i)) {
-            log_duplicate(w, w->pend[i].id);
-            continue;
-        }
-        sent[nsent++] = i;
-        arr_add(&ids, w->pend[i].id);
-    }
+    nsent = pend_collect(w, sent, &ids, NULL);
     const char *p[2] = {w->name, arr_end(&ids)};
     if (!p[1]) {
         snprintf(err, err_size, "out of memory");

@@ -133,6 +133,22 @@ static int flush_out(redis_sink_t *r)
     return 0;
 }
 
+/* Sets the context's timeout to what is left of the call, at most every
+ * 10 ms (*armed_at: when it was last set; a setsockopt per event would be a
+ * syscall per event, and the call may overrun its deadline by that much).
+ * -1 when nothing is left. */
+static int rearm(redis_sink_t *r, outbox_sink_t *sink, int64_t *armed_at)
+{
+    int64_t now = outbox__now_ms(), left = outbox__sink_deadline(sink) - now;
+    if (left <= 0)
+        return -1;
+    if (now - *armed_at >= 10) {
+        redisSetTimeout(r->ctx, ms_tv(left));
+        *armed_at = now;
+    }
+    return 0;
+}
+
 static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_t n,
                                   outbox_pub_result_t *res)
 {
@@ -203,35 +219,18 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
             return OUTBOX_OK;
         }
         if (r->out.len >= FLUSH_BYTES || i == n - 1 || r->out.broken) {
-            /* Each write gets at most what is left of the call (re-armed
-             * at most every 10 ms, as for the replies below). */
-            int64_t now = outbox__now_ms();
-            left = outbox__sink_deadline(sink) - now;
-            if (left <= 0)
-                goto broken;
-            if (now - armed_at >= 10) {
-                redisSetTimeout(r->ctx, ms_tv(left));
-                armed_at = now;
-            }
-            if (flush_out(r))
+            /* Each write gets at most what is left of the call. */
+            if (rearm(r, sink, &armed_at) || flush_out(r))
                 goto broken;
             flushed = 1;
         }
     }
     for (size_t i = 0; i < n; i++) {
-        /* hiredis applies the timeout to each read: re-arm it with what is
+        /* hiredis applies the timeout to each read: re-armed with what is
          * left, so a broker answering slowly cannot stretch the call past
-         * the deadline one reply at a time. At most every 10 ms (a
-         * setsockopt per reply would be a syscall per event); the call may
-         * overrun its deadline by that much. */
-        int64_t now = outbox__now_ms();
-        left = outbox__sink_deadline(sink) - now;
-        if (left <= 0)
+         * the deadline one reply at a time. */
+        if (rearm(r, sink, &armed_at))
             goto broken;
-        if (now - armed_at >= 10) {
-            redisSetTimeout(r->ctx, ms_tv(left));
-            armed_at = now;
-        }
         redisReply *rep = NULL;
         if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
             goto broken;
