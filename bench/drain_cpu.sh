@@ -32,10 +32,12 @@ R=(redis-cli -h "${REDIS_ADDR%:*}" -p "${REDIS_ADDR##*:}")
 tck=$(getconf CLK_TCK)
 pm=$(head -1 "$SERVERS_DIR/pg/data/postmaster.pid")
 pg_cpu() { # the cluster's CPU seconds so far
-  awk -v pm="$pm" -v tck="$tck" '{ split($0, a, ") "); split(a[2], f, " ");
-      pid = FILENAME; sub("/proc/", "", pid); sub("/stat", "", pid);
+  # cat, not awk over the files: a process that ends between the glob and
+  # the read would stop awk (and this script) with "can't open file"
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pm="$pm" -v tck="$tck" '{ split($0, a, ") "); split(a[2], f, " ");
+      pid = $1;
       if (pid == pm) t += f[12] + f[13] + f[14] + f[15]; else if (f[2] == pm) t += f[12] + f[13] }
-      END { printf "%.2f", t / tck }' /proc/[0-9]*/stat 2>/dev/null
+      END { printf "%.2f", t / tck }'
 }
 proc_cpu() { awk -v tck="$tck" '{ split($0, a, ") "); split(a[2], f, " "); printf "%.2f", (f[12] + f[13]) / tck }' "/proc/$1/stat"; }
 redis_pid=$(pgrep -f "redis-server $REDIS_ADDR" | head -1)

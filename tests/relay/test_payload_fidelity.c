@@ -26,6 +26,29 @@ static const char *const payloads[] = {
 };
 #define NP (sizeof(payloads) / sizeof(payloads[0]))
 
+/* created_at as written, and the envelope's time for it */
+static const char *const times[][2] = {
+    {"2026-01-02 03:04:05+00", "2026-01-02T03:04:05.000000Z"},
+    {"2026-01-02 03:04:05.1+00", "2026-01-02T03:04:05.100000Z"},
+    {"2026-01-02 03:04:05.123456+00", "2026-01-02T03:04:05.123456Z"},
+    {"2026-07-02 03:04:05.5+05:45", "2026-07-01T21:19:05.500000Z"},
+    {"1999-12-31 23:59:59.999999-08", "2000-01-01T07:59:59.999999Z"},
+    {"10000-01-01 00:00:00.000001+00", "10000-01-01T00:00:00.000001Z"},
+};
+#define NT (sizeof(times) / sizeof(times[0]))
+
+/* Whether t is YYYY-MM-DDTHH:MM:SS.ffffffZ. */
+static int rfc3339_micro(const char *t)
+{
+    const char *form = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    if (!t || strlen(t) != strlen(form))
+        return 0;
+    for (size_t i = 0; form[i]; i++)
+        if (form[i] == 'd' ? t[i] < '0' || t[i] > '9' : t[i] != form[i])
+            return 0;
+    return 1;
+}
+
 /* Copies s into out without the whitespace outside strings; returns out.
  * Written apart from core/json.c so the test does not grade itself. */
 static const char *squeeze(const char *s, char *out, size_t out_size)
@@ -68,6 +91,20 @@ int main(void)
               payloads[i], err);
     }
     PQclear(tu_exec(c, "COMMIT"));
+    /* Creation times the envelope must carry as RFC 3339 UTC with
+     * microseconds, written from a session in another time zone: no
+     * fraction, a short one, a full one, an offset, a day boundary, a year
+     * past 9999. The rest keep their now(). */
+    PQclear(tu_exec(c, "SET TimeZone = 'Asia/Kathmandu'"));
+    for (size_t i = 0; i < NT; i++) {
+        const char *params[2] = {times[i][0], ids[i]};
+        PGresult *u =
+            PQexecParams(c, "UPDATE outbox SET created_at = $1::timestamptz WHERE id = $2", 2, NULL,
+                         params, NULL, NULL, 0);
+        CHECK(PQresultStatus(u) == PGRES_COMMAND_OK && !strcmp(PQcmdTuples(u), "1"),
+              "setting created_at %s: %s", times[i][0], PQerrorMessage(c));
+        PQclear(u);
+    }
     /* PostgreSQL's json type keeps the text: what we read back is ours. */
     CHECK(tu_query_ll(c, "SELECT count(*) FROM outbox WHERE payload::text = '1e400'") == 1,
           "the json column did not keep the producer's text");
@@ -115,6 +152,13 @@ int main(void)
         CHECK(!strcmp(squeeze(env.data, got, sizeof(got)), want),
               "consumer got data %s for payload %s", env.data, payloads[i]);
         CHECK(!strcmp(env.id, ids[i]) && !strcmp(env.type, "Priced"), "attributes of %s", doc);
+        if (i < NT)
+            CHECK(env.time && !strcmp(env.time, times[i][1]),
+                  "created_at %s became time %s, want %s", times[i][0],
+                  env.time ? env.time : "(none)", times[i][1]);
+        else
+            CHECK(rfc3339_micro(env.time), "time %s is not RFC 3339 UTC with microseconds",
+                  env.time ? env.time : "(none)");
         outbox_envelope_term(&env);
     }
     freeReplyObject(rep);
@@ -122,7 +166,8 @@ int main(void)
     PQfinish(c);
     printf("PASS relay_payload_fidelity: %zu payloads (0.1, 19.99, 30-digit integers, 1e400, -0.0, "
            "\\u0000, "
-           "nested, whitespace) published once each, data byte for byte, none dead-lettered\n",
-           NP);
+           "nested, whitespace) published once each, data byte for byte, none dead-lettered; %zu "
+           "creation times in RFC 3339 UTC\n",
+           NP, NT);
     return 0;
 }
