@@ -42,17 +42,12 @@ int outbox__relay_rebalance(outbox_worker_t *w)
         /* Free lanes, from a per-worker starting point so workers starting
          * together do not all race for the same ones; a lane taken meanwhile
          * by another worker is simply not taken. */
-        int free_lanes[OUTBOX_LANES], nfree = 0;
+        int taken[OUTBOX_LANES], ntaken = 0;
         int offset = (int)((outbox__keyset_hash(w->name) + (uint64_t)getpid() * 7) % OUTBOX_LANES);
-        if (s->ops->free_lanes(s, offset, free_lanes, &nfree, err, sizeof(err)))
+        if (s->ops->take_lanes(s, offset, fair - w->nlanes, taken, &ntaken, err, sizeof(err)))
             goto fail;
-        for (int i = 0; i < nfree && w->nlanes < fair; i++) {
-            int taken = 0;
-            if (s->ops->take_lane(s, free_lanes[i], &taken, err, sizeof(err)))
-                goto fail;
-            if (taken)
-                w->lanes[w->nlanes++] = free_lanes[i];
-        }
+        for (int i = 0; i < ntaken && w->nlanes < OUTBOX_LANES; i++)
+            w->lanes[w->nlanes++] = taken[i];
     }
     atomic_store(&w->lanes_held, w->nlanes);
     uint64_t mask = 0;

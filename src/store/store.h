@@ -185,12 +185,11 @@ typedef struct outbox_store_ops_s {
     outbox_err_t (*register_worker)(outbox_store_t *s, char *errstr, size_t errstr_size);
     /** Live workers of every relay process on this table. */
     outbox_err_t (*live_workers)(outbox_store_t *s, int *n, char *errstr, size_t errstr_size);
-    /** Lanes held by no session, listed starting at lane `offset` and wrapping. */
-    outbox_err_t (*free_lanes)(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
-                               size_t errstr_size);
-    /** Tries to take lane; *taken = 1 if this session holds it now. */
-    outbox_err_t (*take_lane)(outbox_store_t *s, int lane, int *taken, char *errstr,
-                              size_t errstr_size);
+    /** Takes up to `want` of the lanes no session holds, trying them from
+     *  lane `offset` on, wrapping; the lanes taken go to lanes[0..*n). One
+     *  round trip (a lane taken meanwhile by another session is skipped). */
+    outbox_err_t (*take_lanes)(outbox_store_t *s, int offset, int want, int *lanes, int *n,
+                               char *errstr, size_t errstr_size);
     outbox_err_t (*release_lane)(outbox_store_t *s, int lane, char *errstr, size_t errstr_size);
 
     /** The relay's watcher (poll_min_interval > 0): the lanes of the newest

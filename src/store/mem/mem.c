@@ -574,29 +574,21 @@ static outbox_err_t mem_live_workers(outbox_store_t *s, int *n, char *errstr, si
     return OUTBOX_OK;
 }
 
-static outbox_err_t mem_free_lanes(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
-                                   size_t errstr_size)
+static outbox_err_t mem_take_lanes(outbox_store_t *s, int offset, int want, int *lanes, int *n,
+                                   char *errstr, size_t errstr_size)
 {
+    (void)errstr;
+    (void)errstr_size;
     mem_sess_t *m = SESS(s);
     *n = 0;
     pthread_mutex_lock(&m->db->lock);
-    for (int i = 0; i < OUTBOX_LANES; i++) {
+    for (int i = 0; i < OUTBOX_LANES && *n < want; i++) {
         int l = (offset + i) % OUTBOX_LANES;
-        if (!m->db->lane_owner[l])
+        if (!m->db->lane_owner[l]) {
+            m->db->lane_owner[l] = m;
             lanes[(*n)++] = l;
+        }
     }
-    pthread_mutex_unlock(&m->db->lock);
-    return OUTBOX_OK;
-}
-
-static outbox_err_t mem_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr,
-                                  size_t errstr_size)
-{
-    mem_sess_t *m = SESS(s);
-    pthread_mutex_lock(&m->db->lock);
-    if (!m->db->lane_owner[lane])
-        m->db->lane_owner[lane] = m;
-    *taken = m->db->lane_owner[lane] == m;
     pthread_mutex_unlock(&m->db->lock);
     return OUTBOX_OK;
 }
@@ -770,8 +762,7 @@ const outbox_store_ops_t outbox__store_mem_ops = {
     .rollback = mem_rollback,
     .register_worker = mem_register_worker,
     .live_workers = mem_live_workers,
-    .free_lanes = mem_free_lanes,
-    .take_lane = mem_take_lane,
+    .take_lanes = mem_take_lanes,
     .release_lane = mem_release_lane,
     .newest_due = mem_newest_due,
     .wait_for_work = mem_wait_for_work,

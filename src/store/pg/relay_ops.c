@@ -821,47 +821,38 @@ static outbox_err_t pg_live_workers(outbox_store_t *s, int *n, char *errstr, siz
     return err;
 }
 
-static outbox_err_t pg_free_lanes(outbox_store_t *s, int offset, int *lanes, int *n, char *errstr,
-                                  size_t errstr_size)
+/* The free lanes in the order to try them, each tried with
+ * pg_try_advisory_lock until `want` are taken: the lock test stays outside
+ * the ordered list (a MATERIALIZED CTE: pushed into a subquery, below its
+ * sort, it took every free lane), so it runs row by row in that order and
+ * LIMIT stops it. A lane taken since the listing is passed over. */
+static outbox_err_t pg_take_lanes(outbox_store_t *s, int offset, int want, int *lanes, int *n,
+                                  char *errstr, size_t errstr_size)
 {
-    char off[16], ns[16], lanes_n[16];
+    char off[16], ns[16], lanes_n[16], want_s[16];
     snprintf(off, sizeof(off), "%d", offset);
     snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
     snprintf(lanes_n, sizeof(lanes_n), "%d", OUTBOX_LANES);
-    const char *params[3] = {off, ns, lanes_n};
+    snprintf(want_s, sizeof(want_s), "%d", want);
+    const char *params[4] = {off, ns, lanes_n, want_s};
     PGresult *r = NULL;
+    *n = 0;
     outbox_err_t err =
         exec_params(s,
-                    "SELECT l FROM generate_series(0, $3::int - 1) AS l"
-                    " WHERE l NOT IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory'"
-                    "                  AND classid = $2::int AND objsubid = 2 AND granted"
-                    "                  AND database = " THIS_DB ")"
-                    " ORDER BY (l - $1::int + $3::int) % $3::int",
-                    3, params, PGRES_TUPLES_OK, &r, "listing free lanes", errstr, errstr_size);
+                    "WITH f AS MATERIALIZED ("
+                    "  SELECT l FROM generate_series(0, $3::int - 1) AS l"
+                    "   WHERE l NOT IN (SELECT objid::int FROM pg_locks"
+                    "                    WHERE locktype = 'advisory' AND classid = $2::int"
+                    "                      AND objsubid = 2 AND granted AND database = " THIS_DB ")"
+                    "   ORDER BY (l - $1::int + $3::int) % $3::int)"
+                    " SELECT l FROM f WHERE pg_try_advisory_lock($2::int, l) LIMIT $4::int",
+                    4, params, PGRES_TUPLES_OK, &r, "taking lanes", errstr, errstr_size);
     if (err)
         return err;
-    *n = 0;
     for (int i = 0; i < PQntuples(r) && i < OUTBOX_LANES; i++)
         lanes[(*n)++] = atoi(PQgetvalue(r, i, 0));
     PQclear(r);
     return OUTBOX_OK;
-}
-
-static outbox_err_t pg_take_lane(outbox_store_t *s, int lane, int *taken, char *errstr,
-                                 size_t errstr_size)
-{
-    char ns[16], ln[16];
-    snprintf(ns, sizeof(ns), "%d", ST(s)->lane_ns);
-    snprintf(ln, sizeof(ln), "%d", lane);
-    const char *params[2] = {ns, ln};
-    PGresult *r = NULL;
-    outbox_err_t err = exec_params(s, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params,
-                                   PGRES_TUPLES_OK, &r, "taking a lane", errstr, errstr_size);
-    if (!err) {
-        *taken = PQgetvalue(r, 0, 0)[0] == 't';
-        PQclear(r);
-    }
-    return err;
 }
 
 static outbox_err_t pg_release_lane(outbox_store_t *s, int lane, char *errstr, size_t errstr_size)
@@ -1197,8 +1188,7 @@ const outbox_store_ops_t outbox__store_pg_ops = {
     .rollback = pg_rollback,
     .register_worker = pg_register_worker,
     .live_workers = pg_live_workers,
-    .free_lanes = pg_free_lanes,
-    .take_lane = pg_take_lane,
+    .take_lanes = pg_take_lanes,
     .release_lane = pg_release_lane,
     .newest_due = pg_newest_due,
     .wait_for_work = pg_wait_for_work,
