@@ -71,6 +71,7 @@ p0=$(pg_cpu); r0=$(proc_cpu "$redis_pid"); t0=$(now)
 env DATABASE_URL="$url" OUTBOX_SINK="redis://$REDIS_ADDR" OUTBOX_METRICS_ADDR=off OUTBOX_LOG_LEVEL=warn "$@" \
   "$BUILD/bin/outbox-relay" >"$SERVERS_DIR/drain_cpu_relay.log" 2>&1 &
 pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT # never leave a relay behind on an error
 while [ "$("${R[@]}" XLEN bench_drain)" -lt "$N" ]; do
   kill -0 $pid 2>/dev/null || { echo "drain_cpu: outbox-relay exited:" >&2; cat "$SERVERS_DIR/drain_cpu_relay.log" >&2; exit 1; }
   sleep 0.005
