@@ -139,7 +139,9 @@ reset_db() {
 pgss_dump() { # pgss_dump RUN: the run's most expensive statements
   [ -n "$PGSS_OPT" ] || return 0
   sql -F ' | ' -c "SELECT calls, round(total_exec_time)::bigint AS total_ms,
-        round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+        round(mean_exec_time::numeric, 3) AS mean_ms, rows, jit_functions AS jit_fns,
+        round((jit_generation_time + jit_inlining_time + jit_optimization_time
+               + jit_emission_time)::numeric) AS jit_ms,
         left(regexp_replace(query, '\s+', ' ', 'g'), 140)
       FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25" >"$OUT/pgss_$1.txt"
 }
