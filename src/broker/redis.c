@@ -1,6 +1,7 @@
 /* Redis connection set-up (hiredis): connect, AUTH, SELECT. See broker/redis.h. */
 #include "broker/redis.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/time.h>
 
@@ -21,6 +22,38 @@ static int command(redisContext *c, const outbox__redis_url_t *u, const char *wh
     return bad ? -1 : 0;
 }
 
+/* hiredis' default reply functions with createArray bounded; the defaults
+ * are read once from a reader of their own (hiredis keeps them static). */
+static redisReplyObjectFunctions guarded;
+static void *(*default_create_array)(const redisReadTask *, int);
+static pthread_once_t guarded_once = PTHREAD_ONCE_INIT;
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > OUTBOX__REDIS_MAX_ELEMENTS)
+        return NULL; /* the reader reports it as out of memory */
+    return default_create_array(task, elements);
+}
+
+static void init_guarded(void)
+{
+    redisReader *r = redisReaderCreate();
+    if (!r)
+        return;
+    guarded = *r->fn;
+    default_create_array = r->fn->createArray;
+    guarded.createArray = create_array;
+    redisReaderFree(r);
+}
+
+void outbox__redis_guard_reader(redisReader *reader)
+{
+    pthread_once(&guarded_once, init_guarded);
+    if (reader && reader->fn && default_create_array &&
+        reader->fn->createArray == default_create_array)
+        reader->fn = &guarded;
+}
+
 redisContext *outbox__redis_connect(const outbox__redis_url_t *u, int64_t timeout_ms, char *errstr,
                                     size_t errstr_size)
 {
@@ -34,6 +67,7 @@ redisContext *outbox__redis_connect(const outbox__redis_url_t *u, int64_t timeou
             redisFree(c);
         return NULL;
     }
+    outbox__redis_guard_reader(c->reader);
     if (timeout_ms > 0)
         redisSetTimeout(c, tv);
     if (u->password[0]) {

@@ -21,4 +21,18 @@
 redisContext *outbox__redis_connect(const outbox__redis_url_t *u, int64_t timeout_ms, char *errstr,
                                     size_t errstr_size);
 
+/** The most elements a reply's array may declare (1,048,576): more is
+ *  refused before anything is allocated. */
+#define OUTBOX__REDIS_MAX_ELEMENTS (1 << 20)
+
+/**
+ * Makes reader (made with hiredis' default reply functions) refuse an array
+ * that declares more than OUTBOX__REDIS_MAX_ELEMENTS elements: hiredis 0.14
+ * allocates the declared count at once, so 12 bytes from the server
+ * ("*300000000\r\n") asked for 2.4 GB. The reader then fails as it does
+ * when out of memory ("Out of memory"), and the caller reconnects.
+ * outbox__redis_connect does this for every context it makes.
+ */
+void outbox__redis_guard_reader(redisReader *reader);
+
 #endif
