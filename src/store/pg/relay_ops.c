@@ -82,51 +82,9 @@ static outbox_err_t exec_params(outbox_store_t *s, const char *sql, int n,
     return take_result(c, r, want, out, what, errstr, errstr_size);
 }
 
-/* Prepares the relay's statements once per session, in one round trip
- * (a pipeline): a relay starting 3 workers and a watcher at once waited
- * for 7 round trips each before its first claim. */
-static outbox_err_t ensure_prepared(outbox_store_t *s, char *errstr, size_t errstr_size)
-{
-    pg_store_t *p = ST(s);
-    if (p->prepared)
-        return OUTBOX_OK;
-    PGconn *c = p->conn;
-    if (!PQenterPipelineMode(c))
-        return outbox__pg_err(c, NULL, errstr, errstr_size, "entering pipeline mode");
-    for (int q = 0; q < Q__COUNT; q++) {
-        char name[16];
-        snprintf(name, sizeof(name), "outbox_q%d", q);
-        if (!PQsendPrepare(c, name, p->sql[q], 0, NULL))
-            return outbox__pg_err(c, NULL, errstr, errstr_size, "preparing the relay's statements");
-    }
-    if (!PQpipelineSync(c))
-        return outbox__pg_err(c, NULL, errstr, errstr_size, "sending a pipeline");
-    outbox_err_t err = OUTBOX_OK;
-    for (int q = 0; q < Q__COUNT; q++) {
-        PGresult *r = PQgetResult(c);
-        if (!r)
-            return err ? err
-                       : outbox__pg_err(c, NULL, errstr, errstr_size,
-                                        "preparing the relay's statements");
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && !err)
-            err = outbox__pg_err(c, r, errstr, errstr_size, "preparing the relay's statements");
-        PQclear(r);
-        while ((r = PQgetResult(c)) != NULL)
-            PQclear(r);
-    }
-    PGresult *sync = PQgetResult(c);
-    int synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-    PQclear(sync);
-    if (!synced || !PQexitPipelineMode(c))
-        return err ? err : outbox__pg_err(c, NULL, errstr, errstr_size, "ending a pipeline");
-    if (err)
-        return err;
-    p->prepared = 1;
-    p->planned_ms = outbox__now_ms();
-    return OUTBOX_OK;
-}
-
-/* One statement of a pipeline: sql (no parameters), or prepared statement q. */
+/* One statement of a pipeline: sql (no parameters), or prepared statement
+ * q with n parameters, or (n = PREPARE) the preparing of statement q. */
+#define PREPARE (-1)
 typedef struct step_s {
     const char *sql;
     int q, n;
@@ -147,19 +105,17 @@ typedef struct step_s {
 
 /* Runs steps[0..n) in one round trip (libpq pipeline mode). The first step
  * that fails names the error; the rest are aborted by the server. */
-static outbox_err_t run_steps(outbox_store_t *s, const step_t *steps, int n, char *errstr,
-                              size_t errstr_size)
+static outbox_err_t pipeline(outbox_store_t *s, const step_t *steps, int n, char *errstr,
+                             size_t errstr_size)
 {
     PGconn *c = ST(s)->conn;
-    outbox_err_t perr = ensure_prepared(s, errstr, errstr_size);
-    if (perr)
-        return perr;
     if (!PQenterPipelineMode(c))
         return outbox__pg_err(c, NULL, errstr, errstr_size, "entering pipeline mode");
     for (int i = 0; i < n; i++) {
         char name[16];
         snprintf(name, sizeof(name), "outbox_q%d", steps[i].q);
-        int sent = steps[i].sql
+        int sent = steps[i].n == PREPARE ? PQsendPrepare(c, name, ST(s)->sql[steps[i].q], 0, NULL)
+                   : steps[i].sql
                        ? PQsendQueryParams(c, steps[i].sql, 0, NULL, NULL, NULL, NULL, 0)
                        : PQsendQueryPrepared(c, name, steps[i].n, steps[i].params, NULL, NULL, 0);
         if (!sent)
@@ -196,6 +152,34 @@ static outbox_err_t run_steps(outbox_store_t *s, const step_t *steps, int n, cha
         return err ? err : outbox__pg_err(c, NULL, errstr, errstr_size, "ending a pipeline");
     }
     return err;
+}
+
+/* Prepares the relay's statements once per session, in one round trip
+ * (a pipeline): a relay starting 3 workers and a watcher at once waited
+ * for 7 round trips each before its first claim. */
+static outbox_err_t ensure_prepared(outbox_store_t *s, char *errstr, size_t errstr_size)
+{
+    pg_store_t *p = ST(s);
+    if (p->prepared)
+        return OUTBOX_OK;
+    step_t steps[Q__COUNT];
+    for (int q = 0; q < Q__COUNT; q++)
+        steps[q] = (step_t){
+            NULL, q, PREPARE, NULL, PGRES_COMMAND_OK, NULL, "preparing the relay's statements"};
+    outbox_err_t err = pipeline(s, steps, Q__COUNT, errstr, errstr_size);
+    if (err)
+        return err;
+    p->prepared = 1;
+    p->planned_ms = outbox__now_ms();
+    return OUTBOX_OK;
+}
+
+/* Runs steps in one pipeline, the relay's statements prepared first. */
+static outbox_err_t run_steps(outbox_store_t *s, const step_t *steps, int n, char *errstr,
+                              size_t errstr_size)
+{
+    outbox_err_t err = ensure_prepared(s, errstr, errstr_size);
+    return err ? err : pipeline(s, steps, n, errstr, errstr_size);
 }
 
 /* "{1,2,3}" for a bigint[] / smallint[] parameter. Caller frees. Digits
