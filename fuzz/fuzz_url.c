@@ -211,36 +211,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_hidden(BY_NATS, SHOW_REDACTED, url, n.password, shown, "nats");
     }
 
-    rd_kafka_conf_t *kc = NULL;
-    if (outbox__kafka_conf_new(url, "fuzz", &kc, err, sizeof(err)) == OUTBOX_OK) {
-        char pw[512];
-        size_t pl = sizeof(pw);
-        if (rd_kafka_conf_get(kc, "sasl.password", pw, &pl) == RD_KAFKA_CONF_OK)
-            check_hidden(BY_KAFKA, SHOW_REDACTED, url, pw, shown, "kafka");
-        rd_kafka_conf_destroy(kc);
-    }
-
-    /* libpq reads a database URL (conninfo or URI) */
-    char *pqerr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &pqerr);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (!strcmp(o->keyword, "password"))
-            check_hidden(BY_LIBPQ, SHOW_REDACTED, url, o->val, shown, "libpq");
-    PQconninfoFree(opts);
-    PQfreemem(pqerr);
-
-    /* libcurl reads the http(s) and opensearch+http(s) URLs */
-    const char *plus = strchr(url, '+');
-    const char *curl_url_text = !strncasecmp(url, "opensearch+", 11) && plus ? plus + 1 : url;
-    CURLU *u = curl_url();
-    char *cpw = NULL;
-    if (u && curl_url_set(u, CURLUPART_URL, curl_url_text, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_PASSWORD, &cpw, 0) == CURLUE_OK) {
-        check_hidden(BY_CURL, SHOW_REDACTED, url, cpw, shown, "curl");
-        check_hidden(BY_CURL, SHOW_ORIGIN, url, cpw, origin, "curl (origin)");
-    }
-    curl_free(cpw);
-    curl_url_cleanup(u);
+    /* librdkafka's sasl.password, libpq for a database URL (conninfo or
+     * URI), libcurl for the http(s) and opensearch+http(s) URLs */
+    char pw[1024];
+    password_of(BY_KAFKA, url, pw, sizeof(pw));
+    check_hidden(BY_KAFKA, SHOW_REDACTED, url, pw, shown, "kafka");
+    password_of(BY_LIBPQ, url, pw, sizeof(pw));
+    check_hidden(BY_LIBPQ, SHOW_REDACTED, url, pw, shown, "libpq");
+    password_of(BY_CURL, url, pw, sizeof(pw));
+    check_hidden(BY_CURL, SHOW_REDACTED, url, pw, shown, "curl");
+    check_hidden(BY_CURL, SHOW_ORIGIN, url, pw, origin, "curl (origin)");
 
     check_sink(&outbox__sink_redis_ops, url);
     check_sink(&outbox__sink_nats_ops, url);
