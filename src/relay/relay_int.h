@@ -65,7 +65,7 @@ typedef struct outbox_worker_s {
     int64_t vacuum_at_ms;        /* worker-1 only: when VACUUM may run next */
     int64_t next_retry_ms;       /* earliest retry scheduled by this worker (0: none) */
     int64_t claim_at_ms;         /* when the last claim started */
-    int claim_n;                 /* events it handed out */
+    _Atomic int claim_n;         /* events its last claim handed out (read by worker-1) */
     int wake[2]; /* readable: the watcher saw work in a lane of this worker, or stop */
     _Atomic uint64_t lane_mask; /* the lanes held, bit i = lane i (read by the watcher) */
     _Atomic uint64_t published, failed, batches;

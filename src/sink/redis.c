@@ -229,10 +229,14 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
         /* hiredis applies the timeout to each read: re-armed with what is
          * left, so a broker answering slowly cannot stretch the call past
          * the deadline one reply at a time. */
-        if (rearm(r, sink, &armed_at))
-            goto broken;
         redisReply *rep = NULL;
-        if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep)
+        /* A reply already read is taken without a look at the clock (a
+         * clock_gettime per event was 4% of the relay's CPU); the clock is
+         * read, and the timeout re-armed, only before a read that may wait. */
+        if (redisGetReplyFromReader(r->ctx, (void **)&rep) != REDIS_OK)
+            goto broken;
+        if (!rep && (rearm(r, sink, &armed_at) ||
+                     redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep))
             goto broken;
         if (rep->type == REDIS_REPLY_ERROR) {
             res[i].err = OUTBOX_ERR_BROKER;
