@@ -235,8 +235,8 @@ static outbox_err_t redis_publish(outbox_sink_t *sink, outbox_msg_t *msgs, size_
          * read, and the timeout re-armed, only before a read that may wait. */
         if (redisGetReplyFromReader(r->ctx, (void **)&rep) != REDIS_OK)
             goto broken;
-        if (!rep && (rearm(r, sink, &armed_at) ||
-                     redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep))
+        if (!rep &&
+            (rearm(r, sink, &armed_at) || redisGetReply(r->ctx, (void **)&rep) != REDIS_OK || !rep))
             goto broken;
         if (rep->type == REDIS_REPLY_ERROR) {
             res[i].err = OUTBOX_ERR_BROKER;

@@ -264,7 +264,7 @@ static int pg_handles(const char *url)
  * dead-letter index (2 of the 8 buffer reads per claimed row, measured). */
 #define NOT_PARKED                                                                                 \
     "(NOT EXISTS (SELECT 1 FROM {D}) OR NOT EXISTS (SELECT 1 FROM {D} d WHERE d.key = o.key))"
-#define CLAIM_CTES(cols, lock)                                                                           \
+#define CLAIM_CTES(cols, lock)                                                                     \
     "WITH w AS MATERIALIZED ("                                                                     \
     "  SELECT key, min(seq) AS seq FROM {T}"                                                       \
     "   WHERE status = 'pending' AND next_attempt_at > now() GROUP BY key),"                       \
@@ -274,7 +274,7 @@ static int pg_handles(const char *url)
     "     AND o.next_attempt_at <= now()"                                                          \
     "     AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key = o.key AND p.seq < o.seq"               \
     "                      AND p.status = 'pending')"                                              \
-    "     AND " NOT_PARKED "   ORDER BY o.priority DESC, o.seq LIMIT $2::int" lock "),"           \
+    "     AND " NOT_PARKED "   ORDER BY o.priority DESC, o.seq LIMIT $2::int" lock "),"            \
     " lo AS ("                                                                                     \
     "  SELECT " cols " FROM {T} o"                                                                 \
     "   WHERE o.lane = ANY($1::smallint[]) AND o.status = 'pending'"                               \
