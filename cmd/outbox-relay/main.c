@@ -41,8 +41,8 @@ static void on_signal(int sig)
 /* Gives the memory the batches freed back to the system once the relay has
  * gone quiet after work: no batch ended during the last tick (200 ms), some
  * since the last trim. glibc keeps what a worker freed in that thread's arena
- * at its high-water mark: after a drain at the defaults (3 workers, batch
- * 2000) the relay stayed at ~18 MB resident, ~4.3 MB of it free heap, which
+ * at its high-water mark: after a drain at 3 workers and batch
+ * 2000 the relay stayed at ~18 MB resident, ~4.3 MB of it free heap, which
  * malloc_trim(0) returns (bench/footprint.sh idle: 18.1 -> 12-13 MB). Once
  * per quiet spell, so a draining relay never pays for it. Here, not in the
  * library: a process embedding the relay owns its allocator's policy. */

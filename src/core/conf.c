@@ -35,7 +35,7 @@ static const outbox_conf_prop_t props[] = {
      "PostgreSQL database"},
 
     /* ---- relay engine ---- */
-    {"workers", OUTBOX_CT_INT, "3", "OUTBOX_WORKERS", 1, 256, 0, NULL, OUTBOX_SCOPE_RELAY,
+    {"workers", OUTBOX_CT_INT, "2", "OUTBOX_WORKERS", 1, 256, 0, NULL, OUTBOX_SCOPE_RELAY,
      "relay worker threads, each with its own database session and broker connection (more "
      "for a slow broker; each worker's claim reads past the other workers' lanes, so more cost "
      "the database more per event: docs/BENCHMARKS.md has the curve)"},

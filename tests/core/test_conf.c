@@ -13,7 +13,7 @@ int main(void)
     char err[512];
     outbox_conf_t *c = outbox_conf_new();
     CHECK(c, "conf_new");
-    CHECK(outbox__conf_int(c, "workers") == 3, "default workers");
+    CHECK(outbox__conf_int(c, "workers") == 2, "default workers");
     CHECK(outbox__conf_ms(c, "poll_interval") == 1000, "default poll interval");
     CHECK(outbox__conf_bool(c, "notify") == 0, "default notify");
     CHECK(outbox__conf_ms(c, "poll_min_interval") == 1, "default poll_min_interval (watcher on)");
