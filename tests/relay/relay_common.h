@@ -15,6 +15,17 @@ static __attribute__((unused)) const char *setup_db(const char *name, PGconn **o
     return tu_outbox_db(name, out);
 }
 
+/* The opening most relay tests share: declares c and ci (a fresh database
+ * named name, with the schema), host and port (the test's Redis) and r (a
+ * connection to it). */
+#define RELAY_TEST_OPEN(name)                                                                      \
+    PGconn *c;                                                                                     \
+    const char *ci = setup_db(name, &c);                                                           \
+    char host[64];                                                                                 \
+    int port;                                                                                      \
+    tu_redis_addr(host, sizeof(host), &port);                                                      \
+    redisContext *r = tu_redis_connect(host, port)
+
 /* Enqueues n events on topic in transactions of per_tx events; event i has
  * key "k<i % nkeys>" and payload {"seq":i,"key":...}. ids[i] gets the id. */
 static __attribute__((unused)) void enqueue_many(PGconn *c, const char *topic, int n, int nkeys,

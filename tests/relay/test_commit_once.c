@@ -4,12 +4,7 @@
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_commit_once", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_commit_once");
     const char *stream = tu_unique("orders");
 
     char err[512], id[OUTBOX_UUID_STRLEN + 1];

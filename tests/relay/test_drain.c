@@ -7,12 +7,7 @@
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_drain_10k", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_drain_10k");
     const char *stream = tu_unique("drain");
     static char ids[N][OUTBOX_UUID_STRLEN + 1];
     enqueue_many(c, stream, N, KEYS, 500, ids);

@@ -52,13 +52,10 @@ static void run(PGconn *c, const char *ci, const char *host, int port, redisCont
                          " ORDER BY seq LIMIT 1 FOR UPDATE) l") == 1,
           "the head of k0 not locked");
 
-    char err[512];
     outbox_conf_t *conf = relay_conf(ci, host, port);
     conf_set(conf, "workers", "2");
     conf_set(conf, "batch_size", "100");
-    outbox_relay_t *relay = outbox_relay_new(conf, err, sizeof(err));
-    CHECK(relay, "%s", err);
-    CHECK(outbox_relay_start(relay, err, sizeof(err)) == OUTBOX_OK, "%s", err);
+    outbox_relay_t *relay = tu_relay_start(conf);
 
     /* Other lanes go on while the head of k0 is held... */
     long long until = tu_now_ms() + tu_ms(30000);
@@ -88,12 +85,7 @@ static void run(PGconn *c, const char *ci, const char *host, int port, redisCont
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_foreign_lock", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_foreign_lock");
     run(c, ci, host, port, r, "COMMIT");
     run(c, ci, host, port, r, "ROLLBACK");
     redisFree(r);

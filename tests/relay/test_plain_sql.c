@@ -5,12 +5,7 @@
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("plain_sql_producer", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("plain_sql_producer");
     const char *stream = tu_unique("plainsql");
     char sql[512];
     for (int i = 0; i < 20; i++) {

@@ -11,12 +11,7 @@
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_sigkill", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_sigkill");
     const char *stream = tu_unique("sigkill");
     static char ids[N][OUTBOX_UUID_STRLEN + 1];
     enqueue_many(c, stream, N, KEYS, 100, ids);

@@ -45,12 +45,7 @@ static void drain(PGconn *c, const char *ci, const char *host, int port, const c
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_vacuum", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_vacuum");
     /* Autovacuum must not be the one counted. */
     PQclear(tu_exec(c, "ALTER TABLE outbox SET (autovacuum_enabled = false)"));
 

@@ -14,12 +14,7 @@ static long long xacts(PGconn *c)
 
 int main(void)
 {
-    PGconn *c;
-    const char *ci = setup_db("relay_watcher", &c);
-    char host[64];
-    int port;
-    tu_redis_addr(host, sizeof(host), &port);
-    redisContext *r = tu_redis_connect(host, port);
+    RELAY_TEST_OPEN("relay_watcher");
     const char *stream = tu_unique("watch");
     outbox_conf_t *conf = relay_conf(ci, host, port);
     conf_set(conf, "notify", "false");
