@@ -241,9 +241,10 @@ class Report:
                f"timed from `outbox_relay_new` until no row is pending. The ceiling, for each "
                f"size and round, is PostgreSQL alone draining the same backlog: 2 clients "
                f"looping `DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq "
-               f"LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *`. Below 100k events both are "
-               f"the median of min(5, 100k / N) repetitions, ceiling and relay alternating "
-               f"(a small backlog drains in tens of milliseconds). {rounds_txt(len(rounds))}")
+               f"LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *`. Each figure is the median of "
+               f"several repetitions, ceiling and relay alternating: 5 below 30k events (a "
+               f"small backlog drains in tens of milliseconds), 3 up to 300k, 1 for 1M. "
+               f"{rounds_txt(len(rounds))}")
         self.w()
         if ready:
             self.w("The ceiling's clients connect before its clock starts; the relay's clock "
