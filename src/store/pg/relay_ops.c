@@ -291,7 +291,9 @@ static int pg_handles(const char *url)
  * is waited for, then left out if it no longer qualifies (READ COMMITTED
  * rechecks it: its ctid is new or it is gone). The lock step wrote a WAL
  * record and dirtied the page once more per row: measured 22.4 -> 18.7 ms
- * for a 2,000-event claim (pgbench, 3 alternations). */
+ * for a 2,000-event claim (pgbench, 3 alternations). And where SKIP LOCKED
+ * skipped a key's oldest event that another session merely held locked and
+ * took the key's later ones, this waits (tests/relay/test_foreign_lock.c). */
 #define CLAIM_LOCK " FOR UPDATE OF o SKIP LOCKED"
 /* What the relay reads of a claimed event (pg_claim's column order). */
 #define CLAIM_COLS                                                                                 \
@@ -299,7 +301,7 @@ static int pg_handles(const char *url)
     " o.created_at AS t,"                                                                          \
     " o.attempts, o.priority"
 /* Q_CLAIM_ACK (ack_on_claim): the claim that acknowledges in the same
- * statement, by the locked rows' ctid (no second lookup): DELETE or UPDATE,
+ * statement, by the claimed rows' ctid (no second lookup): DELETE or UPDATE,
  * then this RETURNING. pg_commit undoes it for the events not published. */
 #define CLAIM_ACK_HEAD                                                                             \
     CLAIM_CTES("o.ctid AS tid, o.seq, o.priority", "")                                             \
