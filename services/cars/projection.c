@@ -268,6 +268,7 @@ static void *run(void *arg)
 {
     worker_t *w = arg;
     const char *topics[1] = {CARS_TOPIC};
+    outbox_kit_thread_name("c-", "projection");
     char err[512];
     outbox_consumer_t *c = outbox_consumer_new(w->source, CARS_SEARCH_GROUP, w->instance, topics, 1,
                                                w->conf, err, sizeof(err));

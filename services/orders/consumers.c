@@ -874,6 +874,7 @@ static void *run(void *arg)
 {
     worker_t *w = arg;
     const char *topics[1] = {ORDERS_TOPIC};
+    outbox_kit_thread_name("c-", w->name);
     char err[512];
     outbox_consumer_t *c =
         outbox_consumer_new(w->url, w->name, w->instance, topics, 1, w->conf, err, sizeof(err));

@@ -1,9 +1,11 @@
 /* Error strings, clocks, durations, backoff. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "core/util.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +142,16 @@ int outbox__url_scheme_is(const char *url, const char *scheme)
     const char *colon = url ? strchr(url, ':') : NULL;
     size_t n = strlen(scheme);
     return colon && (size_t)(colon - url) == n && !strncasecmp(url, scheme, n);
+}
+
+void outbox__thread_name(const char *fmt, ...)
+{
+    char name[16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    (void)pthread_setname_np(pthread_self(), name);
 }
 
 char *outbox__strdup0(const char *s)

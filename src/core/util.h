@@ -42,6 +42,10 @@ void outbox__on_stop_signals(void (*handler)(int));
  *  for a NULL url. */
 int outbox__url_scheme_is(const char *url, const char *scheme);
 
+/** Names the calling thread for top -H, ps -L and perf (Linux keeps 15
+ *  bytes: longer names are cut). printf-style. */
+void outbox__thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /** strdup that returns NULL for NULL. */
 char *outbox__strdup0(const char *s);
 

@@ -1139,6 +1139,7 @@ static void serve(outbox_http_t *h, conn_t *c)
 static void *worker_main(void *arg)
 {
     outbox_http_t *h = arg;
+    outbox__thread_name("http-worker");
     pthread_mutex_lock(&h->lock);
     for (;;) {
         while (!h->ready_head && !h->stopping) {
@@ -1301,6 +1302,7 @@ static void sweep(outbox_http_t *h, int64_t now)
 static void *io_main(void *arg)
 {
     outbox_http_t *h = arg;
+    outbox__thread_name("http-io");
     struct epoll_event evs[64];
     int64_t next_sweep = outbox__now_ms() + 250;
     for (;;) {

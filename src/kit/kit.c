@@ -151,6 +151,11 @@ void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop)
     outbox__sleep_ms(ms, stop);
 }
 
+void outbox_kit_thread_name(const char *prefix, const char *name)
+{
+    outbox__thread_name("%s%s", prefix ? prefix : "", name ? name : "");
+}
+
 struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms,
                                               char *errstr, size_t errstr_size)
 {

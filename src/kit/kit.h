@@ -161,6 +161,10 @@ int64_t outbox_kit_now_ms(void);
  *  _Atomic int: a plain or volatile int shared that way is a data race. */
 void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop);
 
+/** Names the calling thread "<prefix><name>" for top -H, ps -L and perf
+ *  (Linux keeps 15 bytes). */
+void outbox_kit_thread_name(const char *prefix, const char *name);
+
 /* ------------------------------------------------------------------------ */
 /* The pieces every service's main() has                                     */
 

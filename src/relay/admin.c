@@ -71,6 +71,7 @@ static void take_sample(outbox_admin_t *a)
 static void *sampler(void *arg)
 {
     outbox_admin_t *a = arg;
+    outbox__thread_name("relay-metrics");
     take_sample(a);
     pthread_mutex_lock(&a->lock);
     while (!a->stopping) {

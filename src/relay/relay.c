@@ -134,6 +134,7 @@ static void *watcher_main(void *arg)
     uint64_t progress_seen = atomic_load(&r->progress);
     int attempt = 0, down = 0;
     char err[512];
+    outbox__thread_name("relay-watch");
     while (!r->stop) {
         struct pollfd fd = {.fd = r->stop_pipe[0], .events = POLLIN};
         if (poll(&fd, 1, (int)(wait > 60000 ? 60000 : wait)) > 0 || r->stop)
@@ -368,6 +369,7 @@ static void *worker_main(void *arg)
     int64_t start_ms = outbox__now_ms();
     char err[512];
 
+    outbox__thread_name("relay-w%d", w->idx + 1);
     outbox__log(OUTBOX_LOG_INFO, COMPONENT, "worker_started", "worker started", "worker", w->name,
                 NULL);
     w->sink = open_sink(w, err, sizeof(err));

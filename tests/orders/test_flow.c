@@ -42,6 +42,12 @@ int main(void)
         CHECK(wait_count(s.log, lines[i], 1, 5000) == 1, "startup line \"%s\" missing from %s",
               lines[i], s.log);
 
+    /* The relay's own defaults in this service (seed 000's five workers; the
+     * watcher every 10 ms), in its startup config line. */
+    CHECK(wait_count(s.log, " workers=5 ", 1, 5000) == 1 &&
+              wait_count(s.log, " poll_min_interval=10ms ", 1, 5000) == 1,
+          "config line without workers=5 and poll_min_interval=10ms: see %s", s.log);
+
     snprintf(url, sizeof(url), "%s/healthz", s.url);
     CHECK(http_do("GET", url, NULL, NULL, NULL, 0, &r) == 200, "healthz %ld", r.status);
 

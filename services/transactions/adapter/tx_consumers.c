@@ -65,6 +65,7 @@ static void *run(void *arg)
 {
     worker_t *w = arg;
     const char *topics[1] = {w->topic};
+    outbox_kit_thread_name("c-", w->group);
     char err[512];
     outbox_consumer_t *c =
         outbox_consumer_new(w->url, w->group, w->instance, topics, 1, w->conf, err, sizeof(err));
