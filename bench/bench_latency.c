@@ -9,7 +9,8 @@
  *   poll     plain-SQL producers (INSERT, no hint); relay notify=false,
  *            poll_min_interval=0: the relay looks every poll_interval. This
  *            is the write path "with no relay wake-up at all".
- *   watch    plain-SQL producers; relay notify=false, poll_min_interval=1ms:
+ *   watch    plain-SQL producers; relay notify=false, poll_min_interval at
+ *            the library's default (1ms; BENCH_LATENCY_POLL_MIN sets another):
  *            its watcher looks at the newest due events while they keep
  *            coming and wakes the workers that own them.
  *   watch_enqueue  the same with producers calling outbox_enqueue (no hint:
