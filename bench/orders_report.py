@@ -40,7 +40,7 @@ def write_path(d, meta):
     ceil = rate("pgbench") if "pgbench" in by else None
     print(
         "Write path: %d connections for %d s per run, a new Idempotency-Key per order; the"
-        " ceiling is `%s` (bench/orders_write.sql: the API's statements, one round trip each),"
+        " ceiling is `%s` (bench/orders_write.sql: the API's statements in the API's four round trips),"
         " measured in the same run, each run on emptied tables." % (
             meta["clients"], meta["secs"], meta["pgbench"]))
     print()

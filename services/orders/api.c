@@ -364,10 +364,13 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
         db_problem(req, resp, NULL, "creating the order", c ? "out of memory" : err);
         goto done;
     }
-    if (prepare_session(c, err, sizeof(err)) || outbox_kit_db_exec(c, "BEGIN", err, sizeof(err)))
+    if (prepare_session(c, err, sizeof(err)))
+        goto dberr;
+    if (!key[0] && outbox_kit_db_exec(c, "BEGIN", err, sizeof(err)))
         goto dberr;
     if (key[0]) {
-        if (outbox__idem_begin(c, ORDERS_IDEM_SCOPE, key, fp, &idem, err, sizeof(err)))
+        /* BEGIN, the key's lock and its lookup in one round trip. */
+        if (outbox__idem_begin_tx(c, ORDERS_IDEM_SCOPE, key, fp, &idem, err, sizeof(err)))
             goto dberr;
         if (idem.state == OUTBOX_IDEM_IN_FLIGHT) {
             outbox__http_problem(
@@ -430,39 +433,40 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     const char *tp = outbox__http_header_n(req, "traceparent", &tp_len);
     if (tp && tp_len != strlen(tp))
         tp = NULL; /* a NUL inside: not a traceparent */
-    outbox_event_t ev = {.topic = ORDERS_TOPIC,
+    /* The event's id is made here: the response names it, and with a key
+     * that response is stored in the same round trip as the event. */
+    char event_id[OUTBOX_UUID_STRLEN + 1];
+    outbox_uuid_v7(event_id);
+    outbox_event_t ev = {.id = event_id,
+                         .topic = ORDERS_TOPIC,
                          .type = "OrderCreated",
                          .key = id,
                          .payload = payload ? payload : "{}",
                          .traceparent = orders_traceparent_valid(tp) ? tp : NULL,
                          .source = ORDERS_SOURCE};
-    char event_id[OUTBOX_UUID_STRLEN + 1];
-    outbox_err_t e = outbox_enqueue(c, &ev, event_id, err, sizeof(err));
-    free(payload);
-    if (e)
-        goto dberr;
-
     out = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id,
                     "order_status", "pending", "user_id", user, "amount", (json_int_t)amount,
                     "items", items, "event_id", event_id, "created_at", created);
     body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    outbox_err_t e = OUTBOX_OK;
+    int recorded = 0;
     if (!body) {
+        e = OUTBOX_ERR_NOMEM;
         snprintf(err, sizeof(err), "out of memory");
+    } else if (key[0]) /* the event and the key's record: one round trip */
+        e = outbox__idem_enqueue_store(c, &ev, ORDERS_IDEM_SCOPE, key, fp, 201, "application/json",
+                                       body, app->idem_retention_ms, &recorded, err, sizeof(err));
+    else
+        e = outbox_enqueue(c, &ev, NULL, err, sizeof(err));
+    free(payload);
+    if (recorded) {
+        outbox__http_problem(
+            req, resp, 409, "idempotency-key-in-flight", NULL,
+            "a concurrent request with Idempotency-Key \"%s\" won; retry to get its response", key);
+        goto done;
+    }
+    if (e)
         goto dberr;
-    }
-    if (key[0]) {
-        e = outbox__idem_store(c, ORDERS_IDEM_SCOPE, key, fp, 201, "application/json", body,
-                               app->idem_retention_ms, err, sizeof(err));
-        if (e == OUTBOX_ERR_INVALID_ARG) {
-            outbox__http_problem(
-                req, resp, 409, "idempotency-key-in-flight", NULL,
-                "a concurrent request with Idempotency-Key \"%s\" won; retry to get its response",
-                key);
-            goto done;
-        }
-        if (e)
-            goto dberr;
-    }
     switch (outbox_kit_db_commit(c, err, sizeof(err))) {
     case OUTBOX_KIT_COMMITTED:
         break;

@@ -94,9 +94,11 @@ void outbox__dbpool_put(outbox_dbpool_t *p, PGconn *conn)
 {
     if (!conn)
         return;
-    if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE)
+    if (PQstatus(conn) == CONNECTION_OK && PQpipelineStatus(conn) == PQ_PIPELINE_OFF &&
+        PQtransactionStatus(conn) != PQTRANS_IDLE)
         PQclear(PQexec(conn, "ROLLBACK"));
-    int broken = PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE;
+    int broken = PQstatus(conn) != CONNECTION_OK || PQpipelineStatus(conn) != PQ_PIPELINE_OFF ||
+                 PQtransactionStatus(conn) != PQTRANS_IDLE;
     pthread_mutex_lock(&p->lock);
     if (broken || p->closing || p->nidle >= p->size) {
         p->opened--;

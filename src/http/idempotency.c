@@ -135,6 +135,40 @@ void outbox__idem_fingerprint(const char *method, const char *path, const char *
     sodium_bin2hex(out, 65, h, sizeof(h));
 }
 
+#define IDEM_LOCK_SQL "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))"
+#define IDEM_LOOKUP_SQL                                                                            \
+    "SELECT fingerprint, status, content_type, body FROM outbox_http_idempotency"                  \
+    " WHERE scope = $1 AND key = $2 AND expires_at > now()"
+
+/* The lock's and the lookup's results: out->state and a replay's response. */
+static outbox_err_t idem_read(PGconn *conn, PGresult *lock, PGresult *look, const char *fingerprint,
+                              outbox_idem_t *out, char *errstr, size_t errstr_size)
+{
+    if (PQresultStatus(lock) != PGRES_TUPLES_OK)
+        return db_err(conn, lock, errstr, errstr_size, "idempotency lock");
+    if (PQgetvalue(lock, 0, 0)[0] != 't') {
+        out->state = OUTBOX_IDEM_IN_FLIGHT; /* never wait: that request is still running */
+        return OUTBOX_OK;
+    }
+    if (PQresultStatus(look) != PGRES_TUPLES_OK)
+        return db_err(conn, look, errstr, errstr_size, "idempotency lookup");
+    if (PQntuples(look) == 0) {
+        out->state = OUTBOX_IDEM_NEW;
+    } else if (strcmp(PQgetvalue(look, 0, 0), fingerprint) != 0) {
+        out->state = OUTBOX_IDEM_MISMATCH;
+    } else {
+        out->state = OUTBOX_IDEM_REPLAY;
+        out->status = (unsigned)atoi(PQgetvalue(look, 0, 1));
+        snprintf(out->content_type, sizeof(out->content_type), "%s", PQgetvalue(look, 0, 2));
+        out->body_len = (size_t)PQgetlength(look, 0, 3);
+        out->body = malloc(out->body_len + 1);
+        if (!out->body)
+            return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        memcpy(out->body, PQgetvalue(look, 0, 3), out->body_len + 1);
+    }
+    return OUTBOX_OK;
+}
+
 outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key,
                                 const char *fingerprint, outbox_idem_t *out, char *errstr,
                                 size_t errstr_size)
@@ -146,47 +180,73 @@ outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key
             "idempotency check needs an open transaction (the key commits with the work)");
     const char *params[2] = {scope, key};
     /* Never wait: a request holding the key's lock is still in flight. */
-    PGresult *r = outbox__pg_exec_prepared(
-        conn, "outbox_idem_lock",
-        "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))", 2, params);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        outbox_err_t e = db_err(conn, r, errstr, errstr_size, "idempotency lock");
-        PQclear(r);
-        return e;
-    }
-    int got = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    if (!got) {
-        out->state = OUTBOX_IDEM_IN_FLIGHT;
-        return OUTBOX_OK;
-    }
-    r = outbox__pg_exec_prepared(
-        conn, "outbox_idem_lookup",
-        "SELECT fingerprint, status, content_type, body FROM outbox_http_idempotency"
-        " WHERE scope = $1 AND key = $2 AND expires_at > now()",
-        2, params);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        outbox_err_t e = db_err(conn, r, errstr, errstr_size, "idempotency lookup");
-        PQclear(r);
-        return e;
-    }
-    if (PQntuples(r) == 0) {
-        out->state = OUTBOX_IDEM_NEW;
-    } else if (strcmp(PQgetvalue(r, 0, 0), fingerprint) != 0) {
-        out->state = OUTBOX_IDEM_MISMATCH;
-    } else {
-        out->state = OUTBOX_IDEM_REPLAY;
-        out->status = (unsigned)atoi(PQgetvalue(r, 0, 1));
-        snprintf(out->content_type, sizeof(out->content_type), "%s", PQgetvalue(r, 0, 2));
-        out->body_len = (size_t)PQgetlength(r, 0, 3);
-        out->body = malloc(out->body_len + 1);
-        if (!out->body) {
-            PQclear(r);
-            return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    PGresult *lock = outbox__pg_exec_prepared(conn, "outbox_idem_lock", IDEM_LOCK_SQL, 2, params);
+    PGresult *look = NULL;
+    if (PQresultStatus(lock) == PGRES_TUPLES_OK && PQgetvalue(lock, 0, 0)[0] == 't')
+        look = outbox__pg_exec_prepared(conn, "outbox_idem_lookup", IDEM_LOOKUP_SQL, 2, params);
+    outbox_err_t e = idem_read(conn, lock, look, fingerprint, out, errstr, errstr_size);
+    PQclear(lock);
+    PQclear(look);
+    return e;
+}
+
+outbox_err_t outbox__idem_begin_tx(PGconn *conn, const char *scope, const char *key,
+                                   const char *fingerprint, outbox_idem_t *out, char *errstr,
+                                   size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "idempotency check with BEGIN: a transaction is already open");
+    const char *params[2] = {scope, key};
+    const char *names[3] = {NULL, "outbox_idem_lock", "outbox_idem_lookup"};
+    const char *sqls[3] = {"BEGIN", IDEM_LOCK_SQL, IDEM_LOOKUP_SQL};
+    const char *const *pp[3] = {NULL, params, params};
+    int prepared[3] = {0, 0, 0}, np[3] = {0, 2, 2};
+    PGresult *res[3] = {NULL, NULL, NULL};
+    for (int i = 1; i < 3; i++) {
+        prepared[i] = outbox__pg_prepare_once(conn, names[i], sqls[i], &res[i]);
+        if (prepared[i] < 0) {
+            outbox_err_t e = db_err(conn, res[i], errstr, errstr_size, "idempotency check");
+            PQclear(res[i]);
+            return e;
         }
-        memcpy(out->body, PQgetvalue(r, 0, 3), out->body_len + 1);
     }
-    PQclear(r);
+    /* One round trip: BEGIN, the lock, the lookup (read even when the lock
+     * is not taken: a read the reply then ignores). */
+    outbox_err_t e;
+    if (outbox__pg_pipeline(conn, 3, names, sqls, prepared, np, pp, res))
+        e = outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "idempotency check: %s",
+                        PQerrorMessage(conn));
+    else if (PQresultStatus(res[0]) != PGRES_COMMAND_OK)
+        e = db_err(conn, res[0], errstr, errstr_size, "BEGIN");
+    else
+        e = idem_read(conn, res[1], res[2], fingerprint, out, errstr, errstr_size);
+    for (int i = 0; i < 3; i++)
+        PQclear(res[i]);
+    return e;
+}
+
+#define IDEM_STORE_SQL                                                                             \
+    "INSERT INTO outbox_http_idempotency AS k (scope, key, fingerprint, status, content_type, "    \
+    "body, expires_at)"                                                                            \
+    " VALUES ($1, $2, $3, $4::int, $5, $6, now() + $7::bigint * interval '1 millisecond')"         \
+    " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = "        \
+    "EXCLUDED.status,"                                                                             \
+    "   content_type = EXCLUDED.content_type, body = EXCLUDED.body, created_at = now(),"           \
+    "   expires_at = EXCLUDED.expires_at"                                                          \
+    " WHERE k.expires_at <= now()"
+
+/* The key record's result: OUTBOX_ERR_INVALID_ARG when the key is already
+ * recorded (and has not expired). */
+static outbox_err_t store_result(PGconn *conn, const PGresult *r, char *errstr,
+                                 size_t errstr_size)
+{
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return db_err(conn, (PGresult *)r, errstr, errstr_size, "storing idempotency key");
+    if (atoi(PQcmdTuples((PGresult *)r)) != 1)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "idempotency key is already recorded");
     return OUTBOX_OK;
 }
 
@@ -200,25 +260,54 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
     snprintf(ret, sizeof(ret), "%lld", (long long)retention_ms);
     const char *params[7] = {scope, key, fingerprint, st, content_type, body, ret};
     /* An expired record of the same key may still be there: replace it. */
-    PGresult *r = outbox__pg_exec_prepared(
-        conn, "outbox_idem_finish",
-        "INSERT INTO outbox_http_idempotency AS k (scope, key, fingerprint, status, content_type, "
-        "body, expires_at)"
-        " VALUES ($1, $2, $3, $4::int, $5, $6, now() + $7::bigint * interval '1 millisecond')"
-        " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = "
-        "EXCLUDED.status,"
-        "   content_type = EXCLUDED.content_type, body = EXCLUDED.body, created_at = now(),"
-        "   expires_at = EXCLUDED.expires_at"
-        " WHERE k.expires_at <= now()",
-        7, params);
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        err = db_err(conn, r, errstr, errstr_size, "storing idempotency key");
-    else if (atoi(PQcmdTuples(r)) != 1)
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                          "idempotency key is already recorded");
+    PGresult *r = outbox__pg_exec_prepared(conn, "outbox_idem_finish", IDEM_STORE_SQL, 7, params);
+    outbox_err_t err = store_result(conn, r, errstr, errstr_size);
     PQclear(r);
     return err;
+}
+
+outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, const char *scope,
+                                        const char *key, const char *fingerprint,
+                                        unsigned status, const char *content_type,
+                                        const char *body, int64_t retention_ms,
+                                        int *key_recorded, char *errstr, size_t errstr_size)
+{
+    *key_recorded = 0;
+    if (!outbox__pg_in_tx(conn))
+        return outbox__err(OUTBOX_ERR_NOT_IN_TRANSACTION, errstr, errstr_size,
+                           "the event and the key record need an open transaction");
+    outbox_pg_enqueue_t enq;
+    outbox_err_t e = outbox__pg_enqueue_stmt(ev, &enq, errstr, errstr_size);
+    if (e)
+        return e;
+    char st[16], ret[24];
+    snprintf(st, sizeof(st), "%u", status);
+    snprintf(ret, sizeof(ret), "%lld", (long long)retention_ms);
+    const char *kp[7] = {scope, key, fingerprint, st, content_type, body, ret};
+    const char *names[2] = {enq.name, "outbox_idem_finish"};
+    const char *sqls[2] = {enq.sql, IDEM_STORE_SQL};
+    const char *const *pp[2] = {enq.params, kp};
+    int prepared[2], np[2] = {9, 7};
+    PGresult *res[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        prepared[i] = outbox__pg_prepare_once(conn, names[i], sqls[i], &res[i]);
+        if (prepared[i] < 0) {
+            e = db_err(conn, res[i], errstr, errstr_size, i ? "storing idempotency key" : "enqueue");
+            PQclear(res[i]);
+            return e;
+        }
+    }
+    /* One round trip: the event, then the key record (not run when the event
+     * fails: the pipeline stops at the first error). */
+    if (outbox__pg_pipeline(conn, 2, names, sqls, prepared, np, pp, res))
+        e = outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "enqueue and key record: %s",
+                        PQerrorMessage(conn));
+    else if ((e = outbox__pg_enqueue_result(conn, res[0], &enq, errstr, errstr_size)) == OUTBOX_OK)
+        *key_recorded = (e = store_result(conn, res[1], errstr, errstr_size)) ==
+                        OUTBOX_ERR_INVALID_ARG;
+    PQclear(res[0]);
+    PQclear(res[1]);
+    return e;
 }
 
 outbox_err_t outbox__idem_purge(PGconn *conn, long long *deleted, char *errstr, size_t errstr_size)

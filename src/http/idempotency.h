@@ -71,12 +71,36 @@ outbox_err_t outbox__idem_begin(PGconn *conn, const char *scope, const char *key
                                 const char *fingerprint, outbox_idem_t *out, char *errstr,
                                 size_t errstr_size);
 
+/**
+ * The same as BEGIN then outbox__idem_begin, in one round trip (libpq
+ * pipeline mode): conn must be idle, outside a transaction; on return the
+ * transaction is open whatever the outcome (on an error, aborted: roll it
+ * back). OUTBOX_ERR_DB when the connection failed on the way.
+ */
+outbox_err_t outbox__idem_begin_tx(PGconn *conn, const char *scope, const char *key,
+                                   const char *fingerprint, outbox_idem_t *out, char *errstr,
+                                   size_t errstr_size);
+
 /** Stores the response under the key in the open transaction, expiring after
  *  retention_ms. OUTBOX_ERR_INVALID_ARG if a live record already exists. */
 outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key,
                                 const char *fingerprint, unsigned status, const char *content_type,
                                 const char *body, int64_t retention_ms, char *errstr,
                                 size_t errstr_size);
+
+/**
+ * outbox_enqueue(conn, ev) then outbox__idem_store(...) in one round trip
+ * (libpq pipeline mode), inside the open transaction. ev->id, when set, is
+ * the event's id (a response that names it is built before). Returns what
+ * outbox_enqueue would for the event (then no key record is written), or
+ * for the key record what outbox__idem_store would: OUTBOX_ERR_INVALID_ARG
+ * with *key_recorded = 1 when the key is recorded already.
+ */
+outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, const char *scope,
+                                        const char *key, const char *fingerprint,
+                                        unsigned status, const char *content_type,
+                                        const char *body, int64_t retention_ms,
+                                        int *key_recorded, char *errstr, size_t errstr_size);
 
 /** Deletes expired keys (own statement, not in a transaction). */
 outbox_err_t outbox__idem_purge(PGconn *conn, long long *deleted, char *errstr, size_t errstr_size);

@@ -76,6 +76,18 @@ static int is_commit(const char *q, size_t len)
     return len == 6 && !strncasecmp(q, "COMMIT", 6);
 }
 
+/* 1 when a Parse message's body (len bytes: statement name, query text,
+ * both NUL-terminated, then parameter types) parses BEGIN. */
+static int is_begin_parse(const char *b, size_t len)
+{
+    size_t nl = strnlen(b, len);
+    if (nl + 1 >= len)
+        return 0;
+    const char *q = b + nl + 1;
+    size_t ql = strnlen(q, len - nl - 1);
+    return ql == 5 && !strncasecmp(q, "BEGIN", 5);
+}
+
 /* Copies the application_name of a startup message (len bytes from its
  * start: length, protocol, then NUL-terminated name/value pairs). */
 static void startup_app(const unsigned char *m, size_t len, char *app, size_t app_size)
@@ -94,15 +106,19 @@ static void startup_app(const unsigned char *m, size_t len, char *app, size_t ap
     }
 }
 
-/* Claims the armed mode (once, for one connection); PGPROXY_PASS if none,
- * or if the proxy is armed only for other applications. */
-static int claim(pgproxy_t *p, const link_t *l)
+/* Claims the armed mode (once, for one connection) when it cuts at this
+ * kind of message (begin: a pipelined BEGIN; else a COMMIT); PGPROXY_PASS if
+ * none, if it cuts elsewhere, or if the proxy is armed only for other
+ * applications. */
+static int claim(pgproxy_t *p, const link_t *l, int begin)
 {
     if (p->only[0] && strncmp(l->app, p->only, strlen(p->only)) != 0)
         return PGPROXY_PASS;
     int m = __atomic_load_n(&p->mode, __ATOMIC_SEQ_CST);
-    if (m != PGPROXY_PASS && __atomic_compare_exchange_n(&p->mode, &m, PGPROXY_PASS, 0,
-                                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    int at_begin = m == PGPROXY_CUT_BEFORE_PIPELINED_BEGIN || m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN;
+    if (m != PGPROXY_PASS && at_begin == begin &&
+        __atomic_compare_exchange_n(&p->mode, &m, PGPROXY_PASS, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST))
         return m;
     return PGPROXY_PASS;
 }
@@ -150,7 +166,7 @@ static void *relay(void *arg)
     pgproxy_t *p = l->p;
     unsigned char *cbuf = NULL; /* client bytes not yet forwarded (whole messages only) */
     size_t have = 0, cap = 0;
-    int startup = 1, done = 0;
+    int startup = 1, done = 0, cut_at_sync = 0;
     char tmp[16384];
     while (!done) {
         struct pollfd fds[2] = {{l->cfd, POLLIN, 0}, {l->sfd, POLLIN, 0}};
@@ -207,8 +223,26 @@ static void *relay(void *arg)
                 total = 1 + (size_t)be32(cbuf + off + 1);
                 if (left < total)
                     break;
+                if (cbuf[off] == 'P' && is_begin_parse((const char *)cbuf + off + 5, total - 5)) {
+                    int m = claim(p, l, 1);
+                    if (m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN)
+                        cut_at_sync = 1;
+                    else if (m != PGPROXY_PASS) {
+                        __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
+                        done = 1;
+                        break;
+                    }
+                } else if (cbuf[off] == 'S' && cut_at_sync) {
+                    /* The pipeline is all sent: the server runs it (its
+                     * answers, up to ReadyForQuery, are read and dropped). */
+                    if (send_all(l->sfd, cbuf + off, total) == 0)
+                        (void)swallow_answer(l->sfd);
+                    __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
+                    done = 1;
+                    break;
+                }
                 if (cbuf[off] == 'Q' && is_commit((const char *)cbuf + off + 5, total - 5)) {
-                    int m = claim(p, l);
+                    int m = claim(p, l, 0);
                     if (m == PGPROXY_CUT_AFTER_COMMIT) {
                         int ok = send_all(l->sfd, cbuf + off, total);
                         __atomic_store_n(&p->last_answer, ok == 0 ? swallow_answer(l->sfd) : -1,

@@ -1,7 +1,8 @@
 /* A fault-injecting TCP proxy for PostgreSQL's wire protocol, for tests: it
  * sits between a service and the server on loopback, forwards bytes both
  * ways, and, when armed, cuts both connections at the moment the client
- * sends a COMMIT (a simple-query 'Q' message whose text is COMMIT):
+ * sends a COMMIT (a simple-query 'Q' message whose text is COMMIT), or a
+ * pipeline that opens with BEGIN (see pgproxy_mode_t):
  *
  *   PGPROXY_CUT_BEFORE_COMMIT  COMMIT is not forwarded: the server sees the
  *                              client go away and rolls back.
@@ -18,7 +19,13 @@
 typedef enum {
     PGPROXY_PASS = 0,
     PGPROXY_CUT_BEFORE_COMMIT,
-    PGPROXY_CUT_AFTER_COMMIT
+    PGPROXY_CUT_AFTER_COMMIT,
+    /* A pipelined BEGIN (an extended-protocol Parse of "BEGIN", as libpq's
+     * pipeline mode sends it): cut before forwarding it (the server sees
+     * nothing of the pipeline), or after forwarding the pipeline up to its
+     * Sync (the server runs it; its answers are lost). */
+    PGPROXY_CUT_BEFORE_PIPELINED_BEGIN,
+    PGPROXY_CUT_AFTER_PIPELINED_BEGIN
 } pgproxy_mode_t;
 
 typedef struct pgproxy_s pgproxy_t;

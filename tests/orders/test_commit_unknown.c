@@ -11,7 +11,9 @@
  * commit_outcome_unknown. A retry with the same Idempotency-Key then tells
  * the truth: the stored 201 (replayed) when the commit landed, a fresh 201
  * when it did not; the order exists exactly once. Without a key, the order
- * id in the problem tells through GET /orders/{id}. */
+ * id in the problem tells through GET /orders/{id}. The pipelined
+ * idempotency check (BEGIN, lock, lookup in one round trip) is cut before
+ * and after the server ran it: 503 database-unavailable, nothing written. */
 #include <string.h>
 
 #include "orders_testlib.h"
@@ -143,6 +145,45 @@ int main(void)
           order_id, r.status);
     CHECK(orders_of(db, "user-nokey") == 1, "orders without a key: %lld",
           orders_of(db, "user-nokey"));
+
+    /* 4. The idempotency check is one pipeline (BEGIN, the key's lock, its
+     * lookup: one round trip). Cut before it reaches the server, and after
+     * the server ran it with its answers lost: nothing was written, the
+     * client hears 503 database-unavailable, the same key then creates the
+     * order once, and the broken session is not handed to a later request. */
+    const pgproxy_mode_t pmodes[2] = {PGPROXY_CUT_BEFORE_PIPELINED_BEGIN,
+                                      PGPROXY_CUT_AFTER_PIPELINED_BEGIN};
+    for (int m = 0; m < 2; m++) {
+        char user[32], key[32];
+        snprintf(user, sizeof(user), "user-pipe-%d", m);
+        snprintf(key, sizeof(key), "key-pipe-%d", m);
+        body_for(user, body, sizeof(body));
+        snprintf(url, sizeof(url), "%s/orders", s.url);
+        int cuts = pgproxy_cuts(px);
+        pgproxy_arm(px, pmodes[m]);
+        long st = http_do("POST", url, "application/json", key, body, strlen(body), &r);
+        pgproxy_arm(px, PGPROXY_PASS);
+        CHECK(pgproxy_cuts(px) == cuts + 1, "pipeline %d: the proxy cut nothing (%ld %s)", m, st,
+              r.body);
+        CHECK(st == 503 && strstr(r.body, "database-unavailable"),
+              "pipeline cut %d: want 503 database-unavailable, got %ld %s", m, st, r.body);
+        CHECK(orders_of(db, user) == 0, "pipeline cut %d wrote an order", m);
+        CHECK(retry(&s, key, body, &r) == 201 && !r.replayed, "pipeline cut %d, retry: %ld %s", m,
+              r.status, r.body);
+        CHECK(orders_of(db, user) == 1, "pipeline cut %d: order exists %lld times", m,
+              orders_of(db, user));
+        /* More requests than the pool has sessions: none gets the cut one. */
+        for (int i = 0; i < 40; i++) {
+            char k[48];
+            snprintf(k, sizeof(k), "key-pipe-%d-%d", m, i);
+            CHECK(http_do("POST", url, "application/json", k, body, strlen(body), &r) == 201,
+                  "pipeline cut %d, order %d after it: %ld %s", m, i, r.status, r.body);
+        }
+        CHECK(orders_of(db, user) == 41, "pipeline cut %d: %lld orders after 41 posts", m,
+              orders_of(db, user));
+        printf("cut %s the pipelined idempotency check: 503, then one order per key\n",
+               m ? "after" : "before");
+    }
 
     /* The service stays healthy, and said what happened. */
     body_for("user-after-all", body, sizeof(body));

@@ -45,9 +45,9 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
-                                   const char *const *params)
+int outbox__pg_prepare_once(PGconn *conn, const char *name, const char *sql, PGresult **res)
 {
+    *res = NULL;
     prep_set_t *p = PQinstanceData(conn, prep_evproc);
     if (!p && (p = calloc(1, sizeof(*p))) != NULL) {
         if (!PQregisterEventProc(conn, prep_evproc, "outbox", NULL) ||
@@ -57,26 +57,91 @@ PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *s
         }
     }
     if (!p)
-        return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+        return 0;
     uint64_t h = name_hash(name);
-    int have = 0;
-    for (int i = 0; i < p->n && !have; i++)
-        have = p->names[i] == h;
-    if (!have) {
-        if (p->n == PREP_MAX)
-            return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-        PGresult *r = PQprepare(conn, name, sql, n, NULL);
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && !(state && !strcmp(state, "42P05")))
-            return r; /* e.g. the transaction is aborted: the caller reports it */
-        PQclear(r);
-        p->names[p->n++] = h;
-    }
-    PGresult *r = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
+    for (int i = 0; i < p->n; i++)
+        if (p->names[i] == h)
+            return 1;
+    if (p->n == PREP_MAX)
+        return 0;
+    PGresult *r = PQprepare(conn, name, sql, 0, NULL);
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (state && !strcmp(state, "26000"))
-        p->n = 0; /* the session lost them (DISCARD ALL): prepare again next time */
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && !(state && !strcmp(state, "42P05"))) {
+        *res = r; /* e.g. the transaction is aborted: the caller reports it */
+        return -1;
+    }
+    PQclear(r);
+    p->names[p->n++] = h;
+    return 1;
+}
+
+/* A statement run by name failed with 26000: the session lost its prepared
+ * statements (DISCARD ALL), prepare them again next time. */
+static void prep_check_lost(PGconn *conn, const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    prep_set_t *p = PQinstanceData(conn, prep_evproc);
+    if (p && state && !strcmp(state, "26000"))
+        p->n = 0;
+}
+
+PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
+                                   const char *const *params)
+{
+    PGresult *r = NULL;
+    int named = outbox__pg_prepare_once(conn, name, sql, &r);
+    if (named < 0)
+        return r;
+    if (!named)
+        return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    r = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
+    prep_check_lost(conn, r);
     return r;
+}
+
+int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const char *const *sqls,
+                        const int *prepared, const int *nparams, const char *const *const *params,
+                        PGresult **res)
+{
+    for (int i = 0; i < n; i++)
+        res[i] = NULL;
+    if (!PQenterPipelineMode(conn))
+        return -1;
+    int sent = 1;
+    for (int i = 0; i < n && sent; i++)
+        sent = prepared[i]
+                   ? PQsendQueryPrepared(conn, names[i], nparams[i], params[i], NULL, NULL, 0)
+                   : PQsendQueryParams(conn, sqls[i], nparams[i], NULL, params[i], NULL, NULL, 0);
+    if (!sent || !PQpipelineSync(conn)) {
+        (void)PQexitPipelineMode(conn); /* refused with work queued: the caller drops it */
+        return -1;
+    }
+    /* Each statement: its result, then NULL; then the Sync's result. */
+    int i = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(conn);
+        if (!r) {
+            if (PQstatus(conn) == CONNECTION_BAD)
+                break;
+            i++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if (i < n && !res[i]) {
+            res[i] = r;
+            if (prepared[i])
+                prep_check_lost(conn, r);
+        } else {
+            PQclear(r);
+        }
+        if (st == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_BAD)
+            break;
+    }
+    return PQexitPipelineMode(conn) && PQstatus(conn) == CONNECTION_OK ? 0 : -1;
 }
 
 /* Replaces every occurrence of needle in buf (NUL-terminated, size bytes)
@@ -369,17 +434,12 @@ static int env_notify(void)
     return g_env_notify;
 }
 
-outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out, char *errstr,
-                            size_t errstr_size)
+outbox_err_t outbox__pg_enqueue_stmt(const outbox_event_t *ev, outbox_pg_enqueue_t *st,
+                                     char *errstr, size_t errstr_size)
 {
-    if (!conn || !ev)
-        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                           "conn and event are required");
-    if (!outbox__pg_in_tx(conn))
-        return outbox__err(
-            OUTBOX_ERR_NOT_IN_TRANSACTION, errstr, errstr_size,
-            "outbox_enqueue needs an open transaction on the connection (BEGIN first): "
-            "outside one the event could be published for a change that never commits");
+    memset(st, 0, sizeof(*st));
+    if (!ev)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "the event is required");
     if (!valid_text(ev->topic, 255))
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
                            "event topic is required (1..255 bytes)");
@@ -406,14 +466,13 @@ outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
                            "event priority %d is out of range", ev->priority);
 
-    int hint = ev->wakeup_hint || env_notify();
-    char id[OUTBOX_UUID_STRLEN + 1], prio[16], sql[512];
+    st->hint = ev->wakeup_hint || env_notify();
     if (ev->id)
-        snprintf(id, sizeof(id), "%s", ev->id);
+        snprintf(st->id, sizeof(st->id), "%s", ev->id);
     else
-        outbox_uuid_v7(id);
-    snprintf(prio, sizeof(prio), "%d", ev->priority);
-    const char *params[9] = {id,
+        outbox_uuid_v7(st->id);
+    snprintf(st->prio, sizeof(st->prio), "%d", ev->priority);
+    const char *params[9] = {st->id,
                              ev->topic,
                              ev->type,
                              ev->key,
@@ -421,29 +480,56 @@ outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out
                              ev->headers,
                              ev->traceparent,
                              ev->source && *ev->source ? ev->source : "/outbox",
-                             prio};
-    /* One round trip: insert (and the wake-up hint, when asked for), as a
-     * statement prepared once per session. The table name was checked above
+                             st->prio};
+    memcpy(st->params, params, sizeof(params));
+    /* The insert (and the wake-up hint, when asked for), as a statement
+     * prepared once per session. The table name was checked above
      * ([a-z0-9_]), so quoting it is enough. */
-    char name[64];
-    snprintf(sql, sizeof(sql),
+    snprintf(st->sql, sizeof(st->sql),
              "INSERT INTO \"%s\" (id, topic, type, key, payload, headers, traceparent, source, "
              "priority)"
              " VALUES ($1::uuid, $2, $3, $4, $5::json, $6::jsonb, $7, $8, $9::smallint)%s%s%s",
-             table, hint ? " RETURNING pg_notify('" : "", hint ? table : "",
-             hint ? "_wakeup', '')" : "");
-    snprintf(name, sizeof(name), "outbox_enqueue_%016llx", (unsigned long long)name_hash(sql));
-    PGresult *r = outbox__pg_exec_prepared(conn, name, sql, 9, params);
-    outbox_err_t err = OUTBOX_OK;
-    if (PQresultStatus(r) != (hint ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        err = outbox__pg_err(conn, r, errstr, errstr_size, "enqueue failed");
-        /* 22P02 invalid text representation (bad JSON), 23505 duplicate id */
-        if (state && (!strcmp(state, "22P02") || !strcmp(state, "23505")))
-            err = OUTBOX_ERR_INVALID_ARG;
-    } else if (id_out) {
-        memcpy(id_out, id, sizeof(id));
-    }
+             table, st->hint ? " RETURNING pg_notify('" : "", st->hint ? table : "",
+             st->hint ? "_wakeup', '')" : "");
+    snprintf(st->name, sizeof(st->name), "outbox_enqueue_%016llx",
+             (unsigned long long)name_hash(st->sql));
+    return OUTBOX_OK;
+}
+
+outbox_err_t outbox__pg_enqueue_result(PGconn *conn, const PGresult *r,
+                                       const outbox_pg_enqueue_t *st, char *errstr,
+                                       size_t errstr_size)
+{
+    if (PQresultStatus(r) == (st->hint ? PGRES_TUPLES_OK : PGRES_COMMAND_OK))
+        return OUTBOX_OK;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    outbox_err_t err = outbox__pg_err(conn, r, errstr, errstr_size, "enqueue failed");
+    /* 22P02 invalid text representation (bad JSON), 23505 duplicate id */
+    if (state && (!strcmp(state, "22P02") || !strcmp(state, "23505")))
+        err = OUTBOX_ERR_INVALID_ARG;
+    return err;
+}
+
+outbox_err_t outbox_enqueue(PGconn *conn, const outbox_event_t *ev, char *id_out, char *errstr,
+                            size_t errstr_size)
+{
+    if (!conn || !ev)
+        return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                           "conn and event are required");
+    if (!outbox__pg_in_tx(conn))
+        return outbox__err(
+            OUTBOX_ERR_NOT_IN_TRANSACTION, errstr, errstr_size,
+            "outbox_enqueue needs an open transaction on the connection (BEGIN first): "
+            "outside one the event could be published for a change that never commits");
+    outbox_pg_enqueue_t st;
+    outbox_err_t err = outbox__pg_enqueue_stmt(ev, &st, errstr, errstr_size);
+    if (err)
+        return err;
+    /* One round trip. */
+    PGresult *r = outbox__pg_exec_prepared(conn, st.name, st.sql, 9, st.params);
+    err = outbox__pg_enqueue_result(conn, r, &st, errstr, errstr_size);
+    if (!err && id_out)
+        memcpy(id_out, st.id, sizeof(st.id));
     PQclear(r);
     return err;
 }

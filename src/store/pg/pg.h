@@ -47,6 +47,52 @@ outbox_err_t outbox__pg_migrate_set(PGconn *conn, const char *component,
 PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n,
                                    const char *const *params);
 
+/** outbox_enqueue's statement for one event, for a caller that sends it
+ *  itself (in a pipeline with other statements of its transaction). */
+typedef struct outbox_pg_enqueue_s {
+    char id[OUTBOX_UUID_STRLEN + 1]; /**< the event's id (ev->id, or a new UUIDv7) */
+    char prio[16];
+    char sql[512];
+    char name[64]; /**< its prepared statement's name */
+    const char *params[9];
+    int hint;
+} outbox_pg_enqueue_t;
+
+/** Checks ev as outbox_enqueue does and fills st (which points into ev:
+ *  keep ev alive while st is used). OUTBOX_ERR_INVALID_ARG with a sentence
+ *  for a bad event. */
+outbox_err_t outbox__pg_enqueue_stmt(const outbox_event_t *ev, outbox_pg_enqueue_t *st,
+                                     char *errstr, size_t errstr_size);
+
+/** What the statement's result r means, as outbox_enqueue reports it. */
+outbox_err_t outbox__pg_enqueue_result(PGconn *conn, const PGresult *r,
+                                       const outbox_pg_enqueue_t *st, char *errstr,
+                                       size_t errstr_size);
+
+/**
+ * The first half of outbox__pg_exec_prepared, for a caller that then sends
+ * the statement in pipeline mode: prepares name on conn's session unless
+ * this connection did already (one round trip, the first time only). Not in
+ * pipeline mode. Returns 1 when the statement may be run by name
+ * (PQsendQueryPrepared), 0 when it must be sent with its text (the
+ * connection keeps no more names), or -1 with *res set to the failed
+ * PREPARE's result (the caller reports and clears it).
+ */
+int outbox__pg_prepare_once(PGconn *conn, const char *name, const char *sql, PGresult **res);
+
+/**
+ * Runs n statements in one round trip (libpq pipeline mode, then one Sync):
+ * statement i is names[i] when prepared[i] is 1 (see outbox__pg_prepare_once),
+ * else sqls[i] with its text; nparams[i] parameters params[i]. Stores each
+ * statement's result in res[i] (the caller clears them; after a failed one
+ * the rest are PGRES_PIPELINE_ABORTED) and leaves pipeline mode. Returns 0,
+ * or -1 when the connection failed on the way (res[] then holds what came,
+ * the rest NULL; the connection is no longer usable for a transaction).
+ */
+int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const char *const *sqls,
+                        const int *prepared, const int *nparams, const char *const *const *params,
+                        PGresult **res);
+
 /**
  * Copies msg (a libpq or server message) into out with every password
  * masked as "****": URL passwords and password=... (outbox__redact_url),
