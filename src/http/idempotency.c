@@ -239,8 +239,7 @@ outbox_err_t outbox__idem_begin_tx(PGconn *conn, const char *scope, const char *
 
 /* The key record's result: OUTBOX_ERR_INVALID_ARG when the key is already
  * recorded (and has not expired). */
-static outbox_err_t store_result(PGconn *conn, const PGresult *r, char *errstr,
-                                 size_t errstr_size)
+static outbox_err_t store_result(PGconn *conn, const PGresult *r, char *errstr, size_t errstr_size)
 {
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return db_err(conn, (PGresult *)r, errstr, errstr_size, "storing idempotency key");
@@ -267,10 +266,10 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
 }
 
 outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, const char *scope,
-                                        const char *key, const char *fingerprint,
-                                        unsigned status, const char *content_type,
-                                        const char *body, int64_t retention_ms,
-                                        int *key_recorded, char *errstr, size_t errstr_size)
+                                        const char *key, const char *fingerprint, unsigned status,
+                                        const char *content_type, const char *body,
+                                        int64_t retention_ms, int *key_recorded, char *errstr,
+                                        size_t errstr_size)
 {
     *key_recorded = 0;
     if (!outbox__pg_in_tx(conn))
@@ -292,7 +291,8 @@ outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, 
     for (int i = 0; i < 2; i++) {
         prepared[i] = outbox__pg_prepare_once(conn, names[i], sqls[i], &res[i]);
         if (prepared[i] < 0) {
-            e = db_err(conn, res[i], errstr, errstr_size, i ? "storing idempotency key" : "enqueue");
+            e = db_err(conn, res[i], errstr, errstr_size,
+                       i ? "storing idempotency key" : "enqueue");
             PQclear(res[i]);
             return e;
         }
@@ -303,8 +303,8 @@ outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, 
         e = outbox__err(OUTBOX_ERR_DB, errstr, errstr_size, "enqueue and key record: %s",
                         PQerrorMessage(conn));
     else if ((e = outbox__pg_enqueue_result(conn, res[0], &enq, errstr, errstr_size)) == OUTBOX_OK)
-        *key_recorded = (e = store_result(conn, res[1], errstr, errstr_size)) ==
-                        OUTBOX_ERR_INVALID_ARG;
+        *key_recorded =
+            (e = store_result(conn, res[1], errstr, errstr_size)) == OUTBOX_ERR_INVALID_ARG;
     PQclear(res[0]);
     PQclear(res[1]);
     return e;

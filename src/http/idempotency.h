@@ -97,10 +97,10 @@ outbox_err_t outbox__idem_store(PGconn *conn, const char *scope, const char *key
  * with *key_recorded = 1 when the key is recorded already.
  */
 outbox_err_t outbox__idem_enqueue_store(PGconn *conn, const outbox_event_t *ev, const char *scope,
-                                        const char *key, const char *fingerprint,
-                                        unsigned status, const char *content_type,
-                                        const char *body, int64_t retention_ms,
-                                        int *key_recorded, char *errstr, size_t errstr_size);
+                                        const char *key, const char *fingerprint, unsigned status,
+                                        const char *content_type, const char *body,
+                                        int64_t retention_ms, int *key_recorded, char *errstr,
+                                        size_t errstr_size);
 
 /** Deletes expired keys (own statement, not in a transaction). */
 outbox_err_t outbox__idem_purge(PGconn *conn, long long *deleted, char *errstr, size_t errstr_size);

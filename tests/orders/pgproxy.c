@@ -115,7 +115,8 @@ static int claim(pgproxy_t *p, const link_t *l, int begin)
     if (p->only[0] && strncmp(l->app, p->only, strlen(p->only)) != 0)
         return PGPROXY_PASS;
     int m = __atomic_load_n(&p->mode, __ATOMIC_SEQ_CST);
-    int at_begin = m == PGPROXY_CUT_BEFORE_PIPELINED_BEGIN || m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN;
+    int at_begin =
+        m == PGPROXY_CUT_BEFORE_PIPELINED_BEGIN || m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN;
     if (m != PGPROXY_PASS && at_begin == begin &&
         __atomic_compare_exchange_n(&p->mode, &m, PGPROXY_PASS, 0, __ATOMIC_SEQ_CST,
                                     __ATOMIC_SEQ_CST))

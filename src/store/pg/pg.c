@@ -472,14 +472,10 @@ outbox_err_t outbox__pg_enqueue_stmt(const outbox_event_t *ev, outbox_pg_enqueue
     else
         outbox_uuid_v7(st->id);
     snprintf(st->prio, sizeof(st->prio), "%d", ev->priority);
-    const char *params[9] = {st->id,
-                             ev->topic,
-                             ev->type,
-                             ev->key,
-                             ev->payload,
-                             ev->headers,
-                             ev->traceparent,
-                             ev->source && *ev->source ? ev->source : "/outbox",
+    const char *params[9] = {st->id,          ev->topic,
+                             ev->type,        ev->key,
+                             ev->payload,     ev->headers,
+                             ev->traceparent, ev->source && *ev->source ? ev->source : "/outbox",
                              st->prio};
     memcpy(st->params, params, sizeof(params));
     /* The insert (and the wake-up hint, when asked for), as a statement
