@@ -197,7 +197,8 @@ outbox_err_t outbox__idem_begin_tx(PGconn *conn, const char *scope, const char *
     memset(out, 0, sizeof(*out));
     if (PQtransactionStatus(conn) != PQTRANS_IDLE)
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                           "idempotency check with BEGIN: a transaction is already open");
+                           "idempotency check with BEGIN: the connection is not idle "
+                           "(a transaction is open, or the connection broke)");
     const char *params[2] = {scope, key};
     const char *names[3] = {NULL, "outbox_idem_lock", "outbox_idem_lookup"};
     const char *sqls[3] = {"BEGIN", IDEM_LOCK_SQL, IDEM_LOOKUP_SQL};
