@@ -178,6 +178,39 @@ void http_post_many(const char *url, int n, const char *const *bodies, const cha
     free(hs);
 }
 
+
+/* What the harness started and has not stopped yet: a CHECK that fails
+ * exits the test, and without this the orders-service and redis-server it
+ * spawned would live on (parent 1), retrying a database that is gone. */
+#define KIDS_MAX 16
+static pid_t g_kids[KIDS_MAX];
+
+static void kids_kill(void)
+{
+    for (int i = 0; i < KIDS_MAX; i++)
+        if (g_kids[i] > 0)
+            kill(g_kids[i], SIGKILL);
+}
+
+static void kid_add(pid_t pid)
+{
+    static int registered;
+    if (!registered && atexit(kids_kill) == 0)
+        registered = 1;
+    for (int i = 0; i < KIDS_MAX && pid > 0; i++)
+        if (g_kids[i] <= 0) {
+            g_kids[i] = pid;
+            return;
+        }
+}
+
+static void kid_del(pid_t pid)
+{
+    for (int i = 0; i < KIDS_MAX && pid > 0; i++)
+        if (g_kids[i] == pid)
+            g_kids[i] = 0;
+}
+
 void svc_spawn(svc_t *s, char *const extra_env[])
 {
     static char env[32][1200];
@@ -194,6 +227,7 @@ void svc_spawn(svc_t *s, char *const extra_env[])
     envp[k] = NULL;
     char *argv[] = {(char *)tu_bin("orders-service"), NULL};
     s->pid = tu_spawn(argv, envp, s->log);
+    kid_add(s->pid);
     char url[128];
     snprintf(url, sizeof(url), "%s/readyz", s->url);
     http_resp_t r;
@@ -216,6 +250,7 @@ void svc_start(svc_t *s, const char *name, char *const extra_env[])
     curl_global_init(CURL_GLOBAL_DEFAULT);
     s->redis_port = tu_free_port();
     s->redis_pid = tu_redis_server_start(s->redis_port);
+    kid_add(s->redis_pid);
     snprintf(s->redis_addr, sizeof(s->redis_addr), "127.0.0.1:%d", s->redis_port);
     s->port = tu_free_port();
     snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", s->port);
@@ -234,6 +269,7 @@ void svc_stop(svc_t *s)
         kill(s->pid, SIGKILL);
         tu_wait(s->pid, 5000);
     }
+    kid_del(s->pid);
     s->pid = 0;
     CHECK(rc == 0, "orders-service did not stop cleanly on SIGTERM (status %d); see %s", rc,
           s->log);
@@ -243,6 +279,7 @@ void svc_teardown(svc_t *s)
 {
     svc_stop(s);
     tu_stop(s->redis_pid);
+    kid_del(s->redis_pid);
     s->redis_pid = 0;
 }
 
