@@ -178,7 +178,6 @@ void http_post_many(const char *url, int n, const char *const *bodies, const cha
     free(hs);
 }
 
-
 /* What the harness started and has not stopped yet: a CHECK that fails
  * exits the test, and without this the orders-service and redis-server it
  * spawned would live on (parent 1), retrying a database that is gone. */
