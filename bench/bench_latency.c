@@ -9,6 +9,8 @@
  *   poll     plain-SQL producers (INSERT, no hint); relay notify=false,
  *            poll_min_interval=0: the relay looks every poll_interval. This
  *            is the write path "with no relay wake-up at all".
+ *   poll_enqueue  the same with producers calling outbox_enqueue: the
+ *            ceiling of the techniques whose producers call it;
  *   watch    plain-SQL producers; relay notify=false, poll_min_interval at
  *            the library's default (1ms; BENCH_LATENCY_POLL_MIN sets another):
  *            its watcher looks at the newest due events while they keep
@@ -28,16 +30,22 @@
  *            the steady state (after the first second), and the worst case
  *            of the first second (the relay starts idle);
  *   capacity the same producers committing as fast as they can for CAP_SECS
- *            while the relay drains: commits/s, and the ratio to the poll
- *            technique's (the ceiling: the same writes, no wake-up).
+ *            while the relay drains: commits/s, and the ratio to the same
+ *            producers with no wake-up at all (poll for plain SQL,
+ *            poll_enqueue for outbox_enqueue), in the same round. The
+ *            techniques alternate, BENCH_LATENCY_CAP_ROUNDS rounds (default
+ *            3); each figure is the median of the rounds. Also the relay's
+ *            claims/s and CPU (its threads and its PostgreSQL sessions).
  *
  * and, for watch, the idle cost: CPU used in 10 s by this process (the relay:
  * the reader is stopped) and by the relay's PostgreSQL backends, with no
  * event written.
  *
  * Usage: bench_latency [rate] [secs] [producers] [cap_secs] [techniques]
- *        (defaults 1000 10 32 5 poll,watch,watch_enqueue,notify)
+ *        (defaults 1000 10 32 5 poll,poll_enqueue,watch,watch_enqueue,notify;
+ *        each poll technique must come before those judged against it)
  * BENCH_TSV, if set, gets one tab-separated line per technique appended. */
+#include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -54,6 +62,7 @@
 
 #define TOPIC "lat"
 #define MAX_PRODUCERS 256
+#define MAX_ROUNDS 15
 
 static const char *g_ci;
 static char g_host[64];
@@ -194,7 +203,7 @@ static outbox_relay_t *relay(const char *technique)
     tu_conf_set(conf, "log_level", "warn");
     tu_conf_set(conf, "notify", strcmp(technique, "notify") ? "false" : "true");
     /* The watcher at the library's default interval, or BENCH_LATENCY_POLL_MIN. */
-    if (strncmp(technique, "watch", 5))
+    if (strncmp(technique, "watch", 5)) /* poll, poll_enqueue, notify */
         tu_conf_set(conf, "poll_min_interval", "0");
     else if (getenv("BENCH_LATENCY_POLL_MIN"))
         tu_conf_set(conf, "poll_min_interval", getenv("BENCH_LATENCY_POLL_MIN"));
@@ -220,11 +229,15 @@ static void wait_empty(PGconn *c)
     }
 }
 
-/* CPU seconds (user + system) of a process, from /proc. */
-static double proc_cpu(int pid)
+/* CPU seconds (user + system) of a process, or of one of its threads
+ * (tid > 0), from /proc. */
+static double proc_cpu(int pid, int tid)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    char path[96], buf[1024];
+    if (tid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+    else
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;
@@ -244,8 +257,34 @@ static double backends_cpu(PGconn *c)
                              " WHERE application_name LIKE 'outbox-relay%'");
     double s = 0;
     for (int i = 0; i < PQntuples(r); i++)
-        s += proc_cpu(atoi(PQgetvalue(r, i, 0)));
+        s += proc_cpu(atoi(PQgetvalue(r, i, 0)), 0);
     PQclear(r);
+    return s;
+}
+
+/* CPU seconds of this process's relay threads (named relay-*). */
+static double relay_threads_cpu(void)
+{
+    double s = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[300], comm[32] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(comm, sizeof(comm), f))
+            comm[0] = '\0';
+        fclose(f);
+        if (strncmp(comm, "relay-", 6))
+            continue;
+        s += proc_cpu(getpid(), atoi(e->d_name));
+    }
+    closedir(d);
     return s;
 }
 
@@ -257,13 +296,43 @@ static double self_cpu(void)
            (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
 }
 
+/* Producers call outbox_enqueue (else: plain SQL INSERT). */
+static int uses_enqueue(const char *technique)
+{
+    return !strcmp(technique, "notify") || !strcmp(technique, "watch_enqueue") ||
+           !strcmp(technique, "poll_enqueue");
+}
+
+/* Median of n values (sorts a copy). */
+static double median(const double *v, int n)
+{
+    double c[MAX_ROUNDS];
+    memcpy(c, v, sizeof(double) * (size_t)n);
+    qsort(c, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
+}
+
+/* Non-empty batches (claims that handed out events) of all workers. */
+static uint64_t relay_batches(const outbox_relay_t *r)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < outbox_relay_worker_count(r); i++) {
+        outbox_worker_stats_t st;
+        if (outbox_relay_worker_stats(r, i, &st) == OUTBOX_OK)
+            n += st.batches;
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     double rate = argc > 1 ? atof(argv[1]) : 1000;
     double secs = argc > 2 ? atof(argv[2]) : 10;
     int nprod = argc > 3 ? atoi(argv[3]) : 32;
     double cap_secs = argc > 4 ? atof(argv[4]) : 5;
-    const char *list = argc > 5 ? argv[5] : "poll,watch,watch_enqueue,notify";
+    int rounds = getenv("BENCH_LATENCY_CAP_ROUNDS") ? atoi(getenv("BENCH_LATENCY_CAP_ROUNDS")) : 3;
+    const char *list = argc > 5 ? argv[5] : "poll,poll_enqueue,watch,watch_enqueue,notify";
+    CHECK(rounds >= 1 && rounds <= MAX_ROUNDS, "BENCH_LATENCY_CAP_ROUNDS: 1..%d", MAX_ROUNDS);
     CHECK(rate > 0 && secs > 0 && nprod > 0 && nprod <= MAX_PRODUCERS && cap_secs > 0,
           "usage: bench_latency [rate] [secs] [producers 1..%d] [cap_secs] [techniques]",
           MAX_PRODUCERS);
@@ -286,29 +355,43 @@ int main(int argc, char **argv)
             fputs(
                 "technique\trate\tsecs\tproducers\tevents\tp50_ms\tp99_ms\tmax_ms\twarmup_max_ms\t"
                 "cap_tps\t"
-                "cap_ratio\tidle_relay_cpu_s\tidle_pg_cpu_s\n",
+                "cap_ratio\tidle_relay_cpu_s\tidle_pg_cpu_s\tcap_rounds\tcap_ratios\t"
+                "cap_claims_per_s\tcap_cpu_s_per_s\n",
                 tsv);
     }
     printf("## commit -> Redis latency at %.0f events/s from %d producer connections (%.0f s), "
-           "and producer capacity (%.0f s, as fast as they can)\n\n"
+           "and producer capacity (%.0f s, as fast as they can, median of %d alternated "
+           "rounds)\n\n"
            "| wake-up | producers write | p50 ms | p99 ms | max ms | first second max ms | "
-           "producer commits/s | vs poll |\n|---|---|---|---|---|---|---|---|\n",
-           rate, nprod, secs, cap_secs);
+           "producer commits/s | vs poll | relay claims/s | relay CPU s/s |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n",
+           rate, nprod, secs, cap_secs, rounds);
     fflush(stdout);
-    double base_tps = 0, idle_relay = -1, idle_pg = -1;
+    double idle_relay = -1, idle_pg = -1;
     long base = 0;
     char techs[128];
+    const char *tech[8];
+    int ntech = 0;
+    struct {
+        double p50, p99, max, warm_max;
+        double tps[MAX_ROUNDS], ratio[MAX_ROUNDS], claims[MAX_ROUNDS], cpu[MAX_ROUNDS];
+    } res[8];
     snprintf(techs, sizeof(techs), "%s", list);
     for (char *save = NULL, *t = strtok_r(techs, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        CHECK(!strcmp(t, "poll") || !strcmp(t, "watch") || !strcmp(t, "notify") ||
-                  !strcmp(t, "watch_enqueue"),
-              "unknown technique %s (poll, watch, watch_enqueue, notify)", t);
+        CHECK(!strcmp(t, "poll") || !strcmp(t, "poll_enqueue") || !strcmp(t, "watch") ||
+                  !strcmp(t, "notify") || !strcmp(t, "watch_enqueue"),
+              "unknown technique %s (poll, poll_enqueue, watch, watch_enqueue, notify)", t);
+        CHECK(ntech < 8, "at most 8 techniques");
+        tech[ntech++] = t;
+    }
+    for (int ti = 0; ti < ntech; ti++) {
+        const char *t = tech[ti];
         PQclear(tu_exec(c, "TRUNCATE outbox"));
         redisContext *rc = tu_redis_connect(g_host, g_port);
         freeReplyObject(redisCommand(rc, "DEL %s", TOPIC));
         outbox_relay_t *r = relay(t);
         tu_sleep_ms(2500); /* lanes settled, relay idle */
-        g.enqueue = !strcmp(t, "notify") || !strcmp(t, "watch_enqueue");
+        g.enqueue = uses_enqueue(t);
         g.hint = !strcmp(t, "notify");
 
         /* latency at the steady rate */
@@ -354,7 +437,10 @@ int main(int argc, char **argv)
                     fprintf(stderr, "slow: event %ld committed at +%.1f ms, seen +%.1f ms\n",
                             g.base + i, g.commit[i] - g.t0, g.seen[i] - g.commit[i]);
         qsort(lat, (size_t)m, sizeof(double), cmp_double);
-        double p50 = lat[m / 2], p99 = lat[(m * 99 + 99) / 100 - 1], max = lat[m - 1];
+        res[ti].p50 = lat[m / 2];
+        res[ti].p99 = lat[(m * 99 + 99) / 100 - 1];
+        res[ti].max = lat[m - 1];
+        res[ti].warm_max = warm_max;
         base += g.total;
 
         /* idle cost (watch): nothing written for 10 s */
@@ -366,35 +452,71 @@ int main(int argc, char **argv)
             idle_relay = self_cpu() - c0;
             idle_pg = backends_cpu(c) - p0;
         }
-
-        /* capacity: as fast as they can, while the relay drains */
-        g.paced = 0;
-        g.base = base;
-        g.end = now_ms() + cap_secs * 1000;
-        double c0 = now_ms();
-        run_producers(nprod);
-        double tps = (double)atomic_load(&g.committed) / ((now_ms() - c0) / 1000);
-        base += atomic_load(&g.committed);
-        wait_empty(c);
         outbox_relay_destroy(r);
         redisFree(rc);
-        if (!strcmp(t, "poll"))
-            base_tps = tps;
-        char ratio[32] = "";
-        if (base_tps > 0)
-            snprintf(ratio, sizeof(ratio), "%.2fx", tps / base_tps);
-        printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f | %s |\n", t,
-               g.hint      ? "outbox_enqueue, with the hint"
-               : g.enqueue ? "outbox_enqueue, no hint"
-                           : "plain SQL INSERT",
-               p50, p99, max, warm_max, tps, ratio);
-        fflush(stdout);
+    }
+
+    /* capacity: as fast as they can while the relay drains, the techniques
+     * alternated round by round; each round's ratio is to that round's poll */
+    for (int round = 0; round < rounds; round++) {
+        double poll_tps = 0, poll_enqueue_tps = 0;
+        for (int ti = 0; ti < ntech; ti++) {
+            const char *t = tech[ti];
+            PQclear(tu_exec(c, "TRUNCATE outbox"));
+            outbox_relay_t *r = relay(t);
+            tu_sleep_ms(1500); /* lanes settled, relay idle */
+            g.enqueue = uses_enqueue(t);
+            g.hint = !strcmp(t, "notify");
+            g.paced = 0;
+            g.base = base;
+            uint64_t b0 = relay_batches(r);
+            double cpu0 = relay_threads_cpu() + backends_cpu(c);
+            g.end = now_ms() + cap_secs * 1000;
+            double c0 = now_ms();
+            run_producers(nprod);
+            double el = (now_ms() - c0) / 1000;
+            res[ti].cpu[round] = (relay_threads_cpu() + backends_cpu(c) - cpu0) / el;
+            res[ti].claims[round] = (double)(relay_batches(r) - b0) / el;
+            res[ti].tps[round] = (double)atomic_load(&g.committed) / el;
+            base += atomic_load(&g.committed);
+            wait_empty(c);
+            outbox_relay_destroy(r);
+            if (!strcmp(t, "poll"))
+                poll_tps = res[ti].tps[round];
+            if (!strcmp(t, "poll_enqueue"))
+                poll_enqueue_tps = res[ti].tps[round];
+            /* against the same producers with no wake-up at all: poll for
+             * plain SQL, poll_enqueue (when measured) for outbox_enqueue */
+            double ceil = uses_enqueue(t) && poll_enqueue_tps > 0 ? poll_enqueue_tps : poll_tps;
+            res[ti].ratio[round] = ceil > 0 ? res[ti].tps[round] / ceil : 0;
+            fprintf(stderr, "capacity round %d %s: %.0f commits/s, %.2fx, %.0f claims/s\n",
+                    round + 1, t, res[ti].tps[round], res[ti].ratio[round], res[ti].claims[round]);
+        }
+    }
+
+    for (int ti = 0; ti < ntech; ti++) {
+        const char *t = tech[ti];
+        int en = uses_enqueue(t), hint = !strcmp(t, "notify");
+        double tps = median(res[ti].tps, rounds), ratio = median(res[ti].ratio, rounds);
+        double claims = median(res[ti].claims, rounds), cpu = median(res[ti].cpu, rounds);
+        char rs[32] = "", all[256] = "";
+        if (ratio > 0)
+            snprintf(rs, sizeof(rs), "%.2fx", ratio);
+        for (int k = 0; k < rounds; k++)
+            snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%.3f", k ? "," : "",
+                     res[ti].ratio[k]);
+        printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f | %s | %.0f | %.2f |\n", t,
+               hint ? "outbox_enqueue, with the hint"
+               : en ? "outbox_enqueue, no hint"
+                    : "plain SQL INSERT",
+               res[ti].p50, res[ti].p99, res[ti].max, res[ti].warm_max, tps, rs, claims, cpu);
         if (tsv)
             fprintf(tsv,
-                    "%s\t%.0f\t%.0f\t%d\t%ld\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f\t%.3f\n", t,
-                    rate, secs, nprod, g.total, p50, p99, max, warm_max, tps,
-                    base_tps > 0 ? tps / base_tps : 0, !strcmp(t, "watch") ? idle_relay : -1,
-                    !strcmp(t, "watch") ? idle_pg : -1);
+                    "%s\t%.0f\t%.0f\t%d\t%ld\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%"
+                    "s\t%.0f\t%.3f\n",
+                    t, rate, secs, nprod, g.total, res[ti].p50, res[ti].p99, res[ti].max,
+                    res[ti].warm_max, tps, ratio, !strcmp(t, "watch") ? idle_relay : -1,
+                    !strcmp(t, "watch") ? idle_pg : -1, rounds, all, claims, cpu);
     }
     if (idle_relay >= 0)
         printf("\nwatch, idle for 10 s: relay process %.3f s CPU, its PostgreSQL backends %.3f s "

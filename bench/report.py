@@ -576,21 +576,45 @@ plot {plots}
                f"thread gets the entry from `XREAD BLOCK`, over the steady state (the first "
                f"second, when the relay starts idle, is reported apart). Then the same "
                f"producers commit as fast as they can for a few seconds while the relay drains: "
-               f"their commits/s, against the same with the relay only polling (no wake-up at "
-               f"all), the ceiling.")
+               f"their commits/s, against the same producers with the relay only polling (no "
+               f"wake-up at all), the ceiling: plain-SQL producers against `poll`, "
+               f"`outbox_enqueue` producers against `poll_enqueue`. The techniques alternate, "
+               f"{plural(r0.get('cap_rounds', '1'), 'round')}, each ratio taken within its round; "
+               f"the table gives the medians, the rounds' ratios in brackets. The last columns are "
+               f"the relay's claim transactions per second and the CPU of its threads and "
+               f"PostgreSQL sessions (seconds per second) during that load.")
         self.w()
         label = {"poll": "poll only (`poll_min_interval=0`, `notify=false`)",
+                 "poll_enqueue": "poll only (`poll_min_interval=0`, `notify=false`)",
                  "watch": "**watcher (the defaults)**",
                  "watch_enqueue": "**watcher (the defaults)**",
                  "notify": "NOTIFY hint (`notify=true`, watcher off)"}
-        who = {"poll": "plain SQL", "watch": "plain SQL", "watch_enqueue": "`outbox_enqueue`",
+        who = {"poll": "plain SQL", "poll_enqueue": "`outbox_enqueue`", "watch": "plain SQL",
+               "watch_enqueue": "`outbox_enqueue`",
                "notify": "`outbox_enqueue` with `wakeup_hint`"}
+
+        def ratio(r):
+            out = f"{float(r['cap_ratio']):.2f}x"
+            if r.get("cap_ratios") and r["technique"] not in ("poll", "poll_enqueue"):
+                out += " (" + ", ".join(f"{float(x):.2f}" for x in r["cap_ratios"].split(",")) + ")"
+            return out
+
+        def opt(r, k, fmt):
+            return fmt.format(float(r[k])) if r.get(k) not in (None, "") else ""
+
         self.table(["wake-up", "producers", "p50 ms", "p99 ms", "max ms", "first second, max ms",
-                    "producer commits/s", "vs poll only"],
+                    "producer commits/s", "vs poll only", "relay claims/s", "relay CPU s/s"],
                    [[label.get(r["technique"], r["technique"]), who.get(r["technique"], ""),
                      f"{float(r['p50_ms']):.1f}", f"{float(r['p99_ms']):.1f}",
                      f"{float(r['max_ms']):.1f}", f"{float(r['warmup_max_ms']):.1f}",
-                     fnum(float(r["cap_tps"])), f"{float(r['cap_ratio']):.2f}x"] for r in rows])
+                     fnum(float(r["cap_tps"])), ratio(r), opt(r, "cap_claims_per_s", "{:,.0f}"),
+                     opt(r, "cap_cpu_s_per_s", "{:.2f}")] for r in rows])
+        self.w("**Under a heavy load** the watcher's workers space their claims by the number "
+               "of events the last one found, up to 32 ms apart with `poll_min_interval` 1ms: "
+               "fewer claim transactions (the claims/s column), each carrying more events, "
+               "because each claim deletes rows beside those producers are inserting. At the "
+               "steady rate above they claim every millisecond or two.")
+        self.w()
         w = {r["technique"]: r for r in rows}
         if "watch" in w and float(w["watch"]["idle_relay_cpu_s"]) >= 0:
             wr = w["watch"]

@@ -26,7 +26,7 @@
 #   BENCH_WAKE_EVENTS                                 bench_wakeup
 #   BENCH_NOTIFY_CLIENTS BENCH_NOTIFY_SECS BENCH_NOTIFY_ROUNDS  notify_cost.sh
 #   BENCH_NATS_N                                      bench_nats
-#   BENCH_LAT_RATE BENCH_LAT_SECS BENCH_LAT_CAP_SECS   bench_latency
+#   BENCH_LAT_RATE BENCH_LAT_SECS BENCH_LAT_CAP_SECS BENCH_LAT_CAP_ROUNDS   bench_latency
 #   BENCH_FOOT_N                                      bench/footprint.sh
 # The hand-written "earlier measurements" block of docs/BENCHMARKS.md
 # (between the bench:earlier markers) is carried over unchanged.
@@ -50,7 +50,7 @@ if [ "$MODE" = quick ]; then
   : "${BENCH_WAKE_EVENTS:=10}"
   : "${BENCH_NOTIFY_CLIENTS:=4}" "${BENCH_NOTIFY_SECS:=3}" "${BENCH_NOTIFY_ROUNDS:=1}"
   : "${BENCH_NATS_N:=2000}"
-  : "${BENCH_LAT_RATE:=500}" "${BENCH_LAT_SECS:=4}" "${BENCH_LAT_CAP_SECS:=2}"
+  : "${BENCH_LAT_RATE:=500}" "${BENCH_LAT_SECS:=4}" "${BENCH_LAT_CAP_SECS:=2}" "${BENCH_LAT_CAP_ROUNDS:=1}"
   : "${BENCH_FOOT_N:=10000}"
 else
   : "${BENCH_OUT:=docs/BENCHMARKS.md}"
@@ -61,7 +61,7 @@ else
   : "${BENCH_WAKE_EVENTS:=50}"
   : "${BENCH_NOTIFY_CLIENTS:=8}" "${BENCH_NOTIFY_SECS:=20}" "${BENCH_NOTIFY_ROUNDS:=2}"
   : "${BENCH_NATS_N:=20000}"
-  : "${BENCH_LAT_RATE:=1000}" "${BENCH_LAT_SECS:=10}" "${BENCH_LAT_CAP_SECS:=5}"
+  : "${BENCH_LAT_RATE:=1000}" "${BENCH_LAT_SECS:=10}" "${BENCH_LAT_CAP_SECS:=5}" "${BENCH_LAT_CAP_ROUNDS:=3}"
   : "${BENCH_FOOT_N:=100000}"
 fi
 : "${BENCH_SVG_DIR:=$(dirname "$BENCH_OUT")/bench}"
@@ -142,7 +142,7 @@ stage drain_sizes 1 "$L $B/bench_drain sizes $BENCH_SIZES $BENCH_SIZE_ROUNDS"
 stage drain_grid 1 "$L $B/bench_drain grid $BENCH_GRID_N $BENCH_GRID_WORKERS $BENCH_GRID_BATCHES $BENCH_GRID_ROUNDS"
 stage drain_ack 1 "$L $B/bench_drain ack $BENCH_ACK_N $BENCH_ACK_ROUNDS"
 stage wakeup 1 "$L $B/bench_wakeup $BENCH_WAKE_EVENTS 100"
-stage latency 1 "$L $B/bench_latency $BENCH_LAT_RATE $BENCH_LAT_SECS 32 $BENCH_LAT_CAP_SECS"
+stage latency 1 "$L BENCH_LATENCY_CAP_ROUNDS=$BENCH_LAT_CAP_ROUNDS $B/bench_latency $BENCH_LAT_RATE $BENCH_LAT_SECS 32 $BENCH_LAT_CAP_SECS"
 stage notify_cost 0 "CLIENTS=$BENCH_NOTIFY_CLIENTS SECS=$BENCH_NOTIFY_SECS ROUNDS=$BENCH_NOTIFY_ROUNDS bench/notify_cost.sh"
 stage nats 1 "$L $B/bench_nats $BENCH_NATS_N"
 stage footprint 1 "bench/footprint.sh $BENCH_FOOT_N 5 10"
