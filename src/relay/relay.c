@@ -75,7 +75,10 @@ static int open_session(outbox_worker_t *w)
         return -1;
     }
     w->store = s;
-    atomic_fetch_add(&r->registered, 1);
+    if (atomic_fetch_add(&r->registered, 1) + 1 == r->nworkers)
+        for (int i = 0; i < r->nworkers; i++) /* the last to register: the others wait for it */
+            if (i != w->idx)
+                (void)!write(r->workers[i].wake[1], "r", 1);
     w->nlanes = 0;
     w->next_rebalance_ms = 0;
     w->db_attempt = 0;
