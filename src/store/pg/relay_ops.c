@@ -900,6 +900,18 @@ static outbox_err_t pg_release_lane(outbox_store_t *s, int lane, char *errstr, s
 static void pg_wait_for_work(outbox_store_t *s, int stop_fd, int64_t timeout_ms)
 {
     PGconn *c = ST(s)->conn;
+    /* A hint that came while the session was in a transaction is delivered
+     * with its end, before the COMMIT's reply: libpq has read it into its
+     * queue already and the socket says nothing more. Waiting on the socket
+     * then slept the whole timeout with work in hand (bench_wakeup: one
+     * event in 50 waited 1,004 ms). Taken first; it ends the wait. */
+    if (s->cfg.listen) {
+        int pending = 0;
+        for (PGnotify *n; (n = PQnotifies(c)) != NULL; pending = 1)
+            PQfreemem(n);
+        if (pending)
+            return;
+    }
     struct pollfd fds[2];
     nfds_t nfds = 0;
     fds[nfds++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
