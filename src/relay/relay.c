@@ -142,8 +142,11 @@ static void *watcher_main(void *arg)
         struct pollfd fd = {.fd = r->stop_pipe[0], .events = POLLIN};
         if (poll(&fd, 1, (int)(wait > 60000 ? 60000 : wait)) > 0 || r->stop)
             break;
-        if (s && atomic_load(&r->idle_workers) == 0) {
-            wait = o->poll_min_ms; /* all busy: they claim again by themselves */
+        if (atomic_load(&r->idle_workers) == 0) {
+            /* All busy: they claim again by themselves. Its session is
+             * opened only once some worker is idle: a relay that starts on
+             * a backlog opens no third session while its workers drain. */
+            wait = o->poll_min_ms;
             continue;
         }
         if (!s) {

@@ -29,8 +29,12 @@ int main(void)
     (void)host;
     (void)port;
     char err[512];
-    outbox_store_cfg_t cfg = {.url = ci, .table = "outbox", .appname = "notify-buffered",
-                              .listen = 1, .claims = 1, .generic_plans = 1};
+    outbox_store_cfg_t cfg = {.url = ci,
+                              .table = "outbox",
+                              .appname = "notify-buffered",
+                              .listen = 1,
+                              .claims = 1,
+                              .generic_plans = 1};
     outbox_store_t *s = outbox__store_open(&cfg, err, sizeof(err));
     CHECK(s, "%s", err);
     int pipefd[2];
@@ -64,8 +68,7 @@ int main(void)
 
     /* 3. A hint sent while the session waits ends the wait too (the socket). */
     PGconn *c2 = tu_connect(ci);
-    CHECK(PQsendQuery(c2, "SELECT pg_sleep(0.3); NOTIFY outbox_wakeup"), "%s",
-          PQerrorMessage(c2));
+    CHECK(PQsendQuery(c2, "SELECT pg_sleep(0.3); NOTIFY outbox_wakeup"), "%s", PQerrorMessage(c2));
     waited = timed_wait(s, pipefd[0]);
     CHECK(waited < WAIT_MS / 2, "a hint sent during the wait was not seen (%lld ms)",
           (long long)waited);
