@@ -51,7 +51,8 @@ static const outbox_conf_prop_t props[] = {
      OUTBOX_SCOPE_RELAY,
      "low latency for producers that send no wake-up hint (plain SQL): a watcher thread looks "
      "at the newest due events this often while new ones keep coming, backing off (doubling) to "
-     "poll_interval when none do, and wakes only the workers whose lanes have work (e.g. 1ms; "
+     "poll_interval when none do, and wakes only the workers whose lanes have work; under a "
+     "heavy load a busy worker spaces its claims itself, up to 32ms or 4 intervals (e.g. 1ms; "
      "0 = off: such events wait up to poll_interval)"},
     {"synchronous_ack", OUTBOX_CT_BOOL, "false", "OUTBOX_SYNCHRONOUS_ACK", 0, 0, 0, NULL,
      OUTBOX_SCOPE_RELAY,
