@@ -437,7 +437,7 @@ static void *worker_main(void *arg)
             atomic_fetch_add(&r->progress, 1);
             atomic_fetch_add(&r->unvacuumed, rc);
         }
-        if (rc == 0 || (rc > 0 && rc <= 2 && o->poll_min_ms > 0))
+        if (rc == 0 || (rc > 0 && rc <= 2 && rc < o->batch_size && o->poll_min_ms > 0))
             idle(w);
         /* A full batch: more may be waiting, claim again at once. A partial
          * one took what there was. With the watcher on, a trickle (one or
