@@ -24,42 +24,7 @@ static int add_attr(outbox__buf_t *b, int first, const char *name, const char *v
     outbox__buf_adds(b, first ? "{\"" : ",\"");
     outbox__buf_adds(b, name);
     outbox__buf_adds(b, "\":\"");
-    static const char hex[] = "0123456789abcdef";
-    const char *run = value;
-    for (const char *p = value; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        outbox__buf_add(b, run, (size_t)(p - run));
-        char esc[6] = {'\\', (char)ch, 0, 0, 0, 0};
-        size_t n = 2;
-        switch (ch) {
-        case '"':
-        case '\\':
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[ch >> 4], esc[5] = hex[ch & 15];
-            n = 6;
-        }
-        outbox__buf_add(b, esc, n);
-        run = p + 1;
-    }
-    outbox__buf_add(b, run, strlen(run));
+    outbox__json_put_escaped(b, value, vlen, 1);
     outbox__buf_add(b, "\"", 1);
     return 0;
 }

@@ -88,6 +88,64 @@ int outbox__json_utf8_valid(const char *s, size_t len)
     return 1;
 }
 
+int outbox__json_put_escaped(outbox__buf_t *b, const char *s, size_t len, int lenient)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (!lenient && !outbox__json_utf8_valid(s, len))
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0; /* start of the bytes not yet appended */
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_len(u, len, i);
+            if (n) {
+                i += n;
+                continue;
+            }
+        }
+        outbox__buf_add(b, s + run, i - run);
+        char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            if (c >= 0x80) { /* ill-formed UTF-8 (lenient): U+FFFD */
+                memcpy(esc, "\\ufffd", 6);
+            } else {
+                esc[1] = 'u', esc[2] = '0', esc[3] = '0';
+                esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            }
+            n = 6;
+        }
+        outbox__buf_add(b, esc, n);
+        run = ++i;
+    }
+    outbox__buf_add(b, s + run, len - run);
+    return 0;
+}
+
 /* Scans the string starting at the quote s[*p]; on success *p is just past
  * the closing quote. */
 static int scan_string(const char *s, size_t len, size_t *p, outbox__json_error_t *err)

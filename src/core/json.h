@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "core/buf.h"
+
 /** Where and why a text is not JSON. what is a static string. */
 typedef struct outbox__json_error_s {
     size_t offset; /**< byte offset of the offending byte (len if the text ended early) */
@@ -40,5 +42,15 @@ int outbox__json_utf8_valid(const char *s, size_t len);
  *  strings; everything else is kept byte for byte. out must hold len bytes
  *  (it is not NUL-terminated). Returns the number of bytes written. */
 size_t outbox__json_compact(const char *s, size_t len, char *out);
+
+/**
+ * Appends s[0..len) to b as the inside of a JSON string (no quotes), escaped
+ * as jansson writes it: '"' and '\\' with a backslash, \b \f \n \r \t, other
+ * control characters (NUL included) as \u00XX; '/' and non-ASCII text are
+ * kept. Ill-formed UTF-8: with lenient, each offending byte becomes \ufffd
+ * (the replacement character) and 0 is returned; without, nothing is appended
+ * and -1 is returned. Allocation failures leave b broken (see core/buf.h).
+ */
+int outbox__json_put_escaped(outbox__buf_t *b, const char *s, size_t len, int lenient);
 
 #endif

@@ -2,7 +2,8 @@
 #include "core/log.h"
 
 #include <ctype.h>
-#include <jansson.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -13,14 +14,51 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/json.h"
 #include "core/util.h"
 
 /* Set by outbox__log_setup (a relay or consumer being created) while other
  * threads may be logging: relaxed atomics, each read on its own. */
 static _Atomic int threshold = OUTBOX_LOG_INFO;
 static _Atomic int text_format;
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t log_lock;
+static pthread_once_t log_lock_once = PTHREAD_ONCE_INIT;
+
+/* A long line waits for the short ones being written, never behind the
+ * ones that come after it (glibc's default would let them starve it). */
+static void log_lock_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&log_lock, &a);
+    pthread_rwlockattr_destroy(&a);
+}
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* Writes a whole line (newline included) to stderr in one write(2). Lines
+ * of threads never mix: a write of at most PIPE_BUF bytes is atomic on a
+ * pipe, and a file or a terminal takes each write whole, so such lines
+ * share the lock (no waiting); a longer line, which a pipe may take in
+ * parts, holds it alone. */
+static void write_line(const char *p, size_t n)
+{
+    pthread_once(&log_lock_once, log_lock_init);
+    if (n <= PIPE_BUF)
+        pthread_rwlock_rdlock(&log_lock);
+    else
+        pthread_rwlock_wrlock(&log_lock);
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* nowhere to log to */
+        p += w;
+        n -= (size_t)w;
+    }
+    pthread_rwlock_unlock(&log_lock);
+}
 
 void outbox__log_setup(const char *level, const char *format)
 {
@@ -117,10 +155,23 @@ static void text_line(outbox_log_level_t level, const char *ts, const char *comp
         if (len >= sizeof(line))
             len = sizeof(line) - 1;
     }
-    pthread_mutex_lock(&log_lock);
-    fprintf(stderr, "%s\n", line);
-    fflush(stderr);
-    pthread_mutex_unlock(&log_lock);
+    line[len++] = '\n'; /* len <= sizeof(line) - 1: room for it */
+    write_line(line, len);
+}
+
+/* Appends ,"key":"value" (value NULL: null). Text that is not UTF-8 is kept
+ * readable: each offending byte becomes U+FFFD. */
+static void put_member(outbox__buf_t *b, const char *key, const char *value)
+{
+    outbox__buf_adds(b, ",\"");
+    outbox__json_put_escaped(b, key, strlen(key), 1);
+    if (!value) {
+        outbox__buf_adds(b, "\":null");
+        return;
+    }
+    outbox__buf_adds(b, "\":\"");
+    outbox__json_put_escaped(b, value, strlen(value), 1);
+    outbox__buf_adds(b, "\"");
 }
 
 static void vlog(outbox_log_level_t level, const char *component, const char *event,
@@ -132,28 +183,25 @@ static void vlog(outbox_log_level_t level, const char *component, const char *ev
         text_line(level, ts, component, event, msg, kv);
         return;
     }
-    json_t *o = json_object();
-    json_object_set_new(o, "ts", json_string(ts));
-    json_object_set_new(o, "level", json_string(level_names[level]));
-    json_object_set_new(o, "component", json_string(component));
-    json_object_set_new(o, "event", json_string(event));
+    /* The line is written here, not through jansson: no allocation per
+     * field, and one write(2) for the whole line, its newline included. */
+    outbox__buf_t b = {0};
+    outbox__buf_adds(&b, "{\"ts\":\"");
+    outbox__buf_adds(&b, ts);
+    outbox__buf_adds(&b, "\",\"level\":\"");
+    outbox__buf_adds(&b, level_names[level]);
+    outbox__buf_adds(&b, "\"");
+    put_member(&b, "component", component);
+    put_member(&b, "event", event);
     if (msg)
-        json_object_set_new(o, "msg", json_string(msg));
+        put_member(&b, "msg", msg);
     const char *k;
-    while ((k = va_arg(kv, const char *)) != NULL) {
-        const char *v = va_arg(kv, const char *);
-        json_object_set_new(o, k, v ? json_string(v) : json_null());
-    }
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!line)
-        return;
-    pthread_mutex_lock(&log_lock);
-    fputs(line, stderr);
-    fputc('\n', stderr);
-    fflush(stderr);
-    pthread_mutex_unlock(&log_lock);
-    free(line);
+    while ((k = va_arg(kv, const char *)) != NULL)
+        put_member(&b, k, va_arg(kv, const char *));
+    outbox__buf_adds(&b, "}\n");
+    if (!b.broken)
+        write_line(b.p, b.len);
+    free(b.p);
 }
 
 void outbox__log(outbox_log_level_t level, const char *component, const char *event,

@@ -76,13 +76,14 @@ struct outbox_http_s {
     pthread_mutex_t lock;
     pthread_cond_t work; /* ready queue not empty, or stopping */
     pthread_cond_t idle; /* inflight, workers or conns went down */
-    int stopping;
-    int inflight; /* requests being handled */
+    _Atomic int stopping; /* set under lock; read without it where a late answer is harmless */
+    _Atomic int inflight; /* requests being handled (changed without lock by request_*) */
     int nconns;   /* open connections */
     int workers, idle_workers;
     int nqueued; /* connections in the ready queue */
     conn_t *conns;
     conn_t *ready_head, *ready_tail;
+    pthread_mutex_t mlock; /* the metrics below: apart from lock, which every hand-off takes */
     series_t series[MAX_SERIES];
     int nseries;
     histo_t histos[MAX_HISTOS];
@@ -319,7 +320,7 @@ const char *outbox__http_header_n(const outbox_http_req_t *req, const char *name
 
 static void record(outbox_http_t *h, const conn_ctx_t *ctx, double seconds)
 {
-    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->mlock);
     int i;
     for (i = 0; i < h->nseries; i++)
         if (h->series[i].status == ctx->status && !strcmp(h->series[i].method, ctx->method) &&
@@ -349,12 +350,12 @@ static void record(outbox_http_t *h, const conn_ctx_t *ctx, double seconds)
         x->total++;
         x->sum += seconds;
     }
-    pthread_mutex_unlock(&h->lock);
+    pthread_mutex_unlock(&h->mlock);
 }
 
 static void render_metrics(outbox_http_t *h, outbox__buf_t *b)
 {
-    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->mlock);
     outbox__buf_printf(
         b, "# HELP outbox_http_requests_total HTTP requests handled, by route and status.\n"
            "# TYPE outbox_http_requests_total counter\n");
@@ -388,12 +389,13 @@ static void render_metrics(outbox_http_t *h, outbox__buf_t *b)
                            "s\",route=\"%s\"} %llu\n",
                            h->name, x->method, x->route, (unsigned long long)x->total);
     }
+    pthread_mutex_unlock(&h->mlock);
+    int inflight = h->inflight;
     outbox__buf_printf(b,
                        "# HELP outbox_http_requests_in_flight Requests being handled now.\n"
                        "# TYPE outbox_http_requests_in_flight "
                        "gauge\noutbox_http_requests_in_flight{service=\"%s\"} %d\n",
-                       h->name, h->inflight);
-    pthread_mutex_unlock(&h->lock);
+                       h->name, inflight);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -598,6 +600,9 @@ static void dispatch(outbox_http_t *h, conn_ctx_t *ctx, outbox_http_resp_t *resp
 #define MIN_WORKERS 2
 #define WORKER_IDLE_EXIT_MS 10000
 #define LINGER_MS 1000
+/* How long a worker waits on its keep-alive connection for the next request
+ * before handing it back to the I/O thread (see wait_next). */
+#define KEEP_WAIT_MS 20
 
 static int64_t idle_timeout_ms(const outbox_http_t *h)
 {
@@ -989,9 +994,7 @@ static int handle(outbox_http_t *h, conn_t *c)
     memset(&resp, 0, sizeof(resp));
     dispatch(h, &ctx, &resp);
     ctx.status = resp.status;
-    pthread_mutex_lock(&h->lock);
     int keep = hd->keep_alive && !h->stopping;
-    pthread_mutex_unlock(&h->lock);
     int sent = write_response(h, c->fd, &resp, !strcmp(ctx.method, "HEAD"), keep) == 0;
     finish_log(h, &ctx, sent);
     free(resp.body);
@@ -1108,6 +1111,68 @@ static void give_back(outbox_http_t *h, conn_t *c)
         conn_free(h, c, 0);
 }
 
+/* Ends a request: one fewer in flight, what outbox__http_stop waits for
+ * once it has set stopping. No lock unless it is stopping: inflight and
+ * stopping are sequentially consistent atomics, so either the stop reads
+ * the new count after setting stopping, or this reads stopping set and
+ * wakes it (under the lock, so the wake-up cannot fall between its check
+ * and its wait). */
+static void request_done(outbox_http_t *h)
+{
+    h->inflight--;
+    if (h->stopping) {
+        pthread_mutex_lock(&h->lock);
+        pthread_cond_broadcast(&h->idle);
+        pthread_mutex_unlock(&h->lock);
+    }
+}
+
+/* Starts the next request of a connection this worker holds: 0 if the
+ * server is stopping (the request is not served). Counted before stopping
+ * is read (see request_done): a stop that missed the count is seen here. */
+static int request_again(outbox_http_t *h)
+{
+    h->inflight++;
+    if (!h->stopping)
+        return 1;
+    request_done(h);
+    return 0;
+}
+
+/* After an answer on a keep-alive connection the worker waits for the next
+ * request itself, up to KEEP_WAIT_MS: a busy client sends it at once, and
+ * a request read here needs no trip through the I/O thread (its wake-up, a
+ * hand-off under the lock, two epoll changes). Returns 1 with the next head
+ * parsed (or refused) in c, 0 to hand c back to the I/O thread (nothing
+ * came in time, part of a head came, the buffer is full, the server is
+ * stopping), -1 when the client closed it or it failed (c is freed). */
+static int wait_next(outbox_http_t *h, conn_t *c)
+{
+    int64_t until = outbox__now_ms() + KEEP_WAIT_MS;
+    for (;;) {
+        int64_t left = until - outbox__now_ms();
+        if (h->stopping || left <= 0 || c->len == c->cap)
+            return 0;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int r = poll(&p, 1, (int)left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return 0;
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            continue;
+        if (n <= 0) {
+            conn_free(h, c, 0);
+            return -1;
+        }
+        c->len += (size_t)n;
+        if (!memchr(c->buf, '\n', c->len) || parse(c) == OUTBOX_HTTP1_MORE)
+            return 0; /* part of a head: the I/O thread waits for the rest, with its deadline */
+        return 1;
+    }
+}
+
 static void serve(outbox_http_t *h, conn_t *c)
 {
     for (;;) {
@@ -1118,19 +1183,17 @@ static void serve(outbox_http_t *h, conn_t *c)
         } else {
             keep = handle(h, c);
         }
-        pthread_mutex_lock(&h->lock);
-        h->inflight--;
-        pthread_cond_broadcast(&h->idle);
-        pthread_mutex_unlock(&h->lock);
+        request_done(h);
         if (!keep)
             return;
-        /* a pipelined request may already be here */
-        if (c->len && memchr(c->buf, '\n', c->len) && parse(c) != OUTBOX_HTTP1_MORE) {
-            pthread_mutex_lock(&h->lock);
-            h->inflight++;
-            pthread_mutex_unlock(&h->lock);
+        /* a pipelined request may already be here, or come at once */
+        int next = c->len && memchr(c->buf, '\n', c->len) && parse(c) != OUTBOX_HTTP1_MORE;
+        if (!next)
+            next = wait_next(h, c);
+        if (next < 0)
+            return;
+        if (next && request_again(h))
             continue;
-        }
         give_back(h, c);
         return;
     }
@@ -1362,6 +1425,7 @@ static void start_fail(outbox_http_t *h)
     pthread_cond_destroy(&h->work);
     pthread_cond_destroy(&h->idle);
     pthread_mutex_destroy(&h->lock);
+    pthread_mutex_destroy(&h->mlock);
     free(h);
 }
 
@@ -1403,6 +1467,7 @@ outbox_http_t *outbox__http_start(const outbox_http_opts_t *opts, char *errstr, 
     if (!h->opts.max_connections)
         h->opts.max_connections = 512;
     pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_init(&h->mlock, NULL);
     pthread_cond_init(&h->work, NULL);
     pthread_cond_init(&h->idle, NULL);
     int one = 1;
