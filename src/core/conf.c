@@ -97,7 +97,8 @@ static const outbox_conf_prop_t props[] = {
      "longest wait between reachability probes while the broker is down (resume delay)"},
     {"maintenance_interval", OUTBOX_CT_DURATION, "30s", "OUTBOX_MAINTENANCE_INTERVAL", 100, MS_D, 0,
      NULL, OUTBOX_SCOPE_RELAY,
-     "how often worker-1 purges expired dead letters and inbox rows (and parks, in park mode)"},
+     "how often worker-1 purges expired dead letters and inbox rows (and parks, in park mode); "
+     "while a backlog drains in full batches it waits, at most one more interval"},
     {"vacuum_after", OUTBOX_CT_INT, "20000", "OUTBOX_VACUUM_AFTER", 0, 1000000000, 0, NULL,
      OUTBOX_SCOPE_RELAY,
      "PostgreSQL: after this many events acknowledged by this relay, worker-1 runs VACUUM "

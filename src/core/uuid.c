@@ -27,10 +27,49 @@ static void fill_random(unsigned char *b, size_t n)
     }
 }
 
+/* Random bytes are taken from the kernel 256 at a time per thread: a
+ * getrandom(2) per id was two system calls per POST /orders. A forked
+ * child starts with an empty pool (pool_gen), so it never hands out the
+ * bytes its parent will. */
+#define POOL_BYTES 256
+static _Atomic unsigned pool_gen;
+static __thread unsigned char pool[POOL_BYTES];
+static __thread size_t pool_left;
+static __thread unsigned pool_seen;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_forked(void)
+{
+    pool_gen++;
+}
+
+static void pool_init(void)
+{
+    pthread_atfork(NULL, NULL, pool_forked);
+}
+
+static void take_random(unsigned char *b, size_t n)
+{
+    pthread_once(&pool_once, pool_init);
+    unsigned gen = pool_gen;
+    if (pool_seen != gen) {
+        pool_seen = gen;
+        pool_left = 0;
+    }
+    if (pool_left < n) {
+        fill_random(pool, POOL_BYTES);
+        pool_left = POOL_BYTES;
+    }
+    unsigned char *src = pool + POOL_BYTES - pool_left;
+    memcpy(b, src, n);
+    memset(src, 0, n); /* handed out once */
+    pool_left -= n;
+}
+
 void outbox_uuid_v7(char out[OUTBOX_UUID_STRLEN + 1])
 {
     unsigned char b[16];
-    fill_random(b, sizeof(b));
+    take_random(b, sizeof(b));
     uint64_t ms = (uint64_t)(outbox__wall_us() / 1000);
 
     pthread_mutex_lock(&uuid_lock);

@@ -74,11 +74,11 @@ struct outbox_http_s {
     pthread_t io;
     int port;
     pthread_mutex_t lock;
-    pthread_cond_t work; /* ready queue not empty, or stopping */
-    pthread_cond_t idle; /* inflight, workers or conns went down */
+    pthread_cond_t work;  /* ready queue not empty, or stopping */
+    pthread_cond_t idle;  /* inflight, workers or conns went down */
     _Atomic int stopping; /* set under lock; read without it where a late answer is harmless */
     _Atomic int inflight; /* requests being handled (changed without lock by request_*) */
-    int nconns;   /* open connections */
+    int nconns;           /* open connections */
     int workers, idle_workers;
     int nqueued; /* connections in the ready queue */
     conn_t *conns;

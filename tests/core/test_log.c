@@ -86,7 +86,10 @@ int main(void)
     outbox__log_setup("debug", "json");
     capture();
     outbox__log(OUTBOX_LOG_WARN, "comp", "ev", "say \"hi\"\\ now\n\ttab\x01 caf\xc3\xa9 /", "k1",
-                "v1", "k2", NULL, "bad", "a\xff" "b\xc3", "quote\"key", "x", NULL);
+                "v1", "k2", NULL, "bad",
+                "a\xff"
+                "b\xc3",
+                "quote\"key", "x", NULL);
     outbox__logf(OUTBOX_LOG_ERROR, "comp", "fmt", "n=%d", 42);
     outbox__log(OUTBOX_LOG_DEBUG, "comp", "nomsg", NULL, NULL);
     char *huge = malloc(70000);
@@ -108,7 +111,8 @@ int main(void)
     CHECK(n == 4, "%d lines, want 4", n);
 
     json_t *o = parse_line(lines[0], strlen(lines[0]));
-    const char *keys[] = {"ts", "level", "component", "event", "msg", "k1", "k2", "bad", "quote\"key"};
+    const char *keys[] = {"ts", "level", "component", "event",     "msg",
+                          "k1", "k2",    "bad",       "quote\"key"};
     size_t i = 0;
     const char *key;
     json_t *v;
@@ -123,7 +127,8 @@ int main(void)
     CHECK(!strcmp(member(o, "msg"), "say \"hi\"\\ now\n\ttab\x01 caf\xc3\xa9 /"), "msg: %s",
           member(o, "msg"));
     CHECK(json_is_null(json_object_get(o, "k2")), "a NULL value is null");
-    CHECK(!strcmp(member(o, "bad"), "a\xef\xbf\xbd" "b\xef\xbf\xbd"),
+    CHECK(!strcmp(member(o, "bad"), "a\xef\xbf\xbd"
+                                    "b\xef\xbf\xbd"),
           "ill-formed UTF-8 becomes U+FFFD: %s", member(o, "bad"));
     CHECK(strstr(lines[0], "\\u0001") && strstr(lines[0], "caf\xc3\xa9 /"),
           "escaped as jansson does: %s", lines[0]);
@@ -157,7 +162,8 @@ int main(void)
         int k = atoi(member(o, "msg") + 1);
         CHECK(k >= 0 && k < NTHREADS, "msg %s", member(o, "msg"));
         const char *big = member(o, "big");
-        CHECK(!strcmp(big, "x") || (strlen(big) == 4999 && big[0] == 'a' + k && big[4998] == 'a' + k),
+        CHECK(!strcmp(big, "x") ||
+                  (strlen(big) == 4999 && big[0] == 'a' + k && big[4998] == 'a' + k),
               "a line of thread %d holds another's bytes", k);
         count[k]++;
         json_decref(o);

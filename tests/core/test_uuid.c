@@ -2,6 +2,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "outbox/outbox.h"
 #include "testutil.h"
@@ -41,6 +43,31 @@ int main(void)
     qsort(ids, N, sizeof(ids[0]), cmp);
     for (int i = 1; i < N; i++)
         CHECK(strcmp(ids[i - 1], ids[i]) != 0, "duplicate id %s", ids[i]);
+
+    /* A forked child does not hand out the random bytes its parent will
+     * (they come from a per-thread pool, filled before the fork). */
+    for (int round = 0; round < 3; round++) {
+        char mine[OUTBOX_UUID_STRLEN + 1], theirs[OUTBOX_UUID_STRLEN + 1] = {0};
+        outbox_uuid_v7(mine); /* the pool is filled */
+        int fds[2];
+        CHECK(pipe(fds) == 0, "pipe");
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            char id[OUTBOX_UUID_STRLEN + 1];
+            outbox_uuid_v7(id);
+            _exit(write(fds[1], id, sizeof(id)) == (ssize_t)sizeof(id) ? 0 : 1);
+        }
+        close(fds[1]);
+        CHECK(read(fds[0], theirs, sizeof(theirs)) == (ssize_t)sizeof(theirs),
+              "read the child's id");
+        close(fds[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        outbox_uuid_v7(mine);
+        CHECK(strcmp(mine + 24, theirs + 24) != 0,
+              "parent and forked child drew the same random bits: %s and %s", mine, theirs);
+    }
 
     /* Validation. */
     CHECK(outbox_uuid_valid("0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"), "canonical rejected");

@@ -425,23 +425,18 @@ static outbox_err_t pg_open(outbox_store_t *s, char *errstr, size_t errstr_size)
     if (!p->conn)
         goto fail;
     PQsetNoticeProcessor(p->conn, quiet_notice, NULL);
-    if (s->cfg.tx_timeout_ms > 0) {
-        char ms[24];
-        snprintf(ms, sizeof(ms), "%lld", (long long)s->cfg.tx_timeout_ms);
-        const char *params[1] = {ms};
-        PGresult *r =
-            PQexecParams(p->conn,
-                         "SELECT set_config('idle_in_transaction_session_timeout', $1, false),"
-                         "       set_config('statement_timeout', $1, false)",
-                         1, NULL, params, NULL, NULL, 0);
-        if (take_result(p->conn, r, PGRES_TUPLES_OK, NULL, "setting the session's timeouts", errstr,
-                        errstr_size))
-            goto fail;
-    }
-    /* The session's settings, sent as one string (one round trip: each
-     * was one before, 6 at every start of every worker). */
-    char set[512];
+    /* The session's settings, sent as one string: one round trip at every
+     * start of every worker (each was one before, then the timeouts one). */
+    char set[640];
     size_t n = 0;
+    /* A transaction left open by a stalled worker (or a statement that
+     * hangs) ends after publish_timeout: its claim goes back to the
+     * queue. An integer of ours: nothing to quote. */
+    if (s->cfg.tx_timeout_ms > 0)
+        n += (size_t)snprintf(set + n, sizeof(set) - n,
+                              "SET idle_in_transaction_session_timeout = %lld;"
+                              " SET statement_timeout = %lld; ",
+                              (long long)s->cfg.tx_timeout_ms, (long long)s->cfg.tx_timeout_ms);
     /* The claim reads created_at as text (rfc3339_utc): in UTC, ISO form.
      * And no JIT: compiled again at every execution, it cost a 2,000-event
      * claim 50 ms for a statement that runs in 10 (measured: a plan whose
