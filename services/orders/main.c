@@ -158,7 +158,15 @@ int main(int argc, char **argv)
     outbox_http_t *http = NULL;
     orders_app_t app = {.conf = conf,
                         .idem_retention_ms = outbox_kit_conf_ms(conf, "idempotency_retention"),
-                        .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required")};
+                        .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required"),
+                        .order_batch = (int)outbox_kit_conf_int(conf, "order_batch")};
+    /* A quarter of the pool's sessions write batches at once: a batch
+     * waits for its COMMIT's WAL flush, and the next ones fill meanwhile. */
+    app.batch_slots = (int)outbox_kit_conf_int(conf, "db_pool_size") / 4;
+    if (getenv("XSLOTS"))
+        app.batch_slots = atoi(getenv("XSLOTS"));
+    if (app.batch_slots < 1)
+        app.batch_slots = 1;
     if (run_relay) {
         if (!(relay = outbox_kit_relay_start(conf, "orders"))) {
             rc = 1;

@@ -2,6 +2,7 @@
 #ifndef ORDERS_ORDERS_H
 #define ORDERS_ORDERS_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "kit/kit.h"
@@ -19,7 +20,69 @@ typedef struct orders_app_s {
     outbox_dbpool_t *pool; /* request threads' connections */
     int64_t idem_retention_ms;
     int idem_required;
+    int order_batch; /* order_batch: most orders in one transaction (1: batches off) */
+    int batch_slots; /* batches written at once */
 } orders_app_t;
+
+/* One POST /orders, checked, handed to a batch (batch.c). */
+typedef enum {
+    ORDERS_JOB_ALONE = 0, /* not written: the request goes the one-order way */
+    ORDERS_JOB_CREATED,
+    ORDERS_JOB_REPLAY,
+    ORDERS_JOB_IN_FLIGHT,
+    ORDERS_JOB_MISMATCH,
+    ORDERS_JOB_UNKNOWN_SKU,
+    ORDERS_JOB_COMMIT_UNKNOWN,
+    ORDERS_JOB_DB_DOWN /* the connection broke before COMMIT: nothing written */
+} orders_job_outcome_t;
+
+typedef struct orders_job_s {
+    /* The request (create_order's, borrowed). */
+    const char *key; /* "" without one */
+    const char *fp;  /* the body's fingerprint */
+    const char *user;
+    long long amount;
+    json_t *items;
+    const char *items_text;
+    const char *tp; /* a valid traceparent, or NULL */
+    /* The outcome (batch.c). */
+    orders_job_outcome_t outcome;
+    char id[OUTBOX_UUID_STRLEN + 1];       /* CREATED, COMMIT_UNKNOWN */
+    char event_id[OUTBOX_UUID_STRLEN + 1]; /* CREATED, COMMIT_UNKNOWN */
+    char *body;                            /* CREATED: the 201 body; REPLAY: the stored one */
+    size_t body_len;
+    unsigned status;       /* REPLAY */
+    char content_type[64]; /* REPLAY */
+    char sku[72];          /* UNKNOWN_SKU: the first unknown sku */
+    long long nmissing;    /* UNKNOWN_SKU */
+    char err[256];         /* COMMIT_UNKNOWN, DB_DOWN */
+    /* batch.c's own. */
+    struct orders_job_s *next;
+    int lead, woken;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} orders_job_t;
+
+/* Writes job with the orders of concurrent requests in one transaction
+ * (batch.c) and returns with job->outcome set; ORDERS_JOB_ALONE: not
+ * written (batches off, a lone order, or the batch failed), the caller
+ * goes the one-order way. */
+void orders_batch_submit(orders_app_t *app, orders_job_t *job);
+
+/* Prepares the statements of create_order and of the batches on c's
+ * session unless it has them (api.c; outside a transaction). 0, or -1
+ * with err set. */
+int orders_prepare_session(PGconn *c, char *err, size_t err_size);
+/* Makes the next orders_prepare_session on c prepare again (after a
+ * statement failed: the session may have lost them). */
+void orders_forget_session(const PGconn *c);
+/* Prepares the batches' statements on c (batch.c). 0, or -1 with err set. */
+int orders_batch_prepare(PGconn *c, char *err, size_t err_size);
+
+/* The OrderCreated payload and the 201 body of a created order (api.c),
+ * both malloc'd; 0, or -1 when out of memory. */
+int orders_created_texts(const char *id, const char *user, long long amount, json_t *items,
+                         const char *created, const char *event_id, char **payload, char **body);
 
 /* The API's route table (api.c); opaque is the orders_app_t. */
 extern const outbox_http_route_t orders_routes[];

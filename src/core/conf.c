@@ -208,6 +208,10 @@ static const outbox_conf_prop_t props[] = {
      "threads per consumer group in a service process (each its own broker and database session)"},
     {"consumer_batch", OUTBOX_CT_INT, "100", "OUTBOX_CONSUMER_BATCH", 1, 10000, 0, NULL,
      OUTBOX_SCOPE_SERVICE, "messages read per consumer poll"},
+    {"order_batch", OUTBOX_CT_INT, "32", "OUTBOX_ORDER_BATCH", 1, 1000, 0, NULL,
+     OUTBOX_SCOPE_SERVICE,
+     "orders: POST /orders that arrive together are written in one transaction, at most this "
+     "many (each keeps its own answer and Idempotency-Key; 1 = one transaction per order)"},
     {"consumer_batch_transaction", OUTBOX_CT_BOOL, "true", "OUTBOX_CONSUMER_BATCH_TRANSACTION", 0,
      0, 0, NULL, OUTBOX_SCOPE_SERVICE,
      "consumers whose application gives a batch hook apply the messages of one poll in one "

@@ -87,6 +87,25 @@ int outbox_kit_db_in_tx(PGconn *conn)
     return outbox__pg_in_tx(conn);
 }
 
+int outbox_kit_db_pipeline(PGconn *conn, int n, const char *const *names, const char *const *sqls,
+                           const int *nparams, const char *const *const *params, PGresult **res)
+{
+    int prepared[OUTBOX_KIT_PIPELINE_MAX] = {0};
+    if (n < 1 || n > OUTBOX_KIT_PIPELINE_MAX)
+        return -1;
+    for (int i = 0; i < n; i++)
+        prepared[i] = names && names[i];
+    return outbox__pg_pipeline(conn, n, names, sqls, prepared, nparams, params, res);
+}
+
+int outbox_kit_enqueue_hint(void)
+{
+    outbox_event_t probe = {.topic = "t", .type = "t", .key = "", .payload = "{}"};
+    outbox_pg_enqueue_t st;
+    char err[64];
+    return outbox__pg_enqueue_stmt(&probe, &st, err, sizeof(err)) == OUTBOX_OK && st.hint;
+}
+
 /* Copies libpq's message (result's, else the connection's) without its
  * trailing newlines. */
 static void pq_reason(PGconn *conn, const PGresult *r, char *errstr, size_t errstr_size)

@@ -109,6 +109,20 @@ outbox_err_t outbox_kit_db_exec(PGconn *conn, const char *sql, char *errstr, siz
 /** 1 when conn is inside a transaction block (idle or active in one). */
 int outbox_kit_db_in_tx(PGconn *conn);
 
+#define OUTBOX_KIT_PIPELINE_MAX 8
+/** Sends n (1..OUTBOX_KIT_PIPELINE_MAX) statements with text parameters in
+ *  one round trip (libpq pipeline mode): names[i] a statement the session
+ *  has prepared, or NULL (or names NULL) to send sqls[i] unnamed. Reads
+ *  every result into res[0..n) (NULL for those not run after a failure;
+ *  the caller clears them). 0, or -1 when the connection refused or broke. */
+int outbox_kit_db_pipeline(PGconn *conn, int n, const char *const *names, const char *const *sqls,
+                           const int *nparams, const char *const *const *params, PGresult **res);
+
+/** 1 when outbox_enqueue sends the wake-up hint with every event
+ *  (OUTBOX_NOTIFY): a service writing events with its own INSERT sends it
+ *  too. */
+int outbox_kit_enqueue_hint(void);
+
 /** What became of a COMMIT. */
 typedef enum {
     OUTBOX_KIT_COMMITTED = 0, /**< the server confirmed the commit */
