@@ -334,18 +334,17 @@ int orders_created_texts(const char *id, const char *user, long long amount, jso
                   (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
     *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(data);
-    json_t *out = json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id",
-                            id, "order_status", "pending", "user_id", user, "amount",
-                            (json_int_t)amount, "items", items, "event_id", event_id,
-                            "created_at", created);
+    json_t *out =
+        json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id,
+                  "order_status", "pending", "user_id", user, "amount", (json_int_t)amount, "items",
+                  items, "event_id", event_id, "created_at", created);
     *body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(out);
     return *payload && *body ? 0 : -1;
 }
 
 /* The answers of create_order, the same whichever way the order went. */
-static void reply_in_flight(const outbox_http_req_t *req, outbox_http_resp_t *resp,
-                            const char *key)
+static void reply_in_flight(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char *key)
 {
     outbox__http_problem(
         req, resp, 409, "idempotency-key-in-flight", NULL,
@@ -353,8 +352,7 @@ static void reply_in_flight(const outbox_http_req_t *req, outbox_http_resp_t *re
     outbox__http_add_header(resp, "Retry-After", "1");
 }
 
-static void reply_mismatch(const outbox_http_req_t *req, outbox_http_resp_t *resp,
-                           const char *key)
+static void reply_mismatch(const outbox_http_req_t *req, outbox_http_resp_t *resp, const char *key)
 {
     outbox__http_problem(req, resp, 422, "idempotency-key-reused", NULL,
                          "Idempotency-Key \"%s\" was already used with a different request body; "
@@ -390,8 +388,7 @@ static void reply_created(outbox_http_resp_t *resp, const char *body, const char
 }
 
 /* The answer of an order written in a batch (batch.c). */
-static void reply_job(const outbox_http_req_t *req, outbox_http_resp_t *resp,
-                      const orders_job_t *j)
+static void reply_job(const outbox_http_req_t *req, outbox_http_resp_t *resp, const orders_job_t *j)
 {
     switch (j->outcome) {
     case ORDERS_JOB_CREATED:
@@ -472,10 +469,15 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     outbox_idem_t idem;
     memset(&idem, 0, sizeof(idem));
     PGconn *c = NULL;
+    orders_job_t job = {.key = key,
+                        .fp = fp,
+                        .user = user,
+                        .amount = amount,
+                        .items = items,
+                        .items_text = items_text,
+                        .tp = tp};
     if (items_text) {
         /* With the orders of concurrent requests, in one transaction. */
-        orders_job_t job = {.key = key, .fp = fp, .user = user, .amount = amount,
-                            .items = items, .items_text = items_text, .tp = tp};
         orders_batch_submit(app, &job);
         reply_job(req, resp, &job);
         free(job.body);
@@ -584,6 +586,7 @@ dberr:
     db_problem(req, resp, c, "creating the order", err);
 done:
     outbox__dbpool_put(app->pool, c); /* rolls back anything left open */
+    orders_batch_release(&job);
     outbox__idem_term(&idem);
     free(body);
     free(items_text);

@@ -28,8 +28,8 @@
  * fail the others. A connection lost before COMMIT wrote nothing: every
  * order answers 503 database-unavailable, as it would alone. A COMMIT
  * whose outcome is unknown is reported as such for every order it carried.
- * A lone order is a batch of one: while a slot writes it, the next orders
- * queue up, which is how batches form without a timer.
+ * A lone order goes the one-order way, holding its slot meanwhile: orders
+ * that come then queue up, which is how batches form without a timer.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -146,8 +146,8 @@ static const char create_many_sql[] =
 #define EVENTS_SQL                                                                                 \
     "INSERT INTO \"outbox\" (id, topic, type, key, payload, headers, traceparent, source, "        \
     "priority)"                                                                                    \
-    " SELECT e.id, '" ORDERS_TOPIC "', 'OrderCreated', e.key, e.payload::json, NULL, e.tp, '"      \
-    ORDERS_SOURCE "', 0"                                                                           \
+    " SELECT e.id, '" ORDERS_TOPIC                                                                 \
+    "', 'OrderCreated', e.key, e.payload::json, NULL, e.tp, '" ORDERS_SOURCE "', 0"                \
     "   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY"               \
     "        AS e(id, key, payload, tp, ord) ORDER BY e.ord"
 static const char events_sql[] = EVENTS_SQL;
@@ -173,8 +173,10 @@ static const char store_many_sql[] =
 static const struct {
     const char *name, *sql;
 } stmts[] = {{"orders_batch_lock_v1", lock_sql},
-             {"orders_batch_create_v1", create_many_sql}, {"orders_batch_events_v1", events_sql},
-             {"orders_batch_events_hint_v1", events_hint_sql}, {"orders_batch_store_v1", store_many_sql}};
+             {"orders_batch_create_v1", create_many_sql},
+             {"orders_batch_events_v1", events_sql},
+             {"orders_batch_events_hint_v1", events_hint_sql},
+             {"orders_batch_store_v1", store_many_sql}};
 
 int orders_batch_prepare(PGconn *c, char *err, size_t err_size)
 {
@@ -386,8 +388,8 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
         char ret[24];
         snprintf(ret, sizeof(ret), "%lld", (long long)app->idem_retention_ms);
         const char *ep[4] = {arr_end(&eids), arr_end(&eks), arr_end(&pays), arr_end(&tps)};
-        const char *sp[5] = {ORDERS_IDEM_SCOPE, arr_end(&skeys), arr_end(&sfps),
-                             arr_end(&sbodies), ret};
+        const char *sp[5] = {ORDERS_IDEM_SCOPE, arr_end(&skeys), arr_end(&sfps), arr_end(&sbodies),
+                             ret};
         for (int i = 0; i < 5; i++)
             if ((i < 4 && !ep[i]) || !sp[i]) {
                 snprintf(err, err_size, "out of memory");
@@ -413,8 +415,8 @@ shape:
 out:
     for (int i = 0; i < 3; i++)
         PQclear(res[i]);
-    arr_t *all[] = {&keys, &ids, &users, &amounts, &items, &eids,
-                    &eks,  &pays, &tps,  &skeys,   &sfps,  &sbodies};
+    arr_t *all[] = {&keys, &ids,  &users, &amounts, &items, &eids,
+                    &eks,  &pays, &tps,   &skeys,   &sfps,  &sbodies};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]->p);
     free(kidx);
@@ -454,7 +456,8 @@ static void run_batch(orders_app_t *app, orders_job_t **jobs, int n)
         all_down(jobs, n, err);
         return;
     }
-    if (orders_prepare_session(c, err, sizeof(err)) || write_batch(app, c, jobs, n, err, sizeof(err))) {
+    if (orders_prepare_session(c, err, sizeof(err)) ||
+        write_batch(app, c, jobs, n, err, sizeof(err))) {
         if (PQstatus(c) != CONNECTION_OK) {
             all_down(jobs, n, err);
             outbox__dbpool_put(app->pool, c);
@@ -521,22 +524,9 @@ static void wake(orders_job_t *j)
     pthread_mutex_unlock(&j->mu);
 }
 
-/* Leads one batch, own first; then passes the slot on. */
-static void lead(orders_app_t *app, orders_job_t *own)
+/* Passes the slot to the first order waiting, or frees it. */
+static void release(void)
 {
-    int max = app->order_batch;
-    orders_job_t **jobs = calloc((size_t)max, sizeof(*jobs));
-    pthread_mutex_lock(&g.lock);
-    int n = jobs ? take(own, jobs, max) : 0;
-    pthread_mutex_unlock(&g.lock);
-    if (!jobs) {
-        own->outcome = ORDERS_JOB_ALONE;
-    } else {
-        run_batch(app, jobs, n);
-        for (int i = 1; i < n; i++)
-            wake(jobs[i]);
-    }
-    free(jobs);
     pthread_mutex_lock(&g.lock);
     orders_job_t *next = g.head;
     if (next) { /* it leads the next batch, in this slot */
@@ -552,13 +542,49 @@ static void lead(orders_app_t *app, orders_job_t *own)
         wake(next);
 }
 
+void orders_batch_release(orders_job_t *job)
+{
+    if (job->holds_slot) {
+        job->holds_slot = 0;
+        release();
+    }
+}
+
+/* Leads one batch, own first, then passes the slot on. An order alone
+ * goes the one-order way (cheaper for one: its statements are simpler) and
+ * keeps the slot until it is done (orders_batch_release), so that orders
+ * arriving meanwhile queue up for the next batch. */
+static void lead(orders_app_t *app, orders_job_t *own)
+{
+    int max = app->order_batch;
+    orders_job_t **jobs = calloc((size_t)max, sizeof(*jobs));
+    pthread_mutex_lock(&g.lock);
+    int n = jobs ? take(own, jobs, max) : 0;
+    pthread_mutex_unlock(&g.lock);
+    if (n == 1) {
+        free(jobs);
+        own->outcome = ORDERS_JOB_ALONE;
+        own->holds_slot = 1;
+        return;
+    }
+    if (!jobs) {
+        own->outcome = ORDERS_JOB_ALONE;
+    } else {
+        run_batch(app, jobs, n);
+        for (int i = 1; i < n; i++)
+            wake(jobs[i]);
+        free(jobs);
+    }
+    release();
+}
+
 void orders_batch_submit(orders_app_t *app, orders_job_t *job)
 {
     job->outcome = ORDERS_JOB_ALONE;
     if (app->order_batch < 2 || !app->pool)
         return;
     job->next = NULL;
-    job->lead = job->woken = 0;
+    job->lead = job->woken = job->holds_slot = 0;
     pthread_mutex_init(&job->mu, NULL);
     pthread_cond_init(&job->cv, NULL);
     pthread_mutex_lock(&g.lock);

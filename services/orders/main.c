@@ -160,11 +160,11 @@ int main(int argc, char **argv)
                         .idem_retention_ms = outbox_kit_conf_ms(conf, "idempotency_retention"),
                         .idem_required = outbox_kit_conf_bool(conf, "idempotency_key_required"),
                         .order_batch = (int)outbox_kit_conf_int(conf, "order_batch")};
-    /* A quarter of the pool's sessions write batches at once: a batch
-     * waits for its COMMIT's WAL flush, and the next ones fill meanwhile. */
-    app.batch_slots = (int)outbox_kit_conf_int(conf, "db_pool_size") / 4;
-    if (getenv("XSLOTS"))
-        app.batch_slots = atoi(getenv("XSLOTS"));
+    /* An eighth of the pool's sessions write batches at once (4 of 32): a
+     * batch waits for its COMMIT's WAL flush while the next ones fill.
+     * Measured at 32 connections: 4 slots 5,718 orders/s, 8 slots 4,166
+     * (smaller batches). */
+    app.batch_slots = (int)outbox_kit_conf_int(conf, "db_pool_size") / 8;
     if (app.batch_slots < 1)
         app.batch_slots = 1;
     if (run_relay) {

@@ -59,6 +59,7 @@ typedef struct orders_job_s {
     /* batch.c's own. */
     struct orders_job_s *next;
     int lead, woken;
+    int holds_slot; /* ALONE, written the one-order way in its batch slot */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } orders_job_t;
@@ -68,6 +69,9 @@ typedef struct orders_job_s {
  * written (batches off, a lone order, or the batch failed), the caller
  * goes the one-order way. */
 void orders_batch_submit(orders_app_t *app, orders_job_t *job);
+/* After an ORDERS_JOB_ALONE order is done: gives back the batch slot it
+ * may hold (it was the only one waiting). */
+void orders_batch_release(orders_job_t *job);
 
 /* Prepares the statements of create_order and of the batches on c's
  * session unless it has them (api.c; outside a transaction). 0, or -1
