@@ -1,0 +1,160 @@
+/* POST /orders in batches (services/orders/batch.c): one wave of 60
+ * concurrent requests against a service with one batch slot
+ * (OUTBOX_DB_POOL_SIZE=8), so that orders queue and are written many to a
+ * transaction, each with its own answer:
+ *   no key                  -> 201
+ *   a new key               -> 201
+ *   an unknown sku          -> 422 unknown-sku, nothing written, key not recorded
+ *   a recorded key, same body      -> the stored 201, replayed
+ *   a recorded key, another body   -> 422 idempotency-key-reused
+ *   one new key twice in the wave  -> one order: 201, and a replay or 409
+ * Then: every order once, its event published once (the inventory consumer
+ * confirms each exactly once), the key records, and fewer transactions than
+ * orders (orders.xmin). */
+#include <string.h>
+
+#include "orders_testlib.h"
+
+#define N 60
+
+static void body_of(char *out, size_t size, int i, const char *sku)
+{
+    snprintf(out, size,
+             "{\"user_id\":\"batch-user-%d\",\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],"
+             "\"amount\":%d}",
+             i, sku, 1 + i % 3, 500 + i);
+}
+
+int main(void)
+{
+    svc_t s;
+    char *env[] = {"OUTBOX_DB_POOL_SIZE=8", NULL}; /* 8 / 8: one batch slot */
+    svc_start(&s, "orders_batch", env);
+    PGconn *db = tu_connect(s.db);
+    char url[128];
+    snprintf(url, sizeof(url), "%s/orders", s.url);
+
+    static char bodies[N][256], keys[N][64], stored[N][8192];
+    const char *bp[N], *kp[N];
+    /* The recorded keys first, one at a time. */
+    for (int i = 0; i < N; i++) {
+        bp[i] = bodies[i];
+        kp[i] = keys[i];
+        switch (i % 6) {
+        case 0:
+            body_of(bodies[i], sizeof(bodies[i]), i, "SKU-1");
+            kp[i] = NULL;
+            break;
+        case 1:
+            body_of(bodies[i], sizeof(bodies[i]), i, "SKU-2");
+            snprintf(keys[i], sizeof(keys[i]), "batch-new-%d", i);
+            break;
+        case 2:
+            body_of(bodies[i], sizeof(bodies[i]), i, "NO-SUCH-SKU");
+            snprintf(keys[i], sizeof(keys[i]), "batch-badsku-%d", i);
+            break;
+        case 3:
+        case 4: {
+            body_of(bodies[i], sizeof(bodies[i]), i, "SKU-3");
+            snprintf(keys[i], sizeof(keys[i]), "batch-old-%d", i);
+            http_resp_t r;
+            CHECK(http_do("POST", url, "application/json", keys[i], bodies[i], strlen(bodies[i]),
+                          &r) == 201,
+                  "pre-created %d: %ld %s", i, r.status, r.body);
+            snprintf(stored[i], sizeof(stored[i]), "%s", r.body);
+            if (i % 6 == 4) /* the same key with another body */
+                body_of(bodies[i], sizeof(bodies[i]), i + 1000, "SKU-3");
+            break;
+        }
+        case 5:
+            body_of(bodies[i], sizeof(bodies[i]), i - i % 12, "SKU-1");
+            snprintf(keys[i], sizeof(keys[i]), "batch-dup-%d", i / 12);
+            break;
+        }
+    }
+    long long before = tu_query_ll(db, "SELECT count(*) FROM orders");
+    CHECK(before == 20, "%lld orders before the wave, want 20", before);
+    char mark[64];
+    PGresult *mr = tu_exec(db, "SELECT max(created_at)::text FROM orders");
+    snprintf(mark, sizeof(mark), "%s", PQgetvalue(mr, 0, 0));
+    PQclear(mr);
+
+    static http_resp_t out[N];
+    http_post_many(url, N, bp, kp, out);
+    int created = 0, dup_created = 0;
+    for (int i = 0; i < N; i++) {
+        http_resp_t *r = &out[i];
+        switch (i % 6) {
+        case 0:
+        case 1:
+            CHECK(r->status == 201 && !r->replayed, "request %d: %ld %s", i, r->status, r->body);
+            created++;
+            break;
+        case 2:
+            CHECK(r->status == 422 && strstr(r->body, "unknown-sku") &&
+                      strstr(r->body, "NO-SUCH-SKU"),
+                  "request %d (unknown sku): %ld %s", i, r->status, r->body);
+            break;
+        case 3:
+            CHECK(r->status == 201 && r->replayed && !strcmp(r->body, stored[i]),
+                  "request %d (replay): %ld replayed=%d %s", i, r->status, r->replayed, r->body);
+            break;
+        case 4:
+            CHECK(r->status == 422 && strstr(r->body, "idempotency-key-reused"),
+                  "request %d (reused key): %ld %s", i, r->status, r->body);
+            break;
+        case 5: {
+            /* Its twin is i + 6 (i % 12 == 5) or i - 6. */
+            int twin = i % 12 == 5 ? i + 6 : i - 6;
+            CHECK(r->status == 201 || r->status == 409, "request %d (twin): %ld %s", i,
+                  r->status, r->body);
+            if (r->status == 201 && !r->replayed)
+                dup_created++;
+            if (r->status == 201 && out[twin].status == 201) {
+                char a[64], b[64];
+                json_member(r->body, "order_id", a, sizeof(a));
+                json_member(out[twin].body, "order_id", b, sizeof(b));
+                CHECK(!strcmp(a, b), "key %s made two orders: %s and %s", keys[i], a, b);
+            }
+            break;
+        }
+        }
+    }
+    CHECK(dup_created == N / 12, "%d orders from the %d twin keys", dup_created, N / 12);
+    created += dup_created;
+    long long total = tu_query_ll(db, "SELECT count(*) FROM orders");
+    CHECK(total == before + created, "%lld orders, want %lld", total, before + created);
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM orders WHERE user_id = 'batch-user-2'") == 0,
+          "the unknown-sku order was written");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_http_idempotency WHERE key LIKE "
+                          "'batch-badsku-%'") == 0,
+          "a key of an unknown-sku order was recorded");
+    /* pre-created 20 + new keys 10 + twin keys 5 */
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM outbox_http_idempotency") == 20 + N / 6 + N / 12,
+          "key records");
+    /* Every order's event went out once: each is confirmed, once. */
+    CHECK(wait_ll(db, "SELECT count(*) FROM orders WHERE status = 'confirmed'", total, 30000) ==
+              total,
+          "not every order confirmed; see %s", s.log);
+    CHECK(wait_ll(db, "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'", total,
+                  10000) == total,
+          "inventory effects");
+    CHECK(tu_query_ll(db, "SELECT count(*) FROM inventory_reservations") == total,
+          "one reservation per order");
+    /* Written together: the wave's orders came in fewer transactions than
+     * orders (the xmin of their items: the inventory step updates the
+     * orders themselves). */
+    char q[256];
+    snprintf(q, sizeof(q),
+             "SELECT count(DISTINCT i.xmin::text) FROM order_items i JOIN orders o ON o.id = "
+             "i.order_id WHERE o.created_at > '%s'",
+             mark);
+    long long wave_txs = tu_query_ll(db, q);
+    printf("%d orders in the wave, written in %lld transactions\n", created, wave_txs);
+    CHECK(wave_txs < created, "no order of the wave shared a transaction (%lld for %d)", wave_txs,
+          created);
+    svc_teardown(&s);
+    PQfinish(db);
+    printf("PASS orders_batch\n");
+    return 0;
+}
