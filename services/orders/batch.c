@@ -45,63 +45,6 @@ static struct {
     int running;               /* batches being led (slots taken) */
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* ---- Array literals for the statements' parameters ---- */
-
-typedef struct arr_s {
-    char *p;
-    size_t n, cap;
-    int count, nomem;
-} arr_t;
-
-static void arr_put(arr_t *a, const char *s, size_t len)
-{
-    if (a->nomem)
-        return;
-    if (a->n + len + 3 > a->cap) {
-        size_t cap = a->cap ? a->cap : 256;
-        while (cap < a->n + len + 3)
-            cap *= 2;
-        char *p = realloc(a->p, cap);
-        if (!p) {
-            a->nomem = 1;
-            return;
-        }
-        a->p = p;
-        a->cap = cap;
-    }
-    memcpy(a->p + a->n, s, len);
-    a->n += len;
-    a->p[a->n] = '\0';
-}
-
-/* Appends one element: NULL, or the text quoted with '"' and '\' escaped. */
-static void arr_add(arr_t *a, const char *s)
-{
-    arr_put(a, a->count++ ? "," : "{", 1);
-    if (!s) {
-        arr_put(a, "NULL", 4);
-        return;
-    }
-    arr_put(a, "\"", 1);
-    for (const char *run = s;;) {
-        size_t k = strcspn(run, "\"\\");
-        arr_put(a, run, k);
-        if (!run[k])
-            break;
-        arr_put(a, "\\", 1);
-        arr_put(a, run + k, 1);
-        run += k + 1;
-    }
-    arr_put(a, "\"", 1);
-}
-
-/* The literal, or NULL when out of memory. */
-static const char *arr_end(arr_t *a)
-{
-    arr_put(a, a->count ? "}" : "{}", a->count ? 1 : 2);
-    return a->nomem ? NULL : a->p;
-}
-
 /* ---- The statements ---- */
 
 /* $1 scope, $2 keys in batch order: each key's lock, by ord. */
@@ -244,8 +187,8 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
     int rc = -1;
     int *kidx = calloc((size_t)n, sizeof(int)); /* ord in the key arrays -> job */
     int *nidx = calloc((size_t)n, sizeof(int)); /* ord among the new orders -> job */
-    arr_t keys = {0}, ids = {0}, users = {0}, amounts = {0}, items = {0}, eids = {0}, eks = {0},
-          pays = {0}, tps = {0}, skeys = {0}, sfps = {0}, sbodies = {0};
+    orders_arr_t keys = {0}, ids = {0}, users = {0}, amounts = {0}, items = {0}, eids = {0},
+                 eks = {0}, pays = {0}, tps = {0}, skeys = {0}, sfps = {0}, sbodies = {0};
     PGresult *res[3] = {NULL, NULL, NULL};
     if (!kidx || !nidx) {
         snprintf(err, err_size, "out of memory");
@@ -255,10 +198,10 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
     int nk = 0;
     for (int i = 0; i < n; i++)
         if (jobs[i]->key[0]) {
-            arr_add(&keys, jobs[i]->key);
+            orders_arr_add(&keys, jobs[i]->key);
             kidx[nk++] = i;
         }
-    const char *kp[2] = {ORDERS_IDEM_SCOPE, arr_end(&keys)};
+    const char *kp[2] = {ORDERS_IDEM_SCOPE, orders_arr_end(&keys)};
     if (!kp[1]) {
         snprintf(err, err_size, "out of memory");
         goto out;
@@ -321,14 +264,15 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
         outbox_uuid_v7(j->id);
         char amt[24];
         snprintf(amt, sizeof(amt), "%lld", j->amount);
-        arr_add(&ids, j->id);
-        arr_add(&users, j->user);
-        arr_add(&amounts, amt);
-        arr_add(&items, j->items_text);
+        orders_arr_add(&ids, j->id);
+        orders_arr_add(&users, j->user);
+        orders_arr_add(&amounts, amt);
+        orders_arr_add(&items, j->items_text);
         nidx[nn++] = i;
     }
     if (nn) {
-        const char *cp[4] = {arr_end(&ids), arr_end(&users), arr_end(&amounts), arr_end(&items)};
+        const char *cp[4] = {orders_arr_end(&ids), orders_arr_end(&users), orders_arr_end(&amounts),
+                             orders_arr_end(&items)};
         for (int i = 0; i < 4; i++)
             if (!cp[i]) {
                 snprintf(err, err_size, "out of memory");
@@ -366,16 +310,16 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
             goto out;
         }
         j->body_len = strlen(j->body);
-        arr_add(&eids, j->event_id);
-        arr_add(&eks, j->id);
-        arr_add(&pays, payload);
-        arr_add(&tps, j->tp);
+        orders_arr_add(&eids, j->event_id);
+        orders_arr_add(&eks, j->id);
+        orders_arr_add(&pays, payload);
+        orders_arr_add(&tps, j->tp);
         free(payload);
         nev++;
         if (j->key[0]) {
-            arr_add(&skeys, j->key);
-            arr_add(&sfps, j->fp);
-            arr_add(&sbodies, j->body);
+            orders_arr_add(&skeys, j->key);
+            orders_arr_add(&sfps, j->fp);
+            orders_arr_add(&sbodies, j->body);
             nstore++;
         }
     }
@@ -387,9 +331,10 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
         hint = outbox_kit_enqueue_hint(); /* as outbox_enqueue would send it (OUTBOX_NOTIFY) */
         char ret[24];
         snprintf(ret, sizeof(ret), "%lld", (long long)app->idem_retention_ms);
-        const char *ep[4] = {arr_end(&eids), arr_end(&eks), arr_end(&pays), arr_end(&tps)};
-        const char *sp[5] = {ORDERS_IDEM_SCOPE, arr_end(&skeys), arr_end(&sfps), arr_end(&sbodies),
-                             ret};
+        const char *ep[4] = {orders_arr_end(&eids), orders_arr_end(&eks), orders_arr_end(&pays),
+                             orders_arr_end(&tps)};
+        const char *sp[5] = {ORDERS_IDEM_SCOPE, orders_arr_end(&skeys), orders_arr_end(&sfps),
+                             orders_arr_end(&sbodies), ret};
         for (int i = 0; i < 5; i++)
             if ((i < 4 && !ep[i]) || !sp[i]) {
                 snprintf(err, err_size, "out of memory");
@@ -415,8 +360,8 @@ shape:
 out:
     for (int i = 0; i < 3; i++)
         PQclear(res[i]);
-    arr_t *all[] = {&keys, &ids,  &users, &amounts, &items, &eids,
-                    &eks,  &pays, &tps,   &skeys,   &sfps,  &sbodies};
+    orders_arr_t *all[] = {&keys, &ids,  &users, &amounts, &items, &eids,
+                           &eks,  &pays, &tps,   &skeys,   &sfps,  &sbodies};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]->p);
     free(kidx);

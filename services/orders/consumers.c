@@ -505,63 +505,6 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
  * without; a message already in the inbox (or twice in the batch) is a
  * duplicate; an order missing or already decided is only recorded.
  */
-typedef struct sbuf_s {
-    char *p;
-    size_t n, cap;
-    int count; /* elements of the array literal being written */
-    int nomem;
-} sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t len)
-{
-    if (b->nomem)
-        return;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + len + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->nomem = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, len);
-    b->n += len;
-    b->p[b->n] = '\0';
-}
-
-/* One element of a PostgreSQL array literal ("{...}"): quoted, with " and \
- * escaped, or NULL. Every byte but those two goes as it is. */
-static void arr_add(sbuf_t *b, const char *s)
-{
-    sb_put(b, b->count++ ? "," : "{", 1);
-    if (!s) {
-        sb_put(b, "NULL", 4);
-        return;
-    }
-    sb_put(b, "\"", 1);
-    for (const char *q = s; *q; q++) {
-        size_t run = strcspn(q, "\"\\");
-        sb_put(b, q, run);
-        q += run;
-        if (!*q)
-            break;
-        sb_put(b, "\\", 1);
-        sb_put(b, q, 1);
-    }
-    sb_put(b, "\"", 1);
-}
-
-/* The literal so far, closed ("{}" when empty); NULL when out of memory. */
-static const char *arr_end(sbuf_t *b)
-{
-    sb_put(b, b->count ? "}" : "{}", b->count ? 1 : 2);
-    return b->nomem ? NULL : b->p;
-}
-
 /* 1 when the message of w->pend[i] came earlier in the batch too. */
 static int pend_repeat(const worker_t *w, int i)
 {
@@ -582,7 +525,7 @@ static void log_duplicate(const worker_t *w, const char *id)
 /* The batch's messages to send, each once: their ids (and, when orders is
  * not NULL, their orders) as array elements, sent[k] = index in w->pend of
  * element k + 1; a repeat is logged as a duplicate. Returns how many. */
-static int pend_collect(worker_t *w, int *sent, sbuf_t *ids, sbuf_t *orders)
+static int pend_collect(worker_t *w, int *sent, orders_arr_t *ids, orders_arr_t *orders)
 {
     int nsent = 0;
     for (int i = 0; i < w->npend; i++) {
@@ -591,9 +534,9 @@ static int pend_collect(worker_t *w, int *sent, sbuf_t *ids, sbuf_t *orders)
             continue;
         }
         sent[nsent++] = i;
-        arr_add(ids, w->pend[i].id);
+        orders_arr_add(ids, w->pend[i].id);
         if (orders)
-            arr_add(orders, w->pend[i].order);
+            orders_arr_add(orders, w->pend[i].order);
     }
     return nsent;
 }
@@ -682,13 +625,13 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     decision_t *dec = calloc((size_t)n, sizeof(*dec));
     stock_t *st = NULL;
     int nst = 0, st_cap = 0, ndec = 0;
-    sbuf_t ids = {0}, keys = {0}, dk = {0}, ds = {0}, dr = {0}, dt = {0}, rk = {0}, rs = {0},
-           rq = {0};
+    orders_arr_t ids = {0}, keys = {0}, dk = {0}, ds = {0}, dr = {0}, dt = {0}, rk = {0}, rs = {0},
+                 rq = {0};
     PGresult *r = NULL, *r2 = NULL;
     if (!sent || !dec)
         goto nomem;
     nsent = pend_collect(w, sent, &ids, &keys);
-    const char *p1[3] = {w->name, arr_end(&ids), arr_end(&keys)};
+    const char *p1[3] = {w->name, orders_arr_end(&ids), orders_arr_end(&keys)};
     if (!p1[1] || !p1[2])
         goto nomem;
     r = exec_params(w, inventory_read_sql, 3, p1, PGRES_TUPLES_OK, "inventory batch read", err,
@@ -749,23 +692,24 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
             for (int j = 0; j < nst; j++)
                 if (!strcmp(st[j].sku, PQgetvalue(r, k, 3)))
                     st[j].left -= atoll(PQgetvalue(r, k, 4));
-            arr_add(&rk, p->order);
-            arr_add(&rs, PQgetvalue(r, k, 3));
-            arr_add(&rq, PQgetvalue(r, k, 4));
+            orders_arr_add(&rk, p->order);
+            orders_arr_add(&rs, PQgetvalue(r, k, 3));
+            orders_arr_add(&rq, PQgetvalue(r, k, 4));
         }
         dec[ndec].pend = sent[ord - 1];
         dec[ndec++].short_of = short_of;
-        arr_add(&dk, p->order);
-        arr_add(&ds, short_of ? "rejected" : "confirmed");
-        arr_add(&dr, short_of ? reason : NULL);
-        arr_add(&dt, p->tp);
+        orders_arr_add(&dk, p->order);
+        orders_arr_add(&ds, short_of ? "rejected" : "confirmed");
+        orders_arr_add(&dr, short_of ? reason : NULL);
+        orders_arr_add(&dt, p->tp);
     }
     if (ndec == 0) {
         rc = 0;
         goto out;
     }
-    const char *p2[7] = {arr_end(&dk), arr_end(&ds), arr_end(&dr), arr_end(&dt),
-                         arr_end(&rk), arr_end(&rs), arr_end(&rq)};
+    const char *p2[7] = {orders_arr_end(&dk), orders_arr_end(&ds), orders_arr_end(&dr),
+                         orders_arr_end(&dt), orders_arr_end(&rk), orders_arr_end(&rs),
+                         orders_arr_end(&rq)};
     for (int i = 0; i < 7; i++)
         if (!p2[i])
             goto nomem;
@@ -800,7 +744,7 @@ nomem:
 out:
     PQclear(r2);
     PQclear(r); /* dec[].short_of and st[].sku point into it */
-    sbuf_t *bufs[] = {&ids, &keys, &dk, &ds, &dr, &dt, &rk, &rs, &rq};
+    orders_arr_t *bufs[] = {&ids, &keys, &dk, &ds, &dr, &dt, &rk, &rs, &rq};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]->p);
     free(st);
@@ -826,14 +770,14 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
 {
     int n = w->npend, nsent = 0, rc = -1;
     int *sent = calloc((size_t)n, sizeof(int));
-    sbuf_t ids = {0};
+    orders_arr_t ids = {0};
     PGresult *r = NULL;
     if (!sent) {
         snprintf(err, err_size, "out of memory");
         return -1;
     }
     nsent = pend_collect(w, sent, &ids, NULL);
-    const char *p[2] = {w->name, arr_end(&ids)};
+    const char *p[2] = {w->name, orders_arr_end(&ids)};
     if (!p[1]) {
         snprintf(err, err_size, "out of memory");
         goto out;

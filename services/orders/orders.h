@@ -73,6 +73,20 @@ void orders_batch_submit(orders_app_t *app, orders_job_t *job);
  * may hold (it was the only one waiting). */
 void orders_batch_release(orders_job_t *job);
 
+/* A PostgreSQL array literal of text being written (pgarray.c): zeroed to
+ * start, p freed by the caller. */
+typedef struct orders_arr_s {
+    char *p;
+    size_t n, cap;
+    int count; /* elements so far */
+    int nomem;
+} orders_arr_t;
+/* Appends one element: quoted, with '"' and '\' escaped (every other byte
+ * as it is), or NULL. */
+void orders_arr_add(orders_arr_t *b, const char *s);
+/* The literal, closed ("{}" when empty), or NULL when out of memory. */
+const char *orders_arr_end(orders_arr_t *b);
+
 /* Prepares the statements of create_order and of the batches on c's
  * session unless it has them (api.c; outside a transaction). 0, or -1
  * with err set. */

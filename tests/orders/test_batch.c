@@ -106,8 +106,8 @@ int main(void)
         case 5: {
             /* Its twin is i + 6 (i % 12 == 5) or i - 6. */
             int twin = i % 12 == 5 ? i + 6 : i - 6;
-            CHECK(r->status == 201 || r->status == 409, "request %d (twin): %ld %s", i,
-                  r->status, r->body);
+            CHECK(r->status == 201 || r->status == 409, "request %d (twin): %ld %s", i, r->status,
+                  r->body);
             if (r->status == 201 && !r->replayed)
                 dup_created++;
             if (r->status == 201 && out[twin].status == 201) {
