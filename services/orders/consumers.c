@@ -19,9 +19,12 @@
  * inventory transaction takes one advisory lock first
  * (inventory_begin_sql), so the threads and processes of the group apply
  * their batches one after the other and never deadlock (the next thread's
- * batch runs while the last one's COMMIT waits for its WAL flush). The
- * order_confirmed / order_rejected log lines of a batch come before its
- * COMMIT (a batch that does not commit is applied again).
+ * batch runs while the last one's COMMIT waits for its WAL flush). A
+ * set-based inventory batch is two round trips: BEGIN, the lock and the
+ * read in one pipeline, the write and COMMIT in another. Its
+ * order_confirmed / order_rejected log lines come once its COMMIT has
+ * succeeded (a batch that does not commit is applied again, and logged
+ * then); an email is printed before its COMMIT (at least once).
  *
  * A message already in the inbox is logged "SKIPPING duplicate message <id>"
  * and acknowledged with no effect. The handlers answer with the consumer
@@ -63,7 +66,8 @@ typedef struct worker_s {
     int batches;       /* consumer_batch_transaction: inventory transactions take the lock */
     _Atomic int *stop; /* set by another thread to stop this one */
     /* The batch being collected (see "Set-based batches" below). */
-    int in_batch;   /* between the batch hook's BEGIN and its COMMIT/ABORT */
+    int in_batch; /* between the batch hook's BEGIN and its COMMIT/ABORT */
+    int deferred; /* the batch's BEGIN (and lock) not sent yet: it goes with its first statement */
     int one_by_one; /* an apply failed: a savepoint per message until a clean batch */
     int failed;     /* a handler call of the current batch failed */
     int batch_max;  /* consumer_batch: the most messages of a set-based batch */
@@ -92,6 +96,23 @@ static int session(worker_t *w)
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_down", err, NULL);
         return -1;
     }
+    /* No sequential scan where an index serves, as the API's and the
+     * relay's sessions. The batch statements join the batch's orders to
+     * `orders`; planned with statistics that say almost no order is
+     * pending, the planner read the whole table for every batch (a Seq
+     * Scan under a hash join, auto_explain: 171-239 ms a batch at 45,000
+     * orders), so a batch cost more with every order ever taken and the
+     * consumer fell behind under a steady load. */
+    PGresult *set = PQexec(w->conn, "SET enable_seqscan = off");
+    int set_ok = PQresultStatus(set) == PGRES_COMMAND_OK;
+    if (!set_ok)
+        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(set), NULL);
+    PQclear(set);
+    if (!set_ok) {
+        PQfinish(w->conn);
+        w->conn = NULL;
+        return -1;
+    }
     if (w->prepare_sql) {
         PGresult *r = PQprepare(w->conn, w->name, w->prepare_sql, 0, NULL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -111,8 +132,8 @@ static int session(worker_t *w)
  * first (transaction scope): a batch locks the skus of many orders, not in
  * one sku order, so two batches at once could deadlock. The 4 skus of the
  * load make them wait for each other anyway. */
-static const char inventory_begin_sql[] =
-    "BEGIN; SELECT pg_advisory_xact_lock(7308604897068083556)";
+#define INVENTORY_LOCK_SQL "SELECT pg_advisory_xact_lock(7308604897068083556)"
+static const char inventory_begin_sql[] = "BEGIN; " INVENTORY_LOCK_SQL;
 
 /* Opens the worker's transaction: BEGIN, and for inventory the lock (one
  * round trip; without batches, one transaction per message locks its skus
@@ -127,6 +148,17 @@ static int begin_tx(worker_t *w, char *err, size_t err_size)
         snprintf(err, err_size, "%s", PQresultErrorMessage(r));
     PQclear(r);
     return ok ? 0 : -1;
+}
+
+/* Sends the batch's deferred BEGIN (and lock) now, for a message that
+ * needs the transaction before the batch's statements (see "Set-based
+ * batches"): 0 when open. */
+static int open_deferred(worker_t *w, char *err, size_t err_size)
+{
+    if (!w->deferred)
+        return 0;
+    w->deferred = 0;
+    return begin_tx(w, err, err_size);
 }
 
 static void pend_reset(worker_t *w)
@@ -176,6 +208,13 @@ static int deferrable(const worker_t *w, const outbox_delivery_t *d)
     return w->in_batch && !w->one_by_one && outbox_uuid_valid(d->env.id);
 }
 
+/* What apply_inventory / apply_email did with the batch's transaction. */
+enum {
+    APPLY_FAILED = -1,      /* a statement failed (err): the batch is to be rolled back */
+    APPLY_OPEN = 0,         /* applied, the transaction still open: the hook commits */
+    APPLY_COMMITTED = 1,    /* applied and committed (the COMMIT went with the last statement) */
+    APPLY_COMMIT_FAILED = 2 /* applied, but the COMMIT failed or its outcome is unknown (err) */
+};
 static int apply_inventory(worker_t *w, char *err, size_t err_size);
 static int apply_email(worker_t *w, char *err, size_t err_size);
 
@@ -196,37 +235,53 @@ static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, int n, void *opaqu
     case OUTBOX_CONSUMER_BATCH_BEGIN:
         pend_reset(w);
         w->failed = 0;
+        w->deferred = 0;
         if (session(w) != 0)
             return OUTBOX_ERR_DB;
+        w->in_batch = 1;
+        if (!w->one_by_one) { /* sent with the batch's first statement */
+            w->deferred = 1;
+            return OUTBOX_OK;
+        }
         if (begin_tx(w, err, sizeof(err))) {
             outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
             PQclear(PQexec(w->conn, "ROLLBACK"));
+            w->in_batch = 0;
             return OUTBOX_ERR_DB;
         }
-        w->in_batch = 1;
         return OUTBOX_OK;
     case OUTBOX_CONSUMER_BATCH_COMMIT: {
         w->in_batch = 0;
+        outbox_err_t rc = OUTBOX_OK;
         if (w->npend > 0) {
-            int rc = w->handler == on_inventory ? apply_inventory(w, err, sizeof(err))
-                                                : apply_email(w, err, sizeof(err));
-            if (rc != 0) {
-                char nm[16];
-                snprintf(nm, sizeof(nm), "%d", w->npend);
+            int done = w->handler == on_inventory ? apply_inventory(w, err, sizeof(err))
+                                                  : apply_email(w, err, sizeof(err));
+            char nm[16];
+            snprintf(nm, sizeof(nm), "%d", w->npend);
+            if (done == APPLY_FAILED) {
                 outbox__log(OUTBOX_LOG_ERROR, w->name, "batch_apply_failed", err, "messages", nm,
                             NULL);
                 pend_reset(w);
                 w->one_by_one = 1;
+                w->deferred = 0;
                 (void)outbox_consumer_batch_pg(OUTBOX_CONSUMER_BATCH_ABORT, 0, &w->conn);
                 return OUTBOX_ERR_DB;
             }
-            char nm[16];
-            snprintf(nm, sizeof(nm), "%d", w->npend);
-            outbox__log(OUTBOX_LOG_DEBUG, w->name, "batch_applied",
-                        "batch applied in one go before its COMMIT", "messages", nm, NULL);
+            if (done == APPLY_COMMIT_FAILED) {
+                outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "messages", nm, NULL);
+                rc = OUTBOX_ERR_DB;
+            } else {
+                outbox__log(OUTBOX_LOG_DEBUG, w->name, "batch_applied",
+                            "batch applied in one go with its COMMIT", "messages", nm, NULL);
+            }
+            pend_reset(w);
+            if (done == APPLY_OPEN)
+                rc = outbox_consumer_batch_pg(op, n, &w->conn);
+        } else if (w->deferred) {
+            w->deferred = 0; /* nothing was sent: nothing to commit */
+        } else {
+            rc = outbox_consumer_batch_pg(op, n, &w->conn);
         }
-        pend_reset(w);
-        outbox_err_t rc = outbox_consumer_batch_pg(op, n, &w->conn);
         if (rc == OUTBOX_OK && !w->failed)
             w->one_by_one = 0; /* every message of a batch applied on its own: back to sets */
         return rc;
@@ -234,8 +289,16 @@ static outbox_err_t batch_hook(outbox_consumer_batch_op_t op, int n, void *opaqu
     case OUTBOX_CONSUMER_BATCH_ABORT:
         w->in_batch = 0;
         pend_reset(w);
+        if (w->deferred) {
+            w->deferred = 0; /* nothing was sent: nothing to undo */
+            return OUTBOX_OK;
+        }
         return outbox_consumer_batch_pg(op, n, &w->conn);
-    default:
+    default: /* a savepoint: the transaction first */
+        if (open_deferred(w, err, sizeof(err))) {
+            outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, NULL);
+            return OUTBOX_ERR_DB;
+        }
         return outbox_consumer_batch_pg(op, n, &w->conn);
     }
 }
@@ -261,6 +324,7 @@ static int begin_once(worker_t *w, const outbox_delivery_t *d)
         return -1;
     }
     if ((!batched && begin_tx(w, err, sizeof(err))) ||
+        (batched && open_deferred(w, err, sizeof(err))) ||
         outbox_inbox_record(w->conn, w->name, d->env.id, &is_new, err, sizeof(err))) {
         outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", err, "message_id", d->env.id, NULL);
         outbox_delivery_set_error(d, "%s", err);
@@ -493,8 +557,12 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
 /*
  * Set-based batches. Inside a batch (outbox_consumer_set_batch()) the
  * handlers only collect their messages (pend_add), and the batch hook
- * applies them all just before the COMMIT: two statements for inventory,
- * one for email, instead of a savepoint and a statement per message. Under
+ * applies them all at the COMMIT: two statements for inventory, one for
+ * email, instead of a savepoint and a statement per message. The batch's
+ * BEGIN is deferred (w->deferred) and sent with its first statement
+ * (first_statement), inventory's write with the COMMIT (last_statement);
+ * a message that needs the transaction earlier (one going alone in its
+ * savepoint) opens it then (open_deferred). Under
  * a write load the two cores are shared by dozens of busy PostgreSQL
  * sessions and every round trip of a consumer waits for its session's turn
  * on a CPU: with three round trips per order the inventory consumer applied
@@ -551,6 +619,86 @@ static PGresult *exec_params(worker_t *w, const char *sql, int n, const char *co
     snprintf(err, err_size, "%s: %s", what, r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn));
     PQclear(r);
     return NULL;
+}
+
+/* The batch's first statement (sql, n text parameters; it returns rows).
+ * While the batch's BEGIN is deferred, BEGIN, the inventory lock and sql go
+ * in one pipeline: one round trip, and the statement runs the moment the
+ * lock is granted, without a client turn in between. Under a write load
+ * every round trip waits for the session's turn on a busy CPU. The result,
+ * or NULL with err set. */
+static PGresult *first_statement(worker_t *w, const char *sql, int n, const char *const *params,
+                                 const char *what, char *err, size_t err_size)
+{
+    if (!w->deferred)
+        return exec_params(w, sql, n, params, PGRES_TUPLES_OK, what, err, err_size);
+    w->deferred = 0;
+    const char *sqls[3] = {"BEGIN", INVENTORY_LOCK_SQL, sql};
+    int np[3] = {0, 0, n}, k = 3;
+    const char *const *pp[3] = {NULL, NULL, params};
+    ExecStatusType want[3] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK};
+    if (w->handler != on_inventory || !w->batches) { /* no lock */
+        sqls[1] = sql;
+        np[1] = n;
+        pp[1] = params;
+        k = 2;
+    }
+    PGresult *res[3] = {NULL, NULL, NULL}, *out = NULL;
+    (void)outbox_kit_db_pipeline(w->conn, k, NULL, sqls, np, pp, res);
+    for (int i = 0; i < k; i++) {
+        if (!res[i] || PQresultStatus(res[i]) != want[i]) {
+            snprintf(err, err_size, "%s: %s", i == k - 1 ? what : sqls[i],
+                     res[i] ? PQresultErrorMessage(res[i]) : PQerrorMessage(w->conn));
+            break;
+        }
+        if (i == k - 1) {
+            out = res[i];
+            res[i] = NULL;
+        }
+    }
+    for (int i = 0; i < k; i++)
+        PQclear(res[i]);
+    return out;
+}
+
+/* The batch's last statement and its COMMIT in one pipeline (one round
+ * trip fewer). APPLY_FAILED: the statement failed (err; the COMMIT was not
+ * run, the transaction is to be rolled back); APPLY_COMMITTED, *out its
+ * result; APPLY_COMMIT_FAILED, *out its result and err: the COMMIT failed,
+ * or its answer never came (then whether it committed is unknown: the
+ * batch is not acknowledged, and its redelivery meets the inbox). */
+static int last_statement(worker_t *w, const char *sql, int n, const char *const *params,
+                          const char *what, PGresult **out, char *err, size_t err_size)
+{
+    const char *sqls[2] = {sql, "COMMIT"};
+    int np[2] = {n, 0};
+    const char *const *pp[2] = {params, NULL};
+    PGresult *res[2] = {NULL, NULL};
+    int rc;
+    *out = NULL;
+    (void)outbox_kit_db_pipeline(w->conn, 2, NULL, sqls, np, pp, res);
+    if (!res[0] || PQresultStatus(res[0]) != PGRES_TUPLES_OK) {
+        snprintf(err, err_size, "%s: %s", what,
+                 res[0] ? PQresultErrorMessage(res[0]) : PQerrorMessage(w->conn));
+        rc = APPLY_FAILED;
+    } else if (!res[1] || PQresultStatus(res[1]) != PGRES_COMMAND_OK ||
+               strcmp(PQcmdStatus(res[1]), "COMMIT") != 0) {
+        /* A COMMIT of a transaction that failed answers ROLLBACK. */
+        snprintf(err, err_size, "COMMIT failed: %s",
+                 !res[1]                                      ? PQerrorMessage(w->conn)
+                 : PQresultStatus(res[1]) == PGRES_COMMAND_OK ? "the transaction was rolled back"
+                                                              : PQresultErrorMessage(res[1]));
+        *out = res[0];
+        res[0] = NULL;
+        rc = APPLY_COMMIT_FAILED;
+    } else {
+        *out = res[0];
+        res[0] = NULL;
+        rc = APPLY_COMMITTED;
+    }
+    PQclear(res[0]);
+    PQclear(res[1]);
+    return rc;
 }
 
 /* Statement 1 of a batch: the inbox records, the skus' rows locked (in sku
@@ -620,7 +768,7 @@ typedef struct decision_s {
 
 static int apply_inventory(worker_t *w, char *err, size_t err_size)
 {
-    int n = w->npend, nsent = 0, rc = -1;
+    int n = w->npend, nsent = 0, rc = APPLY_FAILED;
     int *sent = calloc((size_t)n, sizeof(int)); /* sent[k]: index in pend of element k + 1 */
     decision_t *dec = calloc((size_t)n, sizeof(*dec));
     stock_t *st = NULL;
@@ -634,8 +782,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     const char *p1[3] = {w->name, orders_arr_end(&ids), orders_arr_end(&keys)};
     if (!p1[1] || !p1[2])
         goto nomem;
-    r = exec_params(w, inventory_read_sql, 3, p1, PGRES_TUPLES_OK, "inventory batch read", err,
-                    err_size);
+    r = first_statement(w, inventory_read_sql, 3, p1, "inventory batch read", err, err_size);
     if (!r)
         goto out;
     int rows = PQntuples(r);
@@ -704,7 +851,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
         orders_arr_add(&dt, p->tp);
     }
     if (ndec == 0) {
-        rc = 0;
+        rc = APPLY_OPEN; /* nothing to write: the hook commits the inbox records */
         goto out;
     }
     const char *p2[7] = {orders_arr_end(&dk), orders_arr_end(&ds), orders_arr_end(&dr),
@@ -713,11 +860,10 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     for (int i = 0; i < 7; i++)
         if (!p2[i])
             goto nomem;
-    r2 = exec_params(w, inventory_write_sql, 7, p2, PGRES_TUPLES_OK, "inventory batch write", err,
-                     err_size);
-    if (!r2)
-        goto out;
-    /* The log lines, in batch order, before the COMMIT (as one by one). */
+    rc = last_statement(w, inventory_write_sql, 7, p2, "inventory batch write", &r2, err, err_size);
+    if (rc != APPLY_COMMITTED)
+        goto out; /* not applied, or not known to be: no line (it comes with its redelivery) */
+    /* The log lines, in batch order, once committed. */
     for (int i = 0; i < ndec; i++) {
         pending_t *p = &w->pend[dec[i].pend];
         int raced = 0;
@@ -737,10 +883,10 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
                         p->order, "message_id", p->id, NULL);
         }
     }
-    rc = 0;
     goto out;
 nomem:
     snprintf(err, err_size, "out of memory");
+    rc = APPLY_FAILED;
 out:
     PQclear(r2);
     PQclear(r); /* dec[].short_of and st[].sku point into it */
@@ -768,7 +914,7 @@ static const char email_record_sql[] =
 
 static int apply_email(worker_t *w, char *err, size_t err_size)
 {
-    int n = w->npend, nsent = 0, rc = -1;
+    int n = w->npend, nsent = 0, rc = APPLY_FAILED;
     int *sent = calloc((size_t)n, sizeof(int));
     orders_arr_t ids = {0};
     PGresult *r = NULL;
@@ -782,7 +928,7 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         goto out;
     }
-    r = exec_params(w, email_record_sql, 2, p, PGRES_TUPLES_OK, "email batch inbox", err, err_size);
+    r = first_statement(w, email_record_sql, 2, p, "email batch inbox", err, err_size);
     if (!r)
         goto out;
     for (int k = 0; k < PQntuples(r); k++) {
@@ -795,7 +941,7 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
         else
             print_email(m->order, m->user, m->amount);
     }
-    rc = 0;
+    rc = APPLY_OPEN; /* printed: the hook commits */
 out:
     PQclear(r);
     free(ids.p);

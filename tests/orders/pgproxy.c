@@ -77,15 +77,16 @@ static int is_commit(const char *q, size_t len)
 }
 
 /* 1 when a Parse message's body (len bytes: statement name, query text,
- * both NUL-terminated, then parameter types) parses BEGIN. */
-static int is_begin_parse(const char *b, size_t len)
+ * both NUL-terminated, then parameter types) parses the statement word
+ * (BEGIN, COMMIT). */
+static int parse_is(const char *b, size_t len, const char *word)
 {
     size_t nl = strnlen(b, len);
     if (nl + 1 >= len)
         return 0;
     const char *q = b + nl + 1;
-    size_t ql = strnlen(q, len - nl - 1);
-    return ql == 5 && !strncasecmp(q, "BEGIN", 5);
+    size_t ql = strnlen(q, len - nl - 1), wl = strlen(word);
+    return ql == wl && !strncasecmp(q, word, wl);
 }
 
 /* Copies the application_name of a startup message (len bytes from its
@@ -167,7 +168,7 @@ static void *relay(void *arg)
     pgproxy_t *p = l->p;
     unsigned char *cbuf = NULL; /* client bytes not yet forwarded (whole messages only) */
     size_t have = 0, cap = 0;
-    int startup = 1, done = 0, cut_at_sync = 0;
+    int startup = 1, done = 0, cut_at_sync = 0, commit_at_sync = 0;
     char tmp[16384];
     while (!done) {
         struct pollfd fds[2] = {{l->cfd, POLLIN, 0}, {l->sfd, POLLIN, 0}};
@@ -224,7 +225,8 @@ static void *relay(void *arg)
                 total = 1 + (size_t)be32(cbuf + off + 1);
                 if (left < total)
                     break;
-                if (cbuf[off] == 'P' && is_begin_parse((const char *)cbuf + off + 5, total - 5)) {
+                if (cbuf[off] == 'P' &&
+                    parse_is((const char *)cbuf + off + 5, total - 5, "BEGIN")) {
                     int m = claim(p, l, 1);
                     if (m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN)
                         cut_at_sync = 1;
@@ -233,6 +235,25 @@ static void *relay(void *arg)
                         done = 1;
                         break;
                     }
+                } else if (cbuf[off] == 'P' &&
+                           parse_is((const char *)cbuf + off + 5, total - 5, "COMMIT")) {
+                    /* A pipelined COMMIT: cut before it, or forward the
+                     * pipeline up to its Sync and drop the answers. */
+                    int m = claim(p, l, 0);
+                    if (m == PGPROXY_CUT_AFTER_COMMIT)
+                        commit_at_sync = 1;
+                    else if (m != PGPROXY_PASS) {
+                        __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
+                        done = 1;
+                        break;
+                    }
+                } else if (cbuf[off] == 'S' && commit_at_sync) {
+                    int ok = send_all(l->sfd, cbuf + off, total);
+                    __atomic_store_n(&p->last_answer, ok == 0 ? swallow_answer(l->sfd) : -1,
+                                     __ATOMIC_SEQ_CST);
+                    __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
+                    done = 1;
+                    break;
                 } else if (cbuf[off] == 'S' && cut_at_sync) {
                     /* The pipeline is all sent: the server runs it (its
                      * answers, up to ReadyForQuery, are read and dropped). */

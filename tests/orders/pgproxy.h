@@ -1,13 +1,16 @@
 /* A fault-injecting TCP proxy for PostgreSQL's wire protocol, for tests: it
  * sits between a service and the server on loopback, forwards bytes both
  * ways, and, when armed, cuts both connections at the moment the client
- * sends a COMMIT (a simple-query 'Q' message whose text is COMMIT), or a
- * pipeline that opens with BEGIN (see pgproxy_mode_t):
+ * sends a COMMIT (a simple-query 'Q' message whose text is COMMIT, or a
+ * Parse of COMMIT in a pipeline), or a pipeline that opens with BEGIN (see
+ * pgproxy_mode_t):
  *
  *   PGPROXY_CUT_BEFORE_COMMIT  COMMIT is not forwarded: the server sees the
  *                              client go away and rolls back.
  *   PGPROXY_CUT_AFTER_COMMIT   COMMIT is forwarded, the server's answer is
- *                              read and dropped: committed, reply lost.
+ *                              read and dropped: committed, reply lost. A
+ *                              pipelined COMMIT: the pipeline is forwarded
+ *                              up to its Sync, its answers dropped.
  *
  * Arming applies to the next COMMIT on any connection, once. pgproxy_set_down
  * simulates an outage instead: all connections cut, new ones refused. Connections

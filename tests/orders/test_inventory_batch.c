@@ -18,6 +18,8 @@
  *   4. An order the database refuses (a trigger): the set fails, the batch
  *      comes again one message per savepoint, the others apply, and the
  *      refused one applies when the refusal is gone.
+ *   5. A big `orders` table whose statistics say nothing is pending: the
+ *      batches still read it by its index (no sequential scan of it).
  */
 #include <hiredis/hiredis.h>
 #include <string.h>
@@ -324,6 +326,34 @@ int main(void)
     CHECK(tu_query_ll(db, "SELECT count(*) FROM inventory_reservations WHERE sku = 'SKU-1'") ==
               10 + b_confirmed,
           "SKU-1 reservations");
+
+    /* 5. The batch statements read `orders` by its index, however the
+     * statistics look. 50,000 orders, analyzed, none pending: planned on
+     * those statistics with sequential scans allowed, a batch of a few
+     * hundred joined every row of `orders` (a Seq Scan under a hash join).
+     * The service's sessions are gone before the second reading: a backend
+     * writes its statistics before it leaves pg_stat_activity. */
+    svc_stop(&s);
+    PQclear(tu_exec(db, "INSERT INTO orders (id, user_id, amount, status)"
+                        " SELECT gen_random_uuid(), 'bulk', 1, 'confirmed'"
+                        " FROM generate_series(1, 50000)"));
+    PQclear(tu_exec(db, "ANALYZE orders"));
+    backlog(&s, db, "[{\"sku\":\"SKU-2\",\"quantity\":1}]", 300);
+    static const char gone[] = "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                               " current_database() AND pid <> pg_backend_pid()";
+    static const char seq[] = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'orders'";
+    CHECK(wait_ll(db, gone, 0, 15000) == 0, "the service's sessions did not end");
+    PQclear(tu_exec(db, "SELECT pg_stat_force_next_flush()")); /* this session's own */
+    long long seq0 = tu_query_ll(db, seq), inv5 = inbox(db, "inventory");
+    svc_spawn(&s, env_on);
+    snprintf(q, sizeof(q), "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'");
+    CHECK(wait_ll(db, q, inv5 + 300, 30000) == inv5 + 300, "big table: %lld of 300 applied",
+          inbox(db, "inventory") - inv5);
+    svc_stop(&s);
+    CHECK(wait_ll(db, gone, 0, 15000) == 0, "the service's sessions did not end");
+    CHECK(tu_query_ll(db, seq) == seq0,
+          "the consumers scanned the whole orders table %lld times for 300 orders",
+          tu_query_ll(db, seq) - seq0);
 
     svc_teardown(&s);
     PQfinish(db);
