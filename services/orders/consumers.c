@@ -506,13 +506,20 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
 }
 
 /* The seed's confirmation email, on stdout, its four lines together. */
-static void print_email(const char *order, const char *user, long long amount)
+/* The email's four lines into stdout's buffer; the caller holds stdout's
+ * lock and flushes (one write for a batch's emails). */
+static void put_email(const char *order, const char *user, long long amount)
 {
-    flockfile(stdout);
     printf("[EMAIL] Sending confirmation email for Order %s\n", order);
     printf("[EMAIL] -> User: %s\n", user ? user : "(unknown)");
     printf("[EMAIL] -> Amount: %lld\n", amount);
     printf("[EMAIL] \xE2\x9C\x93 Email sent successfully!\n");
+}
+
+static void print_email(const char *order, const char *user, long long amount)
+{
+    flockfile(stdout);
+    put_email(order, user, amount);
     fflush(stdout);
     funlockfile(stdout);
 }
@@ -931,16 +938,23 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
     r = first_statement(w, email_record_sql, 2, p, "email batch inbox", err, err_size);
     if (!r)
         goto out;
+    /* The duplicates' log lines first, then the emails in one write, all
+     * before the COMMIT. */
     for (int k = 0; k < PQntuples(r); k++) {
         int ord = atoi(PQgetvalue(r, k, 0));
-        if (ord < 1 || ord > nsent)
+        if (ord >= 1 && ord <= nsent && strcmp(PQgetvalue(r, k, 1), "t") != 0)
+            log_duplicate(w, w->pend[sent[ord - 1]].id);
+    }
+    flockfile(stdout);
+    for (int k = 0; k < PQntuples(r); k++) {
+        int ord = atoi(PQgetvalue(r, k, 0));
+        if (ord < 1 || ord > nsent || strcmp(PQgetvalue(r, k, 1), "t") != 0)
             continue;
         pending_t *m = &w->pend[sent[ord - 1]];
-        if (strcmp(PQgetvalue(r, k, 1), "t") != 0)
-            log_duplicate(w, m->id);
-        else
-            print_email(m->order, m->user, m->amount);
+        put_email(m->order, m->user, m->amount);
     }
+    fflush(stdout);
+    funlockfile(stdout);
     rc = APPLY_OPEN; /* printed: the hook commits */
 out:
     PQclear(r);
