@@ -83,6 +83,17 @@ struct orders_consumers_s {
 
 static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque);
 
+/* One of a new session's set-up statements (its result r): 1 when it
+ * succeeded, else 0 (logged). */
+static int setup_ok(const worker_t *w, PGresult *r)
+{
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), NULL);
+    PQclear(r);
+    return ok;
+}
+
 /* (Re)connects the worker's session; 0 when usable. */
 static int session(worker_t *w)
 {
@@ -103,27 +114,11 @@ static int session(worker_t *w)
      * Scan under a hash join, auto_explain: 171-239 ms a batch at 45,000
      * orders), so a batch cost more with every order ever taken and the
      * consumer fell behind under a steady load. */
-    PGresult *set = PQexec(w->conn, "SET enable_seqscan = off");
-    int set_ok = PQresultStatus(set) == PGRES_COMMAND_OK;
-    if (!set_ok)
-        outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(set), NULL);
-    PQclear(set);
-    if (!set_ok) {
+    if (!setup_ok(w, PQexec(w->conn, "SET enable_seqscan = off")) ||
+        (w->prepare_sql && !setup_ok(w, PQprepare(w->conn, w->name, w->prepare_sql, 0, NULL)))) {
         PQfinish(w->conn);
         w->conn = NULL;
         return -1;
-    }
-    if (w->prepare_sql) {
-        PGresult *r = PQprepare(w->conn, w->name, w->prepare_sql, 0, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            outbox__log(OUTBOX_LOG_ERROR, w->name, "db_error", PQresultErrorMessage(r), NULL);
-        PQclear(r);
-        if (!ok) {
-            PQfinish(w->conn);
-            w->conn = NULL;
-            return -1;
-        }
     }
     return 0;
 }

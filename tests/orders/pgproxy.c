@@ -225,40 +225,29 @@ static void *relay(void *arg)
                 total = 1 + (size_t)be32(cbuf + off + 1);
                 if (left < total)
                     break;
+                int begin = 0;
                 if (cbuf[off] == 'P' &&
-                    parse_is((const char *)cbuf + off + 5, total - 5, "BEGIN")) {
-                    int m = claim(p, l, 1);
+                    ((begin = parse_is((const char *)cbuf + off + 5, total - 5, "BEGIN")) ||
+                     parse_is((const char *)cbuf + off + 5, total - 5, "COMMIT"))) {
+                    /* A pipelined BEGIN or COMMIT: cut before it, or after
+                     * forwarding the pipeline up to its Sync. */
+                    int m = claim(p, l, begin);
                     if (m == PGPROXY_CUT_AFTER_PIPELINED_BEGIN)
                         cut_at_sync = 1;
-                    else if (m != PGPROXY_PASS) {
-                        __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
-                        done = 1;
-                        break;
-                    }
-                } else if (cbuf[off] == 'P' &&
-                           parse_is((const char *)cbuf + off + 5, total - 5, "COMMIT")) {
-                    /* A pipelined COMMIT: cut before it, or forward the
-                     * pipeline up to its Sync and drop the answers. */
-                    int m = claim(p, l, 0);
-                    if (m == PGPROXY_CUT_AFTER_COMMIT)
+                    else if (m == PGPROXY_CUT_AFTER_COMMIT)
                         commit_at_sync = 1;
                     else if (m != PGPROXY_PASS) {
                         __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
                         done = 1;
                         break;
                     }
-                } else if (cbuf[off] == 'S' && commit_at_sync) {
-                    int ok = send_all(l->sfd, cbuf + off, total);
-                    __atomic_store_n(&p->last_answer, ok == 0 ? swallow_answer(l->sfd) : -1,
-                                     __ATOMIC_SEQ_CST);
-                    __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
-                    done = 1;
-                    break;
-                } else if (cbuf[off] == 'S' && cut_at_sync) {
+                } else if (cbuf[off] == 'S' && (cut_at_sync || commit_at_sync)) {
                     /* The pipeline is all sent: the server runs it (its
                      * answers, up to ReadyForQuery, are read and dropped). */
-                    if (send_all(l->sfd, cbuf + off, total) == 0)
-                        (void)swallow_answer(l->sfd);
+                    int answer =
+                        send_all(l->sfd, cbuf + off, total) == 0 ? swallow_answer(l->sfd) : -1;
+                    if (commit_at_sync)
+                        __atomic_store_n(&p->last_answer, answer, __ATOMIC_SEQ_CST);
                     __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
                     done = 1;
                     break;
