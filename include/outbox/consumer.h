@@ -174,7 +174,7 @@ void outbox_consumer_set_batch(outbox_consumer_t *c, outbox_consumer_batch_fn fn
  * and past 64 in one transaction PostgreSQL's shared cache overflows and
  * every snapshot of the server gets slower. A handler that opens no
  * savepoint in a batch (it collects the messages and the hook applies them
- * in a few statements before the COMMIT, as docs/ORDERS.md describes) can take
+ * in a few statements at the COMMIT, as docs/ORDERS.md describes) can take
  * up to consumer_batch; set it back to 0 (the default) before a poll whose
  * handler calls will open savepoints. Not while a poll on c is running.
  * Redis Streams consumers (the ones with batches).
