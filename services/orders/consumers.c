@@ -34,7 +34,9 @@
  * order's own data (failure_of: a charged attempt); an OrderCreated that can never be applied (no
  * order id, data that is not a JSON object) is OUTBOX_ERR_REJECTED: it goes
  * to outbox_consumer_dead_letter at once (outboxctl consumer-dlq). */
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,10 +55,20 @@ typedef struct pending_s {
     long long amount; /* email: the data's amount (0 when not an integer) */
 } pending_t;
 
+/* A statement prepared on every session of a worker (PQprepare at connect).
+ * Prepared, a batch statement is parsed once per session and, after five
+ * executions, runs a generic plan: the planning was 0.35 ms of a 100-order
+ * read and 1.1 ms of its write (psql, 25 batches each way, alternated). */
+typedef struct stmt_s {
+    const char *name, *sql;
+} stmt_t;
+
 typedef struct worker_s {
     const char *name; /* "inventory", "email": consumer group and inbox name */
     outbox_consumer_handler_fn handler;
-    const char *prepare_sql; /* prepared as statement `name` on each new session, or NULL */
+    const char *prepare_sql;    /* prepared as statement `name` on each new session, or NULL */
+    const struct stmt_s *stmts; /* the set-based batch statements, prepared on each session */
+    int nstmts;
     outbox_conf_t *conf;
     char url[1024];
     char instance[160];
@@ -119,6 +131,13 @@ static int session(worker_t *w)
         PQfinish(w->conn);
         w->conn = NULL;
         return -1;
+    }
+    for (int i = 0; i < w->nstmts; i++) {
+        if (!setup_ok(w, PQprepare(w->conn, w->stmts[i].name, w->stmts[i].sql, 0, NULL))) {
+            PQfinish(w->conn);
+            w->conn = NULL;
+            return -1;
+        }
     }
     return 0;
 }
@@ -500,23 +519,87 @@ static outbox_err_t on_inventory(const outbox_delivery_t *d, void *opaque)
     return OUTBOX_OK;
 }
 
-/* The seed's confirmation email, on stdout, its four lines together. */
-/* The email's four lines into stdout's buffer; the caller holds stdout's
- * lock and flushes (one write for a batch's emails). */
-static void put_email(const char *order, const char *user, long long amount)
+/* The seed's confirmation email, on stdout, its four lines together. The
+ * emails go out in whole write(2)s of at most PIPE_BUF bytes, each holding
+ * whole emails (one email alone when it is longer), so a log line written
+ * to the same file or pipe at that moment (stderr, one write a line) never
+ * lands inside an email: POSIX makes writes of up to PIPE_BUF bytes to a
+ * pipe atomic, and a file's writes do not interleave. Through stdio, a
+ * batch's emails went out in 4 KiB pieces and the chaos test read an
+ * inventory log line in the middle of one. */
+#define EMAIL_FMT                                                                                  \
+    "[EMAIL] Sending confirmation email for Order %s\n"                                            \
+    "[EMAIL] -> User: %s\n"                                                                        \
+    "[EMAIL] -> Amount: %lld\n"                                                                    \
+    "[EMAIL] \xE2\x9C\x93 Email sent successfully!\n"
+
+typedef struct emails_s {
+    char buf[PIPE_BUF];
+    size_t len;
+} emails_t;
+
+static void write_out(const char *p, size_t n)
 {
-    printf("[EMAIL] Sending confirmation email for Order %s\n", order);
-    printf("[EMAIL] -> User: %s\n", user ? user : "(unknown)");
-    printf("[EMAIL] -> Amount: %lld\n", amount);
-    printf("[EMAIL] \xE2\x9C\x93 Email sent successfully!\n");
+    while (n) {
+        ssize_t k = write(STDOUT_FILENO, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return; /* stdout gone: the email is recorded all the same */
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void emails_flush(emails_t *o)
+{
+    write_out(o->buf, o->len);
+    o->len = 0;
+}
+
+static void emails_add(emails_t *o, const char *order, const char *user, long long amount)
+{
+    if (!user)
+        user = "(unknown)";
+    char one[PIPE_BUF];
+    int n = snprintf(one, sizeof(one), EMAIL_FMT, order, user, amount);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(one)) { /* longer than PIPE_BUF: alone */
+        emails_flush(o);
+        char *big = malloc((size_t)n + 1);
+        if (big && snprintf(big, (size_t)n + 1, EMAIL_FMT, order, user, amount) == n)
+            write_out(big, (size_t)n);
+        free(big);
+        return;
+    }
+    if (o->len + (size_t)n > sizeof(o->buf))
+        emails_flush(o);
+    memcpy(o->buf + o->len, one, (size_t)n);
+    o->len += (size_t)n;
+}
+
+/* Starts a run of emails: anything stdio holds for stdout goes first. The
+ * caller ends it with emails_end. */
+static void emails_begin(emails_t *o)
+{
+    flockfile(stdout);
+    fflush(stdout);
+    o->len = 0;
+}
+
+static void emails_end(emails_t *o)
+{
+    emails_flush(o);
+    funlockfile(stdout);
 }
 
 static void print_email(const char *order, const char *user, long long amount)
 {
-    flockfile(stdout);
-    put_email(order, user, amount);
-    fflush(stdout);
-    funlockfile(stdout);
+    emails_t o;
+    emails_begin(&o);
+    emails_add(&o, order, user, amount);
+    emails_end(&o);
 }
 
 static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
@@ -611,11 +694,12 @@ static int pend_collect(worker_t *w, int *sent, orders_arr_t *ids, orders_arr_t 
     return nsent;
 }
 
-/* Runs sql with n text parameters; the result, or NULL with err set. */
-static PGresult *exec_params(worker_t *w, const char *sql, int n, const char *const *params,
-                             ExecStatusType want, const char *what, char *err, size_t err_size)
+/* Runs the prepared statement st with n text parameters; the result, or
+ * NULL with err set. */
+static PGresult *exec_prepared(worker_t *w, const stmt_t *st, int n, const char *const *params,
+                               ExecStatusType want, const char *what, char *err, size_t err_size)
 {
-    PGresult *r = PQexecParams(w->conn, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecPrepared(w->conn, st->name, n, params, NULL, NULL, 0);
     if (PQresultStatus(r) == want)
         return r;
     snprintf(err, err_size, "%s: %s", what, r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn));
@@ -629,24 +713,27 @@ static PGresult *exec_params(worker_t *w, const char *sql, int n, const char *co
  * lock is granted, without a client turn in between. Under a write load
  * every round trip waits for the session's turn on a busy CPU. The result,
  * or NULL with err set. */
-static PGresult *first_statement(worker_t *w, const char *sql, int n, const char *const *params,
+static PGresult *first_statement(worker_t *w, const stmt_t *st, int n, const char *const *params,
                                  const char *what, char *err, size_t err_size)
 {
     if (!w->deferred)
-        return exec_params(w, sql, n, params, PGRES_TUPLES_OK, what, err, err_size);
+        return exec_prepared(w, st, n, params, PGRES_TUPLES_OK, what, err, err_size);
     w->deferred = 0;
-    const char *sqls[3] = {"BEGIN", INVENTORY_LOCK_SQL, sql};
+    const char *sqls[3] = {"BEGIN", INVENTORY_LOCK_SQL, st->sql};
+    const char *names[3] = {NULL, NULL, st->name};
     int np[3] = {0, 0, n}, k = 3;
     const char *const *pp[3] = {NULL, NULL, params};
     ExecStatusType want[3] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK};
     if (w->handler != on_inventory || !w->batches) { /* no lock */
-        sqls[1] = sql;
+        sqls[1] = st->sql;
+        names[1] = st->name;
+        names[2] = NULL;
         np[1] = n;
         pp[1] = params;
         k = 2;
     }
     PGresult *res[3] = {NULL, NULL, NULL}, *out = NULL;
-    (void)outbox_kit_db_pipeline(w->conn, k, NULL, sqls, np, pp, res);
+    (void)outbox_kit_db_pipeline(w->conn, k, names, sqls, np, pp, res);
     for (int i = 0; i < k; i++) {
         if (!res[i] || PQresultStatus(res[i]) != want[i]) {
             snprintf(err, err_size, "%s: %s", i == k - 1 ? what : sqls[i],
@@ -669,16 +756,16 @@ static PGresult *first_statement(worker_t *w, const char *sql, int n, const char
  * result; APPLY_COMMIT_FAILED, *out its result and err: the COMMIT failed,
  * or its answer never came (then whether it committed is unknown: the
  * batch is not acknowledged, and its redelivery meets the inbox). */
-static int last_statement(worker_t *w, const char *sql, int n, const char *const *params,
+static int last_statement(worker_t *w, const stmt_t *st, int n, const char *const *params,
                           const char *what, PGresult **out, char *err, size_t err_size)
 {
-    const char *sqls[2] = {sql, "COMMIT"};
+    const char *sqls[2] = {st->sql, "COMMIT"}, *names[2] = {st->name, NULL};
     int np[2] = {n, 0};
     const char *const *pp[2] = {params, NULL};
     PGresult *res[2] = {NULL, NULL};
     int rc;
     *out = NULL;
-    (void)outbox_kit_db_pipeline(w->conn, 2, NULL, sqls, np, pp, res);
+    (void)outbox_kit_db_pipeline(w->conn, 2, names, sqls, np, pp, res);
     if (!res[0] || PQresultStatus(res[0]) != PGRES_TUPLES_OK) {
         snprintf(err, err_size, "%s: %s", what,
                  res[0] ? PQresultErrorMessage(res[0]) : PQerrorMessage(w->conn));
@@ -757,6 +844,9 @@ static const char inventory_write_sql[] =
     "              x.tp, '/inventory' FROM x JOIN u ON u.id = x.order_key::uuid ORDER BY x.ord)"
     " SELECT x.ord FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.id = x.order_key::uuid)";
 
+static const stmt_t inventory_stmts[] = {{"inventory_read", inventory_read_sql},
+                                         {"inventory_write", inventory_write_sql}};
+
 typedef struct stock_s {
     const char *sku; /* in the statement's result */
     long long left;  /* NULL stock (no such sku): -1 */
@@ -784,7 +874,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     const char *p1[3] = {w->name, orders_arr_end(&ids), orders_arr_end(&keys)};
     if (!p1[1] || !p1[2])
         goto nomem;
-    r = first_statement(w, inventory_read_sql, 3, p1, "inventory batch read", err, err_size);
+    r = first_statement(w, &inventory_stmts[0], 3, p1, "inventory batch read", err, err_size);
     if (!r)
         goto out;
     int rows = PQntuples(r);
@@ -862,7 +952,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     for (int i = 0; i < 7; i++)
         if (!p2[i])
             goto nomem;
-    rc = last_statement(w, inventory_write_sql, 7, p2, "inventory batch write", &r2, err, err_size);
+    rc = last_statement(w, &inventory_stmts[1], 7, p2, "inventory batch write", &r2, err, err_size);
     if (rc != APPLY_COMMITTED)
         goto out; /* not applied, or not known to be: no line (it comes with its redelivery) */
     /* The log lines, in batch order, once committed. */
@@ -914,6 +1004,8 @@ static const char email_record_sql[] =
     " SELECT m.ord, ib.message_id IS NOT NULL FROM m LEFT JOIN ib ON ib.message_id = m.message_id"
     "  ORDER BY m.ord";
 
+static const stmt_t email_stmts[] = {{"email_record", email_record_sql}};
+
 static int apply_email(worker_t *w, char *err, size_t err_size)
 {
     int n = w->npend, nsent = 0, rc = APPLY_FAILED;
@@ -930,26 +1022,26 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         goto out;
     }
-    r = first_statement(w, email_record_sql, 2, p, "email batch inbox", err, err_size);
+    r = first_statement(w, &email_stmts[0], 2, p, "email batch inbox", err, err_size);
     if (!r)
         goto out;
-    /* The duplicates' log lines first, then the emails in one write, all
-     * before the COMMIT. */
+    /* The duplicates' log lines first, then the emails (few writes, see
+     * EMAIL_FMT), all before the COMMIT. */
     for (int k = 0; k < PQntuples(r); k++) {
         int ord = atoi(PQgetvalue(r, k, 0));
         if (ord >= 1 && ord <= nsent && strcmp(PQgetvalue(r, k, 1), "t") != 0)
             log_duplicate(w, w->pend[sent[ord - 1]].id);
     }
-    flockfile(stdout);
+    emails_t out;
+    emails_begin(&out);
     for (int k = 0; k < PQntuples(r); k++) {
         int ord = atoi(PQgetvalue(r, k, 0));
         if (ord < 1 || ord > nsent || strcmp(PQgetvalue(r, k, 1), "t") != 0)
             continue;
         pending_t *m = &w->pend[sent[ord - 1]];
-        put_email(m->order, m->user, m->amount);
+        emails_add(&out, m->order, m->user, m->amount);
     }
-    fflush(stdout);
-    funlockfile(stdout);
+    emails_end(&out);
     rc = APPLY_OPEN; /* printed: the hook commits */
 out:
     PQclear(r);
@@ -1040,6 +1132,8 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->name = defs[i].name;
             w->handler = defs[i].fn;
             w->prepare_sql = defs[i].sql;
+            w->stmts = i == 0 ? inventory_stmts : email_stmts;
+            w->nstmts = i == 0 ? 2 : 1;
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
             w->batches = outbox_kit_conf_bool(conf, "consumer_batch_transaction");

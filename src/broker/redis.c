@@ -68,6 +68,11 @@ redisContext *outbox__redis_connect(const outbox__redis_url_t *u, int64_t timeou
         return NULL;
     }
     outbox__redis_guard_reader(c->reader);
+    /* Keep the reply buffer between replies: by default hiredis frees it
+     * whenever it is empty and over 16 KiB, so every batch-sized reply
+     * (XREADGROUP of hundreds of entries) allocated it again. It stays at
+     * the largest reply read on this connection. */
+    c->reader->maxbuf = 0;
     if (timeout_ms > 0)
         redisSetTimeout(c, tv);
     if (u->password[0]) {

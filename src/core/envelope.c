@@ -1,9 +1,8 @@
 /* CloudEvents 1.0 structured-mode JSON. The data member is the producer's
  * text, checked by core/json.c and spliced in verbatim (whitespace outside
  * strings dropped): it is never parsed into numbers and re-encoded, so
- * 0.1 stays 0.1 and integers of any size survive. The attributes are ours
- * and are escaped by jansson. */
-#include <jansson.h>
+ * 0.1 stays 0.1 and integers of any size survive. The attributes are ours,
+ * escaped and unescaped by core/json.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,88 +87,87 @@ char *outbox__envelope_build(const outbox_msg_t *msg, size_t *len, char *errstr,
     return b.p;
 }
 
-static char *dup_member(json_t *o, const char *name)
+/* The members outbox_envelope_parse reads, in this order. */
+enum {
+    M_SPECVERSION,
+    M_ID,
+    M_SOURCE,
+    M_TYPE,
+    M_SUBJECT,
+    M_TIME,
+    M_TRACEPARENT,
+    M_PARTITIONKEY,
+    M_DATA,
+    M_COUNT
+};
+static const char *const members[M_COUNT] = {"specversion", "id",           "source",
+                                             "type",        "subject",      "time",
+                                             "traceparent", "partitionkey", "data"};
+
+/* The string attribute at span as a new C string in *out (NULL when absent
+ * or not a string). 0, -1 (a string no C string can carry), -2 (memory). */
+static int attr_dup(const char *json, outbox__json_span_t span, char **out)
 {
-    json_t *v = json_object_get(o, name);
-    return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+    *out = NULL;
+    if (!span.len || json[span.off] != '"')
+        return 0;
+    return outbox__json_string_dup(json + span.off, span.len, out);
 }
 
+/* One pass of the scanner over the document finds every attribute and the
+ * data member's span; the attributes are unescaped straight from the text
+ * (no jansson tree per delivery: this runs for every message consumed). */
 outbox_err_t outbox_envelope_parse(const char *json, size_t len, outbox_envelope_t *env,
                                    char *errstr, size_t errstr_size)
 {
     memset(env, 0, sizeof(*env));
-    /* The data member's text, as it is in the document; the rest is read
-     * by jansson from a copy with data replaced by null. */
     outbox__json_error_t serr;
-    size_t doff = 0, dlen = 0;
-    int found = outbox__json_find_member(json, len, "data", &doff, &dlen, &serr);
-    if (found < 0) {
+    outbox__json_span_t sp[M_COUNT];
+    if (outbox__json_find_members(json, len, members, M_COUNT, sp, &serr) < 0) {
         if (!strcmp(serr.what, "not a JSON object"))
             return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
                                "envelope is not a JSON object");
         return outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
                            "not a JSON document: %s at byte %zu", serr.what, serr.offset);
     }
-    if (!found) {
-        doff = len;
-        dlen = 0;
-    }
-    env->data = found ? strndup(json + doff, dlen) : strdup("null");
-    char *rest = malloc(len - dlen + 5);
-    if (!env->data || !rest) {
-        free(rest);
-        outbox_envelope_term(env);
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    }
-    size_t rlen = doff;
-    memcpy(rest, json, doff);
-    if (found) {
-        memcpy(rest + rlen, "null", 4);
-        rlen += 4;
-    }
-    memcpy(rest + rlen, json + doff + dlen, len - doff - dlen);
-    rlen += len - doff - dlen;
-
-    json_error_t jerr;
-    json_t *o = json_loadb(rest, rlen, 0, &jerr);
-    free(rest);
+    char *v[M_DATA] = {0};
+    int rc = 0;
+    for (int k = 0; k < M_DATA && !rc; k++)
+        if ((rc = attr_dup(json, sp[k], &v[k])) == -1)
+            outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
+                        "envelope attribute %s holds U+0000 or a lone surrogate", members[k]);
     outbox_err_t err = OUTBOX_OK;
-    if (!o) {
-        err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size,
-                          "envelope attributes unreadable: %s (line %d)", jerr.text, jerr.line);
-        outbox_envelope_term(env);
-        return err;
-    }
-    const char *sv = json_string_value(json_object_get(o, "specversion"));
-    const char *id = json_string_value(json_object_get(o, "id"));
-    if (!sv || strcmp(sv, "1.0")) {
+    if (rc == -2)
+        err = outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    else if (rc == -1)
+        err = OUTBOX_ERR_INVALID_ARG;
+    else if (!v[M_SPECVERSION] || strcmp(v[M_SPECVERSION], "1.0"))
         err =
             outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "specversion is not \"1.0\"");
-    } else if (!outbox_uuid_valid(id)) {
+    else if (!outbox_uuid_valid(v[M_ID]))
         err =
             outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "id is missing or not a UUID");
-    } else if (!json_is_string(json_object_get(o, "source")) ||
-               !json_is_string(json_object_get(o, "type"))) {
+    else if (!v[M_SOURCE] || !v[M_TYPE])
         err = outbox__err(OUTBOX_ERR_INVALID_ARG, errstr, errstr_size, "source or type missing");
+    else if (!(env->data = sp[M_DATA].len ? strndup(json + sp[M_DATA].off, sp[M_DATA].len)
+                                          : strdup("null")))
+        err = outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    if (!err) {
+        memcpy(env->id, v[M_ID], OUTBOX_UUID_STRLEN + 1);
+        env->type = v[M_TYPE];
+        env->source = v[M_SOURCE];
+        env->subject = v[M_SUBJECT];
+        env->time = v[M_TIME];
+        env->traceparent = v[M_TRACEPARENT];
+        env->partitionkey = v[M_PARTITIONKEY];
+        v[M_TYPE] = v[M_SOURCE] = v[M_SUBJECT] = v[M_TIME] = v[M_TRACEPARENT] = v[M_PARTITIONKEY] =
+            NULL;
     }
-    if (err) {
-        json_decref(o);
+    for (int k = 0; k < M_DATA; k++)
+        free(v[k]);
+    if (err)
         outbox_envelope_term(env);
-        return err;
-    }
-    memcpy(env->id, id, OUTBOX_UUID_STRLEN + 1);
-    env->type = dup_member(o, "type");
-    env->source = dup_member(o, "source");
-    env->subject = dup_member(o, "subject");
-    env->time = dup_member(o, "time");
-    env->traceparent = dup_member(o, "traceparent");
-    env->partitionkey = dup_member(o, "partitionkey");
-    json_decref(o);
-    if (!env->type || !env->source) {
-        outbox_envelope_term(env);
-        return outbox__err(OUTBOX_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    }
-    return OUTBOX_OK;
+    return err;
 }
 
 void outbox_envelope_term(outbox_envelope_t *env)

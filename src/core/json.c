@@ -455,10 +455,25 @@ static int string_equals(const char *s, size_t a, size_t b, const char *name)
     return k == nl;
 }
 
-int outbox__json_find_member(const char *s, size_t len, const char *name, size_t *off, size_t *vlen,
-                             outbox__json_error_t *err)
+/* Is the member name s[a..b) (a valid string literal, quotes included, whose
+ * content has a backslash only if escaped) equal to name? */
+static int key_equals(const char *s, size_t a, size_t b, int escaped, const char *name, size_t nlen)
 {
-    size_t i = skip_ws(s, len, 0), start;
+    if (!escaped)
+        return b - a - 2 == nlen && !memcmp(s + a + 1, name, nlen);
+    return string_equals(s, a, b, name);
+}
+
+int outbox__json_find_members(const char *s, size_t len, const char *const *names, size_t n,
+                              outbox__json_span_t *spans, outbox__json_error_t *err)
+{
+    size_t i = skip_ws(s, len, 0), start, nlen[16];
+    if (n > sizeof(nlen) / sizeof(nlen[0]))
+        return fail(err, 0, "too many member names asked for");
+    for (size_t k = 0; k < n; k++) {
+        spans[k].off = spans[k].len = 0;
+        nlen[k] = strlen(names[k]);
+    }
     if (i >= len || s[i] != '{') {
         if (outbox__json_check(s, len, err))
             return -1;
@@ -477,17 +492,22 @@ int outbox__json_find_member(const char *s, size_t len, const char *name, size_t
             if (scan_string(s, len, &i, err))
                 return -1;
             size_t k1 = i;
+            int escaped = memchr(s + k0 + 1, '\\', k1 - k0 - 2) != NULL;
             i = skip_ws(s, len, i);
             if (i >= len || s[i] != ':')
                 return fail(err, i, "':' expected after member name");
             i++;
             if (scan_value(s, len, &i, &start, err))
                 return -1;
-            if (string_equals(s, k0, k1, name)) {
-                if (found++)
+            for (size_t k = 0; k < n; k++) {
+                if (!key_equals(s, k0, k1, escaped, names[k], nlen[k]))
+                    continue;
+                if (spans[k].len)
                     return fail(err, k0, "duplicate member");
-                *off = start;
-                *vlen = i - start;
+                spans[k].off = start;
+                spans[k].len = i - start;
+                found++;
+                break;
             }
             i = skip_ws(s, len, i);
             if (i < len && s[i] == ',') {
@@ -505,6 +525,65 @@ int outbox__json_find_member(const char *s, size_t len, const char *name, size_t
     if (i != len)
         return fail(err, i, "text after the JSON value");
     return found;
+}
+
+int outbox__json_find_member(const char *s, size_t len, const char *name, size_t *off, size_t *vlen,
+                             outbox__json_error_t *err)
+{
+    outbox__json_span_t span;
+    int found = outbox__json_find_members(s, len, &name, 1, &span, err);
+    if (found == 1) {
+        *off = span.off;
+        *vlen = span.len;
+    }
+    return found;
+}
+
+int outbox__json_string_dup(const char *lit, size_t len, char **out)
+{
+    *out = NULL;
+    if (len < 2 || lit[0] != '"' || lit[len - 1] != '"')
+        return -1;
+    char *d = malloc(len - 1), *o = d; /* never longer than the literal */
+    if (!d)
+        return -2;
+    size_t i = 1, end = len - 1;
+    while (i < end) {
+        const char *bs = memchr(lit + i, '\\', end - i);
+        size_t run = bs ? (size_t)(bs - (lit + i)) : end - i;
+        memcpy(o, lit + i, run);
+        o += run;
+        i += run;
+        if (i >= end)
+            break;
+        char e = lit[i + 1];
+        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+        const char *hit = e != 'u' ? strchr(from, e) : NULL;
+        if (hit) {
+            *o++ = to[hit - from];
+            i += 2;
+            continue;
+        }
+        unsigned long cp = hex4(lit + i + 2);
+        i += 6;
+        if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= end && lit[i] == '\\' && lit[i + 1] == 'u') {
+            unsigned long lo = hex4(lit + i + 2);
+            if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                i += 6;
+            }
+        }
+        if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            free(d); /* a NUL or a lone surrogate: not a C string of UTF-8 */
+            return -1;
+        }
+        size_t n = 0;
+        put_utf8(cp, (unsigned char *)o, &n);
+        o += n;
+    }
+    *o = '\0';
+    *out = d;
+    return 0;
 }
 
 size_t outbox__json_compact(const char *s, size_t len, char *out)

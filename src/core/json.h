@@ -34,6 +34,28 @@ int outbox__json_check(const char *s, size_t len, outbox__json_error_t *err);
 int outbox__json_find_member(const char *s, size_t len, const char *name, size_t *off, size_t *vlen,
                              outbox__json_error_t *err);
 
+/** A value's byte span in a text; len 0: not there. */
+typedef struct outbox__json_span_s {
+    size_t off, len;
+} outbox__json_span_t;
+
+/**
+ * outbox__json_find_member for up to 16 names in one pass: spans[k] gets the
+ * span of names[k]'s value (len 0 if the object has no such member). Returns
+ * how many were found, or -1 (err says why) if s is not valid JSON, not an
+ * object, or has one of the names more than once. Does not allocate.
+ */
+int outbox__json_find_members(const char *s, size_t len, const char *const *names, size_t n,
+                              outbox__json_span_t *spans, outbox__json_error_t *err);
+
+/**
+ * Unescapes the string literal lit[0..len) (quotes included, valid as the
+ * scanner checks it) into a new NUL-terminated string in *out (free() it).
+ * Returns 0; -1 if lit is not a string literal or its text holds U+0000 or a
+ * lone surrogate (no C string of UTF-8 can carry it); -2 when out of memory.
+ */
+int outbox__json_string_dup(const char *lit, size_t len, char **out);
+
 /** Returns 1 if s[0..len) is well-formed UTF-8 (RFC 3629: no overlong
  *  forms, no surrogates, nothing above U+10FFFF), else 0. */
 int outbox__json_utf8_valid(const char *s, size_t len);

@@ -195,6 +195,18 @@ int main(void)
           "NUL byte inside payload_len accepted: %s", err);
     m.payload_len = 0;
 
+    /* Attributes are unescaped as JSON strings; members may be written with
+     * escapes and in any order; members it does not know are skipped. */
+    const char *escaped = "{\"t\\u0079pe\":\"Order\\u00e9 \\\"x\\\"\",\"extra\":[{\"id\":1}],"
+                          "\"source\":\"\\/inv\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b\","
+                          "\"specversion\":\"1.0\",\"traceparent\":null,\"time\":7}";
+    CHECK(outbox_envelope_parse(escaped, strlen(escaped), &env, err, sizeof(err)) == OUTBOX_OK,
+          "escaped attributes: %s", err);
+    CHECK(!strcmp(env.type, "Order\xc3\xa9 \"x\"") && !strcmp(env.source, "/inv") &&
+              !env.traceparent && !env.time && !strcmp(env.data, "null"),
+          "escaped attributes read as type=%s source=%s", env.type, env.source);
+    outbox_envelope_term(&env);
+
     /* Parser rejects what is not CloudEvents 1.0. */
     const char *bad[] = {
         "",
@@ -215,6 +227,17 @@ int main(void)
         "\"data\":01}",
         "{\"specversion\":\"1.0\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b\",\"source\":\"/"
         "x\",\"type\":\"T\"} x",
+        /* a NUL inside an attribute: a C string would end there */
+        "{\"specversion\":\"1.0\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b\",\"source\":\"/"
+        "x\",\"type\":\"T\\u0000rusted\"}",
+        /* a lone surrogate is no UTF-8 text */
+        "{\"specversion\":\"1.0\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b\",\"source\":\"/"
+        "x\",\"type\":\"\\ud800\"}",
+        /* two ids: which event is it? */
+        "{\"specversion\":\"1.0\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b\",\"source\":\"/"
+        "x\",\"type\":\"T\",\"id\":\"0190b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7c\"}",
+        /* id not a string */
+        "{\"specversion\":\"1.0\",\"id\":1,\"source\":\"/x\",\"type\":\"T\"}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         outbox_err_t e = outbox_envelope_parse(bad[i], strlen(bad[i]), &env, err, sizeof(err));

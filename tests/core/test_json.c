@@ -130,6 +130,33 @@ int main(void)
               vlen == 5,
           "escaped surrogate-pair name not matched");
 
+    /* Several members in one pass, and string literals unescaped. */
+    const char *many = "{\"type\":\"T\\u00e9\\n\",\"i\\u0064\":\"x\\ud83d\\ude00\\\"\",\"n\":1,"
+                       "\"data\":{\"type\":2}}";
+    const char *names[] = {"id", "type", "data", "absent"};
+    outbox__json_span_t sp[4];
+    CHECK(outbox__json_find_members(many, strlen(many), names, 4, sp, NULL) == 3 && !sp[3].len &&
+              sp[2].len == strlen("{\"type\":2}"),
+          "members not found in one pass");
+    char *str = NULL;
+    CHECK(outbox__json_string_dup(many + sp[1].off, sp[1].len, &str) == 0 &&
+              !strcmp(str, "T\xc3\xa9\n"),
+          "type unescaped to %s", str ? str : "(null)");
+    free(str);
+    CHECK(outbox__json_string_dup(many + sp[0].off, sp[0].len, &str) == 0 &&
+              !strcmp(str, "x\xf0\x9f\x98\x80\""),
+          "id unescaped to %s", str ? str : "(null)");
+    free(str);
+    static const char *const unfit[] = {"\"a\\u0000b\"", "\"\\ud83d\"", "\"\\ude00x\"", "1"};
+    for (size_t i = 0; i < sizeof(unfit) / sizeof(unfit[0]); i++) {
+        CHECK(outbox__json_string_dup(unfit[i], strlen(unfit[i]), &str) == -1 && !str,
+              "%s taken for a C string", unfit[i]);
+    }
+    const char *dup2 = "{\"id\":\"a\",\"type\":\"b\",\"\\u0069d\":\"c\"}";
+    CHECK(outbox__json_find_members(dup2, strlen(dup2), names, 2, sp, &e) == -1 &&
+              !strcmp(e.what, "duplicate member"),
+          "duplicate id (escaped name) accepted");
+
     /* Compaction drops whitespace outside strings only. */
     const char *loose = " { \"a b\" : [ 1 ,\n\t2 ] , \"c\\\" d\" : \" x \\\\\" } \r\n";
     char out[128];

@@ -307,6 +307,26 @@ int count_in_file(const char *path, const char *needle)
     return n;
 }
 
+int torn_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int n = 0;
+    char line[65536];
+    while (fgets(line, sizeof(line), f)) {
+        size_t len = strcspn(line, "\n");
+        const char *email = strstr(line, "[EMAIL]"), *json = strstr(line, "{\"ts\":");
+        if ((email && email != line) || (json && (json != line || line[len - 1] != '}')) ||
+            (email && json)) {
+            fprintf(stderr, "torn line in %s: %.*s\n", path, (int)len, line);
+            n++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 int wait_count(const char *path, const char *needle, int want, int timeout_ms)
 {
     long long end = tu_now_ms() + timeout_ms;

@@ -53,6 +53,9 @@ long http_raw(int port, const char *req, size_t len, http_resp_t *out);
 long long wait_ll(PGconn *c, const char *sql, long long want, int timeout_ms);
 /** Occurrences of needle in the file at path. */
 int count_in_file(const char *path, const char *needle);
+/** Lines of path that another write tore: an email line ("[EMAIL] ...")
+ *  or a JSON log line ({"ts": ... }) that does not take its whole line. */
+int torn_lines(const char *path);
 /** Polls count_in_file until it reaches want or timeout_ms; returns the count. */
 int wait_count(const char *path, const char *needle, int want, int timeout_ms);
 /** Copies the string member name of a JSON object text into out ("" if absent). */

@@ -344,11 +344,18 @@ int main(void)
     static const char seq[] = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'orders'";
     CHECK(wait_ll(db, gone, 0, 15000) == 0, "the service's sessions did not end");
     PQclear(tu_exec(db, "SELECT pg_stat_force_next_flush()")); /* this session's own */
-    long long seq0 = tu_query_ll(db, seq), inv5 = inbox(db, "inventory");
+    long long seq0 = tu_query_ll(db, seq), inv5 = inbox(db, "inventory"), em5 = inbox(db, "email");
     svc_spawn(&s, env_on);
     snprintf(q, sizeof(q), "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'");
     CHECK(wait_ll(db, q, inv5 + 300, 30000) == inv5 + 300, "big table: %lld of 300 applied",
           inbox(db, "inventory") - inv5);
+    /* 300 emails of one batch, printed while the inventory consumer logs a
+     * line per order to the same file: no line of either torn by the other
+     * (a batch's emails went out through stdio in 4 KiB pieces). */
+    snprintf(q, sizeof(q), "SELECT count(*) FROM outbox_inbox WHERE consumer = 'email'");
+    CHECK(wait_ll(db, q, em5 + 300, 30000) == em5 + 300, "big table: %lld of 300 emails",
+          inbox(db, "email") - em5);
+    CHECK(torn_lines(s.log) == 0, "torn lines in %s", s.log);
     svc_stop(&s);
     CHECK(wait_ll(db, gone, 0, 15000) == 0, "the service's sessions did not end");
     CHECK(tu_query_ll(db, seq) == seq0,
