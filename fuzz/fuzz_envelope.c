@@ -10,12 +10,18 @@
  *     UTF-8; what it builds parses back to the same attributes and to the
  *     payload with only the whitespace outside strings removed.
  */
+#include <jansson.h>
 #include <string.h>
 
 #include "core/json.h"
 #include "core/message.h"
 #include "fuzz_common.h"
 #include "outbox/envelope.h"
+
+static int same(const char *a, const char *b)
+{
+    return a && b && !strcmp(a, b);
+}
 
 static void check_parse(const char *s, size_t size)
 {
@@ -37,12 +43,21 @@ static void check_parse(const char *s, size_t size)
                    "data is not the document's data member byte for byte");
     else
         FUZZ_CHECK(!strcmp(env.data, "null"), "absent data is not null");
+    /* The attributes are what jansson reads in the same document. */
+    json_t *o = json_loadb(s, size, 0, NULL);
+    if (o) {
+        const char *jt = json_string_value(json_object_get(o, "type")),
+                   *js = json_string_value(json_object_get(o, "source")),
+                   *jid = json_string_value(json_object_get(o, "id")),
+                   *jtp = json_string_value(json_object_get(o, "traceparent"));
+        FUZZ_CHECK(same(env.type, jt) && same(env.source, js) && same(env.id, jid),
+                   "attributes differ from jansson's: type %s/%s source %s/%s", env.type,
+                   jt ? jt : "(none)", env.source, js ? js : "(none)");
+        FUZZ_CHECK(jtp ? same(env.traceparent, jtp) : !env.traceparent, "traceparent %s/%s",
+                   env.traceparent ? env.traceparent : "(none)", jtp ? jtp : "(none)");
+        json_decref(o);
+    }
     outbox_envelope_term(&env);
-}
-
-static int same(const char *a, const char *b)
-{
-    return a && b && !strcmp(a, b);
 }
 
 static void check_build(const uint8_t *data, size_t size)

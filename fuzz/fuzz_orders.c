@@ -75,6 +75,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* the normalised items go to SQL as JSON text */
             char *text = json_dumps(items, JSON_COMPACT);
             FUZZ_CHECK(text, "items cannot be written as JSON");
+            /* the event and the answer, written without jansson: the bytes
+             * jansson writes for the same documents */
+            static const char id[] = "01a22eea-795e-72ba-9f55-3ddbe649e89d",
+                              eid[] = "01a22eea-795f-7079-a11a-eff106537e98",
+                              at[] = "2026-11-30T23:54:21.025000Z";
+            char *payload = NULL, *answer = NULL;
+            FUZZ_CHECK(orders_created_texts(id, user, amount, text, at, eid, &payload, &answer) ==
+                           0,
+                       "texts not written");
+            json_t *pd = json_pack("{s:s,s:s,s:I,s:O,s:s,s:s}", "order_id", id, "user_id", user,
+                                   "amount", (json_int_t)amount, "items", items, "status",
+                                   "pending", "created_at", at);
+            json_t *ad =
+                json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id,
+                          "order_status", "pending", "user_id", user, "amount", (json_int_t)amount,
+                          "items", items, "event_id", eid, "created_at", at);
+            char *pw = json_dumps(pd, JSON_COMPACT | JSON_PRESERVE_ORDER),
+                 *aw = json_dumps(ad, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            FUZZ_CHECK(pw && !strcmp(payload, pw), "payload %s, jansson %s", payload, pw);
+            FUZZ_CHECK(aw && !strcmp(answer, aw), "answer %s, jansson %s", answer, aw);
+            free(pw);
+            free(aw);
+            json_decref(pd);
+            json_decref(ad);
+            free(payload);
+            free(answer);
             free(text);
             json_decref(items);
         } else {

@@ -326,21 +326,61 @@ static PGresult *exec(PGconn *c, const char *sql, int n, const char *const *para
     return r;
 }
 
-int orders_created_texts(const char *id, const char *user, long long amount, json_t *items,
+/* Appends "<s>" (escaped as jansson writes strings) to b. */
+static void put_str(outbox__buf_t *b, const char *s)
+{
+    outbox__buf_add(b, "\"", 1);
+    outbox__json_put_escaped(b, s, strlen(s), 1);
+    outbox__buf_add(b, "\"", 1);
+}
+
+/* The two texts are written straight into buffers, the items spliced in
+ * as items_text: jansson's json_pack and json_dumps for both were a tenth
+ * of the service's CPU under load (perf, orders-service at 32
+ * connections). The bytes are the ones jansson wrote (tests/orders and
+ * fuzz/fuzz_orders.c compare them). */
+int orders_created_texts(const char *id, const char *user, long long amount, const char *items_text,
                          const char *created, const char *event_id, char **payload, char **body)
 {
-    json_t *data =
-        json_pack("{s:s,s:s,s:I,s:O,s:s,s:s}", "order_id", id, "user_id", user, "amount",
-                  (json_int_t)amount, "items", items, "status", "pending", "created_at", created);
-    *payload = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(data);
-    json_t *out =
-        json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:s,s:s}", "status", "success", "order_id", id,
-                  "order_status", "pending", "user_id", user, "amount", (json_int_t)amount, "items",
-                  items, "event_id", event_id, "created_at", created);
-    *body = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(out);
-    return *payload && *body ? 0 : -1;
+    char amt[24];
+    snprintf(amt, sizeof(amt), "%lld", amount);
+    outbox__buf_t p = {0}, o = {0};
+    outbox__buf_reserve(&p, 160 + strlen(user) + strlen(items_text));
+    outbox__buf_adds(&p, "{\"order_id\":");
+    put_str(&p, id);
+    outbox__buf_adds(&p, ",\"user_id\":");
+    put_str(&p, user);
+    outbox__buf_adds(&p, ",\"amount\":");
+    outbox__buf_adds(&p, amt);
+    outbox__buf_adds(&p, ",\"items\":");
+    outbox__buf_adds(&p, items_text);
+    outbox__buf_adds(&p, ",\"status\":\"pending\",\"created_at\":");
+    put_str(&p, created);
+    outbox__buf_add(&p, "}", 1);
+
+    outbox__buf_reserve(&o, 240 + strlen(user) + strlen(items_text));
+    outbox__buf_adds(&o, "{\"status\":\"success\",\"order_id\":");
+    put_str(&o, id);
+    outbox__buf_adds(&o, ",\"order_status\":\"pending\",\"user_id\":");
+    put_str(&o, user);
+    outbox__buf_adds(&o, ",\"amount\":");
+    outbox__buf_adds(&o, amt);
+    outbox__buf_adds(&o, ",\"items\":");
+    outbox__buf_adds(&o, items_text);
+    outbox__buf_adds(&o, ",\"event_id\":");
+    put_str(&o, event_id);
+    outbox__buf_adds(&o, ",\"created_at\":");
+    put_str(&o, created);
+    outbox__buf_add(&o, "}", 1);
+    if (p.broken || o.broken) {
+        outbox__buf_free(&p);
+        outbox__buf_free(&o);
+        *payload = *body = NULL;
+        return -1;
+    }
+    *payload = p.p;
+    *body = o.p;
+    return 0;
 }
 
 /* The answers of create_order, the same whichever way the order went. */
@@ -543,7 +583,8 @@ static void create_order(outbox_http_req_t *req, outbox_http_resp_t *resp, void 
     char event_id[OUTBOX_UUID_STRLEN + 1];
     outbox_uuid_v7(event_id);
     char *payload = NULL;
-    int texts = orders_created_texts(id, user, amount, items, created, event_id, &payload, &body);
+    int texts =
+        orders_created_texts(id, user, amount, items_text, created, event_id, &payload, &body);
     outbox_event_t ev = {.id = event_id,
                          .topic = ORDERS_TOPIC,
                          .type = "OrderCreated",

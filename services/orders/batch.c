@@ -303,8 +303,9 @@ static int write_batch(orders_app_t *app, PGconn *c, orders_job_t **jobs, int n,
         }
         char *payload = NULL;
         outbox_uuid_v7(j->event_id);
-        if (orders_created_texts(j->id, j->user, j->amount, j->items, PQgetvalue(res[0], row, 1),
-                                 j->event_id, &payload, &j->body) != 0) {
+        if (orders_created_texts(j->id, j->user, j->amount, j->items_text,
+                                 PQgetvalue(res[0], row, 1), j->event_id, &payload,
+                                 &j->body) != 0) {
             free(payload);
             snprintf(err, err_size, "out of memory");
             goto out;

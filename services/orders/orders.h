@@ -98,8 +98,9 @@ void orders_forget_session(const PGconn *c);
 int orders_batch_prepare(PGconn *c, char *err, size_t err_size);
 
 /* The OrderCreated payload and the 201 body of a created order (api.c),
- * both malloc'd; 0, or -1 when out of memory. */
-int orders_created_texts(const char *id, const char *user, long long amount, json_t *items,
+ * both malloc'd; items_text is the normalised items as compact JSON (what
+ * json_dumps(items, JSON_COMPACT) writes). 0, or -1 when out of memory. */
+int orders_created_texts(const char *id, const char *user, long long amount, const char *items_text,
                          const char *created, const char *event_id, char **payload, char **body);
 
 /* The API's route table (api.c); opaque is the orders_app_t. */

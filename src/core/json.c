@@ -93,8 +93,8 @@ int outbox__json_put_escaped(outbox__buf_t *b, const char *s, size_t len, int le
     const unsigned char *u = (const unsigned char *)s;
     if (!lenient && !outbox__json_utf8_valid(s, len))
         return -1;
-    static const char hex[] = "0123456789abcdef";
-    size_t run = 0; /* start of the bytes not yet appended */
+    static const char hex[] = "0123456789ABCDEF"; /* as jansson: \u001F */
+    size_t run = 0;                               /* start of the bytes not yet appended */
     for (size_t i = 0; i < len;) {
         unsigned char c = u[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {

@@ -21,6 +21,10 @@
  *   configuration    wrapped here (outbox_kit_conf_*): load, typed getters,
  *                    --help, log the effective configuration.
  *   JSON logger      re-exported whole: core/log.h (outbox__log, outbox__logf).
+ *   JSON text        re-exported whole: core/json.h (the strict scanner, string
+ *                    escaping as jansson writes it) and core/buf.h (the growable
+ *                    buffer it appends to), to write a hot path's JSON without
+ *                    a jansson tree.
  *   process basics   wrapped here: the daemons' shared SIGINT/SIGTERM set-up,
  *                    a monotonic clock, an interruptible sleep.
  *
@@ -38,6 +42,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/buf.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "http/dbpool.h"
 #include "http/http.h"

@@ -157,6 +157,14 @@ int main(void)
               !strcmp(e.what, "duplicate member"),
           "duplicate id (escaped name) accepted");
 
+    /* Escaping writes what jansson writes (the orders service's texts are
+     * compared with jansson's byte for byte in fuzz/fuzz_orders.c). */
+    outbox__buf_t eb = {0};
+    outbox__json_put_escaped(&eb, "a\"\\\x01\x1f\x7f/\xc3\xa9\t", 10, 0);
+    CHECK(eb.p && !strcmp(eb.p, "a\\\"\\\\\\u0001\\u001F\x7f/\xc3\xa9\\t"), "escaped: %s",
+          eb.p ? eb.p : "(null)");
+    outbox__buf_free(&eb);
+
     /* Compaction drops whitespace outside strings only. */
     const char *loose = " { \"a b\" : [ 1 ,\n\t2 ] , \"c\\\" d\" : \" x \\\\\" } \r\n";
     char out[128];
