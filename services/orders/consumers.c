@@ -35,7 +35,6 @@
  * order id, data that is not a JSON object) is OUTBOX_ERR_REJECTED: it goes
  * to outbox_consumer_dead_letter at once (outboxctl consumer-dlq). */
 #include <errno.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -602,41 +601,83 @@ static void print_email(const char *order, const char *user, long long amount)
     emails_end(&o);
 }
 
+/* What the email needs of an OrderCreated payload, read by the JSON
+ * scanner (no jansson tree per message): order_id and user_id when they are
+ * strings, amount when it is an integer (else 0). 0, or -1 with why set
+ * when the data is not an object or a string holds U+0000 (the message can
+ * never succeed). Free order and user. */
+typedef struct email_data_s {
+    char *order, *user;
+    long long amount;
+} email_data_t;
+
+static int email_data(const char *data, email_data_t *e, const char **why)
+{
+    static const char *const names[] = {"order_id", "user_id", "amount"};
+    outbox__json_span_t sp[3];
+    outbox__json_error_t jerr;
+    memset(e, 0, sizeof(*e));
+    if (!data || outbox__json_find_members(data, strlen(data), names, 3, sp, &jerr) < 0) {
+        *why = !data                                    ? "no data"
+               : strcmp(jerr.what, "not a JSON object") ? jerr.what
+                                                        : "another JSON value";
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!sp[k].len || data[sp[k].off] != '"')
+            continue;
+        char **out = k == 0 ? &e->order : &e->user;
+        int rc = outbox__json_string_dup(data + sp[k].off, sp[k].len, out);
+        if (rc) {
+            free(e->order);
+            free(e->user);
+            *why = rc == -2 ? "out of memory" : "a string holds U+0000 or a lone surrogate";
+            return -1;
+        }
+    }
+    /* An integer: digits only, optionally negative, within long long. */
+    const char *a = data + sp[2].off;
+    size_t alen = sp[2].len;
+    if (alen && alen < 21 && strspn(a + (*a == '-'), "0123456789") == alen - (*a == '-')) {
+        errno = 0;
+        long long v = strtoll(a, NULL, 10);
+        e->amount = errno ? 0 : v;
+    }
+    return 0;
+}
+
 static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
 {
     worker_t *w = opaque;
     if (strcmp(d->env.type, "OrderCreated") != 0)
         return OUTBOX_OK;
-    json_error_t jerr;
-    json_t *data = json_loads(d->env.data ? d->env.data : "{}", 0, &jerr);
-    if (!json_is_object(data)) {
-        outbox_delivery_set_error(d, "OrderCreated data is not a JSON object: %s",
-                                  data ? "another JSON value" : jerr.text);
-        json_decref(data);
+    email_data_t e;
+    const char *why = NULL;
+    if (email_data(d->env.data, &e, &why)) {
+        outbox_delivery_set_error(d, "OrderCreated data is not a JSON object: %s", why);
         return OUTBOX_ERR_REJECTED; /* can never succeed: dead-lettered */
     }
-    const char *order = json_string_value(json_object_get(data, "order_id"));
-    const char *user = json_string_value(json_object_get(data, "user_id"));
-    json_t *amount = json_object_get(data, "amount");
-    long long amt = json_is_integer(amount) ? (long long)json_integer_value(amount) : 0LL;
-    if (!order)
-        order = d->env.subject ? d->env.subject : "";
-    pending_t *p = deferrable(w, d) ? pend_add(w, d->env.id, order, user, NULL) : NULL;
+    const char *order = e.order ? e.order : d->env.subject ? d->env.subject : "";
+    outbox_err_t rc;
+    pending_t *p = deferrable(w, d) ? pend_add(w, d->env.id, order, e.user, NULL) : NULL;
     if (p) {
-        p->amount = amt;
-        json_decref(data);
-        return OUTBOX_OK; /* printed and recorded with its batch (apply_email) */
+        p->amount = e.amount;
+        rc = OUTBOX_OK; /* printed and recorded with its batch (apply_email) */
+    } else {
+        int b = begin_once(w, d);
+        if (b <= 0) {
+            rc = b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
+        } else {
+            /* The effect outside the database happens before the commit: a
+             * crash in between sends the email again (at least once), never
+             * zero times. */
+            print_email(order, e.user, e.amount);
+            rc = commit(w, d);
+        }
     }
-    int b = begin_once(w, d);
-    if (b <= 0) {
-        json_decref(data);
-        return b == 0 ? OUTBOX_OK : OUTBOX_ERR_DB;
-    }
-    /* The effect outside the database happens before the commit: a crash in
-     * between sends the email again (at least once), never zero times. */
-    print_email(order, user, amt);
-    json_decref(data);
-    return commit(w, d);
+    free(e.order);
+    free(e.user);
+    return rc;
 }
 
 /*
