@@ -20,8 +20,10 @@
  * (inventory_begin_sql), so the threads and processes of the group apply
  * their batches one after the other and never deadlock (the next thread's
  * batch runs while the last one's COMMIT waits for its WAL flush). A
- * set-based inventory batch is two round trips: BEGIN, the lock and the
- * read in one pipeline, the write and COMMIT in another. Its
+ * set-based inventory batch is three round trips: BEGIN and the read (the
+ * inbox records, the orders and their items) before the lock, so that it
+ * runs while another batch holds the lock; the lock and the skus' stock in
+ * one pipeline; the write and COMMIT in another. Its
  * order_confirmed / order_rejected log lines come once its COMMIT has
  * succeeded (a batch that does not commit is applied again, and logged
  * then); an email is printed before its COMMIT (at least once).
@@ -683,10 +685,10 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
 /*
  * Set-based batches. Inside a batch (outbox_consumer_set_batch()) the
  * handlers only collect their messages (pend_add), and the batch hook
- * applies them all at the COMMIT: two statements for inventory, one for
+ * applies them all at the COMMIT: three statements for inventory, one for
  * email, instead of a savepoint and a statement per message. The batch's
  * BEGIN is deferred (w->deferred) and sent with its first statement
- * (first_statement), inventory's write with the COMMIT (last_statement);
+ * (batch_statement), inventory's write with the COMMIT (last_statement);
  * a message that needs the transaction earlier (one going alone in its
  * savepoint) opens it then (open_deferred). Under
  * a write load the two cores are shared by dozens of busy PostgreSQL
@@ -698,6 +700,16 @@ static outbox_err_t on_email(const outbox_delivery_t *d, void *opaque)
  * the orders before it, else rejected for the first sku (in sku order)
  * without; a message already in the inbox (or twice in the batch) is a
  * duplicate; an order missing or already decided is only recorded.
+ *
+ * The inventory read runs before the lock, so a batch may read an order
+ * that another batch, holding the lock, decides meanwhile (two messages of
+ * one order): the write changes only orders still pending and says which
+ * were not. Stock is read and changed only under the lock. Two batches
+ * carrying the same message at once (a redelivery) can still wait for each
+ * other across the lock: one holds the message's inbox record and waits for
+ * the lock, the other holds the lock and inserts that record one message at
+ * a time. PostgreSQL ends such a deadlock by failing one transaction, whose
+ * messages stay pending and come again; nothing is lost or applied twice.
  */
 /* 1 when the message of w->pend[i] came earlier in the batch too. */
 static int pend_repeat(const worker_t *w, int i)
@@ -735,44 +747,34 @@ static int pend_collect(worker_t *w, int *sent, orders_arr_t *ids, orders_arr_t 
     return nsent;
 }
 
-/* Runs the prepared statement st with n text parameters; the result, or
- * NULL with err set. */
-static PGresult *exec_prepared(worker_t *w, const stmt_t *st, int n, const char *const *params,
-                               ExecStatusType want, const char *what, char *err, size_t err_size)
+/* A batch statement that returns rows (the prepared st, n text
+ * parameters), in one pipeline with what must go first: the batch's BEGIN
+ * while it is deferred, and with lock the inventory lock. One round trip,
+ * and the statement runs the moment the lock is granted, without a client
+ * turn in between: under a write load every round trip waits for the
+ * session's turn on a busy CPU. The result, or NULL with err set. */
+static PGresult *batch_statement(worker_t *w, int lock, const stmt_t *st, int n,
+                                 const char *const *params, const char *what, char *err,
+                                 size_t err_size)
 {
-    PGresult *r = PQexecPrepared(w->conn, st->name, n, params, NULL, NULL, 0);
-    if (PQresultStatus(r) == want)
-        return r;
-    snprintf(err, err_size, "%s: %s", what, r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn));
-    PQclear(r);
-    return NULL;
-}
-
-/* The batch's first statement (sql, n text parameters; it returns rows).
- * While the batch's BEGIN is deferred, BEGIN, the inventory lock and sql go
- * in one pipeline: one round trip, and the statement runs the moment the
- * lock is granted, without a client turn in between. Under a write load
- * every round trip waits for the session's turn on a busy CPU. The result,
- * or NULL with err set. */
-static PGresult *first_statement(worker_t *w, const stmt_t *st, int n, const char *const *params,
-                                 const char *what, char *err, size_t err_size)
-{
-    if (!w->deferred)
-        return exec_prepared(w, st, n, params, PGRES_TUPLES_OK, what, err, err_size);
-    w->deferred = 0;
-    const char *sqls[3] = {"BEGIN", INVENTORY_LOCK_SQL, st->sql};
-    const char *names[3] = {NULL, NULL, st->name};
-    int np[3] = {0, 0, n}, k = 3;
-    const char *const *pp[3] = {NULL, NULL, params};
-    ExecStatusType want[3] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK};
-    if (w->handler != on_inventory || !w->batches) { /* no lock */
-        sqls[1] = st->sql;
-        names[1] = st->name;
-        names[2] = NULL;
-        np[1] = n;
-        pp[1] = params;
-        k = 2;
+    const char *sqls[3], *names[3] = {NULL, NULL, NULL};
+    const char *const *pp[3] = {NULL, NULL, NULL};
+    int np[3] = {0, 0, 0}, k = 0;
+    ExecStatusType want[3];
+    if (w->deferred) {
+        w->deferred = 0;
+        sqls[k] = "BEGIN";
+        want[k++] = PGRES_COMMAND_OK;
     }
+    if (lock) {
+        sqls[k] = INVENTORY_LOCK_SQL;
+        want[k++] = PGRES_TUPLES_OK;
+    }
+    sqls[k] = st->sql;
+    names[k] = st->name;
+    np[k] = n;
+    pp[k] = params;
+    want[k++] = PGRES_TUPLES_OK;
     PGresult *res[3] = {NULL, NULL, NULL}, *out = NULL;
     (void)outbox_kit_db_pipeline(w->conn, k, names, sqls, np, pp, res);
     for (int i = 0; i < k; i++) {
@@ -831,30 +833,33 @@ static int last_statement(worker_t *w, const stmt_t *st, int n, const char *cons
     return rc;
 }
 
-/* Statement 1 of a batch: the inbox records, the skus' rows locked (in sku
- * order, so no two transactions deadlock on them) and read, with each
+/* Statement 1 of a batch, before the lock: the inbox records, with each
  * message's order status and items. $1 consumer, $2 message ids, $3 order
  * ids (the subjects, as sent). One row per message and item, in batch and
- * sku order: ord, is_new, status (NULL: no such order), sku, quantity,
- * stock (NULL: no such sku). */
+ * sku order: ord, is_new, status (NULL: no such order), sku, quantity. */
 static const char inventory_read_sql[] =
     "WITH m AS MATERIALIZED (SELECT * FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY"
     "                        AS m(message_id, order_key, ord)),"
     " ib AS (INSERT INTO outbox_inbox (consumer, message_id)"
     "        SELECT $1, message_id FROM m ORDER BY ord ON CONFLICT DO NOTHING"
-    "        RETURNING message_id),"
-    " lk AS MATERIALIZED (SELECT v.sku, v.stock FROM inventory v"
-    "        WHERE v.sku IN (SELECT oi.sku FROM order_items oi"
-    "                        WHERE oi.order_id IN (SELECT order_key::uuid FROM m))"
-    "        ORDER BY v.sku FOR NO KEY UPDATE)"
-    " SELECT m.ord, ib.message_id IS NOT NULL, o.status, oi.sku, oi.quantity, lk.stock"
+    "        RETURNING message_id)"
+    " SELECT m.ord, ib.message_id IS NOT NULL, o.status, oi.sku, oi.quantity"
     "   FROM m LEFT JOIN ib ON ib.message_id = m.message_id"
     "          LEFT JOIN orders o ON o.id = m.order_key::uuid"
     "          LEFT JOIN order_items oi ON oi.order_id = o.id AND ib.message_id IS NOT NULL"
-    "          LEFT JOIN lk ON lk.sku = oi.sku"
     "  ORDER BY m.ord, oi.sku";
 
-/* Statement 2: the decisions. $1 order ids, $2 statuses, $3 reasons, $4
+/* Statement 2, after the inventory lock (same pipeline): the stock of the
+ * skus of the batch's pending orders, their rows locked in sku order. $1
+ * the skus. Rows: sku, stock (a sku not in the inventory has no row).
+ * Only this statement, the write and the COMMIT hold the lock: the read
+ * above (the inbox records and the orders, a third of a batch's work) runs
+ * while another thread's batch holds it. */
+static const char inventory_stock_sql[] =
+    "SELECT sku, stock FROM inventory WHERE sku = ANY ($1::text[]) ORDER BY sku"
+    " FOR NO KEY UPDATE";
+
+/* Statement 3: the decisions. $1 order ids, $2 statuses, $3 reasons, $4
  * traceparents (one per decided order, in batch order); $5 order ids, $6
  * skus, $7 quantities of the confirmed orders' items. Only an order still
  * pending changes (u), and only its items move stock (rv, d, r); its
@@ -886,11 +891,12 @@ static const char inventory_write_sql[] =
     " SELECT x.ord FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.id = x.order_key::uuid)";
 
 static const stmt_t inventory_stmts[] = {{"inventory_read", inventory_read_sql},
+                                         {"inventory_stock", inventory_stock_sql},
                                          {"inventory_write", inventory_write_sql}};
 
 typedef struct stock_s {
     const char *sku; /* in the statement's result */
-    long long left;  /* NULL stock (no such sku): -1 */
+    long long left;  /* what is left of its stock for the orders after this one */
 } stock_t;
 
 /* What apply_inventory decided for one order. */
@@ -905,20 +911,46 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     int *sent = calloc((size_t)n, sizeof(int)); /* sent[k]: index in pend of element k + 1 */
     decision_t *dec = calloc((size_t)n, sizeof(*dec));
     stock_t *st = NULL;
-    int nst = 0, st_cap = 0, ndec = 0;
+    int nst = 0, ndec = 0, pending = 0;
     orders_arr_t ids = {0}, keys = {0}, dk = {0}, ds = {0}, dr = {0}, dt = {0}, rk = {0}, rs = {0},
-                 rq = {0};
-    PGresult *r = NULL, *r2 = NULL;
+                 rq = {0}, skus = {0};
+    PGresult *r = NULL, *r2 = NULL, *r3 = NULL;
     if (!sent || !dec)
         goto nomem;
     nsent = pend_collect(w, sent, &ids, &keys);
     const char *p1[3] = {w->name, orders_arr_end(&ids), orders_arr_end(&keys)};
     if (!p1[1] || !p1[2])
         goto nomem;
-    r = first_statement(w, &inventory_stmts[0], 3, p1, "inventory batch read", err, err_size);
+    r = batch_statement(w, 0, &inventory_stmts[0], 3, p1, "inventory batch read", err, err_size);
     if (!r)
         goto out;
     int rows = PQntuples(r);
+    /* The skus of the new, pending orders; then, under the lock, their
+     * stock (st: one entry per sku, in sku order). */
+    for (int row = 0; row < rows; row++) {
+        if (strcmp(PQgetvalue(r, row, 1), "t") != 0 || PQgetisnull(r, row, 2) ||
+            strcmp(PQgetvalue(r, row, 2), "pending") != 0)
+            continue;
+        pending = 1;
+        if (!PQgetisnull(r, row, 3))
+            orders_arr_add(&skus, PQgetvalue(r, row, 3));
+    }
+    if (pending) {
+        const char *p3[1] = {orders_arr_end(&skus)};
+        if (!p3[0])
+            goto nomem;
+        r3 = batch_statement(w, 1, &inventory_stmts[1], 1, p3, "inventory batch stock", err,
+                             err_size);
+        if (!r3)
+            goto out;
+        nst = PQntuples(r3);
+        if (nst && !(st = calloc((size_t)nst, sizeof(*st))))
+            goto nomem;
+        for (int k = 0; k < nst; k++) {
+            st[k].sku = PQgetvalue(r3, k, 0);
+            st[k].left = atoll(PQgetvalue(r3, k, 1));
+        }
+    }
     for (int row = 0; row < rows;) {
         int ord = atoi(PQgetvalue(r, row, 0)), end = row + 1;
         while (end < rows && atoi(PQgetvalue(r, end, 0)) == ord)
@@ -940,7 +972,8 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
                         NULL);
             continue; /* the inbox records it as handled */
         }
-        /* The skus of the order, in sku order: the first one short rejects it. */
+        /* The skus of the order, in sku order: the first one short (or not
+         * in the inventory) rejects it. */
         const char *short_of = NULL;
         for (int k = first; k < end && !PQgetisnull(r, k, 3); k++) {
             const char *sku = PQgetvalue(r, k, 3);
@@ -948,19 +981,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
             for (int j = 0; j < nst && !s; j++)
                 if (!strcmp(st[j].sku, sku))
                     s = &st[j];
-            if (!s) {
-                if (nst == st_cap) {
-                    st_cap = st_cap ? 2 * st_cap : 16;
-                    stock_t *g = realloc(st, (size_t)st_cap * sizeof(*st));
-                    if (!g)
-                        goto nomem;
-                    st = g;
-                }
-                s = &st[nst++];
-                s->sku = sku;
-                s->left = PQgetisnull(r, k, 5) ? -1 : atoll(PQgetvalue(r, k, 5));
-            }
-            if (s->left < atoll(PQgetvalue(r, k, 4))) {
+            if (!s || s->left < atoll(PQgetvalue(r, k, 4))) {
                 short_of = sku;
                 break;
             }
@@ -993,7 +1014,7 @@ static int apply_inventory(worker_t *w, char *err, size_t err_size)
     for (int i = 0; i < 7; i++)
         if (!p2[i])
             goto nomem;
-    rc = last_statement(w, &inventory_stmts[1], 7, p2, "inventory batch write", &r2, err, err_size);
+    rc = last_statement(w, &inventory_stmts[2], 7, p2, "inventory batch write", &r2, err, err_size);
     if (rc != APPLY_COMMITTED)
         goto out; /* not applied, or not known to be: no line (it comes with its redelivery) */
     /* The log lines, in batch order, once committed. */
@@ -1022,8 +1043,9 @@ nomem:
     rc = APPLY_FAILED;
 out:
     PQclear(r2);
-    PQclear(r); /* dec[].short_of and st[].sku point into it */
-    orders_arr_t *bufs[] = {&ids, &keys, &dk, &ds, &dr, &dt, &rk, &rs, &rq};
+    PQclear(r);  /* dec[].short_of points into it */
+    PQclear(r3); /* st[].sku points into it */
+    orders_arr_t *bufs[] = {&ids, &keys, &dk, &ds, &dr, &dt, &rk, &rs, &rq, &skus};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]->p);
     free(st);
@@ -1063,7 +1085,7 @@ static int apply_email(worker_t *w, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         goto out;
     }
-    r = first_statement(w, &email_stmts[0], 2, p, "email batch inbox", err, err_size);
+    r = batch_statement(w, 0, &email_stmts[0], 2, p, "email batch inbox", err, err_size);
     if (!r)
         goto out;
     /* The duplicates' log lines first, then the emails (few writes, see
@@ -1174,7 +1196,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
             w->handler = defs[i].fn;
             w->prepare_sql = defs[i].sql;
             w->stmts = i == 0 ? inventory_stmts : email_stmts;
-            w->nstmts = i == 0 ? 2 : 1;
+            w->nstmts = i == 0 ? 3 : 1;
             w->stop = &cs->stop;
             w->conf = outbox_conf_dup(conf);
             w->batches = outbox_kit_conf_bool(conf, "consumer_batch_transaction");
