@@ -18,9 +18,11 @@ typedef struct outbox_envelope_s {
     char *data;
 } outbox_envelope_t;
 
-/** Parses and validates a CloudEvents document: strict JSON (RFC 8259), a
- *  single data member at most, specversion "1.0", id a UUID, source and type
- *  present. On error returns OUTBOX_ERR_INVALID_ARG (or OUTBOX_ERR_NOMEM),
+/** Parses and validates a CloudEvents document: strict JSON (RFC 8259),
+ *  data and each attribute it reads at most once, specversion "1.0", id a
+ *  UUID, source and type present, no string attribute holding U+0000 or a
+ *  lone surrogate (attributes are C strings). One pass of a scanner, no
+ *  JSON tree. On error returns OUTBOX_ERR_INVALID_ARG (or OUTBOX_ERR_NOMEM),
  *  errstr says why, and env is left empty. json (len bytes, need not be
  *  NUL-terminated) is borrowed; on success env owns copies (free with
  *  outbox_envelope_term()). Thread-safe. */
