@@ -416,6 +416,35 @@ static unsigned long hex4(const char *s)
     return v;
 }
 
+/* Decodes the escape at s[i] (a backslash) of a valid string literal whose
+ * content ends at end: its UTF-8 bytes into out[0..*n), a surrogate pair as
+ * one code point. Returns the index after it, or 0 for a lone surrogate
+ * (no UTF-8 text can hold it). */
+static size_t unescape_at(const char *s, size_t i, size_t end, unsigned char out[4], size_t *n)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    char e = s[i + 1];
+    const char *hit = e != 'u' ? strchr(from, e) : NULL;
+    *n = 0;
+    if (hit) {
+        out[(*n)++] = (unsigned char)to[hit - from];
+        return i + 2;
+    }
+    unsigned long cp = hex4(s + i + 2);
+    i += 6;
+    if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= end && s[i] == '\\' && s[i + 1] == 'u') {
+        unsigned long lo = hex4(s + i + 2);
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            i += 6;
+        }
+    }
+    if (cp >= 0xD800 && cp <= 0xDFFF)
+        return 0;
+    put_utf8(cp, out, n);
+    return i;
+}
+
 /* Does the valid string literal s[a..b) (quotes included) unescape to name? */
 static int string_equals(const char *s, size_t a, size_t b, const char *name)
 {
@@ -423,31 +452,10 @@ static int string_equals(const char *s, size_t a, size_t b, const char *name)
     while (i < end) {
         unsigned char buf[4];
         size_t n = 0;
-        if (s[i] != '\\') {
+        if (s[i] != '\\')
             buf[n++] = (unsigned char)s[i++];
-        } else {
-            char e = s[i + 1];
-            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-            const char *hit = strchr(from, e);
-            if (e != 'u' && hit) {
-                buf[n++] = (unsigned char)to[hit - from];
-                i += 2;
-            } else {
-                unsigned long cp = hex4(s + i + 2);
-                i += 6;
-                if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= end && s[i] == '\\' &&
-                    s[i + 1] == 'u') {
-                    unsigned long lo = hex4(s + i + 2);
-                    if (lo >= 0xDC00 && lo <= 0xDFFF) {
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                        i += 6;
-                    }
-                }
-                if (cp >= 0xD800 && cp <= 0xDFFF)
-                    return 0; /* a lone surrogate names nothing we look for */
-                put_utf8(cp, buf, &n);
-            }
-        }
+        else if (!(i = unescape_at(s, i, end, buf, &n)))
+            return 0; /* a lone surrogate names nothing we look for */
         if (k + n > nl || memcmp(name + k, buf, n))
             return 0;
         k += n;
@@ -556,29 +564,12 @@ int outbox__json_string_dup(const char *lit, size_t len, char **out)
         i += run;
         if (i >= end)
             break;
-        char e = lit[i + 1];
-        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-        const char *hit = e != 'u' ? strchr(from, e) : NULL;
-        if (hit) {
-            *o++ = to[hit - from];
-            i += 2;
-            continue;
-        }
-        unsigned long cp = hex4(lit + i + 2);
-        i += 6;
-        if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= end && lit[i] == '\\' && lit[i + 1] == 'u') {
-            unsigned long lo = hex4(lit + i + 2);
-            if (lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                i += 6;
-            }
-        }
-        if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
-            free(d); /* a NUL or a lone surrogate: not a C string of UTF-8 */
+        size_t n = 0;
+        i = unescape_at(lit, i, end, (unsigned char *)o, &n);
+        if (!i || (n == 1 && *o == '\0')) {
+            free(d); /* a lone surrogate or a NUL: not a C string of UTF-8 */
             return -1;
         }
-        size_t n = 0;
-        put_utf8(cp, (unsigned char *)o, &n);
         o += n;
     }
     *o = '\0';
