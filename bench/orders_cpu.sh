@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 SECS=${ORDERS_CPU_SECS:-25}
 OUT=${ORDERS_CPU_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 eval "$(SERVERS_PG_DURABLE=1 scripts/servers.sh start)"
 svc=
 cleanup() {
