@@ -521,8 +521,12 @@ int main(int argc, char **argv)
             last_progress = now;
             progress(t0, 0);
         }
+        /* Behind schedule with every connection busy, only a response can
+         * start the next request: wait for one. (A zero wait here spun a
+         * core against the server under test: at 5,900 orders/s offered it
+         * took 3,969, where a closed loop takes 5,870.) */
         int wait_ms = 100;
-        if (opt.rate > 0 && more) {
+        if (opt.rate > 0 && more && nfree > 0) {
             double due = t0 + (double)st.started / opt.rate - now;
             wait_ms = due <= 0 ? 0 : due < 0.1 ? (int)(due * 1000) : 100;
         }
