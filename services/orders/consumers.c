@@ -843,7 +843,16 @@ static int last_statement(worker_t *w, const stmt_t *st, int n, const char *cons
 /* Statement 1 of a batch, before the lock: the inbox records, with each
  * message's order status and items. $1 consumer, $2 message ids, $3 order
  * ids (the subjects, as sent). One row per message and item, in batch and
- * sku order: ord, is_new, status (NULL: no such order), sku, quantity. */
+ * sku order: ord, is_new, status (NULL: no such order), sku, quantity.
+ * The `= ANY ($3)` conditions repeat the joins' for the scans: a session
+ * keeps one plan per statement, and one made while `orders` looked small
+ * (emptied, its size unknown: estimated at 700 rows) hashed the batch
+ * against a full Index Scan of orders_pkey, every entry of it for every
+ * batch (auto_explain: 70-100 ms a batch 20 s into the load; the bench's
+ * write path with relay and consumers at 0.73-0.77 of pgbench instead of
+ * 0.86-0.92 in runs that planned on other statistics). With them, the scan
+ * reads the batch's orders whatever the plan (test orders_inventory_batch,
+ * part 5). */
 static const char inventory_read_sql[] =
     "WITH m AS MATERIALIZED (SELECT * FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY"
     "                        AS m(message_id, order_key, ord)),"
@@ -853,7 +862,9 @@ static const char inventory_read_sql[] =
     " SELECT m.ord, ib.message_id IS NOT NULL, o.status, oi.sku, oi.quantity"
     "   FROM m LEFT JOIN ib ON ib.message_id = m.message_id"
     "          LEFT JOIN orders o ON o.id = m.order_key::uuid"
+    "                                AND o.id = ANY ($3::text[]::uuid[])"
     "          LEFT JOIN order_items oi ON oi.order_id = o.id AND ib.message_id IS NOT NULL"
+    "                                AND oi.order_id = ANY ($3::text[]::uuid[])"
     "  ORDER BY m.ord, oi.sku";
 
 /* Statement 2, after the inventory lock (same pipeline): the stock of the
@@ -871,12 +882,14 @@ static const char inventory_stock_sql[] =
  * skus, $7 quantities of the confirmed orders' items. Only an order still
  * pending changes (u), and only its items move stock (rv, d, r); its
  * OrderConfirmed / OrderRejected event as inventory_sql writes it, in batch
- * order. Returns the ord of each decided order that was no longer pending. */
+ * order. Returns the ord of each decided order that was no longer pending.
+ * The orders are bounded by `= ANY ($1)` as in statement 1. */
 static const char inventory_write_sql[] =
     "WITH x AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
     "                        WITH ORDINALITY AS x(order_key, status, reason, tp, ord)),"
     " u AS (UPDATE orders o SET status = x.status, reason = x.reason, updated_at = now()"
-    "       FROM x WHERE o.id = x.order_key::uuid AND o.status = 'pending'"
+    "       FROM x WHERE o.id = x.order_key::uuid AND o.id = ANY ($1::text[]::uuid[])"
+    "        AND o.status = 'pending'"
     "       RETURNING o.id, o.status, o.reason, o.user_id, o.amount),"
     " rv AS MATERIALIZED (SELECT i.order_key, i.sku, i.quantity"
     "       FROM unnest($5::text[], $6::text[], $7::int[]) AS i(order_key, sku, quantity)"
