@@ -35,8 +35,9 @@
 #   BENCH_ORDERS_LAG_FRACTION  (1: the write path's own rate, the goal being that
 #                         the consumers keep up with it)
 #   BENCH_ORDERS_DRAIN_SECS    longest wait for the consumers after the load (120)
-#   BENCH_ORDERS_PGSS=1   load pg_stat_statements and keep each run's top statements
-#                         (perturbs the measurement slightly; off by default)
+#   BENCH_ORDERS_PGSS=1   load pg_stat_statements (with planning times) and keep each
+#                         run's top statements (perturbs the measurement slightly; off
+#                         by default)
 # Prints a Markdown section on stdout (bench/orders_report.py OUT prints it
 # again from the data); progress on stderr. Files in the output directory:
 # write_path.csv (one line per run), api_persec.csv and lag_load_persec.csv
@@ -93,7 +94,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 PGSS_OPT=""
-[ "${BENCH_ORDERS_PGSS:-0}" = 1 ] && PGSS_OPT="-c shared_preload_libraries=pg_stat_statements"
+[ "${BENCH_ORDERS_PGSS:-0}" = 1 ] &&
+  PGSS_OPT="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 eval "$(SERVERS_PG_OPTS="${SERVERS_PG_OPTS:-} $PGSS_OPT" scripts/servers.sh start)"
 REDIS_PORT=${REDIS_ADDR##*:}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
@@ -145,7 +147,8 @@ reset_db() {
 pgss_dump() { # pgss_dump RUN: the run's most expensive statements
   [ -n "$PGSS_OPT" ] || return 0
   sql -F ' | ' -c "SELECT calls, round(total_exec_time)::bigint AS total_ms,
-        round(mean_exec_time::numeric, 3) AS mean_ms, rows, jit_functions AS jit_fns,
+        round(mean_exec_time::numeric, 3) AS mean_ms, rows, plans,
+        round(total_plan_time)::bigint AS plan_ms, jit_functions AS jit_fns,
         round((jit_generation_time + jit_inlining_time + jit_optimization_time
                + jit_emission_time)::numeric) AS jit_ms,
         left(regexp_replace(query, '\s+', ' ', 'g'), 140)

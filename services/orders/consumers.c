@@ -844,15 +844,17 @@ static int last_statement(worker_t *w, const stmt_t *st, int n, const char *cons
  * message's order status and items. $1 consumer, $2 message ids, $3 order
  * ids (the subjects, as sent). One row per message and item, in batch and
  * sku order: ord, is_new, status (NULL: no such order), sku, quantity.
- * The `= ANY ($3)` conditions repeat the joins' for the scans: a session
- * keeps one plan per statement, and one made while `orders` looked small
- * (emptied, its size unknown: estimated at 700 rows) hashed the batch
- * against a full Index Scan of orders_pkey, every entry of it for every
- * batch (auto_explain: 70-100 ms a batch 20 s into the load; the bench's
- * write path with relay and consumers at 0.73-0.77 of pgbench instead of
- * 0.86-0.92 in runs that planned on other statistics). With them, the scan
- * reads the batch's orders whatever the plan (test orders_inventory_batch,
- * part 5). */
+ * The orders and their items are read by one index probe per message
+ * (LATERAL subqueries, kept apart by LIMIT / OFFSET): a session keeps one
+ * plan per statement, and one made while `orders` looked small (emptied,
+ * its size unknown: estimated at 700 rows) hashed the batch against a full
+ * Index Scan of orders_pkey, every entry of it for every batch
+ * (auto_explain: 70-100 ms a batch 20 s into the load; the bench's write
+ * path with relay and consumers at 0.73-0.79 of pgbench instead of
+ * 0.86-0.92). Bounding the scans with `= ANY (the batch's ids)` instead made
+ * each item probe walk the whole array (a Bitmap Index Scan with both
+ * conditions, 150 ms for a batch of 500). Test orders_inventory_batch,
+ * part 5. */
 static const char inventory_read_sql[] =
     "WITH m AS MATERIALIZED (SELECT * FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY"
     "                        AS m(message_id, order_key, ord)),"
@@ -861,10 +863,11 @@ static const char inventory_read_sql[] =
     "        RETURNING message_id)"
     " SELECT m.ord, ib.message_id IS NOT NULL, o.status, oi.sku, oi.quantity"
     "   FROM m LEFT JOIN ib ON ib.message_id = m.message_id"
-    "          LEFT JOIN orders o ON o.id = m.order_key::uuid"
-    "                                AND o.id = ANY ($3::text[]::uuid[])"
-    "          LEFT JOIN order_items oi ON oi.order_id = o.id AND ib.message_id IS NOT NULL"
-    "                                AND oi.order_id = ANY ($3::text[]::uuid[])"
+    "          LEFT JOIN LATERAL (SELECT r.id, r.status FROM orders r"
+    "                              WHERE r.id = m.order_key::uuid LIMIT 1) o ON true"
+    "          LEFT JOIN LATERAL (SELECT i.sku, i.quantity FROM order_items i"
+    "                              WHERE i.order_id = o.id AND ib.message_id IS NOT NULL"
+    "                              OFFSET 0) oi ON true"
     "  ORDER BY m.ord, oi.sku";
 
 /* Statement 2, after the inventory lock (same pipeline): the stock of the
@@ -883,14 +886,27 @@ static const char inventory_stock_sql[] =
  * pending changes (u), and only its items move stock (rv, d, r); its
  * OrderConfirmed / OrderRejected event as inventory_sql writes it, in batch
  * order. Returns the ord of each decided order that was no longer pending.
- * The orders are bounded by `= ANY ($1)` as in statement 1. */
+ * The orders change by `id = ANY (the batch's ids)`, confirmed ones and
+ * rejected ones apart, so no plan joins the batch to the table: joined to
+ * x, a plan kept from statistics that made pending orders look rare
+ * looped over the batch for every order (a Nested Loop with a Join Filter
+ * casting each key: 50 ms a batch of 500, and a consumer that fell behind
+ * stayed behind, its batches at their largest). */
 static const char inventory_write_sql[] =
     "WITH x AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
     "                        WITH ORDINALITY AS x(order_key, status, reason, tp, ord)),"
-    " u AS (UPDATE orders o SET status = x.status, reason = x.reason, updated_at = now()"
-    "       FROM x WHERE o.id = x.order_key::uuid AND o.id = ANY ($1::text[]::uuid[])"
-    "        AND o.status = 'pending'"
-    "       RETURNING o.id, o.status, o.reason, o.user_id, o.amount),"
+    " uc AS (UPDATE orders o SET status = 'confirmed', reason = NULL, updated_at = now()"
+    "        WHERE o.id = ANY ((SELECT array_agg(x.order_key::uuid) FROM x"
+    "                            WHERE x.status = 'confirmed')::uuid[])"
+    "          AND o.status = 'pending'"
+    "        RETURNING o.id, o.status, o.reason, o.user_id, o.amount),"
+    " ur AS (UPDATE orders o SET status = 'rejected', updated_at = now(),"
+    "          reason = (SELECT x.reason FROM x WHERE x.order_key::uuid = o.id LIMIT 1)"
+    "        WHERE o.id = ANY ((SELECT array_agg(x.order_key::uuid) FROM x"
+    "                            WHERE x.status = 'rejected')::uuid[])"
+    "          AND o.status = 'pending'"
+    "        RETURNING o.id, o.status, o.reason, o.user_id, o.amount),"
+    " u AS (SELECT * FROM uc UNION ALL SELECT * FROM ur),"
     " rv AS MATERIALIZED (SELECT i.order_key, i.sku, i.quantity"
     "       FROM unnest($5::text[], $6::text[], $7::int[]) AS i(order_key, sku, quantity)"
     "       WHERE i.order_key::uuid IN (SELECT id FROM u WHERE status = 'confirmed')),"
