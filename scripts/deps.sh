@@ -15,6 +15,7 @@ PKGS=(
   gnuplot-nox                        # make soak draws its plots (SVG)
   chromium                           # the dashboard test drives it headless (tests/ops)
   git clang-format                   # make format-check (the suite checks the tree's format)
+  gdb                                # a chaos test prints the stacks of a process that outlived SIGTERM
   clang libclang-rt-14-dev           # make fuzz and the fuzz smoke tests (libFuzzer, sanitizers)
 )
 missing=()

@@ -89,7 +89,9 @@ typedef struct cars_projection_s cars_projection_t;
 /** Starts consumer_threads threads writing the search database. */
 cars_projection_t *cars_projection_start(const outbox_conf_t *conf, const char *search_url,
                                          char *errstr, size_t errstr_size);
-/** Asks the threads to stop, joins them and frees everything. NULL: no-op. */
-void cars_projection_stop(cars_projection_t *p);
+/** Asks the threads to stop, joins them and frees everything. NULL: no-op.
+ *  A thread still running timeout_ms later (> 0; <= 0 waits for ever) is
+ *  left: -1, nothing freed, and the caller ends the process. */
+int cars_projection_stop(cars_projection_t *p, int64_t timeout_ms);
 
 #endif

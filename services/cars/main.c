@@ -309,7 +309,8 @@ int main(int argc, char **argv)
 out:;
     int64_t shutdown_ms = outbox_kit_conf_ms(conf, "shutdown_timeout");
     outbox__http_stop(http, shutdown_ms);
-    cars_projection_stop(projection);
+    if (cars_projection_stop(projection, shutdown_ms) != 0)
+        _exit(rc); /* as the relay below: logged, and the messages come again */
     if (relay) {
         outbox_relay_stop(relay);
         if (outbox_relay_wait(relay, (int)shutdown_ms) == OUTBOX_ERR_TIMEOUT) {

@@ -306,7 +306,7 @@ cars_projection_t *cars_projection_start(const outbox_conf_t *conf, const char *
     }
     if (!p || !p->conf || !p->search_url || !p->workers) {
         snprintf(errstr, errstr_size, "out of memory");
-        cars_projection_stop(p);
+        cars_projection_stop(p, 0);
         return NULL;
     }
     char source[1024];
@@ -331,7 +331,7 @@ cars_projection_t *cars_projection_start(const outbox_conf_t *conf, const char *
                  (int)getpid(), k + 1);
         if (pthread_create(&w->thread, NULL, run, w) != 0) {
             snprintf(errstr, errstr_size, "cannot start the %s consumer thread", CARS_SEARCH_GROUP);
-            cars_projection_stop(p);
+            cars_projection_stop(p, 0);
             return NULL;
         }
         w->started = 1;
@@ -345,16 +345,28 @@ cars_projection_t *cars_projection_start(const outbox_conf_t *conf, const char *
     return p;
 }
 
-void cars_projection_stop(cars_projection_t *p)
+int cars_projection_stop(cars_projection_t *p, int64_t timeout_ms)
 {
     if (!p)
-        return;
+        return 0;
     p->stop = 1;
-    for (int i = 0; i < p->n; i++)
-        if (p->workers[i].started)
-            pthread_join(p->workers[i].thread, NULL);
+    int64_t deadline = timeout_ms > 0 ? outbox_kit_now_ms() + timeout_ms : 0;
+    for (int i = 0; i < p->n; i++) {
+        worker_t *w = &p->workers[i];
+        if (!w->started)
+            continue;
+        if (outbox_kit_join_by(w->thread, deadline) != 0) {
+            outbox__log(OUTBOX_LOG_WARN, CARS_SEARCH_GROUP, "shutdown_timeout",
+                        "a consumer thread is still busy after the shutdown timeout: leaving it; "
+                        "its transaction rolls back and its messages are delivered again",
+                        "consumer", w->instance, NULL);
+            return -1;
+        }
+        w->started = 0;
+    }
     free(p->workers);
     outbox_conf_destroy(p->conf);
     free(p->search_url);
     free(p);
+    return 0;
 }

@@ -1244,7 +1244,7 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
                      k + 1);
             if (!w->conf || pthread_create(&w->thread, NULL, run, w) != 0) {
                 snprintf(errstr, errstr_size, "cannot start the %s consumer", w->name);
-                orders_consumers_stop(cs);
+                orders_consumers_stop(cs, 0);
                 return NULL;
             }
             w->started = 1;
@@ -1257,16 +1257,28 @@ orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errs
     return cs;
 }
 
-void orders_consumers_stop(orders_consumers_t *cs)
+int orders_consumers_stop(orders_consumers_t *cs, int64_t timeout_ms)
 {
     if (!cs)
-        return;
+        return 0;
     cs->stop = 1;
+    int64_t deadline = timeout_ms > 0 ? outbox_kit_now_ms() + timeout_ms : 0;
     for (int i = 0; i < cs->nworkers; i++) {
-        if (cs->workers[i].started)
-            pthread_join(cs->workers[i].thread, NULL);
-        outbox_conf_destroy(cs->workers[i].conf);
+        worker_t *w = &cs->workers[i];
+        if (!w->started)
+            continue;
+        if (outbox_kit_join_by(w->thread, deadline) != 0) {
+            outbox__log(OUTBOX_LOG_WARN, w->name, "shutdown_timeout",
+                        "a consumer thread is still busy after the shutdown timeout: leaving it; "
+                        "its transaction rolls back and its messages are delivered again",
+                        "consumer", w->instance, NULL);
+            return -1;
+        }
+        w->started = 0;
     }
+    for (int i = 0; i < cs->nworkers; i++)
+        outbox_conf_destroy(cs->workers[i].conf);
     free(cs->workers);
     free(cs);
+    return 0;
 }

@@ -119,7 +119,10 @@ int orders_traceparent_valid(const char *t);
 typedef struct orders_consumers_s orders_consumers_t;
 orders_consumers_t *orders_consumers_start(const outbox_conf_t *conf, char *errstr,
                                            size_t errstr_size);
-/* Asks the threads to stop, joins them and frees everything. */
-void orders_consumers_stop(orders_consumers_t *cs);
+/* Asks the threads to stop, joins them and frees everything. A thread
+ * still running after timeout_ms (> 0; <= 0 waits for ever) is left: the
+ * call returns -1 without freeing, and the caller ends the process (the
+ * thread's open transaction rolls back, its messages are delivered again). */
+int orders_consumers_stop(orders_consumers_t *cs, int64_t timeout_ms);
 
 #endif

@@ -101,8 +101,9 @@ static double chance(void)
     return (double)rand_r(&seed) / ((double)RAND_MAX + 1.0);
 }
 
-/* Runs one parameterised statement; 0, or -1 with err set. *out gets the
- * first column of the first row when out is not NULL ("" if none). */
+/* Runs one parameterised statement; the rows it changed or returned (>= 0),
+ * or -1 with err set. *out gets the first column of the first row when out
+ * is not NULL ("" if none). */
 static int run(PGconn *c, const char *sql, int n, const char *const *p, char *out, size_t out_size,
                char *err, size_t err_size)
 {
@@ -117,8 +118,9 @@ static int run(PGconn *c, const char *sql, int n, const char *const *p, char *ou
     if (out)
         snprintf(out, out_size, "%s",
                  st == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    int rows = st == PGRES_TUPLES_OK ? PQntuples(r) : atoi(PQcmdTuples(r));
     PQclear(r);
-    return 0;
+    return rows;
 }
 
 /* XADD pizza-orders * id <event id> type <type> event <document>: the
@@ -173,7 +175,10 @@ static const char *const step_done_sql[] = {
 /* One simulated step: sleeps delay_ms, then fails with probability rate.
  * On success moves the order from `from` to `to` (setting the step's time
  * column to now()); on failure counts the attempt and records why. Returns
- * 1 done, 0 failed (why set), -1 database error (err set). */
+ * 1 done, 0 failed (why set), -1 database error (err set), 2 when the
+ * order is no longer at `from`: another job did the step meanwhile (this
+ * one was frozen past its relay transaction's end and another took the
+ * event), so this one did not do it. */
 static int step(PGconn *c, const char *order_id, const char *from, const char *to, step_kind_t kind,
                 int64_t delay_ms, double rate, const char *failure, char *err, size_t err_size)
 {
@@ -182,9 +187,10 @@ static int step(PGconn *c, const char *order_id, const char *from, const char *t
     int failed = rate > 0 && chance() < rate;
     const char *sql = failed ? step_failed_sql[kind] : step_done_sql[kind];
     const char *p[3] = {order_id, from, failed ? failure : to};
-    if (run(c, sql, 3, p, NULL, 0, err, err_size))
+    int rows = run(c, sql, 3, p, NULL, 0, err, err_size);
+    if (rows < 0)
         return -1;
-    return failed ? 0 : 1;
+    return rows == 0 ? 2 : failed ? 0 : 1;
 }
 
 static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque)
@@ -211,7 +217,7 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
     }
     const char *p1[1] = {order};
     if (run(c, "SELECT status FROM pizza_orders WHERE id = $1::uuid", 1, p1, status, sizeof(status),
-            err, sizeof(err)))
+            err, sizeof(err)) < 0)
         goto dberr;
     if (!status[0]) {
         outbox__log(OUTBOX_LOG_ERROR, "pizza-job", "order_missing",
@@ -226,6 +232,8 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
                      "payment declined (simulated)", err, sizeof(err));
         if (s < 0)
             goto dberr;
+        if (s == 2)
+            goto moved;
         if (s == 0) {
             outbox__log(OUTBOX_LOG_WARN, "pizza-job", "payment_failed",
                         "payment declined (simulated): retried with backoff", "order_id", order,
@@ -243,6 +251,8 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
                      "delivery failed (simulated)", err, sizeof(err));
         if (s < 0)
             goto dberr;
+        if (s == 2)
+            goto moved;
         if (s == 0) {
             outbox__log(OUTBOX_LOG_WARN, "pizza-job", "delivery_failed",
                         "delivery failed (simulated): retried with backoff", "order_id", order,
@@ -260,17 +270,31 @@ static void steps(outbox_http_req_t *req, outbox_http_resp_t *resp, void *opaque
         outbox__http_problem(req, resp, 503, "redis-unavailable", NULL, "%s", err);
         goto done;
     }
-    if (run(c,
-            "UPDATE pizza_orders SET status = 'completed', completed_at = now(), updated_at = now()"
-            " WHERE id = $1::uuid AND status = 'delivered'",
-            1, p1, NULL, 0, err, sizeof(err)))
+    int done = run(c,
+                   "UPDATE pizza_orders SET status = 'completed', completed_at = now(),"
+                   " updated_at = now() WHERE id = $1::uuid AND status = 'delivered'",
+                   1, p1, NULL, 0, err, sizeof(err));
+    if (done < 0)
         goto dberr; /* published: the retry publishes again, the consumer drops the copy */
+    if (done == 0 && !was)
+        was = "completed"; /* another job completed it meanwhile: this was a re-publish */
     char msg[128];
     snprintf(msg, sizeof(msg), "Order %s published to %s%s", order, PIZZA_TOPIC,
              was ? " again (it was completed before: a re-publish after a restart)" : "");
     outbox__log(OUTBOX_LOG_INFO, "pizza-job", was ? "republished" : "completed", msg, "order_id",
                 order, "event_id", id, NULL);
     outbox__http_reply_raw(resp, 200, "application/json", "{\"status\":\"completed\"}", 22);
+    goto done;
+moved:
+    /* Another job moved the order on while this one waited (frozen past its
+     * relay transaction, the event taken by another relay): the step was
+     * not done here. The answer fails the event; if it is still this
+     * relay's, its retry takes the order where it is now. */
+    outbox__log(OUTBOX_LOG_INFO, "pizza-job", "step_taken",
+                "another job did this step meanwhile: not done again here", "order_id", order,
+                "event_id", id, NULL);
+    outbox__http_problem(req, resp, 503, "order-moved-on", NULL,
+                         "order %s moved on while this step ran; retry", order);
     goto done;
 dberr:
     outbox__log(OUTBOX_LOG_ERROR, "pizza-job", "db_error", err, "order_id", order, NULL);

@@ -154,6 +154,14 @@ void outbox__thread_name(const char *fmt, ...)
     (void)pthread_setname_np(pthread_self(), name);
 }
 
+int outbox__join_by(pthread_t t, int64_t deadline_ms)
+{
+    if (deadline_ms <= 0)
+        return pthread_join(t, NULL) == 0 ? 0 : -1;
+    struct timespec until = {(time_t)(deadline_ms / 1000), (long)(deadline_ms % 1000) * 1000000L};
+    return pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &until) == 0 ? 0 : -1;
+}
+
 char *outbox__strdup0(const char *s)
 {
     return s ? strdup(s) : NULL;

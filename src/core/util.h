@@ -2,6 +2,7 @@
 #ifndef OUTBOX_CORE_UTIL_H
 #define OUTBOX_CORE_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -45,6 +46,10 @@ int outbox__url_scheme_is(const char *url, const char *scheme);
 /** Names the calling thread for top -H, ps -L and perf (Linux keeps 15
  *  bytes: longer names are cut). printf-style. */
 void outbox__thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** Joins thread t if it ends by deadline_ms (an outbox__now_ms() time;
+ *  <= 0: waits for ever). 0: joined; -1: still running then, not joined. */
+int outbox__join_by(pthread_t t, int64_t deadline_ms);
 
 /** strdup that returns NULL for NULL. */
 char *outbox__strdup0(const char *s);

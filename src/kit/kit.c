@@ -175,6 +175,11 @@ void outbox_kit_thread_name(const char *prefix, const char *name)
     outbox__thread_name("%s%s", prefix ? prefix : "", name ? name : "");
 }
 
+int outbox_kit_join_by(pthread_t t, int64_t deadline_ms)
+{
+    return outbox__join_by(t, deadline_ms);
+}
+
 struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms,
                                               char *errstr, size_t errstr_size)
 {

@@ -38,6 +38,7 @@
 #define OUTBOX_KIT_KIT_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -184,6 +185,13 @@ void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop);
 /** Names the calling thread "<prefix><name>" for top -H, ps -L and perf
  *  (Linux keeps 15 bytes). */
 void outbox_kit_thread_name(const char *prefix, const char *name);
+
+/** Joins thread t if it ends by deadline_ms (an outbox_kit_now_ms() time;
+ *  <= 0: waits for ever). 0: joined; -1: still running then, not joined:
+ *  the caller leaves it and ends the process (a consumer's stop bounded by
+ *  shutdown_timeout: its open transaction rolls back, its messages come
+ *  again). */
+int outbox_kit_join_by(pthread_t t, int64_t deadline_ms);
 
 /* ------------------------------------------------------------------------ */
 /* The pieces every service's main() has                                     */

@@ -550,6 +550,36 @@ void chaos_metric(chaos_t *C, const char *name, long long value)
 
 /* ---- the end ---- */
 
+/* What a process that outlived its SIGTERM is doing, for the log of a run
+ * nobody can repeat: each thread's kernel wait, its stacks (gdb, when
+ * installed), PostgreSQL's sessions and what they wait on, its last lines. */
+static void diagnose(const chaos_t *C, const chaos_proc_t *p)
+{
+    fprintf(stderr, "---- %s (pid %d) still running; its threads:\n", p->name, (int)p->pid);
+    fflush(stderr);
+    chaos__shell("for t in /proc/%d/task/*; do printf '  %%s %%s wchan=%%s syscall=%%s\\n' "
+                 "\"${t##*/}\" \"$(cat $t/comm)\" \"$(cat $t/wchan)\" "
+                 "\"$(cut -d' ' -f1 $t/syscall)\"; done >&2 2>/dev/null",
+                 (int)p->pid);
+    if (chaos__shell("command -v gdb >/dev/null 2>&1") == 0)
+        chaos__shell("gdb -q -batch -p %d -ex 'thread apply all bt' 2>/dev/null | grep '^#\\|^Thread' "
+                     "| head -200 >&2",
+                     (int)p->pid);
+    if (C->pg_port) {
+        fprintf(stderr, "---- PostgreSQL's sessions:\n");
+        fflush(stderr);
+        chaos__shell("psql -X -q -h 127.0.0.1 -p %d -U postgres -d postgres -c \"SELECT pid, "
+                     "application_name, state, wait_event_type, wait_event, now() - xact_start AS "
+                     "xact_age, left(query, 100) AS query FROM pg_stat_activity WHERE backend_type "
+                     "= 'client backend' ORDER BY application_name\" >&2",
+                     C->pg_port);
+    }
+    fprintf(stderr, "---- the last lines of %s:\n", p->log);
+    fflush(stderr);
+    chaos__shell("tail -n 40 '%s' | cut -c1-400 >&2", p->log);
+    fprintf(stderr, "----\n");
+}
+
 void chaos_finish(chaos_t *C)
 {
     long long t_end = tu_now_ms();
@@ -560,12 +590,18 @@ void chaos_finish(chaos_t *C)
         kill(p->pid, SIGTERM);
         int rc = tu_wait(p->pid, 60000);
         if (rc == -1) {
+            diagnose(C, p);
             kill(p->pid, SIGKILL);
             tu_wait(p->pid, 5000);
         }
         p->pid = 0;
         CHECK(rc == 0, "%s did not stop cleanly on SIGTERM after the chaos (status %d); see %s",
               p->name, rc, p->log);
+        /* Nor by leaving a thread behind at its shutdown timeout: after
+         * the chaos every thread must still answer a stop. */
+        CHECK(chaos__shell("grep -q '\"event\":\"shutdown_timeout\"' '%s'", p->log) != 0,
+              "%s stopped at its shutdown timeout, a thread still busy after the chaos; see %s",
+              p->name, p->log);
     }
     chaos__redis_stop(C);
     if (C->rmq_dir[0])

@@ -258,18 +258,26 @@ void svc_start(svc_t *s, const char *name, char *const extra_env[])
     svc_spawn(s, extra_env);
 }
 
-void svc_stop(svc_t *s)
+int svc_term(svc_t *s, int timeout_ms)
 {
     if (s->pid <= 0)
-        return;
+        return 0;
     kill(s->pid, SIGTERM);
-    int rc = tu_wait(s->pid, 20000);
+    int rc = tu_wait(s->pid, timeout_ms);
     if (rc == -1) {
         kill(s->pid, SIGKILL);
         tu_wait(s->pid, 5000);
     }
     kid_del(s->pid);
     s->pid = 0;
+    return rc;
+}
+
+void svc_stop(svc_t *s)
+{
+    if (s->pid <= 0)
+        return;
+    int rc = svc_term(s, 20000);
     CHECK(rc == 0, "orders-service did not stop cleanly on SIGTERM (status %d); see %s", rc,
           s->log);
 }

@@ -26,6 +26,9 @@ void svc_start(svc_t *s, const char *name, char *const extra_env[]);
 void svc_spawn(svc_t *s, char *const extra_env[]);
 /** SIGTERM; checks a clean exit 0. Leaves Redis running. */
 void svc_stop(svc_t *s);
+/** SIGTERM; waits up to timeout_ms for the exit (then SIGKILL). Returns
+ *  tu_wait's status (-1: still running at the deadline); checks nothing. */
+int svc_term(svc_t *s, int timeout_ms);
 /** Stops the service (if running) and the redis-server. */
 void svc_teardown(svc_t *s);
 

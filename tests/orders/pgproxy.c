@@ -125,6 +125,39 @@ static int claim(pgproxy_t *p, const link_t *l, int begin)
     return PGPROXY_PASS;
 }
 
+/* Claims PGPROXY_RESET_MID_MESSAGE for this connection: 1 if it is armed
+ * and the connection's application matches. */
+static int claim_reset(pgproxy_t *p, const link_t *l)
+{
+    int m = PGPROXY_RESET_MID_MESSAGE;
+    if (p->only[0] && strncmp(l->app, p->only, strlen(p->only)) != 0)
+        return 0;
+    return __atomic_compare_exchange_n(&p->mode, &m, PGPROXY_PASS, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
+}
+
+/* The server dying in the middle of a long message: the start of a
+ * NoticeResponse announcing 1 MB, then a reset. The bytes are queued at
+ * the client before the RST (one TCP stream, in order); close() with a
+ * zero linger sends the RST instead of a FIN. */
+static void reset_mid_message(link_t *l)
+{
+    unsigned char msg[5 + 100];
+    uint32_t len = 1000000;
+    msg[0] = 'N';
+    msg[1] = (unsigned char)(len >> 24);
+    msg[2] = (unsigned char)(len >> 16);
+    msg[3] = (unsigned char)(len >> 8);
+    msg[4] = (unsigned char)len;
+    msg[5] = 'S';
+    memset(msg + 6, 'x', sizeof(msg) - 6);
+    (void)send_all(l->cfd, msg, sizeof(msg));
+    struct linger lg = {1, 0};
+    setsockopt(l->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(l->cfd);
+    l->cfd = -1;
+}
+
 /* After forwarding COMMIT: reads the server's answer up to ReadyForQuery
  * (5 s at most) and drops it. 1: CommandComplete "COMMIT"; 0: another
  * answer; -1: none. */
@@ -180,6 +213,13 @@ static void *relay(void *arg)
         }
         if (__atomic_load_n(&p->down, __ATOMIC_SEQ_CST))
             break; /* outage: cut */
+        if (!startup && have == 0 &&
+            __atomic_load_n(&p->mode, __ATOMIC_SEQ_CST) == PGPROXY_RESET_MID_MESSAGE &&
+            claim_reset(p, l)) {
+            reset_mid_message(l);
+            __atomic_add_fetch(&p->cuts, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
         if (pr == 0)
             continue;
         if (fds[1].revents) {
@@ -275,9 +315,11 @@ static void *relay(void *arg)
         memmove(cbuf, cbuf + off, have - off);
         have -= off;
     }
-    shutdown(l->cfd, SHUT_RDWR);
+    if (l->cfd >= 0) {
+        shutdown(l->cfd, SHUT_RDWR);
+        close(l->cfd);
+    }
     shutdown(l->sfd, SHUT_RDWR);
-    close(l->cfd);
     close(l->sfd);
     free(cbuf);
     free(l);

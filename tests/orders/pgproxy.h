@@ -28,7 +28,16 @@ typedef enum {
      * nothing of the pipeline), or after forwarding the pipeline up to its
      * Sync (the server runs it; its answers are lost). */
     PGPROXY_CUT_BEFORE_PIPELINED_BEGIN,
-    PGPROXY_CUT_AFTER_PIPELINED_BEGIN
+    PGPROXY_CUT_AFTER_PIPELINED_BEGIN,
+    /* Not at a COMMIT: at once (within 100 ms), on the first connection
+     * past its startup (of the application, with pgproxy_arm_for): the
+     * server "dies while sending a long message". The client gets the
+     * start of a NoticeResponse that announces 1 MB, then a reset (RST,
+     * not FIN); the server side is closed. The client's next write fails
+     * while its socket still holds unread bytes: libpq 15 then answers
+     * "server closed the connection unexpectedly" with PQstatus() still
+     * CONNECTION_OK, and in pipeline mode NULL for ever, no Sync. */
+    PGPROXY_RESET_MID_MESSAGE
 } pgproxy_mode_t;
 
 typedef struct pgproxy_s pgproxy_t;
@@ -40,7 +49,8 @@ pgproxy_t *pgproxy_start(const char *host, int port);
  *  is on a Unix socket: the proxy needs TCP. */
 pgproxy_t *pgproxy_start_for(const char *conninfo);
 int pgproxy_port(const pgproxy_t *p);
-/** Cuts at the next COMMIT as mode says (PGPROXY_PASS disarms). */
+/** Cuts at the next COMMIT as mode says (PGPROXY_PASS disarms);
+ *  PGPROXY_RESET_MID_MESSAGE: at once, see above. */
 void pgproxy_arm(pgproxy_t *p, pgproxy_mode_t mode);
 /** The same, but only on a connection whose application_name (from its
  *  startup message) starts with app_prefix ("" or NULL: any). */

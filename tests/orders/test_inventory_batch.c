@@ -22,6 +22,9 @@
  *      orders: the batches read only their own orders' index entries.
  *   6. A big `orders` table whose statistics say nothing is pending: the
  *      batches still read it by its index (no sequential scan of it).
+ *   7. A consumer thread held in the database at SIGTERM: the service
+ *      exits after its shutdown timeout; restarted, it applies the held
+ *      orders once.
  */
 #include <hiredis/hiredis.h>
 #include <string.h>
@@ -407,6 +410,50 @@ int main(void)
     CHECK(tu_query_ll(db, seq) == seq0,
           "the consumers scanned the whole orders table %lld times for 300 orders",
           tu_query_ll(db, seq) - seq0);
+
+    /* 7. A consumer thread held in the database when SIGTERM comes (here:
+     * waiting for the inventory lock, held by this test): the service
+     * waits OUTBOX_SHUTDOWN_TIMEOUT for it, says so (shutdown_timeout) and
+     * exits (status 0, as the relay at its own); its transaction rolls
+     * back. Restarted, the service applies every held order once. (Before:
+     * it waited for the thread for ever.) */
+    char *env_short[] = {"OUTBOX_CONSUMER_THREADS=1", "OUTBOX_LOG_FORMAT=json",
+                         "OUTBOX_SHUTDOWN_TIMEOUT=2s", NULL};
+    static const char waiting[] =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'";
+    long long inv7 = inbox(db, "inventory"), sku3 = stock(db, "SKU-3");
+    lk = tu_connect(s.db);
+    PQclear(tu_exec(lk, "SELECT pg_advisory_lock(7308604897068083556)")); /* INVENTORY_LOCK_SQL */
+    svc_spawn(&s, env_short);
+    for (int i = 0; i < 5; i++)
+        post(&s, "[{\"sku\":\"SKU-3\",\"quantity\":1}]", x, NULL);
+    CHECK(wait_ll(db, waiting, 1, 30000) == 1, "no inventory session waits for the lock");
+    int shut0 = count_in_file(s.log, "\"event\":\"shutdown_timeout\"");
+    long long t0 = tu_now_ms();
+    int rc = svc_term(&s, 20000);
+    long long took = tu_now_ms() - t0;
+    CHECK(rc == 0, "held consumer: the service did not exit on SIGTERM (status %d); see %s", rc,
+          s.log);
+    CHECK(took < 10000, "held consumer: the service took %lld ms to exit", took);
+    CHECK(count_in_file(s.log, "\"event\":\"shutdown_timeout\"") == shut0 + 1,
+          "held consumer: no shutdown_timeout line; see %s", s.log);
+    PQfinish(lk);
+    CHECK(wait_ll(db, waiting, 0, 15000) == 0, "a session still waits for the lock");
+    CHECK(inbox(db, "inventory") == inv7, "held consumer: applied while held");
+    /* The held batch is still pending for the old process's consumer
+     * name: the new one claims it once idle for consumer_claim_idle. */
+    char *env_claim[] = {"OUTBOX_CONSUMER_THREADS=1", "OUTBOX_LOG_FORMAT=json",
+                         "OUTBOX_CONSUMER_CLAIM_IDLE=1s", NULL};
+    svc_spawn(&s, env_claim);
+    snprintf(q, sizeof(q), "SELECT count(*) FROM outbox_inbox WHERE consumer = 'inventory'");
+    CHECK(wait_ll(db, q, inv7 + 5, 30000) == inv7 + 5, "held consumer: %lld of 5 applied",
+          inbox(db, "inventory") - inv7);
+    CHECK(stock(db, "SKU-3") == sku3 - 5, "held consumer: SKU-3 stock %lld, want %lld",
+          stock(db, "SKU-3"), sku3 - 5);
+    printf("held consumer: exited %lld ms after SIGTERM (shutdown timeout 2 s); 5 orders applied "
+           "once after the restart\n",
+           took);
 
     svc_teardown(&s);
     PQfinish(db);

@@ -26,7 +26,9 @@ void tx_pg_close(tx_pg_t *pg);
  * consumer_threads threads with their own broker consumer and session. */
 typedef struct tx_consumers_s tx_consumers_t;
 tx_consumers_t *tx_consumers_start(const outbox_conf_t *conf, char *errstr, size_t errstr_size);
-/* Asks the threads to stop, joins them and frees everything. NULL: no-op. */
-void tx_consumers_stop(tx_consumers_t *cs);
+/* Asks the threads to stop, joins them and frees everything. NULL: no-op.
+ * A thread still running timeout_ms later (> 0; <= 0 waits for ever) is
+ * left: -1, nothing freed, and the caller ends the process. */
+int tx_consumers_stop(tx_consumers_t *cs, int64_t timeout_ms);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -99,6 +100,32 @@ PGresult *outbox__pg_exec_prepared(PGconn *conn, const char *name, const char *s
     return r;
 }
 
+/* A connection out of step with its server (a pipeline whose Sync never
+ * came): what it answers next can't be matched to a statement, yet
+ * PQstatus() says OK and the caller would keep it. Closes its socket and
+ * reads the end, so that libpq marks it CONNECTION_BAD: its owner then
+ * reconnects as after any lost connection. */
+static void pg_drop_desynced(PGconn *conn, const char *why)
+{
+    char msg[512];
+    char cause[256];
+    snprintf(cause, sizeof(cause), "%s", why[0] ? why : PQerrorMessage(conn));
+    size_t len = strlen(cause);
+    while (len && (cause[len - 1] == '\n' || cause[len - 1] == ' '))
+        cause[--len] = '\0';
+    snprintf(msg, sizeof(msg),
+             "PostgreSQL connection out of step (its pipeline's sync never came): closing it, "
+             "the next use reconnects; libpq said: %s",
+             cause);
+    outbox__log(OUTBOX_LOG_WARN, "pg", "pg_desync", msg, NULL);
+    int fd = PQsocket(conn);
+    if (fd >= 0)
+        (void)shutdown(fd, SHUT_RDWR);
+    for (int k = 0; k < 1024 && PQstatus(conn) == CONNECTION_OK; k++)
+        if (!PQconsumeInput(conn))
+            break;
+}
+
 int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const char *const *sqls,
                         const int *prepared, const int *nparams, const char *const *const *params,
                         PGresult **res)
@@ -116,21 +143,30 @@ int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const cha
         (void)PQexitPipelineMode(conn); /* refused with work queued: the caller drops it */
         return -1;
     }
-    /* Each statement: its result, then NULL; then the Sync's result. */
-    int i = 0;
+    /* Each statement: its result, then NULL; then the Sync's result.
+     * Nothing else may end the round but a connection marked bad: libpq
+     * reports a failed wait or read on the socket as one error result,
+     * the connection still "OK", and NULL for ever after, the Sync's
+     * result never coming (found by chaos_orders: a consumer thread spun
+     * here from a PostgreSQL restart on and never stopped). So one NULL
+     * more than there are statements ends it too. */
+    int i = 0, synced = 0;
+    char why[256] = "";
     for (;;) {
         PGresult *r = PQgetResult(conn);
         if (!r) {
-            if (PQstatus(conn) == CONNECTION_BAD)
+            if (PQstatus(conn) == CONNECTION_BAD || ++i > n)
                 break;
-            i++;
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
+            synced = 1;
             break;
         }
+        if (st == PGRES_FATAL_ERROR && !why[0])
+            snprintf(why, sizeof(why), "%s", PQresultErrorMessage(r));
         if (i < n && !res[i]) {
             res[i] = r;
             if (prepared[i])
@@ -141,6 +177,8 @@ int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const cha
         if (st == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_BAD)
             break;
     }
+    if (!synced && PQstatus(conn) == CONNECTION_OK)
+        pg_drop_desynced(conn, why);
     return PQexitPipelineMode(conn) && PQstatus(conn) == CONNECTION_OK ? 0 : -1;
 }
 
