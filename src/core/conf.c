@@ -119,7 +119,9 @@ static const outbox_conf_prop_t props[] = {
      10 * 60 * MS_S, 0, NULL, OUTBOX_SCOPE_RELAY,
      "how often workers re-divide lanes (takeover time after a relay dies)"},
     {"shutdown_timeout", OUTBOX_CT_DURATION, "10s", "OUTBOX_SHUTDOWN_TIMEOUT", 0, MS_H, 0, NULL,
-     OUTBOX_SCOPE_RELAY, "on SIGTERM/SIGINT, longest wait for batches in flight (relay workers, a service's consumer threads)"},
+     OUTBOX_SCOPE_RELAY,
+     "on SIGTERM/SIGINT, longest wait for batches in flight (relay workers, a service's consumer "
+     "threads)"},
     {"metrics_addr", OUTBOX_CT_STR, "127.0.0.1:9464", "OUTBOX_METRICS_ADDR", 0, 0, 0, NULL,
      OUTBOX_SCOPE_RELAY,
      "host:port for the admin server: /metrics, /healthz, /readyz, dashboard (empty or \"off\" "

@@ -562,9 +562,10 @@ static void diagnose(const chaos_t *C, const chaos_proc_t *p)
                  "\"$(cut -d' ' -f1 $t/syscall)\"; done >&2 2>/dev/null",
                  (int)p->pid);
     if (chaos__shell("command -v gdb >/dev/null 2>&1") == 0)
-        chaos__shell("gdb -q -batch -p %d -ex 'thread apply all bt' 2>/dev/null | grep '^#\\|^Thread' "
-                     "| head -200 >&2",
-                     (int)p->pid);
+        chaos__shell(
+            "gdb -q -batch -p %d -ex 'thread apply all bt' 2>/dev/null | grep '^#\\|^Thread' "
+            "| head -200 >&2",
+            (int)p->pid);
     if (C->pg_port) {
         fprintf(stderr, "---- PostgreSQL's sessions:\n");
         fflush(stderr);

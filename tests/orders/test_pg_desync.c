@@ -71,8 +71,8 @@ int main(void)
     const char *db = tu_fresh_db("pg_desync");
     pgproxy_t *px = pgproxy_start_for(db);
     char proxied[1200];
-    snprintf(proxied, sizeof(proxied), "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable",
-             db, pgproxy_port(px));
+    snprintf(proxied, sizeof(proxied),
+             "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable", db, pgproxy_port(px));
 
     for (int n = 1; n <= 3; n++) {
         char app[32], err[512];
@@ -99,8 +99,7 @@ int main(void)
         CHECK(pgproxy_cuts(px) == n, "%d statements: the proxy did not reset the connection", n);
 
         call_within(&c, 10000, "after the reset");
-        CHECK(c.rc == -1, "%d statements: the pipeline on a reset connection returned %d", n,
-              c.rc);
+        CHECK(c.rc == -1, "%d statements: the pipeline on a reset connection returned %d", n, c.rc);
         CHECK(PQstatus(conn) == CONNECTION_BAD,
               "%d statements: the connection still says OK after its server went away: the "
               "caller would keep using it",

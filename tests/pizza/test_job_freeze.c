@@ -21,11 +21,17 @@
 
 int main(void)
 {
-    char *job_env[] = {"PIZZA_PAYMENT_DELAY=1500ms",   "PIZZA_DELIVERY_DELAY=10ms",
-                       "PIZZA_PAYMENT_FAIL_RATE=0",     "PIZZA_DELIVERY_FAIL_RATE=0",
-                       "OUTBOX_PUBLISH_TIMEOUT=2s",     "OUTBOX_BACKOFF_BASE=20ms",
-                       "OUTBOX_BACKOFF_MAX=200ms",      "OUTBOX_WORKERS=1",
-                       "OUTBOX_POLL_MIN_INTERVAL=10ms", "OUTBOX_LOG_FORMAT=json", NULL};
+    char *job_env[] = {"PIZZA_PAYMENT_DELAY=1500ms",
+                       "PIZZA_DELIVERY_DELAY=10ms",
+                       "PIZZA_PAYMENT_FAIL_RATE=0",
+                       "PIZZA_DELIVERY_FAIL_RATE=0",
+                       "OUTBOX_PUBLISH_TIMEOUT=2s",
+                       "OUTBOX_BACKOFF_BASE=20ms",
+                       "OUTBOX_BACKOFF_MAX=200ms",
+                       "OUTBOX_WORKERS=1",
+                       "OUTBOX_POLL_MIN_INTERVAL=10ms",
+                       "OUTBOX_LOG_FORMAT=json",
+                       NULL};
     pz_t p;
     pz_start(&p, "pizza_job_freeze", job_env);
     static char ids[1][40];
@@ -36,8 +42,7 @@ int main(void)
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND application_name = 'pizza-job steps'"
         " AND query LIKE 'SELECT status FROM pizza_orders%'";
-    CHECK(wait_ll(p.conn, reading, 1, 30000) == 1, "job 1 never read the order; see %s",
-          p.job_log);
+    CHECK(wait_ll(p.conn, reading, 1, 30000) == 1, "job 1 never read the order; see %s", p.job_log);
     pid_t job1 = p.job;
     CHECK(kill(job1, SIGSTOP) == 0, "SIGSTOP job 1");
 
@@ -69,7 +74,8 @@ int main(void)
     CHECK(count_in_file(p.job_log, deliv) == 1, "\"pizza delivered\" %d times for one order",
           count_in_file(p.job_log, deliv));
     CHECK(tu_query_ll(p.conn, "SELECT payment_attempts FROM pizza_orders") == 1,
-          "payment attempts: %lld", tu_query_ll(p.conn, "SELECT payment_attempts FROM pizza_orders"));
+          "payment attempts: %lld",
+          tu_query_ll(p.conn, "SELECT payment_attempts FROM pizza_orders"));
     printf("ok the thawed job found the order moved on: one payment, one delivery\n");
 
     pz_stop(&p, &job1, "pizza-job 1", p.job_log);

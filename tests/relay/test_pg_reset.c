@@ -20,8 +20,8 @@ int main(void)
     const char *ci = setup_db("relay_pg_reset", &c);
     pgproxy_t *px = pgproxy_start_for(ci);
     char proxied[1200];
-    snprintf(proxied, sizeof(proxied), "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable",
-             ci, pgproxy_port(px));
+    snprintf(proxied, sizeof(proxied),
+             "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable", ci, pgproxy_port(px));
     char host[64], sink[128];
     int port;
     tu_redis_addr(host, sizeof(host), &port);
@@ -47,8 +47,8 @@ int main(void)
         enqueue_many(c, stream, PER, 10, 20, ids + k * PER);
         long long t0 = tu_now_ms();
         wait_drained(c, 30000);
-        printf("round %d: worker session reset mid-message; %d events published %lld ms later\n",
-               k, PER, tu_now_ms() - t0);
+        printf("round %d: worker session reset mid-message; %d events published %lld ms later\n", k,
+               PER, tu_now_ms() - t0);
         CHECK(proc_alive(relay), "the relay exited after the reset (see %s)", log);
     }
 
