@@ -355,13 +355,8 @@ int cars_projection_stop(cars_projection_t *p, int64_t timeout_ms)
         worker_t *w = &p->workers[i];
         if (!w->started)
             continue;
-        if (outbox_kit_join_by(w->thread, deadline) != 0) {
-            outbox__log(OUTBOX_LOG_WARN, CARS_SEARCH_GROUP, "shutdown_timeout",
-                        "a consumer thread is still busy after the shutdown timeout: leaving it; "
-                        "its transaction rolls back and its messages are delivered again",
-                        "consumer", w->instance, NULL);
+        if (outbox_kit_join_consumer(w->thread, deadline, CARS_SEARCH_GROUP, w->instance) != 0)
             return -1;
-        }
         w->started = 0;
     }
     free(p->workers);

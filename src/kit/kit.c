@@ -175,9 +175,16 @@ void outbox_kit_thread_name(const char *prefix, const char *name)
     outbox__thread_name("%s%s", prefix ? prefix : "", name ? name : "");
 }
 
-int outbox_kit_join_by(pthread_t t, int64_t deadline_ms)
+int outbox_kit_join_consumer(pthread_t t, int64_t deadline_ms, const char *component,
+                             const char *consumer)
 {
-    return outbox__join_by(t, deadline_ms);
+    if (outbox__join_by(t, deadline_ms) == 0)
+        return 0;
+    outbox__log(OUTBOX_LOG_WARN, component, "shutdown_timeout",
+                "a consumer thread is still busy after the shutdown timeout: leaving it; its "
+                "transaction rolls back and its messages are delivered again",
+                "consumer", consumer, NULL);
+    return -1;
 }
 
 struct redisContext *outbox_kit_redis_connect(const outbox_conf_t *conf, int64_t timeout_ms,

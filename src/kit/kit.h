@@ -186,12 +186,13 @@ void outbox_kit_sleep_ms(int64_t ms, _Atomic int *stop);
  *  (Linux keeps 15 bytes). */
 void outbox_kit_thread_name(const char *prefix, const char *name);
 
-/** Joins thread t if it ends by deadline_ms (an outbox_kit_now_ms() time;
- *  <= 0: waits for ever). 0: joined; -1: still running then, not joined:
- *  the caller leaves it and ends the process (a consumer's stop bounded by
- *  shutdown_timeout: its open transaction rolls back, its messages come
- *  again). */
-int outbox_kit_join_by(pthread_t t, int64_t deadline_ms);
+/** Joins consumer thread t if it ends by deadline_ms (an outbox_kit_now_ms()
+ *  time; <= 0: waits for ever): 0. Else logs the warning shutdown_timeout
+ *  (component, "consumer" consumer) and returns -1 with t left running: the
+ *  caller ends the process (its open transaction rolls back, its messages
+ *  are delivered again). For a service's stop bounded by shutdown_timeout. */
+int outbox_kit_join_consumer(pthread_t t, int64_t deadline_ms, const char *component,
+                             const char *consumer);
 
 /* ------------------------------------------------------------------------ */
 /* The pieces every service's main() has                                     */

@@ -160,13 +160,8 @@ int tx_consumers_stop(tx_consumers_t *cs, int64_t timeout_ms)
         worker_t *w = &cs->workers[i];
         if (!w->started)
             continue;
-        if (outbox_kit_join_by(w->thread, deadline) != 0) {
-            outbox__log(OUTBOX_LOG_WARN, w->group, "shutdown_timeout",
-                        "a consumer thread is still busy after the shutdown timeout: leaving it; "
-                        "its transaction rolls back and its messages are delivered again",
-                        "consumer", w->instance, NULL);
+        if (outbox_kit_join_consumer(w->thread, deadline, w->group, w->instance) != 0)
             return -1;
-        }
         w->started = 0;
     }
     for (int i = 0; i < cs->nworkers; i++)

@@ -144,12 +144,14 @@ int outbox__pg_pipeline(PGconn *conn, int n, const char *const *names, const cha
         return -1;
     }
     /* Each statement: its result, then NULL; then the Sync's result.
-     * Nothing else may end the round but a connection marked bad: libpq
-     * reports a failed wait or read on the socket as one error result,
-     * the connection still "OK", and NULL for ever after, the Sync's
-     * result never coming (found by chaos_orders: a consumer thread spun
-     * here from a PostgreSQL restart on and never stopped). So one NULL
-     * more than there are statements ends it too. */
+     * Nothing else may end the round but a connection marked bad, except
+     * that libpq 15 reports a write that failed while bytes from the server
+     * are still unread (the server reset the connection in the middle of
+     * a message) as one error result, the connection still "OK", and then
+     * NULL for ever, the Sync's result never coming (found by chaos_orders:
+     * a consumer thread spun here from a PostgreSQL restart on and never
+     * stopped; orders_pg_desync). So one NULL more than there are
+     * statements ends it too. */
     int i = 0, synced = 0;
     char why[256] = "";
     for (;;) {
